@@ -1,0 +1,47 @@
+# mayu: `make demo` runs a machine through the boot flow, `make test` runs
+# the tests. Both install what they need first (as root on Debian).
+
+GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+# The suite is sized for CI's 2 cores; -p 1 keeps etcd-heavy packages from
+# starving each other.
+TESTFLAGS ?= -count=1 -timeout 45m -p 1
+
+.PHONY: all build etcd deps test test-short fuzz lint demo clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/mayu ./cmd/mayuctl
+
+# Real etcd and etcdctl for tests and the demo, built from the versions
+# pinned in go.mod (`go install pkg@version` refuses their replace
+# directives, so they are built inside this module).
+etcd: bin/etcd bin/etcdctl
+bin/etcd: go.mod go.sum
+	$(GO) build -o bin/etcd go.etcd.io/etcd/server/v3
+bin/etcdctl: go.mod go.sum
+	$(GO) build -o bin/etcdctl go.etcd.io/etcd/etcdctl/v3
+
+# System packages and Go modules.
+deps:
+	scripts/install-deps.sh
+	$(GO) mod download
+
+test: deps build etcd
+	PATH="$(CURDIR)/bin:$$PATH" $(GO) test $(TESTFLAGS) ./...
+
+# Fuzz every parser for a short while each.
+fuzz:
+	scripts/fuzz.sh 30s
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
+	$(GO) vet ./...
+
+demo: deps build etcd
+	scripts/demo.sh
+
+clean:
+	rm -rf bin .demo

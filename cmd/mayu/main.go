@@ -1,0 +1,108 @@
+// Command mayu is one replica of the mayu network-boot service.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/mayu-boot/mayu/pkg/config"
+	"github.com/mayu-boot/mayu/pkg/render"
+	"github.com/mayu-boot/mayu/pkg/server"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	fl := flag.NewFlagSet("mayu", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	configPath := fl.String("config", "/etc/mayu/mayu.yaml", "configuration file")
+	logFormat := fl.String("log-format", "text", "log format: text or json")
+	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
+	check := fl.Bool("check", false, "validate the configuration and render the templates, then exit")
+	showVersion := fl.Bool("version", false, "print the version and exit")
+	fl.Usage = func() {
+		fmt.Fprintf(stderr, "usage: mayu [flags]\n\nmayu answers network-booting machines: DHCP, TFTP, iPXE scripts, installer\nfiles and node callbacks, with all state in etcd.\n\n")
+		fl.PrintDefaults()
+	}
+	if err := fl.Parse(args); err != nil {
+		return 2
+	}
+	if fl.NArg() > 0 {
+		fmt.Fprintf(stderr, "mayu: unexpected argument %q (mayu takes only flags; see mayu -help)\n", fl.Arg(0))
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stderr, "mayu", version)
+		return 0
+	}
+	log, err := newLogger(stderr, *logFormat, *logLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, "mayu:", err)
+		return 2
+	}
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		fmt.Fprintln(stderr, "mayu:", err)
+		return 1
+	}
+	if *check {
+		if err := checkConfig(cfg); err != nil {
+			fmt.Fprintln(stderr, "mayu:", err)
+			return 1
+		}
+		fmt.Fprintf(stderr, "mayu: %s is valid (cluster config hash %s)\n", cfg.Path, cfg.ClusterHash())
+		return 0
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	srv, err := server.Start(ctx, cfg, log)
+	if err != nil {
+		log.Error("mayu cannot start", "err", err)
+		return 1
+	}
+	err = srv.Wait(ctx)
+	log.Info("mayu stopping")
+	srv.Close()
+	if err != nil {
+		log.Error("mayu stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func checkConfig(cfg *config.Config) error {
+	root, err := os.OpenRoot(cfg.Node.FilesDir)
+	if err != nil {
+		return fmt.Errorf("node.files_dir: %w", err)
+	}
+	defer root.Close()
+	_, err = render.New(root.FS(), cfg.Cluster)
+	return err
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level %q: use debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("-log-format %q: use text or json", format)
+}

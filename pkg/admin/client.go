@@ -1,0 +1,141 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/mayu-boot/mayu/pkg/machine"
+)
+
+// Client calls the admin API of a mayu replica.
+type Client struct {
+	// BaseURL of the replica's admin listener, e.g. http://10.0.0.2:4080.
+	BaseURL string
+	// Token is sent as "Authorization: Bearer <Token>".
+	Token string
+	// HTTP is the client used; nil means one with a 30s timeout.
+	HTTP *http.Client
+}
+
+// Error is an answer of the API other than success: the status and the
+// server's message, which says what to do.
+type Error struct {
+	Status  int
+	Message string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s (HTTP %d)", e.Message, e.Status)
+}
+
+// defaultHTTP bounds a call: the server's own etcd calls time out well
+// before this.
+var defaultHTTP = &http.Client{Timeout: 30 * time.Second}
+
+// List returns every machine and the records that could not be read.
+func (c *Client) List(ctx context.Context) (*MachineList, error) {
+	return call[MachineList](ctx, c, http.MethodGet, "/api/v1/machines", nil)
+}
+
+// Get returns one machine.
+func (c *Client) Get(ctx context.Context, id string) (*machine.Machine, error) {
+	return call[machine.Machine](ctx, c, http.MethodGet, machinePath(id, ""), nil)
+}
+
+// Add pre-registers a machine with the MACs it is known by.
+func (c *Client) Add(ctx context.Context, id string, macs []string) (*machine.Machine, error) {
+	return call[machine.Machine](ctx, c, http.MethodPost, "/api/v1/machines", AddRequest{ID: id, MACs: macs})
+}
+
+// Reinstall sends a machine back to configured: its next network boot
+// installs it again.
+func (c *Client) Reinstall(ctx context.Context, id string) (*machine.Machine, error) {
+	return call[machine.Machine](ctx, c, http.MethodPost, machinePath(id, "/reinstall"), nil)
+}
+
+// SetMetadata sets metadata keys of a machine; an empty value deletes the
+// key.
+func (c *Client) SetMetadata(ctx context.Context, id string, kv map[string]string) (*machine.Machine, error) {
+	return call[machine.Machine](ctx, c, http.MethodPost, machinePath(id, "/metadata"), kv)
+}
+
+// Delete removes a machine, freeing its address and profile slot.
+func (c *Client) Delete(ctx context.Context, id string) error {
+	_, err := call[Deleted](ctx, c, http.MethodDelete, machinePath(id, ""), nil)
+	return err
+}
+
+// Config returns the cluster configuration the replica publishes, secrets
+// redacted.
+func (c *Client) Config(ctx context.Context) (*ConfigView, error) {
+	return call[ConfigView](ctx, c, http.MethodGet, "/api/v1/config", nil)
+}
+
+// machinePath escapes id so that whatever an operator typed stays one path
+// segment; the server then refuses it if it is not a valid id.
+func machinePath(id, suffix string) string {
+	return "/api/v1/machines/" + url.PathEscape(id) + suffix
+}
+
+// call makes one request and decodes its answer into a T.
+func call[T any](ctx context.Context, c *Client, method, path string, body any) (*T, error) {
+	var out T
+	if err := c.do(ctx, method, path, body, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.BaseURL, "/")+path, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	hc := c.HTTP
+	if hc == nil {
+		hc = defaultHTTP
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err // a *url.Error: the server was not reached
+	}
+	defer resp.Body.Close()
+	// Answers are small; the bound only guards against talking to
+	// something that is not mayu.
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
+	if err != nil {
+		return fmt.Errorf("reading the answer of %s %s: %w", method, req.URL.Redacted(), err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		var eb ErrorBody
+		if json.Unmarshal(data, &eb) != nil || eb.Error == "" {
+			// Not a mayu error: perhaps a proxy, or the wrong port.
+			eb.Error = fmt.Sprintf("%s answered %s: %s", req.URL.Redacted(), resp.Status, clip(strings.TrimSpace(string(data))))
+		}
+		return &Error{Status: resp.StatusCode, Message: eb.Error}
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("%s answered something that is not the mayu admin API (%v); is --server the admin port?", req.URL.Redacted(), err)
+	}
+	return nil
+}

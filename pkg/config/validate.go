@@ -1,0 +1,331 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"path"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Validate reports every problem in c at once (joined with errors.Join, one
+// per line), each starting with the key path as written in the YAML, e.g.
+// "cluster.pools[1].range.end: 10.0.4.10 is not inside subnet 10.0.3.0/24".
+// It checks syntax and consistency only: whether the files named under
+// install and templates exist is for the code that opens them.
+func (c *Config) Validate() error {
+	var p problems
+	c.Node.validate(&p)
+	c.Cluster.validate(&p)
+	return errors.Join(p...)
+}
+
+type problems []error
+
+func (p *problems) addf(key, format string, args ...any) {
+	*p = append(*p, errors.New(key+": "+fmt.Sprintf(format, args...)))
+}
+
+func (n *Node) validate(p *problems) {
+	if n.Name == "" {
+		p.addf("node.name", "required (the host name could not be read, so set it)")
+	}
+	switch a := n.AdvertiseAddress; {
+	case !a.IsValid():
+		p.addf("node.advertise_address", "required (the address machines use to reach mayu)")
+	case !a.Is4():
+		p.addf("node.advertise_address", "%s is not an IPv4 address (PXE firmware speaks IPv4)", a)
+	case a.IsUnspecified():
+		p.addf("node.advertise_address", "%s cannot be reached; give the VRRP virtual address, or this replica's own", a)
+	}
+	if n.AdminTokenFile == "" {
+		p.addf("node.admin_token_file", "required (the file holding the admin API's bearer token)")
+	}
+	n.Ports.validate(p)
+	n.Etcd.validate(p)
+}
+
+type port struct {
+	key   string
+	value int
+}
+
+func (ps Ports) validate(p *problems) {
+	// 0 disables the UDP listeners; the TCP ones are always on.
+	udp := []port{{"node.ports.dhcp", ps.DHCP}, {"node.ports.tftp", ps.TFTP}}
+	tcp := []port{{"node.ports.http", ps.HTTP}, {"node.ports.admin", ps.Admin}, {"node.ports.metrics", ps.Metrics}}
+	for _, u := range udp {
+		if u.value < 0 || u.value > 65535 {
+			p.addf(u.key, "%d is not a port (0 disables it, else 1-65535)", u.value)
+		}
+	}
+	for _, t := range tcp {
+		if t.value < 1 || t.value > 65535 {
+			p.addf(t.key, "%d is not a port (1-65535)", t.value)
+		}
+	}
+	// UDP and TCP ports live in separate spaces: only clash within each.
+	distinctPorts(p, udp)
+	distinctPorts(p, tcp)
+}
+
+func distinctPorts(p *problems, ports []port) {
+	for i, a := range ports {
+		for _, b := range ports[:i] {
+			if a.value > 0 && a.value == b.value {
+				p.addf(a.key, "%d is already used by %s", a.value, b.key)
+			}
+		}
+	}
+}
+
+func (e *Etcd) validate(p *problems) {
+	for i, ep := range e.Endpoints {
+		checkURL(p, fmt.Sprintf("node.etcd.endpoints[%d]", i), ep)
+	}
+	if !strings.HasPrefix(e.Prefix, "/") || !strings.HasSuffix(e.Prefix, "/") {
+		p.addf("node.etcd.prefix", "%q must start and end with \"/\"", e.Prefix)
+	}
+	checkPositive(p, "node.etcd.dial_timeout", e.DialTimeout)
+	checkPositive(p, "node.etcd.request_timeout", e.RequestTimeout)
+	checkURL(p, "node.etcd.embedded.client_url", e.Embedded.ClientURL)
+	checkURL(p, "node.etcd.embedded.peer_url", e.Embedded.PeerURL)
+	if e.Embedded.QuotaBytes <= 0 {
+		p.addf("node.etcd.embedded.quota_bytes", "must be positive (got %d)", e.Embedded.QuotaBytes)
+	}
+	checkPositive(p, "node.etcd.embedded.compaction_retention", e.Embedded.CompactionRetention)
+}
+
+func checkURL(p *problems, key, s string) {
+	if s == "" {
+		p.addf(key, "required")
+		return
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		p.addf(key, "%q is not an http:// or https:// URL with a host, e.g. http://10.99.0.2:2379", s)
+	}
+}
+
+func checkPositive(p *problems, key string, d time.Duration) {
+	if d <= 0 {
+		p.addf(key, "must be positive (got %s)", d)
+	}
+}
+
+func checkAtLeast(p *problems, key string, d, least time.Duration) {
+	if d < least {
+		p.addf(key, "%s is too short (at least %s)", d, shortDuration(least))
+	}
+}
+
+// shortDuration prints 1m rather than time.Duration's 1m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+func (c *Cluster) validate(p *problems) {
+	if len(c.Pools) == 0 {
+		p.addf("cluster.pools", "at least one pool is required (the subnet machines PXE-boot in)")
+	}
+	poolOK := make([]bool, len(c.Pools))
+	for i, pool := range c.Pools {
+		poolOK[i] = pool.validate(p, fmt.Sprintf("cluster.pools[%d]", i))
+	}
+	// A request is matched to its pool by subnet, so subnets must not
+	// overlap: an address would belong to two pools.
+	for i, a := range c.Pools {
+		for j, b := range c.Pools[:i] {
+			if a.Subnet.IsValid() && b.Subnet.IsValid() && a.Subnet.Overlaps(b.Subnet) {
+				p.addf(fmt.Sprintf("cluster.pools[%d].subnet", i), "%s overlaps cluster.pools[%d].subnet %s", a.Subnet, j, b.Subnet)
+			}
+		}
+	}
+
+	if c.Static.validate(p) {
+		// A static address inside a pool range could be leased to a booting
+		// machine while an installed one uses it.
+		for i, pool := range c.Pools {
+			if poolOK[i] && c.Static.Range.overlaps(pool.Range) {
+				p.addf("cluster.static.range", "%s overlaps cluster.pools[%d].range %s", c.Static.Range, i, pool.Range)
+			}
+		}
+	}
+
+	c.validateProfiles(p)
+	c.Install.validate(p)
+	checkFilePath(p, "cluster.templates.first_stage", c.Templates.FirstStage)
+	checkFilePath(p, "cluster.templates.final_config", c.Templates.FinalConfig)
+
+	if c.Registration != RegistrationOpen && c.Registration != RegistrationPreregistered {
+		p.addf("cluster.registration", "%q is neither %q nor %q", c.Registration, RegistrationOpen, RegistrationPreregistered)
+	}
+	for i, name := range c.SecretTemplateVars {
+		if _, ok := c.TemplateVars[name]; !ok {
+			p.addf(fmt.Sprintf("cluster.secret_template_vars[%d]", i), "%q is not a key of cluster.template_vars", name)
+		}
+	}
+}
+
+// validate reports whether the pool's subnet and range are usable, so that
+// checks across pools can skip one that is not.
+func (pool Pool) validate(p *problems, key string) bool {
+	subnetOK := checkSubnet(p, key+".subnet", pool.Subnet)
+	rangeOK := checkRange(p, key+".range", pool.Range, pool.Subnet, subnetOK)
+	if pool.Router.IsValid() && checkHostAddr(p, key+".router", pool.Router, pool.Subnet, subnetOK) &&
+		rangeOK && pool.Range.Contains(pool.Router) {
+		p.addf(key+".router", "%s is inside the range %s, so it could be leased to a machine", pool.Router, pool.Range)
+	}
+	checkDNS(p, key+".dns", pool.DNS)
+	checkAtLeast(p, key+".lease_time", pool.LeaseTime, time.Minute)
+	return subnetOK && rangeOK
+}
+
+// validate reports whether the static subnet and range are usable.
+func (s Static) validate(p *problems) bool {
+	subnetOK := checkSubnet(p, "cluster.static.subnet", s.Subnet)
+	rangeOK := checkRange(p, "cluster.static.range", s.Range, s.Subnet, subnetOK)
+	if s.Gateway.IsValid() && checkHostAddr(p, "cluster.static.gateway", s.Gateway, s.Subnet, subnetOK) &&
+		rangeOK && s.Range.Contains(s.Gateway) {
+		p.addf("cluster.static.gateway", "%s is inside the range %s, so it could be given to a machine", s.Gateway, s.Range)
+	}
+	checkDNS(p, "cluster.static.dns", s.DNS)
+	return subnetOK && rangeOK
+}
+
+// checkSubnet reports whether s is a usable IPv4 subnet.
+func checkSubnet(p *problems, key string, s netip.Prefix) bool {
+	switch {
+	case !s.IsValid():
+		p.addf(key, "required (a subnet in CIDR notation, e.g. 10.99.0.0/24)")
+	case !s.Addr().Is4():
+		p.addf(key, "%s is not an IPv4 subnet", s)
+	case s != s.Masked():
+		p.addf(key, "%s has host bits set; did you mean %s?", s, s.Masked())
+	default:
+		return true
+	}
+	return false
+}
+
+// checkRange reports whether r is a usable range of host addresses of
+// subnet. Where the subnet itself is unusable (already reported), only the
+// addresses' own form is checked.
+func checkRange(p *problems, key string, r Range, subnet netip.Prefix, subnetOK bool) bool {
+	ok := checkHostAddr(p, key+".start", r.Start, subnet, subnetOK)
+	ok = checkHostAddr(p, key+".end", r.End, subnet, subnetOK) && ok
+	if ok && r.End.Less(r.Start) {
+		p.addf(key, "start %s is after end %s", r.Start, r.End)
+		return false
+	}
+	return ok && subnetOK
+}
+
+// checkHostAddr reports whether a is an IPv4 address a host in subnet can
+// have: inside it, and neither its network nor its broadcast address.
+func checkHostAddr(p *problems, key string, a netip.Addr, subnet netip.Prefix, subnetOK bool) bool {
+	// /31 and /32 have no network or broadcast address (RFC 3021).
+	edges := subnetOK && subnet.Bits() <= 30
+	switch {
+	case !a.IsValid():
+		p.addf(key, "required")
+	case !a.Is4():
+		p.addf(key, "%s is not an IPv4 address", a)
+	case !subnetOK:
+		return true // nothing more can be said without a subnet
+	case !subnet.Contains(a):
+		p.addf(key, "%s is not inside subnet %s", a, subnet)
+	case edges && a == subnet.Addr():
+		p.addf(key, "%s is the network address of %s", a, subnet)
+	case edges && a == lastAddr(subnet):
+		p.addf(key, "%s is the broadcast address of %s", a, subnet)
+	default:
+		return true
+	}
+	return false
+}
+
+func checkDNS(p *problems, key string, servers []netip.Addr) {
+	for i, a := range servers {
+		switch {
+		case !a.IsValid():
+			p.addf(fmt.Sprintf("%s[%d]", key, i), "empty")
+		case !a.Is4():
+			p.addf(fmt.Sprintf("%s[%d]", key, i), "%s is not an IPv4 address", a)
+		}
+	}
+}
+
+// profileName keeps profile names safe to use in etcd keys, metric labels
+// and file names.
+var profileName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
+
+func (c *Cluster) validateProfiles(p *problems) {
+	seen := make(map[string]int)
+	for i, pr := range c.Profiles {
+		key := fmt.Sprintf("cluster.profiles[%d]", i)
+		switch {
+		case pr.Name == "":
+			p.addf(key+".name", "required")
+		case pr.Name == DefaultProfile:
+			p.addf(key+".name", "%q is reserved for machines beyond every profile's quantity", pr.Name)
+		case !profileName.MatchString(pr.Name):
+			p.addf(key+".name", "%q is not a valid profile name (lower-case letters, digits, \"-\" and \"_\", starting with a letter or digit, at most 32 characters)", pr.Name)
+		default:
+			if j, dup := seen[pr.Name]; dup {
+				p.addf(key+".name", "%q is already the name of cluster.profiles[%d]", pr.Name, j)
+			} else {
+				seen[pr.Name] = i
+			}
+		}
+		if pr.Quantity < 1 {
+			p.addf(key+".quantity", "must be at least 1 (got %d)", pr.Quantity)
+		}
+		if _, ok := pr.Tags[""]; ok {
+			p.addf(key+".tags", "a tag has an empty key")
+		}
+	}
+}
+
+func (in *Install) validate(p *problems) {
+	checkFilePath(p, "cluster.install.kernel", in.Kernel)
+	checkFilePath(p, "cluster.install.initrd", in.Initrd)
+	checkFilePath(p, "cluster.install.image", in.Image)
+	if !path.IsAbs(in.Disk) {
+		p.addf("cluster.install.disk", "%q is not an absolute device path, e.g. /dev/sda", in.Disk)
+	}
+	// The arguments go into the iPXE script's kernel line; a line break
+	// would end that line and start a script command.
+	if strings.ContainsAny(in.KernelArgs, "\r\n") {
+		p.addf("cluster.install.kernel_args", "must be one line")
+	}
+	checkAtLeast(p, "cluster.install.timeout", in.Timeout, time.Minute)
+}
+
+// checkFilePath checks, syntactically, that v names a file under
+// node.files_dir: relative, and not climbing out with "..". Whether the
+// file exists is checked by the code that opens it.
+func checkFilePath(p *problems, key, v string) {
+	clean := path.Clean(v)
+	switch {
+	case v == "":
+		p.addf(key, "required (a path relative to node.files_dir)")
+	case strings.HasPrefix(v, "/"):
+		p.addf(key, "%q must be relative to node.files_dir, without a leading \"/\"", v)
+	case clean == ".":
+		p.addf(key, "%q names no file", v)
+	case clean == ".." || strings.HasPrefix(clean, "../"):
+		// After Clean, any ".." left is at the start.
+		p.addf(key, "%q leads outside node.files_dir", v)
+	}
+}

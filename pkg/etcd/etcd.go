@@ -1,0 +1,115 @@
+// Package etcd connects mayu to the etcd that holds all its state: an
+// external cluster when endpoints are configured, else a single-member etcd
+// embedded in the data directory (one machine, one command).
+package etcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"path/filepath"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+
+	"github.com/mayu-boot/mayu/pkg/config"
+)
+
+// Conn is an etcd client and, when embedded, the server behind it.
+type Conn struct {
+	Client *clientv3.Client
+	server *embed.Etcd
+}
+
+// Open connects to the configured etcd, starting the embedded one first if
+// no endpoints are set.
+func Open(ctx context.Context, node config.Node, log *slog.Logger) (*Conn, error) {
+	c := &Conn{}
+	endpoints := node.Etcd.Endpoints
+	if len(endpoints) == 0 {
+		srv, err := StartEmbedded(ctx, filepath.Join(node.DataDir, "etcd"), node.Name, node.Etcd.Embedded)
+		if err != nil {
+			return nil, err
+		}
+		c.server = srv
+		endpoints = []string{node.Etcd.Embedded.ClientURL}
+		log.Info("embedded etcd started", "dir", srv.Config().Dir, "client_url", node.Etcd.Embedded.ClientURL)
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: node.Etcd.DialTimeout,
+		Logger:      zap.NewNop(),
+		// Keepalives notice a dead member quickly so the client moves on.
+		DialKeepAliveTime:    2 * time.Second,
+		DialKeepAliveTimeout: 2 * time.Second,
+	})
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("etcd %v: %w", endpoints, err)
+	}
+	c.Client = cli
+	// Fail at start, with the endpoints named, rather than at the first boot.
+	sctx, cancel := context.WithTimeout(ctx, node.Etcd.DialTimeout)
+	defer cancel()
+	if _, err := cli.Get(sctx, "health-probe", clientv3.WithCountOnly()); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("etcd %v is not reachable: %w (check node.etcd.endpoints)", endpoints, err)
+	}
+	return c, nil
+}
+
+// Close stops the client and, if embedded, the server.
+func (c *Conn) Close() {
+	if c.Client != nil {
+		c.Client.Close()
+	}
+	if c.server != nil {
+		c.server.Close()
+	}
+}
+
+// StartEmbedded starts a single-member etcd in dir with a space quota and
+// periodic auto-compaction, and waits until it serves.
+func StartEmbedded(ctx context.Context, dir, name string, e config.Embedded) (*embed.Etcd, error) {
+	cfg := embed.NewConfig()
+	cfg.Dir = dir
+	if name != "" {
+		cfg.Name = name
+	}
+	cu, err := url.Parse(e.ClientURL)
+	if err != nil {
+		return nil, fmt.Errorf("node.etcd.embedded.client_url: %w", err)
+	}
+	pu, err := url.Parse(e.PeerURL)
+	if err != nil {
+		return nil, fmt.Errorf("node.etcd.embedded.peer_url: %w", err)
+	}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+	cfg.InitialCluster = cfg.Name + "=" + pu.String()
+	cfg.QuotaBackendBytes = e.QuotaBytes
+	cfg.AutoCompactionMode = "periodic"
+	cfg.AutoCompactionRetention = e.CompactionRetention.String()
+	cfg.LogLevel = "error"
+	srv, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("embedded etcd in %s: %w", dir, err)
+	}
+	select {
+	case <-srv.Server.ReadyNotify():
+		return srv, nil
+	case err := <-srv.Err():
+		srv.Close()
+		return nil, fmt.Errorf("embedded etcd in %s: %w", dir, err)
+	case <-time.After(60 * time.Second):
+		srv.Close()
+		return nil, errors.New("embedded etcd did not become ready within 60s")
+	case <-ctx.Done():
+		srv.Close()
+		return nil, ctx.Err()
+	}
+}

@@ -1,0 +1,368 @@
+// Package httpboot is everything a machine meets over HTTP, in boot order:
+// the chain script DHCP points iPXE at, the per-machine iPXE script (which
+// identifies or registers the machine and hands out its token), the
+// installer kernel and initrd, the first-stage script, the OS image, the
+// final config, and the installed / failed / boot-complete callbacks.
+//
+// Any replica answers any of it: all state is in etcd.
+package httpboot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/mayu-boot/mayu/pkg/config"
+	"github.com/mayu-boot/mayu/pkg/identity"
+	"github.com/mayu-boot/mayu/pkg/machine"
+	"github.com/mayu-boot/mayu/pkg/registry"
+	"github.com/mayu-boot/mayu/pkg/render"
+	"github.com/mayu-boot/mayu/pkg/token"
+)
+
+// Server answers nodes.
+type Server struct {
+	reg     *registry.Registry
+	render  *render.Renderer
+	files   *os.Root
+	cluster config.Cluster
+	mayuURL string
+	log     *slog.Logger
+	now     func() time.Time
+}
+
+// Options configure a Server.
+type Options struct {
+	Registry *registry.Registry
+	Renderer *render.Renderer
+	Files    *os.Root // the files directory
+	Cluster  config.Cluster
+	MayuURL  string // http://<advertise address>:<http port>
+	Log      *slog.Logger
+}
+
+// New returns a Server.
+func New(o Options) *Server {
+	return &Server{reg: o.Registry, render: o.Renderer, files: o.Files, cluster: o.Cluster,
+		mayuURL: o.MayuURL, log: o.Log, now: time.Now}
+}
+
+// Handler routes the boot flow.
+func (s *Server) Handler() http.Handler {
+	r := mux.NewRouter()
+	r.HandleFunc("/boot.ipxe", s.chain).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/ipxe", s.ipxe).Methods(http.MethodGet)
+	r.HandleFunc("/boot/kernel", s.file("cluster.install.kernel", s.cluster.Install.Kernel)).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/boot/initrd", s.file("cluster.install.initrd", s.cluster.Install.Initrd)).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/boot/image", s.file("cluster.install.image", s.cluster.Install.Image)).Methods(http.MethodGet, http.MethodHead)
+	node := r.PathPrefix("/machines/{id}").Subrouter()
+	node.HandleFunc("/first-stage", s.node(s.firstStage)).Methods(http.MethodGet)
+	node.HandleFunc("/final-config", s.node(s.finalConfig)).Methods(http.MethodGet)
+	node.HandleFunc("/installed", s.node(s.installed)).Methods(http.MethodPost)
+	node.HandleFunc("/failed", s.node(s.failed)).Methods(http.MethodPost)
+	node.HandleFunc("/boot-complete", s.node(s.bootComplete)).Methods(http.MethodPost)
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		httpError(w, http.StatusNotFound, "no such boot resource: "+clip(r.URL.Path))
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		httpError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed on "+clip(r.URL.Path))
+	})
+	// gorilla/mux would answer "../" paths with a redirect to the cleaned
+	// path; a boot resource never has one, so refuse it outright.
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if strings.Contains(req.URL.Path, "..") || strings.Contains(req.URL.RawPath, "..") {
+			httpError(w, http.StatusBadRequest, "path must not contain '..'")
+			return
+		}
+		r.ServeHTTP(w, req)
+	})
+}
+
+func (s *Server) chain(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write(render.ChainScript(s.mayuURL))
+}
+
+func (s *Server) file(key, name string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) { s.serveFile(w, r, key, name) }
+}
+
+// ipxe identifies (or registers) the machine and answers the script it
+// needs now. Its answers are always scripts with status 200, since iPXE
+// shows nothing of an error body: a machine that cannot proceed gets a
+// script that says why on its console and asks again later.
+func (s *Server) ipxe(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	m, err := s.identify(r.Context(), r)
+	if err != nil {
+		s.log.Warn("machine refused", "err", err, "mac", clip(r.URL.Query().Get("mac")), "remote", r.RemoteAddr)
+		w.Write(render.WaitScript(s.mayuURL, err.Error()))
+		return
+	}
+	switch {
+	case m.HasBeenInstalled():
+		// Never the installer again without an explicit reinstall.
+		w.Write(render.LocalBootScript(m.ID))
+	case m.State == machine.Failed:
+		w.Write(render.WaitScript(s.mayuURL, fmt.Sprintf("the install of %s failed (%s); run `mayuctl reinstall %s` to try again", m.ID, m.FailReason, m.ID)))
+	default:
+		c, err := s.context(r.Context(), m)
+		if err != nil {
+			s.log.Error("cannot make node token", "id", m.ID, "err", err)
+			w.Write(render.WaitScript(s.mayuURL, "mayu cannot reach its state store: "+err.Error()))
+			return
+		}
+		w.Write(render.InstallerScript(c, s.cluster.Install.KernelArgs))
+	}
+}
+
+// identify applies the identity rules to what iPXE sent, then finds the
+// machine by id, else by MAC (an operator may pre-register by MAC), else
+// registers it if the policy allows.
+func (s *Server) identify(ctx context.Context, r *http.Request) (*machine.Machine, error) {
+	q := r.URL.Query()
+	serial, err := identity.DecodeSerial(q.Get("serial"))
+	if err != nil {
+		return nil, err
+	}
+	mac := ""
+	if raw := q.Get("mac"); raw != "" {
+		if mac, err = identity.NormalizeMAC(raw); err != nil {
+			return nil, err
+		}
+	}
+	id, _, err := identity.Resolve(identity.Input{Serial: serial, UUID: q.Get("uuid"), MAC: mac})
+	if err != nil {
+		return nil, fmt.Errorf("this machine cannot be identified: %w", err)
+	}
+	m, err := s.reg.Get(ctx, id)
+	if errors.Is(err, registry.ErrNotFound) && mac != "" {
+		m, err = s.reg.ByMAC(ctx, mac)
+	}
+	if errors.Is(err, registry.ErrNotFound) {
+		if s.cluster.Registration == config.RegistrationPreregistered {
+			return nil, fmt.Errorf("machine %s (MAC %s) is not registered and registration is %q: add it with `mayuctl add %s`", id, mac, config.RegistrationPreregistered, id)
+		}
+		var macs []string
+		if mac != "" {
+			macs = []string{mac}
+		}
+		var created bool
+		m, created, err = s.reg.Register(ctx, registry.Registration{
+			ID: id, Serial: serial, UUID: strings.ToLower(q.Get("uuid")), MACs: macs, Arch: clip(q.Get("arch")),
+		})
+		if err == nil && created {
+			s.log.Info("machine registered", "id", m.ID, "mac", mac, "state", m.State, "profile", m.Profile,
+				"address", m.InternalAddr, "replica", s.reg.Replica())
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if mac != "" && !m.HasMAC(mac) {
+		if m, err = s.reg.AddMAC(ctx, m.ID, mac); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (s *Server) context(ctx context.Context, m *machine.Machine) (render.Context, error) {
+	secret, err := s.reg.Secret(ctx)
+	if err != nil {
+		return render.Context{}, err
+	}
+	return s.render.Context(m, token.For(secret, m.ID, m.Generation), s.mayuURL), nil
+}
+
+// nodeCall is a request from a machine that proved it holds its token.
+type nodeCall struct {
+	w       http.ResponseWriter
+	r       *http.Request
+	machine *machine.Machine
+}
+
+// node checks the machine id and its token before a node callback runs.
+func (s *Server) node(h func(nodeCall)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := mux.Vars(r)["id"]
+		if err := identity.Check(id); err != nil {
+			httpError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		tok := r.URL.Query().Get("token")
+		if bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+			tok = bearer
+		}
+		if tok == "" {
+			httpError(w, http.StatusUnauthorized, "this call needs the machine's token (?token= or Authorization: Bearer), as handed out in its iPXE script")
+			return
+		}
+		m, err := s.reg.Get(r.Context(), id)
+		if err != nil {
+			s.storeError(w, err)
+			return
+		}
+		secret, err := s.reg.Secret(r.Context())
+		if err != nil {
+			s.storeError(w, err)
+			return
+		}
+		if !token.Valid(secret, m.ID, m.Generation, tok) {
+			s.log.Warn("node call with a wrong token refused", "id", id, "path", r.URL.Path, "remote", r.RemoteAddr)
+			httpError(w, http.StatusForbidden, "wrong token for machine "+id+" (a reinstall rotates it)")
+			return
+		}
+		h(nodeCall{w: w, r: r, machine: m})
+	}
+}
+
+// installOnly refuses install-time calls from a machine that is installed:
+// its token then opens nothing but boot-complete.
+func installOnly(c nodeCall) bool {
+	if c.machine.HasBeenInstalled() {
+		httpError(c.w, http.StatusForbidden, fmt.Sprintf("machine %s is %s: its token opens only boot-complete; run `mayuctl reinstall %s` to install it again", c.machine.ID, c.machine.State, c.machine.ID))
+		return false
+	}
+	return true
+}
+
+func (s *Server) firstStage(c nodeCall) {
+	if !installOnly(c) {
+		return
+	}
+	m, ok := s.change(c, machine.Installing, func(m *machine.Machine) error {
+		return m.StartInstall(s.reg.Replica(), s.now())
+	})
+	if ok {
+		s.renderFor(c, m, s.render.FirstStage, "text/x-shellscript")
+	}
+}
+
+func (s *Server) finalConfig(c nodeCall) {
+	if !installOnly(c) {
+		return
+	}
+	if c.machine.State != machine.Installing {
+		httpError(c.w, http.StatusConflict, fmt.Sprintf("machine %s is %s, not installing: fetch the first-stage script first", c.machine.ID, c.machine.State))
+		return
+	}
+	s.renderFor(c, c.machine, s.render.FinalConfig, "text/plain; charset=utf-8")
+}
+
+func (s *Server) installed(c nodeCall) {
+	if c.machine.State == machine.Installed { // a retried announcement
+		writeJSON(c.w, http.StatusOK, stateOf(c.machine))
+		return
+	}
+	if !installOnly(c) {
+		return
+	}
+	if m, ok := s.change(c, machine.Installed, func(m *machine.Machine) error {
+		return m.MarkInstalled(s.reg.Replica(), s.now())
+	}); ok {
+		writeJSON(c.w, http.StatusOK, stateOf(m))
+	}
+}
+
+func (s *Server) failed(c nodeCall) {
+	if !installOnly(c) {
+		return
+	}
+	body, _ := io.ReadAll(io.LimitReader(c.r.Body, 1024))
+	reason := "installer reported an error"
+	if text := strings.TrimSpace(strings.ToValidUTF8(string(body), "?")); text != "" {
+		reason = "installer reported: " + clip(text)
+	}
+	if m, ok := s.change(c, machine.Failed, func(m *machine.Machine) error {
+		return m.MarkFailed(reason, s.reg.Replica(), s.now())
+	}); ok {
+		writeJSON(c.w, http.StatusOK, stateOf(m))
+	}
+}
+
+func (s *Server) bootComplete(c nodeCall) {
+	if m, ok := s.change(c, machine.Running, func(m *machine.Machine) error {
+		return m.BootComplete(s.reg.Replica(), s.now())
+	}); ok {
+		writeJSON(c.w, http.StatusOK, stateOf(m))
+	}
+}
+
+// change applies one state transition as a compare-and-swap and answers
+// the errors; ok means the caller may answer success.
+func (s *Server) change(c nodeCall, to machine.State, f func(*machine.Machine) error) (*machine.Machine, bool) {
+	gen := c.machine.Generation
+	changed := false
+	m, err := s.reg.Update(c.r.Context(), c.machine.ID, func(m *machine.Machine) error {
+		if m.Generation != gen {
+			// A reinstall raced this call: the token it carried is stale.
+			return errStaleToken
+		}
+		err := f(m)
+		changed = err == nil
+		return err
+	})
+	if err != nil {
+		s.storeError(c.w, err)
+		return nil, false
+	}
+	if changed {
+		s.log.Info("machine state changed", "id", m.ID, "mac", strings.Join(m.MACs, ","), "state", to, "replica", s.reg.Replica())
+	}
+	return m, true
+}
+
+var errStaleToken = errors.New("the machine was reinstalled meanwhile: its token is stale")
+
+func (s *Server) renderFor(c nodeCall, m *machine.Machine, f func(render.Context) ([]byte, error), contentType string) {
+	rc, err := s.context(c.r.Context(), m)
+	if err != nil {
+		s.storeError(c.w, err)
+		return
+	}
+	out, err := f(rc)
+	if err != nil {
+		s.log.Error("template render failed", "id", m.ID, "err", err)
+		httpError(c.w, http.StatusInternalServerError, "rendering for machine "+m.ID+" failed: "+err.Error())
+		return
+	}
+	c.w.Header().Set("Content-Type", contentType)
+	c.w.Write(out)
+}
+
+// storeError turns a registry error into an answer a node or operator can
+// act on.
+func (s *Server) storeError(w http.ResponseWriter, err error) {
+	var corrupt *registry.CorruptError
+	var transition *machine.TransitionError
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		httpError(w, http.StatusNotFound, err.Error())
+	case errors.As(err, &transition), errors.Is(err, errStaleToken):
+		httpError(w, http.StatusConflict, err.Error())
+	case errors.As(err, &corrupt):
+		s.log.Error("corrupt record", "err", err)
+		httpError(w, http.StatusInternalServerError, err.Error())
+	case errors.Is(err, registry.ErrConflict):
+		httpError(w, http.StatusServiceUnavailable, err.Error())
+	default:
+		s.log.Error("state store error", "err", err)
+		httpError(w, http.StatusServiceUnavailable, "mayu cannot reach its state store, retry: "+err.Error())
+	}
+}
+
+func clip(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "..."
+	}
+	return s
+}

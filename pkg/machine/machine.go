@@ -1,0 +1,219 @@
+// Package machine is the machine record mayu keeps in etcd and the rules of
+// its life: configured → installing → installed → running, failed when an
+// install goes wrong, and back to configured only on an explicit reinstall.
+// Every method here is pure; the registry makes each change one etcd
+// transaction.
+package machine
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// State is where a machine stands in its install.
+type State string
+
+const (
+	Configured State = "configured" // registered; its next network boot installs it
+	Installing State = "installing" // the installer runs
+	Installed  State = "installed"  // the disk is written; DHCP ignores it from now on
+	Running    State = "running"    // the installed OS reported boot-complete
+	Failed     State = "failed"     // the installer reported an error or timed out
+)
+
+// Valid reports whether s is one of the known states.
+func (s State) Valid() bool {
+	switch s {
+	case Configured, Installing, Installed, Running, Failed:
+		return true
+	}
+	return false
+}
+
+// historyLimit keeps records small; the newest events are kept.
+const historyLimit = 50
+
+// Event is one state change.
+type Event struct {
+	State   State     `json:"state"`
+	At      time.Time `json:"at"`
+	Replica string    `json:"replica"`
+	Reason  string    `json:"reason,omitempty"`
+}
+
+// Machine is one record under /mayu/machines/<id>.
+type Machine struct {
+	ID           string            `json:"id"`
+	Serial       string            `json:"serial,omitempty"`
+	UUID         string            `json:"uuid,omitempty"`
+	MACs         []string          `json:"macs"`
+	Arch         string            `json:"arch,omitempty"`
+	MachineID    string            `json:"machineID"`
+	Hostname     string            `json:"hostname"`
+	Profile      string            `json:"profile"`
+	ProfileSlot  int               `json:"profileSlot"` // -1 for the default profile
+	InternalAddr string            `json:"internalAddr"`
+	Metadata     map[string]string `json:"metadata"`
+	State        State             `json:"state"`
+	Since        time.Time         `json:"since"` // when the current state began
+	// Generation counts installs; the node token is bound to it, so a
+	// reinstall rotates the token.
+	Generation    int       `json:"generation"`
+	FailReason    string    `json:"failReason,omitempty"`
+	Registered    time.Time `json:"registered"`
+	LastBoot      time.Time `json:"lastBoot,omitzero"`
+	LastReplica   string    `json:"lastReplica,omitempty"`
+	History       []Event   `json:"history"`
+	Preregistered bool      `json:"preregistered,omitempty"`
+}
+
+// HasBeenInstalled is true for a machine that must never be installed again
+// without an explicit reinstall.
+func (m *Machine) HasBeenInstalled() bool {
+	return m.State == Installed || m.State == Running
+}
+
+// HasMAC reports whether mac (normalised) is one of the machine's.
+func (m *Machine) HasMAC(mac string) bool {
+	for _, x := range m.MACs {
+		if x == mac {
+			return true
+		}
+	}
+	return false
+}
+
+// ErrUnchanged means a request asked for the state the machine is already
+// in: callers answer success without writing.
+var ErrUnchanged = errors.New("unchanged")
+
+// TransitionError is a change the machine's state does not allow.
+type TransitionError struct {
+	ID   string
+	From State
+	To   State
+	Hint string
+}
+
+func (e *TransitionError) Error() string {
+	msg := fmt.Sprintf("machine %s is %s and cannot become %s", e.ID, e.From, e.To)
+	if e.Hint != "" {
+		msg += ": " + e.Hint
+	}
+	return msg
+}
+
+func (m *Machine) set(to State, replica, reason string, now time.Time) {
+	m.State = to
+	m.Since = now
+	m.LastReplica = replica
+	m.History = append(m.History, Event{State: to, At: now, Replica: replica, Reason: reason})
+	if len(m.History) > historyLimit {
+		m.History = append([]Event(nil), m.History[len(m.History)-historyLimit:]...)
+	}
+}
+
+// New is a freshly registered machine.
+func New(id string, now time.Time, replica string) *Machine {
+	m := &Machine{ID: id, ProfileSlot: -1, Metadata: map[string]string{}, Registered: now}
+	m.set(Configured, replica, "registered", now)
+	return m
+}
+
+// StartInstall records that the installer fetched its first-stage script.
+func (m *Machine) StartInstall(replica string, now time.Time) error {
+	switch m.State {
+	case Configured:
+		m.FailReason = ""
+		m.set(Installing, replica, "installer started", now)
+		return nil
+	case Installing:
+		return ErrUnchanged // an installer retry
+	}
+	return &TransitionError{ID: m.ID, From: m.State, To: Installing, Hint: "run `mayuctl reinstall " + m.ID + "` to install it again"}
+}
+
+// MarkInstalled records the installer's announcement that the disk is written.
+func (m *Machine) MarkInstalled(replica string, now time.Time) error {
+	switch m.State {
+	case Installing, Failed: // a late success after a timeout still wrote the disk
+		m.FailReason = ""
+		m.set(Installed, replica, "installer finished", now)
+		return nil
+	case Installed:
+		return ErrUnchanged
+	}
+	return &TransitionError{ID: m.ID, From: m.State, To: Installed}
+}
+
+// MarkFailed records an installer's error report or an install timeout.
+func (m *Machine) MarkFailed(reason, replica string, now time.Time) error {
+	switch m.State {
+	case Installing:
+		m.FailReason = reason
+		m.set(Failed, replica, reason, now)
+		return nil
+	case Failed:
+		return ErrUnchanged
+	}
+	return &TransitionError{ID: m.ID, From: m.State, To: Failed}
+}
+
+// BootComplete records that the installed OS came up.
+func (m *Machine) BootComplete(replica string, now time.Time) error {
+	switch m.State {
+	case Installed, Running:
+		m.LastBoot = now
+		if m.State == Running {
+			m.LastReplica = replica
+			return nil // a reboot: new LastBoot, no new history entry
+		}
+		m.set(Running, replica, "boot complete", now)
+		return nil
+	}
+	return &TransitionError{ID: m.ID, From: m.State, To: Running, Hint: "only an installed machine reports boot-complete"}
+}
+
+// Reinstall sends the machine back to configured and rotates its token.
+func (m *Machine) Reinstall(replica string, now time.Time) error {
+	if m.State == Configured {
+		return ErrUnchanged
+	}
+	m.Generation++
+	m.FailReason = ""
+	m.set(Configured, replica, "reinstall requested", now)
+	return nil
+}
+
+// InstallExpired reports whether an install has outlasted timeout.
+func (m *Machine) InstallExpired(timeout time.Duration, now time.Time) bool {
+	return m.State == Installing && now.Sub(m.Since) > timeout
+}
+
+// Check reports what is wrong with a record read from etcd.
+func (m *Machine) Check(id string) error {
+	switch {
+	case m.ID != id:
+		return fmt.Errorf("record holds id %q", m.ID)
+	case !m.State.Valid():
+		return fmt.Errorf("unknown state %q", m.State)
+	case !isMachineID(m.MachineID):
+		return fmt.Errorf("machineID %q is not 32 hex digits", m.MachineID)
+	}
+	return nil
+}
+
+// isMachineID reports whether s is 32 lower-case hex digits, as the
+// registry makes them. The hostname is cut from it, so nothing else passes.
+func isMachineID(s string) bool {
+	if len(s) != 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,85 @@
+package render
+
+import (
+	"strings"
+	"text/template"
+)
+
+// The iPXE scripts are built in: they are the protocol between mayu and
+// iPXE, not site policy. Site policy lives in the kernel arguments and the
+// operator's templates.
+
+// ChainScript is what DHCP points iPXE at. It sends back everything that
+// identifies the machine; the serial goes hex-encoded so that any bytes a
+// vendor put there survive the URL.
+func ChainScript(mayuURL string) []byte {
+	return []byte("#!ipxe\n" +
+		"echo mayu: identifying ${mac} (serial ${serial}, uuid ${uuid})\n" +
+		"chain --replace --autofree " + mayuURL + "/ipxe?serial=${serial:hexraw}&uuid=${uuid}&mac=${mac:hexhyp}&arch=${buildarch} || goto retry\n" +
+		":retry\n" +
+		"echo mayu: cannot reach " + mayuURL + ", retrying in 10 seconds\n" +
+		"sleep 10\n" +
+		"chain --replace --autofree " + mayuURL + "/boot.ipxe\n")
+}
+
+var installerScript = template.Must(template.New("installer").Parse(`#!ipxe
+echo mayu: installing machine {{.ID}} (profile {{.Profile}}, address {{.Address}})
+:retry
+kernel {{.MayuURL}}/boot/kernel initrd=initrd.img {{.KernelArgs}} mayu.url={{.MayuURL}} mayu.id={{.ID}} mayu.token={{.Token}} mayu.first_stage={{.FirstStage}} || goto failed
+initrd --name initrd.img {{.MayuURL}}/boot/initrd || goto failed
+boot || goto failed
+:failed
+echo mayu: loading the installer failed, retrying in 10 seconds
+sleep 10
+goto retry
+`))
+
+// InstallerScript boots the installer kernel with the arguments that lead
+// it to its first-stage script. initrd=initrd.img plus `initrd --name` lets
+// the same script work for the EFI stub, which loads the initrd by name.
+func InstallerScript(c Context, kernelArgs string) []byte {
+	var b strings.Builder
+	_ = installerScript.Execute(&b, map[string]string{
+		"ID":         c.Machine.ID,
+		"Profile":    c.Machine.Profile,
+		"Address":    c.Machine.InternalAddr,
+		"MayuURL":    c.MayuURL,
+		"KernelArgs": sanitize(kernelArgs),
+		"Token":      c.Token,
+		"FirstStage": c.URLs.FirstStage,
+	})
+	return []byte(b.String())
+}
+
+// LocalBootScript sends an installed machine to its disk. Returning from
+// iPXE with `exit` makes the firmware try the next boot device.
+func LocalBootScript(id string) []byte {
+	return []byte("#!ipxe\necho mayu: machine " + id + " is installed, booting from the local disk\nexit\n")
+}
+
+// WaitScript tells the console why the machine cannot proceed, waits, and
+// asks again, so that the machine proceeds by itself once an operator acts
+// (pre-registers it, reinstalls it, fixes etcd).
+func WaitScript(mayuURL, why string) []byte {
+	return []byte("#!ipxe\n" +
+		"echo mayu: " + sanitize(why) + "\n" +
+		"echo mayu: asking again in 60 seconds\n" +
+		"sleep 60\n" +
+		"chain --replace --autofree " + mayuURL + "/boot.ipxe\n")
+}
+
+// sanitize keeps text from breaking out of an iPXE line: no newlines, and
+// no ${...} expansion of attacker-chosen text.
+func sanitize(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	s = strings.ReplaceAll(s, "$", "")
+	if len(s) > 300 {
+		s = s[:300] + "..."
+	}
+	return s
+}

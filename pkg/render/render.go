@@ -1,0 +1,175 @@
+// Package render turns templates into what a machine runs: the iPXE
+// scripts (built in), the first-stage install script and the final config
+// (operator templates from the files directory, Go text/template).
+//
+// Templates are parsed once at start and test-rendered against a sample
+// machine, so a broken template stops mayu at start-up with the file and
+// line named, rather than failing a machine mid-install. Each render goes
+// to a buffer first: a machine never receives half a script.
+package render
+
+import (
+	"bytes"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/mayu-boot/mayu/pkg/config"
+	"github.com/mayu-boot/mayu/pkg/machine"
+)
+
+// Context is what templates see.
+type Context struct {
+	Machine *machine.Machine
+	// Token authenticates every call the node makes back to mayu.
+	Token string
+	// MayuURL is the base URL of mayu's HTTP boot port (the advertise address).
+	MayuURL string
+	URLs    URLs
+	Install Install
+	Network Network
+	Vars    map[string]string
+}
+
+// URLs a node calls, each carrying its token where one is needed.
+type URLs struct {
+	FirstStage   string
+	Image        string
+	FinalConfig  string
+	Installed    string
+	Failed       string
+	BootComplete string
+}
+
+// Install is what the installer writes where.
+type Install struct {
+	Disk string
+}
+
+// Network is the machine's static configuration on the installed OS.
+type Network struct {
+	Address   string // InternalAddr
+	PrefixLen int
+	Netmask   string
+	Gateway   string
+	DNS       []string
+}
+
+// Renderer holds the parsed operator templates.
+type Renderer struct {
+	firstStage  *template.Template
+	finalConfig *template.Template
+	cluster     config.Cluster
+}
+
+var funcs = template.FuncMap{
+	"join": strings.Join,
+	// shellquote makes any string safe inside a POSIX shell script.
+	"shellquote": func(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" },
+}
+
+// New parses the cluster's templates from files (rooted at the files
+// directory) and test-renders them.
+func New(files fs.FS, cluster config.Cluster) (*Renderer, error) {
+	r := &Renderer{cluster: cluster}
+	var err error
+	if r.firstStage, err = parse(files, "cluster.templates.first_stage", cluster.Templates.FirstStage); err != nil {
+		return nil, err
+	}
+	if r.finalConfig, err = parse(files, "cluster.templates.final_config", cluster.Templates.FinalConfig); err != nil {
+		return nil, err
+	}
+	sample := r.Context(Sample(), "sample-token", "http://192.0.2.1:4081")
+	if _, err := r.FirstStage(sample); err != nil {
+		return nil, fmt.Errorf("cluster.templates.first_stage: test render failed: %w", err)
+	}
+	if _, err := r.FinalConfig(sample); err != nil {
+		return nil, fmt.Errorf("cluster.templates.final_config: test render failed: %w", err)
+	}
+	return r, nil
+}
+
+func parse(files fs.FS, key, name string) (*template.Template, error) {
+	data, err := fs.ReadFile(files, name)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	t, err := template.New(name).Funcs(funcs).Option("missingkey=error").Parse(string(data))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	return t, nil
+}
+
+// Sample is the machine templates are test-rendered with at start-up.
+func Sample() *machine.Machine {
+	m := machine.New("sample-serial", time.Unix(0, 0).UTC(), "check")
+	m.MachineID = strings.Repeat("0", 32)
+	m.Hostname = m.MachineID[:16]
+	m.MACs = []string{"52:54:00:00:00:01"}
+	m.InternalAddr = "192.0.2.10"
+	m.Profile = "default"
+	return m
+}
+
+// Context builds what templates see for m.
+func (r *Renderer) Context(m *machine.Machine, token, mayuURL string) Context {
+	node := mayuURL + "/machines/" + m.ID + "/"
+	q := "?token=" + token
+	st := r.cluster.Static
+	nw := Network{Address: m.InternalAddr, PrefixLen: st.Subnet.Bits()}
+	if st.Subnet.IsValid() {
+		nw.Netmask = netmask(st.Subnet.Bits())
+	}
+	if st.Gateway.IsValid() {
+		nw.Gateway = st.Gateway.String()
+	}
+	for _, d := range st.DNS {
+		nw.DNS = append(nw.DNS, d.String())
+	}
+	vars := make(map[string]string, len(r.cluster.TemplateVars))
+	for k, v := range r.cluster.TemplateVars {
+		vars[k] = v
+	}
+	return Context{
+		Machine: m,
+		Token:   token,
+		MayuURL: mayuURL,
+		URLs: URLs{
+			FirstStage:   node + "first-stage" + q,
+			Image:        mayuURL + "/boot/image",
+			FinalConfig:  node + "final-config" + q,
+			Installed:    node + "installed" + q,
+			Failed:       node + "failed" + q,
+			BootComplete: node + "boot-complete" + q,
+		},
+		Install: Install{Disk: r.cluster.Install.Disk},
+		Network: nw,
+		Vars:    vars,
+	}
+}
+
+func netmask(bits int) string {
+	var b [4]byte
+	for i := 0; i < bits && i < 32; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	return netip.AddrFrom4(b).String()
+}
+
+// FirstStage renders the script the installer runs.
+func (r *Renderer) FirstStage(c Context) ([]byte, error) { return execute(r.firstStage, c) }
+
+// FinalConfig renders the config written to the installed disk.
+func (r *Renderer) FinalConfig(c Context) ([]byte, error) { return execute(r.finalConfig, c) }
+
+func execute(t *template.Template, c Context) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := t.Execute(&buf, c); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}

@@ -1,0 +1,17 @@
+#!/bin/sh
+# Installs the Debian packages mayu's tests and demo use, if any is missing.
+# Run as root on Debian; does nothing when everything is there.
+set -eu
+
+packages="curl ca-certificates git iproute2"
+
+missing=""
+for p in $packages; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+	echo "install-deps: installing$missing"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends $missing
+fi
