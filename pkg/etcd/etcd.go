@@ -72,9 +72,18 @@ func (c *Conn) Close() {
 	}
 }
 
+// Option tunes StartEmbedded.
+type Option func(*embed.Config)
+
+// WithLogger sends the embedded etcd's own log to lg (default: errors only,
+// to stderr).
+func WithLogger(lg *zap.Logger) Option {
+	return func(c *embed.Config) { c.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg) }
+}
+
 // StartEmbedded starts a single-member etcd in dir with a space quota and
 // periodic auto-compaction, and waits until it serves.
-func StartEmbedded(ctx context.Context, dir, name string, e config.Embedded) (*embed.Etcd, error) {
+func StartEmbedded(ctx context.Context, dir, name string, e config.Embedded, opts ...Option) (*embed.Etcd, error) {
 	cfg := embed.NewConfig()
 	cfg.Dir = dir
 	if name != "" {
@@ -95,6 +104,9 @@ func StartEmbedded(ctx context.Context, dir, name string, e config.Embedded) (*e
 	cfg.AutoCompactionMode = "periodic"
 	cfg.AutoCompactionRetention = e.CompactionRetention.String()
 	cfg.LogLevel = "error"
+	for _, o := range opts {
+		o(cfg)
+	}
 	srv, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("embedded etcd in %s: %w", dir, err)

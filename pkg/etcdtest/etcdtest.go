@@ -58,14 +58,15 @@ func StartServer(t testing.TB) *Server {
 	// A port picked by listening on :0 can be taken by someone else before
 	// etcd binds it; try again with new ports if that happens.
 	for attempt := 0; attempt < 5; attempt++ {
-		clientURL, peerURL := "http://"+freeAddr(t), "http://"+freeAddr(t)
+		peerURL := "http://" + freeAddr(t)
+		clientURL = "http://" + freeAddr(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		srv, err = etcd.StartEmbedded(ctx, filepath.Join(dir, fmt.Sprint("etcd", attempt)), "etcdtest", config.Embedded{
 			ClientURL:           clientURL,
 			PeerURL:             peerURL,
 			QuotaBytes:          256 << 20,
 			CompactionRetention: time.Hour,
-		})
+		}, etcd.WithLogger(zap.NewNop()))
 		cancel()
 		if err == nil || !addrInUse(err) {
 			break

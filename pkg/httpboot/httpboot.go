@@ -75,12 +75,14 @@ func (s *Server) Handler() http.Handler {
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed on "+clip(r.URL.Path))
 	})
-	// gorilla/mux would answer "../" paths with a redirect to the cleaned
-	// path; a boot resource never has one, so refuse it outright.
+	// gorilla/mux would answer a path with "." or ".." segments with a
+	// redirect to the cleaned path; no boot resource has one, so refuse it.
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if strings.Contains(req.URL.Path, "..") || strings.Contains(req.URL.RawPath, "..") {
-			httpError(w, http.StatusBadRequest, "path must not contain '..'")
-			return
+		for _, seg := range strings.Split(req.URL.Path, "/") {
+			if seg == ".." || seg == "." {
+				httpError(w, http.StatusBadRequest, "path must not contain '.' or '..' segments")
+				return
+			}
 		}
 		r.ServeHTTP(w, req)
 	})

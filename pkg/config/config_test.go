@@ -1,0 +1,650 @@
+package config
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+const examplePath = "../../etc/mayu.yaml"
+
+// baseYAML is a small valid config the tests vary. Two pools, so that
+// messages about a pool other than the first can be checked.
+const baseYAML = `node:
+  name: test-node
+  interface: eth0
+  advertise_address: 10.0.2.1
+  admin_token_file: /etc/mayu/admin-token
+cluster:
+  pools:
+    - subnet: 10.0.2.0/24
+      range: {start: 10.0.2.100, end: 10.0.2.199}
+      router: 10.0.2.1
+      dns: [10.0.2.1]
+    - subnet: 10.0.3.0/24
+      range: {start: 10.0.3.100, end: 10.0.3.199}
+      router: 10.0.3.1
+      lease_time: 2h
+  static:
+    subnet: 10.0.3.0/24
+    range: {start: 10.0.3.10, end: 10.0.3.60}
+    gateway: 10.0.3.1
+  profiles:
+    - {name: core, quantity: 3, tags: {rule-core: "true"}}
+    - {name: worker, quantity: 10}
+  install: {kernel: installer/vmlinuz, initrd: installer/initrd.img, image: images/os.img}
+  templates: {first_stage: templates/first-stage.sh, final_config: templates/final-config.yaml}
+  template_vars: {ntp: 10.0.2.1, root_password_hash: "$6$salt$hash"}
+  secret_template_vars: [root_password_hash]
+`
+
+func mustParse(t *testing.T, data string) *Config {
+	t.Helper()
+	cfg, err := Parse([]byte(data), "test.yaml")
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	return cfg
+}
+
+func TestExampleFile(t *testing.T) {
+	cfg, err := Load(examplePath)
+	if err != nil {
+		t.Fatalf("Load(%s): %v", examplePath, err)
+	}
+	if cfg.Path != examplePath {
+		t.Errorf("Path = %q, want %q", cfg.Path, examplePath)
+	}
+	n, c := cfg.Node, cfg.Cluster
+	checks := []struct {
+		what      string
+		got, want any
+	}{
+		{"advertise_address", n.AdvertiseAddress, netip.MustParseAddr("10.99.0.1")},
+		{"interface", n.Interface, "srv0"},
+		{"ports", n.Ports, Ports{DHCP: 67, TFTP: 69, HTTP: 4081, Admin: 4080, Metrics: 4082}},
+		{"pools", len(c.Pools), 1},
+		{"pool subnet", c.Pools[0].Subnet, netip.MustParsePrefix("10.99.0.0/24")},
+		{"pool range size", c.Pools[0].Range.Size(), 100},
+		{"static range size", c.Static.Range.Size(), 51},
+		{"profiles", len(c.Profiles), 2},
+		{"worker tags", c.Profiles[1].Tags["stack-compute"], "true"},
+		{"disk", c.Install.Disk, "/dev/vda"},
+		{"timeout", c.Install.Timeout, 30 * time.Minute},
+		{"registration", c.Registration, RegistrationOpen},
+		{"redacted password", cfg.Redacted().TemplateVars["root_password_hash"], SecretMask},
+	}
+	for _, ch := range checks {
+		if !reflect.DeepEqual(ch.got, ch.want) {
+			t.Errorf("%s = %v, want %v", ch.what, ch.got, ch.want)
+		}
+	}
+}
+
+// TestExampleFileHasEveryKey keeps etc/mayu.yaml complete as fields are
+// added: every key of every struct must appear in it.
+func TestExampleFileHasEveryKey(t *testing.T) {
+	data, err := os.ReadFile(examplePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := parseDocument(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var walk func(n *yaml.Node, typ reflect.Type, path string)
+	walk = func(n *yaml.Node, typ reflect.Type, path string) {
+		switch {
+		case typ == addrType || typ == prefixType || typ == durationType:
+		case typ.Kind() == reflect.Struct:
+			present := map[string]*yaml.Node{}
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				present[n.Content[i].Value] = n.Content[i+1]
+			}
+			for name, ft := range yamlFields(typ) {
+				v, ok := present[name]
+				if !ok {
+					t.Errorf("%s: key %q missing from %s", examplePath, name, describe(path))
+					continue
+				}
+				walk(v, ft, join(path, name))
+			}
+		case typ.Kind() == reflect.Slice && len(n.Content) > 0:
+			walk(n.Content[0], typ.Elem(), path+"[0]")
+		}
+	}
+	walk(root, reflect.TypeFor[Config](), "")
+}
+
+// TestValidate checks that each rule names the key, as written in the YAML,
+// that breaks it.
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(c *Config)
+		want   string
+	}{
+		// node
+		{"name empty", func(c *Config) { c.Node.Name = "" }, "node.name: required"},
+		{"advertise missing", func(c *Config) { c.Node.AdvertiseAddress = netip.Addr{} },
+			"node.advertise_address: required (the address machines use to reach mayu)"},
+		{"advertise IPv6", func(c *Config) { c.Node.AdvertiseAddress = netip.MustParseAddr("2001:db8::1") },
+			"node.advertise_address: 2001:db8::1 is not an IPv4 address"},
+		{"advertise unspecified", func(c *Config) { c.Node.AdvertiseAddress = netip.IPv4Unspecified() },
+			"node.advertise_address: 0.0.0.0 cannot be reached"},
+		{"admin token file missing", func(c *Config) { c.Node.AdminTokenFile = "" }, "node.admin_token_file: required"},
+
+		// ports
+		{"http 0", func(c *Config) { c.Node.Ports.HTTP = 0 }, "node.ports.http: 0 is not a port (1-65535)"},
+		{"admin too big", func(c *Config) { c.Node.Ports.Admin = 70000 }, "node.ports.admin: 70000 is not a port"},
+		{"metrics negative", func(c *Config) { c.Node.Ports.Metrics = -1 }, "node.ports.metrics: -1 is not a port"},
+		{"dhcp negative", func(c *Config) { c.Node.Ports.DHCP = -1 }, "node.ports.dhcp: -1 is not a port (0 disables it"},
+		{"tftp too big", func(c *Config) { c.Node.Ports.TFTP = 65536 }, "node.ports.tftp: 65536 is not a port"},
+		{"admin same as http", func(c *Config) { c.Node.Ports.Admin = c.Node.Ports.HTTP },
+			"node.ports.admin: 4081 is already used by node.ports.http"},
+		{"metrics same as admin", func(c *Config) { c.Node.Ports.Metrics = c.Node.Ports.Admin },
+			"node.ports.metrics: 4080 is already used by node.ports.admin"},
+		{"tftp same as dhcp", func(c *Config) { c.Node.Ports.TFTP = 67 },
+			"node.ports.tftp: 67 is already used by node.ports.dhcp"},
+
+		// etcd
+		{"endpoint without scheme", func(c *Config) { c.Node.Etcd.Endpoints = []string{"http://10.0.0.2:2379", "10.0.0.3:2379"} },
+			`node.etcd.endpoints[1]: "10.0.0.3:2379" is not an http:// or https:// URL with a host`},
+		{"endpoint wrong scheme", func(c *Config) { c.Node.Etcd.Endpoints = []string{"unix:///run/etcd.sock"} },
+			`node.etcd.endpoints[0]: "unix:///run/etcd.sock" is not an http:// or https://`},
+		{"endpoint without host", func(c *Config) { c.Node.Etcd.Endpoints = []string{"https://"} },
+			`node.etcd.endpoints[0]: "https://" is not`},
+		{"endpoint empty", func(c *Config) { c.Node.Etcd.Endpoints = []string{""} }, "node.etcd.endpoints[0]: required"},
+		{"client url", func(c *Config) { c.Node.Etcd.Embedded.ClientURL = "localhost:2379" },
+			`node.etcd.embedded.client_url: "localhost:2379" is not`},
+		{"peer url", func(c *Config) { c.Node.Etcd.Embedded.PeerURL = "tcp://127.0.0.1:2380" },
+			`node.etcd.embedded.peer_url: "tcp://127.0.0.1:2380" is not`},
+		{"prefix", func(c *Config) { c.Node.Etcd.Prefix = "mayu" }, `node.etcd.prefix: "mayu" must start and end with "/"`},
+		{"dial timeout", func(c *Config) { c.Node.Etcd.DialTimeout = -time.Second }, "node.etcd.dial_timeout: must be positive"},
+		{"request timeout", func(c *Config) { c.Node.Etcd.RequestTimeout = 0 }, "node.etcd.request_timeout: must be positive"},
+		{"quota", func(c *Config) { c.Node.Etcd.Embedded.QuotaBytes = -1 }, "node.etcd.embedded.quota_bytes: must be positive"},
+		{"compaction", func(c *Config) { c.Node.Etcd.Embedded.CompactionRetention = -time.Hour },
+			"node.etcd.embedded.compaction_retention: must be positive"},
+
+		// pools
+		{"no pools", func(c *Config) { c.Cluster.Pools = nil }, "cluster.pools: at least one pool is required"},
+		{"subnet missing", func(c *Config) { c.Cluster.Pools[0].Subnet = netip.Prefix{} }, "cluster.pools[0].subnet: required"},
+		{"subnet IPv6", func(c *Config) { c.Cluster.Pools[0].Subnet = netip.MustParsePrefix("2001:db8::/64") },
+			"cluster.pools[0].subnet: 2001:db8::/64 is not an IPv4 subnet"},
+		{"subnet host bits", func(c *Config) { c.Cluster.Pools[0].Subnet = netip.MustParsePrefix("10.0.2.7/24") },
+			"cluster.pools[0].subnet: 10.0.2.7/24 has host bits set; did you mean 10.0.2.0/24?"},
+		{"range end outside subnet", func(c *Config) { c.Cluster.Pools[1].Range.End = netip.MustParseAddr("10.0.4.10") },
+			"cluster.pools[1].range.end: 10.0.4.10 is not inside subnet 10.0.3.0/24"},
+		{"range start outside subnet", func(c *Config) { c.Cluster.Pools[0].Range.Start = netip.MustParseAddr("10.0.1.10") },
+			"cluster.pools[0].range.start: 10.0.1.10 is not inside subnet 10.0.2.0/24"},
+		{"range start missing", func(c *Config) { c.Cluster.Pools[0].Range.Start = netip.Addr{} }, "cluster.pools[0].range.start: required"},
+		{"range end missing", func(c *Config) { c.Cluster.Pools[0].Range.End = netip.Addr{} }, "cluster.pools[0].range.end: required"},
+		{"range start IPv6", func(c *Config) { c.Cluster.Pools[0].Range.Start = netip.MustParseAddr("::1") },
+			"cluster.pools[0].range.start: ::1 is not an IPv4 address"},
+		{"range reversed", func(c *Config) {
+			c.Cluster.Pools[0].Range = Range{netip.MustParseAddr("10.0.2.150"), netip.MustParseAddr("10.0.2.120")}
+		}, "cluster.pools[0].range: start 10.0.2.150 is after end 10.0.2.120"},
+		{"range start network address", func(c *Config) { c.Cluster.Pools[0].Range.Start = netip.MustParseAddr("10.0.2.0") },
+			"cluster.pools[0].range.start: 10.0.2.0 is the network address of 10.0.2.0/24"},
+		{"range end broadcast address", func(c *Config) { c.Cluster.Pools[0].Range.End = netip.MustParseAddr("10.0.2.255") },
+			"cluster.pools[0].range.end: 10.0.2.255 is the broadcast address of 10.0.2.0/24"},
+		{"router outside subnet", func(c *Config) { c.Cluster.Pools[0].Router = netip.MustParseAddr("10.0.9.1") },
+			"cluster.pools[0].router: 10.0.9.1 is not inside subnet 10.0.2.0/24"},
+		{"router IPv6", func(c *Config) { c.Cluster.Pools[0].Router = netip.MustParseAddr("fe80::1") },
+			"cluster.pools[0].router: fe80::1 is not an IPv4 address"},
+		{"router in range", func(c *Config) { c.Cluster.Pools[0].Router = netip.MustParseAddr("10.0.2.150") },
+			"cluster.pools[0].router: 10.0.2.150 is inside the range 10.0.2.100-10.0.2.199"},
+		{"dns IPv6", func(c *Config) {
+			c.Cluster.Pools[0].DNS = []netip.Addr{netip.MustParseAddr("10.0.2.1"), netip.MustParseAddr("2001:db8::53")}
+		}, "cluster.pools[0].dns[1]: 2001:db8::53 is not an IPv4 address"},
+		{"dns empty", func(c *Config) { c.Cluster.Pools[0].DNS = []netip.Addr{{}} }, "cluster.pools[0].dns[0]: empty"},
+		{"lease too short", func(c *Config) { c.Cluster.Pools[1].LeaseTime = 30 * time.Second },
+			"cluster.pools[1].lease_time: 30s is too short (at least 1m)"},
+		{"pools overlap", func(c *Config) { c.Cluster.Pools[1].Subnet = netip.MustParsePrefix("10.0.2.0/23") },
+			"cluster.pools[1].subnet: 10.0.2.0/23 overlaps cluster.pools[0].subnet 10.0.2.0/24"},
+
+		// static
+		{"static subnet missing", func(c *Config) { c.Cluster.Static.Subnet = netip.Prefix{} }, "cluster.static.subnet: required"},
+		{"static range missing", func(c *Config) { c.Cluster.Static.Range = Range{} }, "cluster.static.range.start: required"},
+		{"static range outside", func(c *Config) { c.Cluster.Static.Range.End = netip.MustParseAddr("10.0.2.60") },
+			"cluster.static.range.end: 10.0.2.60 is not inside subnet 10.0.3.0/24"},
+		{"static range reversed", func(c *Config) { c.Cluster.Static.Range.Start = netip.MustParseAddr("10.0.3.61") },
+			"cluster.static.range: start 10.0.3.61 is after end 10.0.3.60"},
+		{"static overlaps pool", func(c *Config) { c.Cluster.Static.Range.End = netip.MustParseAddr("10.0.3.150") },
+			"cluster.static.range: 10.0.3.10-10.0.3.150 overlaps cluster.pools[1].range 10.0.3.100-10.0.3.199"},
+		{"gateway outside", func(c *Config) { c.Cluster.Static.Gateway = netip.MustParseAddr("10.0.2.1") },
+			"cluster.static.gateway: 10.0.2.1 is not inside subnet 10.0.3.0/24"},
+		{"gateway in range", func(c *Config) { c.Cluster.Static.Gateway = netip.MustParseAddr("10.0.3.20") },
+			"cluster.static.gateway: 10.0.3.20 is inside the range 10.0.3.10-10.0.3.60"},
+		{"static dns IPv6", func(c *Config) { c.Cluster.Static.DNS = []netip.Addr{netip.MustParseAddr("::1")} },
+			"cluster.static.dns[0]: ::1 is not an IPv4 address"},
+
+		// profiles
+		{"profile name missing", func(c *Config) { c.Cluster.Profiles[0].Name = "" }, "cluster.profiles[0].name: required"},
+		{"profile name upper case", func(c *Config) { c.Cluster.Profiles[0].Name = "Core" },
+			`cluster.profiles[0].name: "Core" is not a valid profile name`},
+		{"profile name leading dash", func(c *Config) { c.Cluster.Profiles[0].Name = "-core" },
+			`cluster.profiles[0].name: "-core" is not a valid profile name`},
+		{"profile name too long", func(c *Config) { c.Cluster.Profiles[1].Name = strings.Repeat("w", 33) },
+			"cluster.profiles[1].name: \"" + strings.Repeat("w", 33) + "\" is not a valid profile name"},
+		{"profile name default", func(c *Config) { c.Cluster.Profiles[1].Name = "default" },
+			`cluster.profiles[1].name: "default" is reserved`},
+		{"profile name duplicate", func(c *Config) { c.Cluster.Profiles[1].Name = "core" },
+			`cluster.profiles[1].name: "core" is already the name of cluster.profiles[0]`},
+		{"profile quantity", func(c *Config) { c.Cluster.Profiles[1].Quantity = 0 },
+			"cluster.profiles[1].quantity: must be at least 1 (got 0)"},
+		{"profile tag key empty", func(c *Config) { c.Cluster.Profiles[0].Tags[""] = "x" },
+			"cluster.profiles[0].tags: a tag has an empty key"},
+
+		// install and templates
+		{"disk relative", func(c *Config) { c.Cluster.Install.Disk = "sda" }, `cluster.install.disk: "sda" is not an absolute device path`},
+		{"kernel args two lines", func(c *Config) { c.Cluster.Install.KernelArgs = "quiet\nchain http://evil" },
+			"cluster.install.kernel_args: must be one line"},
+		{"install timeout", func(c *Config) { c.Cluster.Install.Timeout = 10 * time.Second },
+			"cluster.install.timeout: 10s is too short (at least 1m)"},
+
+		// the rest
+		{"registration", func(c *Config) { c.Cluster.Registration = "closed" },
+			`cluster.registration: "closed" is neither "open" nor "preregistered"`},
+		{"secret var unknown", func(c *Config) { c.Cluster.SecretTemplateVars = append(c.Cluster.SecretTemplateVars, "api_key") },
+			`cluster.secret_template_vars[1]: "api_key" is not a key of cluster.template_vars`},
+	}
+
+	// Every file path follows the same rules.
+	filePaths := []struct {
+		key string
+		set func(c *Config, v string)
+	}{
+		{"cluster.install.kernel", func(c *Config, v string) { c.Cluster.Install.Kernel = v }},
+		{"cluster.install.initrd", func(c *Config, v string) { c.Cluster.Install.Initrd = v }},
+		{"cluster.install.image", func(c *Config, v string) { c.Cluster.Install.Image = v }},
+		{"cluster.templates.first_stage", func(c *Config, v string) { c.Cluster.Templates.FirstStage = v }},
+		{"cluster.templates.final_config", func(c *Config, v string) { c.Cluster.Templates.FinalConfig = v }},
+	}
+	for _, fp := range filePaths {
+		for _, bad := range []struct{ value, want string }{
+			{"", "required (a path relative to node.files_dir)"},
+			{"/boot/vmlinuz", `"/boot/vmlinuz" must be relative to node.files_dir`},
+			{"../secret", `"../secret" leads outside node.files_dir`},
+			{"a/../../secret", `"a/../../secret" leads outside node.files_dir`},
+			{"..", `".." leads outside node.files_dir`},
+			{"./", `"./" names no file`},
+		} {
+			tests = append(tests, struct {
+				name   string
+				change func(c *Config)
+				want   string
+			}{
+				name:   fp.key + " " + bad.value,
+				change: func(c *Config) { fp.set(c, bad.value) },
+				want:   fp.key + ": " + bad.want,
+			})
+		}
+	}
+
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := mustParse(t, baseYAML)
+			tt.change(cfg)
+			err := cfg.Validate()
+			if err == nil {
+				t.Fatalf("Validate() = nil, want an error containing %q", tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Validate() =\n%v\nwant it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// The checks of file paths are syntactic and let through what is fine.
+func TestValidateAcceptsPaths(t *testing.T) {
+	for _, v := range []string{"vmlinuz", "installer/vmlinuz", "./installer/vmlinuz", "a/../vmlinuz", "a/b/c..d"} {
+		cfg := mustParse(t, baseYAML)
+		cfg.Cluster.Install.Kernel = v
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("kernel %q: %v", v, err)
+		}
+	}
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	cfg := mustParse(t, baseYAML)
+	cfg.Node.AdminTokenFile = ""
+	cfg.Cluster.Registration = "closed"
+	cfg.Cluster.Profiles[0].Quantity = 0
+	err := cfg.Validate()
+	var joined interface{ Unwrap() []error }
+	if !errors.As(err, &joined) || len(joined.Unwrap()) != 3 {
+		t.Fatalf("Validate() = %v, want 3 problems", err)
+	}
+}
+
+// TestParseErrors covers what goes wrong before validation: YAML that does
+// not fit the config's shape. Each message names the file, the line and the
+// key.
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		data string
+		want []string
+	}{
+		{"empty", "", []string{"config test.yaml: the file is empty"}},
+		{"only comments", "# nothing\n", []string{"config test.yaml: the file is empty"}},
+		{"null", "~\n", []string{"config test.yaml: the file is empty"}},
+		{"syntax", "node: [\n", []string{"config test.yaml: yaml: "}},
+		{"two documents", baseYAML + "---\nnode: {}\n", []string{"config test.yaml: line 27: a second YAML document"}},
+		{"top level not a mapping", "- a\n", []string{"config test.yaml: line 1: the top level: expected key: value pairs, found a list"}},
+		{"unknown key in pool", strings.Replace(baseYAML, "lease_time: 2h", "lease_tme: 2h", 1),
+			[]string{`config test.yaml: line 15: unknown key "lease_tme" in cluster.pools[1] (did you mean "lease_time"?)`}},
+		{"unknown top-level key", "nodes: {}\n" + baseYAML,
+			[]string{`config test.yaml: line 1: unknown key "nodes" at the top level (did you mean "node"?)`}},
+		{"unknown key, no close match", strings.Replace(baseYAML, "interface: eth0", "colour: blue", 1),
+			[]string{`config test.yaml: line 3: unknown key "colour" in node`}},
+		{"every unknown key", strings.Replace(strings.Replace(baseYAML, "interface:", "interfce:", 1), "gateway:", "gw:", 1),
+			[]string{`line 3: unknown key "interfce" in node`, `line 19: unknown key "gw" in cluster.static`}},
+		{"bad address", strings.Replace(baseYAML, "router: 10.0.2.1", "router: 10.0.2.300", 1),
+			[]string{`config test.yaml: line 10: cluster.pools[0].router: "10.0.2.300" is not an IP address`}},
+		{"bad subnet", strings.Replace(baseYAML, "subnet: 10.0.3.0/24\n    range", "subnet: 10.0.3.0\n    range", 1),
+			[]string{`line 17: cluster.static.subnet: "10.0.3.0" is not a subnet in CIDR notation`}},
+		{"duration without unit", strings.Replace(baseYAML, "lease_time: 2h", "lease_time: 7200", 1),
+			[]string{`line 15: cluster.pools[1].lease_time: "7200" is not a duration; write it with a unit`}},
+		{"bad duration", strings.Replace(baseYAML, "lease_time: 2h", "lease_time: 2 hours", 1),
+			[]string{`line 15: cluster.pools[1].lease_time: "2 hours" is not a duration`}},
+		{"single value for a list", strings.Replace(baseYAML, "dns: [10.0.2.1]", "dns: 10.0.2.1", 1),
+			[]string{`line 11: cluster.pools[0].dns: expected a list, found "10.0.2.1"; write [10.0.2.1]`}},
+		{"list for a single value", strings.Replace(baseYAML, "interface: eth0", "interface: [eth0, eth1]", 1),
+			[]string{`line 3: node.interface: expected a single value, found a list`}},
+		{"value for a mapping", strings.Replace(baseYAML, "  static:\n", "  static: none\n  x_static:\n", 1),
+			[]string{`line 16: cluster.static: expected key: value pairs, found "none"`}},
+		{"not a number", strings.Replace(baseYAML, "quantity: 3", "quantity: three", 1),
+			[]string{"config test.yaml: line 21: cannot unmarshal !!str `three` into int"}},
+		{"duplicate key", strings.Replace(baseYAML, "interface: eth0", "interface: eth0\n  interface: eth1", 1),
+			[]string{`config test.yaml: `, `"interface" already defined`}},
+		{"validation names the file on every line", strings.Replace(baseYAML, "quantity: 3", "quantity: 0", 1) +
+			"  registration: closed\n",
+			[]string{"config test.yaml: cluster.profiles[0].quantity: must be at least 1",
+				"\nconfig test.yaml: cluster.registration: \"closed\""}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(tt.data), "test.yaml")
+			if err == nil {
+				t.Fatalf("Parse() = %+v, want an error", cfg)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Parse() error =\n%v\nwant it to contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "mayu.yaml")
+	_, err := Load(missing)
+	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), missing) {
+		t.Errorf("Load(missing) = %v, want a not-exist error naming the file", err)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil {
+		t.Skipf("no host name: %v", err)
+	}
+	cfg := mustParse(t, strings.Replace(baseYAML, "  name: test-node\n", "", 1))
+	n, c := cfg.Node, cfg.Cluster
+	checks := []struct {
+		what      string
+		got, want any
+	}{
+		{"name", n.Name, host},
+		{"listen_address", n.ListenAddress, netip.MustParseAddr("0.0.0.0")},
+		{"data_dir", n.DataDir, "/var/lib/mayu"},
+		{"files_dir", n.FilesDir, "/usr/share/mayu/files"},
+		{"etcd.endpoints", len(n.Etcd.Endpoints), 0},
+		{"etcd.prefix", n.Etcd.Prefix, "/mayu/"},
+		{"etcd.dial_timeout", n.Etcd.DialTimeout, 5 * time.Second},
+		{"etcd.request_timeout", n.Etcd.RequestTimeout, 5 * time.Second},
+		{"embedded.client_url", n.Etcd.Embedded.ClientURL, "http://127.0.0.1:2379"},
+		{"embedded.peer_url", n.Etcd.Embedded.PeerURL, "http://127.0.0.1:2380"},
+		{"embedded.quota_bytes", n.Etcd.Embedded.QuotaBytes, int64(2 << 30)},
+		{"embedded.compaction_retention", n.Etcd.Embedded.CompactionRetention, time.Hour},
+		{"ports", n.Ports, Ports{DHCP: 67, TFTP: 69, HTTP: 4081, Admin: 4080, Metrics: 4082}},
+		{"pools[0].lease_time", c.Pools[0].LeaseTime, time.Hour},
+		{"pools[1].lease_time (set)", c.Pools[1].LeaseTime, 2 * time.Hour},
+		{"install.disk", c.Install.Disk, "/dev/sda"},
+		{"install.timeout", c.Install.Timeout, 30 * time.Minute},
+		{"registration", c.Registration, RegistrationOpen},
+	}
+	for _, ch := range checks {
+		if !reflect.DeepEqual(ch.got, ch.want) {
+			t.Errorf("%s = %v, want %v", ch.what, ch.got, ch.want)
+		}
+	}
+}
+
+// A port that is absent takes its default; an explicit 0 disables DHCP or
+// TFTP and must survive defaulting.
+func TestPorts(t *testing.T) {
+	tests := []struct {
+		name  string
+		ports string
+		want  Ports
+	}{
+		{"absent", "", Ports{67, 69, 4081, 4080, 4082}},
+		{"empty block", "  ports:\n", Ports{67, 69, 4081, 4080, 4082}},
+		{"dhcp disabled", "  ports:\n    dhcp: 0\n", Ports{0, 69, 4081, 4080, 4082}},
+		{"both disabled", "  ports: {dhcp: 0, tftp: 0}\n", Ports{0, 0, 4081, 4080, 4082}},
+		{"some set", "  ports: {tftp: 6969, http: 8080}\n", Ports{67, 6969, 8080, 4080, 4082}},
+		{"null value keeps default", "  ports: {dhcp: ~}\n", Ports{67, 69, 4081, 4080, 4082}},
+		{"udp and tcp may share a number", "  ports: {dhcp: 4081}\n", Ports{4081, 69, 4081, 4080, 4082}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data := strings.Replace(baseYAML, "cluster:\n", tt.ports+"cluster:\n", 1)
+			if got := mustParse(t, data).Node.Ports; got != tt.want {
+				t.Errorf("Ports = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestEtcdPrefixNormalised(t *testing.T) {
+	for in, want := range map[string]string{"mayu": "/mayu/", "/mayu": "/mayu/", "mayu/": "/mayu/", "/a/b/": "/a/b/", "/": "/"} {
+		data := strings.Replace(baseYAML, "cluster:\n", "  etcd: {prefix: \""+in+"\"}\ncluster:\n", 1)
+		if got := mustParse(t, data).Node.Etcd.Prefix; got != want {
+			t.Errorf("prefix %q became %q, want %q", in, got, want)
+		}
+	}
+}
+
+// sameClusterYAML has baseYAML's cluster part written differently: other
+// node settings, comments, keys in another order, block instead of flow
+// style, defaults spelt out, empty lists.
+const sameClusterYAML = `# another replica
+cluster:
+  secret_template_vars: [root_password_hash]
+  template_vars:
+    root_password_hash: "$6$salt$hash"  # secret
+    ntp: "10.0.2.1"
+  registration: open
+  install:
+    timeout: 30m
+    image: images/os.img
+    initrd: installer/initrd.img
+    kernel: installer/vmlinuz
+    disk: /dev/sda
+  templates:
+    final_config: templates/final-config.yaml
+    first_stage: templates/first-stage.sh
+  pools:
+    - range:
+        end: 10.0.2.199
+        start: 10.0.2.100
+      subnet: 10.0.2.0/24
+      dns:
+        - 10.0.2.1
+      router: 10.0.2.1
+      lease_time: 60m
+    - subnet: 10.0.3.0/24
+      lease_time: 2h
+      router: 10.0.3.1
+      range: {start: 10.0.3.100, end: 10.0.3.199}
+      dns: []
+  static:
+    gateway: 10.0.3.1
+    range: {end: 10.0.3.60, start: 10.0.3.10}
+    subnet: 10.0.3.0/24
+  profiles:
+    - name: core
+      tags: {rule-core: "true"}
+      quantity: 3
+    - quantity: 10
+      name: worker
+      tags: {}
+node:
+  name: other-node
+  interface: eth1
+  advertise_address: 10.0.2.2
+  admin_token_file: /srv/token
+  ports: {dhcp: 0}
+`
+
+func TestClusterHash(t *testing.T) {
+	base := mustParse(t, baseYAML).ClusterHash()
+	if len(base) != 64 {
+		t.Fatalf("ClusterHash() = %q, want 64 hex digits", base)
+	}
+	if again := mustParse(t, baseYAML).ClusterHash(); again != base {
+		t.Errorf("hash of the same file differs: %s, %s", base, again)
+	}
+	if same := mustParse(t, sameClusterYAML).ClusterHash(); same != base {
+		t.Errorf("hash differs for an equal cluster part written differently: %s, %s", base, same)
+	}
+	changes := map[string]string{
+		"profile quantity": strings.Replace(baseYAML, "quantity: 3", "quantity: 4", 1),
+		"profile order": strings.Replace(baseYAML,
+			"    - {name: core, quantity: 3, tags: {rule-core: \"true\"}}\n    - {name: worker, quantity: 10}\n",
+			"    - {name: worker, quantity: 10}\n    - {name: core, quantity: 3, tags: {rule-core: \"true\"}}\n", 1),
+		"secret value": strings.Replace(baseYAML, "$6$salt$hash", "$6$salt$other", 1),
+		"lease time":   strings.Replace(baseYAML, "lease_time: 2h", "lease_time: 3h", 1),
+	}
+	for what, data := range changes {
+		if got := mustParse(t, data).ClusterHash(); got == base {
+			t.Errorf("changing the %s left the hash unchanged", what)
+		}
+	}
+}
+
+func TestRedacted(t *testing.T) {
+	cfg := mustParse(t, baseYAML)
+	r := cfg.Redacted()
+	if got := r.TemplateVars["root_password_hash"]; got != SecretMask {
+		t.Errorf("secret var = %q, want %q", got, SecretMask)
+	}
+	if got := r.TemplateVars["ntp"]; got != "10.0.2.1" {
+		t.Errorf("plain var = %q, want it shown", got)
+	}
+	if got := cfg.Cluster.TemplateVars["root_password_hash"]; got != "$6$salt$hash" {
+		t.Errorf("Redacted changed the config itself: %q", got)
+	}
+	// The copy shares nothing: changing it leaves the config alone.
+	r.Profiles[0].Tags["rule-core"] = "false"
+	r.Pools[0].DNS[0] = netip.MustParseAddr("10.0.2.2")
+	if cfg.Cluster.Profiles[0].Tags["rule-core"] != "true" || cfg.Cluster.Pools[0].DNS[0] != netip.MustParseAddr("10.0.2.1") {
+		t.Error("Redacted shares maps or slices with the config")
+	}
+}
+
+func TestHelpers(t *testing.T) {
+	cfg := mustParse(t, baseYAML)
+	addr := netip.MustParseAddr
+	p0 := cfg.Cluster.Pools[0]
+
+	if got := p0.Range.Size(); got != 100 {
+		t.Errorf("pool range size = %d, want 100", got)
+	}
+	if got := (Range{addr("10.0.0.5"), addr("10.0.0.5")}).Size(); got != 1 {
+		t.Errorf("one-address range size = %d, want 1", got)
+	}
+	if got := (Range{addr("10.0.0.5"), addr("10.0.0.4")}).Size(); got != 0 {
+		t.Errorf("reversed range size = %d, want 0", got)
+	}
+	if got := (Range{addr("10.0.0.0"), addr("10.255.255.255")}).Size(); got != 1<<24 {
+		t.Errorf("10/8 range size = %d, want %d", got, 1<<24)
+	}
+	if got := (Range{}).Size(); got != 0 {
+		t.Errorf("zero range size = %d, want 0", got)
+	}
+
+	for a, want := range map[string]bool{
+		"10.0.2.100": true, "10.0.2.199": true, "10.0.2.150": true, "::ffff:10.0.2.150": true,
+		"10.0.2.99": false, "10.0.2.200": false, "10.0.3.150": false, "2001:db8::1": false,
+	} {
+		if got := p0.Contains(addr(a)); got != want {
+			t.Errorf("pool[0].Contains(%s) = %v, want %v", a, got, want)
+		}
+		if got := p0.Range.Contains(addr(a)); got != want {
+			t.Errorf("pool[0].Range.Contains(%s) = %v, want %v", a, got, want)
+		}
+	}
+
+	for a, want := range map[string]int{"10.0.2.1": 0, "10.0.2.250": 0, "10.0.3.7": 1, "10.0.4.1": -1} {
+		pool, ok := cfg.PoolFor(addr(a))
+		switch {
+		case want < 0 && ok:
+			t.Errorf("PoolFor(%s) = %v, want none", a, pool.Subnet)
+		case want >= 0 && (!ok || pool.Subnet != cfg.Cluster.Pools[want].Subnet):
+			t.Errorf("PoolFor(%s) = %v, %v, want pools[%d]", a, pool.Subnet, ok, want)
+		}
+	}
+
+	s := cfg.Cluster.Static
+	if s.PrefixLen() != 24 || s.Netmask() != addr("255.255.255.0") {
+		t.Errorf("static /%d netmask %s, want /24 255.255.255.0", s.PrefixLen(), s.Netmask())
+	}
+	for prefix, mask := range map[string]string{"10.0.0.0/8": "255.0.0.0", "10.0.0.0/22": "255.255.252.0", "0.0.0.0/0": "0.0.0.0", "10.0.0.1/32": "255.255.255.255"} {
+		if got := (Static{Subnet: netip.MustParsePrefix(prefix)}).Netmask(); got != addr(mask) {
+			t.Errorf("Netmask of %s = %s, want %s", prefix, got, mask)
+		}
+	}
+}
+
+// FuzzParse checks that no input makes Parse panic, and that whatever Parse
+// accepts is valid and can be hashed and redacted.
+func FuzzParse(f *testing.F) {
+	example, err := os.ReadFile(examplePath)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(example)
+	f.Add([]byte(baseYAML))
+	f.Add([]byte(sameClusterYAML))
+	f.Add([]byte("node: {ports: {dhcp: 0}}\ncluster: {pools: [{subnet: 10.0.0.0/8}]}\n"))
+	f.Add([]byte("a: &x [*x]\n"))
+	f.Add([]byte("cluster:\n  <<: {registration: open}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse(data, "fuzz.yaml")
+		if err != nil {
+			if cfg != nil {
+				t.Fatal("Parse returned a config with an error")
+			}
+			return
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("Parse accepted a config that does not validate: %v", err)
+		}
+		_ = cfg.ClusterHash()
+		_ = cfg.Redacted()
+	})
+}
