@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -210,11 +211,19 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (m *machine.M
 	if err := identity.Check(reg.ID); err != nil {
 		return nil, false, err
 	}
-	for i, mac := range reg.MACs {
-		if reg.MACs[i], err = identity.NormalizeMAC(mac); err != nil {
+	// Normalise into a new slice: reg.MACs belongs to the caller. A MAC
+	// given twice is one MAC (etcd refuses a key twice in one transaction).
+	macs := make([]string, 0, len(reg.MACs))
+	for _, mac := range reg.MACs {
+		norm, err := identity.NormalizeMAC(mac)
+		if err != nil {
 			return nil, false, err
 		}
+		if !slices.Contains(macs, norm) {
+			macs = append(macs, norm)
+		}
 	}
+	reg.MACs = macs
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		m, created, err = r.tryRegister(ctx, reg)
 		if !errors.Is(err, errRetry) {
@@ -450,8 +459,20 @@ func (r *Registry) AddMAC(ctx context.Context, id, mac string) (*machine.Machine
 		if resp.Succeeded {
 			return m, nil
 		}
-		if o, err := r.macOwner(ctx, mac); err == nil && o != "" && o != id {
+		o, err := r.macOwner(ctx, mac)
+		if err == nil && o != "" && o != id {
 			return nil, &MACTakenError{MAC: mac, Owner: o}
+		}
+		if err == nil && o == id {
+			// The index already points here (a record restored by hand,
+			// say): only the record lacks the MAC.
+			return r.Update(ctx, id, func(m *machine.Machine) error {
+				if m.HasMAC(mac) {
+					return machine.ErrUnchanged
+				}
+				m.MACs = append(m.MACs, mac)
+				return nil
+			})
 		}
 		backoff(ctx, attempt)
 	}
