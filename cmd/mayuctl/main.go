@@ -40,8 +40,6 @@ func main() {
 type command struct {
 	args    string // shown in usage after the command name
 	summary string
-	// offline commands need neither the server nor a token.
-	offline bool
 	run     func(c *cli, args []string) error
 }
 
@@ -60,17 +58,18 @@ func init() {
 		"set-metadata": {args: "ID KEY=VALUE...", summary: "set metadata of a machine; KEY= deletes the key", run: (*cli).setMetadata},
 		"delete":       {args: "ID", summary: "delete a machine, freeing its address and profile slot", run: (*cli).delete},
 		"config":       {args: "[-o yaml|json]", summary: "show the cluster configuration the replica publishes (secrets hidden)", run: (*cli).config},
-		"version":      {summary: "print mayuctl's version", offline: true, run: (*cli).version},
-		"help":         {args: "[COMMAND]", summary: "show this help, or a command's", offline: true, run: (*cli).help},
+		"version":      {summary: "print mayuctl's version", run: (*cli).version},
+		"help":         {args: "[COMMAND]", summary: "show this help, or a command's", run: (*cli).help},
 	}
 }
 
 // cli is one invocation.
 type cli struct {
 	stdout, stderr io.Writer
-	server         string
-	client         *admin.Client
 	ctx            context.Context
+	server         string
+	tokenFile      string
+	tokenFileSet   bool // --token-file was given explicitly
 }
 
 // usageError is a mistake in the command line: exit status 2.
@@ -103,17 +102,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return c.usageFail(&usageError{msg: fmt.Sprintf("unknown command %q", name)})
 	}
-	if !cmd.offline {
-		tokenFileSet := false
-		global.Visit(func(f *flag.Flag) { tokenFileSet = tokenFileSet || f.Name == "token-file" })
-		token, err := readToken(*tokenFile, tokenFileSet)
-		if err != nil {
-			fmt.Fprintf(stderr, "mayuctl: %v\n", err)
-			return 1
-		}
-		c.server = strings.TrimRight(*server, "/")
-		c.client = &admin.Client{BaseURL: c.server, Token: token}
-	}
+	c.server = strings.TrimRight(*server, "/")
+	c.tokenFile = *tokenFile
+	global.Visit(func(f *flag.Flag) { c.tokenFileSet = c.tokenFileSet || f.Name == "token-file" })
 	if err := cmd.run(c, global.Args()[1:]); err != nil {
 		var ue *usageError
 		if errors.As(err, &ue) {
@@ -130,6 +121,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// api returns a client of the admin API. The token is read only here, so
+// that help and usage errors work without one.
+func (c *cli) api() (*admin.Client, error) {
+	token, err := readToken(c.tokenFile, c.tokenFileSet)
+	if err != nil {
+		return nil, err
+	}
+	return &admin.Client{BaseURL: c.server, Token: token}, nil
 }
 
 // readToken finds the admin token: an explicit --token-file first, then
@@ -265,7 +266,11 @@ func (c *cli) list(args []string) error {
 	if err := check(); err != nil {
 		return err
 	}
-	l, err := c.client.List(c.ctx)
+	api, err := c.api()
+	if err != nil {
+		return err
+	}
+	l, err := api.List(c.ctx)
 	if err != nil {
 		return err
 	}
@@ -304,7 +309,11 @@ func (c *cli) status(args []string) error {
 	if err := check(); err != nil {
 		return err
 	}
-	m, err := c.client.Get(c.ctx, id)
+	api, err := c.api()
+	if err != nil {
+		return err
+	}
+	m, err := api.Get(c.ctx, id)
 	if err != nil {
 		return err
 	}
@@ -388,7 +397,11 @@ func (c *cli) add(args []string) error {
 	if err != nil {
 		return err
 	}
-	m, err := c.client.Add(c.ctx, id, macs)
+	api, err := c.api()
+	if err != nil {
+		return err
+	}
+	m, err := api.Add(c.ctx, id, macs)
 	if err != nil {
 		return err
 	}
@@ -405,7 +418,11 @@ func (c *cli) reinstall(args []string) error {
 	if err != nil {
 		return err
 	}
-	m, err := c.client.Reinstall(c.ctx, id)
+	api, err := c.api()
+	if err != nil {
+		return err
+	}
+	m, err := api.Reinstall(c.ctx, id)
 	if err != nil {
 		return err
 	}
@@ -429,7 +446,11 @@ func (c *cli) setMetadata(args []string) error {
 		}
 		kv[k] = v
 	}
-	m, err := c.client.SetMetadata(c.ctx, pos[0], kv)
+	api, err := c.api()
+	if err != nil {
+		return err
+	}
+	m, err := api.SetMetadata(c.ctx, pos[0], kv)
 	if err != nil {
 		return err
 	}
@@ -450,7 +471,11 @@ func (c *cli) delete(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := c.client.Delete(c.ctx, id); err != nil {
+	api, err := c.api()
+	if err != nil {
+		return err
+	}
+	if err := api.Delete(c.ctx, id); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "deleted %s; its address and profile slot are free again\n", id)
@@ -470,7 +495,11 @@ func (c *cli) config(args []string) error {
 	if err := check(); err != nil {
 		return err
 	}
-	v, err := c.client.Config(c.ctx)
+	api, err := c.api()
+	if err != nil {
+		return err
+	}
+	v, err := api.Config(c.ctx)
 	if err != nil {
 		return err
 	}
@@ -513,6 +542,7 @@ func (c *cli) help(args []string) error {
 func (c *cli) printJSON(v any) error {
 	enc := json.NewEncoder(c.stdout)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false) // a terminal, not a web page
 	return enc.Encode(v)
 }
 

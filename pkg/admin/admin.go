@@ -121,23 +121,26 @@ func New(o Options) http.Handler {
 
 	r := mux.NewRouter()
 	// Match on the escaped path so that an id like "..%2Fx" reaches the
-	// handler as one segment and is refused by identity.Check, instead of
-	// being cleaned into a different route.
+	// handler as one segment and is refused by identity.Check. No path
+	// cleaning either: "machines/.." is refused as an id rather than
+	// redirected to some other route.
 	r.UseEncodedPath()
+	r.SkipClean(true)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such admin API route %s %s (the API lives under /api/v1/)", r.Method, r.URL.Path))
 	})
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s", r.Method, r.URL.Path))
 	})
-	v1 := r.PathPrefix("/api/v1").Subrouter()
-	v1.HandleFunc("/machines", a.list).Methods(http.MethodGet)
-	v1.HandleFunc("/machines", a.add).Methods(http.MethodPost)
-	v1.HandleFunc("/machines/{id}", a.get).Methods(http.MethodGet)
-	v1.HandleFunc("/machines/{id}", a.delete).Methods(http.MethodDelete)
-	v1.HandleFunc("/machines/{id}/reinstall", a.reinstall).Methods(http.MethodPost)
-	v1.HandleFunc("/machines/{id}/metadata", a.setMetadata).Methods(http.MethodPost)
-	v1.HandleFunc("/config", a.config).Methods(http.MethodGet)
+	// Full paths rather than a subrouter: mux answers 405 for a wrong
+	// method only on routes of the router itself.
+	r.HandleFunc("/api/v1/machines", a.list).Methods(http.MethodGet)
+	r.HandleFunc("/api/v1/machines", a.add).Methods(http.MethodPost)
+	r.HandleFunc("/api/v1/machines/{id}", a.get).Methods(http.MethodGet)
+	r.HandleFunc("/api/v1/machines/{id}", a.delete).Methods(http.MethodDelete)
+	r.HandleFunc("/api/v1/machines/{id}/reinstall", a.reinstall).Methods(http.MethodPost)
+	r.HandleFunc("/api/v1/machines/{id}/metadata", a.setMetadata).Methods(http.MethodPost)
+	r.HandleFunc("/api/v1/config", a.config).Methods(http.MethodGet)
 
 	// Authentication wraps the whole router, so even an unknown route says
 	// nothing to a caller without the token.
@@ -431,10 +434,14 @@ func storeUnavailable(err error) bool {
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ") // readable with plain curl
-	_ = enc.Encode(v)       // the client is gone; nothing to tell it
+	// Never rendered as HTML (nosniff above), so "<secret>" may stay
+	// readable instead of becoming \u003csecret\u003e.
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v) // the client is gone; nothing to tell it
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {

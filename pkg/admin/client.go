@@ -79,9 +79,15 @@ func (c *Client) Config(ctx context.Context) (*ConfigView, error) {
 }
 
 // machinePath escapes id so that whatever an operator typed stays one path
-// segment; the server then refuses it if it is not a valid id.
+// segment; the server then refuses it if it is not a valid id. Dots are
+// escaped too when they are the whole segment, which a proxy would
+// otherwise resolve as "this" or "parent" directory.
 func machinePath(id, suffix string) string {
-	return "/api/v1/machines/" + url.PathEscape(id) + suffix
+	seg := url.PathEscape(id)
+	if strings.Trim(id, ".") == "" {
+		seg = strings.Repeat("%2E", len(id))
+	}
+	return "/api/v1/machines/" + seg + suffix
 }
 
 // call makes one request and decodes its answer into a T.

@@ -40,6 +40,10 @@ const (
 	defaultLeaseTime           = time.Hour
 	defaultInstallTimeout      = 30 * time.Minute
 	defaultInstallDisk         = "/dev/sda"
+	defaultBootFilesDir        = "/usr/share/mayu/boot"
+	defaultElectionTTL         = 3 * time.Second
+	defaultBootBIOS            = "undionly.kpxe"
+	defaultBootEFI64           = "ipxe.efi"
 )
 
 // defaultPorts are in place before the file is decoded rather than filled in
@@ -150,6 +154,8 @@ func (c *Config) applyDefaults() {
 	}
 	setDefault(&n.DataDir, defaultDataDir)
 	setDefault(&n.FilesDir, defaultFilesDir)
+	setDefault(&n.BootFilesDir, defaultBootFilesDir)
+	setDefault(&n.ElectionTTL, defaultElectionTTL)
 
 	e := &n.Etcd
 	e.Prefix = normalisePrefix(e.Prefix)
@@ -165,6 +171,8 @@ func (c *Config) applyDefaults() {
 		setDefault(&cl.Pools[i].LeaseTime, defaultLeaseTime)
 	}
 	setDefault(&cl.Install.Disk, defaultInstallDisk)
+	setDefault(&cl.Boot.BIOS, defaultBootBIOS)
+	setDefault(&cl.Boot.EFI64, defaultBootEFI64)
 	setDefault(&cl.Install.Timeout, defaultInstallTimeout)
 	setDefault(&cl.Registration, RegistrationOpen)
 }

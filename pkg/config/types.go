@@ -35,6 +35,13 @@ type Node struct {
 	// FilesDir is the root every cluster-wide file path is relative to.
 	// Default /usr/share/mayu/files. Nothing outside it is ever served.
 	FilesDir string `yaml:"files_dir"`
+	// BootFilesDir holds the iPXE binaries served over TFTP (and over HTTP
+	// under /tftp/ for UEFI HTTP boot). Default /usr/share/mayu/boot.
+	BootFilesDir string `yaml:"boot_files_dir"`
+	// ElectionTTL is the etcd session TTL of the DHCP leader election: a
+	// leader that stops renewing is replaced after at most this long.
+	// Default 3s.
+	ElectionTTL time.Duration `yaml:"election_ttl"`
 	// AdminTokenFile holds the bearer token of the admin API. Required.
 	AdminTokenFile string `yaml:"admin_token_file"`
 	Etcd           Etcd   `yaml:"etcd"`
@@ -88,6 +95,7 @@ type Cluster struct {
 	Static    Static    `yaml:"static"`
 	Profiles  []Profile `yaml:"profiles"`
 	Install   Install   `yaml:"install"`
+	Boot      Boot      `yaml:"boot"`
 	Templates Templates `yaml:"templates"`
 	// TemplateVars are handed to templates as .Vars.
 	TemplateVars map[string]string `yaml:"template_vars"`
@@ -145,4 +153,19 @@ type Install struct {
 type Templates struct {
 	FirstStage  string `yaml:"first_stage"`  // shell script the installer runs
 	FinalConfig string `yaml:"final_config"` // config written to the installed disk
+}
+
+// Boot says which iPXE build each kind of firmware gets over TFTP. File
+// names are relative to node.boot_files_dir; an empty name means that
+// firmware gets an address but no boot file.
+type Boot struct {
+	BIOS  string `yaml:"bios"`  // client architecture 0; default undionly.kpxe
+	EFI64 string `yaml:"efi64"` // architectures 7 and 9 (x86-64 UEFI); default ipxe.efi
+	EFI32 string `yaml:"efi32"` // architecture 6 (IA32 UEFI); Debian ships none
+	ARM64 string `yaml:"arm64"` // architecture 11 (arm64 UEFI); Debian ships none
+	// AnswerInstalledIPXE makes the leader answer the iPXE of an installed
+	// machine (with the script URL, which then gets a local-boot script)
+	// instead of staying silent. BIOS then reaches its disk in about 9 s
+	// instead of 24 s; under UEFI it does not help.
+	AnswerInstalledIPXE bool `yaml:"answer_installed_ipxe"`
 }

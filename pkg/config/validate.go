@@ -41,6 +41,9 @@ func (n *Node) validate(p *problems) {
 	case a.IsUnspecified():
 		p.addf("node.advertise_address", "%s cannot be reached; give the VRRP virtual address, or this replica's own", a)
 	}
+	if n.ElectionTTL < time.Second || n.ElectionTTL > time.Minute {
+		p.addf("node.election_ttl", "%s is out of range (1s-1m; a few seconds is right: it bounds the DHCP failover)", n.ElectionTTL)
+	}
 	if n.AdminTokenFile == "" {
 		p.addf("node.admin_token_file", "required (the file holding the admin API's bearer token)")
 	}
@@ -166,6 +169,16 @@ func (c *Cluster) validate(p *problems) {
 	c.Install.validate(p)
 	checkFilePath(p, "cluster.templates.first_stage", c.Templates.FirstStage)
 	checkFilePath(p, "cluster.templates.final_config", c.Templates.FinalConfig)
+	for _, b := range []struct{ key, name string }{
+		{"cluster.boot.bios", c.Boot.BIOS}, {"cluster.boot.efi64", c.Boot.EFI64},
+		{"cluster.boot.efi32", c.Boot.EFI32}, {"cluster.boot.arm64", c.Boot.ARM64},
+	} {
+		// Empty is allowed: that firmware then gets no boot file. A name is
+		// a plain file in node.boot_files_dir, as TFTP clients send it.
+		if b.name != "" && (strings.ContainsAny(b.name, "/\\") || b.name == "." || b.name == "..") {
+			p.addf(b.key, "%q must be a plain file name in node.boot_files_dir", b.name)
+		}
+	}
 
 	if c.Registration != RegistrationOpen && c.Registration != RegistrationPreregistered {
 		p.addf("cluster.registration", "%q is neither %q nor %q", c.Registration, RegistrationOpen, RegistrationPreregistered)

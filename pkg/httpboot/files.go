@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/http"
 	"os"
 	"syscall"
@@ -14,14 +15,18 @@ import (
 // symlink can lead outside the directory. http.ServeContent answers Range
 // and If-None-Match; given an *os.File it sends with sendfile.
 func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, key, name string) {
-	f, err := s.files.Open(name)
+	serveFrom(w, r, s.files, s.log, key, name)
+}
+
+func serveFrom(w http.ResponseWriter, r *http.Request, root *os.Root, log *slog.Logger, key, name string) {
+	f, err := root.Open(name)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			s.log.Error("configured boot file is missing", "key", key, "file", name)
+			log.Error("boot file is missing", "key", key, "file", name)
 			httpError(w, http.StatusNotFound, fmt.Sprintf("%s (%s) is not in the files directory", key, name))
 			return
 		}
-		s.log.Error("cannot open boot file", "key", key, "file", name, "err", err)
+		log.Error("cannot open boot file", "key", key, "file", name, "err", err)
 		httpError(w, http.StatusForbidden, fmt.Sprintf("%s (%s) cannot be opened from the files directory", key, name))
 		return
 	}

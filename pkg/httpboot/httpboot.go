@@ -25,6 +25,7 @@ import (
 	"github.com/mayu-boot/mayu/pkg/machine"
 	"github.com/mayu-boot/mayu/pkg/registry"
 	"github.com/mayu-boot/mayu/pkg/render"
+	"github.com/mayu-boot/mayu/pkg/tftp"
 	"github.com/mayu-boot/mayu/pkg/token"
 )
 
@@ -33,6 +34,7 @@ type Server struct {
 	reg     *registry.Registry
 	render  *render.Renderer
 	files   *os.Root
+	boot    *os.Root
 	cluster config.Cluster
 	mayuURL string
 	log     *slog.Logger
@@ -44,14 +46,17 @@ type Options struct {
 	Registry *registry.Registry
 	Renderer *render.Renderer
 	Files    *os.Root // the files directory
-	Cluster  config.Cluster
-	MayuURL  string // http://<advertise address>:<http port>
-	Log      *slog.Logger
+	// BootFiles is the boot-files directory (the TFTP root), served under
+	// /tftp/ for UEFI HTTP boot.
+	BootFiles *os.Root
+	Cluster   config.Cluster
+	MayuURL   string // http://<advertise address>:<http port>
+	Log       *slog.Logger
 }
 
 // New returns a Server.
 func New(o Options) *Server {
-	return &Server{reg: o.Registry, render: o.Renderer, files: o.Files, cluster: o.Cluster,
+	return &Server{reg: o.Registry, render: o.Renderer, files: o.Files, boot: o.BootFiles, cluster: o.Cluster,
 		mayuURL: o.MayuURL, log: o.Log, now: time.Now}
 }
 
@@ -63,6 +68,7 @@ func (s *Server) Handler() http.Handler {
 	r.HandleFunc("/boot/kernel", s.file("cluster.install.kernel", s.cluster.Install.Kernel)).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/boot/initrd", s.file("cluster.install.initrd", s.cluster.Install.Initrd)).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/boot/image", s.file("cluster.install.image", s.cluster.Install.Image)).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/tftp/{name}", s.bootFile).Methods(http.MethodGet, http.MethodHead)
 	node := r.PathPrefix("/machines/{id}").Subrouter()
 	node.HandleFunc("/first-stage", s.node(s.firstStage)).Methods(http.MethodGet)
 	node.HandleFunc("/final-config", s.node(s.finalConfig)).Methods(http.MethodGet)
@@ -91,6 +97,20 @@ func (s *Server) Handler() http.Handler {
 func (s *Server) chain(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Write(render.ChainScript(s.mayuURL))
+}
+
+// bootFile serves an iPXE binary over HTTP to UEFI HTTP boot clients.
+func (s *Server) bootFile(w http.ResponseWriter, r *http.Request) {
+	if s.boot == nil {
+		httpError(w, http.StatusNotFound, "no boot-files directory configured")
+		return
+	}
+	name, err := tftp.Name(mux.Vars(r)["name"])
+	if err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	serveFrom(w, r, s.boot, s.log, "node.boot_files_dir", name)
 }
 
 func (s *Server) file(key, name string) http.HandlerFunc {

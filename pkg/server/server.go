@@ -14,6 +14,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -21,23 +22,30 @@ import (
 
 	"github.com/mayu-boot/mayu/pkg/admin"
 	"github.com/mayu-boot/mayu/pkg/config"
+	"github.com/mayu-boot/mayu/pkg/dhcp"
+	"github.com/mayu-boot/mayu/pkg/election"
 	"github.com/mayu-boot/mayu/pkg/etcd"
 	"github.com/mayu-boot/mayu/pkg/httpboot"
 	"github.com/mayu-boot/mayu/pkg/registry"
 	"github.com/mayu-boot/mayu/pkg/render"
+	"github.com/mayu-boot/mayu/pkg/tftp"
 )
 
 // Server is a running replica.
 type Server struct {
-	cfg      *config.Config
-	log      *slog.Logger
-	conn     *etcd.Conn
-	files    *os.Root
-	registry *registry.Registry
-	servers  []*http.Server
-	errc     chan error
-	stop     context.CancelFunc
-	done     chan struct{}
+	cfg       *config.Config
+	log       *slog.Logger
+	conn      *etcd.Conn
+	files     *os.Root
+	bootFiles *os.Root
+	registry  *registry.Registry
+	servers   []*http.Server
+	dhcp      *dhcp.Server
+	tftp      *tftp.Server
+	election  *election.Election
+	errc      chan error
+	stop      context.CancelFunc
+	bg        sync.WaitGroup // background loops to join before etcd closes
 
 	// Addresses the listeners bound, by name (http, admin, metrics);
 	// useful when a port was 0.
@@ -46,7 +54,7 @@ type Server struct {
 
 // Start brings a replica up. On error everything opened so far is closed.
 func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
-	s := &Server{cfg: cfg, log: log, errc: make(chan error, 4), done: make(chan struct{}), Addrs: map[string]string{}}
+	s := &Server{cfg: cfg, log: log, errc: make(chan error, 8), Addrs: map[string]string{}}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -80,8 +88,11 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server
 	}
 
 	mayuURL := "http://" + net.JoinHostPort(cfg.Node.AdvertiseAddress.String(), strconv.Itoa(cfg.Node.Ports.HTTP))
+	if s.bootFiles, err = os.OpenRoot(cfg.Node.BootFilesDir); err != nil {
+		return nil, fmt.Errorf("node.boot_files_dir: %w", err)
+	}
 	boot := httpboot.New(httpboot.Options{
-		Registry: s.registry, Renderer: rend, Files: s.files, Cluster: cfg.Cluster, MayuURL: mayuURL, Log: log,
+		Registry: s.registry, Renderer: rend, Files: s.files, BootFiles: s.bootFiles, Cluster: cfg.Cluster, MayuURL: mayuURL, Log: log,
 	})
 	adminAPI := admin.New(admin.Options{Registry: s.registry, Config: cfg, Token: adminToken, Log: log})
 
@@ -106,10 +117,79 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server
 
 	runCtx, stop := context.WithCancel(context.Background())
 	s.stop = stop
-	go s.sweepInstalls(runCtx)
+	if err := s.startTFTP(); err != nil {
+		return nil, err
+	}
+	if err := s.startDHCP(runCtx, mayuURL); err != nil {
+		return nil, err
+	}
+	s.background(func() { s.sweepInstalls(runCtx) })
 	log.Info("mayu started", "replica", cfg.Node.Name, "advertise", mayuURL, "http", s.Addrs["http"],
 		"admin", s.Addrs["admin"], "metrics", s.Addrs["metrics"], "config_hash", cfg.ClusterHash()[:12])
 	return s, nil
+}
+
+func (s *Server) background(f func()) {
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		f()
+	}()
+}
+
+// startTFTP serves the boot-files directory on every replica.
+func (s *Server) startTFTP() error {
+	n := s.cfg.Node
+	if n.Ports.TFTP == 0 {
+		return nil
+	}
+	conn, err := net.ListenPacket("udp4", net.JoinHostPort(n.ListenAddress.String(), strconv.Itoa(n.Ports.TFTP)))
+	if err != nil {
+		return fmt.Errorf("node.ports.tftp: %w", err)
+	}
+	if s.tftp, err = tftp.New(n.BootFilesDir, s.log); err != nil {
+		conn.Close()
+		return err
+	}
+	s.Addrs["tftp"] = conn.LocalAddr().String()
+	go func() {
+		if err := s.tftp.Serve(conn); err != nil {
+			s.errc <- fmt.Errorf("tftp listener: %w", err)
+		}
+	}()
+	return nil
+}
+
+// startDHCP opens the DHCP socket and campaigns for leadership: only the
+// leader answers. A replica with DHCP disabled does not campaign.
+func (s *Server) startDHCP(ctx context.Context, mayuURL string) error {
+	n, cl := s.cfg.Node, s.cfg.Cluster
+	if n.Ports.DHCP == 0 {
+		return nil
+	}
+	installed := s.registry.FollowInstalled(ctx, s.log)
+	s.dhcp = dhcp.New(dhcp.Options{
+		Interface: n.Interface, Port: n.Ports.DHCP, Advertise: n.AdvertiseAddress, Pools: cl.Pools,
+		Policy: dhcp.Policy{
+			BIOS: cl.Boot.BIOS, EFI64: cl.Boot.EFI64, EFI32: cl.Boot.EFI32, ARM64: cl.Boot.ARM64,
+			ScriptURL: mayuURL + "/boot.ipxe", HTTPBase: mayuURL + "/tftp/",
+			AnswerInstalledIPXE: cl.Boot.AnswerInstalledIPXE,
+		},
+		Replica: n.Name, Etcd: s.conn.Client, Prefix: n.Etcd.Prefix, EtcdTimeout: n.Etcd.RequestTimeout,
+		Installed: installed, Log: s.log,
+	})
+	if err := s.dhcp.Listen(); err != nil {
+		return err
+	}
+	s.Addrs["dhcp"] = s.dhcp.Addr().String()
+	s.background(func() {
+		if err := s.dhcp.Serve(ctx); err != nil {
+			s.errc <- err
+		}
+	})
+	s.election = election.New(s.conn.Client, n.Etcd.Prefix, n.Name, n.ElectionTTL, s.log)
+	s.background(func() { s.election.Run(ctx, s.dhcp.Lead) })
+	return nil
 }
 
 func (s *Server) listen(name string, addr netip.Addr, port int, h http.Handler) error {
@@ -180,13 +260,21 @@ func (s *Server) Wait(ctx context.Context) error {
 // Close stops the listeners (letting requests in flight finish for a few
 // seconds), then etcd.
 func (s *Server) Close() {
+	// Stop DHCP first (resigning), then the listeners, then etcd.
 	if s.stop != nil {
 		s.stop()
+	}
+	s.bg.Wait()
+	if s.tftp != nil {
+		s.tftp.Shutdown()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, srv := range s.servers {
 		srv.Shutdown(ctx)
+	}
+	if s.bootFiles != nil {
+		s.bootFiles.Close()
 	}
 	if s.conn != nil {
 		s.conn.Close()

@@ -1,0 +1,195 @@
+// Package e2e runs the real mayu binary inside network namespaces and
+// talks to it with real clients: udhcpc, perfdhcp, curl, atftp.
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mayu-boot/mayu/internal/netlab"
+)
+
+// bins holds the binaries the tests run, built once.
+var bins struct {
+	dir     string
+	mayu    string
+	etcdctl string
+}
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "mayu-e2e-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bins.dir = dir
+	code := func() int {
+		defer os.RemoveAll(dir)
+		if os.Geteuid() != 0 {
+			return m.Run() // every test skips
+		}
+		bins.mayu = filepath.Join(dir, "mayu")
+		if out, err := exec.Command("go", "build", "-o", bins.mayu, "../cmd/mayu").CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build mayu: %v\n%s", err, out)
+			return 1
+		}
+		// make test builds etcdctl into bin/; build it here otherwise.
+		bins.etcdctl, _ = filepath.Abs("../bin/etcdctl")
+		if _, err := os.Stat(bins.etcdctl); err != nil {
+			bins.etcdctl = filepath.Join(dir, "etcdctl")
+			if out, err := exec.Command("go", "build", "-o", bins.etcdctl, "go.etcd.io/etcd/etcdctl/v3").CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "build etcdctl: %v\n%s", err, out)
+				return 1
+			}
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// replica is one mayu process in a lab namespace.
+type replica struct {
+	lab    *netlab.Lab
+	ns     string
+	dir    string
+	cmd    *exec.Cmd
+	log    *netlab.Output
+	config string
+}
+
+// replicaOptions shape a replica's config.
+type replicaOptions struct {
+	name       string
+	etcd       string // external endpoints, YAML list; empty = embedded
+	extra      string // more cluster keys
+	answerIPXE bool
+}
+
+// startReplica writes a files directory, boot files and a config, and
+// starts mayu in ns on srv0.
+func startReplica(t *testing.T, lab *netlab.Lab, ns string, o replicaOptions) *replica {
+	t.Helper()
+	dir := t.TempDir()
+	files := filepath.Join(dir, "files")
+	boot := filepath.Join(dir, "boot")
+	for _, f := range []string{"installer/vmlinuz", "installer/initrd.img", "images/os.img"} {
+		writeFile(t, filepath.Join(files, f), []byte("stand-in for "+f))
+	}
+	for _, f := range []string{"first-stage.sh", "final-config.yaml"} {
+		data, err := os.ReadFile(filepath.Join("..", "etc", "templates", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(files, "templates", f), data)
+	}
+	// Debian's iPXE builds, copied as files (ipxe.efi is a symlink to /boot).
+	for _, f := range []string{"undionly.kpxe", "ipxe.efi"} {
+		data, err := os.ReadFile(filepath.Join("/usr/lib/ipxe", f))
+		if err != nil {
+			t.Skipf("iPXE binaries missing (package ipxe): %v", err)
+		}
+		writeFile(t, filepath.Join(boot, f), data)
+	}
+	writeFile(t, filepath.Join(dir, "admin-token"), []byte("e2e-admin-token-0123456789\n"))
+	if o.name == "" {
+		o.name = "r1"
+	}
+	etcd := "endpoints: []"
+	if o.etcd != "" {
+		etcd = "endpoints: " + o.etcd
+	}
+	cfg := fmt.Sprintf(`node:
+  name: %s
+  interface: srv0
+  advertise_address: 10.99.0.1
+  data_dir: %s/data
+  files_dir: %s
+  boot_files_dir: %s
+  admin_token_file: %s/admin-token
+  election_ttl: 3s
+  etcd:
+    %s
+  ports: {dhcp: 67, tftp: 69, http: 4081, admin: 4080, metrics: 4082}
+cluster:
+  pools:
+    - subnet: 10.99.0.0/24
+      range: {start: 10.99.0.100, end: 10.99.0.199}
+      router: 10.99.0.1
+      dns: [10.99.0.1]
+      lease_time: 10m
+    - subnet: 10.98.0.0/16
+      range: {start: 10.98.1.0, end: 10.98.255.250}
+  static:
+    subnet: 10.99.0.0/24
+    range: {start: 10.99.0.10, end: 10.99.0.60}
+    gateway: 10.99.0.1
+  install: {kernel: installer/vmlinuz, initrd: installer/initrd.img, image: images/os.img, disk: /dev/vda}
+  templates: {first_stage: templates/first-stage.sh, final_config: templates/final-config.yaml}
+  boot: {answer_installed_ipxe: %v}
+%s`, o.name, dir, files, boot, dir, etcd, o.answerIPXE, o.extra)
+	path := filepath.Join(dir, "mayu.yaml")
+	writeFile(t, path, []byte(cfg))
+	r := &replica{lab: lab, ns: ns, dir: dir, config: path}
+	r.cmd, r.log = lab.Start(ns, bins.mayu, "-config", path, "-log-level", "debug")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("mayu %s log:\n%s", o.name, tail(r.log.String(), 60))
+		}
+	})
+	return r
+}
+
+// waitLog waits until the replica's log contains s.
+func (r *replica) waitLog(t *testing.T, s string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if strings.Contains(r.log.String(), s) {
+			return
+		}
+		if r.cmd.ProcessState != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("mayu never logged %q:\n%s", s, tail(r.log.String(), 40))
+}
+
+// etcdctl runs etcdctl in the replica's namespace against its etcd.
+func (r *replica) etcdctl(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := r.lab.Run(20*time.Second, r.ns, bins.etcdctl, append([]string{"--endpoints", "http://127.0.0.1:2379"}, args...)...)
+	if err != nil {
+		t.Fatalf("etcdctl %v: %v\n%s", args, err, out)
+	}
+	return out
+}
+
+func writeFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// curl runs curl in the client namespace.
+func curl(t *testing.T, lab *netlab.Lab, args ...string) (string, error) {
+	t.Helper()
+	return lab.Run(30*time.Second, lab.Cli, "curl", append([]string{"-sS", "--max-time", "20"}, args...)...)
+}

@@ -1,0 +1,215 @@
+package dhcp
+
+import (
+	"errors"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/mayu-boot/mayu/pkg/config"
+)
+
+// Lease is one address handed to one MAC, as stored at
+// <prefix>leases/<ip>.
+type Lease struct {
+	IP       netip.Addr `json:"ip"`
+	MAC      string     `json:"mac"`
+	Expiry   time.Time  `json:"expiry"`
+	Hostname string     `json:"hostname,omitempty"`
+	Leader   string     `json:"leader"` // the replica that granted it
+}
+
+// Errors of the lease table.
+var (
+	ErrPoolExhausted = errors.New("pool exhausted")
+	ErrNotAvailable  = errors.New("address not available to this client")
+)
+
+// How long an offered address stays reserved for its client, and how long
+// a declined one (in use by someone mayu does not know) is avoided.
+const (
+	offerHold  = 30 * time.Second
+	quarantine = 10 * time.Minute
+)
+
+type hold struct {
+	mac   string
+	until time.Time
+}
+
+// pool is the leader's in-memory view of one pool's leases. The DHCP hot
+// path reads only this; etcd is written once per ACK.
+type pool struct {
+	cfg config.Pool
+
+	mu       sync.Mutex
+	byIP     map[netip.Addr]*Lease
+	byMAC    map[string]*Lease
+	held     map[netip.Addr]hold      // offers and ACKs in flight
+	declined map[netip.Addr]time.Time // until when to avoid
+	cursor   netip.Addr               // where the next free-address scan starts
+}
+
+func newPool(cfg config.Pool) *pool {
+	return &pool{cfg: cfg, byIP: map[netip.Addr]*Lease{}, byMAC: map[string]*Lease{},
+		held: map[netip.Addr]hold{}, declined: map[netip.Addr]time.Time{}, cursor: cfg.Range.Start}
+}
+
+// load puts a lease read from etcd into the table.
+func (p *pool) load(l Lease) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.setLocked(l)
+}
+
+func (p *pool) setLocked(l Lease) {
+	if old := p.byMAC[l.MAC]; old != nil && old.IP != l.IP {
+		delete(p.byIP, old.IP)
+	}
+	if old := p.byIP[l.IP]; old != nil && old.MAC != l.MAC {
+		delete(p.byMAC, old.MAC)
+	}
+	lc := l
+	p.byIP[l.IP] = &lc
+	p.byMAC[l.MAC] = &lc
+}
+
+// freeFor reports whether ip may go to mac now.
+func (p *pool) freeFor(ip netip.Addr, mac string, now time.Time) bool {
+	if !p.cfg.Range.Contains(ip) {
+		return false
+	}
+	if until, ok := p.declined[ip]; ok {
+		if now.Before(until) {
+			return false
+		}
+		delete(p.declined, ip)
+	}
+	if h, ok := p.held[ip]; ok && h.mac != mac && now.Before(h.until) {
+		return false
+	}
+	if l := p.byIP[ip]; l != nil && l.MAC != mac && now.Before(l.Expiry) {
+		return false
+	}
+	return true
+}
+
+// offer picks an address for mac and holds it for a while: the client's
+// own lease (even expired, if nobody took it), else the address it asks
+// for, else the next free one.
+func (p *pool) offer(mac string, requested netip.Addr, now time.Time) (netip.Addr, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pick := func(ip netip.Addr) netip.Addr {
+		p.held[ip] = hold{mac: mac, until: now.Add(offerHold)}
+		return ip
+	}
+	if l := p.byMAC[mac]; l != nil && p.freeFor(l.IP, mac, now) {
+		return pick(l.IP), nil
+	}
+	for ip, h := range p.held {
+		if h.mac == mac && now.Before(h.until) && p.freeFor(ip, mac, now) {
+			return pick(ip), nil
+		}
+	}
+	if requested.IsValid() && p.freeFor(requested, mac, now) {
+		return pick(requested), nil
+	}
+	// Scan once round the range from the cursor, so that successive
+	// clients get successive addresses without rescanning the start.
+	r := p.cfg.Range
+	ip := p.cursor
+	for n := r.Size(); n > 0; n-- {
+		if !r.Contains(ip) {
+			ip = r.Start
+		}
+		if p.freeFor(ip, mac, now) {
+			p.cursor = ip.Next()
+			return pick(ip), nil
+		}
+		ip = ip.Next()
+	}
+	p.expireHolds(now)
+	return netip.Addr{}, ErrPoolExhausted
+}
+
+// expireHolds forgets stale offers so the map cannot grow without bound.
+func (p *pool) expireHolds(now time.Time) {
+	for ip, h := range p.held {
+		if !now.Before(h.until) {
+			delete(p.held, ip)
+		}
+	}
+}
+
+// reserve checks that ip may be leased to mac and holds it while the
+// lease is written to etcd, so two clients cannot both be ACKed it.
+func (p *pool) reserve(mac string, ip netip.Addr, now time.Time) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.freeFor(ip, mac, now) {
+		return ErrNotAvailable
+	}
+	p.held[ip] = hold{mac: mac, until: now.Add(offerHold)}
+	return nil
+}
+
+// commit records a lease that etcd accepted.
+func (p *pool) commit(l Lease) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.setLocked(l)
+	delete(p.held, l.IP)
+}
+
+// unhold drops a hold after a failed write.
+func (p *pool) unhold(ip netip.Addr, mac string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if h, ok := p.held[ip]; ok && h.mac == mac {
+		delete(p.held, ip)
+	}
+}
+
+// leaseOf returns mac's lease on ip, if it holds one.
+func (p *pool) leaseOf(mac string, ip netip.Addr) (Lease, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l := p.byIP[ip]; l != nil && l.MAC == mac {
+		return *l, true
+	}
+	return Lease{}, false
+}
+
+// forget drops mac's lease on ip (release or decline).
+func (p *pool) forget(mac string, ip netip.Addr) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l := p.byIP[ip]; l != nil && l.MAC == mac {
+		delete(p.byIP, ip)
+		delete(p.byMAC, mac)
+	}
+	if h, ok := p.held[ip]; ok && h.mac == mac {
+		delete(p.held, ip)
+	}
+}
+
+// decline avoids ip for a while: something else answers on it.
+func (p *pool) decline(mac string, ip netip.Addr, now time.Time) {
+	p.forget(mac, ip)
+	p.mu.Lock()
+	p.declined[ip] = now.Add(quarantine)
+	p.mu.Unlock()
+}
+
+// stats counts active leases and free addresses.
+func (p *pool) stats(now time.Time) (active, free int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.byIP {
+		if now.Before(l.Expiry) {
+			active++
+		}
+	}
+	return active, p.cfg.Range.Size() - active
+}

@@ -1,0 +1,442 @@
+package dhcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/mayu-boot/mayu/pkg/config"
+	"github.com/mayu-boot/mayu/pkg/election"
+	"github.com/mayu-boot/mayu/pkg/registry"
+)
+
+// Options configure a Server.
+type Options struct {
+	Interface string // where DHCP listens (SO_BINDTODEVICE)
+	Port      int    // 67 in production
+	// ServerIP is the server identifier: this replica's own address on the
+	// interface. Zero means the interface's first IPv4 address.
+	ServerIP  netip.Addr
+	Advertise netip.Addr // next-server: where TFTP and HTTP are reached
+	Pools     []config.Pool
+	Policy    Policy
+	Replica   string
+
+	Etcd       *clientv3.Client
+	Prefix     string // etcd key prefix
+	EtcdTimeout time.Duration
+	Installed  *registry.Installed // MACs to stay silent to
+
+	Workers int // concurrent packet handlers; default 64
+	Queue   int // packets waiting for a worker; default 1024
+	Log     *slog.Logger
+}
+
+// Server answers DHCP while this replica leads.
+type Server struct {
+	o        Options
+	store    *store
+	serverIP netip.Addr
+	conn     *net.UDPConn
+
+	// term is set while leading: the fence and the leases it loaded.
+	term atomic.Pointer[term]
+
+	dropped atomic.Uint64 // packets dropped because the queue was full
+}
+
+type term struct {
+	fence election.Fence
+	pools []*pool
+}
+
+type packet struct {
+	data []byte
+	peer *net.UDPAddr
+}
+
+// New prepares a server; Serve opens the socket.
+func New(o Options) *Server {
+	if o.Workers <= 0 {
+		o.Workers = 64
+	}
+	if o.Queue <= 0 {
+		o.Queue = 1024
+	}
+	if o.EtcdTimeout <= 0 {
+		o.EtcdTimeout = 5 * time.Second
+	}
+	return &Server{o: o, store: &store{cli: o.Etcd, dir: o.Prefix + "leases/", timeout: o.EtcdTimeout}}
+}
+
+// Listen opens the DHCP socket on the interface.
+func (s *Server) Listen() error {
+	s.serverIP = s.o.ServerIP
+	if !s.serverIP.IsValid() {
+		ip, err := interfaceIPv4(s.o.Interface)
+		if err != nil {
+			return err
+		}
+		s.serverIP = ip
+	}
+	conn, err := server4.NewIPv4UDPConn(s.o.Interface, &net.UDPAddr{Port: s.o.Port})
+	if err != nil {
+		return fmt.Errorf("node.interface %s, node.ports.dhcp %d: %w", s.o.Interface, s.o.Port, err)
+	}
+	s.conn = conn
+	return nil
+}
+
+// Addr is the bound socket address.
+func (s *Server) Addr() net.Addr { return s.conn.LocalAddr() }
+
+// ServerIP is the server identifier this replica answers with.
+func (s *Server) ServerIP() netip.Addr { return s.serverIP }
+
+func interfaceIPv4(name string) (netip.Addr, error) {
+	ifc, err := net.InterfaceByName(name)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("node.interface %q: %w", name, err)
+	}
+	addrs, err := ifc.Addrs()
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("node.interface %q: %w", name, err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap().Is4() {
+				return ip.Unmap(), nil
+			}
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("node.interface %q has no IPv4 address (DHCP answers from it)", name)
+}
+
+// Serve reads packets until ctx ends, handing them to a bounded pool of
+// workers: a flood cannot grow memory, it only drops packets.
+func (s *Server) Serve(ctx context.Context) error {
+	queue := make(chan packet, s.o.Queue)
+	var wg sync.WaitGroup
+	for i := 0; i < s.o.Workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range queue {
+				s.handle(ctx, p)
+			}
+		}()
+	}
+	go func() {
+		<-ctx.Done()
+		s.conn.Close()
+	}()
+	var err error
+	for {
+		buf := make([]byte, 1500)
+		n, peer, rerr := s.conn.ReadFromUDP(buf)
+		if rerr != nil {
+			if ctx.Err() == nil {
+				err = fmt.Errorf("dhcp read: %w", rerr)
+			}
+			break
+		}
+		select {
+		case queue <- packet{data: buf[:n], peer: peer}:
+		default:
+			s.dropped.Add(1)
+		}
+	}
+	close(queue)
+	wg.Wait()
+	return err
+}
+
+// Lead runs while this replica leads: it loads every lease from etcd before
+// the first answer, then answers until ctx ends.
+func (s *Server) Lead(ctx context.Context, f election.Fence) {
+	if s.o.Installed != nil {
+		select {
+		case <-s.o.Installed.Ready():
+		case <-ctx.Done():
+			return
+		}
+	}
+	var leases []Lease
+	for {
+		var bad []error
+		var err error
+		leases, bad, err = s.store.load(ctx)
+		for _, b := range bad {
+			s.o.Log.Warn("ignoring a lease", "err", b)
+		}
+		if err == nil {
+			break
+		}
+		s.o.Log.Warn("DHCP leader cannot load leases yet; not answering", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	t := &term{fence: f}
+	for _, pc := range s.o.Pools {
+		t.pools = append(t.pools, newPool(pc))
+	}
+	n := 0
+	for _, l := range leases {
+		if p := t.poolOf(l.IP); p != nil {
+			p.load(l)
+			n++
+		}
+	}
+	s.term.Store(t)
+	s.o.Log.Info("answering DHCP", "replica", s.o.Replica, "term", f.Rev, "leases", n, "server_ip", s.serverIP)
+	<-ctx.Done()
+	s.term.CompareAndSwap(t, nil)
+	s.o.Log.Info("stopped answering DHCP", "replica", s.o.Replica, "term", f.Rev)
+}
+
+// Leading reports whether the server is answering now.
+func (s *Server) Leading() bool { return s.term.Load() != nil }
+
+func (t *term) poolOf(ip netip.Addr) *pool {
+	for _, p := range t.pools {
+		if p.cfg.Subnet.Contains(ip) {
+			return p
+		}
+	}
+	return nil
+}
+
+// poolFor matches a request to its pool: by relay address if relayed,
+// else by the subnet of the receiving interface.
+func (s *Server) poolFor(t *term, req *dhcpv4.DHCPv4) *pool {
+	if gi, ok := netip.AddrFromSlice(req.GatewayIPAddr.To4()); ok && !gi.IsUnspecified() {
+		return t.poolOf(gi)
+	}
+	return t.poolOf(s.serverIP)
+}
+
+func (s *Server) handle(ctx context.Context, p packet) {
+	req, err := dhcpv4.FromBytes(p.data)
+	if err != nil {
+		s.o.Log.Debug("dhcp: malformed packet ignored", "from", p.peer, "err", err)
+		return
+	}
+	if req.OpCode != dhcpv4.OpcodeBootRequest || len(req.ClientHWAddr) != 6 {
+		return
+	}
+	t := s.term.Load()
+	if t == nil {
+		s.o.Log.Debug("dhcp: not leader, ignoring", "mac", req.ClientHWAddr, "type", req.MessageType())
+		return
+	}
+	mac := req.ClientHWAddr.String()
+	client := Classify(req)
+	installed := s.o.Installed != nil && s.o.Installed.Has(mac)
+	dec := Decide(client, installed, s.o.Policy)
+	log := s.o.Log.With("mac", mac, "type", req.MessageType().String(), "firmware", client.Firmware.String())
+	if dec.Ignore {
+		log.Debug("dhcp: ignored", "reason", dec.Reason)
+		return
+	}
+	pl := s.poolFor(t, req)
+	if pl == nil {
+		log.Debug("dhcp: no pool for this request", "giaddr", req.GatewayIPAddr)
+		return
+	}
+	now := time.Now()
+	switch req.MessageType() {
+	case dhcpv4.MessageTypeDiscover:
+		requested, _ := netip.AddrFromSlice(req.RequestedIPAddress().To4())
+		ip, err := pl.offer(mac, requested, now)
+		if err != nil {
+			log.Warn("dhcp: no address to offer", "pool", pl.cfg.Subnet, "err", err)
+			return
+		}
+		log.Debug("dhcp: offer", "ip", ip, "boot", dec.Reason)
+		s.reply(req, p.peer, s.answer(req, dhcpv4.MessageTypeOffer, ip, pl, dec))
+	case dhcpv4.MessageTypeRequest:
+		s.request(ctx, log, t, pl, req, p.peer, mac, dec, now)
+	case dhcpv4.MessageTypeRelease:
+		ip, _ := netip.AddrFromSlice(req.ClientIPAddr.To4())
+		if _, ok := pl.leaseOf(mac, ip); ok {
+			if err := s.store.remove(ctx, t.fence, ip); err != nil {
+				log.Warn("dhcp: release not recorded", "ip", ip, "err", err)
+				return
+			}
+			pl.forget(mac, ip)
+			log.Debug("dhcp: released", "ip", ip)
+		}
+	case dhcpv4.MessageTypeDecline:
+		ip, _ := netip.AddrFromSlice(req.RequestedIPAddress().To4())
+		if !ip.IsValid() {
+			return
+		}
+		if _, ok := pl.leaseOf(mac, ip); ok {
+			if err := s.store.remove(ctx, t.fence, ip); err != nil {
+				log.Warn("dhcp: decline not recorded", "ip", ip, "err", err)
+			}
+		}
+		pl.decline(mac, ip, now)
+		log.Warn("dhcp: client declined an address (in use by an unknown host?)", "ip", ip)
+	case dhcpv4.MessageTypeInform:
+		// The client has its address; it wants only the options.
+		s.reply(req, p.peer, s.answer(req, dhcpv4.MessageTypeAck, netip.Addr{}, pl, dec))
+	}
+}
+
+// request handles SELECTING, INIT-REBOOT, RENEWING and REBINDING: the one
+// durable write of an exchange happens here, fenced, before the ACK.
+func (s *Server) request(ctx context.Context, log *slog.Logger, t *term, pl *pool, req *dhcpv4.DHCPv4, peer *net.UDPAddr, mac string, dec Decision, now time.Time) {
+	ip, _ := netip.AddrFromSlice(req.RequestedIPAddress().To4())
+	if sid := req.ServerIdentifier(); sid != nil && !sid.IsUnspecified() {
+		if sidAddr, _ := netip.AddrFromSlice(sid.To4()); sidAddr != s.serverIP {
+			// The client chose another server's offer.
+			if ip.IsValid() {
+				pl.unhold(ip, mac)
+			}
+			return
+		}
+	}
+	if !ip.IsValid() {
+		ip, _ = netip.AddrFromSlice(req.ClientIPAddr.To4()) // renewing or rebinding
+	}
+	if !ip.IsValid() || ip.IsUnspecified() {
+		return
+	}
+	nak := func(why string) {
+		log.Debug("dhcp: nak", "ip", ip, "why", why)
+		s.reply(req, peer, s.nak(req, why))
+	}
+	if !pl.cfg.Subnet.Contains(ip) || !pl.cfg.Range.Contains(ip) {
+		nak("address not in this network's pool")
+		return
+	}
+	if err := pl.reserve(mac, ip, now); err != nil {
+		nak("address in use by another client")
+		return
+	}
+	l := Lease{IP: ip, MAC: mac, Expiry: now.Add(pl.cfg.LeaseTime), Hostname: clip(req.HostName(), 64), Leader: s.o.Replica}
+	if err := s.store.put(ctx, t.fence, l); err != nil {
+		pl.unhold(ip, mac)
+		if errors.Is(err, ErrDeposed) {
+			s.term.CompareAndSwap(t, nil) // stop at once; the election notices too
+			log.Warn("dhcp: deposed, lease refused by etcd; not acknowledging", "ip", ip)
+			return
+		}
+		log.Warn("dhcp: lease not durable, not acknowledging (the client will retry)", "ip", ip, "err", err)
+		return
+	}
+	pl.commit(l)
+	log.Debug("dhcp: ack", "ip", ip, "boot", dec.Reason)
+	s.reply(req, peer, s.answer(req, dhcpv4.MessageTypeAck, ip, pl, dec))
+}
+
+// answer builds an OFFER or ACK with the pool's options and the boot
+// decision.
+func (s *Server) answer(req *dhcpv4.DHCPv4, typ dhcpv4.MessageType, ip netip.Addr, pl *pool, dec Decision) *dhcpv4.DHCPv4 {
+	mods := []dhcpv4.Modifier{
+		dhcpv4.WithMessageType(typ),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(s.serverIP.AsSlice())),
+		dhcpv4.WithNetmask(net.CIDRMask(pl.cfg.Subnet.Bits(), 32)),
+	}
+	if ip.IsValid() {
+		mods = append(mods, dhcpv4.WithYourIP(ip.AsSlice()),
+			dhcpv4.WithLeaseTime(uint32(pl.cfg.LeaseTime/time.Second)))
+	}
+	if pl.cfg.Router.IsValid() {
+		mods = append(mods, dhcpv4.WithRouter(pl.cfg.Router.AsSlice()))
+	}
+	if len(pl.cfg.DNS) > 0 {
+		dns := make([]net.IP, len(pl.cfg.DNS))
+		for i, d := range pl.cfg.DNS {
+			dns[i] = d.AsSlice()
+		}
+		mods = append(mods, dhcpv4.WithDNS(dns...))
+	}
+	if dec.NextServer {
+		mods = append(mods, dhcpv4.WithServerIP(s.o.Advertise.AsSlice()))
+	}
+	if dec.BootFile != "" {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptBootFileName(dec.BootFile)))
+	}
+	if dec.IPXEOptions {
+		mods = append(mods, dhcpv4.WithGeneric(optIPXE, []byte{176, 1, 1}))
+	}
+	if dec.HTTPClient {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptClassIdentifier("HTTPClient")))
+	}
+	resp, err := dhcpv4.NewReplyFromRequest(req, mods...)
+	if err != nil {
+		return nil
+	}
+	if len(dec.BootFile) < 128 {
+		resp.BootFileName = dec.BootFile // the BOOTP field, which PXE ROMs read
+	}
+	return resp
+}
+
+func (s *Server) nak(req *dhcpv4.DHCPv4, why string) *dhcpv4.DHCPv4 {
+	resp, err := dhcpv4.NewReplyFromRequest(req,
+		dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(s.serverIP.AsSlice())),
+		dhcpv4.WithOption(dhcpv4.OptMessage(why)))
+	if err != nil {
+		return nil
+	}
+	return resp
+}
+
+// reply sends as RFC 2131 section 4.1 says: to the relay if relayed;
+// NAKs broadcast; to ciaddr if the client has an address; broadcast if the
+// client asked for it; else unicast to the new address and the client's
+// MAC, which needs an ARP entry since the client cannot answer ARP yet.
+func (s *Server) reply(req *dhcpv4.DHCPv4, peer *net.UDPAddr, resp *dhcpv4.DHCPv4) {
+	if resp == nil {
+		return
+	}
+	data := resp.ToBytes()
+	bcast := &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort}
+	var dst *net.UDPAddr
+	switch {
+	case !req.GatewayIPAddr.IsUnspecified() && req.GatewayIPAddr.To4() != nil:
+		port := dhcpv4.ServerPort
+		if peer != nil && peer.IP.Equal(req.GatewayIPAddr) {
+			port = peer.Port
+		}
+		dst = &net.UDPAddr{IP: req.GatewayIPAddr, Port: port}
+	case resp.MessageType() == dhcpv4.MessageTypeNak:
+		dst = bcast
+	case !req.ClientIPAddr.IsUnspecified() && req.ClientIPAddr.To4() != nil:
+		dst = &net.UDPAddr{IP: req.ClientIPAddr, Port: dhcpv4.ClientPort}
+	case req.IsBroadcast() || resp.YourIPAddr.IsUnspecified():
+		dst = bcast
+	default:
+		dst = bcast
+		if err := s.setARP(resp.YourIPAddr, req.ClientHWAddr); err == nil {
+			dst = &net.UDPAddr{IP: resp.YourIPAddr, Port: dhcpv4.ClientPort}
+		}
+	}
+	if _, err := s.conn.WriteToUDP(data, dst); err != nil {
+		s.o.Log.Debug("dhcp: send failed", "to", dst, "err", err)
+	}
+}
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}

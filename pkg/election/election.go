@@ -1,0 +1,158 @@
+// Package election decides which replica answers DHCP. Every replica, even
+// a lone one, campaigns through etcd (client/v3/concurrency); the winner
+// leads while its session lives. Losing the session (etcd unreachable,
+// partition, keepalives failing) ends the leadership at once; a graceful
+// stop resigns so the next replica takes over without waiting out the TTL.
+//
+// Leadership comes with a Fence: the leader key and its create revision.
+// Every write only the leader may make carries the Fence as a transaction
+// condition, so a deposed leader that does not know it yet (frozen,
+// partitioned) can never write.
+package election
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+)
+
+// Fence identifies one term of leadership.
+type Fence struct {
+	Key string // the leader key this replica created
+	Rev int64  // its create revision
+}
+
+// Cmp is the transaction condition "this term still holds".
+func (f Fence) Cmp() clientv3.Cmp {
+	return clientv3.Compare(clientv3.CreateRevision(f.Key), "=", f.Rev)
+}
+
+// Election campaigns for one replica.
+type Election struct {
+	cli    *clientv3.Client
+	prefix string // <etcd prefix>election/
+	name   string
+	ttl    time.Duration
+	log    *slog.Logger
+
+	mu    sync.Mutex
+	fence *Fence
+}
+
+// New prepares a campaign under <prefix>election/ for replica name.
+func New(cli *clientv3.Client, prefix, name string, ttl time.Duration, log *slog.Logger) *Election {
+	return &Election{cli: cli, prefix: prefix + "election/", name: name, ttl: ttl, log: log}
+}
+
+// Fence returns the current term if this replica leads.
+func (e *Election) Fence() (Fence, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.fence == nil {
+		return Fence{}, false
+	}
+	return *e.fence, true
+}
+
+func (e *Election) setFence(f *Fence) {
+	e.mu.Lock()
+	e.fence = f
+	e.mu.Unlock()
+}
+
+// Run campaigns until ctx ends. Each time this replica wins, lead runs with
+// a context that ends when the leadership does; lead should return once
+// its context ends. When ctx ends while leading, Run resigns before it
+// returns.
+func (e *Election) Run(ctx context.Context, lead func(ctx context.Context, f Fence)) {
+	for ctx.Err() == nil {
+		if err := e.term(ctx, lead); err != nil && ctx.Err() == nil {
+			e.log.Warn("leader election interrupted, campaigning again", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+// term is one session: campaign, lead until the session or ctx ends.
+func (e *Election) term(ctx context.Context, lead func(context.Context, Fence)) error {
+	ttl := int(e.ttl.Round(time.Second) / time.Second)
+	sess, err := concurrency.NewSession(e.cli, concurrency.WithTTL(max(ttl, 1)), concurrency.WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("etcd session: %w", err)
+	}
+	defer sess.Close()
+	el := concurrency.NewElection(sess, e.prefix)
+
+	// Campaign until won; a lost session aborts the campaign too.
+	cctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-sess.Done():
+			cancel()
+		case <-cctx.Done():
+		}
+	}()
+	err = el.Campaign(cctx, e.name)
+	if err != nil {
+		cancel()
+		if errors.Is(err, context.Canceled) && ctx.Err() == nil {
+			return errors.New("etcd session lost while campaigning")
+		}
+		return err
+	}
+	f := Fence{Key: el.Key(), Rev: el.Rev()}
+	e.setFence(&f)
+	e.log.Info("elected DHCP leader", "replica", e.name, "term", f.Rev)
+
+	lctx, lcancel := context.WithCancel(cctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		lead(lctx, f)
+	}()
+	select {
+	case <-sess.Done():
+	case <-ctx.Done():
+	}
+	// Stop answering before anything else: another replica may already
+	// lead.
+	e.setFence(nil)
+	lcancel()
+	<-done
+	cancel()
+	if ctx.Err() == nil {
+		e.log.Warn("lost DHCP leadership: etcd session ended", "replica", e.name, "term", f.Rev)
+		return errors.New("etcd session ended")
+	}
+	// A graceful stop: resign so that a follower takes over now, not
+	// after the TTL. Resigning needs only the client, not the session.
+	rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer rcancel()
+	if err := el.Resign(rctx); err != nil {
+		e.log.Warn("resigning DHCP leadership failed; the next leader waits out the TTL", "err", err)
+	} else {
+		e.log.Info("resigned DHCP leadership", "replica", e.name, "term", f.Rev)
+	}
+	return nil
+}
+
+// Leader returns the name of the current leader, if any.
+func Leader(ctx context.Context, cli *clientv3.Client, prefix string) (string, error) {
+	resp, err := cli.Get(ctx, prefix+"election/", clientv3.WithFirstCreate()...)
+	if err != nil {
+		return "", err
+	}
+	if len(resp.Kvs) == 0 {
+		return "", nil
+	}
+	return string(resp.Kvs[0].Value), nil
+}

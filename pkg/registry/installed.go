@@ -1,0 +1,131 @@
+package registry
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Installed is the set of MACs of machines that are installed or running,
+// kept current by an etcd watch on the machine records. The DHCP hot path
+// asks it, never etcd.
+type Installed struct {
+	mu     sync.RWMutex
+	macs   map[string]string   // mac → machine id
+	byID   map[string][]string // machine id → its installed MACs
+	loaded bool
+	ready  chan struct{}
+}
+
+// Has reports whether mac belongs to an installed or running machine.
+func (s *Installed) Has(mac string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	_, ok := s.macs[mac]
+	return ok
+}
+
+// Ready is closed once the set was first loaded.
+func (s *Installed) Ready() <-chan struct{} { return s.ready }
+
+// Len is the number of installed MACs.
+func (s *Installed) Len() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.macs)
+}
+
+func (s *Installed) set(id string, macs []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range s.byID[id] {
+		if s.macs[m] == id {
+			delete(s.macs, m)
+		}
+	}
+	delete(s.byID, id)
+	if len(macs) > 0 {
+		s.byID[id] = macs
+		for _, m := range macs {
+			s.macs[m] = id
+		}
+	}
+}
+
+// FollowInstalled loads the installed MACs and follows changes until ctx
+// ends. After a watch failure (compaction, etcd outage) it reloads.
+func (r *Registry) FollowInstalled(ctx context.Context, log *slog.Logger) *Installed {
+	s := &Installed{macs: map[string]string{}, byID: map[string][]string{}, ready: make(chan struct{})}
+	go func() {
+		for ctx.Err() == nil {
+			rev, err := r.loadInstalled(ctx, s)
+			if err == nil {
+				err = r.watchInstalled(ctx, s, rev)
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			log.Warn("following installed machines: reloading", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	return s
+}
+
+func (r *Registry) loadInstalled(ctx context.Context, s *Installed) (int64, error) {
+	cctx, cancel := r.ctx(ctx)
+	defer cancel()
+	resp, err := r.cli.Get(cctx, r.prefix+machinesDir, clientv3.WithPrefix())
+	if err != nil {
+		return 0, err
+	}
+	fresh := map[string][]string{}
+	for _, kv := range resp.Kvs {
+		if m, err := r.decode(string(kv.Key), kv.Value); err == nil && m.HasBeenInstalled() {
+			fresh[m.ID] = m.MACs
+		}
+	}
+	s.mu.Lock()
+	s.macs, s.byID = map[string]string{}, map[string][]string{}
+	s.mu.Unlock()
+	for id, macs := range fresh {
+		s.set(id, macs)
+	}
+	if !s.loaded {
+		s.loaded = true
+		close(s.ready)
+	}
+	return resp.Header.Revision, nil
+}
+
+func (r *Registry) watchInstalled(ctx context.Context, s *Installed, rev int64) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	dir := r.prefix + machinesDir
+	for resp := range r.cli.Watch(wctx, dir, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
+		if err := resp.Err(); err != nil {
+			return err
+		}
+		for _, ev := range resp.Events {
+			id := strings.TrimPrefix(string(ev.Kv.Key), dir)
+			if ev.Type == clientv3.EventTypeDelete {
+				s.set(id, nil)
+				continue
+			}
+			m, err := r.decode(string(ev.Kv.Key), ev.Kv.Value)
+			if err != nil || !m.HasBeenInstalled() {
+				s.set(id, nil)
+				continue
+			}
+			s.set(id, m.MACs)
+		}
+	}
+	return ctx.Err()
+}
