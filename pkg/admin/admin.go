@@ -419,6 +419,9 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 // returns (its ContextError: a server error, a gRPC status, or the request
 // timeout).
 func storeUnavailable(err error) bool {
+	if errors.Is(err, registry.ErrUnavailable) {
+		return true
+	}
 	var etcdErr rpctypes.EtcdError
 	if errors.As(err, &etcdErr) {
 		return true

@@ -32,10 +32,10 @@ type Options struct {
 	Policy    Policy
 	Replica   string
 
-	Etcd       *clientv3.Client
-	Prefix     string // etcd key prefix
+	Etcd        *clientv3.Client
+	Prefix      string // etcd key prefix
 	EtcdTimeout time.Duration
-	Installed  *registry.Installed // MACs to stay silent to
+	Installed   *registry.Installed // MACs to stay silent to
 
 	Workers int // concurrent packet handlers; default 64
 	Queue   int // packets waiting for a worker; default 1024

@@ -35,6 +35,8 @@ var (
 	ErrExhausted = errors.New("static address range exhausted")
 	// ErrConflict: too many concurrent writers; the caller may retry.
 	ErrConflict = errors.New("too many concurrent changes to the same keys, try again")
+	// ErrUnavailable wraps every error that came from etcd itself.
+	ErrUnavailable = errors.New("etcd unavailable")
 )
 
 // CorruptError is a record in etcd that mayu cannot read. It is reported,
@@ -107,8 +109,14 @@ func etcdError(op string, err error) error {
 	if errors.Is(err, context.Canceled) {
 		return err
 	}
-	return fmt.Errorf("etcd %s: %w (is etcd reachable?)", op, err)
+	return fmt.Errorf("etcd %s: %w (is etcd reachable?)%w", op, err, unavailable{})
 }
+
+// unavailable marks an error as ErrUnavailable without changing its text.
+type unavailable struct{}
+
+func (unavailable) Error() string        { return "" }
+func (unavailable) Is(target error) bool { return target == ErrUnavailable }
 
 // Get returns the machine with id.
 func (r *Registry) Get(ctx context.Context, id string) (*machine.Machine, error) {
@@ -287,9 +295,12 @@ func (r *Registry) tryRegister(ctx context.Context, reg Registration) (*machine.
 	}
 	ops := []clientv3.Op{clientv3.OpPut(mk, string(data)), clientv3.OpPut(ak, string(ownerJSON))}
 	for _, mac := range m.MACs {
-		k := r.macKey(mac)
-		conds = append(conds, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
-		ops = append(ops, clientv3.OpPut(k, string(ownerJSON)))
+		cond, err := r.claimMAC(ctx, mac, reg.ID)
+		if err != nil {
+			return nil, false, err
+		}
+		conds = append(conds, cond)
+		ops = append(ops, clientv3.OpPut(r.macKey(mac), string(ownerJSON)))
 	}
 	if slot >= 0 {
 		pk := r.profileKey(profile.Name, slot)
@@ -303,16 +314,40 @@ func (r *Registry) tryRegister(ctx context.Context, reg Registration) (*machine.
 		return nil, false, etcdError("register machine", err)
 	}
 	if !resp.Succeeded {
-		// Someone took the id, the address, the slot or a MAC. A taken MAC
-		// is the only thing a retry cannot fix, so check it here.
-		for _, mac := range m.MACs {
-			if o, err := r.macOwner(ctx, mac); err == nil && o != "" && o != reg.ID {
-				return nil, false, &MACTakenError{MAC: mac, Owner: o}
-			}
-		}
+		// Someone took the id, the address, the slot or a MAC; the next
+		// attempt sees which (a MAC of a live machine is an error then).
 		return nil, false, errRetry
 	}
 	return m, true, nil
+}
+
+// claimMAC returns the condition under which a registration may point
+// mac at id: the index key is absent, or it is stale (unreadable, or
+// pointing at a machine that no longer exists or at id itself), in which
+// case it is overwritten if unchanged meanwhile. A MAC of another existing
+// machine is refused.
+func (r *Registry) claimMAC(ctx context.Context, mac, id string) (clientv3.Cmp, error) {
+	key := r.macKey(mac)
+	cctx, cancel := r.ctx(ctx)
+	resp, err := r.cli.Get(cctx, key)
+	cancel()
+	if err != nil {
+		return clientv3.Cmp{}, etcdError("read MAC index", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return clientv3.Compare(clientv3.CreateRevision(key), "=", 0), nil
+	}
+	kv := resp.Kvs[0]
+	var o owner
+	if json.Unmarshal(kv.Value, &o) == nil && o.Machine != "" && o.Machine != id {
+		if _, err := r.Get(ctx, o.Machine); !errors.Is(err, ErrNotFound) {
+			if err != nil && errors.Is(err, ErrUnavailable) {
+				return clientv3.Cmp{}, err
+			}
+			return clientv3.Cmp{}, &MACTakenError{MAC: mac, Owner: o.Machine}
+		}
+	}
+	return clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision), nil
 }
 
 func (r *Registry) macOwner(ctx context.Context, mac string) (string, error) {
