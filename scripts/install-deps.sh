@@ -1,9 +1,14 @@
 #!/bin/sh
 # Installs the Debian packages mayu's tests and demo use, if any is missing.
 # Run as root on Debian; does nothing when everything is there.
+#   iproute2          network namespaces for the DHCP/TFTP tests and the demo
+#   busybox           udhcpc, the DHCP client the tests pose as firmware with
+#   kea-admin         perfdhcp, Kea's DHCP load generator
+#   atftp, curl       TFTP and HTTP clients
+#   ipxe              the iPXE builds served over TFTP (undionly.kpxe, ipxe.efi)
 set -eu
 
-packages="curl ca-certificates git iproute2"
+packages="curl ca-certificates git iproute2 busybox kea-admin atftp ipxe"
 
 missing=""
 for p in $packages; do

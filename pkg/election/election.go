@@ -36,7 +36,7 @@ func (f Fence) Cmp() clientv3.Cmp {
 // Election campaigns for one replica.
 type Election struct {
 	cli    *clientv3.Client
-	prefix string // <etcd prefix>election/
+	prefix string // <etcd prefix>election (the library adds the "/")
 	name   string
 	ttl    time.Duration
 	log    *slog.Logger
@@ -47,7 +47,7 @@ type Election struct {
 
 // New prepares a campaign under <prefix>election/ for replica name.
 func New(cli *clientv3.Client, prefix, name string, ttl time.Duration, log *slog.Logger) *Election {
-	return &Election{cli: cli, prefix: prefix + "election/", name: name, ttl: ttl, log: log}
+	return &Election{cli: cli, prefix: prefix + "election", name: name, ttl: ttl, log: log}
 }
 
 // Fence returns the current term if this replica leads.

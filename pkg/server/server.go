@@ -88,8 +88,10 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server
 	}
 
 	mayuURL := "http://" + net.JoinHostPort(cfg.Node.AdvertiseAddress.String(), strconv.Itoa(cfg.Node.Ports.HTTP))
-	if s.bootFiles, err = os.OpenRoot(cfg.Node.BootFilesDir); err != nil {
-		return nil, fmt.Errorf("node.boot_files_dir: %w", err)
+	// The boot files are needed with TFTP on; without it they are served
+	// over HTTP (UEFI HTTP boot) only if the directory exists.
+	if s.bootFiles, err = os.OpenRoot(cfg.Node.BootFilesDir); err != nil && cfg.Node.Ports.TFTP > 0 {
+		return nil, fmt.Errorf("node.boot_files_dir: %w (copy undionly.kpxe and ipxe.efi there, or set node.ports.tftp: 0)", err)
 	}
 	boot := httpboot.New(httpboot.Options{
 		Registry: s.registry, Renderer: rend, Files: s.files, BootFiles: s.bootFiles, Cluster: cfg.Cluster, MayuURL: mayuURL, Log: log,

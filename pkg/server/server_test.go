@@ -35,6 +35,8 @@ func replicaConfig(t *testing.T, extra string) *config.Config {
 		os.WriteFile(filepath.Join(files, f), []byte(f), 0o644)
 	}
 	os.MkdirAll(filepath.Join(files, "templates"), 0o755)
+	os.MkdirAll(filepath.Join(files, "boot"), 0o755)
+	os.WriteFile(filepath.Join(files, "boot", "ipxe.efi"), []byte("efi"), 0o644)
 	for _, f := range []string{"first-stage.sh", "final-config.yaml"} {
 		data, err := os.ReadFile(filepath.Join("..", "..", "etc", "templates", f))
 		if err != nil {
@@ -50,6 +52,7 @@ node:
   listen_address: 127.0.0.1
   data_dir: ` + dir + `/data
   files_dir: ` + files + `
+  boot_files_dir: ` + files + `/boot
   admin_token_file: ` + dir + `/token
   etcd:
     embedded: {client_url: "http://127.0.0.1:` + freePort(t) + `", peer_url: "http://127.0.0.1:` + freePort(t) + `"}
@@ -101,6 +104,8 @@ func TestReplicaServesEveryListener(t *testing.T) {
 		{"http://" + s.Addrs["metrics"] + "/metrics", "", 200, "go_goroutines"},
 		{"http://" + s.Addrs["http"] + "/boot.ipxe", "", 200, "#!ipxe"},
 		{"http://" + s.Addrs["http"] + "/boot/kernel", "", 200, "installer/vmlinuz"},
+		{"http://" + s.Addrs["http"] + "/tftp/ipxe.efi", "", 200, "efi"},
+		{"http://" + s.Addrs["http"] + "/tftp/..%2f..%2fetc%2fpasswd", "", 400, ""},
 		{"http://" + s.Addrs["admin"] + "/api/v1/machines", "", 401, ""},
 		{"http://" + s.Addrs["admin"] + "/api/v1/machines", "Bearer 0123456789abcdef0123", 200, "machines"},
 	} {
