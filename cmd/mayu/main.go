@@ -11,6 +11,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/coreos/go-systemd/v22/daemon"
+
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/render"
 	"github.com/mayu-boot/mayu/pkg/server"
@@ -67,13 +69,18 @@ func run(args []string, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	srv, err := server.Start(ctx, cfg, log)
+	srv, err := server.Start(ctx, cfg, log, version)
 	if err != nil {
 		log.Error("mayu cannot start", "err", err)
 		return 1
 	}
+	// systemd (Type=notify): ready once etcd and every listener are up.
+	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		log.Warn("cannot notify systemd", "err", err)
+	}
 	err = srv.Wait(ctx)
 	log.Info("mayu stopping")
+	daemon.SdNotify(false, daemon.SdNotifyStopping)
 	srv.Close()
 	if err != nil {
 		log.Error("mayu stopped", "err", err)

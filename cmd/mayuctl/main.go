@@ -46,7 +46,7 @@ type command struct {
 var commands map[string]*command
 
 // order is how commands are listed in the usage text.
-var order = []string{"list", "status", "add", "reinstall", "set-metadata", "delete", "config", "version", "help"}
+var order = []string{"list", "status", "add", "reinstall", "set-metadata", "delete", "replicas", "config", "version", "help"}
 
 func init() {
 	// Assigned in init because the help command refers to the table.
@@ -57,7 +57,8 @@ func init() {
 		"reinstall":    {args: "ID", summary: "install a machine again at its next network boot", run: (*cli).reinstall},
 		"set-metadata": {args: "ID KEY=VALUE...", summary: "set metadata of a machine; KEY= deletes the key", run: (*cli).setMetadata},
 		"delete":       {args: "ID", summary: "delete a machine, freeing its address and profile slot", run: (*cli).delete},
-		"config":       {args: "[-o yaml|json]", summary: "show the cluster configuration the replica publishes (secrets hidden)", run: (*cli).config},
+		"replicas":     {args: "[-o table|json]", summary: "list the replicas and show which one leads DHCP", run: (*cli).replicas},
+		"config":       {args: "[-o yaml|json]", summary: "show the cluster configuration the DHCP leader publishes (secrets hidden)", run: (*cli).config},
 		"version":      {summary: "print mayuctl's version", run: (*cli).version},
 		"help":         {args: "[COMMAND]", summary: "show this help, or a command's", run: (*cli).help},
 	}
@@ -514,6 +515,68 @@ func (c *cli) config(args []string) error {
 		return err
 	}
 	return enc.Close()
+}
+
+func (c *cli) replicas(args []string) error {
+	fs := flag.NewFlagSet("replicas", flag.ContinueOnError)
+	format, check := outputFlag(fs, "table", "json")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return &usageError{msg: "replicas takes no arguments"}
+	}
+	if err := check(); err != nil {
+		return err
+	}
+	api, err := c.api()
+	if err != nil {
+		return err
+	}
+	v, err := api.Replicas(c.ctx)
+	if err != nil {
+		return err
+	}
+	if *format == "json" {
+		return c.printJSON(v)
+	}
+	now := time.Now()
+	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME	ROLE	CONFIG	VERSION	HTTP	ADMIN	UP")
+	for _, r := range v.Replicas {
+		role := "follower"
+		switch {
+		case r.Leader:
+			role = "leader"
+		case !r.DHCP:
+			role = "no-dhcp"
+		}
+		cfg := short(r.ConfigHash)
+		if !r.ConfigMatches {
+			cfg += " MISMATCH"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, role, cfg, dash(r.Version), dash(r.HTTP), dash(r.Admin), age(now.Sub(r.Started)))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if v.Leader == "" {
+		fmt.Fprintln(c.stderr, "warning: no replica leads DHCP now: no machine can network-boot (is etcd healthy? do the replicas' configurations agree?)")
+	}
+	for _, r := range v.Replicas {
+		if !r.ConfigMatches {
+			fmt.Fprintf(c.stderr, "warning: %s's cluster configuration differs from the leader's (%s): it will not take over DHCP; deploy the same cluster: section to it\n", r.Name, short(v.PublishedHash))
+		}
+	}
+	return nil
+}
+
+func short(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
 }
 
 func (c *cli) version(args []string) error {

@@ -32,9 +32,11 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/mayu-boot/mayu/pkg/config"
+	"github.com/mayu-boot/mayu/pkg/election"
 	"github.com/mayu-boot/mayu/pkg/identity"
 	"github.com/mayu-boot/mayu/pkg/machine"
 	"github.com/mayu-boot/mayu/pkg/registry"
+	"github.com/mayu-boot/mayu/pkg/replica"
 )
 
 // Limits on what an operator may send.
@@ -61,6 +63,10 @@ type Options struct {
 	// call: an admin API without credentials is never served.
 	Token string
 	Log   *slog.Logger
+	// Etcd and Prefix reach the replicas' announcements and the leader's
+	// published configuration.
+	Etcd   *clientv3.Client
+	Prefix string
 }
 
 // MachineList is the answer to GET /api/v1/machines.
@@ -83,13 +89,33 @@ type AddRequest struct {
 	MACs []string `json:"macs,omitempty"`
 }
 
-// ConfigView is the answer to GET /api/v1/config.
+// ConfigView is the answer to GET /api/v1/config: the cluster
+// configuration the DHCP leader publishes (or, with no leader, the
+// answering replica's own).
 type ConfigView struct {
-	// Hash of the cluster part, as the leader publishes it.
+	// Hash of the cluster part.
 	Hash string `json:"hash" yaml:"hash"`
-	// Replica that answered.
-	Replica string         `json:"replica" yaml:"replica"`
-	Cluster config.Cluster `json:"cluster" yaml:"cluster"`
+	// Leader that publishes it; empty when no leader publishes one.
+	Leader string `json:"leader" yaml:"leader"`
+	// Replica that answered, its own hash, and whether they agree.
+	Replica     string         `json:"replica" yaml:"replica"`
+	ReplicaHash string         `json:"replicaHash" yaml:"replica_hash"`
+	Matches     bool           `json:"matches" yaml:"matches"`
+	Cluster     config.Cluster `json:"cluster" yaml:"cluster"`
+}
+
+// ReplicasView is the answer to GET /api/v1/replicas.
+type ReplicasView struct {
+	Leader        string        `json:"leader"` // empty: no DHCP leader now
+	PublishedHash string        `json:"publishedHash"`
+	Replicas      []ReplicaView `json:"replicas"`
+}
+
+// ReplicaView is one announced replica.
+type ReplicaView struct {
+	replica.Info
+	Leader        bool `json:"leader"`
+	ConfigMatches bool `json:"configMatches"`
 }
 
 // Deleted is the answer to DELETE /api/v1/machines/{id}.
@@ -103,9 +129,11 @@ type ErrorBody struct {
 }
 
 type api struct {
-	reg *registry.Registry
-	cfg *config.Config
-	log *slog.Logger
+	reg    *registry.Registry
+	cfg    *config.Config
+	log    *slog.Logger
+	etcd   *clientv3.Client
+	prefix string
 }
 
 // New returns the admin API handler.
@@ -117,7 +145,7 @@ func New(o Options) http.Handler {
 	if o.Token == "" {
 		log.Warn("admin API has no token configured: every call is refused (set node.admin_token_file)")
 	}
-	a := &api{reg: o.Registry, cfg: o.Config, log: log}
+	a := &api{reg: o.Registry, cfg: o.Config, log: log, etcd: o.Etcd, prefix: o.Prefix}
 
 	r := mux.NewRouter()
 	// Match on the escaped path so that an id like "..%2Fx" reaches the
@@ -141,6 +169,7 @@ func New(o Options) http.Handler {
 	r.HandleFunc("/api/v1/machines/{id}/reinstall", a.reinstall).Methods(http.MethodPost)
 	r.HandleFunc("/api/v1/machines/{id}/metadata", a.setMetadata).Methods(http.MethodPost)
 	r.HandleFunc("/api/v1/config", a.config).Methods(http.MethodGet)
+	r.HandleFunc("/api/v1/replicas", a.replicas).Methods(http.MethodGet)
 
 	// Authentication wraps the whole router, so even an unknown route says
 	// nothing to a caller without the token.
@@ -343,7 +372,48 @@ func (a *api) config(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "this replica was started without a configuration to show")
 		return
 	}
-	writeJSON(w, http.StatusOK, ConfigView{Hash: a.cfg.ClusterHash(), Replica: a.cfg.Node.Name, Cluster: a.cfg.Redacted()})
+	own := a.cfg.ClusterHash()
+	view := ConfigView{Hash: own, Replica: a.cfg.Node.Name, ReplicaHash: own, Matches: true, Cluster: a.cfg.Redacted()}
+	if a.etcd != nil {
+		p, err := replica.ReadPublished(r.Context(), a.etcd, a.prefix)
+		if err != nil {
+			a.fail(w, r, fmt.Errorf("read the published configuration: %w%w", err, registry.ErrUnavailable))
+			return
+		}
+		if p != nil {
+			view.Hash, view.Leader, view.Cluster, view.Matches = p.Hash, p.Replica, p.Cluster, p.Hash == own
+		}
+	}
+	writeJSON(w, http.StatusOK, view)
+}
+
+func (a *api) replicas(w http.ResponseWriter, r *http.Request) {
+	if a.etcd == nil {
+		writeError(w, http.StatusServiceUnavailable, "this replica was started without etcd")
+		return
+	}
+	list, err := replica.List(r.Context(), a.etcd, a.prefix)
+	if err == nil {
+		var view ReplicasView
+		view.Leader, err = election.Leader(r.Context(), a.etcd, a.prefix)
+		var p *replica.Published
+		if err == nil {
+			p, err = replica.ReadPublished(r.Context(), a.etcd, a.prefix)
+		}
+		if err == nil {
+			if p != nil {
+				view.PublishedHash = p.Hash
+			}
+			view.Replicas = []ReplicaView{}
+			for _, i := range list {
+				view.Replicas = append(view.Replicas, ReplicaView{Info: i, Leader: i.Name == view.Leader,
+					ConfigMatches: p == nil || p.Hash == i.ConfigHash})
+			}
+			writeJSON(w, http.StatusOK, view)
+			return
+		}
+	}
+	a.fail(w, r, fmt.Errorf("read the replicas: %w%w", err, registry.ErrUnavailable))
 }
 
 // machineID returns the {id} of the route, refusing a malformed one with

@@ -78,6 +78,11 @@ func (c *Client) Config(ctx context.Context) (*ConfigView, error) {
 	return call[ConfigView](ctx, c, http.MethodGet, "/api/v1/config", nil)
 }
 
+// Replicas lists the replicas and the DHCP leader.
+func (c *Client) Replicas(ctx context.Context) (*ReplicasView, error) {
+	return call[ReplicasView](ctx, c, http.MethodGet, "/api/v1/replicas", nil)
+}
+
 // machinePath escapes id so that whatever an operator typed stays one path
 // segment; the server then refuses it if it is not a valid id. Dots are
 // escaped too when they are the whole segment, which a proxy would

@@ -3,7 +3,6 @@ package dhcp
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -15,7 +14,7 @@ import (
 )
 
 // ErrDeposed means a fenced write found that this replica no longer leads.
-var ErrDeposed = errors.New("no longer the DHCP leader: lease write refused")
+var ErrDeposed = election.ErrDeposed
 
 // store keeps leases durable in etcd at <prefix>leases/<ip>. Every write
 // is conditioned on the writer's leadership term (the fence), so a deposed

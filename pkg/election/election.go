@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -24,9 +25,17 @@ import (
 
 // Fence identifies one term of leadership.
 type Fence struct {
-	Key string // the leader key this replica created
-	Rev int64  // its create revision
+	Key   string           // the leader key this replica created
+	Rev   int64            // its create revision
+	Lease clientv3.LeaseID // the session lease: keys on it vanish with the term
 }
+
+// ErrDeposed means a fenced write found that the term is over.
+var ErrDeposed = errors.New("no longer the DHCP leader: write refused by etcd")
+
+// Gate says whether a replica may campaign now, and gives a channel that
+// is closed when that may have changed.
+type Gate func() (ok bool, changed <-chan struct{})
 
 // Cmp is the transaction condition "this term still holds".
 func (f Fence) Cmp() clientv3.Cmp {
@@ -41,8 +50,33 @@ type Election struct {
 	ttl    time.Duration
 	log    *slog.Logger
 
+	gate Gate
+
 	mu    sync.Mutex
 	fence *Fence
+}
+
+// SetGate makes the replica campaign only while gate allows (call before
+// Run). A replica that is already leading keeps leading.
+func (e *Election) SetGate(gate Gate) { e.gate = gate }
+
+// waitEligible blocks until the gate allows campaigning; it returns a
+// channel closed when the gate may close again.
+func (e *Election) waitEligible(ctx context.Context) (<-chan struct{}, error) {
+	if e.gate == nil {
+		return nil, nil
+	}
+	for {
+		ok, changed := e.gate()
+		if ok {
+			return changed, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-changed:
+		}
+	}
 }
 
 // New prepares a campaign under <prefix>election/ for replica name.
@@ -84,6 +118,10 @@ func (e *Election) Run(ctx context.Context, lead func(ctx context.Context, f Fen
 
 // term is one session: campaign, lead until the session or ctx ends.
 func (e *Election) term(ctx context.Context, lead func(context.Context, Fence)) error {
+	gateChanged, err := e.waitEligible(ctx)
+	if err != nil {
+		return nil
+	}
 	ttl := int(e.ttl.Round(time.Second) / time.Second)
 	sess, err := concurrency.NewSession(e.cli, concurrency.WithTTL(max(ttl, 1)), concurrency.WithContext(ctx))
 	if err != nil {
@@ -94,22 +132,44 @@ func (e *Election) term(ctx context.Context, lead func(context.Context, Fence)) 
 
 	// Campaign until won; a lost session aborts the campaign too.
 	cctx, cancel := context.WithCancel(ctx)
+	campaigning := make(chan struct{})
+	var gateClosed atomic.Bool
 	go func() {
-		select {
-		case <-sess.Done():
-			cancel()
-		case <-cctx.Done():
+		changed := gateChanged
+		for {
+			select {
+			case <-sess.Done():
+				cancel()
+				return
+			case <-changed:
+				// A closed gate withdraws the campaign.
+				ok, next := e.gate()
+				if !ok {
+					gateClosed.Store(true)
+					cancel()
+					return
+				}
+				changed = next
+			case <-campaigning:
+				return
+			case <-cctx.Done():
+				return
+			}
 		}
 	}()
 	err = el.Campaign(cctx, e.name)
+	close(campaigning)
 	if err != nil {
 		cancel()
+		if gateClosed.Load() {
+			return nil // not eligible any more: wait at the gate
+		}
 		if errors.Is(err, context.Canceled) && ctx.Err() == nil {
 			return errors.New("etcd session lost while campaigning")
 		}
 		return err
 	}
-	f := Fence{Key: el.Key(), Rev: el.Rev()}
+	f := Fence{Key: el.Key(), Rev: el.Rev(), Lease: sess.Lease()}
 	e.setFence(&f)
 	e.log.Info("elected DHCP leader", "replica", e.name, "term", f.Rev)
 
@@ -142,6 +202,10 @@ func (e *Election) term(ctx context.Context, lead func(context.Context, Fence)) 
 	} else {
 		e.log.Info("resigned DHCP leadership", "replica", e.name, "term", f.Rev)
 	}
+	// Revoking the session lease removes every key of the term at once
+	// (the published configuration too); the session's own context is
+	// already cancelled, so this uses a fresh one.
+	e.cli.Revoke(rctx, f.Lease)
 	return nil
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/mayu-boot/mayu/pkg/httpboot"
 	"github.com/mayu-boot/mayu/pkg/registry"
 	"github.com/mayu-boot/mayu/pkg/render"
+	"github.com/mayu-boot/mayu/pkg/replica"
 	"github.com/mayu-boot/mayu/pkg/tftp"
 )
 
@@ -43,6 +44,7 @@ type Server struct {
 	dhcp      *dhcp.Server
 	tftp      *tftp.Server
 	election  *election.Election
+	replica   *replica.Replica
 	errc      chan error
 	stop      context.CancelFunc
 	bg        sync.WaitGroup // background loops to join before etcd closes
@@ -53,7 +55,8 @@ type Server struct {
 }
 
 // Start brings a replica up. On error everything opened so far is closed.
-func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
+// version is announced to the other replicas.
+func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version string) (_ *Server, err error) {
 	s := &Server{cfg: cfg, log: log, errc: make(chan error, 8), Addrs: map[string]string{}}
 	defer func() {
 		if err != nil {
@@ -96,12 +99,14 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server
 	boot := httpboot.New(httpboot.Options{
 		Registry: s.registry, Renderer: rend, Files: s.files, BootFiles: s.bootFiles, Cluster: cfg.Cluster, MayuURL: mayuURL, Log: log,
 	})
-	adminAPI := admin.New(admin.Options{Registry: s.registry, Config: cfg, Token: adminToken, Log: log})
+	adminAPI := admin.New(admin.Options{Registry: s.registry, Config: cfg, Token: adminToken, Log: log,
+		Etcd: s.conn.Client, Prefix: cfg.Node.Etcd.Prefix})
 
 	health := http.NewServeMux()
 	health.Handle("/metrics", promhttp.Handler())
 	health.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	health.HandleFunc("/readyz", s.readyz)
+	health.HandleFunc("/leader", s.leader)
 
 	for _, l := range []struct {
 		name string
@@ -122,6 +127,11 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server
 	if err := s.startTFTP(); err != nil {
 		return nil, err
 	}
+	s.replica = replica.New(s.conn.Client, cfg, replica.Info{
+		Version: version, Advertise: mayuURL, HTTP: s.Addrs["http"], Admin: s.Addrs["admin"],
+		Metrics: s.Addrs["metrics"], DHCP: cfg.Node.Ports.DHCP > 0, Started: time.Now().UTC(),
+	}, log)
+	s.background(func() { s.replica.Run(runCtx) })
 	if err := s.startDHCP(runCtx, mayuURL); err != nil {
 		return nil, err
 	}
@@ -190,7 +200,17 @@ func (s *Server) startDHCP(ctx context.Context, mayuURL string) error {
 		}
 	})
 	s.election = election.New(s.conn.Client, n.Etcd.Prefix, n.Name, n.ElectionTTL, s.log)
-	s.background(func() { s.election.Run(ctx, s.dhcp.Lead) })
+	// Campaign only while this replica's configuration agrees with the
+	// leader's (or no leader publishes one).
+	s.election.SetGate(s.replica.Eligible)
+	s.background(func() {
+		s.election.Run(ctx, func(ctx context.Context, f election.Fence) {
+			if err := s.replica.Publish(ctx, f); err != nil {
+				s.log.Warn("publishing the cluster configuration failed", "err", err)
+			}
+			s.dhcp.Lead(ctx, f)
+		})
+	})
 	return nil
 }
 
@@ -215,15 +235,32 @@ func (s *Server) listen(name string, addr netip.Addr, port int, h http.Handler) 
 	return nil
 }
 
-// readyz is ready when etcd answers.
+// readyz is ready when etcd answers and this replica's configuration
+// agrees with the leader's; its listeners are up once Start returned.
+// keepalived moves the virtual address away from a replica that is not.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	if _, err := s.conn.Client.Get(ctx, "readyz-probe", clientv3.WithCountOnly()); err != nil {
-		http.Error(w, "etcd unreachable: "+err.Error(), http.StatusServiceUnavailable)
+	if _, err := s.conn.Client.Get(ctx, s.cfg.Node.Etcd.Prefix+"readyz-probe", clientv3.WithCountOnly()); err != nil {
+		http.Error(w, "not ready: etcd unreachable: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	if m := s.replica.Mismatch(); m != "" {
+		http.Error(w, "not ready: cluster configuration differs from the DHCP leader's: "+m, http.StatusServiceUnavailable)
 		return
 	}
 	fmt.Fprintln(w, "ready")
+}
+
+// leader answers 200 only on the replica answering DHCP.
+func (s *Server) leader(w http.ResponseWriter, r *http.Request) {
+	if s.election != nil {
+		if f, ok := s.election.Fence(); ok && s.dhcp.Leading() {
+			fmt.Fprintf(w, "leader %s (term %d)\n", s.cfg.Node.Name, f.Rev)
+			return
+		}
+	}
+	http.Error(w, "not the DHCP leader", http.StatusServiceUnavailable)
 }
 
 // sweepInstalls fails installs that outlast cluster.install.timeout. Every

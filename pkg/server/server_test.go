@@ -89,7 +89,7 @@ func get(t *testing.T, url string, header ...string) (int, string) {
 
 func TestReplicaServesEveryListener(t *testing.T) {
 	cfg := replicaConfig(t, "")
-	s, err := Start(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s, err := Start(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestStartFailsClearly(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			cfg := replicaConfig(t, "")
 			tc.mutate(cfg)
-			s, err := Start(context.Background(), cfg, log)
+			s, err := Start(context.Background(), cfg, log, "test")
 			if err == nil {
 				s.Close()
 				t.Fatal("started")

@@ -1,0 +1,274 @@
+// Package replica is how replicas know of each other. Each announces itself
+// under <prefix>replicas/<name> on an etcd lease, so a dead replica
+// disappears by itself; the DHCP leader publishes the hash of its
+// cluster-wide configuration under <prefix>config, on its election
+// session's lease. A replica whose own hash differs from the leader's does
+// not campaign and says so in its log and /readyz: replicas that disagree
+// on pools or profiles must never take turns answering.
+//
+// A rolling change: update the followers (they stop campaigning, since
+// they now disagree with the leader), then restart the leader; its
+// resignation removes the published hash and an updated follower wins.
+package replica
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/mayu-boot/mayu/pkg/config"
+	"github.com/mayu-boot/mayu/pkg/election"
+)
+
+// Info is what a replica announces.
+type Info struct {
+	Name       string    `json:"name"`
+	Version    string    `json:"version"`
+	ConfigHash string    `json:"configHash"`
+	Advertise  string    `json:"advertise"`
+	HTTP       string    `json:"http"`
+	Admin      string    `json:"admin"`
+	Metrics    string    `json:"metrics"`
+	DHCP       bool      `json:"dhcp"` // takes part in the election
+	Started    time.Time `json:"started"`
+}
+
+// Published is the leader's configuration, at <prefix>config.
+type Published struct {
+	Hash    string         `json:"hash"`
+	Replica string         `json:"replica"`
+	Term    int64          `json:"term"`
+	Cluster config.Cluster `json:"cluster"` // secrets redacted
+}
+
+// announceTTL is how long a dead replica stays listed (seconds).
+const announceTTL = 10
+
+// Replica announces this replica and follows the published configuration.
+type Replica struct {
+	cli    *clientv3.Client
+	prefix string
+	info   Info
+	cfg    *config.Config
+	log    *slog.Logger
+
+	mu        sync.Mutex
+	published *Published // nil: no leader publishes now
+	watching  bool       // the config watch is established
+	changed   chan struct{}
+}
+
+// New prepares a replica's announcement.
+func New(cli *clientv3.Client, cfg *config.Config, info Info, log *slog.Logger) *Replica {
+	info.Name = cfg.Node.Name
+	info.ConfigHash = cfg.ClusterHash()
+	return &Replica{cli: cli, prefix: cfg.Node.Etcd.Prefix, info: info, cfg: cfg, log: log, changed: make(chan struct{})}
+}
+
+// Run announces the replica and follows <prefix>config until ctx ends.
+func (r *Replica) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); r.announce(ctx) }()
+	go func() { defer wg.Done(); r.follow(ctx) }()
+	wg.Wait()
+}
+
+func (r *Replica) announce(ctx context.Context) {
+	data, _ := json.Marshal(r.info)
+	key := r.prefix + "replicas/" + r.info.Name
+	for ctx.Err() == nil {
+		err := func() error {
+			gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			lease, err := r.cli.Grant(gctx, announceTTL)
+			cancel()
+			if err != nil {
+				return err
+			}
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err = r.cli.Put(pctx, key, string(data), clientv3.WithLease(lease.ID))
+			cancel()
+			if err != nil {
+				return err
+			}
+			ka, err := r.cli.KeepAlive(ctx, lease.ID)
+			if err != nil {
+				return err
+			}
+			for range ka {
+			}
+			if ctx.Err() != nil {
+				// Going away: take the announcement down now.
+				rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				r.cli.Revoke(rctx, lease.ID)
+				cancel()
+				return nil
+			}
+			return errors.New("announcement lease lost")
+		}()
+		if err != nil && ctx.Err() == nil {
+			r.log.Warn("announcing this replica in etcd failed, retrying", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+func (r *Replica) follow(ctx context.Context) {
+	key := r.prefix + "config"
+	for ctx.Err() == nil {
+		err := func() error {
+			gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			resp, err := r.cli.Get(gctx, key)
+			cancel()
+			if err != nil {
+				return err
+			}
+			var kv []byte
+			if len(resp.Kvs) > 0 {
+				kv = resp.Kvs[0].Value
+			}
+			r.setPublished(kv, true)
+			wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+			defer wcancel()
+			for w := range r.cli.Watch(wctx, key, clientv3.WithRev(resp.Header.Revision+1)) {
+				if err := w.Err(); err != nil {
+					return err
+				}
+				for _, ev := range w.Events {
+					if ev.Type == clientv3.EventTypeDelete {
+						r.setPublished(nil, true)
+					} else {
+						r.setPublished(ev.Kv.Value, true)
+					}
+				}
+			}
+			return ctx.Err()
+		}()
+		if ctx.Err() != nil {
+			return
+		}
+		r.setPublished(nil, false)
+		r.log.Warn("following the published configuration failed, retrying", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (r *Replica) setPublished(value []byte, watching bool) {
+	var p *Published
+	if value != nil {
+		p = &Published{}
+		if err := json.Unmarshal(value, p); err != nil {
+			r.log.Error("the published configuration in etcd is unreadable", "key", r.prefix+"config", "err", err)
+			p = &Published{Hash: "unreadable"}
+		}
+	}
+	r.mu.Lock()
+	was := r.mismatchLocked()
+	r.published, r.watching = p, watching
+	now := r.mismatchLocked()
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
+	if now != "" && now != was {
+		r.log.Error("CONFIG MISMATCH: this replica's cluster configuration differs from the DHCP leader's; it will not campaign until they agree",
+			"replica", r.info.Name, "detail", now)
+	} else if now == "" && was != "" {
+		r.log.Info("cluster configuration agrees with the leader's again", "replica", r.info.Name, "hash", short(r.info.ConfigHash))
+	}
+}
+
+func (r *Replica) mismatchLocked() string {
+	p := r.published
+	if p == nil || p.Hash == r.info.ConfigHash {
+		return ""
+	}
+	return fmt.Sprintf("own hash %s, leader %s publishes %s", short(r.info.ConfigHash), p.Replica, short(p.Hash))
+}
+
+// Mismatch says why this replica's configuration disagrees with the
+// leader's, or "" if it agrees (or no leader publishes).
+func (r *Replica) Mismatch() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.mismatchLocked()
+}
+
+// Eligible reports whether this replica may campaign, and a channel
+// closed at the next change.
+func (r *Replica) Eligible() (bool, <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.watching && r.mismatchLocked() == "", r.changed
+}
+
+// Publish writes this leader's configuration under its term, on the
+// election session's lease: it disappears when the leadership ends.
+func (r *Replica) Publish(ctx context.Context, f election.Fence) error {
+	data, err := json.Marshal(Published{Hash: r.info.ConfigHash, Replica: r.info.Name, Term: f.Rev, Cluster: r.cfg.Redacted()})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := r.cli.Txn(ctx).If(f.Cmp()).
+		Then(clientv3.OpPut(r.prefix+"config", string(data), clientv3.WithLease(f.Lease))).Commit()
+	if err != nil {
+		return fmt.Errorf("publish configuration: %w", err)
+	}
+	if !resp.Succeeded {
+		return election.ErrDeposed
+	}
+	return nil
+}
+
+// List reads every announced replica, sorted by name.
+func List(ctx context.Context, cli *clientv3.Client, prefix string) ([]Info, error) {
+	resp, err := cli.Get(ctx, prefix+"replicas/", clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	var out []Info
+	for _, kv := range resp.Kvs {
+		var i Info
+		if json.Unmarshal(kv.Value, &i) != nil {
+			i = Info{Name: strings.TrimPrefix(string(kv.Key), prefix+"replicas/") + " (unreadable)"}
+		}
+		out = append(out, i)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Name < out[b].Name })
+	return out, nil
+}
+
+// ReadPublished reads the leader's published configuration (nil if none).
+func ReadPublished(ctx context.Context, cli *clientv3.Client, prefix string) (*Published, error) {
+	resp, err := cli.Get(ctx, prefix+"config")
+	if err != nil || len(resp.Kvs) == 0 {
+		return nil, err
+	}
+	var p Published
+	if err := json.Unmarshal(resp.Kvs[0].Value, &p); err != nil {
+		return nil, fmt.Errorf("%sconfig in etcd is unreadable: %w", prefix, err)
+	}
+	return &p, nil
+}
+
+func short(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}
