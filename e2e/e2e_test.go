@@ -16,9 +16,11 @@ import (
 
 // bins holds the binaries the tests run, built once.
 var bins struct {
-	dir     string
-	mayu    string
-	etcdctl string
+	dir       string
+	mayu      string
+	etcd      string
+	etcdctl   string
+	dhcpprobe string
 }
 
 func TestMain(m *testing.M) {
@@ -38,12 +40,24 @@ func TestMain(m *testing.M) {
 			fmt.Fprintf(os.Stderr, "build mayu: %v\n%s", err, out)
 			return 1
 		}
-		// make test builds etcdctl into bin/; build it here otherwise.
-		bins.etcdctl, _ = filepath.Abs("../bin/etcdctl")
-		if _, err := os.Stat(bins.etcdctl); err != nil {
-			bins.etcdctl = filepath.Join(dir, "etcdctl")
-			if out, err := exec.Command("go", "build", "-o", bins.etcdctl, "go.etcd.io/etcd/etcdctl/v3").CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "build etcdctl: %v\n%s", err, out)
+		bins.dhcpprobe = filepath.Join(dir, "dhcpprobe")
+		if out, err := exec.Command("go", "build", "-o", bins.dhcpprobe, "../internal/cmd/dhcpprobe").CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build dhcpprobe: %v\n%s", err, out)
+			return 1
+		}
+		// make test builds etcd and etcdctl into bin/; build them here otherwise.
+		for _, b := range []struct {
+			path *string
+			name string
+			pkg  string
+		}{{&bins.etcd, "etcd", "go.etcd.io/etcd/server/v3"}, {&bins.etcdctl, "etcdctl", "go.etcd.io/etcd/etcdctl/v3"}} {
+			*b.path, _ = filepath.Abs("../bin/" + b.name)
+			if _, err := os.Stat(*b.path); err == nil {
+				continue
+			}
+			*b.path = filepath.Join(dir, b.name)
+			if out, err := exec.Command("go", "build", "-o", *b.path, b.pkg).CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "build %s: %v\n%s", b.name, err, out)
 				return 1
 			}
 		}
@@ -65,6 +79,8 @@ type replica struct {
 // replicaOptions shape a replica's config.
 type replicaOptions struct {
 	name       string
+	iface      string // default srv0
+	advertise  string // default 10.99.0.1
 	etcd       string // external endpoints, YAML list; empty = embedded
 	extra      string // more cluster keys
 	answerIPXE bool
@@ -99,14 +115,20 @@ func startReplica(t *testing.T, lab *netlab.Lab, ns string, o replicaOptions) *r
 	if o.name == "" {
 		o.name = "r1"
 	}
+	if o.iface == "" {
+		o.iface = "srv0"
+	}
+	if o.advertise == "" {
+		o.advertise = "10.99.0.1"
+	}
 	etcd := "endpoints: []"
 	if o.etcd != "" {
 		etcd = "endpoints: " + o.etcd
 	}
 	cfg := fmt.Sprintf(`node:
   name: %s
-  interface: srv0
-  advertise_address: 10.99.0.1
+  interface: %s
+  advertise_address: %s
   data_dir: %s/data
   files_dir: %s
   boot_files_dir: %s
@@ -131,7 +153,7 @@ cluster:
   install: {kernel: installer/vmlinuz, initrd: installer/initrd.img, image: images/os.img, disk: /dev/vda}
   templates: {first_stage: templates/first-stage.sh, final_config: templates/final-config.yaml}
   boot: {answer_installed_ipxe: %v}
-%s`, o.name, dir, files, boot, dir, etcd, o.answerIPXE, o.extra)
+%s`, o.name, o.iface, o.advertise, dir, files, boot, dir, etcd, o.answerIPXE, o.extra)
 	path := filepath.Join(dir, "mayu.yaml")
 	writeFile(t, path, []byte(cfg))
 	r := &replica{lab: lab, ns: ns, dir: dir, config: path}

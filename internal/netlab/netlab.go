@@ -129,8 +129,11 @@ func (l *Lab) close() {
 		waitOrKill(p, 5*time.Second)
 	}
 	for _, ns := range []string{l.Cli, l.Srv} {
+		if ns == "" {
+			continue
+		}
 		if out, err := exec.Command("ip", "netns", "pids", ns).Output(); err == nil {
-			for _, pid := range strings.Fields(string(out)) {
+			for _, pid := range splitFields(string(out)) {
 				exec.Command("kill", "-9", pid).Run()
 			}
 		}
@@ -166,3 +169,5 @@ func (o *Output) String() string {
 	defer o.mu.Unlock()
 	return o.b.String()
 }
+
+func splitFields(s string) []string { return strings.Fields(s) }

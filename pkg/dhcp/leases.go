@@ -196,6 +196,9 @@ func (p *pool) forget(mac string, ip netip.Addr) {
 
 // decline avoids ip for a while: something else answers on it.
 func (p *pool) decline(mac string, ip netip.Addr, now time.Time) {
+	if !p.cfg.Range.Contains(ip) {
+		return // never offered; remembering it would let a flood grow the map
+	}
 	p.forget(mac, ip)
 	p.mu.Lock()
 	p.declined[ip] = now.Add(quarantine)

@@ -239,7 +239,7 @@ func (s *Server) handle(ctx context.Context, p packet) {
 	}
 	t := s.term.Load()
 	if t == nil {
-		s.o.Log.Debug("dhcp: not leader, ignoring", "mac", req.ClientHWAddr, "type", req.MessageType())
+		s.o.Log.Debug("dhcp: not leader, ignoring", "mac", req.ClientHWAddr.String(), "type", req.MessageType())
 		return
 	}
 	mac := req.ClientHWAddr.String()

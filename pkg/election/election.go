@@ -179,9 +179,12 @@ func (e *Election) term(ctx context.Context, lead func(context.Context, Fence)) 
 		defer close(done)
 		lead(lctx, f)
 	}()
+	lost := "etcd session ended"
 	select {
 	case <-sess.Done():
 	case <-ctx.Done():
+	case <-e.keyGone(lctx, f):
+		lost = "leader key deleted"
 	}
 	// Stop answering before anything else: another replica may already
 	// lead.
@@ -190,8 +193,8 @@ func (e *Election) term(ctx context.Context, lead func(context.Context, Fence)) 
 	<-done
 	cancel()
 	if ctx.Err() == nil {
-		e.log.Warn("lost DHCP leadership: etcd session ended", "replica", e.name, "term", f.Rev)
-		return errors.New("etcd session ended")
+		e.log.Warn("lost DHCP leadership: "+lost, "replica", e.name, "term", f.Rev)
+		return errors.New(lost)
 	}
 	// A graceful stop: resign so that a follower takes over now, not
 	// after the TTL. Resigning needs only the client, not the session.
@@ -207,6 +210,42 @@ func (e *Election) term(ctx context.Context, lead func(context.Context, Fence)) 
 	// already cancelled, so this uses a fresh one.
 	e.cli.Revoke(rctx, f.Lease)
 	return nil
+}
+
+// keyGone is closed when the term's leader key is deleted while the
+// session lives (etcdctl del, say): the term is over then, and the replica
+// must campaign again rather than stay a leader whose every write is
+// refused, with DHCP silent for good if no other replica runs.
+func (e *Election) keyGone(ctx context.Context, f Fence) <-chan struct{} {
+	gone := make(chan struct{})
+	go func() {
+		rev := f.Rev + 1
+		for ctx.Err() == nil {
+			for resp := range e.cli.Watch(ctx, f.Key, clientv3.WithRev(rev), clientv3.WithFilterPut()) {
+				for _, ev := range resp.Events {
+					if ev.Type == clientv3.EventTypeDelete {
+						close(gone)
+						return
+					}
+				}
+			}
+			// The watch ended (compacted, or ctx): look at the key itself.
+			resp, err := e.cli.Get(ctx, f.Key)
+			switch {
+			case err == nil && (len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != f.Rev):
+				close(gone)
+				return
+			case err == nil:
+				rev = resp.Header.Revision + 1
+			default:
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+			}
+		}
+	}()
+	return gone
 }
 
 // Leader returns the name of the current leader, if any.

@@ -1,0 +1,322 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mayu-boot/mayu/internal/dhcpprobe"
+	"github.com/mayu-boot/mayu/internal/netlab"
+)
+
+// cluster is three nodes on one segment, each running an etcd member and
+// a mayu replica, and a client host with a DHCP prober.
+type cluster struct {
+	t        *testing.T
+	seg      *netlab.Segment
+	nodes    []string // namespaces
+	addrs    []string // node addresses
+	etcd     []*exec.Cmd
+	etcdDirs []string
+	replicas []*replica
+	cli      string
+}
+
+const endpoints = "[http://10.99.0.2:2379, http://10.99.0.3:2379, http://10.99.0.4:2379]"
+
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	c := &cluster{t: t, seg: netlab.NewSegment(t), addrs: []string{"10.99.0.2", "10.99.0.3", "10.99.0.4"}}
+	for i, a := range c.addrs {
+		c.nodes = append(c.nodes, c.seg.AddHost(fmt.Sprintf("n%d", i+1), a+"/24"))
+		c.etcdDirs = append(c.etcdDirs, t.TempDir())
+	}
+	c.cli = c.seg.AddHost("cli", "10.99.0.250/24")
+	c.etcd = make([]*exec.Cmd, 3)
+	for i := range c.nodes {
+		c.startEtcd(i)
+	}
+	c.waitEtcd()
+	for i, ns := range c.nodes {
+		c.replicas = append(c.replicas, startReplica(t, c.seg.Lab, ns, replicaOptions{
+			name: fmt.Sprintf("r%d", i+1), iface: "eth0", advertise: c.addrs[i], etcd: endpoints,
+		}))
+	}
+	return c
+}
+
+func (c *cluster) startEtcd(i int) {
+	var peers []string
+	for j, a := range c.addrs {
+		peers = append(peers, fmt.Sprintf("e%d=http://%s:2380", j+1, a))
+	}
+	a := c.addrs[i]
+	state := "new"
+	if _, err := os.Stat(filepath.Join(c.etcdDirs[i], "member")); err == nil {
+		state = "existing"
+	}
+	c.etcd[i], _ = c.seg.Start(c.nodes[i], bins.etcd,
+		"--name", fmt.Sprintf("e%d", i+1), "--data-dir", c.etcdDirs[i],
+		"--listen-client-urls", "http://"+a+":2379", "--advertise-client-urls", "http://"+a+":2379",
+		"--listen-peer-urls", "http://"+a+":2380", "--initial-advertise-peer-urls", "http://"+a+":2380",
+		"--initial-cluster", strings.Join(peers, ","), "--initial-cluster-state", state,
+		"--initial-cluster-token", "mayu-e2e", "--log-level", "error")
+}
+
+func (c *cluster) stopEtcd(i int) {
+	c.etcd[i].Process.Signal(syscall.SIGKILL)
+	c.etcd[i].Wait()
+}
+
+func (c *cluster) waitEtcd() {
+	c.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		out, err := c.seg.Run(10*time.Second, c.nodes[0], bins.etcdctl, "--endpoints", strings.Trim(strings.ReplaceAll(endpoints, " ", ""), "[]"), "endpoint", "health")
+		if err == nil && strings.Count(out, "is healthy") == 3 {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	c.t.Fatal("the etcd cluster did not become healthy")
+}
+
+// leader returns the index of the replica answering DHCP, waiting for one.
+func (c *cluster) leader(within time.Duration) int {
+	c.t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		found := -1
+		for i, r := range c.replicas {
+			if r.cmd.ProcessState != nil {
+				continue
+			}
+			if out, err := c.seg.Run(5*time.Second, c.nodes[i], "curl", "-sf", "--max-time", "2", "http://127.0.0.1:4082/leader"); err == nil && strings.HasPrefix(out, "leader") {
+				if found >= 0 {
+					c.t.Fatalf("two replicas report DHCP leadership: r%d and r%d", found+1, i+1)
+				}
+				found = i
+			}
+		}
+		if found >= 0 {
+			return found
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.t.Fatal("no replica leads DHCP")
+	return -1
+}
+
+func (c *cluster) restartReplica(i int) {
+	old := c.replicas[i]
+	c.replicas[i] = &replica{lab: old.lab, ns: old.ns, dir: old.dir, config: old.config}
+	c.replicas[i].cmd, c.replicas[i].log = c.seg.Start(old.ns, bins.mayu, "-config", old.config, "-log-level", "debug")
+	c.replicas[i].waitLog(c.t, "mayu started", 30*time.Second)
+}
+
+// prober runs dhcpprobe in the client namespace for the whole test.
+type prober struct {
+	cmd *exec.Cmd
+	out string
+}
+
+func (c *cluster) startProber() *prober {
+	out := filepath.Join(c.t.TempDir(), "probe.log")
+	cmd, _ := c.seg.Start(c.cli, bins.dhcpprobe, "-i", "eth0", "-every", "50ms", "-timeout", "250ms", "-macs", "16", "-duration", "20m", "-out", out)
+	return &prober{cmd: cmd, out: out}
+}
+
+func (p *prober) results(t *testing.T) []dhcpprobe.Result {
+	t.Helper()
+	f, err := os.Open(p.out)
+	if os.IsNotExist(err) {
+		return nil // the prober has not started writing yet
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rs, err := dhcpprobe.ParseLog(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}
+
+// since returns the results of attempts started at or after t0.
+func since(rs []dhcpprobe.Result, t0 time.Time) []dhcpprobe.Result {
+	var out []dhcpprobe.Result
+	for _, r := range rs {
+		if !r.Start.Before(t0) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// waitAnswered waits until the prober has an answer started after t0 from
+// server (any server if empty), and returns the gap since t0.
+func (c *cluster) waitAnswered(p *prober, t0 time.Time, server string, within time.Duration) time.Duration {
+	c.t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		for _, r := range since(p.results(c.t), t0) {
+			if r.OK && (server == "" || r.Server == server) {
+				return r.End.Sub(t0)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.t.Fatalf("no DHCP answer within %s after %s", within, t0.Format(time.TimeOnly))
+	return 0
+}
+
+func TestThreeReplicasFailover(t *testing.T) {
+	netlab.Require(t, "curl")
+	c := newCluster(t)
+	l := c.leader(30 * time.Second)
+	t.Logf("r%d leads DHCP", l+1)
+	p := c.startProber()
+	c.waitAnswered(p, time.Now(), c.addrs[l], 10*time.Second)
+
+	// kill -9: another replica answers after the session TTL.
+	t0 := time.Now()
+	c.replicas[l].cmd.Process.Signal(syscall.SIGKILL)
+	c.replicas[l].cmd.Wait()
+	gap := c.waitAnswered(p, t0, "", 30*time.Second)
+	nl := c.leader(10 * time.Second)
+	t.Logf("kill -9 of r%d: r%d answers after %s (TTL 3s)", l+1, nl+1, gap.Round(time.Millisecond))
+	if gap > 15*time.Second {
+		t.Errorf("failover after kill -9 took %s", gap)
+	}
+	c.restartReplica(l)
+
+	// SIGTERM: the leader resigns; no waiting for the TTL.
+	l = c.leader(10 * time.Second)
+	time.Sleep(time.Second)
+	t0 = time.Now()
+	c.replicas[l].cmd.Process.Signal(syscall.SIGTERM)
+	c.replicas[l].cmd.Wait()
+	gap = c.waitAnswered(p, t0, "", 30*time.Second)
+	nl = c.leader(10 * time.Second)
+	t.Logf("SIGTERM of r%d: r%d answers after %s", l+1, nl+1, gap.Round(time.Millisecond))
+	if gap > 3*time.Second {
+		t.Errorf("failover after SIGTERM took %s: the leader did not resign", gap)
+	}
+	c.restartReplica(l)
+
+	// A leader frozen longer than the TTL is replaced, and once thawed it
+	// can neither write a lease nor ACK one.
+	l = c.leader(10 * time.Second)
+	time.Sleep(time.Second)
+	t0 = time.Now()
+	c.replicas[l].cmd.Process.Signal(syscall.SIGSTOP)
+	gap = c.waitAnswered(p, t0, "", 30*time.Second)
+	nl = c.leader(10 * time.Second)
+	t.Logf("SIGSTOP of r%d: r%d answers after %s", l+1, nl+1, gap.Round(time.Millisecond))
+	time.Sleep(2 * time.Second)
+	thaw := time.Now()
+	c.replicas[l].cmd.Process.Signal(syscall.SIGCONT)
+	time.Sleep(3 * time.Second)
+	for _, r := range since(p.results(t), thaw) {
+		if r.OK && r.Server == c.addrs[l] {
+			t.Errorf("the thawed, deposed leader r%d acknowledged %s to %s", l+1, r.IP, r.MAC)
+		}
+	}
+	if !strings.Contains(c.replicas[l].log.String(), "lost DHCP leadership") {
+		t.Errorf("r%d did not notice it lost leadership", l+1)
+	}
+
+	// One etcd member down: nothing changes.
+	l = c.leader(10 * time.Second)
+	down := (l + 1) % 3
+	t0 = time.Now()
+	c.stopEtcd(down)
+	time.Sleep(5 * time.Second)
+	rs := since(p.results(t), t0)
+	if g := dhcpprobe.LongestGap(rs); g > 3*time.Second {
+		t.Errorf("with one etcd member down DHCP paused for %s", g)
+	}
+	t.Logf("etcd member e%d down: longest DHCP gap %s", down+1, dhcpprobe.LongestGap(rs).Round(time.Millisecond))
+
+	// Two down: no quorum. DHCP goes silent (fail safe), files are still
+	// served by every replica.
+	down2 := (down + 1) % 3
+	t0 = time.Now()
+	c.stopEtcd(down2)
+	time.Sleep(12 * time.Second)
+	recent := since(p.results(t), time.Now().Add(-3*time.Second))
+	for _, r := range recent {
+		if r.OK {
+			t.Errorf("DHCP answered without etcd quorum: %s to %s by %s", r.IP, r.MAC, r.Server)
+			break
+		}
+	}
+	if len(recent) == 0 {
+		t.Error("the prober stopped probing")
+	}
+	for i, a := range c.addrs {
+		if c.replicas[i].cmd.ProcessState != nil {
+			continue
+		}
+		out, err := c.seg.Run(10*time.Second, c.cli, "curl", "-sf", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}", "http://"+a+":4081/boot/kernel")
+		if err != nil || out != "200" {
+			t.Errorf("r%d did not serve /boot/kernel without etcd quorum: %v %s", i+1, err, out)
+		}
+		tf := filepath.Join(t.TempDir(), "undionly.kpxe")
+		if out, err := c.seg.Run(10*time.Second, c.cli, "curl", "-sS", "--max-time", "5", "-o", tf, "tftp://"+a+"/undionly.kpxe"); err != nil {
+			t.Errorf("r%d did not serve TFTP without etcd quorum: %v %s", i+1, err, out)
+		}
+	}
+	t.Logf("etcd members e%d and e%d down: DHCP silent, HTTP and TFTP still served", down+1, down2+1)
+
+	// Quorum back: DHCP resumes.
+	t0 = time.Now()
+	c.startEtcd(down)
+	c.startEtcd(down2)
+	gap = c.waitAnswered(p, t0, "", 60*time.Second)
+	t.Logf("etcd quorum back: DHCP answers again after %s", gap.Round(time.Millisecond))
+
+	// After all of it: no address was ever handed to two clients, each
+	// client kept its address, and every ACK is durable in etcd.
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.cmd.Wait()
+	all := p.results(t)
+	if err := dhcpprobe.CheckUnique(all); err != nil {
+		t.Error(err)
+	}
+	if err := dhcpprobe.CheckStable(all); err != nil {
+		t.Error(err)
+	}
+	out, err := c.seg.Run(20*time.Second, c.nodes[0], bins.etcdctl, "--endpoints", strings.Trim(strings.ReplaceAll(endpoints, " ", ""), "[]"),
+		"get", "--prefix", "/mayu/leases/", "--print-value-only")
+	if err != nil {
+		t.Fatal(err, out)
+	}
+	durable := map[string]string{} // ip → mac
+	for _, line := range strings.Split(out, "\n") {
+		var lv leaseValue
+		if strings.TrimSpace(line) == "" || json.Unmarshal([]byte(line), &lv) != nil {
+			continue
+		}
+		durable[lv.IP] = lv.MAC
+	}
+	ok := 0
+	for _, r := range all {
+		if !r.OK {
+			continue
+		}
+		ok++
+		if durable[r.IP] != r.MAC {
+			t.Errorf("ACK of %s to %s is not in etcd (etcd has %q)", r.IP, r.MAC, durable[r.IP])
+			break
+		}
+	}
+	t.Logf("%d probes, %d answered, %d leases in etcd, all unique", len(all), ok, len(durable))
+}

@@ -1,0 +1,132 @@
+package e2e
+
+import (
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// loopbackConfig writes a config for one replica on loopback ports with
+// DHCP and TFTP off, and returns its path.
+func loopbackConfig(t *testing.T, extra string) string {
+	t.Helper()
+	dir := t.TempDir()
+	files := filepath.Join(dir, "files")
+	for _, f := range []string{"installer/vmlinuz", "installer/initrd.img", "images/os.img"} {
+		writeFile(t, filepath.Join(files, f), []byte(f))
+	}
+	for _, f := range []string{"first-stage.sh", "final-config.yaml"} {
+		data, err := os.ReadFile(filepath.Join("..", "etc", "templates", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(files, "templates", f), data)
+	}
+	writeFile(t, filepath.Join(dir, "token"), []byte("process-test-token-0123456789"))
+	cfg := `node:
+  name: proc
+  advertise_address: 127.0.0.1
+  listen_address: 127.0.0.1
+  data_dir: ` + dir + `/data
+  files_dir: ` + files + `
+  admin_token_file: ` + dir + `/token
+  etcd: {embedded: {client_url: "http://127.0.0.1:` + freePort(t) + `", peer_url: "http://127.0.0.1:` + freePort(t) + `"}}
+  ports: {dhcp: 0, tftp: 0, http: ` + freePort(t) + `, admin: ` + freePort(t) + `, metrics: ` + freePort(t) + `}
+cluster:
+  pools: [{subnet: 10.99.0.0/24, range: {start: 10.99.0.100, end: 10.99.0.199}}]
+  static: {subnet: 10.99.0.0/24, range: {start: 10.99.0.10, end: 10.99.0.20}}
+  install: {kernel: installer/vmlinuz, initrd: installer/initrd.img, image: images/os.img}
+  templates: {first_stage: templates/first-stage.sh, final_config: templates/final-config.yaml}
+` + extra
+	path := filepath.Join(dir, "mayu.yaml")
+	writeFile(t, path, []byte(cfg))
+	return path
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	return port
+}
+
+// systemd runs mayu as Type=notify: READY=1 must come once etcd and the
+// listeners are up, STOPPING=1 on SIGTERM. systemd is not PID 1 here, so
+// the test plays its part: a datagram socket in NOTIFY_SOCKET.
+func TestSystemdNotify(t *testing.T) {
+	if bins.mayu == "" {
+		t.Skip("needs root (see TestMain)")
+	}
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cmd := exec.Command(bins.mayu, "-config", loopbackConfig(t, ""))
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+	var log strings.Builder
+	cmd.Stderr = &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+
+	read := func() string {
+		conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		buf := make([]byte, 256)
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("no notification: %v\n%s", err, log.String())
+		}
+		return string(buf[:n])
+	}
+	if msg := read(); msg != "READY=1" {
+		t.Fatalf("first notification %q", msg)
+	}
+	if !strings.Contains(log.String(), "mayu started") {
+		t.Fatalf("READY=1 came before mayu started:\n%s", log.String())
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if msg := read(); msg != "STOPPING=1" {
+		t.Fatalf("on SIGTERM: %q", msg)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, log.String())
+	}
+}
+
+func TestBadConfigStopsStartWithTheKeyNamed(t *testing.T) {
+	if bins.mayu == "" {
+		t.Skip("needs root (see TestMain)")
+	}
+	for name, c := range map[string]struct {
+		extra string
+		want  string
+	}{
+		"typo":      {"  registraton: open\n", `unknown key "registraton"`},
+		"bad value": {"  registration: sometimes\n", "cluster.registration"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			out, err := exec.Command(bins.mayu, "-config", loopbackConfig(t, c.extra)).CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), c.want) {
+				t.Fatalf("exit %v, output:\n%s", err, out)
+			}
+		})
+	}
+	out, err := exec.Command(bins.mayu, "-check", "-config", loopbackConfig(t, "")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "is valid") {
+		t.Fatalf("-check: %v\n%s", err, out)
+	}
+}
