@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 			return m.Run() // every test skips
 		}
 		bins.mayu = filepath.Join(dir, "mayu")
-		if out, err := exec.Command("go", "build", "-o", bins.mayu, "../cmd/mayu").CombinedOutput(); err != nil {
+		if out, err := exec.Command("go", "build", "-o", dir+"/", "../cmd/mayu", "../cmd/mayuctl").CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "build mayu: %v\n%s", err, out)
 			return 1
 		}

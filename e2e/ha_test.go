@@ -320,3 +320,70 @@ func TestThreeReplicasFailover(t *testing.T) {
 	}
 	t.Logf("%d probes, %d answered, %d leases in etcd, all unique", len(all), ok, len(durable))
 }
+
+// A replica whose cluster configuration differs from the leader's does not
+// campaign and says so; a rolling change (followers first, then the
+// leader) costs no DHCP gap beyond a resignation.
+func TestRollingConfigChange(t *testing.T) {
+	netlab.Require(t, "curl")
+	c := newCluster(t)
+	l := c.leader(30 * time.Second)
+	p := c.startProber()
+	c.waitAnswered(p, time.Now(), "", 10*time.Second)
+
+	change := func(i int) {
+		r := c.replicas[i]
+		data, err := os.ReadFile(r.config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, r.config, []byte(strings.Replace(string(data), "lease_time: 10m", "lease_time: 20m", 1)))
+		r.cmd.Process.Signal(syscall.SIGTERM)
+		r.cmd.Wait()
+		c.restartReplica(i)
+	}
+	var followers []int
+	for i := range c.replicas {
+		if i != l {
+			followers = append(followers, i)
+		}
+	}
+	for _, i := range followers {
+		change(i)
+		c.replicas[i].waitLog(t, "CONFIG MISMATCH", 20*time.Second)
+		out, _ := c.seg.Run(5*time.Second, c.nodes[i], "curl", "-s", "--max-time", "2", "http://127.0.0.1:4082/readyz")
+		if !strings.Contains(out, "differs from the DHCP leader") {
+			t.Errorf("r%d /readyz while mismatched: %q", i+1, out)
+		}
+	}
+	out, _ := c.seg.Run(10*time.Second, c.nodes[l], "env", "MAYU_SERVER=http://127.0.0.1:4080", "MAYU_TOKEN_FILE="+filepath.Join(c.replicas[l].dir, "admin-token"),
+		filepath.Join(filepath.Dir(bins.mayu), "mayuctl"), "replicas")
+	t.Logf("mayuctl replicas during the change:\n%s", out)
+	if strings.Count(out, "MISMATCH") != 2 || !strings.Contains(out, "leader") {
+		t.Errorf("mayuctl replicas does not show the two mismatched followers:\n%s", out)
+	}
+	if got := c.leader(5 * time.Second); got != l {
+		t.Fatalf("a mismatched follower r%d took over", got+1)
+	}
+
+	// Now the leader: it resigns, an updated follower takes over at once.
+	t0 := time.Now()
+	change(l)
+	gap := c.waitAnswered(p, t0, "", 30*time.Second)
+	nl := c.leader(10 * time.Second)
+	t.Logf("rolling change: r%d took over from r%d after %s", nl+1, l+1, gap.Round(time.Millisecond))
+	if nl == l || gap > 3*time.Second {
+		t.Errorf("after the leader's restart r%d leads, gap %s", nl+1, gap)
+	}
+	for i := range c.replicas {
+		out, _ := c.seg.Run(5*time.Second, c.nodes[i], "curl", "-s", "--max-time", "2", "http://127.0.0.1:4082/readyz")
+		if !strings.HasPrefix(out, "ready") {
+			t.Errorf("r%d not ready after the change: %q", i+1, out)
+		}
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.cmd.Wait()
+	if err := dhcpprobe.CheckUnique(p.results(t)); err != nil {
+		t.Error(err)
+	}
+}

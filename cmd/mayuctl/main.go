@@ -556,7 +556,7 @@ func (c *cli) replicas(args []string) error {
 		if !r.ConfigMatches {
 			cfg += " MISMATCH"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, role, cfg, dash(r.Version), dash(r.HTTP), dash(r.Admin), age(now.Sub(r.Started)))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, role, cfg, dash(r.Version), dash(r.Advertise), dash(r.Admin), age(now.Sub(r.Started)))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -149,7 +149,7 @@ func TestExchange(t *testing.T) {
 			if r.OK && (r.IP != leased.String() || r.Server != srvID.String()) {
 				t.Errorf("result %+v, want ip %s server %s", r, leased, srvID)
 			}
-			if lat := r.Latency(); lat > timeout+50*time.Millisecond || (tt.slow && lat < timeout) || (!tt.slow && lat >= timeout) {
+			if lat := r.Latency(); lat > timeout+100*time.Millisecond || (tt.slow && lat < timeout) || (!tt.slow && lat >= timeout) {
 				t.Errorf("latency %v with timeout %v", lat, timeout)
 			}
 			if _, err := ParseLog(strings.NewReader(r.String())); err != nil {
