@@ -543,7 +543,7 @@ func (c *cli) replicas(args []string) error {
 	}
 	now := time.Now()
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME	ROLE	CONFIG	VERSION	ADVERTISE	ADMIN	UP")
+	fmt.Fprintln(tw, "NAME\tROLE\tCONFIG\tVERSION\tADVERTISE\tADMIN\tUP")
 	for _, r := range v.Replicas {
 		role := "follower"
 		switch {
