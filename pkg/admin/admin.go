@@ -35,6 +35,7 @@ import (
 	"github.com/mayu-boot/mayu/pkg/election"
 	"github.com/mayu-boot/mayu/pkg/identity"
 	"github.com/mayu-boot/mayu/pkg/machine"
+	"github.com/mayu-boot/mayu/pkg/metrics"
 	"github.com/mayu-boot/mayu/pkg/registry"
 	"github.com/mayu-boot/mayu/pkg/replica"
 )
@@ -148,6 +149,7 @@ func New(o Options) http.Handler {
 	a := &api{reg: o.Registry, cfg: o.Config, log: log, etcd: o.Etcd, prefix: o.Prefix}
 
 	r := mux.NewRouter()
+	metrics.InstrumentRouter(r)
 	// Match on the escaped path so that an id like "..%2Fx" reaches the
 	// handler as one segment and is refused by identity.Check. No path
 	// cleaning either: "machines/.." is refused as an id rather than

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/election"
+	"github.com/mayu-boot/mayu/pkg/metrics"
 	"github.com/mayu-boot/mayu/pkg/registry"
 )
 
@@ -75,6 +77,9 @@ func New(o Options) *Server {
 	}
 	if o.EtcdTimeout <= 0 {
 		o.EtcdTimeout = 5 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
 	}
 	return &Server{o: o, store: &store{cli: o.Etcd, dir: o.Prefix + "leases/", timeout: o.EtcdTimeout}}
 }
@@ -154,6 +159,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		case queue <- packet{data: buf[:n], peer: peer}:
 		default:
 			s.dropped.Add(1)
+			metrics.DHCPIgnored.WithLabelValues("queue_full").Inc()
 		}
 	}
 	close(queue)
@@ -202,9 +208,32 @@ func (s *Server) Lead(ctx context.Context, f election.Fence) {
 	}
 	s.term.Store(t)
 	s.o.Log.Info("answering DHCP", "replica", s.o.Replica, "term", f.Rev, "leases", n, "server_ip", s.serverIP)
-	<-ctx.Done()
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for {
+		t.publishStats(time.Now())
+		select {
+		case <-tick.C:
+			continue
+		case <-ctx.Done():
+		}
+		break
+	}
 	s.term.CompareAndSwap(t, nil)
+	for _, p := range t.pools {
+		metrics.DHCPLeasesActive.WithLabelValues(p.cfg.Subnet.String()).Set(0)
+		metrics.DHCPAddressesFree.WithLabelValues(p.cfg.Subnet.String()).Set(0)
+	}
 	s.o.Log.Info("stopped answering DHCP", "replica", s.o.Replica, "term", f.Rev)
+}
+
+// publishStats sets the pool gauges; only the leader knows the leases.
+func (t *term) publishStats(now time.Time) {
+	for _, p := range t.pools {
+		active, free := p.stats(now)
+		metrics.DHCPLeasesActive.WithLabelValues(p.cfg.Subnet.String()).Set(float64(active))
+		metrics.DHCPAddressesFree.WithLabelValues(p.cfg.Subnet.String()).Set(float64(free))
+	}
 }
 
 // Leading reports whether the server is answering now.
@@ -230,15 +259,16 @@ func (s *Server) poolFor(t *term, req *dhcpv4.DHCPv4) *pool {
 
 func (s *Server) handle(ctx context.Context, p packet) {
 	req, err := dhcpv4.FromBytes(p.data)
-	if err != nil {
+	if err != nil || req.OpCode != dhcpv4.OpcodeBootRequest || len(req.ClientHWAddr) != 6 {
+		metrics.DHCPReceived.WithLabelValues("malformed").Inc()
+		metrics.DHCPIgnored.WithLabelValues("malformed").Inc()
 		s.o.Log.Debug("dhcp: malformed packet ignored", "from", p.peer, "err", err)
 		return
 	}
-	if req.OpCode != dhcpv4.OpcodeBootRequest || len(req.ClientHWAddr) != 6 {
-		return
-	}
+	metrics.DHCPReceived.WithLabelValues(typeLabel(req.MessageType())).Inc()
 	t := s.term.Load()
 	if t == nil {
+		metrics.DHCPIgnored.WithLabelValues("not_leader").Inc()
 		s.o.Log.Debug("dhcp: not leader, ignoring", "mac", req.ClientHWAddr.String(), "type", req.MessageType())
 		return
 	}
@@ -248,11 +278,13 @@ func (s *Server) handle(ctx context.Context, p packet) {
 	dec := Decide(client, installed, s.o.Policy)
 	log := s.o.Log.With("mac", mac, "type", req.MessageType().String(), "firmware", client.Firmware.String())
 	if dec.Ignore {
+		metrics.DHCPIgnored.WithLabelValues(dec.Reason).Inc()
 		log.Debug("dhcp: ignored", "reason", dec.Reason)
 		return
 	}
 	pl := s.poolFor(t, req)
 	if pl == nil {
+		metrics.DHCPIgnored.WithLabelValues("no_pool").Inc()
 		log.Debug("dhcp: no pool for this request", "giaddr", req.GatewayIPAddr)
 		return
 	}
@@ -262,7 +294,10 @@ func (s *Server) handle(ctx context.Context, p packet) {
 		requested, _ := netip.AddrFromSlice(req.RequestedIPAddress().To4())
 		ip, err := pl.offer(mac, requested, now)
 		if err != nil {
-			log.Warn("dhcp: no address to offer", "pool", pl.cfg.Subnet, "err", err)
+			// Debug, not warn: a storm of clients would flood the log;
+			// mayu_dhcp_addresses_free and its alert tell the operator.
+			metrics.DHCPIgnored.WithLabelValues("pool_exhausted").Inc()
+			log.Debug("dhcp: no address to offer", "pool", pl.cfg.Subnet, "err", err)
 			return
 		}
 		log.Debug("dhcp: offer", "ip", ip, "boot", dec.Reason)
@@ -307,6 +342,7 @@ func (s *Server) request(ctx context.Context, log *slog.Logger, t *term, pl *poo
 			if ip.IsValid() {
 				pl.unhold(ip, mac)
 			}
+			metrics.DHCPIgnored.WithLabelValues("other_server").Inc()
 			return
 		}
 	}
@@ -329,13 +365,18 @@ func (s *Server) request(ctx context.Context, log *slog.Logger, t *term, pl *poo
 		return
 	}
 	l := Lease{IP: ip, MAC: mac, Expiry: now.Add(pl.cfg.LeaseTime), Hostname: clip(req.HostName(), 64), Leader: s.o.Replica}
-	if err := s.store.put(ctx, t.fence, l); err != nil {
+	start := time.Now()
+	err := s.store.put(ctx, t.fence, l)
+	metrics.DHCPLeaseWriteDuration.WithLabelValues().Observe(time.Since(start).Seconds())
+	if err != nil {
 		pl.unhold(ip, mac)
 		if errors.Is(err, ErrDeposed) {
+			metrics.DHCPIgnored.WithLabelValues("deposed").Inc()
 			s.term.CompareAndSwap(t, nil) // stop at once; the election notices too
 			log.Warn("dhcp: deposed, lease refused by etcd; not acknowledging", "ip", ip)
 			return
 		}
+		metrics.DHCPIgnored.WithLabelValues("not_durable").Inc()
 		log.Warn("dhcp: lease not durable, not acknowledging (the client will retry)", "ip", ip, "err", err)
 		return
 	}
@@ -431,7 +472,19 @@ func (s *Server) reply(req *dhcpv4.DHCPv4, peer *net.UDPAddr, resp *dhcpv4.DHCPv
 	}
 	if _, err := s.conn.WriteToUDP(data, dst); err != nil {
 		s.o.Log.Debug("dhcp: send failed", "to", dst, "err", err)
+		return
 	}
+	metrics.DHCPAnswered.WithLabelValues(typeLabel(resp.MessageType())).Inc()
+}
+
+// typeLabel is a message type as a metric label: "discover", "request", …
+func typeLabel(t dhcpv4.MessageType) string {
+	switch t {
+	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeOffer, dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeDecline,
+		dhcpv4.MessageTypeAck, dhcpv4.MessageTypeNak, dhcpv4.MessageTypeRelease, dhcpv4.MessageTypeInform:
+		return strings.ToLower(t.String())
+	}
+	return "other"
 }
 
 func clip(s string, n int) string {

@@ -21,6 +21,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/mayu-boot/mayu/pkg/metrics"
 )
 
 // Fence identifies one term of leadership.
@@ -96,8 +98,17 @@ func (e *Election) Fence() (Fence, bool) {
 
 func (e *Election) setFence(f *Fence) {
 	e.mu.Lock()
+	changed := (e.fence == nil) != (f == nil)
 	e.fence = f
 	e.mu.Unlock()
+	if changed {
+		metrics.LeaderChanges.WithLabelValues().Inc()
+	}
+	if f != nil {
+		metrics.Leader.WithLabelValues().Set(1)
+	} else {
+		metrics.Leader.WithLabelValues().Set(0)
+	}
 }
 
 // Run campaigns until ctx ends. Each time this replica wins, lead runs with

@@ -15,8 +15,10 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/mayu-boot/mayu/pkg/config"
+	"github.com/mayu-boot/mayu/pkg/metrics"
 )
 
 // Conn is an etcd client and, when embedded, the server behind it.
@@ -46,6 +48,7 @@ func Open(ctx context.Context, node config.Node, log *slog.Logger) (*Conn, error
 		// Keepalives notice a dead member quickly so the client moves on.
 		DialKeepAliveTime:    2 * time.Second,
 		DialKeepAliveTimeout: 2 * time.Second,
+		DialOptions:          []grpc.DialOption{grpc.WithChainUnaryInterceptor(metrics.EtcdInterceptor())},
 	})
 	if err != nil {
 		c.Close()

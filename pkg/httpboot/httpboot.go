@@ -23,6 +23,7 @@ import (
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/identity"
 	"github.com/mayu-boot/mayu/pkg/machine"
+	"github.com/mayu-boot/mayu/pkg/metrics"
 	"github.com/mayu-boot/mayu/pkg/registry"
 	"github.com/mayu-boot/mayu/pkg/render"
 	"github.com/mayu-boot/mayu/pkg/tftp"
@@ -63,6 +64,7 @@ func New(o Options) *Server {
 // Handler routes the boot flow.
 func (s *Server) Handler() http.Handler {
 	r := mux.NewRouter()
+	metrics.InstrumentRouter(r)
 	r.HandleFunc("/boot.ipxe", s.chain).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/ipxe", s.ipxe).Methods(http.MethodGet)
 	r.HandleFunc("/boot/kernel", s.file("cluster.install.kernel", s.cluster.Install.Kernel)).Methods(http.MethodGet, http.MethodHead)
@@ -338,6 +340,12 @@ func (s *Server) change(c nodeCall, to machine.State, f func(*machine.Machine) e
 		return nil, false
 	}
 	if changed {
+		switch to {
+		case machine.Installed:
+			metrics.InstallsCompleted.WithLabelValues().Inc()
+		case machine.Failed:
+			metrics.InstallsFailed.WithLabelValues("installer").Inc()
+		}
 		s.log.Info("machine state changed", "id", m.ID, "mac", strings.Join(m.MACs, ","), "state", to, "replica", s.reg.Replica())
 	}
 	return m, true

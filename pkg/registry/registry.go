@@ -25,6 +25,7 @@ import (
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/identity"
 	"github.com/mayu-boot/mayu/pkg/machine"
+	"github.com/mayu-boot/mayu/pkg/metrics"
 )
 
 // Errors callers turn into answers.
@@ -235,6 +236,9 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (m *machine.M
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		m, created, err = r.tryRegister(ctx, reg)
 		if !errors.Is(err, errRetry) {
+			if created {
+				metrics.Registrations.WithLabelValues().Inc()
+			}
 			return m, created, err
 		}
 		backoff(ctx, attempt)
@@ -644,6 +648,7 @@ func (r *Registry) ExpireInstalls(ctx context.Context, timeout time.Duration) ([
 			return expired, err
 		}
 		if err == nil && changed {
+			metrics.InstallsFailed.WithLabelValues("timeout").Inc()
 			expired = append(expired, m.ID)
 		}
 	}

@@ -26,6 +26,7 @@ import (
 
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/election"
+	"github.com/mayu-boot/mayu/pkg/metrics"
 )
 
 // Info is what a replica announces.
@@ -70,6 +71,7 @@ type Replica struct {
 func New(cli *clientv3.Client, cfg *config.Config, info Info, log *slog.Logger) *Replica {
 	info.Name = cfg.Node.Name
 	info.ConfigHash = cfg.ClusterHash()
+	metrics.ConfigInfo.WithLabelValues(info.ConfigHash).Set(1)
 	return &Replica{cli: cli, prefix: cfg.Node.Etcd.Prefix, info: info, cfg: cfg, log: log, changed: make(chan struct{})}
 }
 
@@ -180,6 +182,11 @@ func (r *Replica) setPublished(value []byte, watching bool) {
 	was := r.mismatchLocked()
 	r.published, r.watching = p, watching
 	now := r.mismatchLocked()
+	if now == "" {
+		metrics.ConfigMatchesLeader.WithLabelValues().Set(1)
+	} else {
+		metrics.ConfigMatchesLeader.WithLabelValues().Set(0)
+	}
 	close(r.changed)
 	r.changed = make(chan struct{})
 	r.mu.Unlock()

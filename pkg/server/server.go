@@ -26,6 +26,7 @@ import (
 	"github.com/mayu-boot/mayu/pkg/election"
 	"github.com/mayu-boot/mayu/pkg/etcd"
 	"github.com/mayu-boot/mayu/pkg/httpboot"
+	"github.com/mayu-boot/mayu/pkg/metrics"
 	"github.com/mayu-boot/mayu/pkg/registry"
 	"github.com/mayu-boot/mayu/pkg/render"
 	"github.com/mayu-boot/mayu/pkg/replica"
@@ -103,7 +104,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		Etcd: s.conn.Client, Prefix: cfg.Node.Etcd.Prefix})
 
 	health := http.NewServeMux()
-	health.Handle("/metrics", promhttp.Handler())
+	health.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
+	metrics.SetMachineCounter(s.countMachines)
 	health.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	health.HandleFunc("/readyz", s.readyz)
 	health.HandleFunc("/leader", s.leader)
@@ -233,6 +235,19 @@ func (s *Server) listen(name string, addr netip.Addr, port int, h http.Handler) 
 		}
 	}()
 	return nil
+}
+
+// countMachines is behind mayu_machines{state,profile}.
+func (s *Server) countMachines(ctx context.Context) (map[[2]string]int, error) {
+	ms, _, err := s.registry.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	counts := map[[2]string]int{}
+	for _, m := range ms {
+		counts[[2]string{string(m.State), m.Profile}]++
+	}
+	return counts, nil
 }
 
 // readyz is ready when etcd answers and this replica's configuration

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/pin/tftp/v3"
+
+	"github.com/mayu-boot/mayu/pkg/metrics"
 )
 
 // Server is a read-only TFTP server.
@@ -72,6 +74,7 @@ func (s *Server) read(requested string, rf io.ReaderFrom) error {
 	}
 	name, err := Name(requested)
 	if err != nil {
+		metrics.TFTPTransfers.WithLabelValues("refused").Inc()
 		s.log.Warn("tftp: refused", "file", clip(requested), "peer", peer, "err", err)
 		return err
 	}
@@ -79,20 +82,30 @@ func (s *Server) read(requested string, rf io.ReaderFrom) error {
 	if err != nil {
 		s.log.Info("tftp: not served", "file", name, "peer", peer, "err", err)
 		if errors.Is(err, fs.ErrNotExist) {
+			metrics.TFTPTransfers.WithLabelValues("not_found").Inc()
 			return fmt.Errorf("file %q not found", name)
 		}
+		metrics.TFTPTransfers.WithLabelValues("refused").Inc()
 		return fmt.Errorf("file %q cannot be served", name)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil || !st.Mode().IsRegular() {
+		metrics.TFTPTransfers.WithLabelValues("not_found").Inc()
 		return fmt.Errorf("file %q not found", name)
 	}
 	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
 		ot.SetSize(st.Size()) // tsize
 	}
-	_, err = rf.ReadFrom(f)
-	return err
+	n, err := rf.ReadFrom(f)
+	if err != nil {
+		// Also a client that only probed tsize and aborted (EDK2 does).
+		metrics.TFTPTransfers.WithLabelValues("failed").Inc()
+		return err
+	}
+	metrics.TFTPTransfers.WithLabelValues("ok").Inc()
+	metrics.TFTPBytes.WithLabelValues().Add(float64(n))
+	return nil
 }
 
 type hook struct{ log *slog.Logger }

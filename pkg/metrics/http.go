@@ -1,0 +1,62 @@
+package metrics
+
+import (
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gorilla/mux"
+)
+
+// InstrumentRouter counts and times every request a router matches, by
+// its route template (never the raw path: ids and tokens stay out of
+// label values).
+func InstrumentRouter(r *mux.Router) {
+	r.Use(func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			route := "unmatched"
+			if cur := mux.CurrentRoute(req); cur != nil {
+				if tpl, err := cur.GetPathTemplate(); err == nil {
+					route = tpl
+				}
+			}
+			sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+			start := time.Now()
+			next.ServeHTTP(sw, req)
+			HTTPDuration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+			HTTPRequests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
+		})
+	})
+}
+
+// statusWriter records the status code. It keeps ReadFrom, so that boot
+// files are still sent with sendfile through it.
+type statusWriter struct {
+	http.ResponseWriter
+	code        int
+	wroteHeader bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wroteHeader {
+		w.code, w.wroteHeader = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wroteHeader = true
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
+	w.wroteHeader = true
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(w.ResponseWriter, r)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
