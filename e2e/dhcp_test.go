@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+
 	"github.com/mayu-boot/mayu/internal/netlab"
 )
 
@@ -169,6 +171,8 @@ func TestDHCPAndTFTPWithRealClients(t *testing.T) {
 			t.Fatalf("%d ACKs, %d leases in etcd", acks, len(leases))
 		}
 	})
+
+	t.Run("the metrics moved as they should", func(t *testing.T) { checkMetrics(t, lab) })
 }
 
 type leaseValue struct {
@@ -232,5 +236,69 @@ func installMachine(t *testing.T, lab *netlab.Lab, serial, mac string) {
 	installed := regexp.MustCompile(`'(http://[^']*/installed\?token=[^']*)'`).FindStringSubmatch(fs)
 	if out, err := curl(t, lab, "-f", "-X", "POST", installed[1]); err != nil {
 		t.Fatal(err, out)
+	}
+}
+
+// scrape reads a replica's /metrics from its namespace: sample values by
+// `name{labels}` as exposed, and the promlint problems of the exposition.
+func scrape(t *testing.T, lab *netlab.Lab, ns string) (map[string]float64, []promlint.Problem) {
+	t.Helper()
+	out, err := lab.Run(10*time.Second, ns, "curl", "-sf", "http://127.0.0.1:4082/metrics")
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	problems, err := promlint.New(strings.NewReader(out)).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	samples := map[string]float64{}
+	for _, line := range strings.Split(out, "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		var v float64
+		fmt.Sscan(line[i+1:], &v)
+		samples[line[:i]] = v
+	}
+	return samples, problems
+}
+
+// checkMetrics asserts that the flows of TestDHCPAndTFTPWithRealClients
+// moved the counters an operator watches.
+func checkMetrics(t *testing.T, lab *netlab.Lab) {
+	samples, problems := scrape(t, lab, lab.Srv)
+	for _, p := range problems {
+		if strings.HasPrefix(p.Metric, "mayu_") {
+			t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+		}
+	}
+	for _, c := range []struct {
+		sample string
+		min    float64
+	}{
+		{`mayu_leader`, 1},
+		{`mayu_dhcp_packets_received_total{type="discover"}`, 1000},
+		{`mayu_dhcp_packets_answered_total{type="offer"}`, 1000},
+		{`mayu_dhcp_packets_answered_total{type="ack"}`, 1000},
+		{`mayu_dhcp_packets_ignored_total{reason="installed"}`, 1},
+		{`mayu_dhcp_leases_active{pool="10.98.0.0/16"}`, 990},
+		{`mayu_dhcp_addresses_free{pool="10.99.0.0/24"}`, 80},
+		{`mayu_dhcp_lease_write_duration_seconds_count`, 1000},
+		{`mayu_tftp_transfers_total{result="ok"}`, 2},
+		{`mayu_tftp_transfers_total{result="refused"}`, 1},
+		{`mayu_tftp_transfers_total{result="not_found"}`, 1},
+		{`mayu_tftp_sent_bytes_total`, 2 * 74000},
+		{`mayu_http_requests_total{code="200",route="/ipxe"}`, 1},
+		{`mayu_http_requests_total{code="200",route="/machines/{id}/installed"}`, 1},
+		{`mayu_registrations_total`, 1},
+		{`mayu_installs_completed_total`, 1},
+		{`mayu_machines{profile="default",state="installed"}`, 1},
+		{`mayu_etcd_request_duration_seconds_count{method="Txn"}`, 1000},
+		{`mayu_config_matches_leader`, 1},
+	} {
+		if v, ok := samples[c.sample]; !ok || v < c.min {
+			t.Errorf("%s = %v (present %v), want at least %v", c.sample, v, ok, c.min)
+		}
 	}
 }

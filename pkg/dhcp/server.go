@@ -208,32 +208,22 @@ func (s *Server) Lead(ctx context.Context, f election.Fence) {
 	}
 	s.term.Store(t)
 	s.o.Log.Info("answering DHCP", "replica", s.o.Replica, "term", f.Rev, "leases", n, "server_ip", s.serverIP)
-	tick := time.NewTicker(5 * time.Second)
-	defer tick.Stop()
-	for {
-		t.publishStats(time.Now())
-		select {
-		case <-tick.C:
-			continue
-		case <-ctx.Done():
-		}
-		break
-	}
+	metrics.SetPoolStats(t.stats)
+	<-ctx.Done()
 	s.term.CompareAndSwap(t, nil)
-	for _, p := range t.pools {
-		metrics.DHCPLeasesActive.WithLabelValues(p.cfg.Subnet.String()).Set(0)
-		metrics.DHCPAddressesFree.WithLabelValues(p.cfg.Subnet.String()).Set(0)
-	}
+	metrics.SetPoolStats(nil)
 	s.o.Log.Info("stopped answering DHCP", "replica", s.o.Replica, "term", f.Rev)
 }
 
-// publishStats sets the pool gauges; only the leader knows the leases.
-func (t *term) publishStats(now time.Time) {
+// stats is behind the pool gauges: only the leader knows the leases.
+func (t *term) stats() []metrics.PoolStat {
+	now := time.Now()
+	out := make([]metrics.PoolStat, 0, len(t.pools))
 	for _, p := range t.pools {
 		active, free := p.stats(now)
-		metrics.DHCPLeasesActive.WithLabelValues(p.cfg.Subnet.String()).Set(float64(active))
-		metrics.DHCPAddressesFree.WithLabelValues(p.cfg.Subnet.String()).Set(float64(free))
+		out = append(out, metrics.PoolStat{Pool: p.cfg.Subnet.String(), Active: active, Free: free})
 	}
+	return out
 }
 
 // Leading reports whether the server is answering now.

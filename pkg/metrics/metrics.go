@@ -50,10 +50,6 @@ var (
 		"DHCP answers sent, by message type (offer, ack, nak).", "type")
 	DHCPIgnored = counter("dhcp", "packets_ignored_total",
 		"DHCP packets not answered, by reason: installed, not_leader, pool_exhausted, malformed, no_pool, other_server, queue_full, not_durable, deposed.", "reason")
-	DHCPLeasesActive = gauge("dhcp", "leases_active",
-		"Unexpired leases in a pool, as the leader sees them (0 on followers).", "pool")
-	DHCPAddressesFree = gauge("dhcp", "addresses_free",
-		"Addresses of a pool not held by an unexpired lease (0 on followers).", "pool")
 	DHCPLeaseWriteDuration = histogram("dhcp", "lease_write_duration_seconds",
 		"Time to make a lease durable in etcd before its ACK.", latency)
 )
@@ -163,5 +159,57 @@ func (c *machineCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for k, n := range counts {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), k[0], k[1])
+	}
+}
+
+// PoolStat is one pool's leases as the leader sees them.
+type PoolStat struct {
+	Pool         string
+	Active, Free int
+}
+
+var pools = &poolCollector{
+	active: prometheus.NewDesc("mayu_dhcp_leases_active", "Unexpired leases in a pool, as the leader sees them (0 on followers).", []string{"pool"}, nil),
+	free:   prometheus.NewDesc("mayu_dhcp_addresses_free", "Addresses of a pool not held by an unexpired lease (0 on followers).", []string{"pool"}, nil),
+}
+
+func init() { Registry.MustRegister(pools) }
+
+// SetPoolStats installs the function behind the pool gauges, read at each
+// scrape; nil (on a follower) reports every known pool as 0.
+func SetPoolStats(f func() []PoolStat) {
+	pools.mu.Lock()
+	pools.stats = f
+	pools.mu.Unlock()
+}
+
+type poolCollector struct {
+	active, free *prometheus.Desc
+	mu           sync.Mutex
+	stats        func() []PoolStat
+	known        map[string]bool
+}
+
+func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.active; ch <- c.free }
+
+func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.known == nil {
+		c.known = map[string]bool{}
+	}
+	seen := map[string]bool{}
+	if c.stats != nil {
+		for _, s := range c.stats() {
+			seen[s.Pool], c.known[s.Pool] = true, true
+			ch <- prometheus.MustNewConstMetric(c.active, prometheus.GaugeValue, float64(s.Active), s.Pool)
+			ch <- prometheus.MustNewConstMetric(c.free, prometheus.GaugeValue, float64(s.Free), s.Pool)
+		}
+	}
+	for p := range c.known {
+		if !seen[p] {
+			ch <- prometheus.MustNewConstMetric(c.active, prometheus.GaugeValue, 0, p)
+			ch <- prometheus.MustNewConstMetric(c.free, prometheus.GaugeValue, 0, p)
+		}
 	}
 }
