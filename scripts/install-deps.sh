@@ -6,9 +6,10 @@
 #   kea-admin         perfdhcp, Kea's DHCP load generator
 #   atftp, curl       TFTP and HTTP clients
 #   ipxe              the iPXE builds served over TFTP (undionly.kpxe, ipxe.efi)
+#   prometheus        promtool, which checks and unit-tests contrib/prometheus/alerts.yml
 set -eu
 
-packages="curl ca-certificates git iproute2 busybox kea-admin atftp ipxe"
+packages="curl ca-certificates git iproute2 busybox kea-admin atftp ipxe prometheus"
 
 missing=""
 for p in $packages; do
