@@ -13,8 +13,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/signal"
 	"sort"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -46,7 +48,7 @@ type command struct {
 var commands map[string]*command
 
 // order is how commands are listed in the usage text.
-var order = []string{"list", "status", "add", "reinstall", "set-metadata", "delete", "replicas", "config", "version", "help"}
+var order = []string{"list", "status", "watch", "add", "reinstall", "set-metadata", "delete", "leases", "replicas", "config", "version", "help"}
 
 func init() {
 	// Assigned in init because the help command refers to the table.
@@ -57,6 +59,8 @@ func init() {
 		"reinstall":    {args: "ID", summary: "install a machine again at its next network boot", run: (*cli).reinstall},
 		"set-metadata": {args: "ID KEY=VALUE...", summary: "set metadata of a machine; KEY= deletes the key", run: (*cli).setMetadata},
 		"delete":       {args: "ID", summary: "delete a machine, freeing its address and profile slot", run: (*cli).delete},
+		"watch":        {args: "[-o text|json]", summary: "follow machine state changes as they happen (Ctrl-C ends)", run: (*cli).watch},
+		"leases":       {args: "[-o table|json]", summary: "list the DHCP leases", run: (*cli).leases},
 		"replicas":     {args: "[-o table|json]", summary: "list the replicas and show which one leads DHCP", run: (*cli).replicas},
 		"config":       {args: "[-o yaml|json]", summary: "show the cluster configuration the DHCP leader publishes (secrets hidden)", run: (*cli).config},
 		"version":      {summary: "print mayuctl's version", run: (*cli).version},
@@ -280,14 +284,14 @@ func (c *cli) list(args []string) error {
 	}
 	now := time.Now()
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tPROFILE\tADDRESS\tHOSTNAME\tMACS\tSINCE\tLAST BOOT")
+	fmt.Fprintln(tw, "ID\tSTATE\tPROFILE\tADDRESS\tHOSTNAME\tMACS\tSINCE\tLAST BOOT\tREPLICA")
 	for _, m := range l.Machines {
 		lastBoot := "-"
 		if !m.LastBoot.IsZero() {
 			lastBoot = age(now.Sub(m.LastBoot)) + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.State, dash(m.Profile), dash(m.InternalAddr),
-			dash(m.Hostname), dash(strings.Join(m.MACs, ",")), age(now.Sub(m.Since)), lastBoot)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.State, dash(m.Profile), dash(m.InternalAddr),
+			dash(m.Hostname), dash(strings.Join(m.MACs, ",")), age(now.Sub(m.Since)), lastBoot, dash(m.LastReplica))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -515,6 +519,88 @@ func (c *cli) config(args []string) error {
 		return err
 	}
 	return enc.Close()
+}
+
+func (c *cli) leases(args []string) error {
+	fs := flag.NewFlagSet("leases", flag.ContinueOnError)
+	format, check := outputFlag(fs, "table", "json")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return &usageError{msg: "leases takes no arguments"}
+	}
+	if err := check(); err != nil {
+		return err
+	}
+	api, err := c.api()
+	if err != nil {
+		return err
+	}
+	ls, err := api.Leases(c.ctx)
+	if err != nil {
+		return err
+	}
+	if *format == "json" {
+		return c.printJSON(ls)
+	}
+	now := time.Now()
+	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ADDRESS\tMAC\tMACHINE\tHOSTNAME\tEXPIRES\tGRANTED BY")
+	for _, l := range ls {
+		expires := "in " + age(l.Expiry.Sub(now))
+		if l.Expired {
+			expires = "expired " + age(now.Sub(l.Expiry)) + " ago"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", l.IP, l.MAC, dash(l.Machine), dash(l.Hostname), expires, dash(l.Leader))
+	}
+	return tw.Flush()
+}
+
+func (c *cli) watch(args []string) error {
+	fs := flag.NewFlagSet("watch", flag.ContinueOnError)
+	format, check := outputFlag(fs, "text", "json")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return &usageError{msg: "watch takes no arguments"}
+	}
+	if err := check(); err != nil {
+		return err
+	}
+	api, err := c.api()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(c.ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	fmt.Fprintln(c.stderr, "following machine state changes (Ctrl-C ends)")
+	return api.Watch(ctx, func(e admin.Event) {
+		if *format == "json" {
+			c.printJSON(e)
+			return
+		}
+		change := string(e.State)
+		switch {
+		case e.Deleted:
+			change = "deleted"
+		case e.PrevState == "":
+			change = "registered, " + change
+		default:
+			change = string(e.PrevState) + " -> " + change
+		}
+		line := fmt.Sprintf("%s  %s  %s", e.Time.Local().Format(time.DateTime), e.ID, change)
+		if e.Replica != "" {
+			line += "  by " + e.Replica
+		}
+		if e.Reason != "" {
+			line += ": " + e.Reason
+		}
+		fmt.Fprintln(c.stdout, line)
+	})
 }
 
 func (c *cli) replicas(args []string) error {

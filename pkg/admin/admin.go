@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"sort"
 	"strings"
 	"time"
 
@@ -32,6 +33,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/mayu-boot/mayu/pkg/config"
+	"github.com/mayu-boot/mayu/pkg/dhcp"
 	"github.com/mayu-boot/mayu/pkg/election"
 	"github.com/mayu-boot/mayu/pkg/identity"
 	"github.com/mayu-boot/mayu/pkg/machine"
@@ -105,6 +107,25 @@ type ConfigView struct {
 	Cluster     config.Cluster `json:"cluster" yaml:"cluster"`
 }
 
+// LeaseView is one DHCP lease in the answer to GET /api/v1/leases.
+type LeaseView struct {
+	dhcp.Lease
+	Machine string `json:"machine,omitempty"` // the machine its MAC belongs to
+	Expired bool   `json:"expired"`
+}
+
+// Event is one line of GET /api/v1/watch: a machine changed.
+type Event struct {
+	Time      time.Time     `json:"time"`
+	ID        string        `json:"id"`
+	State     machine.State `json:"state"`
+	PrevState machine.State `json:"prevState,omitempty"`
+	Replica   string        `json:"replica,omitempty"`
+	Reason    string        `json:"reason,omitempty"`
+	MACs      []string      `json:"macs,omitempty"`
+	Deleted   bool          `json:"deleted,omitempty"`
+}
+
 // ReplicasView is the answer to GET /api/v1/replicas.
 type ReplicasView struct {
 	Leader        string        `json:"leader"` // empty: no DHCP leader now
@@ -172,6 +193,8 @@ func New(o Options) http.Handler {
 	r.HandleFunc("/api/v1/machines/{id}/metadata", a.setMetadata).Methods(http.MethodPost)
 	r.HandleFunc("/api/v1/config", a.config).Methods(http.MethodGet)
 	r.HandleFunc("/api/v1/replicas", a.replicas).Methods(http.MethodGet)
+	r.HandleFunc("/api/v1/leases", a.leases).Methods(http.MethodGet)
+	r.HandleFunc("/api/v1/watch", a.watch).Methods(http.MethodGet)
 
 	// Authentication wraps the whole router, so even an unknown route says
 	// nothing to a caller without the token.
@@ -529,4 +552,95 @@ func clip(s string) string {
 		return s[:80] + "..."
 	}
 	return s
+}
+
+func (a *api) leases(w http.ResponseWriter, r *http.Request) {
+	if a.etcd == nil {
+		writeError(w, http.StatusServiceUnavailable, "this replica was started without etcd")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	resp, err := a.etcd.Get(ctx, a.prefix+"leases/", clientv3.WithPrefix())
+	if err != nil {
+		a.fail(w, r, fmt.Errorf("read the leases: %w%w", err, registry.ErrUnavailable))
+		return
+	}
+	macs, err := a.etcd.Get(ctx, a.prefix+"macs/", clientv3.WithPrefix())
+	if err != nil {
+		a.fail(w, r, fmt.Errorf("read the MAC index: %w%w", err, registry.ErrUnavailable))
+		return
+	}
+	owners := map[string]string{}
+	for _, kv := range macs.Kvs {
+		var o struct{ Machine string }
+		if json.Unmarshal(kv.Value, &o) == nil {
+			owners[strings.TrimPrefix(string(kv.Key), a.prefix+"macs/")] = o.Machine
+		}
+	}
+	now := time.Now()
+	out := []LeaseView{}
+	for _, kv := range resp.Kvs {
+		var l dhcp.Lease
+		if json.Unmarshal(kv.Value, &l) != nil || !l.IP.IsValid() {
+			continue // reported by the leader when it loads leases
+		}
+		out = append(out, LeaseView{Lease: l, Machine: owners[l.MAC], Expired: !now.Before(l.Expiry)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].IP.Less(out[j].IP) })
+	writeJSON(w, http.StatusOK, out)
+}
+
+// watch streams machine changes as JSON lines (an etcd watch on the
+// machine records) until the client goes away.
+func (a *api) watch(w http.ResponseWriter, r *http.Request) {
+	if a.etcd == nil {
+		writeError(w, http.StatusServiceUnavailable, "this replica was started without etcd")
+		return
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, http.StatusInternalServerError, "streaming is not supported here")
+		return
+	}
+	dir := a.prefix + "machines/"
+	ctx := clientv3.WithRequireLeader(r.Context())
+	ch := a.etcd.Watch(ctx, dir, clientv3.WithPrefix(), clientv3.WithPrevKV())
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	flusher.Flush()
+	enc := json.NewEncoder(w)
+	for resp := range ch {
+		if err := resp.Err(); err != nil {
+			enc.Encode(ErrorBody{Error: "etcd watch ended: " + err.Error()})
+			return
+		}
+		for _, ev := range resp.Events {
+			e := Event{Time: time.Now().UTC(), ID: strings.TrimPrefix(string(ev.Kv.Key), dir)}
+			var prev machine.Machine
+			if ev.PrevKv != nil && json.Unmarshal(ev.PrevKv.Value, &prev) == nil {
+				e.PrevState = prev.State
+			}
+			if ev.Type == clientv3.EventTypeDelete {
+				e.Deleted, e.State = true, e.PrevState
+			} else {
+				var m machine.Machine
+				if json.Unmarshal(ev.Kv.Value, &m) != nil {
+					e.Reason = "unreadable record"
+				} else {
+					e.State, e.Replica, e.MACs = m.State, m.LastReplica, m.MACs
+					if n := len(m.History); n > 0 {
+						e.Time, e.Reason = m.History[n-1].At, m.History[n-1].Reason
+					}
+					if m.State == e.PrevState && ev.PrevKv != nil {
+						continue // metadata, a MAC, a reboot: not a state change
+					}
+				}
+			}
+			if enc.Encode(e) != nil {
+				return
+			}
+		}
+		flusher.Flush()
+	}
 }

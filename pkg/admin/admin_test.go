@@ -57,7 +57,7 @@ func startWith(t *testing.T, cli *clientv3.Client, timeout time.Duration) *env {
 	t.Helper()
 	cfg := testConfig()
 	reg := registry.New(cli, registry.Options{Prefix: etcdtest.Prefix(t), Cluster: cfg.Cluster, Replica: cfg.Node.Name, Timeout: timeout})
-	srv := httptest.NewServer(admin.New(admin.Options{Registry: reg, Config: cfg, Token: token}))
+	srv := httptest.NewServer(admin.New(admin.Options{Registry: reg, Config: cfg, Token: token, Etcd: cli, Prefix: etcdtest.Prefix(t)}))
 	t.Cleanup(srv.Close)
 	return &env{srv: srv, etc: cli, reg: reg, cfg: cfg}
 }

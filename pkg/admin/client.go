@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -76,6 +77,61 @@ func (c *Client) Delete(ctx context.Context, id string) error {
 // redacted.
 func (c *Client) Config(ctx context.Context) (*ConfigView, error) {
 	return call[ConfigView](ctx, c, http.MethodGet, "/api/v1/config", nil)
+}
+
+// Leases lists the DHCP leases in etcd.
+func (c *Client) Leases(ctx context.Context) ([]LeaseView, error) {
+	ls, err := call[[]LeaseView](ctx, c, http.MethodGet, "/api/v1/leases", nil)
+	if err != nil {
+		return nil, err
+	}
+	return *ls, nil
+}
+
+// Watch calls f for every machine state change until ctx ends or the
+// stream breaks.
+func (c *Client) Watch(ctx context.Context, f func(Event)) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(c.BaseURL, "/")+"/api/v1/watch", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	hc := &http.Client{} // no timeout: the stream lasts
+	if c.HTTP != nil {
+		hc.Transport = c.HTTP.Transport
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var eb ErrorBody
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if json.Unmarshal(data, &eb) != nil || eb.Error == "" {
+			eb.Error = resp.Status
+		}
+		return &Error{Status: resp.StatusCode, Message: eb.Error}
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("the watch stream ended: %w", err)
+		}
+		var eb ErrorBody
+		if json.Unmarshal(raw, &eb) == nil && eb.Error != "" {
+			return errors.New(eb.Error)
+		}
+		var e Event
+		if err := json.Unmarshal(raw, &e); err != nil {
+			return err
+		}
+		f(e)
+	}
 }
 
 // Replicas lists the replicas and the DHCP leader.
