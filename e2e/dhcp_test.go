@@ -55,7 +55,10 @@ func TestDHCPAndTFTPWithRealClients(t *testing.T) {
 	lab.MustIP("-n", lab.Cli, "addr", "add", "10.98.0.2/16", "dev", "cli0")
 	// For HTTP and TFTP from the client side; outside every range.
 	lab.MustIP("-n", lab.Cli, "addr", "add", "10.99.0.250/24", "dev", "cli0")
-	r := startReplica(t, lab, lab.Srv, replicaOptions{})
+	// A secret template variable: it must never reach the log.
+	r := startReplica(t, lab, lab.Srv, replicaOptions{extra: `  template_vars: {root_password_hash: "s3cr3t-hash-value"}
+  secret_template_vars: [root_password_hash]
+`})
 	r.waitLog(t, "answering DHCP", 30*time.Second)
 
 	t.Run("BIOS PXE gets undionly.kpxe and next-server", func(t *testing.T) {
@@ -173,6 +176,23 @@ func TestDHCPAndTFTPWithRealClients(t *testing.T) {
 	})
 
 	t.Run("the metrics moved as they should", func(t *testing.T) { checkMetrics(t, lab) })
+
+	t.Run("no secret is ever logged", func(t *testing.T) {
+		secret := r.etcdctl(t, "get", "/mayu/cluster/secret", "--print-value-only")
+		secret = strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(secret), `{"secret":"`), `"}`)
+		log := r.log.String()
+		for what, s := range map[string]string{"node token": installedToken, "cluster secret": secret, "secret template variable": "s3cr3t-hash-value"} {
+			if len(s) < 8 {
+				t.Fatalf("no %s to look for: %q", what, s)
+			}
+			if strings.Contains(log, s) {
+				t.Errorf("the log contains the %s", what)
+			}
+		}
+		if !strings.Contains(log, `level=DEBUG msg="dhcp: offer"`) || !strings.Contains(log, `msg="machine state changed" id=installed-1 mac=52:54:00:00:02:01 state=installed replica=r1`) {
+			t.Error("the log lacks DHCP decisions or state changes")
+		}
+	})
 }
 
 type leaseValue struct {
@@ -217,6 +237,9 @@ func statLine(t *testing.T, out, exchange, counter string) int {
 	return n
 }
 
+// installedToken is the node token installMachine last used.
+var installedToken string
+
 // installMachine walks a machine through the HTTP flow from the client
 // namespace until it is installed, as its installer would.
 func installMachine(t *testing.T, lab *netlab.Lab, serial, mac string) {
@@ -229,6 +252,7 @@ func installMachine(t *testing.T, lab *netlab.Lab, serial, mac string) {
 	if m == nil {
 		t.Fatalf("no installer script:\n%s", script)
 	}
+	installedToken = regexp.MustCompile(`mayu\.token=(\S+)`).FindStringSubmatch(script)[1]
 	fs, err := curl(t, lab, "-f", m[1])
 	if err != nil {
 		t.Fatal(err, fs)

@@ -321,7 +321,8 @@ func (a *api) reinstall(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	a.log.Info("reinstall requested", "id", id, "generation", m.Generation, "remote", r.RemoteAddr)
+	a.log.Info("machine state changed", "id", id, "mac", strings.Join(m.MACs, ","), "state", m.State, "replica", a.reg.Replica(),
+		"reason", "reinstall requested", "generation", m.Generation, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, m)
 }
 
