@@ -9,7 +9,7 @@
 #   prometheus        promtool, which checks and unit-tests contrib/prometheus/alerts.yml
 set -eu
 
-packages="curl ca-certificates git iproute2 busybox kea-admin atftp ipxe prometheus"
+packages="curl ca-certificates git iproute2 busybox kea-admin atftp ipxe prometheus keepalived"
 
 missing=""
 for p in $packages; do
