@@ -258,20 +258,27 @@ func outputFlag(fs *flag.FlagSet, allowed ...string) (format *string, check func
 	}
 }
 
-func (c *cli) list(args []string) error {
-	fs := flag.NewFlagSet("list", flag.ContinueOnError)
-	format, check := outputFlag(fs, "table", "json")
+// noArgs parses the flags of a command that takes no arguments but an
+// output format, and returns the format and a client of the admin API.
+func (c *cli) noArgs(name string, args []string, formats ...string) (string, *admin.Client, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	format, check := outputFlag(fs, formats...)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
-		return err
+		return "", nil, err
 	}
 	if len(pos) != 0 {
-		return &usageError{msg: "list takes no arguments"}
+		return "", nil, &usageError{msg: name + " takes no arguments"}
 	}
 	if err := check(); err != nil {
-		return err
+		return "", nil, err
 	}
 	api, err := c.api()
+	return *format, api, err
+}
+
+func (c *cli) list(args []string) error {
+	format, api, err := c.noArgs("list", args, "table", "json")
 	if err != nil {
 		return err
 	}
@@ -279,7 +286,7 @@ func (c *cli) list(args []string) error {
 	if err != nil {
 		return err
 	}
-	if *format == "json" {
+	if format == "json" {
 		return c.printJSON(l)
 	}
 	now := time.Now()
@@ -488,19 +495,7 @@ func (c *cli) delete(args []string) error {
 }
 
 func (c *cli) config(args []string) error {
-	fs := flag.NewFlagSet("config", flag.ContinueOnError)
-	format, check := outputFlag(fs, "yaml", "json")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 0 {
-		return &usageError{msg: "config takes no arguments"}
-	}
-	if err := check(); err != nil {
-		return err
-	}
-	api, err := c.api()
+	format, api, err := c.noArgs("config", args, "yaml", "json")
 	if err != nil {
 		return err
 	}
@@ -508,7 +503,7 @@ func (c *cli) config(args []string) error {
 	if err != nil {
 		return err
 	}
-	if *format == "json" {
+	if format == "json" {
 		return c.printJSON(v)
 	}
 	// YAML with the config file's own key names, so it can be compared with
@@ -522,19 +517,7 @@ func (c *cli) config(args []string) error {
 }
 
 func (c *cli) leases(args []string) error {
-	fs := flag.NewFlagSet("leases", flag.ContinueOnError)
-	format, check := outputFlag(fs, "table", "json")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 0 {
-		return &usageError{msg: "leases takes no arguments"}
-	}
-	if err := check(); err != nil {
-		return err
-	}
-	api, err := c.api()
+	format, api, err := c.noArgs("leases", args, "table", "json")
 	if err != nil {
 		return err
 	}
@@ -542,7 +525,7 @@ func (c *cli) leases(args []string) error {
 	if err != nil {
 		return err
 	}
-	if *format == "json" {
+	if format == "json" {
 		return c.printJSON(ls)
 	}
 	now := time.Now()
@@ -559,19 +542,7 @@ func (c *cli) leases(args []string) error {
 }
 
 func (c *cli) watch(args []string) error {
-	fs := flag.NewFlagSet("watch", flag.ContinueOnError)
-	format, check := outputFlag(fs, "text", "json")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 0 {
-		return &usageError{msg: "watch takes no arguments"}
-	}
-	if err := check(); err != nil {
-		return err
-	}
-	api, err := c.api()
+	format, api, err := c.noArgs("watch", args, "text", "json")
 	if err != nil {
 		return err
 	}
@@ -579,7 +550,7 @@ func (c *cli) watch(args []string) error {
 	defer stop()
 	fmt.Fprintln(c.stderr, "following machine state changes (Ctrl-C ends)")
 	return api.Watch(ctx, func(e admin.Event) {
-		if *format == "json" {
+		if format == "json" {
 			c.printJSON(e)
 			return
 		}
@@ -604,19 +575,7 @@ func (c *cli) watch(args []string) error {
 }
 
 func (c *cli) replicas(args []string) error {
-	fs := flag.NewFlagSet("replicas", flag.ContinueOnError)
-	format, check := outputFlag(fs, "table", "json")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 0 {
-		return &usageError{msg: "replicas takes no arguments"}
-	}
-	if err := check(); err != nil {
-		return err
-	}
-	api, err := c.api()
+	format, api, err := c.noArgs("replicas", args, "table", "json")
 	if err != nil {
 		return err
 	}
@@ -624,7 +583,7 @@ func (c *cli) replicas(args []string) error {
 	if err != nil {
 		return err
 	}
-	if *format == "json" {
+	if format == "json" {
 		return c.printJSON(v)
 	}
 	now := time.Now()
