@@ -25,21 +25,23 @@ retry() {
 	done
 }
 
-# fetch URL FILE
+# fetch URL FILE. A stalled transfer (the replica behind the virtual
+# address died mid-download) fails after 30 s and is retried, rather than
+# waiting for TCP to give up.
 fetch() {
 	if command -v curl >/dev/null 2>&1; then
-		curl -fsS --retry 3 -o "$2" "$1"
+		curl -fsS --connect-timeout 10 --speed-limit 1 --speed-time 30 -o "$2" "$1"
 	else
-		wget -q -O "$2" "$1"
+		wget -q -T 30 -O "$2" "$1"
 	fi
 }
 
 # post URL [BODY]
 post() {
 	if command -v curl >/dev/null 2>&1; then
-		curl -fsS -X POST --data-binary "${2:-}" "$1" >/dev/null
+		curl -fsS --connect-timeout 10 --max-time 30 -X POST --data-binary "${2:-}" "$1" >/dev/null
 	else
-		wget -q -O /dev/null --post-data="${2:-}" "$1"
+		wget -q -T 30 -O /dev/null --post-data="${2:-}" "$1"
 	fi
 }
 
