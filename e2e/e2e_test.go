@@ -84,6 +84,8 @@ type replicaOptions struct {
 	etcd       string // external endpoints, YAML list; empty = embedded
 	extra      string // more cluster keys
 	answerIPXE bool
+	files      string // installer/vmlinuz, installer/initrd.img, images/os.img to serve (vm_test.go); empty: stand-ins
+	kernelArgs string // cluster.install.kernel_args
 }
 
 // startReplica writes a files directory, boot files and a config, and
@@ -94,6 +96,10 @@ func startReplica(t *testing.T, lab *netlab.Lab, ns string, o replicaOptions) *r
 	files := filepath.Join(dir, "files")
 	boot := filepath.Join(dir, "boot")
 	for _, f := range []string{"installer/vmlinuz", "installer/initrd.img", "images/os.img"} {
+		if o.files != "" {
+			copyFile(t, filepath.Join(o.files, f), filepath.Join(files, f))
+			continue
+		}
 		writeFile(t, filepath.Join(files, f), []byte("stand-in for "+f))
 	}
 	for _, f := range []string{"first-stage.sh", "final-config.yaml"} {
@@ -150,10 +156,10 @@ cluster:
     subnet: 10.99.0.0/24
     range: {start: 10.99.0.10, end: 10.99.0.60}
     gateway: 10.99.0.1
-  install: {kernel: installer/vmlinuz, initrd: installer/initrd.img, image: images/os.img, disk: /dev/vda}
+  install: {kernel: installer/vmlinuz, initrd: installer/initrd.img, image: images/os.img, disk: /dev/vda, kernel_args: %q}
   templates: {first_stage: templates/first-stage.sh, final_config: templates/final-config.yaml}
   boot: {answer_installed_ipxe: %v}
-%s`, o.name, o.iface, o.advertise, dir, files, boot, dir, etcd, o.answerIPXE, o.extra)
+%s`, o.name, o.iface, o.advertise, dir, files, boot, dir, etcd, o.kernelArgs, o.answerIPXE, o.extra)
 	path := filepath.Join(dir, "mayu.yaml")
 	writeFile(t, path, []byte(cfg))
 	r := &replica{lab: lab, ns: ns, dir: dir, config: path}

@@ -32,6 +32,13 @@ const endpoints = "[http://10.99.0.2:2379, http://10.99.0.3:2379, http://10.99.0
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
+	return newClusterWith(t, replicaOptions{})
+}
+
+// newClusterWith is newCluster with o's files, kernel arguments and extra
+// cluster keys for every replica.
+func newClusterWith(t *testing.T, o replicaOptions) *cluster {
+	t.Helper()
 	c := &cluster{t: t, seg: netlab.NewSegment(t), addrs: []string{"10.99.0.2", "10.99.0.3", "10.99.0.4"}}
 	for i, a := range c.addrs {
 		c.nodes = append(c.nodes, c.seg.AddHost(fmt.Sprintf("n%d", i+1), a+"/24"))
@@ -44,9 +51,9 @@ func newCluster(t *testing.T) *cluster {
 	}
 	c.waitEtcd()
 	for i, ns := range c.nodes {
-		c.replicas = append(c.replicas, startReplica(t, c.seg.Lab, ns, replicaOptions{
-			name: fmt.Sprintf("r%d", i+1), iface: "eth0", advertise: c.addrs[i], etcd: endpoints,
-		}))
+		ro := o
+		ro.name, ro.iface, ro.advertise, ro.etcd = fmt.Sprintf("r%d", i+1), "eth0", c.addrs[i], endpoints
+		c.replicas = append(c.replicas, startReplica(t, c.seg.Lab, ns, ro))
 	}
 	return c
 }

@@ -7,9 +7,25 @@
 #   atftp, curl       TFTP and HTTP clients
 #   ipxe              the iPXE builds served over TFTP (undionly.kpxe, ipxe.efi)
 #   prometheus        promtool, which checks and unit-tests contrib/prometheus/alerts.yml
+# The VM tests and the demo (package internal/vmlab; shared/reference/lab.md §1):
+#   qemu-system-x86   the VMs (TCG: this machine's KVM cannot run them)
+#   ovmf              UEFI firmware; SeaBIOS comes with qemu
+#   ipxe-qemu         the iPXE option ROM of qemu's virtio NIC
+#   syslinux syslinux-common mtools dosfstools
+#                     the OS image: MBR, SYSLINUX and a FAT file system, built
+#                     without root or loop devices
+#   kmod xz-utils     depmod/modprobe resolve the installer's kernel modules;
+#                     xz unpacks them where the kernel ships them compressed
+#   dnsmasq-base      IPv6 router advertisements on the lab segment, so iPXE
+#                     does not wait ~13 s for one (no DHCP, no service: -base)
+# Not installed, downloaded by the tests with `apt-get download` instead:
+# the Debian kernel (installing it runs update-initramfs and touches /boot),
+# busybox-static (it conflicts with busybox above: each removes the other)
+# and systemd-boot-efi (on Debian 12 it upgrades systemd with it).
 set -eu
 
-packages="curl ca-certificates git iproute2 busybox kea-admin atftp ipxe prometheus keepalived"
+packages="curl ca-certificates git iproute2 busybox kea-admin atftp ipxe prometheus keepalived
+qemu-system-x86 ovmf ipxe-qemu syslinux syslinux-common mtools dosfstools kmod xz-utils dnsmasq-base"
 
 missing=""
 for p in $packages; do

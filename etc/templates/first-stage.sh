@@ -4,6 +4,17 @@
 # install disk, puts the final config on the disk, announces `installed`
 # and reboots. Every call to mayu is retried, so a replica dying mid-install
 # costs a retry, not the install.
+#
+# It needs only a POSIX sh and either curl or wget (busybox's will do),
+# mount, sync and reboot; partprobe or blockdev where the installer has
+# them. Template variables it reads (cluster.template_vars):
+#   config_partition  the partition that receives mayu/final-config.yaml
+#                     (default: the install disk's first partition)
+#   mayu_urls         the base URLs of all replicas, space-separated, e.g.
+#                     "http://10.0.3.2:4081 http://10.0.3.3:4081"; after a
+#                     failed call this and every later call go to the next
+#                     one. Not needed when the replicas share a virtual
+#                     address (contrib/keepalived).
 set -u
 
 MAYU={{shellquote .MayuURL}}
@@ -11,19 +22,60 @@ DISK={{shellquote .Install.Disk}}
 ID={{shellquote .Machine.ID}}
 # The partition of the installed disk that receives the final config.
 CONFIG_PART={{with index .Vars "config_partition"}}{{shellquote .}}{{else}}"${DISK}1"{{end}}
+# Where to go when the replica that rendered this script fails.
+MAYU_URLS={{with index .Vars "mayu_urls"}}{{shellquote .}}{{else}}"$MAYU"{{end}}
 
 log() { echo "mayu-install[$ID]: $*"; }
 
-# retry CMD...: up to 60 tries, 5 s apart.
-retry() {
-	n=0
-	until "$@"; do
-		n=$((n + 1))
-		[ "$n" -ge 60 ] && return 1
-		log "retry $n: $1 ${2:-}"
-		sleep 5
+# Calls go to BASE: the replica that rendered this script, until a call
+# fails; then to the next of MAYU_URLS, and they stay there.
+BASE=$MAYU
+NURLS=$(echo $MAYU_URLS | wc -w)
+
+# next_base: BASE becomes the replica after it in MAYU_URLS (the first
+# when BASE is not in the list).
+next_base() {
+	first="" next="" found=""
+	for u in $MAYU_URLS; do
+		u=${u%/}
+		[ -n "$first" ] || first=$u
+		[ -n "$found" ] && { next=$u; break; }
+		[ "$u" = "$BASE" ] && found=1
 	done
+	BASE=${next:-$first}
 }
+
+# at URL: URL on the current replica.
+at() {
+	case "$1" in
+	"$MAYU"/*) echo "$BASE${1#"$MAYU"}" ;;
+	*) echo "$1" ;;
+	esac
+}
+
+# retry fetch|post URL [ARG]: tried on each replica in turn, a round of
+# all of them every 5 s, for 5 minutes.
+retry() {
+	op=$1 url=$2
+	shift 2
+	n=0
+	until $op "$(at "$url")" "$@"; do
+		n=$((n + 1))
+		[ "$n" -ge $((60 * NURLS)) ] && return 1
+		next_base
+		u=$(at "$url")
+		log "retry $n: $op ${u%%\?*}"
+		if [ $((n % NURLS)) -eq 0 ]; then
+			sleep 5
+		fi
+	done
+	return 0 # (an until loop's status is its body's last command's)
+}
+
+# wget's stall timeout, where it has one: Debian 12's busybox wget is
+# built without -T and crashes (SIGSEGV) when given it, even on success.
+WGET_T=""
+wget --help 2>&1 | grep -q -e '-T SEC' -e '-T,' && WGET_T="-T 30"
 
 # fetch URL FILE. A stalled transfer (the replica behind the virtual
 # address died mid-download) fails after 30 s and is retried, rather than
@@ -32,7 +84,8 @@ fetch() {
 	if command -v curl >/dev/null 2>&1; then
 		curl -fsS --connect-timeout 10 --speed-limit 1 --speed-time 30 -o "$2" "$1"
 	else
-		wget -q -T 30 -O "$2" "$1"
+		# shellcheck disable=SC2086 # WGET_T is empty or two words
+		wget -q $WGET_T -O "$2" "$1"
 	fi
 }
 
@@ -41,7 +94,8 @@ post() {
 	if command -v curl >/dev/null 2>&1; then
 		curl -fsS --connect-timeout 10 --max-time 30 -X POST --data-binary "${2:-}" "$1" >/dev/null
 	else
-		wget -q -T 30 -O /dev/null --post-data="${2:-}" "$1"
+		# shellcheck disable=SC2086
+		wget -q $WGET_T -O /dev/null --post-data="${2:-}" "$1"
 	fi
 }
 
@@ -62,7 +116,19 @@ log "fetching the final config"
 retry fetch {{shellquote .URLs.FinalConfig}} /tmp/mayu-final-config || fail "cannot fetch the final config"
 
 log "putting the final config on $CONFIG_PART"
-command -v partprobe >/dev/null 2>&1 && partprobe "$DISK" 2>/dev/null
+# The kernel reads a disk's partition table when the disk appears, not
+# when it is overwritten: ask it to read the new one, then give the
+# partition's device node a moment to appear.
+if command -v partprobe >/dev/null 2>&1; then
+	partprobe "$DISK" 2>/dev/null
+else
+	blockdev --rereadpt "$DISK" 2>/dev/null
+fi
+n=0
+while [ ! -b "$CONFIG_PART" ] && [ "$n" -lt 50 ]; do
+	sleep 0.2
+	n=$((n + 1))
+done
 mkdir -p /mnt/mayu-root
 if mount "$CONFIG_PART" /mnt/mayu-root; then
 	mkdir -p /mnt/mayu-root/mayu

@@ -1,0 +1,417 @@
+package e2e
+
+// Real machines: qemu VMs network-boot through mayu, install the OS image
+// on their disk, reboot into it and report boot-complete, under SeaBIOS
+// and OVMF. The installer and the OS image are built from Debian packages
+// when the tests start (package internal/vmlab); the VMs run with TCG, one
+// at a time, on a bridge inside namespaces the test creates.
+//
+// Each VM's serial console is read line by line: every step below waits
+// for the marker the flow prints at that moment (iPXE echoes mayu's
+// scripts, the installer and its first-stage script log as
+// mayu-installer: / mayu-install[<id>]:, the OS as MAYU-OS:), and the
+// machine's record in etcd is checked where the flow changes it.
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mayu-boot/mayu/internal/netlab"
+	"github.com/mayu-boot/mayu/internal/vmlab"
+	"github.com/mayu-boot/mayu/pkg/machine"
+)
+
+// A console line that ends every wait: the installer, its first stage or
+// the OS says it failed, or the kernel died.
+var vmFailure = regexp.MustCompile(`mayu-installer: FAILED|mayu-install\[.*\]: FAILED|MAYU-OS: FAILED|Kernel panic`)
+
+var vmBuild struct {
+	sync.Once
+	b   *vmlab.Build
+	err error
+}
+
+// requireVM skips the test unless VMs can be built and booted with fw
+// here: root, qemu, the firmware, the build tools. -short skips them too.
+func requireVM(t *testing.T, fw vmlab.Firmware) *vmlab.Build {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("VM boots take minutes: skipped with -short")
+	}
+	netlab.Require(t, "curl")
+	if miss := append(vmlab.MissingForBuild(), vmlab.MissingForBoot(fw)...); len(miss) > 0 {
+		t.Skipf("VM tests need %s (make test installs them)", strings.Join(miss, ", "))
+	}
+	vmBuild.Do(func() {
+		cache := os.Getenv("MAYU_VMLAB_CACHE")
+		if cache == "" {
+			cache, _ = filepath.Abs("../.work/vmlab") // git-ignored; keeps the kernel between runs
+		}
+		vmBuild.b, vmBuild.err = vmlab.BuildAll(t.Context(), cache, filepath.Join(bins.dir, "vm"), t.Logf)
+		if b := vmBuild.b; vmBuild.err == nil {
+			t.Logf("built kernel %s in %s, installer in %s, OS image in %s", b.Kernel.Version,
+				b.KernelTime.Round(10*time.Millisecond), b.InstallerTime.Round(10*time.Millisecond), b.ImageTime.Round(10*time.Millisecond))
+		}
+	})
+	if vmBuild.err != nil {
+		t.Fatalf("building the installer and OS image: %v", vmBuild.err)
+	}
+	return vmBuild.b
+}
+
+// startRA runs the lab's IPv6 router advertiser (dnsmasq, RA only) on
+// iface in ns, so that iPXE does not wait ~13 s for one on every boot.
+func startRA(t *testing.T, lab *netlab.Lab, ns, iface string) {
+	t.Helper()
+	lab.MustIP("-n", ns, "addr", "add", vmlab.RAAddress, "dev", iface, "nodad")
+	argv := vmlab.RouterAdvertiser(iface, t.TempDir())
+	lab.Start(ns, argv[0], argv[1:]...)
+}
+
+// vmLab is one mayu replica on its embedded etcd, and a bridge with a tap
+// for the VM:
+//
+//	netns <id>-sw: br0 ─┬─ tap0 ── qemu
+//	                    └─ veth ── netns <id>-srv: eth0 10.99.0.1/24 (mayu, dnsmasq RA)
+type vmLab struct {
+	seg *netlab.Segment
+	srv string
+	r   *replica
+}
+
+func newVMLab(t *testing.T, b *vmlab.Build) *vmLab {
+	t.Helper()
+	l := &vmLab{seg: netlab.NewSegment(t)}
+	l.srv = l.seg.AddHost("srv", "10.99.0.1/24")
+	startRA(t, l.seg.Lab, l.srv, "eth0")
+	l.r = startReplica(t, l.seg.Lab, l.srv, replicaOptions{iface: "eth0", files: b.Dir, kernelArgs: vmlab.KernelArgs})
+	l.r.waitLog(t, "answering DHCP", 30*time.Second)
+	l.seg.AddTap("tap0")
+	return l
+}
+
+// vm is a booted VM and the test's view of it.
+type vm struct {
+	*vmlab.VM
+	t   *testing.T
+	id  string
+	mac string
+}
+
+func bootVM(t *testing.T, seg *netlab.Segment, fw vmlab.Firmware, firmwarePXE bool, serial, mac string) *vm {
+	t.Helper()
+	dir := t.TempDir()
+	v, err := vmlab.StartVM(vmlab.VMConfig{
+		Name: serial, Netns: seg.Switch, Tap: "tap0", MAC: mac, Serial: serial,
+		Firmware: fw, FirmwarePXE: firmwarePXE, Disk: filepath.Join(dir, "disk.raw"), Dir: dir, FailOn: vmFailure,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		v.Stop()
+		if t.Failed() {
+			t.Logf("serial console of %s (last 60 lines):\n%s", serial, v.Tail(60))
+		}
+	})
+	t.Logf("qemu %s (%s%s), MAC %s, pid %d; console: %s", serial, fw, map[bool]string{true: ", firmware PXE"}[firmwarePXE], mac, v.Pid(), v.LogPath())
+	return &vm{VM: v, t: t, id: strings.ToLower(serial), mac: mac}
+}
+
+// step waits for the next console line matching pattern and logs it.
+func (v *vm) step(within time.Duration, what, pattern string) vmlab.Line {
+	v.t.Helper()
+	l, err := v.Expect(within, pattern)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	v.t.Logf("%7.1fs  %-44s %s", l.At.Seconds(), what, clipLine(l.Text, 100))
+	return l
+}
+
+func clipLine(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+// install follows one network boot from the firmware to `installed`.
+func (v *vm) install(firmware time.Duration) {
+	v.t.Helper()
+	id := regexp.QuoteMeta(v.id)
+	v.step(firmware, "iPXE runs mayu's chain script", `mayu: identifying`)
+	v.step(30*time.Second, "mayu answers the installer script", `mayu: installing machine `+id)
+	v.step(60*time.Second, "the installer kernel runs /init", `mayu-installer: kernel`)
+	v.step(30*time.Second, "the installer gets a DHCP lease", `mayu-installer: DHCP lease 10\.99\.0\.1\d\d/`)
+	v.step(30*time.Second, "the first stage runs", `mayu-installer: running the first-stage script`)
+	v.step(30*time.Second, "it writes the OS image", `mayu-install\[`+id+`\]: writing the OS image to /dev/vda`)
+	v.step(120*time.Second, "it puts the final config on the disk", `mayu-install\[`+id+`\]: putting the final config on /dev/vda1`)
+	v.step(30*time.Second, "it announces installed", `mayu-install\[`+id+`\]: announcing installed`)
+	v.step(120*time.Second, "and reboots", `mayu-install\[`+id+`\]: done, rebooting`)
+}
+
+// bootDisk follows the boot after an install: nobody answers the network
+// boot, the firmware falls through to the disk, the OS comes up on its
+// static address and reports boot-complete. It returns the address.
+func (v *vm) bootDisk(fallThrough time.Duration) string {
+	v.t.Helper()
+	id := regexp.QuoteMeta(v.id)
+	up := v.step(fallThrough, "the disk boots: the OS is up", `MAYU-OS: up: id=`+id+` `)
+	addr := regexp.MustCompile(`address=(\S+)/24`).FindStringSubmatch(up.Text)
+	if addr == nil {
+		v.t.Fatalf("the OS names no address: %s", up.Text)
+	}
+	v.step(60*time.Second, "it reports boot-complete", `MAYU-OS: boot-complete reported: id=`+id)
+	// The way there: the firmware's network boot got no script this time.
+	from := v.lastInstall()
+	for _, l := range v.Lines() {
+		if l.At > from && l.At < up.At && strings.Contains(l.Text, "mayu: installing machine") {
+			v.t.Fatalf("the installed machine was netbooted into the installer again: %s", l)
+		}
+	}
+	return addr[1]
+}
+
+// lastInstall is when the last first-stage script announced the reboot.
+func (v *vm) lastInstall() time.Duration {
+	var at time.Duration
+	for _, l := range v.Lines() {
+		if strings.Contains(l.Text, "done, rebooting") {
+			at = l.At
+		}
+	}
+	return at
+}
+
+// record reads the machine's record from etcd (etcdctl in ns).
+func record(t *testing.T, lab *netlab.Lab, ns, endpoints, id string) *machine.Machine {
+	t.Helper()
+	out, err := lab.Run(20*time.Second, ns, bins.etcdctl, "--endpoints", endpoints, "get", "/mayu/machines/"+id, "--print-value-only")
+	if err != nil {
+		t.Fatalf("etcdctl: %v\n%s", err, out)
+	}
+	if strings.TrimSpace(out) == "" {
+		return nil
+	}
+	var m machine.Machine
+	if err := json.Unmarshal([]byte(out), &m); err != nil {
+		t.Fatalf("record of %s: %v\n%s", id, err, out)
+	}
+	return &m
+}
+
+// waitState waits until the machine's record in etcd is in state.
+func waitState(t *testing.T, lab *netlab.Lab, ns, endpoints, id string, state machine.State, within time.Duration) *machine.Machine {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var m *machine.Machine
+	for time.Now().Before(deadline) {
+		if m = record(t, lab, ns, endpoints, id); m != nil && m.State == state {
+			t.Logf("          etcd: %s is %s (replica %s, generation %d, address %s)", id, m.State, m.LastReplica, m.Generation, m.InternalAddr)
+			return m
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	got := "no record"
+	if m != nil {
+		got = string(m.State)
+	}
+	t.Fatalf("%s never became %s in etcd (%s)", id, state, got)
+	return nil
+}
+
+// ignoredInstalled reports whether the replica's log shows the leader
+// ignoring a DHCP request of mac because the machine is installed.
+func ignoredInstalled(log, mac string) bool {
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, "dhcp: ignored") && strings.Contains(line, mac) && strings.Contains(line, "reason=installed") {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *vmLab) mayuctl(t *testing.T, args ...string) string {
+	t.Helper()
+	env := []string{"MAYU_SERVER=http://127.0.0.1:4080", "MAYU_TOKEN_FILE=" + filepath.Join(l.r.dir, "admin-token"), filepath.Join(filepath.Dir(bins.mayu), "mayuctl")}
+	out, err := l.seg.Run(20*time.Second, l.srv, "env", append(env, args...)...)
+	if err != nil {
+		t.Fatalf("mayuctl %v: %v\n%s", args, err, out)
+	}
+	return out
+}
+
+// fullCycle is item 3 of the flow for one firmware: install, the disk
+// boot while the leader stays silent, `running`, and a reinstall.
+func fullCycle(t *testing.T, fw vmlab.Firmware, mac string, fallThrough time.Duration) {
+	b := requireVM(t, fw)
+	l := newVMLab(t, b)
+	const etcd = "http://127.0.0.1:2379"
+	start := time.Now()
+	v := bootVM(t, l.seg, fw, false, "VM-"+strings.ToUpper(string(fw))+"-0001", mac)
+
+	t.Log("boot 1: network → iPXE → mayu's script → installer → installed")
+	v.install(90 * time.Second)
+	m := waitState(t, l.seg.Lab, l.srv, etcd, v.id, machine.Installed, 30*time.Second)
+	boot1 := time.Since(start)
+
+	t.Log("boot 2: the leader stays silent, the firmware falls through to the disk")
+	addr := v.bootDisk(fallThrough)
+	if addr != m.InternalAddr {
+		t.Errorf("the OS brought up %s, its InternalAddr is %s", addr, m.InternalAddr)
+	}
+	m = waitState(t, l.seg.Lab, l.srv, etcd, v.id, machine.Running, 30*time.Second)
+	if m.LastBoot.IsZero() {
+		t.Error("running, but no last boot time")
+	}
+	if !ignoredInstalled(l.r.log.String(), mac) {
+		t.Error("mayu's log shows no DHCP request of the installed machine ignored")
+	}
+	if out, err := l.seg.Run(10*time.Second, l.srv, "busybox", "ping", "-c", "1", "-W", "2", addr); err != nil {
+		t.Errorf("the OS's static address %s does not answer ping: %v\n%s", addr, err, out)
+	}
+	boot2 := time.Since(start) - boot1
+	t.Logf("mayuctl list:\n%s", l.mayuctl(t, "list"))
+
+	t.Log("boot 3: mayuctl reinstall, a reset, and it installs again")
+	l.mayuctl(t, "reinstall", v.id)
+	waitState(t, l.seg.Lab, l.srv, etcd, v.id, machine.Configured, 10*time.Second)
+	if err := v.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	v.install(90 * time.Second)
+	m2 := waitState(t, l.seg.Lab, l.srv, etcd, v.id, machine.Installed, 30*time.Second)
+	if m2.Generation != m.Generation+1 || m2.InternalAddr != m.InternalAddr || m2.MachineID != m.MachineID {
+		t.Errorf("after the reinstall: generation %d → %d, address %s → %s, machine-id %s → %s",
+			m.Generation, m2.Generation, m.InternalAddr, m2.InternalAddr, m.MachineID, m2.MachineID)
+	}
+	t.Logf("%s: install boot %s, disk boot %s, reinstall boot %s, total %s", fw,
+		boot1.Round(100*time.Millisecond), boot2.Round(100*time.Millisecond),
+		(time.Since(start) - boot1 - boot2).Round(100*time.Millisecond), time.Since(start).Round(100*time.Millisecond))
+}
+
+// SeaBIOS with qemu's iPXE NIC ROM. An unanswered network boot costs
+// ~20 s before SeaBIOS tries the disk.
+func TestVMBIOSInstallBootReinstall(t *testing.T) {
+	fullCycle(t, vmlab.BIOS, "52:54:00:00:05:01", 90*time.Second)
+}
+
+// OVMF with the iPXE EFI ROM. When nobody answers, OVMF goes on through
+// its own PXEv4, PXEv6 and HTTP boot options, each with its own timeout,
+// before it tries the disk: ~150 s (lab.md §7).
+func TestVMUEFIInstallBootReinstall(t *testing.T) {
+	fullCycle(t, vmlab.UEFI, "52:54:00:00:05:02", 300*time.Second)
+}
+
+// OVMF without the NIC's iPXE ROM: the firmware's own PXE gets ipxe.efi
+// from mayu over TFTP, that iPXE asks DHCP again and gets the script.
+func TestVMUEFIFirmwarePXEInstall(t *testing.T) {
+	b := requireVM(t, vmlab.UEFI)
+	l := newVMLab(t, b)
+	start := time.Now()
+	v := bootVM(t, l.seg, vmlab.UEFI, true, "VM-UEFI-PXE-0001", "52:54:00:00:05:03")
+	v.install(120 * time.Second)
+	waitState(t, l.seg.Lab, l.srv, "http://127.0.0.1:2379", v.id, machine.Installed, 30*time.Second)
+	if log := l.r.log.String(); !regexp.MustCompile(`tftp: sent.* file=ipxe.efi`).MatchString(log) {
+		t.Errorf("mayu's log shows no TFTP transfer of ipxe.efi:\n%s", tail(log, 30))
+	}
+	t.Logf("UEFI firmware PXE: installed after %s", time.Since(start).Round(100*time.Millisecond))
+}
+
+// Three replicas on a 3-member etcd: the DHCP leader, which served the
+// machine its iPXE script, installer and first stage, is killed while the
+// machine installs. The first-stage script retries its calls on the other
+// replicas (template var mayu_urls), the install completes, the new
+// leader stays silent on the next boot, and the machine ends `running`.
+func TestVMThreeReplicasLeaderKilledDuringInstall(t *testing.T) {
+	b := requireVM(t, vmlab.BIOS)
+	var urls []string
+	for _, a := range []string{"10.99.0.2", "10.99.0.3", "10.99.0.4"} {
+		urls = append(urls, "http://"+a+":4081")
+	}
+	c := newClusterWith(t, replicaOptions{files: b.Dir, kernelArgs: vmlab.KernelArgs,
+		extra: fmt.Sprintf("  template_vars: {mayu_urls: %q}\n", strings.Join(urls, " "))})
+	ra := c.seg.AddHost("ra")
+	startRA(t, c.seg.Lab, ra, "eth0")
+	c.seg.AddTap("tap0")
+	etcd := strings.Trim(strings.ReplaceAll(endpoints, " ", ""), "[]")
+	l := c.leader(30 * time.Second)
+	t.Logf("r%d leads DHCP", l+1)
+	start := time.Now()
+	v := bootVM(t, c.seg, vmlab.BIOS, false, "VM-HA-0001", "52:54:00:00:05:04")
+	v.step(90*time.Second, "iPXE runs mayu's chain script", `mayu: identifying`)
+	v.step(30*time.Second, "mayu answers the installer script", `mayu: installing machine `+v.id)
+
+	// Kill the leader the moment it has handed out the first stage: the
+	// machine is installing, everything after goes elsewhere.
+	leader := c.replicas[l]
+	deadline := time.Now().Add(90 * time.Second)
+	for !regexp.MustCompile(`machine state changed.*state=installing`).MatchString(leader.log.String()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("r%d never handed out the first stage:\n%s", l+1, v.Tail(30))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	leader.cmd.Process.Signal(syscall.SIGKILL)
+	leader.cmd.Wait()
+	t.Logf("%7.1fs  killed the leader r%d (kill -9) while the machine installs", v.Since().Seconds(), l+1)
+
+	v.step(60*time.Second, "the first stage retries on another replica", `mayu-install\[`+v.id+`\]: retry 1: `)
+	v.step(120*time.Second, "it announces installed", `mayu-install\[`+v.id+`\]: announcing installed`)
+	v.step(120*time.Second, "and reboots", `mayu-install\[`+v.id+`\]: done, rebooting`)
+	m := waitState(t, c.seg.Lab, c.nodes[(l+1)%3], etcd, v.id, machine.Installed, 30*time.Second)
+	if m.LastReplica == fmt.Sprintf("r%d", l+1) {
+		t.Errorf("installed recorded by the killed replica r%d", l+1)
+	}
+	nl := c.leader(30 * time.Second)
+	t.Logf("r%d leads DHCP now", nl+1)
+
+	addr := v.bootDisk(90 * time.Second)
+	m = waitState(t, c.seg.Lab, c.nodes[(l+1)%3], etcd, v.id, machine.Running, 30*time.Second)
+	if addr != m.InternalAddr {
+		t.Errorf("the OS brought up %s, its InternalAddr is %s", addr, m.InternalAddr)
+	}
+	if !ignoredInstalled(c.replicas[nl].log.String(), v.mac) {
+		t.Error("the new leader's log shows no DHCP request of the installed machine ignored")
+	}
+	var history []string
+	for _, e := range m.History {
+		history = append(history, fmt.Sprintf("%s by %s", e.State, e.Replica))
+	}
+	t.Logf("history: %s; running after %s", strings.Join(history, ", "), time.Since(start).Round(100*time.Millisecond))
+}
+
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(src, dst); err == nil {
+		return
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,141 @@
+// Command vmlab builds the test installer and OS image and boots VMs
+// through mayu, for scripts/demo.sh (the Go tests use package
+// internal/vmlab directly).
+//
+//	vmlab build -out DIR [-cache DIR]
+//	    builds DIR/installer/vmlinuz, DIR/installer/initrd.img and
+//	    DIR/images/os.img (mayu's files layout); the Debian kernel is
+//	    cached in -cache (default $MAYU_VMLAB_CACHE, else .work/vmlab).
+//
+//	vmlab run -netns NS -tap TAP -mac MAC -serial S -disk FILE -dir DIR [-fw bios|uefi] [-firmware-pxe]
+//	    boots a VM (network first, disk second) until SIGTERM or SIGINT,
+//	    writing its serial console with timestamps to DIR/serial.log and
+//	    to stdout with -echo. SIGUSR1 resets the machine (a power cycle).
+//	    It stops qemu when it ends.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/mayu-boot/mayu/internal/vmlab"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	var err error
+	switch os.Args[1] {
+	case "build":
+		err = build(os.Args[2:])
+	case "run":
+		err = runVM(os.Args[2:])
+	default:
+		usage()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vmlab:", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: vmlab build -out DIR [-cache DIR] | vmlab run -netns NS -tap TAP -mac MAC -serial S -disk FILE -dir DIR [-fw bios|uefi] [-firmware-pxe] [-echo]")
+	os.Exit(2)
+}
+
+func build(args []string) error {
+	fs := flag.NewFlagSet("build", flag.ExitOnError)
+	out := fs.String("out", "", "output directory (required)")
+	cache := fs.String("cache", defaultCache(), "cache for the Debian kernel")
+	fs.Parse(args)
+	if *out == "" {
+		usage()
+	}
+	if miss := vmlab.MissingForBuild(); len(miss) > 0 {
+		return fmt.Errorf("missing: %v (scripts/install-deps.sh installs them)", miss)
+	}
+	b, err := vmlab.BuildAll(context.Background(), *cache, *out, func(f string, a ...any) { fmt.Printf(f+"\n", a...) })
+	if err != nil {
+		return err
+	}
+	for _, f := range []string{vmlab.KernelFile, vmlab.InitrdFile, vmlab.ImageFile} {
+		st, err := os.Stat(b.Path(f))
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%-20s %9d bytes\n", f, st.Size())
+	}
+	fmt.Printf("kernel %s (%s), installer %s, OS image %s\n", b.Kernel.Version,
+		b.KernelTime.Round(10*time.Millisecond), b.InstallerTime.Round(10*time.Millisecond), b.ImageTime.Round(10*time.Millisecond))
+	return nil
+}
+
+func defaultCache() string {
+	if c := os.Getenv("MAYU_VMLAB_CACHE"); c != "" {
+		return c
+	}
+	abs, _ := filepath.Abs(".work/vmlab")
+	return abs
+}
+
+func runVM(args []string) error {
+	var cfg vmlab.VMConfig
+	fs := flag.NewFlagSet("run", flag.ExitOnError)
+	fs.StringVar(&cfg.Name, "name", "mayu-vm", "VM name")
+	fs.StringVar(&cfg.Netns, "netns", "", "network namespace holding the tap (required)")
+	fs.StringVar(&cfg.Tap, "tap", "", "tap device (required)")
+	fs.StringVar(&cfg.MAC, "mac", "52:54:00:12:34:56", "NIC MAC")
+	fs.StringVar(&cfg.Serial, "serial", "", "SMBIOS serial (required)")
+	fs.StringVar(&cfg.Disk, "disk", "", "disk image, created empty if missing (required)")
+	fs.StringVar(&cfg.Dir, "dir", "", "directory for the serial log, NVRAM and QMP socket (required)")
+	fw := fs.String("fw", "bios", "firmware: bios (SeaBIOS) or uefi (OVMF)")
+	fs.BoolVar(&cfg.FirmwarePXE, "firmware-pxe", false, "no iPXE NIC ROM: UEFI's own PXE fetches ipxe.efi over TFTP")
+	echo := fs.Bool("echo", false, "print each serial line to stdout")
+	fs.Parse(args)
+	if cfg.Netns == "" || cfg.Tap == "" || cfg.Serial == "" || cfg.Disk == "" || cfg.Dir == "" {
+		usage()
+	}
+	cfg.Firmware = vmlab.Firmware(*fw)
+	if miss := vmlab.MissingForBoot(cfg.Firmware); len(miss) > 0 {
+		return fmt.Errorf("missing: %v (scripts/install-deps.sh installs them)", miss)
+	}
+	if *echo {
+		cfg.Echo = func(l vmlab.Line) { fmt.Println(l) }
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
+	vm, err := vmlab.StartVM(cfg)
+	if err != nil {
+		return err
+	}
+	defer vm.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	exited := make(chan error, 1)
+	go func() { exited <- vm.Wait(ctx) }()
+	for {
+		select {
+		case s := <-sigs:
+			if s == syscall.SIGUSR1 {
+				if err := vm.Reset(); err != nil {
+					fmt.Fprintln(os.Stderr, "vmlab: reset:", err)
+				}
+				continue
+			}
+			return nil // deferred Stop ends qemu
+		case err := <-exited:
+			if err != nil {
+				return fmt.Errorf("qemu: %w", err)
+			}
+			return nil
+		}
+	}
+}

@@ -1,0 +1,91 @@
+// Package vmlab boots real virtual machines through mayu, the way a
+// machine in a rack meets it, for the end-to-end tests and `make demo`:
+//
+//   - Kernel: a Debian kernel, downloaded (never installed) with the few
+//     modules a VM needs;
+//   - BuildInstaller: the installer mayu's iPXE script boots, a busybox
+//     initramfs whose /init gets an address by DHCP and runs the
+//     first-stage script mayu rendered for the machine;
+//   - BuildOSImage: the OS image mayu writes to the machine's disk, which
+//     boots on BIOS and UEFI, brings up its static address from its final
+//     config and reports boot-complete;
+//   - VM: qemu with SeaBIOS or OVMF, network first and disk second, its
+//     serial console captured line by line, reset like a real machine;
+//   - RouterAdvertiser: IPv6 router advertisements for the lab segment,
+//     so iPXE does not wait for them.
+//
+// Everything here runs inside network namespaces the caller created; the
+// machine's own interfaces are never touched. What it learned from
+// shared/reference/lab.md is said where it matters.
+package vmlab
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+)
+
+// MissingForBuild names what building the installer and the OS image
+// needs and this machine lacks (scripts/install-deps.sh installs it).
+func MissingForBuild() []string {
+	var miss []string
+	for tool, pkg := range map[string]string{
+		"apt-get": "apt", "apt-cache": "apt", "dpkg-deb": "dpkg",
+		"depmod": "kmod", "modprobe": "kmod",
+		"mkfs.fat": "dosfstools", "syslinux": "syslinux", "mcopy": "mtools", "mmd": "mtools",
+	} {
+		if _, err := exec.LookPath(tool); err != nil {
+			miss = append(miss, tool+" ("+pkg+")")
+		}
+	}
+	if _, err := os.Stat(syslinuxMBR); err != nil {
+		miss = append(miss, syslinuxMBR+" (syslinux-common)")
+	}
+	return miss
+}
+
+// MissingForBoot names what booting a VM with fw needs and this machine
+// lacks.
+func MissingForBoot(fw Firmware) []string {
+	var miss []string
+	if _, err := exec.LookPath(QEMU); err != nil {
+		miss = append(miss, QEMU+" (qemu-system-x86)")
+	}
+	if _, err := exec.LookPath("dnsmasq"); err != nil {
+		miss = append(miss, "dnsmasq (dnsmasq-base)")
+	}
+	files := map[string]string{virtioROM: "ipxe-qemu"}
+	if fw == UEFI {
+		files[ovmfCode], files[ovmfVars] = "ovmf", "ovmf"
+	}
+	for f, pkg := range files {
+		if _, err := os.Stat(f); err != nil {
+			miss = append(miss, f+" ("+pkg+")")
+		}
+	}
+	return miss
+}
+
+// RAAddress is the address the router advertiser's interface needs: the
+// prefix it advertises is its /64.
+const RAAddress = "fd99::1/64"
+
+// RouterAdvertiser is the command line of a dnsmasq that only sends IPv6
+// router advertisements for fd99::/64 on iface: no DNS (port 0), no DHCP
+// for IPv4 or IPv6 (ra-only), so mayu stays the only DHCP server. Run it
+// in foreground, in a namespace the caller created, with RAAddress on
+// iface.
+//
+// Why: iPXE configures IPv4 (DHCP) and IPv6 (router solicitation) at once
+// and waits for both; without any router on the segment it waits ~13 s
+// for its solicitations to time out, on every network boot (lab.md §5).
+// An RA ends that at once; iPXE then also takes a fd99:: SLAAC address,
+// which nothing uses. mayu itself has no business sending RAs on an
+// operator's network, so the lab brings its own.
+func RouterAdvertiser(iface, dir string) []string {
+	return []string{"dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+		"--port=0", "--interface=" + iface, "--bind-interfaces", "--user=root", "--group=root",
+		"--enable-ra", "--dhcp-range=fd99::,ra-only,64",
+		"--pid-file=" + filepath.Join(dir, "ra.pid"), "--dhcp-leasefile=" + filepath.Join(dir, "ra.leases"),
+		"--log-facility=-"}
+}
