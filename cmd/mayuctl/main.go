@@ -58,7 +58,7 @@ func init() {
 		"add":          {args: "ID [--mac MAC]...", summary: "pre-register a machine (its id is its lower-cased SMBIOS serial)", run: (*cli).add},
 		"reinstall":    {args: "ID", summary: "install a machine again at its next network boot", run: (*cli).reinstall},
 		"set-metadata": {args: "ID KEY=VALUE...", summary: "set metadata of a machine; KEY= deletes the key", run: (*cli).setMetadata},
-		"delete":       {args: "ID", summary: "delete a machine, freeing its address and profile slot", run: (*cli).delete},
+		"delete":       {args: "[--force] ID", summary: "delete a machine, freeing its address and profile slot (--force for an installed one)", run: (*cli).delete},
 		"watch":        {args: "[-o text|json]", summary: "follow machine state changes as they happen (Ctrl-C ends)", run: (*cli).watch},
 		"leases":       {args: "[-o table|json]", summary: "list the DHCP leases", run: (*cli).leases},
 		"replicas":     {args: "[-o table|json]", summary: "list the replicas and show which one leads DHCP", run: (*cli).replicas},
@@ -479,7 +479,9 @@ func (c *cli) setMetadata(args []string) error {
 }
 
 func (c *cli) delete(args []string) error {
-	id, err := oneID(flag.NewFlagSet("delete", flag.ContinueOnError), args)
+	fs := flag.NewFlagSet("delete", flag.ContinueOnError)
+	force := fs.Bool("force", false, "delete even an installed or running machine")
+	id, err := oneID(fs, args)
 	if err != nil {
 		return err
 	}
@@ -487,7 +489,7 @@ func (c *cli) delete(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := api.Delete(c.ctx, id); err != nil {
+	if err := api.Delete(c.ctx, id, *force); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "deleted %s; its address and profile slot are free again\n", id)

@@ -385,6 +385,21 @@ func (a *api) delete(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// Deleting an installed machine forgets that it is installed: its next
+	// network boot installs it again and its address goes to another
+	// machine. That takes an explicit force.
+	if r.URL.Query().Get("force") != "true" {
+		m, err := a.reg.Get(r.Context(), id)
+		var corrupt *registry.CorruptError
+		if err != nil && !errors.As(err, &corrupt) {
+			a.fail(w, r, err)
+			return
+		}
+		if err == nil && m.HasBeenInstalled() {
+			writeError(w, http.StatusConflict, fmt.Sprintf("machine %s is %s: deleting it lets its next network boot install it again and frees its address %s for another machine; use `mayuctl delete --force %s` if that is what you want", id, m.State, m.InternalAddr, id))
+			return
+		}
+	}
 	if err := a.reg.Delete(r.Context(), id); err != nil {
 		a.fail(w, r, err)
 		return

@@ -451,7 +451,7 @@ func TestClient(t *testing.T) {
 	if err != nil || v.Hash != e.cfg.ClusterHash() || v.Cluster.Profiles[0].Name != "core" {
 		t.Fatalf("Config: %+v %v", v, err)
 	}
-	if err := c.Delete(ctx, "c1"); err != nil {
+	if err := c.Delete(ctx, "c1", false); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
 

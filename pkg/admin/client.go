@@ -68,8 +68,12 @@ func (c *Client) SetMetadata(ctx context.Context, id string, kv map[string]strin
 }
 
 // Delete removes a machine, freeing its address and profile slot.
-func (c *Client) Delete(ctx context.Context, id string) error {
-	_, err := call[Deleted](ctx, c, http.MethodDelete, machinePath(id, ""), nil)
+func (c *Client) Delete(ctx context.Context, id string, force bool) error {
+	path := machinePath(id, "")
+	if force {
+		path += "?force=true"
+	}
+	_, err := call[Deleted](ctx, c, http.MethodDelete, path, nil)
 	return err
 }
 

@@ -2,6 +2,7 @@ package admin_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -74,5 +75,33 @@ func TestWatchFollowsStateChanges(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("watch after cancel: %v", err)
+	}
+}
+
+func TestDeletingAnInstalledMachineNeedsForce(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	if _, _, err := e.reg.Register(ctx, registry.Registration{ID: "sn-i"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []func(*machine.Machine) error{
+		func(m *machine.Machine) error { return m.StartInstall("r", time.Now()) },
+		func(m *machine.Machine) error { return m.MarkInstalled("r", time.Now()) },
+	} {
+		if _, err := e.reg.Update(ctx, "sn-i", f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := &admin.Client{BaseURL: e.srv.URL, Token: token}
+	err := c.Delete(ctx, "sn-i", false)
+	var ae *admin.Error
+	if !errors.As(err, &ae) || ae.Status != 409 || !strings.Contains(ae.Message, "--force") {
+		t.Fatalf("delete without force: %v", err)
+	}
+	if err := c.Delete(ctx, "sn-i", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.reg.Get(ctx, "sn-i"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("still there: %v", err)
 	}
 }

@@ -20,6 +20,14 @@ func (c *Config) Validate() error {
 	var p problems
 	c.Node.validate(&p)
 	c.Cluster.validate(&p)
+	for i, pool := range c.Cluster.Pools {
+		if a := c.Node.AdvertiseAddress; a.IsValid() && pool.Range.Contains(a) {
+			p.addf("node.advertise_address", "%s is inside cluster.pools[%d].range %s: it could be leased to a machine", a, i, pool.Range)
+		}
+	}
+	if a := c.Node.AdvertiseAddress; a.IsValid() && c.Cluster.Static.Range.Contains(a) {
+		p.addf("node.advertise_address", "%s is inside cluster.static.range %s: it could become a machine's address", a, c.Cluster.Static.Range)
+	}
 	return errors.Join(p...)
 }
 

@@ -48,6 +48,7 @@ type pool struct {
 	held     map[netip.Addr]hold      // offers and ACKs in flight
 	declined map[netip.Addr]time.Time // until when to avoid
 	cursor   netip.Addr               // where the next free-address scan starts
+	reserved map[netip.Addr]bool      // never leased: the replicas' own addresses
 }
 
 func newPool(cfg config.Pool) *pool {
@@ -76,7 +77,7 @@ func (p *pool) setLocked(l Lease) {
 
 // freeFor reports whether ip may go to mac now.
 func (p *pool) freeFor(ip netip.Addr, mac string, now time.Time) bool {
-	if !p.cfg.Range.Contains(ip) {
+	if !p.cfg.Range.Contains(ip) || p.reserved[ip] {
 		return false
 	}
 	if until, ok := p.declined[ip]; ok {
@@ -192,6 +193,17 @@ func (p *pool) forget(mac string, ip netip.Addr) {
 	if h, ok := p.held[ip]; ok && h.mac == mac {
 		delete(p.held, ip)
 	}
+}
+
+// heldBy reports whether ip is mac's: leased to it or offered to it.
+func (p *pool) heldBy(mac string, ip netip.Addr, now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l := p.byIP[ip]; l != nil && l.MAC == mac {
+		return true
+	}
+	h, ok := p.held[ip]
+	return ok && h.mac == mac && now.Before(h.until)
 }
 
 // decline avoids ip for a while: something else answers on it.

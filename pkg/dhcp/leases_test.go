@@ -399,3 +399,37 @@ func TestPoolStats(t *testing.T) {
 		t.Fatalf("all expired: active %d free %d", a, f)
 	}
 }
+
+func TestReservedAddressesAreNeverOffered(t *testing.T) {
+	p := testPool()
+	now := time.Now()
+	first, err := p.offer("52:54:00:00:00:01", netip.Addr{}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2 := testPool()
+	p2.reserved = map[netip.Addr]bool{first: true}
+	got, err := p2.offer("52:54:00:00:00:01", first, now)
+	if err != nil || got == first {
+		t.Fatalf("offered the reserved %s: %s %v", first, got, err)
+	}
+	if p2.reserve("52:54:00:00:00:02", first, now) == nil {
+		t.Fatal("a reserved address was reserved for a client")
+	}
+}
+
+func TestOnlyTheHolderMayDecline(t *testing.T) {
+	p := testPool()
+	now := time.Now()
+	ip, _ := p.offer("52:54:00:00:00:01", netip.Addr{}, now)
+	if p.heldBy("52:54:00:00:00:99", ip, now) {
+		t.Fatal("a stranger holds another client's offer")
+	}
+	if !p.heldBy("52:54:00:00:00:01", ip, now) {
+		t.Fatal("the client does not hold its own offer")
+	}
+	p.commit(Lease{IP: ip, MAC: "52:54:00:00:00:01", Expiry: now.Add(time.Hour)})
+	if !p.heldBy("52:54:00:00:00:01", ip, now) || p.heldBy("52:54:00:00:00:99", ip, now) {
+		t.Fatal("lease holder check")
+	}
+}

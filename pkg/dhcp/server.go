@@ -88,7 +88,7 @@ func New(o Options) *Server {
 func (s *Server) Listen() error {
 	s.serverIP = s.o.ServerIP
 	if !s.serverIP.IsValid() {
-		ip, err := interfaceIPv4(s.o.Interface)
+		ip, err := interfaceIPv4(s.o.Interface, s.o.Pools)
 		if err != nil {
 			return err
 		}
@@ -108,7 +108,9 @@ func (s *Server) Addr() net.Addr { return s.conn.LocalAddr() }
 // ServerIP is the server identifier this replica answers with.
 func (s *Server) ServerIP() netip.Addr { return s.serverIP }
 
-func interfaceIPv4(name string) (netip.Addr, error) {
+// interfaceIPv4 picks the interface's IPv4 address inside one of the
+// pools' subnets (the one local clients reach), else its first one.
+func interfaceIPv4(name string, pools []config.Pool) (netip.Addr, error) {
 	ifc, err := net.InterfaceByName(name)
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("node.interface %q: %w", name, err)
@@ -117,12 +119,24 @@ func interfaceIPv4(name string) (netip.Addr, error) {
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("node.interface %q: %w", name, err)
 	}
+	var first netip.Addr
 	for _, a := range addrs {
 		if n, ok := a.(*net.IPNet); ok {
 			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap().Is4() {
-				return ip.Unmap(), nil
+				ip = ip.Unmap()
+				for _, p := range pools {
+					if p.Subnet.Contains(ip) {
+						return ip, nil
+					}
+				}
+				if !first.IsValid() {
+					first = ip
+				}
 			}
 		}
+	}
+	if first.IsValid() {
+		return first, nil
 	}
 	return netip.Addr{}, fmt.Errorf("node.interface %q has no IPv4 address (DHCP answers from it)", name)
 }
@@ -197,7 +211,11 @@ func (s *Server) Lead(ctx context.Context, f election.Fence) {
 	}
 	t := &term{fence: f}
 	for _, pc := range s.o.Pools {
-		t.pools = append(t.pools, newPool(pc))
+		p := newPool(pc)
+		// Whatever the configuration, never lease this replica's own
+		// address nor the one machines reach mayu at.
+		p.reserved = map[netip.Addr]bool{s.serverIP: true, s.o.Advertise: true}
+		t.pools = append(t.pools, p)
 	}
 	n := 0
 	for _, l := range leases {
@@ -243,6 +261,13 @@ func (t *term) poolOf(ip netip.Addr) *pool {
 func (s *Server) poolFor(t *term, req *dhcpv4.DHCPv4) *pool {
 	if gi, ok := netip.AddrFromSlice(req.GatewayIPAddr.To4()); ok && !gi.IsUnspecified() {
 		return t.poolOf(gi)
+	}
+	// A renewing client of a relayed network unicasts to us directly,
+	// without giaddr: its own address names its pool.
+	if ci, ok := netip.AddrFromSlice(req.ClientIPAddr.To4()); ok && !ci.IsUnspecified() {
+		if p := t.poolOf(ci); p != nil {
+			return p
+		}
 	}
 	return t.poolOf(s.serverIP)
 }
@@ -307,6 +332,12 @@ func (s *Server) handle(ctx context.Context, p packet) {
 	case dhcpv4.MessageTypeDecline:
 		ip, _ := netip.AddrFromSlice(req.RequestedIPAddress().To4())
 		if !ip.IsValid() {
+			return
+		}
+		// Only the client the address was given to may decline it:
+		// otherwise one host could quarantine the whole pool.
+		if !s.ours(req) || !pl.heldBy(mac, ip, now) {
+			log.Debug("dhcp: decline ignored: not this client's address", "ip", ip)
 			return
 		}
 		if _, ok := pl.leaseOf(mac, ip); ok {
@@ -375,6 +406,17 @@ func (s *Server) request(ctx context.Context, log *slog.Logger, t *term, pl *poo
 	s.reply(req, peer, s.answer(req, dhcpv4.MessageTypeAck, ip, pl, dec))
 }
 
+// ours reports whether a request names this server (or none) as its
+// server identifier.
+func (s *Server) ours(req *dhcpv4.DHCPv4) bool {
+	sid := req.ServerIdentifier()
+	if sid == nil || sid.IsUnspecified() {
+		return true
+	}
+	a, _ := netip.AddrFromSlice(sid.To4())
+	return a == s.serverIP
+}
+
 // answer builds an OFFER or ACK with the pool's options and the boot
 // decision.
 func (s *Server) answer(req *dhcpv4.DHCPv4, typ dhcpv4.MessageType, ip netip.Addr, pl *pool, dec Decision) *dhcpv4.DHCPv4 {
@@ -426,6 +468,11 @@ func (s *Server) nak(req *dhcpv4.DHCPv4, why string) *dhcpv4.DHCPv4 {
 		dhcpv4.WithOption(dhcpv4.OptMessage(why)))
 	if err != nil {
 		return nil
+	}
+	if !req.GatewayIPAddr.IsUnspecified() {
+		// RFC 2131 4.3.2: the relay must broadcast a NAK, since the
+		// client has no usable address.
+		resp.SetBroadcast()
 	}
 	return resp
 }

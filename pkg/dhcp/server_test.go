@@ -403,7 +403,8 @@ func TestServerExchanges(t *testing.T) {
 	}})
 	installedMAC := hw(0xff)
 	installMachine(t, reg, "installed-1", installedMAC)
-	installed := reg.FollowInstalled(ctx, testLogger(t))
+	installed := registry.NewInstalled()
+	go reg.FollowInstalled(ctx, installed, testLogger(t))
 	waitFor(t, 10*time.Second, "installed MAC known", func() bool { return installed.Has(installedMAC.String()) })
 
 	srv, _ := leadingServer(t, cli, Options{Installed: installed})
@@ -663,7 +664,8 @@ func TestServerAnswersInstalledIPXE(t *testing.T) {
 	}})
 	mac := hw(0xfe)
 	installMachine(t, reg, "installed-2", mac)
-	installed := reg.FollowInstalled(ctx, testLogger(t))
+	installed := registry.NewInstalled()
+	go reg.FollowInstalled(ctx, installed, testLogger(t))
 	srv, _ := leadingServer(t, cli, Options{Installed: installed, Policy: Policy{
 		BIOS: "undionly.kpxe", EFI64: "ipxe.efi", ScriptURL: scriptURL, AnswerInstalledIPXE: true}})
 	if !installed.Has(mac.String()) {

@@ -157,13 +157,17 @@ func (s *Server) identify(ctx context.Context, r *http.Request) (*machine.Machin
 	if err != nil {
 		return nil, err
 	}
+	uuid := strings.ToLower(q.Get("uuid"))
+	if err := identity.CheckUUID(uuid); err != nil {
+		return nil, err
+	}
 	mac := ""
 	if raw := q.Get("mac"); raw != "" {
 		if mac, err = identity.NormalizeMAC(raw); err != nil {
 			return nil, err
 		}
 	}
-	id, _, err := identity.Resolve(identity.Input{Serial: serial, UUID: q.Get("uuid"), MAC: mac})
+	id, _, err := identity.Resolve(identity.Input{Serial: serial, UUID: uuid, MAC: mac})
 	if err != nil {
 		return nil, fmt.Errorf("this machine cannot be identified: %w", err)
 	}
@@ -181,7 +185,7 @@ func (s *Server) identify(ctx context.Context, r *http.Request) (*machine.Machin
 		}
 		var created bool
 		m, created, err = s.reg.Register(ctx, registry.Registration{
-			ID: id, Serial: serial, UUID: strings.ToLower(q.Get("uuid")), MACs: macs, Arch: clip(q.Get("arch")),
+			ID: id, Serial: serial, UUID: uuid, MACs: macs, Arch: clip(q.Get("arch")),
 		})
 		if err == nil && created {
 			s.log.Info("machine registered", "id", m.ID, "mac", mac, "state", m.State, "profile", m.Profile,

@@ -283,6 +283,13 @@ func TestRefusals(t *testing.T) {
 	if s := l.expect("GET", "/ipxe?mac=not-a-mac", 200); !strings.Contains(s, "not valid") {
 		t.Errorf("bad mac got:\n%s", s)
 	}
+	// Hostile sizes never reach a record.
+	if s := l.expect("GET", "/ipxe?serial="+hex.EncodeToString([]byte("SN-A"))+"&uuid="+strings.Repeat("a", 5000), 200); !strings.Contains(s, "is not a UUID") {
+		t.Errorf("long uuid got:\n%s", s)
+	}
+	if s := l.expect("GET", "/ipxe?serial="+strings.Repeat("41", 5000), 200); !strings.Contains(s, "longer than") {
+		t.Errorf("long serial got:\n%s", s)
+	}
 	ms, _, _ := l.reg.List(context.Background())
 	if len(ms) != 2 {
 		t.Fatalf("refused requests registered machines: %d", len(ms))

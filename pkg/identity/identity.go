@@ -43,6 +43,10 @@ var placeholders = []string{
 	".",
 }
 
+// MaxSerial bounds the SMBIOS serial mayu accepts (SMBIOS strings are
+// short; a longer one is hostile input, not a serial).
+const MaxSerial = 128
+
 // ErrNoIdentity is returned when a machine sent nothing usable.
 var ErrNoIdentity = errors.New("the machine sent no usable serial, UUID or MAC address")
 
@@ -121,9 +125,23 @@ func usableUUID(u string) bool {
 	return strings.Trim(digits, "0") != "" && strings.Trim(digits, "f") != ""
 }
 
+var uuidPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+
+// CheckUUID refuses anything but a UUID as iPXE prints ${uuid}; empty is
+// allowed (iPXE prints nothing when the firmware has none).
+func CheckUUID(u string) error {
+	if u != "" && !uuidPattern.MatchString(strings.ToLower(u)) {
+		return fmt.Errorf("uuid %q is not a UUID (like 8f3a2b1c-4d5e-4f60-8a7b-9c0d1e2f3a4b)", clip(u))
+	}
+	return nil
+}
+
 // DecodeSerial decodes iPXE's ${serial:hexraw}. iPXE expands a missing
 // setting to an empty string, which decodes to an empty serial.
 func DecodeSerial(hexraw string) (string, error) {
+	if len(hexraw) > 2*MaxSerial {
+		return "", fmt.Errorf("serial is longer than %d bytes", MaxSerial)
+	}
 	b, err := hex.DecodeString(strings.TrimSpace(hexraw))
 	if err != nil {
 		return "", fmt.Errorf("serial %q is not hex (iPXE sends ${serial:hexraw}): %v", clip(hexraw), err)

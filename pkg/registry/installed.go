@@ -56,27 +56,29 @@ func (s *Installed) set(id string, macs []string) {
 	}
 }
 
-// FollowInstalled loads the installed MACs and follows changes until ctx
-// ends. After a watch failure (compaction, etcd outage) it reloads.
-func (r *Registry) FollowInstalled(ctx context.Context, log *slog.Logger) *Installed {
-	s := &Installed{macs: map[string]string{}, byID: map[string][]string{}, ready: make(chan struct{})}
-	go func() {
-		for ctx.Err() == nil {
-			rev, err := r.loadInstalled(ctx, s)
-			if err == nil {
-				err = r.watchInstalled(ctx, s, rev)
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			log.Warn("following installed machines: reloading", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
+// NewInstalled is an empty set, to be filled by FollowInstalled.
+func NewInstalled() *Installed {
+	return &Installed{macs: map[string]string{}, byID: map[string][]string{}, ready: make(chan struct{})}
+}
+
+// FollowInstalled loads the installed MACs into s and follows changes
+// until ctx ends; it returns then. After a watch failure (compaction, etcd
+// outage, an etcd leader election) it reloads.
+func (r *Registry) FollowInstalled(ctx context.Context, s *Installed, log *slog.Logger) {
+	for ctx.Err() == nil {
+		rev, err := r.loadInstalled(ctx, s)
+		if err == nil {
+			err = r.watchInstalled(ctx, s, rev)
 		}
-	}()
-	return s
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("following installed machines: reloading", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 func (r *Registry) loadInstalled(ctx context.Context, s *Installed) (int64, error) {
@@ -92,12 +94,18 @@ func (r *Registry) loadInstalled(ctx context.Context, s *Installed) (int64, erro
 			fresh[m.ID] = m.MACs
 		}
 	}
-	s.mu.Lock()
-	s.macs, s.byID = map[string]string{}, map[string][]string{}
-	s.mu.Unlock()
-	for id, macs := range fresh {
-		s.set(id, macs)
+	// Build the new set aside and swap it in at once: no moment in which
+	// an installed machine's MAC looks unknown.
+	macs, byID := map[string]string{}, map[string][]string{}
+	for id, ms := range fresh {
+		byID[id] = ms
+		for _, m := range ms {
+			macs[m] = id
+		}
 	}
+	s.mu.Lock()
+	s.macs, s.byID = macs, byID
+	s.mu.Unlock()
 	if !s.loaded {
 		s.loaded = true
 		close(s.ready)

@@ -36,6 +36,9 @@ var (
 	ErrExhausted = errors.New("static address range exhausted")
 	// ErrConflict: too many concurrent writers; the caller may retry.
 	ErrConflict = errors.New("too many concurrent changes to the same keys, try again")
+	// ErrTooManyMACs: a machine has at most MaxMACs MACs, so that no
+	// client can grow a record (and its transactions) without bound.
+	ErrTooManyMACs = fmt.Errorf("a machine has at most %d MACs", MaxMACs)
 	// ErrUnavailable wraps every error that came from etcd itself.
 	ErrUnavailable = errors.New("etcd unavailable")
 )
@@ -59,6 +62,10 @@ type MACTakenError struct{ MAC, Owner string }
 func (e *MACTakenError) Error() string {
 	return fmt.Sprintf("MAC %s already belongs to machine %s (delete that machine first if the NIC moved)", e.MAC, e.Owner)
 }
+
+// MaxMACs is how many MACs one machine may have: enough for every NIC of a
+// server, few enough to keep each registration transaction small.
+const MaxMACs = 16
 
 // maxAttempts bounds compare-and-swap retries. Each failed attempt means
 // another writer succeeded, so progress is guaranteed; the bound only stops
@@ -233,6 +240,9 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (m *machine.M
 		}
 	}
 	reg.MACs = macs
+	if len(macs) > MaxMACs {
+		return nil, false, fmt.Errorf("%w: %d MACs given", ErrTooManyMACs, len(macs))
+	}
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		m, created, err = r.tryRegister(ctx, reg)
 		if !errors.Is(err, errRetry) {
@@ -482,6 +492,9 @@ func (r *Registry) AddMAC(ctx context.Context, id, mac string) (*machine.Machine
 		}
 		if m.HasMAC(mac) {
 			return m, nil
+		}
+		if len(m.MACs) >= MaxMACs {
+			return nil, fmt.Errorf("%w: machine %s already has %d", ErrTooManyMACs, id, len(m.MACs))
 		}
 		m.MACs = append(m.MACs, mac)
 		data, _ := json.Marshal(m)

@@ -787,3 +787,32 @@ func TestEtcdOutage(t *testing.T) {
 		})
 	}
 }
+
+// No client can grow a record's MAC list (and its transactions) without
+// bound: etcd refuses transactions of more than 128 operations.
+func TestMACsPerMachineAreBounded(t *testing.T) {
+	cli := etcdtest.Start(t)
+	r := newRegistry(t, cli, cluster("10.0.3.10", 10), "r1")
+	ctx := ctxT(t)
+	var many []string
+	for i := 0; i <= registry.MaxMACs; i++ {
+		many = append(many, mac(9, i))
+	}
+	if _, _, err := r.Register(ctx, registry.Registration{ID: "too-many", MACs: many}); !errors.Is(err, registry.ErrTooManyMACs) {
+		t.Fatalf("register with %d MACs: %v", len(many), err)
+	}
+	if _, _, err := r.Register(ctx, registry.Registration{ID: "m"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < registry.MaxMACs; i++ {
+		if _, err := r.AddMAC(ctx, "m", mac(8, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.AddMAC(ctx, "m", mac(8, 200)); !errors.Is(err, registry.ErrTooManyMACs) {
+		t.Fatalf("MAC %d: %v", registry.MaxMACs+1, err)
+	}
+	if err := r.Delete(ctx, "m"); err != nil {
+		t.Fatalf("delete with %d MACs: %v", registry.MaxMACs, err)
+	}
+}

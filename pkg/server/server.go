@@ -110,6 +110,23 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 	health.HandleFunc("/readyz", s.readyz)
 	health.HandleFunc("/leader", s.leader)
 
+	// Everything the health handlers look at exists before they serve.
+	runCtx, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	at := func(port int) string { return net.JoinHostPort(cfg.Node.ListenAddress.String(), strconv.Itoa(port)) }
+	s.replica = replica.New(s.conn.Client, cfg, replica.Info{
+		Version: version, Advertise: mayuURL, HTTP: at(cfg.Node.Ports.HTTP), Admin: at(cfg.Node.Ports.Admin),
+		Metrics: at(cfg.Node.Ports.Metrics), DHCP: cfg.Node.Ports.DHCP > 0, Started: time.Now().UTC(),
+	}, log)
+	s.background(func() { s.replica.Run(runCtx) })
+	if err := s.startTFTP(); err != nil {
+		return nil, err
+	}
+	if err := s.startDHCP(runCtx, mayuURL); err != nil {
+		return nil, err
+	}
+	s.background(func() { s.sweepInstalls(runCtx) })
+
 	for _, l := range []struct {
 		name string
 		port int
@@ -119,25 +136,10 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		{"admin", cfg.Node.Ports.Admin, adminAPI},
 		{"metrics", cfg.Node.Ports.Metrics, health},
 	} {
-		if err := s.listen(l.name, cfg.Node.ListenAddress, l.port, l.h); err != nil {
+		if err := s.listen(runCtx, l.name, cfg.Node.ListenAddress, l.port, l.h); err != nil {
 			return nil, err
 		}
 	}
-
-	runCtx, stop := context.WithCancel(context.Background())
-	s.stop = stop
-	if err := s.startTFTP(); err != nil {
-		return nil, err
-	}
-	s.replica = replica.New(s.conn.Client, cfg, replica.Info{
-		Version: version, Advertise: mayuURL, HTTP: s.Addrs["http"], Admin: s.Addrs["admin"],
-		Metrics: s.Addrs["metrics"], DHCP: cfg.Node.Ports.DHCP > 0, Started: time.Now().UTC(),
-	}, log)
-	s.background(func() { s.replica.Run(runCtx) })
-	if err := s.startDHCP(runCtx, mayuURL); err != nil {
-		return nil, err
-	}
-	s.background(func() { s.sweepInstalls(runCtx) })
 	log.Info("mayu started", "replica", cfg.Node.Name, "advertise", mayuURL, "http", s.Addrs["http"],
 		"admin", s.Addrs["admin"], "metrics", s.Addrs["metrics"], "config_hash", cfg.ClusterHash()[:12])
 	return s, nil
@@ -181,7 +183,8 @@ func (s *Server) startDHCP(ctx context.Context, mayuURL string) error {
 	if n.Ports.DHCP == 0 {
 		return nil
 	}
-	installed := s.registry.FollowInstalled(ctx, s.log)
+	installed := registry.NewInstalled()
+	s.background(func() { s.registry.FollowInstalled(ctx, installed, s.log) })
 	s.dhcp = dhcp.New(dhcp.Options{
 		Interface: n.Interface, Port: n.Ports.DHCP, Advertise: n.AdvertiseAddress, Pools: cl.Pools,
 		Policy: dhcp.Policy{
@@ -216,7 +219,9 @@ func (s *Server) startDHCP(ctx context.Context, mayuURL string) error {
 	return nil
 }
 
-func (s *Server) listen(name string, addr netip.Addr, port int, h http.Handler) error {
+// listen serves h on addr:port; requests see ctx, which Close cancels (a
+// mayuctl watch stream then ends).
+func (s *Server) listen(ctx context.Context, name string, addr netip.Addr, port int, h http.Handler) error {
 	ln, err := net.Listen("tcp", net.JoinHostPort(addr.String(), strconv.Itoa(port)))
 	if err != nil {
 		return fmt.Errorf("node.ports.%s: %w", name, err)
@@ -227,6 +232,7 @@ func (s *Server) listen(name string, addr netip.Addr, port int, h http.Handler) 
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		// No WriteTimeout: an OS image may take minutes to stream.
+		BaseContext: func(net.Listener) context.Context { return ctx },
 	}
 	s.servers = append(s.servers, srv)
 	go func() {
@@ -325,7 +331,9 @@ func (s *Server) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, srv := range s.servers {
-		srv.Shutdown(ctx)
+		if srv.Shutdown(ctx) != nil {
+			srv.Close() // downloads still running: cut them before etcd goes
+		}
 	}
 	if s.bootFiles != nil {
 		s.bootFiles.Close()

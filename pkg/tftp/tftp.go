@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/pin/tftp/v3"
@@ -21,11 +22,18 @@ import (
 	"github.com/mayu-boot/mayu/pkg/metrics"
 )
 
+// MaxTransfers bounds concurrent transfers: each holds a socket and a
+// goroutine, so a flood of requests (spoofed or not) must not exhaust
+// file descriptors that HTTP and etcd need. iPXE binaries are small and
+// go fast; a boot storm of a thousand machines stays well below.
+const MaxTransfers = 256
+
 // Server is a read-only TFTP server.
 type Server struct {
-	root *os.Root
-	srv  *tftp.Server
-	log  *slog.Logger
+	root   *os.Root
+	srv    *tftp.Server
+	log    *slog.Logger
+	active atomic.Int32
 }
 
 // New serves the files of dir.
@@ -67,6 +75,12 @@ func Name(requested string) (string, error) {
 }
 
 func (s *Server) read(requested string, rf io.ReaderFrom) error {
+	if s.active.Add(1) > MaxTransfers {
+		s.active.Add(-1)
+		metrics.TFTPTransfers.WithLabelValues("refused").Inc()
+		return fmt.Errorf("server busy (%d transfers), try again", MaxTransfers)
+	}
+	defer s.active.Add(-1)
 	peer := ""
 	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
 		addr := ot.RemoteAddr()
