@@ -1,0 +1,260 @@
+package dhcp
+
+// Benchmarks of the DHCP hot path, run by `make bench` (bench/README.md):
+// the boot decision, the lease table, answering a DISCOVER, and the one
+// durable write of an exchange, a fenced lease transaction against a real
+// embedded etcd (fsync on), alone and with as many in flight as the server
+// has workers.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/iana"
+
+	"github.com/mayu-boot/mayu/pkg/config"
+	"github.com/mayu-boot/mayu/pkg/election"
+	"github.com/mayu-boot/mayu/pkg/etcdtest"
+)
+
+var benchPolicy = Policy{BIOS: "undionly.kpxe", EFI64: "ipxe.efi", ScriptURL: scriptURL, HTTPBase: "http://127.0.0.1:4081/tftp/"}
+
+// benchPool is a /16 like the one perfdhcp is benchmarked against.
+func benchPool() config.Pool {
+	return config.Pool{
+		Subnet:    netip.MustParsePrefix("10.98.0.0/16"),
+		Range:     config.Range{Start: addr("10.98.1.0"), End: addr("10.98.255.250")},
+		Router:    addr("10.98.0.1"),
+		DNS:       []netip.Addr{addr("10.98.0.1")},
+		LeaseTime: time.Hour,
+	}
+}
+
+func benchMAC(i int) net.HardwareAddr {
+	return net.HardwareAddr{0x52, 0x54, 0x00, byte(i >> 16), byte(i >> 8), byte(i)}
+}
+
+// pxeDiscover is a relayed BIOS PXE DISCOVER, as bytes on the wire.
+func pxeDiscover(b *testing.B, mac net.HardwareAddr, giaddr net.IP) []byte {
+	b.Helper()
+	d, err := dhcpv4.NewDiscovery(mac,
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001")),
+		dhcpv4.WithOption(dhcpv4.OptClientArch(iana.INTEL_X86PC)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	d.GatewayIPAddr, d.HopCount = giaddr, 1
+	return d.ToBytes()
+}
+
+// BenchmarkDecide is the boot decision alone.
+func BenchmarkDecide(b *testing.B) {
+	c := Client{Firmware: PXE, Arch: iana.EFI_X86_64, HasArch: true}
+	b.ReportAllocs()
+	for b.Loop() {
+		if d := Decide(c, false, benchPolicy); d.BootFile != "ipxe.efi" {
+			b.Fatal(d)
+		}
+	}
+}
+
+// BenchmarkClassifyDecide parses a PXE DISCOVER and decides: what every
+// packet costs before the lease table.
+func BenchmarkClassifyDecide(b *testing.B) {
+	data := pxeDiscover(b, benchMAC(1), net.IPv4(10, 98, 0, 2))
+	b.ReportAllocs()
+	for b.Loop() {
+		req, err := dhcpv4.FromBytes(data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if d := Decide(Classify(req), false, benchPolicy); d.BootFile != "undionly.kpxe" {
+			b.Fatal(d)
+		}
+	}
+}
+
+// BenchmarkPoolOfferCommit is the lease table's side of one exchange:
+// offer (DISCOVER), reserve (REQUEST) and commit (after the etcd write),
+// for a stream of new clients in a /16 (wrapping round after 60000).
+func BenchmarkPoolOfferCommit(b *testing.B) {
+	p := newPool(benchPool())
+	macs := make([]string, 60000)
+	for i := range macs {
+		macs[i] = benchMAC(i).String()
+	}
+	now := time.Now()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		mac := macs[i%len(macs)]
+		i++
+		ip, err := p.offer(mac, netip.Addr{}, now)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := p.reserve(mac, ip, now); err != nil {
+			b.Fatal(err)
+		}
+		p.commit(Lease{IP: ip, MAC: mac, Expiry: now.Add(time.Hour), Leader: "bench"})
+	}
+}
+
+// benchServer is a server leading with fence f, answering relayed packets
+// to a sink socket on loopback; no etcd unless f is used for a REQUEST.
+func benchServer(b *testing.B, st *store, f election.Fence) (*Server, *net.UDPConn) {
+	b.Helper()
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: loopback})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: loopback})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sink.SetReadBuffer(4 << 20)
+	done := make(chan struct{})
+	go func() { // drain the answers
+		defer close(done)
+		buf := make([]byte, 2048)
+		for {
+			if _, _, err := sink.ReadFromUDP(buf); err != nil {
+				return
+			}
+		}
+	}()
+	b.Cleanup(func() {
+		conn.Close()
+		sink.Close()
+		<-done
+	})
+	s := New(Options{Policy: benchPolicy, Replica: "bench", Pools: []config.Pool{benchPool()},
+		Log: slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	if st != nil {
+		s.store = st
+	}
+	s.conn, s.serverIP, s.o.Advertise = conn, addr("127.0.0.1"), addr("127.0.0.1")
+	s.term.Store(&term{fence: f, pools: []*pool{newPool(benchPool())}})
+	return s, sink
+}
+
+// BenchmarkHandleDiscover is one DISCOVER through the server: parse,
+// classify, decide, offer from the lease table, build and send the OFFER.
+func BenchmarkHandleDiscover(b *testing.B) {
+	s, sink := benchServer(b, nil, election.Fence{})
+	giaddr := loopback
+	peer := sink.LocalAddr().(*net.UDPAddr)
+	pkts := make([][]byte, 4096)
+	for i := range pkts {
+		pkts[i] = pxeDiscover(b, benchMAC(i), giaddr)
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		s.handle(ctx, packet{data: pkts[i%len(pkts)], peer: peer})
+		i++
+	}
+}
+
+// benchEtcd starts an embedded etcd and returns a lease store on it and a
+// fence that holds (a key standing for the leader key).
+func benchEtcd(b *testing.B) (*store, election.Fence) {
+	b.Helper()
+	cli := etcdtest.Start(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := cli.Put(ctx, prefix+"election/bench", "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := election.Fence{Key: prefix + "election/bench", Rev: resp.Header.Revision}
+	return &store{cli: cli, dir: prefix + "leases/", timeout: 10 * time.Second}, f
+}
+
+// BenchmarkLeaseWrite is the durable part of an ACK: one fenced etcd
+// transaction writing the lease, to an embedded etcd with fsync on.
+// "serial" is one at a time (the latency of a lone ACK); "workers-64" has
+// 64 in flight, as the server's 64 workers do under load, so etcd batches
+// them into fewer fsyncs: ns/op there is the inverse of the throughput.
+func BenchmarkLeaseWrite(b *testing.B) {
+	for _, par := range []int{1, 64} {
+		name := "serial"
+		if par > 1 {
+			name = fmt.Sprintf("workers-%d", par)
+		}
+		b.Run(name, func(b *testing.B) {
+			st, f := benchEtcd(b)
+			ctx := context.Background()
+			var n atomic.Int64
+			write := func() {
+				i := n.Add(1)
+				ip := netip.AddrFrom4([4]byte{10, 98, byte(1 + (i>>8)%254), byte(i)})
+				l := Lease{IP: ip, MAC: benchMAC(int(i)).String(), Expiry: time.Now().Add(time.Hour), Leader: "bench"}
+				if err := st.put(ctx, f, l); err != nil {
+					b.Error(err)
+				}
+			}
+			b.ReportAllocs()
+			if par == 1 {
+				for b.Loop() {
+					write()
+				}
+				return
+			}
+			b.SetParallelism((par + 1) / 2) // GOMAXPROCS is 2 here: 2 × 32
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					write()
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkHandleRequest is one REQUEST through the server up to the ACK
+// on the wire, including the fenced etcd write, with 64 in flight as under
+// load: the whole cost of the second half of an exchange.
+func BenchmarkHandleRequest(b *testing.B) {
+	st, f := benchEtcd(b)
+	s, sink := benchServer(b, st, f)
+	peer := sink.LocalAddr().(*net.UDPAddr)
+	const clients = 60000
+	pkts := make([][]byte, clients)
+	for i := range pkts {
+		mac := benchMAC(i)
+		ip := netip.AddrFrom4([4]byte{10, 98, byte(1 + i/256), byte(i)})
+		req, err := dhcpv4.New(dhcpv4.WithHwAddr(mac), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
+			dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip.AsSlice())),
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(loopback)),
+			dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001")),
+			dhcpv4.WithOption(dhcpv4.OptClientArch(iana.INTEL_X86PC)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		req.GatewayIPAddr, req.HopCount = loopback, 1
+		pkts[i] = req.ToBytes()
+	}
+	ctx := context.Background()
+	var n atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(32)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1) - 1
+			s.handle(ctx, packet{data: pkts[i%clients], peer: peer})
+		}
+	})
+	b.StopTimer()
+	if s.term.Load() == nil {
+		b.Fatal("the server lost its term: a lease write was refused")
+	}
+}
