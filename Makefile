@@ -8,7 +8,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # starving each other.
 TESTFLAGS ?= -count=1 -timeout 45m -p 1
 
-.PHONY: all build etcd deps test test-short fuzz lint demo clean
+.PHONY: all build etcd deps test test-short fuzz lint demo clean bench bench-deps
 
 all: build
 
@@ -42,6 +42,17 @@ lint:
 
 demo: deps build etcd
 	scripts/demo.sh
+
+# Benchmarks against the peers (bench/README.md): builds everything, installs
+# the peers (bench-deps), runs every bench script and the Go benchmarks, and
+# prints the tables (also written to $(BENCH_OUT)). Not part of `make test`.
+BENCH_OUT ?= bin/bench-results.md
+bench: deps bench-deps build etcd
+	BENCH_OUT=$(BENCH_OUT) bench/all.sh
+
+# Only what the benchmarks need: Kea, dnsmasq, tftpd-hpa, nginx, wrk.
+bench-deps:
+	bench/install-deps.sh
 
 clean:
 	rm -rf bin .demo
