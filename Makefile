@@ -40,7 +40,11 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 	$(GO) vet ./...
 
+# The demo boots a VM: bin/vmlab builds its installer and OS image and runs
+# qemu (package internal/vmlab). REPLICAS=3 runs three replicas on a
+# 3-member etcd, FW=uefi boots with OVMF.
 demo: deps build etcd
+	$(GO) build -o bin/vmlab ./internal/cmd/vmlab
 	scripts/demo.sh
 
 # Benchmarks against the peers (bench/README.md): builds everything, installs
