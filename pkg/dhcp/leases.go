@@ -46,6 +46,7 @@ type pool struct {
 	byIP     map[netip.Addr]*Lease
 	byMAC    map[string]*Lease
 	held     map[netip.Addr]hold      // offers and ACKs in flight
+	heldMAC  map[string]netip.Addr    // mac → its entry in held: no scan of held per DISCOVER
 	declined map[netip.Addr]time.Time // until when to avoid
 	cursor   netip.Addr               // where the next free-address scan starts
 	reserved map[netip.Addr]bool      // never leased: the replicas' own addresses
@@ -53,7 +54,7 @@ type pool struct {
 
 func newPool(cfg config.Pool) *pool {
 	return &pool{cfg: cfg, byIP: map[netip.Addr]*Lease{}, byMAC: map[string]*Lease{},
-		held: map[netip.Addr]hold{}, declined: map[netip.Addr]time.Time{}, cursor: cfg.Range.Start}
+		held: map[netip.Addr]hold{}, heldMAC: map[string]netip.Addr{}, declined: map[netip.Addr]time.Time{}, cursor: cfg.Range.Start}
 }
 
 // load puts a lease read from etcd into the table.
@@ -73,6 +74,28 @@ func (p *pool) setLocked(l Lease) {
 	lc := l
 	p.byIP[l.IP] = &lc
 	p.byMAC[l.MAC] = &lc
+}
+
+// setHold holds ip for mac until then. heldMAC points each MAC at its
+// latest hold, so a DISCOVER finds its offer without scanning every offer
+// in flight (a boot storm made that quadratic); an entry goes with its
+// hold, so heldMAC never has more entries than held, bounded by the range.
+func (p *pool) setHold(ip netip.Addr, mac string, until time.Time) {
+	if prev, ok := p.held[ip]; ok && prev.mac != mac && p.heldMAC[prev.mac] == ip {
+		delete(p.heldMAC, prev.mac)
+	}
+	p.held[ip] = hold{mac: mac, until: until}
+	p.heldMAC[mac] = ip
+}
+
+// dropHold forgets the hold on ip.
+func (p *pool) dropHold(ip netip.Addr) {
+	if h, ok := p.held[ip]; ok {
+		if p.heldMAC[h.mac] == ip {
+			delete(p.heldMAC, h.mac)
+		}
+		delete(p.held, ip)
+	}
 }
 
 // freeFor reports whether ip may go to mac now.
@@ -102,14 +125,14 @@ func (p *pool) offer(mac string, requested netip.Addr, now time.Time) (netip.Add
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	pick := func(ip netip.Addr) netip.Addr {
-		p.held[ip] = hold{mac: mac, until: now.Add(offerHold)}
+		p.setHold(ip, mac, now.Add(offerHold))
 		return ip
 	}
 	if l := p.byMAC[mac]; l != nil && p.freeFor(l.IP, mac, now) {
 		return pick(l.IP), nil
 	}
-	for ip, h := range p.held {
-		if h.mac == mac && now.Before(h.until) && p.freeFor(ip, mac, now) {
+	if ip, ok := p.heldMAC[mac]; ok {
+		if h := p.held[ip]; h.mac == mac && now.Before(h.until) && p.freeFor(ip, mac, now) {
 			return pick(ip), nil
 		}
 	}
@@ -138,7 +161,7 @@ func (p *pool) offer(mac string, requested netip.Addr, now time.Time) (netip.Add
 func (p *pool) expireHolds(now time.Time) {
 	for ip, h := range p.held {
 		if !now.Before(h.until) {
-			delete(p.held, ip)
+			p.dropHold(ip)
 		}
 	}
 }
@@ -151,7 +174,7 @@ func (p *pool) reserve(mac string, ip netip.Addr, now time.Time) error {
 	if !p.freeFor(ip, mac, now) {
 		return ErrNotAvailable
 	}
-	p.held[ip] = hold{mac: mac, until: now.Add(offerHold)}
+	p.setHold(ip, mac, now.Add(offerHold))
 	return nil
 }
 
@@ -160,7 +183,7 @@ func (p *pool) commit(l Lease) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.setLocked(l)
-	delete(p.held, l.IP)
+	p.dropHold(l.IP)
 }
 
 // unhold drops a hold after a failed write.
@@ -168,7 +191,7 @@ func (p *pool) unhold(ip netip.Addr, mac string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if h, ok := p.held[ip]; ok && h.mac == mac {
-		delete(p.held, ip)
+		p.dropHold(ip)
 	}
 }
 
@@ -191,7 +214,7 @@ func (p *pool) forget(mac string, ip netip.Addr) {
 		delete(p.byMAC, mac)
 	}
 	if h, ok := p.held[ip]; ok && h.mac == mac {
-		delete(p.held, ip)
+		p.dropHold(ip)
 	}
 }
 
