@@ -127,7 +127,7 @@ stop_all() {
 	local p
 	for p in "${RUNNING[@]}"; do stop_pid "$p"; done
 	RUNNING=()
-	rm -rf "$WORK/srv"
+	rm -rf "$WORK/srv" "$WORK"/etcd-n*
 	mkdir -p "$WORK/srv"
 }
 
@@ -301,7 +301,7 @@ for s in "${servers[@]}"; do
 	done
 	if [ "$s" = mayu3 ]; then
 		n=$(on n1 "$BIN/etcdctl" --endpoints "$(tr -d '[] ' <<<"$ETCD_ENDPOINTS")" get --prefix --count-only /mayu/leases/ -w fields 2>/dev/null | sed -n 's/^"Count" : //p')
-		log "  mayu x3: $n leases in etcd after the storm (1000 clients)"
+		log "  mayu x3: $n leases in etcd after the storm of 1000 clients, all ACKed"
 	fi
 	stop_all
 	RATE[$s]="${rates[*]}"

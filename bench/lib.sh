@@ -16,6 +16,7 @@ set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 TOP=$(cd "$BENCH_DIR/.." && pwd)
 BIN=$TOP/bin
+MAYU=${MAYU:-$BIN/mayu} # MAYU=/path/to/another/build compares builds
 LAB=mb$$ # namespace prefix, unique per run
 WORK=$(mktemp -d /tmp/mayu-bench.XXXXXX)
 chmod 755 "$WORK" # nginx and in.tftpd read files as other users
@@ -222,7 +223,7 @@ EOF
 # mayu_start HOST DIR: start mayu in HOST with DIR/mayu.yaml; pid in
 # $STARTED, log in DIR/mayu.log.
 mayu_start() {
-	start_in "$1" "$2/mayu.log" "$BIN/mayu" -config "$2/mayu.yaml" -log-level "${MAYU_LOG_LEVEL:-info}"
+	start_in "$1" "$2/mayu.log" "$MAYU" -config "$2/mayu.yaml" -log-level "${MAYU_LOG_LEVEL:-info}"
 }
 
 # --- a 3-member etcd -------------------------------------------------------

@@ -1,0 +1,158 @@
+package dhcp
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/mayu-boot/mayu/pkg/election"
+	"github.com/mayu-boot/mayu/pkg/etcdtest"
+)
+
+// storeOn returns a lease store on a fresh embedded etcd and a fence that
+// holds.
+func storeOn(t *testing.T) (*store, election.Fence) {
+	t.Helper()
+	cli := etcdtest.Start(t)
+	resp, err := cli.Put(context.Background(), prefix+"election/t", "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &store{cli: cli, dir: prefix + "leases/", timeout: 10 * time.Second},
+		election.Fence{Key: prefix + "election/t", Rev: resp.Header.Revision}
+}
+
+func leaseN(i int) Lease {
+	return Lease{IP: netip.AddrFrom4([4]byte{10, 98, byte(1 + i/250), byte(1 + i%250)}), MAC: benchMAC(i).String(),
+		Expiry: time.Now().Add(time.Hour), Leader: "t"}
+}
+
+// putAll writes n leases from n goroutines at once and returns their errors.
+func putAll(st *store, f election.Fence, leases []Lease) []error {
+	errs := make([]error, len(leases))
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i, l := range leases {
+		wg.Go(func() {
+			<-start
+			errs[i] = st.put(context.Background(), f, l)
+		})
+	}
+	close(start)
+	wg.Wait()
+	return errs
+}
+
+// Many ACKs at once: every lease is durable when its put returns, and they
+// took fewer transactions than leases (each transaction is one revision).
+func TestStoreGroupsConcurrentLeases(t *testing.T) {
+	st, f := storeOn(t)
+	ctx := context.Background()
+	before, err := st.cli.Get(ctx, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 300
+	var leases []Lease
+	for i := 0; i < n; i++ {
+		leases = append(leases, leaseN(i))
+	}
+	for i, err := range putAll(st, f, leases) {
+		if err != nil {
+			t.Fatalf("lease %d: %v", i, err)
+		}
+	}
+	resp, err := st.cli.Get(ctx, st.dir, clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != n {
+		t.Fatalf("%d leases in etcd, want %d", len(resp.Kvs), n)
+	}
+	txns := resp.Header.Revision - before.Header.Revision
+	t.Logf("%d leases in %d transactions", n, txns)
+	if txns >= n {
+		t.Errorf("%d leases took %d transactions: none were grouped", n, txns)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.inflight != 0 || len(st.queue) != 0 {
+		t.Errorf("after the writes: %d in flight, %d batches queued", st.inflight, len(st.queue))
+	}
+}
+
+// A deposed leader's leases are all refused, grouped or not, and none is
+// written.
+func TestStoreGroupedLeasesAreFenced(t *testing.T) {
+	st, f := storeOn(t)
+	ctx := context.Background()
+	if _, err := st.cli.Delete(ctx, f.Key); err != nil { // the term ends
+		t.Fatal(err)
+	}
+	var leases []Lease
+	for i := 0; i < 100; i++ {
+		leases = append(leases, leaseN(i))
+	}
+	for i, err := range putAll(st, f, leases) {
+		if !errors.Is(err, ErrDeposed) {
+			t.Fatalf("lease %d: %v, want ErrDeposed", i, err)
+		}
+	}
+	resp, err := st.cli.Get(ctx, st.dir, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Count != 0 {
+		t.Fatalf("a deposed leader wrote %d leases", resp.Count)
+	}
+}
+
+// The same address twice in one group (a retransmitted REQUEST): etcd
+// refuses a key twice in one transaction, so the group keeps the later one,
+// and both puts succeed.
+func TestStoreGroupSameKeyTwice(t *testing.T) {
+	st, f := storeOn(t)
+	st.mu.Lock()
+	st.inflight = maxInflight // every put waits for a group
+	st.mu.Unlock()
+	l := leaseN(7)
+	later := l
+	later.Expiry = l.Expiry.Add(time.Minute)
+	errs := make(chan error, 3)
+	go func() { errs <- st.put(context.Background(), f, l) }()
+	waitFor(t, 5*time.Second, "first put queued", func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return len(st.queue) == 1
+	})
+	go func() { errs <- st.put(context.Background(), f, later) }()
+	go func() { errs <- st.put(context.Background(), f, leaseN(8)) }()
+	waitFor(t, 5*time.Second, "all queued in one group", func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return len(st.queue) == 1 && len(st.queue[0].ops) == 2
+	})
+	st.done() // a transaction in flight ends: the group goes
+	for i := 0; i < 3; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	leases, _, err := st.load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leases) != 2 {
+		t.Fatalf("%d leases, want 2", len(leases))
+	}
+	for _, got := range leases {
+		if got.IP == l.IP && !got.Expiry.Equal(later.Expiry) {
+			t.Errorf("lease of %s expires %s, want the later %s", got.IP, got.Expiry, later.Expiry)
+		}
+	}
+}
