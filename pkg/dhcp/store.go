@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -21,9 +22,10 @@ var ErrDeposed = election.ErrDeposed
 // is conditioned on the writer's leadership term (the fence), so a deposed
 // leader can never grant an address.
 //
-// Under load, leases are written in groups: at most maxInflight lease
-// transactions are in flight, and the leases that arrive meanwhile wait and
-// go together in the next one (up to maxBatch), under the same fence. Each
+// Under load, leases are written in groups: while maxInflight lease
+// transactions are in flight, the leases that arrive wait and go together
+// in the next one (up to maxBatch), under the same fence, as soon as one
+// ends or after maxQueueWait at the latest. Each
 // ACK still waits until its own lease is durable; a lone ACK is written at
 // once, as before. Several leases per transaction cost etcd one raft entry,
 // one apply and one gRPC round trip instead of many, which is what bounds
@@ -32,6 +34,8 @@ type store struct {
 	cli     *clientv3.Client
 	dir     string
 	timeout time.Duration
+
+	queueWait time.Duration // maxQueueWait if 0 (tests set it)
 
 	mu       sync.Mutex
 	inflight int      // lease transactions in flight
@@ -45,6 +49,10 @@ const (
 	// maxBatch bounds the leases of one transaction, well below etcd's
 	// default --max-txn-ops (128).
 	maxBatch = 64
+	// maxQueueWait bounds how long a group waits for a transaction in
+	// flight to end: one stuck on a dead etcd member (until the etcd
+	// timeout) must not hold up the leases behind it.
+	maxQueueWait = 25 * time.Millisecond
 )
 
 // batch is leases written together, all under one fence.
@@ -52,6 +60,7 @@ type batch struct {
 	fence election.Fence
 	ops   []clientv3.Op
 	keys  map[string]int // key → index in ops: a key once per transaction
+	timer *time.Timer    // starts the group after maxQueueWait in any case
 	done  chan struct{}
 	err   error
 }
@@ -127,6 +136,15 @@ func (s *store) join(f election.Fence, key string, op clientv3.Op) *batch {
 	}
 	b = &batch{fence: f, ops: []clientv3.Op{op}, keys: map[string]int{key: 0}, done: make(chan struct{})}
 	s.queue = append(s.queue, b)
+	wait := s.queueWait
+	if wait <= 0 {
+		wait = maxQueueWait
+	}
+	b.timer = time.AfterFunc(wait, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.startLocked(b)
+	})
 	return b
 }
 
@@ -137,17 +155,27 @@ func (s *store) done() {
 	defer s.mu.Unlock()
 	s.inflight--
 	for s.inflight < maxInflight && len(s.queue) > 0 {
-		b := s.queue[0]
-		s.queue = s.queue[1:]
-		s.inflight++
-		go func() {
-			// The batch serves several clients: none of their contexts
-			// may cut it short, only the store's timeout.
-			b.err = s.fenced(context.Background(), b.fence, b.ops...)
-			close(b.done)
-			s.done()
-		}()
+		s.startLocked(s.queue[0])
 	}
+}
+
+// startLocked takes b off the queue, if it is still there, and writes it.
+// The caller holds s.mu.
+func (s *store) startLocked(b *batch) {
+	i := slices.Index(s.queue, b)
+	if i < 0 {
+		return // started already
+	}
+	s.queue = slices.Delete(s.queue, i, i+1)
+	b.timer.Stop()
+	s.inflight++
+	go func() {
+		// The batch serves several clients: none of their contexts may
+		// cut it short, only the store's timeout.
+		b.err = s.fenced(context.Background(), b.fence, b.ops...)
+		close(b.done)
+		s.done()
+	}()
 }
 
 // remove deletes a lease if f still holds.

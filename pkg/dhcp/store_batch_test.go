@@ -117,6 +117,7 @@ func TestStoreGroupedLeasesAreFenced(t *testing.T) {
 // and both puts succeed.
 func TestStoreGroupSameKeyTwice(t *testing.T) {
 	st, f := storeOn(t)
+	st.queueWait = time.Hour // the group goes when the test says
 	st.mu.Lock()
 	st.inflight = maxInflight // every put waits for a group
 	st.mu.Unlock()
@@ -154,5 +155,24 @@ func TestStoreGroupSameKeyTwice(t *testing.T) {
 		if got.IP == l.IP && !got.Expiry.Equal(later.Expiry) {
 			t.Errorf("lease of %s expires %s, want the later %s", got.IP, got.Expiry, later.Expiry)
 		}
+	}
+}
+
+// Transactions stuck in flight (on an etcd member that died, until the etcd
+// timeout) do not hold up the leases behind them for longer than
+// maxQueueWait.
+func TestStoreGroupDoesNotWaitForStuckTransactions(t *testing.T) {
+	st, f := storeOn(t)
+	st.mu.Lock()
+	st.inflight = maxInflight // both stuck
+	st.mu.Unlock()
+	start := time.Now()
+	for i, err := range putAll(st, f, []Lease{leaseN(1), leaseN(2), leaseN(3)}) {
+		if err != nil {
+			t.Fatalf("lease %d: %v", i, err)
+		}
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("the leases waited %s behind stuck transactions", d)
 	}
 }
