@@ -35,7 +35,7 @@
 . "$(dirname "$0")/lib.sh"
 
 need_root
-need perfdhcp kea-dhcp4 dnsmasq curl "$BIN/mayu" "$BIN/etcd" "$BIN/etcdctl"
+need perfdhcp kea-dhcp4 dnsmasq curl "$MAYU" "$BIN/etcd" "$BIN/etcdctl"
 
 servers=("$@")
 [ ${#servers[@]} -gt 0 ] || servers=(mayu mayu3 dnsmasq kea kea-mt kea-ha)

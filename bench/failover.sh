@@ -18,7 +18,7 @@
 . "$(dirname "$0")/lib.sh"
 
 need_root
-need curl go "$BIN/mayu" "$BIN/etcd" "$BIN/etcdctl"
+need curl go "$MAYU" "$BIN/etcd" "$BIN/etcdctl"
 
 kills=${FAILOVER_KILLS:-20}
 # A lost exchange counts as a gap of at least this long: DHCP on a LAN

@@ -3,7 +3,8 @@
 # (wrk, 2 threads, keep-alive) from mayu (/boot/initrd) and from nginx
 # (sendfile on, access log off, one worker per core) serving the same file.
 # Reported: requests per second (finished downloads) and bytes per second
-# (wrk's Transfer/sec: every byte read), median of 3 runs of 10 s (BENCH_QUICK=1: one run of 4 s).
+# (wrk's Transfer/sec: every byte read), median of 3 runs of 10 s
+# (BENCH_QUICK=1: one run of 4 s).
 #
 # Network: a bridge with cli (10.99.0.250, wrk) and n1 (10.99.0.2, the
 # server), namespaces made here.
@@ -12,7 +13,7 @@
 . "$(dirname "$0")/lib.sh"
 
 need_root
-need wrk nginx curl "$BIN/mayu"
+need wrk nginx curl "$MAYU"
 
 servers=("$@")
 [ ${#servers[@]} -gt 0 ] || servers=(mayu nginx)
