@@ -39,8 +39,13 @@ func (k *Kernel) ModulePath(name string) string { return filepath.Join(k.dir, "m
 // build needs no download (~5 s and 470 MB of disk saved).
 func FetchKernel(ctx context.Context, cache string, logf func(string, ...any)) (*Kernel, error) {
 	pkg, err := kernelPackage(ctx)
-	if err != nil {
-		return nil, err
+	if err != nil { // a machine whose package lists were never fetched
+		if uerr := run(ctx, "", "apt-get", "update", "-qq"); uerr != nil {
+			return nil, fmt.Errorf("%v; apt-get update: %w", err, uerr)
+		}
+		if pkg, err = kernelPackage(ctx); err != nil {
+			return nil, err
+		}
 	}
 	k := &Kernel{Package: pkg, Version: strings.TrimPrefix(pkg, "linux-image-")}
 	k.dir = filepath.Join(cache, "kernel-"+k.Version)

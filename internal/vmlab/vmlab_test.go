@@ -1,0 +1,63 @@
+package vmlab
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The init scripts run under busybox sh in the VM; a syntax error there
+// shows only as a VM that hangs, so check them here.
+func TestInitScriptsParse(t *testing.T) {
+	for name, data := range map[string][]byte{"common.sh": commonSh, "installer-init": installerInit, "os-init": osInit, "udhcpc.script": udhcpcScript} {
+		f := filepath.Join(t.TempDir(), name)
+		if err := os.WriteFile(f, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("sh", "-n", f).CombinedOutput(); err != nil {
+			t.Errorf("%s: %v\n%s", name, err, out)
+		}
+	}
+}
+
+// The archive must be one the kernel unpacks: checked with busybox cpio,
+// which reads the same newc format.
+func TestInitramfsArchive(t *testing.T) {
+	busybox, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Skip("no busybox to read the archive with")
+	}
+	r := newInitramfs()
+	r.file("init", 0o755, []byte("#!/bin/sh\necho hi\n"))
+	r.file("lib/modules/load-order", 0o644, []byte("a.ko\n"))
+	r.symlink("bin/sh", "busybox")
+	r.charDev("dev/console", 0o600, 5, 1)
+	var gz bytes.Buffer
+	if err := r.write(&gz); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", "-c", busybox+" gunzip | "+busybox+" cpio -tv")
+	cmd.Stdin = &gz
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("cpio: %v\n%s", err, out)
+	}
+	listing := string(out)
+	for _, want := range []string{
+		"-rwxr-xr-x", " init",
+		"drwxr-xr-x", " lib/modules",
+		"lrwxrwxrwx", "bin/sh -> busybox",
+		"crw-------", "dev/console",
+	} {
+		if !strings.Contains(listing, want) {
+			t.Errorf("listing lacks %q:\n%s", want, listing)
+		}
+	}
+	// Directories come before what they hold.
+	if strings.Index(listing, " lib\n") > strings.Index(listing, "lib/modules/load-order") {
+		t.Errorf("lib listed after its content:\n%s", listing)
+	}
+}
