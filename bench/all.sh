@@ -33,7 +33,7 @@ echo "== go test -bench ./pkg/..." >&2
 	echo
 	echo '```'
 } >>"$out"
-if ! "$GO" test -run '^$' -bench . -benchmem ./pkg/... 2>&1 | grep -E '^(Benchmark|ok|FAIL|PASS|pkg:|---)' | tee -a "$out"; then
+if ! "$GO" test -run '^$' -bench . -benchmem ./pkg/... 2>&1 | grep -E '^(Benchmark|pkg:|FAIL|--- FAIL)' | tee -a "$out"; then
 	failed="$failed go-bench"
 fi
 echo '```' >>"$out"
