@@ -186,12 +186,9 @@ func (s *store) remove(ctx context.Context, f election.Fence, ip netip.Addr) err
 func (s *store) fenced(ctx context.Context, f election.Fence, ops ...clientv3.Op) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	resp, err := s.cli.Txn(ctx).If(f.Cmp()).Then(ops...).Commit()
-	if err != nil {
+	err := f.Write(ctx, s.cli, ops...)
+	if err != nil && err != ErrDeposed {
 		return fmt.Errorf("etcd lease write: %w", err)
 	}
-	if !resp.Succeeded {
-		return ErrDeposed
-	}
-	return nil
+	return err
 }

@@ -32,6 +32,19 @@ type Fence struct {
 	Lease clientv3.LeaseID // the session lease: keys on it vanish with the term
 }
 
+// Write applies ops only while this term holds: the one way a leader-only
+// write is made. It returns ErrDeposed if the term is over.
+func (f Fence) Write(ctx context.Context, cli *clientv3.Client, ops ...clientv3.Op) error {
+	resp, err := cli.Txn(ctx).If(f.Cmp()).Then(ops...).Commit()
+	if err != nil {
+		return err
+	}
+	if !resp.Succeeded {
+		return ErrDeposed
+	}
+	return nil
+}
+
 // ErrDeposed means a fenced write found that the term is over.
 var ErrDeposed = errors.New("no longer the DHCP leader: write refused by etcd")
 

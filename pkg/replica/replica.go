@@ -231,15 +231,11 @@ func (r *Replica) Publish(ctx context.Context, f election.Fence) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	resp, err := r.cli.Txn(ctx).If(f.Cmp()).
-		Then(clientv3.OpPut(r.prefix+"config", string(data), clientv3.WithLease(f.Lease))).Commit()
-	if err != nil {
+	err = f.Write(ctx, r.cli, clientv3.OpPut(r.prefix+"config", string(data), clientv3.WithLease(f.Lease)))
+	if err != nil && err != election.ErrDeposed {
 		return fmt.Errorf("publish configuration: %w", err)
 	}
-	if !resp.Succeeded {
-		return election.ErrDeposed
-	}
-	return nil
+	return err
 }
 
 // List reads every announced replica, sorted by name.
