@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
 	"github.com/mayu-boot/mayu/internal/netlab"
+	"github.com/mayu-boot/mayu/pkg/state"
 )
 
 // udhcpc asks for a lease from the client namespace posing as the firmware
@@ -176,6 +177,19 @@ func TestDHCPAndTFTPWithRealClients(t *testing.T) {
 	})
 
 	t.Run("the metrics moved as they should", func(t *testing.T) { checkMetrics(t, lab) })
+	t.Run("every key in etcd is one docs/etcd.md documents", func(t *testing.T) {
+		keys := state.Keys{Prefix: "/mayu/"}
+		n := 0
+		for _, key := range strings.Fields(r.etcdctl(t, "get", "--prefix", "/mayu/", "--keys-only")) {
+			n++
+			if !keys.Match(key) {
+				t.Errorf("key %s is not in the schema (pkg/state, docs/etcd.md)", key)
+			}
+		}
+		if n < 1000 {
+			t.Fatalf("only %d keys under /mayu/", n)
+		}
+	})
 
 	t.Run("no secret is ever logged", func(t *testing.T) {
 		secret := r.etcdctl(t, "get", "/mayu/cluster/secret", "--print-value-only")

@@ -23,23 +23,20 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/status"
 
 	"github.com/mayu-boot/mayu/pkg/config"
-	"github.com/mayu-boot/mayu/pkg/dhcp"
-	"github.com/mayu-boot/mayu/pkg/election"
+	"github.com/mayu-boot/mayu/pkg/hostile"
 	"github.com/mayu-boot/mayu/pkg/identity"
+	"github.com/mayu-boot/mayu/pkg/lease"
 	"github.com/mayu-boot/mayu/pkg/machine"
 	"github.com/mayu-boot/mayu/pkg/metrics"
 	"github.com/mayu-boot/mayu/pkg/registry"
 	"github.com/mayu-boot/mayu/pkg/replica"
+	"github.com/mayu-boot/mayu/pkg/web"
 )
 
 // Limits on what an operator may send.
@@ -56,9 +53,39 @@ const (
 // templates and shell scripts, so it is kept to a safe alphabet.
 var metadataKey = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._/-]{0,62}$`)
 
+// Machines is what the admin API needs of the machine registry
+// (registry.Registry).
+type Machines interface {
+	List(ctx context.Context) ([]*machine.Machine, []*registry.CorruptError, error)
+	Get(ctx context.Context, id string) (*machine.Machine, error)
+	Register(ctx context.Context, reg registry.Registration) (m *machine.Machine, created bool, err error)
+	Update(ctx context.Context, id string, change func(*machine.Machine) error) (*machine.Machine, error)
+	Delete(ctx context.Context, id string) error
+	// MACOwners maps every known MAC to its machine's id.
+	MACOwners(ctx context.Context) (map[string]string, error)
+	// Watch calls f with every change to a machine until ctx ends.
+	Watch(ctx context.Context, f func(registry.Change), broken func(error))
+	Replica() string
+}
+
+// Leases lists the DHCP leases (lease.Store).
+type Leases interface {
+	List(ctx context.Context) ([]lease.Lease, error)
+}
+
+// Replicas is the view of the replicas and of the configuration the DHCP
+// leader publishes (replica.Replica).
+type Replicas interface {
+	Replicas(ctx context.Context) ([]replica.Info, error)
+	Published(ctx context.Context) (*replica.Published, error)
+	Leader(ctx context.Context) (string, error)
+}
+
 // Options configure the admin API.
 type Options struct {
-	Registry *registry.Registry
+	Machines Machines
+	Leases   Leases
+	Replicas Replicas
 	// Config is this replica's configuration; /api/v1/config shows its
 	// cluster part, secrets redacted.
 	Config *config.Config
@@ -66,10 +93,6 @@ type Options struct {
 	// call: an admin API without credentials is never served.
 	Token string
 	Log   *slog.Logger
-	// Etcd and Prefix reach the replicas' announcements and the leader's
-	// published configuration.
-	Etcd   *clientv3.Client
-	Prefix string
 }
 
 // MachineList is the answer to GET /api/v1/machines.
@@ -109,7 +132,7 @@ type ConfigView struct {
 
 // LeaseView is one DHCP lease in the answer to GET /api/v1/leases.
 type LeaseView struct {
-	dhcp.Lease
+	lease.Lease
 	Machine string `json:"machine,omitempty"` // the machine its MAC belongs to
 	Expired bool   `json:"expired"`
 }
@@ -151,11 +174,11 @@ type ErrorBody struct {
 }
 
 type api struct {
-	reg    *registry.Registry
-	cfg    *config.Config
-	log    *slog.Logger
-	etcd   *clientv3.Client
-	prefix string
+	reg      Machines
+	leases   Leases
+	replicas Replicas
+	cfg      *config.Config
+	log      *slog.Logger
 }
 
 // New returns the admin API handler.
@@ -167,7 +190,7 @@ func New(o Options) http.Handler {
 	if o.Token == "" {
 		log.Warn("admin API has no token configured: every call is refused (set node.admin_token_file)")
 	}
-	a := &api{reg: o.Registry, cfg: o.Config, log: log, etcd: o.Etcd, prefix: o.Prefix}
+	a := &api{reg: o.Machines, leases: o.Leases, replicas: o.Replicas, cfg: o.Config, log: log}
 
 	r := mux.NewRouter()
 	metrics.InstrumentRouter(r)
@@ -192,8 +215,8 @@ func New(o Options) http.Handler {
 	r.HandleFunc("/api/v1/machines/{id}/reinstall", a.reinstall).Methods(http.MethodPost)
 	r.HandleFunc("/api/v1/machines/{id}/metadata", a.setMetadata).Methods(http.MethodPost)
 	r.HandleFunc("/api/v1/config", a.config).Methods(http.MethodGet)
-	r.HandleFunc("/api/v1/replicas", a.replicas).Methods(http.MethodGet)
-	r.HandleFunc("/api/v1/leases", a.leases).Methods(http.MethodGet)
+	r.HandleFunc("/api/v1/replicas", a.replicasView).Methods(http.MethodGet)
+	r.HandleFunc("/api/v1/leases", a.leasesView).Methods(http.MethodGet)
 	r.HandleFunc("/api/v1/watch", a.watch).Methods(http.MethodGet)
 
 	// Authentication wraps the whole router, so even an unknown route says
@@ -252,7 +275,7 @@ func (a *api) list(w http.ResponseWriter, r *http.Request) {
 	for _, c := range bad {
 		out.Corrupt = append(out.Corrupt, CorruptRecord{Key: c.Key, Error: c.Error()})
 	}
-	writeJSON(w, http.StatusOK, out)
+	web.JSON(w, http.StatusOK, out)
 }
 
 func (a *api) get(w http.ResponseWriter, r *http.Request) {
@@ -265,7 +288,7 @@ func (a *api) get(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, m)
+	web.JSON(w, http.StatusOK, m)
 }
 
 func (a *api) add(w http.ResponseWriter, r *http.Request) {
@@ -303,7 +326,7 @@ func (a *api) add(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.Info("machine added by an operator", "id", m.ID, "address", m.InternalAddr, "profile", m.Profile, "macs", m.MACs, "remote", r.RemoteAddr)
-	writeJSON(w, http.StatusCreated, m)
+	web.JSON(w, http.StatusCreated, m)
 }
 
 func (a *api) reinstall(w http.ResponseWriter, r *http.Request) {
@@ -323,7 +346,7 @@ func (a *api) reinstall(w http.ResponseWriter, r *http.Request) {
 	}
 	a.log.Info("machine state changed", "id", id, "mac", strings.Join(m.MACs, ","), "state", m.State, "replica", a.reg.Replica(),
 		"reason", "reinstall requested", "generation", m.Generation, "remote", r.RemoteAddr)
-	writeJSON(w, http.StatusOK, m)
+	web.JSON(w, http.StatusOK, m)
 }
 
 func (a *api) setMetadata(w http.ResponseWriter, r *http.Request) {
@@ -377,7 +400,7 @@ func (a *api) setMetadata(w http.ResponseWriter, r *http.Request) {
 	}
 	// Keys only: values may be anything an operator chose to store.
 	a.log.Info("metadata changed", "id", id, "keys", keys, "remote", r.RemoteAddr)
-	writeJSON(w, http.StatusOK, m)
+	web.JSON(w, http.StatusOK, m)
 }
 
 func (a *api) delete(w http.ResponseWriter, r *http.Request) {
@@ -405,7 +428,7 @@ func (a *api) delete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.Info("machine deleted by an operator", "id", id, "remote", r.RemoteAddr)
-	writeJSON(w, http.StatusOK, Deleted{ID: id})
+	web.JSON(w, http.StatusOK, Deleted{ID: id})
 }
 
 func (a *api) config(w http.ResponseWriter, r *http.Request) {
@@ -415,46 +438,46 @@ func (a *api) config(w http.ResponseWriter, r *http.Request) {
 	}
 	own := a.cfg.ClusterHash()
 	view := ConfigView{Hash: own, Replica: a.cfg.Node.Name, ReplicaHash: own, Matches: true, Cluster: a.cfg.Redacted()}
-	if a.etcd != nil {
-		p, err := replica.ReadPublished(r.Context(), a.etcd, a.prefix)
+	if a.replicas != nil {
+		p, err := a.replicas.Published(r.Context())
 		if err != nil {
-			a.fail(w, r, fmt.Errorf("read the published configuration: %w%w", err, registry.ErrUnavailable))
+			a.fail(w, r, err)
 			return
 		}
 		if p != nil {
 			view.Hash, view.Leader, view.Cluster, view.Matches = p.Hash, p.Replica, p.Cluster, p.Hash == own
 		}
 	}
-	writeJSON(w, http.StatusOK, view)
+	web.JSON(w, http.StatusOK, view)
 }
 
-func (a *api) replicas(w http.ResponseWriter, r *http.Request) {
-	if a.etcd == nil {
+func (a *api) replicasView(w http.ResponseWriter, r *http.Request) {
+	if a.replicas == nil {
 		writeError(w, http.StatusServiceUnavailable, "this replica was started without etcd")
 		return
 	}
-	list, err := replica.List(r.Context(), a.etcd, a.prefix)
+	list, err := a.replicas.Replicas(r.Context())
+	var view ReplicasView
 	if err == nil {
-		var view ReplicasView
-		view.Leader, err = election.Leader(r.Context(), a.etcd, a.prefix)
-		var p *replica.Published
-		if err == nil {
-			p, err = replica.ReadPublished(r.Context(), a.etcd, a.prefix)
-		}
-		if err == nil {
-			if p != nil {
-				view.PublishedHash = p.Hash
-			}
-			view.Replicas = []ReplicaView{}
-			for _, i := range list {
-				view.Replicas = append(view.Replicas, ReplicaView{Info: i, Leader: i.Name == view.Leader,
-					ConfigMatches: p == nil || p.Hash == i.ConfigHash})
-			}
-			writeJSON(w, http.StatusOK, view)
-			return
-		}
+		view.Leader, err = a.replicas.Leader(r.Context())
 	}
-	a.fail(w, r, fmt.Errorf("read the replicas: %w%w", err, registry.ErrUnavailable))
+	var p *replica.Published
+	if err == nil {
+		p, err = a.replicas.Published(r.Context())
+	}
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if p != nil {
+		view.PublishedHash = p.Hash
+	}
+	view.Replicas = []ReplicaView{}
+	for _, i := range list {
+		view.Replicas = append(view.Replicas, ReplicaView{Info: i, Leader: i.Name == view.Leader,
+			ConfigMatches: p == nil || p.Hash == i.ConfigHash})
+	}
+	web.JSON(w, http.StatusOK, view)
 }
 
 // machineID returns the {id} of the route, refusing a malformed one with
@@ -494,169 +517,97 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	return false
 }
 
-// fail turns a registry error into an answer.
+// fail turns an error of the registry, the machine rules or etcd into an
+// answer (web.Status).
 func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
-	var (
-		corrupt    *registry.CorruptError
-		macTaken   *registry.MACTakenError
-		transition *machine.TransitionError
-	)
+	code := web.Status(err)
+	msg := err.Error()
 	switch {
-	case errors.Is(err, registry.ErrNotFound):
+	case code == http.StatusNotFound:
 		id, _ := url.PathUnescape(mux.Vars(r)["id"])
-		writeError(w, http.StatusNotFound, fmt.Sprintf("machine %s is not registered (`mayuctl list` shows the machines that are)", id))
-	case errors.As(err, &corrupt):
-		a.log.Error("corrupt machine record", "key", corrupt.Key, "err", corrupt.Err)
-		writeError(w, http.StatusInternalServerError, corrupt.Error())
-	case errors.As(err, &macTaken), errors.As(err, &transition),
-		errors.Is(err, registry.ErrExhausted), errors.Is(err, registry.ErrExists):
-		writeError(w, http.StatusConflict, err.Error())
-	case errors.Is(err, registry.ErrConflict):
-		writeError(w, http.StatusConflict, err.Error())
+		msg = fmt.Sprintf("machine %s is not registered (`mayuctl list` shows the machines that are)", id)
 	case r.Context().Err() != nil:
 		// The caller went away; nobody reads the answer.
-		writeError(w, http.StatusServiceUnavailable, "request canceled")
-	case storeUnavailable(err):
+		code, msg = http.StatusServiceUnavailable, "request canceled"
+	case code == http.StatusServiceUnavailable:
 		a.log.Warn("admin call failed: etcd unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
-		writeError(w, http.StatusServiceUnavailable, err.Error())
-	default:
+	case code >= 500:
 		a.log.Error("admin call failed", "method", r.Method, "path", r.URL.Path, "err", err)
-		writeError(w, http.StatusInternalServerError, err.Error())
 	}
-}
-
-// storeUnavailable reports whether err came from etcd rather than from the
-// request: the registry does not mark these, so recognise what clientv3
-// returns (its ContextError: a server error, a gRPC status, or the request
-// timeout).
-func storeUnavailable(err error) bool {
-	if errors.Is(err, registry.ErrUnavailable) {
-		return true
-	}
-	var etcdErr rpctypes.EtcdError
-	if errors.As(err, &etcdErr) {
-		return true
-	}
-	if _, ok := status.FromError(err); ok {
-		return true
-	}
-	return errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, context.Canceled) || // a closed etcd client
-		errors.Is(err, clientv3.ErrNoAvailableEndpoints)
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ") // readable with plain curl
-	// Never rendered as HTML (nosniff above), so "<secret>" may stay
-	// readable instead of becoming \u003csecret\u003e.
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v) // the client is gone; nothing to tell it
+	writeError(w, code, msg)
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, ErrorBody{Error: msg})
+	web.JSON(w, code, ErrorBody{Error: msg})
 }
 
 // clip keeps hostile input from flooding an error message.
-func clip(s string) string {
-	if len(s) > 80 {
-		return s[:80] + "..."
-	}
-	return s
-}
+func clip(s string) string { return hostile.Clip(s, 80) }
 
-func (a *api) leases(w http.ResponseWriter, r *http.Request) {
-	if a.etcd == nil {
+func (a *api) leasesView(w http.ResponseWriter, r *http.Request) {
+	if a.leases == nil {
 		writeError(w, http.StatusServiceUnavailable, "this replica was started without etcd")
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-	defer cancel()
-	resp, err := a.etcd.Get(ctx, a.prefix+"leases/", clientv3.WithPrefix())
+	ls, err := a.leases.List(r.Context())
 	if err != nil {
-		a.fail(w, r, fmt.Errorf("read the leases: %w%w", err, registry.ErrUnavailable))
+		a.fail(w, r, err)
 		return
 	}
-	macs, err := a.etcd.Get(ctx, a.prefix+"macs/", clientv3.WithPrefix())
+	owners, err := a.reg.MACOwners(r.Context())
 	if err != nil {
-		a.fail(w, r, fmt.Errorf("read the MAC index: %w%w", err, registry.ErrUnavailable))
+		a.fail(w, r, err)
 		return
-	}
-	owners := map[string]string{}
-	for _, kv := range macs.Kvs {
-		var o struct{ Machine string }
-		if json.Unmarshal(kv.Value, &o) == nil {
-			owners[strings.TrimPrefix(string(kv.Key), a.prefix+"macs/")] = o.Machine
-		}
 	}
 	now := time.Now()
 	out := []LeaseView{}
-	for _, kv := range resp.Kvs {
-		var l dhcp.Lease
-		if json.Unmarshal(kv.Value, &l) != nil || !l.IP.IsValid() {
-			continue // reported by the leader when it loads leases
-		}
+	for _, l := range ls {
 		out = append(out, LeaseView{Lease: l, Machine: owners[l.MAC], Expired: !now.Before(l.Expiry)})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].IP.Less(out[j].IP) })
-	writeJSON(w, http.StatusOK, out)
+	web.JSON(w, http.StatusOK, out)
 }
 
-// watch streams machine changes as JSON lines (an etcd watch on the
-// machine records) until the client goes away.
+// watch streams machine state changes as JSON lines until the client goes
+// away.
 func (a *api) watch(w http.ResponseWriter, r *http.Request) {
-	if a.etcd == nil {
-		writeError(w, http.StatusServiceUnavailable, "this replica was started without etcd")
-		return
-	}
 	flusher, ok := w.(http.Flusher)
 	if !ok {
 		writeError(w, http.StatusInternalServerError, "streaming is not supported here")
 		return
 	}
-	dir := a.prefix + "machines/"
-	ctx := clientv3.WithRequireLeader(r.Context())
-	ch := a.etcd.Watch(ctx, dir, clientv3.WithPrefix(), clientv3.WithPrevKV())
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	flusher.Flush()
 	enc := json.NewEncoder(w)
-	for resp := range ch {
-		if err := resp.Err(); err != nil {
-			enc.Encode(ErrorBody{Error: "etcd watch ended: " + err.Error()})
+	ctx, stop := context.WithCancel(r.Context())
+	defer stop()
+	a.reg.Watch(ctx, func(c registry.Change) {
+		e := Event{Time: time.Now().UTC(), ID: c.ID, Deleted: c.Deleted}
+		if c.Prev != nil {
+			e.PrevState = c.Prev.State
+		}
+		switch {
+		case c.Deleted:
+			e.State = e.PrevState
+		case c.Err != nil:
+			e.Reason = "unreadable record"
+		default:
+			m := c.Machine
+			if m.State == e.PrevState && c.Prev != nil {
+				return // metadata, a MAC, a reboot: not a state change
+			}
+			e.State, e.Replica, e.MACs = m.State, m.LastReplica, m.MACs
+			if n := len(m.History); n > 0 {
+				e.Time, e.Reason = m.History[n-1].At, m.History[n-1].Reason
+			}
+		}
+		if enc.Encode(e) != nil {
+			stop() // the client is gone
 			return
 		}
-		for _, ev := range resp.Events {
-			e := Event{Time: time.Now().UTC(), ID: strings.TrimPrefix(string(ev.Kv.Key), dir)}
-			var prev machine.Machine
-			if ev.PrevKv != nil && json.Unmarshal(ev.PrevKv.Value, &prev) == nil {
-				e.PrevState = prev.State
-			}
-			if ev.Type == clientv3.EventTypeDelete {
-				e.Deleted, e.State = true, e.PrevState
-			} else {
-				var m machine.Machine
-				if json.Unmarshal(ev.Kv.Value, &m) != nil {
-					e.Reason = "unreadable record"
-				} else {
-					e.State, e.Replica, e.MACs = m.State, m.LastReplica, m.MACs
-					if n := len(m.History); n > 0 {
-						e.Time, e.Reason = m.History[n-1].At, m.History[n-1].Reason
-					}
-					if m.State == e.PrevState && ev.PrevKv != nil {
-						continue // metadata, a MAC, a reboot: not a state change
-					}
-				}
-			}
-			if enc.Encode(e) != nil {
-				return
-			}
-		}
 		flusher.Flush()
-	}
+	}, func(err error) {
+		// The stream goes on once the watch is back; say why it paused.
+		a.log.Warn("admin watch: etcd watch broken, resuming", "err", err)
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -18,8 +19,11 @@ import (
 	"github.com/mayu-boot/mayu/pkg/admin"
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/etcdtest"
+	"github.com/mayu-boot/mayu/pkg/lease"
 	"github.com/mayu-boot/mayu/pkg/machine"
 	"github.com/mayu-boot/mayu/pkg/registry"
+	"github.com/mayu-boot/mayu/pkg/replica"
+	"github.com/mayu-boot/mayu/pkg/state"
 )
 
 const token = "s3cret-admin-token"
@@ -56,8 +60,11 @@ func start(t *testing.T) *env {
 func startWith(t *testing.T, cli *clientv3.Client, timeout time.Duration) *env {
 	t.Helper()
 	cfg := testConfig()
+	cfg.Node.Etcd.Prefix = etcdtest.Prefix(t)
 	reg := registry.New(cli, registry.Options{Prefix: etcdtest.Prefix(t), Cluster: cfg.Cluster, Replica: cfg.Node.Name, Timeout: timeout})
-	srv := httptest.NewServer(admin.New(admin.Options{Registry: reg, Config: cfg, Token: token, Etcd: cli, Prefix: etcdtest.Prefix(t)}))
+	srv := httptest.NewServer(admin.New(admin.Options{Machines: reg, Config: cfg, Token: token,
+		Leases:   lease.NewStore(cli, state.Keys{Prefix: etcdtest.Prefix(t)}, timeout),
+		Replicas: replica.New(cli, cfg, replica.Info{}, slog.New(slog.DiscardHandler))}))
 	t.Cleanup(srv.Close)
 	return &env{srv: srv, etc: cli, reg: reg, cfg: cfg}
 }
@@ -147,7 +154,7 @@ func TestAuthentication(t *testing.T) {
 func TestEmptyTokenRefusesEverything(t *testing.T) {
 	cfg := testConfig()
 	reg := registry.New(etcdtest.Start(t), registry.Options{Prefix: etcdtest.Prefix(t), Cluster: cfg.Cluster, Replica: "r"})
-	srv := httptest.NewServer(admin.New(admin.Options{Registry: reg, Config: cfg, Token: ""}))
+	srv := httptest.NewServer(admin.New(admin.Options{Machines: reg, Config: cfg, Token: ""}))
 	defer srv.Close()
 	e := &env{srv: srv}
 	for _, auth := range []string{"", "Bearer ", "Bearer x"} {

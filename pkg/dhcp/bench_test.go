@@ -8,7 +8,6 @@ package dhcp
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -19,11 +18,12 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/election"
 	"github.com/mayu-boot/mayu/pkg/etcdtest"
+	"github.com/mayu-boot/mayu/pkg/lease"
+	"github.com/mayu-boot/mayu/pkg/state"
 )
 
 var benchPolicy = Policy{BIOS: "undionly.kpxe", EFI64: "ipxe.efi", ScriptURL: scriptURL, HTTPBase: "http://127.0.0.1:4081/tftp/"}
@@ -112,13 +112,13 @@ func BenchmarkPoolOfferCommit(b *testing.B) {
 		if err := p.reserve(mac, ip, now); err != nil {
 			b.Fatal(err)
 		}
-		p.commit(Lease{IP: ip, MAC: mac, Expiry: now.Add(time.Hour), Leader: "bench"})
+		p.commit(lease.Lease{IP: ip, MAC: mac, Expiry: now.Add(time.Hour), Leader: "bench"})
 	}
 }
 
 // benchServer is a server leading with fence f, answering relayed packets
 // to a sink socket on loopback; no etcd unless f is used for a REQUEST.
-func benchServer(b *testing.B, st *store, f election.Fence) (*Server, *net.UDPConn) {
+func benchServer(b *testing.B, st LeaseStore, f election.Fence) (*Server, *net.UDPConn) {
 	b.Helper()
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: loopback})
 	if err != nil {
@@ -144,11 +144,8 @@ func benchServer(b *testing.B, st *store, f election.Fence) (*Server, *net.UDPCo
 		sink.Close()
 		<-done
 	})
-	s := New(Options{Policy: benchPolicy, Replica: "bench", Pools: []config.Pool{benchPool()},
+	s := New(Options{Policy: benchPolicy, Replica: "bench", Pools: []config.Pool{benchPool()}, Leases: st,
 		Log: slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))})
-	if st != nil {
-		s.store = st
-	}
 	s.conn, s.serverIP, s.o.Advertise = conn, addr("127.0.0.1"), addr("127.0.0.1")
 	s.term.Store(&term{fence: f, pools: []*pool{newPool(benchPool())}})
 	return s, sink
@@ -175,7 +172,7 @@ func BenchmarkHandleDiscover(b *testing.B) {
 
 // benchEtcd starts an embedded etcd and returns a lease store on it and a
 // fence that holds (a key standing for the leader key).
-func benchEtcd(b *testing.B) (*store, election.Fence) {
+func benchEtcd(b *testing.B) (*lease.Store, election.Fence) {
 	b.Helper()
 	cli := etcdtest.Start(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -185,48 +182,7 @@ func benchEtcd(b *testing.B) (*store, election.Fence) {
 		b.Fatal(err)
 	}
 	f := election.Fence{Key: prefix + "election/bench", Rev: resp.Header.Revision}
-	return &store{cli: cli, dir: prefix + "leases/", timeout: 10 * time.Second}, f
-}
-
-// BenchmarkLeaseWrite is the durable part of an ACK: one fenced etcd
-// transaction writing the lease, to an embedded etcd with fsync on.
-// "serial" is one at a time (the latency of a lone ACK); "workers-64" has
-// 64 in flight, as the server's 64 workers do under load, so etcd batches
-// them into fewer fsyncs: ns/op there is the inverse of the throughput.
-func BenchmarkLeaseWrite(b *testing.B) {
-	for _, par := range []int{1, 64} {
-		name := "serial"
-		if par > 1 {
-			name = fmt.Sprintf("workers-%d", par)
-		}
-		b.Run(name, func(b *testing.B) {
-			st, f := benchEtcd(b)
-			ctx := context.Background()
-			var n atomic.Int64
-			write := func() {
-				i := n.Add(1)
-				ip := benchIP(int(i))
-				l := Lease{IP: ip, MAC: benchMAC(int(i)).String(), Expiry: time.Now().Add(time.Hour), Leader: "bench"}
-				if err := st.put(ctx, f, l); err != nil {
-					b.Error(err)
-				}
-			}
-			b.ReportAllocs()
-			if par == 1 {
-				for b.Loop() {
-					write()
-				}
-				return
-			}
-			b.SetParallelism((par + 1) / 2) // GOMAXPROCS is 2 here: 2 × 32
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					write()
-				}
-			})
-		})
-	}
+	return lease.NewStore(cli, state.Keys{Prefix: prefix}, 10*time.Second), f
 }
 
 // BenchmarkHandleRequest is one REQUEST through the server up to the ACK
@@ -269,11 +225,11 @@ func BenchmarkHandleRequest(b *testing.B) {
 	}
 	// Every REQUEST was a new lease (or a renewal once the clients wrap
 	// round): all of them are in etcd.
-	resp, err := st.cli.Get(ctx, st.dir, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	stored, err := st.List(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if want := int64(min(b.N, clients)); resp.Count < want {
-		b.Fatalf("%d leases in etcd after %d REQUESTs", resp.Count, b.N)
+	if want := min(b.N, clients); len(stored) < want {
+		b.Fatalf("%d leases in etcd after %d REQUESTs", len(stored), b.N)
 	}
 }

@@ -7,17 +7,8 @@ import (
 	"time"
 
 	"github.com/mayu-boot/mayu/pkg/config"
+	"github.com/mayu-boot/mayu/pkg/lease"
 )
-
-// Lease is one address handed to one MAC, as stored at
-// <prefix>leases/<ip>.
-type Lease struct {
-	IP       netip.Addr `json:"ip"`
-	MAC      string     `json:"mac"`
-	Expiry   time.Time  `json:"expiry"`
-	Hostname string     `json:"hostname,omitempty"`
-	Leader   string     `json:"leader"` // the replica that granted it
-}
 
 // Errors of the lease table.
 var (
@@ -43,8 +34,8 @@ type pool struct {
 	cfg config.Pool
 
 	mu       sync.Mutex
-	byIP     map[netip.Addr]*Lease
-	byMAC    map[string]*Lease
+	byIP     map[netip.Addr]*lease.Lease
+	byMAC    map[string]*lease.Lease
 	held     map[netip.Addr]hold      // offers and ACKs in flight
 	heldMAC  map[string]netip.Addr    // mac → its entry in held: no scan of held per DISCOVER
 	declined map[netip.Addr]time.Time // until when to avoid
@@ -53,18 +44,18 @@ type pool struct {
 }
 
 func newPool(cfg config.Pool) *pool {
-	return &pool{cfg: cfg, byIP: map[netip.Addr]*Lease{}, byMAC: map[string]*Lease{},
+	return &pool{cfg: cfg, byIP: map[netip.Addr]*lease.Lease{}, byMAC: map[string]*lease.Lease{},
 		held: map[netip.Addr]hold{}, heldMAC: map[string]netip.Addr{}, declined: map[netip.Addr]time.Time{}, cursor: cfg.Range.Start}
 }
 
 // load puts a lease read from etcd into the table.
-func (p *pool) load(l Lease) {
+func (p *pool) load(l lease.Lease) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.setLocked(l)
 }
 
-func (p *pool) setLocked(l Lease) {
+func (p *pool) setLocked(l lease.Lease) {
 	if old := p.byMAC[l.MAC]; old != nil && old.IP != l.IP {
 		delete(p.byIP, old.IP)
 	}
@@ -179,7 +170,7 @@ func (p *pool) reserve(mac string, ip netip.Addr, now time.Time) error {
 }
 
 // commit records a lease that etcd accepted.
-func (p *pool) commit(l Lease) {
+func (p *pool) commit(l lease.Lease) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.setLocked(l)
@@ -196,13 +187,13 @@ func (p *pool) unhold(ip netip.Addr, mac string) {
 }
 
 // leaseOf returns mac's lease on ip, if it holds one.
-func (p *pool) leaseOf(mac string, ip netip.Addr) (Lease, bool) {
+func (p *pool) leaseOf(mac string, ip netip.Addr) (lease.Lease, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if l := p.byIP[ip]; l != nil && l.MAC == mac {
 		return *l, true
 	}
-	return Lease{}, false
+	return lease.Lease{}, false
 }
 
 // forget drops mac's lease on ip (release or decline).

@@ -3,6 +3,8 @@ package dhcp
 import (
 	"net/netip"
 	"testing"
+
+	"github.com/mayu-boot/mayu/pkg/lease"
 )
 
 // A boot storm: thousands of clients DISCOVER, none REQUESTs yet, each
@@ -64,7 +66,7 @@ func TestPoolHoldTakenOver(t *testing.T) {
 	if err := p.reserve(b, ip, late); err != nil {
 		t.Fatal(err)
 	}
-	p.commit(Lease{IP: ip, MAC: b, Expiry: late.Add(p.cfg.LeaseTime)})
+	p.commit(lease.Lease{IP: ip, MAC: b, Expiry: late.Add(p.cfg.LeaseTime)})
 	if _, ok := p.heldMAC[b]; ok {
 		t.Fatal("b's hold outlived its commit")
 	}

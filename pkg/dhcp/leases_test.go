@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mayu-boot/mayu/pkg/config"
+	"github.com/mayu-boot/mayu/pkg/lease"
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -47,13 +48,13 @@ func mustOffer(t *testing.T, p *pool, mac string, requested netip.Addr, now time
 	return ip
 }
 
-// lease reserves and commits ip for mac, as an ACK does.
-func lease(t *testing.T, p *pool, mac string, ip netip.Addr, now time.Time) Lease {
+// ack reserves and commits ip for mac, as an ACK does.
+func ack(t *testing.T, p *pool, mac string, ip netip.Addr, now time.Time) lease.Lease {
 	t.Helper()
 	if err := p.reserve(mac, ip, now); err != nil {
 		t.Fatalf("reserve %s for %s: %v", ip, mac, err)
 	}
-	l := Lease{IP: ip, MAC: mac, Expiry: now.Add(p.cfg.LeaseTime), Leader: "t"}
+	l := lease.Lease{IP: ip, MAC: mac, Expiry: now.Add(p.cfg.LeaseTime), Leader: "t"}
 	p.commit(l)
 	return l
 }
@@ -90,7 +91,7 @@ func TestPoolSameMACSameAddress(t *testing.T) {
 		t.Fatalf("offer with a request: %s, want the held %s", again, a)
 	}
 	// After commit.
-	lease(t, p, macN(1), a, t0.Add(3*time.Second))
+	ack(t, p, macN(1), a, t0.Add(3*time.Second))
 	if again := mustOffer(t, p, macN(1), netip.Addr{}, t0.Add(time.Minute)); again != a {
 		t.Fatalf("offer after commit %s, want %s", again, a)
 	}
@@ -115,7 +116,7 @@ func TestPoolExpiredLeaseTakenByAnother(t *testing.T) {
 	var first netip.Addr
 	for i := 0; i < 8; i++ {
 		ip := mustOffer(t, p, macN(i), netip.Addr{}, now)
-		lease(t, p, macN(i), ip, now)
+		ack(t, p, macN(i), ip, now)
 		if i == 0 {
 			first = ip
 		}
@@ -129,7 +130,7 @@ func TestPoolExpiredLeaseTakenByAnother(t *testing.T) {
 	if ip != first {
 		t.Fatalf("new client asked for expired %s, got %s", first, ip)
 	}
-	lease(t, p, macN(100), ip, now)
+	ack(t, p, macN(100), ip, now)
 	// Its old owner comes back: a different address now.
 	if back := mustOffer(t, p, macN(0), netip.Addr{}, now); back == first {
 		t.Fatalf("old owner got %s back although %s holds it", back, macN(100))
@@ -152,7 +153,7 @@ func TestPoolRequestedAddress(t *testing.T) {
 	if ip := mustOffer(t, p, macN(2), want, t0); ip == want {
 		t.Fatalf("requested address held by another client was offered again")
 	}
-	lease(t, p, macN(1), want, t0)
+	ack(t, p, macN(1), want, t0)
 	if ip := mustOffer(t, p, macN(3), want, t0.Add(time.Minute)); ip == want {
 		t.Fatalf("requested address leased to another client was offered")
 	}
@@ -177,7 +178,7 @@ func TestPoolReserve(t *testing.T) {
 	if err := p.reserve(macN(1), free, t0); !errors.Is(err, ErrNotAvailable) {
 		t.Fatalf("reserve of an address held for another: %v", err)
 	}
-	lease(t, p, macN(1), ip, t0)
+	ack(t, p, macN(1), ip, t0)
 	if err := p.reserve(macN(2), ip, t0.Add(time.Minute)); !errors.Is(err, ErrNotAvailable) {
 		t.Fatalf("reserve of an address leased to another: %v", err)
 	}
@@ -185,7 +186,7 @@ func TestPoolReserve(t *testing.T) {
 	if err := p.reserve(macN(1), ip, t0.Add(time.Minute)); err != nil {
 		t.Fatalf("owner renews: %v", err)
 	}
-	p.commit(Lease{IP: ip, MAC: macN(1), Expiry: t0.Add(11 * time.Minute)})
+	p.commit(lease.Lease{IP: ip, MAC: macN(1), Expiry: t0.Add(11 * time.Minute)})
 	// Outside the range.
 	for _, s := range []string{"10.0.0.1", "10.0.0.151", "10.9.9.9"} {
 		if err := p.reserve(macN(1), addr(s), t0); !errors.Is(err, ErrNotAvailable) {
@@ -268,7 +269,7 @@ func TestPoolExhaustion(t *testing.T) {
 	// Leases do not lapse until they expire.
 	q := smallPool()
 	for i := 0; i < 8; i++ {
-		lease(t, q, macN(i), mustOffer(t, q, macN(i), netip.Addr{}, t0), t0)
+		ack(t, q, macN(i), mustOffer(t, q, macN(i), netip.Addr{}, t0), t0)
 	}
 	if _, err := q.offer(macN(20), netip.Addr{}, t0.Add(offerHold+time.Second)); !errors.Is(err, ErrPoolExhausted) {
 		t.Fatalf("leased pool after the offer hold: %v", err)
@@ -288,7 +289,7 @@ func TestPoolWrapsAround(t *testing.T) {
 	for i := 0; i < 8; i++ {
 		ip := mustOffer(t, p, macN(i), netip.Addr{}, t0)
 		if i < 2 {
-			lease(t, p, macN(i), ip, t0) // .8 and .9 stay leased
+			ack(t, p, macN(i), ip, t0) // .8 and .9 stay leased
 		}
 	}
 	// The other offers lapse; the scan wraps round from the end of the
@@ -302,7 +303,7 @@ func TestPoolWrapsAround(t *testing.T) {
 func TestPoolDecline(t *testing.T) {
 	p := smallPool()
 	ip := mustOffer(t, p, macN(1), netip.Addr{}, t0)
-	lease(t, p, macN(1), ip, t0)
+	ack(t, p, macN(1), ip, t0)
 	p.decline(macN(1), ip, t0.Add(time.Second))
 	if _, ok := p.leaseOf(macN(1), ip); ok {
 		t.Fatal("declined lease still in the table")
@@ -341,7 +342,7 @@ func TestPoolDeclineOutsideRangeRemembersNothing(t *testing.T) {
 func TestPoolReleaseAndLoad(t *testing.T) {
 	p := testPool()
 	ip := mustOffer(t, p, macN(1), netip.Addr{}, t0)
-	lease(t, p, macN(1), ip, t0)
+	ack(t, p, macN(1), ip, t0)
 	// Forgetting another MAC's lease does nothing.
 	p.forget(macN(2), ip)
 	if _, ok := p.leaseOf(macN(1), ip); !ok {
@@ -358,10 +359,10 @@ func TestPoolReleaseAndLoad(t *testing.T) {
 	// Loading leases from etcd: a MAC with a newer lease elsewhere keeps
 	// only that one; an address given to another MAC drops the old owner.
 	q := testPool()
-	q.load(Lease{IP: addr("10.0.0.101"), MAC: macN(1), Expiry: t0.Add(time.Minute)})
-	q.load(Lease{IP: addr("10.0.0.102"), MAC: macN(1), Expiry: t0.Add(time.Minute)})
-	q.load(Lease{IP: addr("10.0.0.103"), MAC: macN(2), Expiry: t0.Add(time.Minute)})
-	q.load(Lease{IP: addr("10.0.0.103"), MAC: macN(3), Expiry: t0.Add(time.Minute)})
+	q.load(lease.Lease{IP: addr("10.0.0.101"), MAC: macN(1), Expiry: t0.Add(time.Minute)})
+	q.load(lease.Lease{IP: addr("10.0.0.102"), MAC: macN(1), Expiry: t0.Add(time.Minute)})
+	q.load(lease.Lease{IP: addr("10.0.0.103"), MAC: macN(2), Expiry: t0.Add(time.Minute)})
+	q.load(lease.Lease{IP: addr("10.0.0.103"), MAC: macN(3), Expiry: t0.Add(time.Minute)})
 	if len(q.byIP) != 2 || len(q.byMAC) != 2 {
 		t.Fatalf("table after load: byIP %d byMAC %d, want 2 and 2", len(q.byIP), len(q.byMAC))
 	}
@@ -384,7 +385,7 @@ func TestPoolStats(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		ip := mustOffer(t, p, macN(i), netip.Addr{}, t0)
 		if i < 3 {
-			lease(t, p, macN(i), ip, t0.Add(time.Duration(i)*time.Minute))
+			ack(t, p, macN(i), ip, t0.Add(time.Duration(i)*time.Minute))
 		}
 	}
 	// Offers are not leases.
@@ -428,7 +429,7 @@ func TestOnlyTheHolderMayDecline(t *testing.T) {
 	if !p.heldBy("52:54:00:00:00:01", ip, now) {
 		t.Fatal("the client does not hold its own offer")
 	}
-	p.commit(Lease{IP: ip, MAC: "52:54:00:00:00:01", Expiry: now.Add(time.Hour)})
+	p.commit(lease.Lease{IP: ip, MAC: "52:54:00:00:00:01", Expiry: now.Add(time.Hour)})
 	if !p.heldBy("52:54:00:00:00:01", ip, now) || p.heldBy("52:54:00:00:00:99", ip, now) {
 		t.Fatal("lease holder check")
 	}

@@ -14,13 +14,34 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/election"
+	"github.com/mayu-boot/mayu/pkg/hostile"
+	"github.com/mayu-boot/mayu/pkg/lease"
 	"github.com/mayu-boot/mayu/pkg/metrics"
-	"github.com/mayu-boot/mayu/pkg/registry"
+	"github.com/mayu-boot/mayu/pkg/state"
 )
+
+// LeaseStore makes leases durable. Every write carries the fence of the
+// term it is made in and is refused (lease.ErrDeposed) once that term is
+// over. lease.Store keeps them in etcd.
+type LeaseStore interface {
+	// Load returns every lease, and the corrupt ones it skipped.
+	Load(ctx context.Context) ([]lease.Lease, []error, error)
+	// Put returns once l is durable, or refused.
+	Put(ctx context.Context, f election.Fence, l lease.Lease) error
+	Remove(ctx context.Context, f election.Fence, ip netip.Addr) error
+}
+
+// InstalledMACs is the set of MACs of installed or running machines, which
+// DHCP stays silent to; registry.Installed follows it in etcd.
+type InstalledMACs interface {
+	Has(mac string) bool
+	// Ready is closed once the set was first loaded: until then a leader
+	// does not answer, since it cannot tell whom to ignore.
+	Ready() <-chan struct{}
+}
 
 // Options configure a Server.
 type Options struct {
@@ -34,10 +55,8 @@ type Options struct {
 	Policy    Policy
 	Replica   string
 
-	Etcd        *clientv3.Client
-	Prefix      string // etcd key prefix
-	EtcdTimeout time.Duration
-	Installed   *registry.Installed // MACs to stay silent to
+	Leases    LeaseStore
+	Installed InstalledMACs // MACs to stay silent to; nil: none
 
 	Workers int // concurrent packet handlers; default 64
 	Queue   int // packets waiting for a worker; default 1024
@@ -47,7 +66,6 @@ type Options struct {
 // Server answers DHCP while this replica leads.
 type Server struct {
 	o        Options
-	store    *store
 	serverIP netip.Addr
 	conn     *net.UDPConn
 
@@ -75,13 +93,10 @@ func New(o Options) *Server {
 	if o.Queue <= 0 {
 		o.Queue = 1024
 	}
-	if o.EtcdTimeout <= 0 {
-		o.EtcdTimeout = 5 * time.Second
-	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{o: o, store: &store{cli: o.Etcd, dir: o.Prefix + "leases/", timeout: o.EtcdTimeout}}
+	return &Server{o: o}
 }
 
 // Listen opens the DHCP socket on the interface.
@@ -191,23 +206,19 @@ func (s *Server) Lead(ctx context.Context, f election.Fence) {
 			return
 		}
 	}
-	var leases []Lease
-	for {
+	var leases []lease.Lease
+	if state.Retry(ctx, time.Second, func(err error) {
+		s.o.Log.Warn("DHCP leader cannot load leases yet; not answering", "err", err)
+	}, func(ctx context.Context) error {
 		var bad []error
 		var err error
-		leases, bad, err = s.store.load(ctx)
+		leases, bad, err = s.o.Leases.Load(ctx)
 		for _, b := range bad {
 			s.o.Log.Warn("ignoring a lease", "err", b)
 		}
-		if err == nil {
-			break
-		}
-		s.o.Log.Warn("DHCP leader cannot load leases yet; not answering", "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
+		return err
+	}) != nil {
+		return
 	}
 	t := &term{fence: f}
 	for _, pc := range s.o.Pools {
@@ -272,6 +283,20 @@ func (s *Server) poolFor(t *term, req *dhcpv4.DHCPv4) *pool {
 	return t.poolOf(s.serverIP)
 }
 
+// exchange is one request on its way to an answer: what it is, where it
+// came from, the pool and term it is answered in, and the boot decision.
+type exchange struct {
+	ctx  context.Context
+	log  *slog.Logger
+	term *term
+	pool *pool
+	req  *dhcpv4.DHCPv4
+	peer *net.UDPAddr
+	mac  string
+	dec  Decision
+	now  time.Time
+}
+
 func (s *Server) handle(ctx context.Context, p packet) {
 	req, err := dhcpv4.FromBytes(p.data)
 	if err != nil || req.OpCode != dhcpv4.OpcodeBootRequest || len(req.ClientHWAddr) != 6 {
@@ -287,123 +312,135 @@ func (s *Server) handle(ctx context.Context, p packet) {
 		s.o.Log.Debug("dhcp: not leader, ignoring", "mac", req.ClientHWAddr.String(), "type", req.MessageType())
 		return
 	}
-	mac := req.ClientHWAddr.String()
+	x := &exchange{ctx: ctx, term: t, req: req, peer: p.peer, mac: req.ClientHWAddr.String(), now: time.Now()}
 	client := Classify(req)
-	installed := s.o.Installed != nil && s.o.Installed.Has(mac)
-	dec := Decide(client, installed, s.o.Policy)
-	log := s.o.Log.With("mac", mac, "type", req.MessageType().String(), "firmware", client.Firmware.String())
-	if dec.Ignore {
-		metrics.DHCPIgnored.WithLabelValues(dec.Reason).Inc()
-		log.Debug("dhcp: ignored", "reason", dec.Reason)
+	installed := s.o.Installed != nil && s.o.Installed.Has(x.mac)
+	x.dec = Decide(client, installed, s.o.Policy)
+	x.log = s.o.Log.With("mac", x.mac, "type", req.MessageType().String(), "firmware", client.Firmware.String())
+	if x.dec.Ignore {
+		metrics.DHCPIgnored.WithLabelValues(x.dec.Reason).Inc()
+		x.log.Debug("dhcp: ignored", "reason", x.dec.Reason)
 		return
 	}
-	pl := s.poolFor(t, req)
-	if pl == nil {
+	if x.pool = s.poolFor(t, req); x.pool == nil {
 		metrics.DHCPIgnored.WithLabelValues("no_pool").Inc()
-		log.Debug("dhcp: no pool for this request", "giaddr", req.GatewayIPAddr)
+		x.log.Debug("dhcp: no pool for this request", "giaddr", req.GatewayIPAddr)
 		return
 	}
-	now := time.Now()
 	switch req.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
-		requested, _ := netip.AddrFromSlice(req.RequestedIPAddress().To4())
-		ip, err := pl.offer(mac, requested, now)
-		if err != nil {
-			// Debug, not warn: a storm of clients would flood the log;
-			// mayu_dhcp_addresses_free and its alert tell the operator.
-			metrics.DHCPIgnored.WithLabelValues("pool_exhausted").Inc()
-			log.Debug("dhcp: no address to offer", "pool", pl.cfg.Subnet, "err", err)
-			return
-		}
-		log.Debug("dhcp: offer", "ip", ip, "boot", dec.Reason)
-		s.reply(req, p.peer, s.answer(req, dhcpv4.MessageTypeOffer, ip, pl, dec))
+		s.discover(x)
 	case dhcpv4.MessageTypeRequest:
-		s.request(ctx, log, t, pl, req, p.peer, mac, dec, now)
+		s.request(x)
 	case dhcpv4.MessageTypeRelease:
-		ip, _ := netip.AddrFromSlice(req.ClientIPAddr.To4())
-		if _, ok := pl.leaseOf(mac, ip); ok {
-			if err := s.store.remove(ctx, t.fence, ip); err != nil {
-				log.Warn("dhcp: release not recorded", "ip", ip, "err", err)
-				return
-			}
-			pl.forget(mac, ip)
-			log.Debug("dhcp: released", "ip", ip)
-		}
+		s.release(x)
 	case dhcpv4.MessageTypeDecline:
-		ip, _ := netip.AddrFromSlice(req.RequestedIPAddress().To4())
-		if !ip.IsValid() {
-			return
-		}
-		// Only the client the address was given to may decline it:
-		// otherwise one host could quarantine the whole pool.
-		if !s.ours(req) || !pl.heldBy(mac, ip, now) {
-			log.Debug("dhcp: decline ignored: not this client's address", "ip", ip)
-			return
-		}
-		if _, ok := pl.leaseOf(mac, ip); ok {
-			if err := s.store.remove(ctx, t.fence, ip); err != nil {
-				log.Warn("dhcp: decline not recorded", "ip", ip, "err", err)
-			}
-		}
-		pl.decline(mac, ip, now)
-		log.Warn("dhcp: client declined an address (in use by an unknown host?)", "ip", ip)
+		s.decline(x)
 	case dhcpv4.MessageTypeInform:
 		// The client has its address; it wants only the options.
-		s.reply(req, p.peer, s.answer(req, dhcpv4.MessageTypeAck, netip.Addr{}, pl, dec))
+		s.reply(x, s.answer(x, dhcpv4.MessageTypeAck, netip.Addr{}))
 	}
+}
+
+// discover offers an address: held in memory only, nothing durable yet.
+func (s *Server) discover(x *exchange) {
+	requested, _ := netip.AddrFromSlice(x.req.RequestedIPAddress().To4())
+	ip, err := x.pool.offer(x.mac, requested, x.now)
+	if err != nil {
+		// Debug, not warn: a storm of clients would flood the log;
+		// mayu_dhcp_addresses_free and its alert tell the operator.
+		metrics.DHCPIgnored.WithLabelValues("pool_exhausted").Inc()
+		x.log.Debug("dhcp: no address to offer", "pool", x.pool.cfg.Subnet, "err", err)
+		return
+	}
+	x.log.Debug("dhcp: offer", "ip", ip, "boot", x.dec.Reason)
+	s.reply(x, s.answer(x, dhcpv4.MessageTypeOffer, ip))
 }
 
 // request handles SELECTING, INIT-REBOOT, RENEWING and REBINDING: the one
 // durable write of an exchange happens here, fenced, before the ACK.
-func (s *Server) request(ctx context.Context, log *slog.Logger, t *term, pl *pool, req *dhcpv4.DHCPv4, peer *net.UDPAddr, mac string, dec Decision, now time.Time) {
-	ip, _ := netip.AddrFromSlice(req.RequestedIPAddress().To4())
-	if sid := req.ServerIdentifier(); sid != nil && !sid.IsUnspecified() {
-		if sidAddr, _ := netip.AddrFromSlice(sid.To4()); sidAddr != s.serverIP {
-			// The client chose another server's offer.
-			if ip.IsValid() {
-				pl.unhold(ip, mac)
-			}
-			metrics.DHCPIgnored.WithLabelValues("other_server").Inc()
-			return
+func (s *Server) request(x *exchange) {
+	pl := x.pool
+	ip, _ := netip.AddrFromSlice(x.req.RequestedIPAddress().To4())
+	if !s.ours(x.req) {
+		// The client chose another server's offer.
+		if ip.IsValid() {
+			pl.unhold(ip, x.mac)
 		}
+		metrics.DHCPIgnored.WithLabelValues("other_server").Inc()
+		return
 	}
 	if !ip.IsValid() {
-		ip, _ = netip.AddrFromSlice(req.ClientIPAddr.To4()) // renewing or rebinding
+		ip, _ = netip.AddrFromSlice(x.req.ClientIPAddr.To4()) // renewing or rebinding
 	}
 	if !ip.IsValid() || ip.IsUnspecified() {
 		return
 	}
 	nak := func(why string) {
-		log.Debug("dhcp: nak", "ip", ip, "why", why)
-		s.reply(req, peer, s.nak(req, why))
+		x.log.Debug("dhcp: nak", "ip", ip, "why", why)
+		s.reply(x, s.nak(x.req, why))
 	}
 	if !pl.cfg.Subnet.Contains(ip) || !pl.cfg.Range.Contains(ip) {
 		nak("address not in this network's pool")
 		return
 	}
-	if err := pl.reserve(mac, ip, now); err != nil {
+	if err := pl.reserve(x.mac, ip, x.now); err != nil {
 		nak("address in use by another client")
 		return
 	}
-	l := Lease{IP: ip, MAC: mac, Expiry: now.Add(pl.cfg.LeaseTime), Hostname: clip(req.HostName(), 64), Leader: s.o.Replica}
+	l := lease.Lease{IP: ip, MAC: x.mac, Expiry: x.now.Add(pl.cfg.LeaseTime), Hostname: hostile.Clip(x.req.HostName(), 64), Leader: s.o.Replica}
 	start := time.Now()
-	err := s.store.put(ctx, t.fence, l)
+	err := s.o.Leases.Put(x.ctx, x.term.fence, l)
 	metrics.DHCPLeaseWriteDuration.WithLabelValues().Observe(time.Since(start).Seconds())
 	if err != nil {
-		pl.unhold(ip, mac)
-		if errors.Is(err, ErrDeposed) {
+		pl.unhold(ip, x.mac)
+		if errors.Is(err, lease.ErrDeposed) {
 			metrics.DHCPIgnored.WithLabelValues("deposed").Inc()
-			s.term.CompareAndSwap(t, nil) // stop at once; the election notices too
-			log.Warn("dhcp: deposed, lease refused by etcd; not acknowledging", "ip", ip)
+			s.term.CompareAndSwap(x.term, nil) // stop at once; the election notices too
+			x.log.Warn("dhcp: deposed, lease refused by etcd; not acknowledging", "ip", ip)
 			return
 		}
 		metrics.DHCPIgnored.WithLabelValues("not_durable").Inc()
-		log.Warn("dhcp: lease not durable, not acknowledging (the client will retry)", "ip", ip, "err", err)
+		x.log.Warn("dhcp: lease not durable, not acknowledging (the client will retry)", "ip", ip, "err", err)
 		return
 	}
 	pl.commit(l)
-	log.Debug("dhcp: ack", "ip", ip, "boot", dec.Reason)
-	s.reply(req, peer, s.answer(req, dhcpv4.MessageTypeAck, ip, pl, dec))
+	x.log.Debug("dhcp: ack", "ip", ip, "boot", x.dec.Reason)
+	s.reply(x, s.answer(x, dhcpv4.MessageTypeAck, ip))
+}
+
+// release forgets the client's lease, durably first.
+func (s *Server) release(x *exchange) {
+	ip, _ := netip.AddrFromSlice(x.req.ClientIPAddr.To4())
+	if _, ok := x.pool.leaseOf(x.mac, ip); ok {
+		if err := s.o.Leases.Remove(x.ctx, x.term.fence, ip); err != nil {
+			x.log.Warn("dhcp: release not recorded", "ip", ip, "err", err)
+			return
+		}
+		x.pool.forget(x.mac, ip)
+		x.log.Debug("dhcp: released", "ip", ip)
+	}
+}
+
+// decline quarantines an address the client found in use.
+func (s *Server) decline(x *exchange) {
+	ip, _ := netip.AddrFromSlice(x.req.RequestedIPAddress().To4())
+	if !ip.IsValid() {
+		return
+	}
+	// Only the client the address was given to may decline it:
+	// otherwise one host could quarantine the whole pool.
+	if !s.ours(x.req) || !x.pool.heldBy(x.mac, ip, x.now) {
+		x.log.Debug("dhcp: decline ignored: not this client's address", "ip", ip)
+		return
+	}
+	if _, ok := x.pool.leaseOf(x.mac, ip); ok {
+		if err := s.o.Leases.Remove(x.ctx, x.term.fence, ip); err != nil {
+			x.log.Warn("dhcp: decline not recorded", "ip", ip, "err", err)
+		}
+	}
+	x.pool.decline(x.mac, ip, x.now)
+	x.log.Warn("dhcp: client declined an address (in use by an unknown host?)", "ip", ip)
 }
 
 // ours reports whether a request names this server (or none) as its
@@ -419,7 +456,8 @@ func (s *Server) ours(req *dhcpv4.DHCPv4) bool {
 
 // answer builds an OFFER or ACK with the pool's options and the boot
 // decision.
-func (s *Server) answer(req *dhcpv4.DHCPv4, typ dhcpv4.MessageType, ip netip.Addr, pl *pool, dec Decision) *dhcpv4.DHCPv4 {
+func (s *Server) answer(x *exchange, typ dhcpv4.MessageType, ip netip.Addr) *dhcpv4.DHCPv4 {
+	pl, dec := x.pool, x.dec
 	mods := []dhcpv4.Modifier{
 		dhcpv4.WithMessageType(typ),
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(s.serverIP.AsSlice())),
@@ -451,7 +489,7 @@ func (s *Server) answer(req *dhcpv4.DHCPv4, typ dhcpv4.MessageType, ip netip.Add
 	if dec.HTTPClient {
 		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptClassIdentifier("HTTPClient")))
 	}
-	resp, err := dhcpv4.NewReplyFromRequest(req, mods...)
+	resp, err := dhcpv4.NewReplyFromRequest(x.req, mods...)
 	if err != nil {
 		return nil
 	}
@@ -481,10 +519,11 @@ func (s *Server) nak(req *dhcpv4.DHCPv4, why string) *dhcpv4.DHCPv4 {
 // NAKs broadcast; to ciaddr if the client has an address; broadcast if the
 // client asked for it; else unicast to the new address and the client's
 // MAC, which needs an ARP entry since the client cannot answer ARP yet.
-func (s *Server) reply(req *dhcpv4.DHCPv4, peer *net.UDPAddr, resp *dhcpv4.DHCPv4) {
+func (s *Server) reply(x *exchange, resp *dhcpv4.DHCPv4) {
 	if resp == nil {
 		return
 	}
+	req, peer := x.req, x.peer
 	data := resp.ToBytes()
 	bcast := &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort}
 	var dst *net.UDPAddr
@@ -522,11 +561,4 @@ func typeLabel(t dhcpv4.MessageType) string {
 		return strings.ToLower(t.String())
 	}
 	return "other"
-}
-
-func clip(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
 }

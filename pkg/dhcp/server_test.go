@@ -26,8 +26,10 @@ import (
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/election"
 	"github.com/mayu-boot/mayu/pkg/etcdtest"
+	"github.com/mayu-boot/mayu/pkg/lease"
 	"github.com/mayu-boot/mayu/pkg/machine"
 	"github.com/mayu-boot/mayu/pkg/registry"
+	"github.com/mayu-boot/mayu/pkg/state"
 )
 
 const (
@@ -109,7 +111,9 @@ func startServer(t *testing.T, cli *clientv3.Client, o Options) *Server {
 	if o.Replica == "" {
 		o.Replica = "t"
 	}
-	o.Etcd, o.Prefix, o.EtcdTimeout = cli, prefix, 3*time.Second
+	if o.Leases == nil {
+		o.Leases = lease.NewStore(cli, state.Keys{Prefix: prefix}, 3*time.Second)
+	}
 	o.Log = testLogger(t).With("server", o.Replica)
 	srv := New(o)
 	if err := srv.Listen(); err != nil {
@@ -345,7 +349,7 @@ func inRange(p config.Pool, ip net.IP) bool {
 }
 
 // storedLease reads <prefix>leases/<ip>; ok is false if there is none.
-func storedLease(t *testing.T, cli *clientv3.Client, ip net.IP) (l Lease, modRev int64, ok bool) {
+func storedLease(t *testing.T, cli *clientv3.Client, ip net.IP) (l lease.Lease, modRev int64, ok bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -354,7 +358,7 @@ func storedLease(t *testing.T, cli *clientv3.Client, ip net.IP) (l Lease, modRev
 		t.Fatal(err)
 	}
 	if len(resp.Kvs) == 0 {
-		return Lease{}, 0, false
+		return lease.Lease{}, 0, false
 	}
 	if err := json.Unmarshal(resp.Kvs[0].Value, &l); err != nil {
 		t.Fatalf("lease %s is not JSON: %v: %s", ip, err, resp.Kvs[0].Value)
@@ -846,7 +850,7 @@ func TestServerFollowerSilentAndHandover(t *testing.T) {
 	_, stopB := campaign(t, cli, b, "b")
 	rb := newRelay(t, b)
 	waitFor(t, 5*time.Second, "b campaigns", func() bool { return len(electionKeys(t, cli)) == 2 })
-	if leader, err := election.Leader(context.Background(), cli, prefix); err != nil || leader != "a" {
+	if leader, err := election.Leader(context.Background(), cli, state.Keys{Prefix: prefix}); err != nil || leader != "a" {
 		t.Fatalf("leader %q, %v; want a", leader, err)
 	}
 	rb.sendRaw(relayed(discover(t, hw(10), "bios-pxe")).ToBytes())

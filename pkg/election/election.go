@@ -19,10 +19,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/mayu-boot/mayu/pkg/metrics"
+	"github.com/mayu-boot/mayu/pkg/state"
 )
 
 // Fence identifies one term of leadership.
@@ -61,6 +63,7 @@ func (f Fence) Cmp() clientv3.Cmp {
 type Election struct {
 	cli    *clientv3.Client
 	prefix string // <etcd prefix>election (the library adds the "/")
+	keys   state.Keys
 	name   string
 	ttl    time.Duration
 	log    *slog.Logger
@@ -96,7 +99,8 @@ func (e *Election) waitEligible(ctx context.Context) (<-chan struct{}, error) {
 
 // New prepares a campaign under <prefix>election/ for replica name.
 func New(cli *clientv3.Client, prefix, name string, ttl time.Duration, log *slog.Logger) *Election {
-	return &Election{cli: cli, prefix: prefix + "election", name: name, ttl: ttl, log: log}
+	keys := state.Keys{Prefix: prefix}
+	return &Election{cli: cli, prefix: keys.Election(), keys: keys, name: name, ttl: ttl, log: log}
 }
 
 // Fence returns the current term if this replica leads.
@@ -130,13 +134,11 @@ func (e *Election) setFence(f *Fence) {
 // returns.
 func (e *Election) Run(ctx context.Context, lead func(ctx context.Context, f Fence)) {
 	for ctx.Err() == nil {
-		if err := e.term(ctx, lead); err != nil && ctx.Err() == nil {
+		// One term after another; a term that broke is retried after a
+		// pause, one that ended (a lost or withdrawn campaign) at once.
+		state.Retry(ctx, time.Second, func(err error) {
 			e.log.Warn("leader election interrupted, campaigning again", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-		}
+		}, func(ctx context.Context) error { return e.term(ctx, lead) })
 	}
 }
 
@@ -242,41 +244,36 @@ func (e *Election) term(ctx context.Context, lead func(context.Context, Fence)) 
 // refused, with DHCP silent for good if no other replica runs.
 func (e *Election) keyGone(ctx context.Context, f Fence) <-chan struct{} {
 	gone := make(chan struct{})
-	go func() {
-		rev := f.Rev + 1
-		for ctx.Err() == nil {
-			for resp := range e.cli.Watch(ctx, f.Key, clientv3.WithRev(rev), clientv3.WithFilterPut()) {
-				for _, ev := range resp.Events {
-					if ev.Type == clientv3.EventTypeDelete {
-						close(gone)
-						return
-					}
-				}
-			}
-			// The watch ended (compacted, or ctx): look at the key itself.
-			resp, err := e.cli.Get(ctx, f.Key)
-			switch {
-			case err == nil && (len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != f.Rev):
-				close(gone)
-				return
-			case err == nil:
-				rev = resp.Header.Revision + 1
-			default:
-				select {
-				case <-ctx.Done():
-				case <-time.After(time.Second):
-				}
-			}
+	ctx, stop := context.WithCancel(ctx)
+	end := func() {
+		select {
+		case <-gone:
+		default:
+			close(gone)
 		}
-	}()
+		stop()
+	}
+	go state.Follower{
+		Key: f.Key,
+		Load: func(kvs []*mvccpb.KeyValue) {
+			if len(kvs) == 0 || kvs[0].CreateRevision != f.Rev {
+				end()
+			}
+		},
+		Change: func(ev *clientv3.Event) {
+			if ev.Type == clientv3.EventTypeDelete {
+				end()
+			}
+		},
+	}.Run(ctx, e.cli)
 	return gone
 }
 
 // Leader returns the name of the current leader, if any.
-func Leader(ctx context.Context, cli *clientv3.Client, prefix string) (string, error) {
-	resp, err := cli.Get(ctx, prefix+"election/", clientv3.WithFirstCreate()...)
+func Leader(ctx context.Context, cli *clientv3.Client, keys state.Keys) (string, error) {
+	resp, err := cli.Get(ctx, keys.Election()+"/", clientv3.WithFirstCreate()...)
 	if err != nil {
-		return "", err
+		return "", state.Unavailable("read the DHCP leader", err)
 	}
 	if len(resp.Kvs) == 0 {
 		return "", nil

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mayu-boot/mayu/pkg/election"
 	"github.com/mayu-boot/mayu/pkg/etcdtest"
+	"github.com/mayu-boot/mayu/pkg/state"
 )
 
 const prefix = "/mayu/"
@@ -158,7 +159,7 @@ func ctxT(t *testing.T) context.Context {
 
 func leader(t *testing.T, cli *clientv3.Client) string {
 	t.Helper()
-	name, err := election.Leader(ctxT(t), cli, prefix)
+	name, err := election.Leader(ctxT(t), cli, state.Keys{Prefix: prefix})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/mayu-boot/mayu/pkg/config"
+	"github.com/mayu-boot/mayu/pkg/hostile"
 	"github.com/mayu-boot/mayu/pkg/identity"
 	"github.com/mayu-boot/mayu/pkg/machine"
 	"github.com/mayu-boot/mayu/pkg/metrics"
@@ -28,11 +29,30 @@ import (
 	"github.com/mayu-boot/mayu/pkg/render"
 	"github.com/mayu-boot/mayu/pkg/tftp"
 	"github.com/mayu-boot/mayu/pkg/token"
+	"github.com/mayu-boot/mayu/pkg/web"
 )
+
+// Machines is what the boot flow needs of the machine registry
+// (registry.Registry).
+type Machines interface {
+	Get(ctx context.Context, id string) (*machine.Machine, error)
+	ByMAC(ctx context.Context, mac string) (*machine.Machine, error)
+	// Register creates the machine, or returns it with created=false if
+	// it exists.
+	Register(ctx context.Context, reg registry.Registration) (m *machine.Machine, created bool, err error)
+	AddMAC(ctx context.Context, id, mac string) (*machine.Machine, error)
+	// Update applies change as one transaction; machine.ErrUnchanged
+	// from change writes nothing.
+	Update(ctx context.Context, id string, change func(*machine.Machine) error) (*machine.Machine, error)
+	// Secret is the cluster secret node tokens are made with.
+	Secret(ctx context.Context) ([]byte, error)
+	// Replica is this replica's name, recorded with every change.
+	Replica() string
+}
 
 // Server answers nodes.
 type Server struct {
-	reg     *registry.Registry
+	reg     Machines
 	render  *render.Renderer
 	files   *os.Root
 	boot    *os.Root
@@ -44,7 +64,7 @@ type Server struct {
 
 // Options configure a Server.
 type Options struct {
-	Registry *registry.Registry
+	Machines Machines
 	Renderer *render.Renderer
 	Files    *os.Root // the files directory
 	// BootFiles is the boot-files directory (the TFTP root), served under
@@ -57,7 +77,7 @@ type Options struct {
 
 // New returns a Server.
 func New(o Options) *Server {
-	return &Server{reg: o.Registry, render: o.Renderer, files: o.Files, boot: o.BootFiles, cluster: o.Cluster,
+	return &Server{reg: o.Machines, render: o.Renderer, files: o.Files, boot: o.BootFiles, cluster: o.Cluster,
 		mayuURL: o.MayuURL, log: o.Log, now: time.Now}
 }
 
@@ -288,7 +308,7 @@ func (s *Server) finalConfig(c nodeCall) {
 
 func (s *Server) installed(c nodeCall) {
 	if c.machine.State == machine.Installed { // a retried announcement
-		writeJSON(c.w, http.StatusOK, stateOf(c.machine))
+		web.JSON(c.w, http.StatusOK, stateOf(c.machine))
 		return
 	}
 	if !installOnly(c) {
@@ -297,7 +317,7 @@ func (s *Server) installed(c nodeCall) {
 	if m, ok := s.change(c, machine.Installed, func(m *machine.Machine) error {
 		return m.MarkInstalled(s.reg.Replica(), s.now())
 	}); ok {
-		writeJSON(c.w, http.StatusOK, stateOf(m))
+		web.JSON(c.w, http.StatusOK, stateOf(m))
 	}
 }
 
@@ -313,7 +333,7 @@ func (s *Server) failed(c nodeCall) {
 	if m, ok := s.change(c, machine.Failed, func(m *machine.Machine) error {
 		return m.MarkFailed(reason, s.reg.Replica(), s.now())
 	}); ok {
-		writeJSON(c.w, http.StatusOK, stateOf(m))
+		web.JSON(c.w, http.StatusOK, stateOf(m))
 	}
 }
 
@@ -321,7 +341,7 @@ func (s *Server) bootComplete(c nodeCall) {
 	if m, ok := s.change(c, machine.Running, func(m *machine.Machine) error {
 		return m.BootComplete(s.reg.Replica(), s.now())
 	}); ok {
-		writeJSON(c.w, http.StatusOK, stateOf(m))
+		web.JSON(c.w, http.StatusOK, stateOf(m))
 	}
 }
 
@@ -376,27 +396,18 @@ func (s *Server) renderFor(c nodeCall, m *machine.Machine, f func(render.Context
 // storeError turns a registry error into an answer a node or operator can
 // act on.
 func (s *Server) storeError(w http.ResponseWriter, err error) {
-	var corrupt *registry.CorruptError
-	var transition *machine.TransitionError
+	code := web.Status(err)
 	switch {
-	case errors.Is(err, registry.ErrNotFound):
-		httpError(w, http.StatusNotFound, err.Error())
-	case errors.As(err, &transition), errors.Is(err, errStaleToken):
-		httpError(w, http.StatusConflict, err.Error())
-	case errors.As(err, &corrupt):
-		s.log.Error("corrupt record", "err", err)
-		httpError(w, http.StatusInternalServerError, err.Error())
-	case errors.Is(err, registry.ErrConflict):
-		httpError(w, http.StatusServiceUnavailable, err.Error())
-	default:
+	case errors.Is(err, errStaleToken):
+		code = http.StatusConflict
+	case code == http.StatusServiceUnavailable:
+		s.log.Warn("state store unavailable", "err", err)
+		err = fmt.Errorf("mayu cannot reach its state store, retry: %w", err)
+	case code >= 500:
 		s.log.Error("state store error", "err", err)
-		httpError(w, http.StatusServiceUnavailable, "mayu cannot reach its state store, retry: "+err.Error())
 	}
+	httpError(w, code, err.Error())
 }
 
-func clip(s string) string {
-	if len(s) > 200 {
-		return s[:200] + "..."
-	}
-	return s
-}
+// clip keeps what a machine sent short in answers and logs.
+func clip(s string) string { return hostile.Clip(s, 200) }

@@ -16,25 +16,34 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mayu-boot/mayu/internal/testfakes"
 	"github.com/mayu-boot/mayu/pkg/config"
-	"github.com/mayu-boot/mayu/pkg/etcdtest"
 	"github.com/mayu-boot/mayu/pkg/httpboot"
 	"github.com/mayu-boot/mayu/pkg/machine"
 	"github.com/mayu-boot/mayu/pkg/registry"
 	"github.com/mayu-boot/mayu/pkg/render"
 )
 
-// lab is mayu's HTTP side on a real etcd, with the project's own example
-// templates, driven by the tests as a node would drive it.
+// lab is mayu's HTTP side on an in-memory registry (the etcd-backed one is
+// tested in package registry, the two together end to end), with the
+// project's own example templates, driven by the tests as a node would
+// drive it.
 type lab struct {
 	t     *testing.T
 	srv   *httptest.Server
-	reg   *registry.Registry
+	reg   *testfakes.Machines
 	image []byte
 	files string
 }
 
 func newLab(t *testing.T, tweak func(*config.Cluster)) *lab {
+	t.Helper()
+	return newLabOn(t, tweak, nil)
+}
+
+// newLabOn serves the boot flow from what wrap makes of the in-memory
+// registry (the registry itself if wrap is nil).
+func newLabOn(t *testing.T, tweak func(*config.Cluster), wrap func(*testfakes.Machines) httpboot.Machines) *lab {
 	t.Helper()
 	files := t.TempDir()
 	for name, size := range map[string]int{"installer/vmlinuz": 4096, "installer/initrd.img": 8192, "images/os.img": 1 << 20} {
@@ -73,7 +82,12 @@ func newLab(t *testing.T, tweak func(*config.Cluster)) *lab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := registry.New(etcdtest.Start(t), registry.Options{Prefix: "/mayu/", Cluster: cluster, Replica: "test-replica"})
+	reg := testfakes.NewMachines(cluster)
+	reg.ReplicaName = "test-replica"
+	var machines httpboot.Machines = reg
+	if wrap != nil {
+		machines = wrap(reg)
+	}
 	l := &lab{t: t, reg: reg, files: files}
 	l.image, _ = os.ReadFile(filepath.Join(files, "images/os.img"))
 	// The handler mayu serves, unwrapped: no mux in front of it that
@@ -81,7 +95,7 @@ func newLab(t *testing.T, tweak func(*config.Cluster)) *lab {
 	l.srv = httptest.NewUnstartedServer(nil)
 	l.srv.Start()
 	t.Cleanup(l.srv.Close)
-	boot := httpboot.New(httpboot.Options{Registry: reg, Renderer: rend, Files: root, Cluster: cluster,
+	boot := httpboot.New(httpboot.Options{Machines: machines, Renderer: rend, Files: root, Cluster: cluster,
 		MayuURL: l.srv.URL, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	l.srv.Config.Handler = boot.Handler()
 	return l
@@ -374,5 +388,41 @@ func TestFilesStayInsideTheFilesDirectory(t *testing.T) {
 	os.Remove(filepath.Join(l.files, "installer/vmlinuz"))
 	if code, body, _ := l.do("GET", "/boot/kernel"); code != 404 || !strings.Contains(body, "cluster.install.kernel") {
 		t.Fatalf("missing kernel: %d %q", code, body)
+	}
+}
+
+// With etcd unreachable, iPXE gets a script that waits and retries (never
+// an installer or a local boot decided blind), node calls get 503, and the
+// boot files are still served.
+func TestStateStoreUnavailable(t *testing.T) {
+	l := newLabOn(t, nil, func(*testfakes.Machines) httpboot.Machines { return testfakes.BrokenMachines{} })
+	body := l.expect("GET", "/ipxe?serial="+hex.EncodeToString([]byte("SN-BROKEN"))+"&mac=52:54:00:00:00:09", http.StatusOK)
+	if !strings.Contains(body, "sleep") || strings.Contains(body, "kernel ") {
+		t.Fatalf("with etcd down, /ipxe answered:\n%s", body)
+	}
+	code, msg, _ := l.do("POST", "/machines/sn-broken/installed?token=x")
+	if code != http.StatusServiceUnavailable || !strings.Contains(msg, "retry") {
+		t.Fatalf("node call with etcd down: %d %s", code, msg)
+	}
+	if got := l.expect("GET", "/boot/image", http.StatusOK); got != string(l.image) {
+		t.Fatal("the OS image was not served with etcd down")
+	}
+}
+
+// A store slower than the client's patience: the client's cancel ends the
+// call, and a later one succeeds.
+func TestStateStoreSlow(t *testing.T) {
+	l := newLabOn(t, nil, func(m *testfakes.Machines) httpboot.Machines {
+		return testfakes.SlowMachines{Machines: m, Delay: 300 * time.Millisecond}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", l.srv.URL+"/ipxe?serial="+hex.EncodeToString([]byte("SN-SLOW")), nil)
+	if _, err := http.DefaultClient.Do(req); err == nil {
+		t.Fatal("a call that outlasted its client's deadline answered")
+	}
+	body := l.expect("GET", "/ipxe?serial="+hex.EncodeToString([]byte("SN-SLOW")), http.StatusOK)
+	if !strings.Contains(body, "kernel ") {
+		t.Fatalf("after the store answered, /ipxe gave no installer:\n%s", body)
 	}
 }

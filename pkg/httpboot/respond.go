@@ -1,7 +1,6 @@
 package httpboot
 
 import (
-	"encoding/json"
 	"net/http"
 
 	"github.com/mayu-boot/mayu/pkg/machine"
@@ -14,12 +13,6 @@ func httpError(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
 	w.Write([]byte(msg + "\n"))
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(v)
 }
 
 // nodeState is what a node callback answers: enough for the node to log,

@@ -9,11 +9,12 @@ package identity
 
 import (
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"regexp"
 	"strings"
+
+	"github.com/mayu-boot/mayu/pkg/hostile"
 )
 
 // Pattern is what a machine id must look like.
@@ -48,7 +49,7 @@ var placeholders = []string{
 const MaxSerial = 128
 
 // ErrNoIdentity is returned when a machine sent nothing usable.
-var ErrNoIdentity = errors.New("the machine sent no usable serial, UUID or MAC address")
+var ErrNoIdentity error = &Error{"the machine sent no usable serial, UUID or MAC address"}
 
 // Input is what a node sent with its script request.
 type Input struct {
@@ -96,10 +97,10 @@ func Resolve(in Input) (string, Source, error) {
 // Check refuses anything that is not a well-formed id.
 func Check(id string) error {
 	if id == "" {
-		return errors.New("empty machine id")
+		return &Error{"empty machine id"}
 	}
 	if !Pattern.MatchString(id) {
-		return fmt.Errorf("machine id %q is not valid: it must match %s (lower-case letters, digits, '.', '_' and '-', at most 64 characters)", clip(id), Pattern)
+		return invalid("machine id %q is not valid: it must match %s (lower-case letters, digits, '.', '_' and '-', at most 64 characters)", clip(id), Pattern)
 	}
 	return nil
 }
@@ -131,7 +132,7 @@ var uuidPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a
 // allowed (iPXE prints nothing when the firmware has none).
 func CheckUUID(u string) error {
 	if u != "" && !uuidPattern.MatchString(strings.ToLower(u)) {
-		return fmt.Errorf("uuid %q is not a UUID (like 8f3a2b1c-4d5e-4f60-8a7b-9c0d1e2f3a4b)", clip(u))
+		return invalid("uuid %q is not a UUID (like 8f3a2b1c-4d5e-4f60-8a7b-9c0d1e2f3a4b)", clip(u))
 	}
 	return nil
 }
@@ -140,11 +141,11 @@ func CheckUUID(u string) error {
 // setting to an empty string, which decodes to an empty serial.
 func DecodeSerial(hexraw string) (string, error) {
 	if len(hexraw) > 2*MaxSerial {
-		return "", fmt.Errorf("serial is longer than %d bytes", MaxSerial)
+		return "", invalid("serial is longer than %d bytes", MaxSerial)
 	}
 	b, err := hex.DecodeString(strings.TrimSpace(hexraw))
 	if err != nil {
-		return "", fmt.Errorf("serial %q is not hex (iPXE sends ${serial:hexraw}): %v", clip(hexraw), err)
+		return "", invalid("serial %q is not hex (iPXE sends ${serial:hexraw}): %v", clip(hexraw), err)
 	}
 	// SMBIOS strings may carry trailing NULs or spaces.
 	return strings.TrimRight(string(b), "\x00 "), nil
@@ -166,15 +167,18 @@ func NormalizeMAC(s string) (string, error) {
 	}
 	hw, err := net.ParseMAC(strings.ReplaceAll(s, "-", ":"))
 	if err != nil || len(hw) != 6 {
-		return "", fmt.Errorf("MAC address %q is not valid: use six hex bytes like 52:54:00:12:34:56", clip(s))
+		return "", invalid("MAC address %q is not valid: use six hex bytes like 52:54:00:12:34:56", clip(s))
 	}
 	return hw.String(), nil
 }
 
 // clip keeps hostile input from flooding an error message.
-func clip(s string) string {
-	if len(s) > 80 {
-		return s[:80] + "..."
-	}
-	return s
-}
+func clip(s string) string { return hostile.Clip(s, 80) }
+
+// Error is input that breaks the identity rules: a malformed id, serial,
+// UUID or MAC. The front ends answer it with 400.
+type Error struct{ msg string }
+
+func (e *Error) Error() string { return e.msg }
+
+func invalid(format string, a ...any) error { return &Error{fmt.Sprintf(format, a...)} }

@@ -5,9 +5,11 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
-	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/mayu-boot/mayu/pkg/state"
 )
 
 // Installed is the set of MACs of machines that are installed or running,
@@ -63,77 +65,43 @@ func NewInstalled() *Installed {
 
 // FollowInstalled loads the installed MACs into s and follows changes
 // until ctx ends; it returns then. After a watch failure (compaction, etcd
-// outage, an etcd leader election) it reloads.
+// outage, an etcd leader election) it loads them again.
 func (r *Registry) FollowInstalled(ctx context.Context, s *Installed, log *slog.Logger) {
-	for ctx.Err() == nil {
-		rev, err := r.loadInstalled(ctx, s)
-		if err == nil {
-			err = r.watchInstalled(ctx, s, rev)
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		log.Warn("following installed machines: reloading", "err", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-func (r *Registry) loadInstalled(ctx context.Context, s *Installed) (int64, error) {
-	cctx, cancel := r.ctx(ctx)
-	defer cancel()
-	resp, err := r.cli.Get(cctx, r.prefix+machinesDir, clientv3.WithPrefix())
-	if err != nil {
-		return 0, err
-	}
-	fresh := map[string][]string{}
-	for _, kv := range resp.Kvs {
-		if m, err := r.decode(string(kv.Key), kv.Value); err == nil && m.HasBeenInstalled() {
-			fresh[m.ID] = m.MACs
-		}
-	}
-	// Build the new set aside and swap it in at once: no moment in which
-	// an installed machine's MAC looks unknown.
-	macs, byID := map[string]string{}, map[string][]string{}
-	for id, ms := range fresh {
-		byID[id] = ms
-		for _, m := range ms {
-			macs[m] = id
-		}
-	}
-	s.mu.Lock()
-	s.macs, s.byID = macs, byID
-	s.mu.Unlock()
-	if !s.loaded {
-		s.loaded = true
-		close(s.ready)
-	}
-	return resp.Header.Revision, nil
-}
-
-func (r *Registry) watchInstalled(ctx context.Context, s *Installed, rev int64) error {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	dir := r.prefix + machinesDir
-	for resp := range r.cli.Watch(wctx, dir, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
-		if err := resp.Err(); err != nil {
-			return err
-		}
-		for _, ev := range resp.Events {
-			id := strings.TrimPrefix(string(ev.Kv.Key), dir)
+	state.Follower{
+		Key: r.keys.Machines(), Prefix: true,
+		Load: func(kvs []*mvccpb.KeyValue) {
+			// Build the new set aside and swap it in at once: no moment in
+			// which an installed machine's MAC looks unknown.
+			macs, byID := map[string]string{}, map[string][]string{}
+			for _, kv := range kvs {
+				if m, err := r.decode(string(kv.Key), kv.Value); err == nil && m.HasBeenInstalled() {
+					byID[m.ID] = m.MACs
+					for _, mac := range m.MACs {
+						macs[mac] = m.ID
+					}
+				}
+			}
+			s.mu.Lock()
+			s.macs, s.byID = macs, byID
+			s.mu.Unlock()
+			if !s.loaded {
+				s.loaded = true
+				close(s.ready)
+			}
+		},
+		Change: func(ev *clientv3.Event) {
+			id := strings.TrimPrefix(string(ev.Kv.Key), r.keys.Machines())
 			if ev.Type == clientv3.EventTypeDelete {
 				s.set(id, nil)
-				continue
+				return
 			}
 			m, err := r.decode(string(ev.Kv.Key), ev.Kv.Value)
 			if err != nil || !m.HasBeenInstalled() {
 				s.set(id, nil)
-				continue
+				return
 			}
 			s.set(id, m.MACs)
-		}
-	}
-	return ctx.Err()
+		},
+		Broken: func(err error) { log.Warn("following installed machines: reloading", "err", err) },
+	}.Run(ctx, r.cli)
 }

@@ -21,11 +21,13 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/identity"
 	"github.com/mayu-boot/mayu/pkg/machine"
 	"github.com/mayu-boot/mayu/pkg/metrics"
+	"github.com/mayu-boot/mayu/pkg/state"
 )
 
 // Errors callers turn into answers.
@@ -34,13 +36,11 @@ var (
 	ErrExists   = errors.New("machine already registered")
 	// ErrExhausted: the static range has no free address left.
 	ErrExhausted = errors.New("static address range exhausted")
-	// ErrConflict: too many concurrent writers; the caller may retry.
-	ErrConflict = errors.New("too many concurrent changes to the same keys, try again")
 	// ErrTooManyMACs: a machine has at most MaxMACs MACs, so that no
 	// client can grow a record (and its transactions) without bound.
 	ErrTooManyMACs = fmt.Errorf("a machine has at most %d MACs", MaxMACs)
-	// ErrUnavailable wraps every error that came from etcd itself.
-	ErrUnavailable = errors.New("etcd unavailable")
+	// ErrUnavailable marks every error that came from etcd itself.
+	ErrUnavailable = state.ErrUnavailable
 )
 
 // CorruptError is a record in etcd that mayu cannot read. It is reported,
@@ -67,15 +67,10 @@ func (e *MACTakenError) Error() string {
 // server, few enough to keep each registration transaction small.
 const MaxMACs = 16
 
-// maxAttempts bounds compare-and-swap retries. Each failed attempt means
-// another writer succeeded, so progress is guaranteed; the bound only stops
-// a pathological storm.
-const maxAttempts = 200
-
 // Registry is the machine store of one replica.
 type Registry struct {
 	cli     *clientv3.Client
-	prefix  string
+	keys    state.Keys
 	cluster config.Cluster
 	replica string
 	timeout time.Duration
@@ -102,7 +97,7 @@ func New(cli *clientv3.Client, o Options) *Registry {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Registry{cli: cli, prefix: o.Prefix, cluster: o.Cluster, replica: o.Replica, timeout: o.Timeout, now: o.Now}
+	return &Registry{cli: cli, keys: state.Keys{Prefix: o.Prefix}, cluster: o.Cluster, replica: o.Replica, timeout: o.Timeout, now: o.Now}
 }
 
 // Replica is the name recorded in history for changes made here.
@@ -113,18 +108,7 @@ func (r *Registry) ctx(ctx context.Context) (context.Context, context.CancelFunc
 }
 
 // etcdError names the store in an error so an operator knows where to look.
-func etcdError(op string, err error) error {
-	if errors.Is(err, context.Canceled) {
-		return err
-	}
-	return fmt.Errorf("etcd %s: %w (is etcd reachable?)%w", op, err, unavailable{})
-}
-
-// unavailable marks an error as ErrUnavailable without changing its text.
-type unavailable struct{}
-
-func (unavailable) Error() string        { return "" }
-func (unavailable) Is(target error) bool { return target == ErrUnavailable }
+func etcdError(op string, err error) error { return state.Unavailable(op, err) }
 
 // Get returns the machine with id.
 func (r *Registry) Get(ctx context.Context, id string) (*machine.Machine, error) {
@@ -138,7 +122,7 @@ func (r *Registry) get(ctx context.Context, id string) (*machine.Machine, int64,
 	}
 	ctx, cancel := r.ctx(ctx)
 	defer cancel()
-	resp, err := r.cli.Get(ctx, r.machineKey(id))
+	resp, err := r.cli.Get(ctx, r.keys.Machine(id))
 	if err != nil {
 		return nil, 0, etcdError("read machine", err)
 	}
@@ -155,7 +139,7 @@ func (r *Registry) decode(key string, value []byte) (*machine.Machine, error) {
 	if err := json.Unmarshal(value, &m); err != nil {
 		return nil, &CorruptError{Key: key, Err: err}
 	}
-	if err := m.Check(strings.TrimPrefix(key, r.prefix+machinesDir)); err != nil {
+	if err := m.Check(strings.TrimPrefix(key, r.keys.Machines())); err != nil {
 		return nil, &CorruptError{Key: key, Err: err}
 	}
 	if m.Metadata == nil {
@@ -171,7 +155,7 @@ func (r *Registry) ByMAC(ctx context.Context, mac string) (*machine.Machine, err
 		return nil, err
 	}
 	cctx, cancel := r.ctx(ctx)
-	resp, err := r.cli.Get(cctx, r.macKey(mac))
+	resp, err := r.cli.Get(cctx, r.keys.MAC(mac))
 	cancel()
 	if err != nil {
 		return nil, etcdError("read MAC index", err)
@@ -191,7 +175,7 @@ func (r *Registry) ByMAC(ctx context.Context, mac string) (*machine.Machine, err
 func (r *Registry) List(ctx context.Context) ([]*machine.Machine, []*CorruptError, error) {
 	ctx, cancel := r.ctx(ctx)
 	defer cancel()
-	resp, err := r.cli.Get(ctx, r.prefix+machinesDir, clientv3.WithPrefix())
+	resp, err := r.cli.Get(ctx, r.keys.Machines(), clientv3.WithPrefix())
 	if err != nil {
 		return nil, nil, etcdError("list machines", err)
 	}
@@ -243,46 +227,123 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (m *machine.M
 	if len(macs) > MaxMACs {
 		return nil, false, fmt.Errorf("%w: %d MACs given", ErrTooManyMACs, len(macs))
 	}
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		m, created, err = r.tryRegister(ctx, reg)
-		if !errors.Is(err, errRetry) {
-			if created {
-				metrics.Registrations.WithLabelValues().Inc()
-			}
-			return m, created, err
+	// The free address and profile slot are picked from a plain read of
+	// their indexes; the STM then holds the picked keys (absent when read),
+	// so two replicas registering at once cannot both take one: the loser
+	// runs again and picks the next.
+	err = r.stm(ctx, "register machine", func(stm concurrency.STM) error {
+		m, created = nil, false
+		if existing, err := r.stmGet(stm, reg.ID); err == nil {
+			m = existing
+			return nil
+		} else if !errors.Is(err, ErrNotFound) {
+			return err
 		}
-		backoff(ctx, attempt)
-	}
-	return nil, false, ErrConflict
-}
-
-var errRetry = errors.New("retry")
-
-func (r *Registry) tryRegister(ctx context.Context, reg Registration) (*machine.Machine, bool, error) {
-	if existing, err := r.Get(ctx, reg.ID); err == nil {
-		return existing, false, nil
-	} else if !errors.Is(err, ErrNotFound) {
-		return nil, false, err
-	}
-	taken, err := r.takenAddresses(ctx)
+		fresh, err := r.newMachine(ctx, reg)
+		if err != nil {
+			return err
+		}
+		for _, k := range []string{r.keys.Address(fresh.InternalAddr), r.slotKey(fresh)} {
+			if k != "" && stm.Rev(k) != 0 {
+				return errRetry // taken since the index was read
+			}
+		}
+		for _, mac := range fresh.MACs {
+			if err := r.stmClaimMAC(ctx, stm, mac, reg.ID); err != nil {
+				return err
+			}
+		}
+		if err := r.stmPutMachine(stm, fresh); err != nil {
+			return err
+		}
+		stm.Put(r.keys.Address(fresh.InternalAddr), ownerValue(reg.ID))
+		if k := r.slotKey(fresh); k != "" {
+			stm.Put(k, ownerValue(reg.ID))
+		}
+		m, created = fresh, true
+		return nil
+	})
 	if err != nil {
 		return nil, false, err
+	}
+	if created {
+		metrics.Registrations.WithLabelValues().Inc()
+	}
+	return m, created, nil
+}
+
+// errRetry makes an STM run again from fresh reads.
+var errRetry = errors.New("retry")
+
+// stm runs apply as one etcd transaction that commits only if nothing it
+// read changed meanwhile; else it runs again on fresh reads (etcd's
+// concurrency.STM). Errors from etcd are marked ErrUnavailable; apply's own
+// come back as they are.
+func (r *Registry) stm(ctx context.Context, op string, apply func(concurrency.STM) error) error {
+	// A bound for the whole transaction, its retries included: each
+	// retry means another writer succeeded, so it ends unless a storm of
+	// writers to the same keys outlasts it.
+	ctx, cancel := context.WithTimeout(ctx, 2*r.timeout)
+	defer cancel()
+	for {
+		var own error
+		_, err := concurrency.NewSTM(r.cli, func(s concurrency.STM) error {
+			own = apply(s)
+			return own
+		}, concurrency.WithAbortContext(ctx))
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, errRetry) && own != nil:
+			if ctx.Err() != nil {
+				return etcdError(op, ctx.Err())
+			}
+			continue
+		case own != nil && errors.Is(err, own):
+			return err
+		}
+		return etcdError(op, err)
+	}
+}
+
+// stmGet reads and decodes a machine record inside an STM.
+func (r *Registry) stmGet(stm concurrency.STM, id string) (*machine.Machine, error) {
+	key := r.keys.Machine(id)
+	if stm.Rev(key) == 0 {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	return r.decode(key, []byte(stm.Get(key)))
+}
+
+func (r *Registry) stmPutMachine(stm concurrency.STM, m *machine.Machine) error {
+	data, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	stm.Put(r.keys.Machine(m.ID), string(data))
+	return nil
+}
+
+// newMachine is the record of a registration, with the lowest free address
+// and the first free profile slot as the indexes show them now.
+func (r *Registry) newMachine(ctx context.Context, reg Registration) (*machine.Machine, error) {
+	taken, err := r.takenAddresses(ctx)
+	if err != nil {
+		return nil, err
 	}
 	addr, err := r.freeAddress(taken)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	profile, slot, err := r.freeProfileSlot(ctx)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	machineID, err := randomHex(16)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
-
-	now := r.now()
-	m := machine.New(reg.ID, now, r.replica)
+	m := machine.New(reg.ID, r.now(), r.replica)
 	m.Serial, m.UUID, m.Arch = reg.Serial, reg.UUID, reg.Arch
 	m.MACs = append([]string{}, reg.MACs...)
 	m.MachineID = machineID
@@ -296,91 +357,38 @@ func (r *Registry) tryRegister(ctx context.Context, reg Registration) (*machine.
 	if reg.Preregistered {
 		m.History[0].Reason = "added by an operator"
 	}
-	data, err := json.Marshal(m)
-	if err != nil {
-		return nil, false, err
-	}
-	ownerJSON, _ := json.Marshal(owner{Machine: reg.ID})
-
-	mk, ak := r.machineKey(reg.ID), r.addressKey(m.InternalAddr)
-	conds := []clientv3.Cmp{
-		clientv3.Compare(clientv3.CreateRevision(mk), "=", 0),
-		clientv3.Compare(clientv3.CreateRevision(ak), "=", 0),
-	}
-	ops := []clientv3.Op{clientv3.OpPut(mk, string(data)), clientv3.OpPut(ak, string(ownerJSON))}
-	for _, mac := range m.MACs {
-		cond, err := r.claimMAC(ctx, mac, reg.ID)
-		if err != nil {
-			return nil, false, err
-		}
-		conds = append(conds, cond)
-		ops = append(ops, clientv3.OpPut(r.macKey(mac), string(ownerJSON)))
-	}
-	if slot >= 0 {
-		pk := r.profileKey(profile.Name, slot)
-		conds = append(conds, clientv3.Compare(clientv3.CreateRevision(pk), "=", 0))
-		ops = append(ops, clientv3.OpPut(pk, string(ownerJSON)))
-	}
-	cctx, cancel := r.ctx(ctx)
-	resp, err := r.cli.Txn(cctx).If(conds...).Then(ops...).Commit()
-	cancel()
-	if err != nil {
-		return nil, false, etcdError("register machine", err)
-	}
-	if !resp.Succeeded {
-		// Someone took the id, the address, the slot or a MAC; the next
-		// attempt sees which (a MAC of a live machine is an error then).
-		return nil, false, errRetry
-	}
-	return m, true, nil
+	return m, nil
 }
 
-// claimMAC returns the condition under which a registration may point
-// mac at id: the index key is absent, or it is stale (unreadable, or
-// pointing at a machine that no longer exists or at id itself), in which
-// case it is overwritten if unchanged meanwhile. A MAC of another existing
-// machine is refused.
-func (r *Registry) claimMAC(ctx context.Context, mac, id string) (clientv3.Cmp, error) {
-	key := r.macKey(mac)
-	cctx, cancel := r.ctx(ctx)
-	resp, err := r.cli.Get(cctx, key)
-	cancel()
-	if err != nil {
-		return clientv3.Cmp{}, etcdError("read MAC index", err)
+// slotKey is the profile slot key a machine holds, "" for the default
+// profile.
+func (r *Registry) slotKey(m *machine.Machine) string {
+	if m.ProfileSlot < 0 {
+		return ""
 	}
-	if len(resp.Kvs) == 0 {
-		return clientv3.Compare(clientv3.CreateRevision(key), "=", 0), nil
-	}
-	kv := resp.Kvs[0]
-	var o owner
-	if json.Unmarshal(kv.Value, &o) == nil && o.Machine != "" && o.Machine != id {
-		if _, err := r.Get(ctx, o.Machine); !errors.Is(err, ErrNotFound) {
-			if err != nil && errors.Is(err, ErrUnavailable) {
-				return clientv3.Cmp{}, err
-			}
-			return clientv3.Cmp{}, &MACTakenError{MAC: mac, Owner: o.Machine}
-		}
-	}
-	return clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision), nil
+	return r.keys.ProfileSlot(m.Profile, m.ProfileSlot)
 }
 
-func (r *Registry) macOwner(ctx context.Context, mac string) (string, error) {
-	cctx, cancel := r.ctx(ctx)
-	defer cancel()
-	resp, err := r.cli.Get(cctx, r.macKey(mac))
-	if err != nil || len(resp.Kvs) == 0 {
-		return "", err
-	}
+// stmClaimMAC points mac at id inside an STM: the index key must be absent
+// or stale (unreadable, or pointing at a machine that no longer exists or
+// at id itself). A MAC of another existing machine is refused.
+func (r *Registry) stmClaimMAC(ctx context.Context, stm concurrency.STM, mac, id string) error {
+	key := r.keys.MAC(mac)
 	var o owner
-	err = json.Unmarshal(resp.Kvs[0].Value, &o)
-	return o.Machine, err
+	if stm.Rev(key) != 0 && json.Unmarshal([]byte(stm.Get(key)), &o) == nil && o.Machine != "" && o.Machine != id {
+		if stm.Rev(r.keys.Machine(o.Machine)) != 0 {
+			return &MACTakenError{MAC: mac, Owner: o.Machine}
+		}
+	}
+	stm.Put(key, ownerValue(id))
+	return nil
 }
 
 // takenAddresses reads the address index (keys only).
 func (r *Registry) takenAddresses(ctx context.Context) (map[netip.Addr]bool, error) {
 	ctx, cancel := r.ctx(ctx)
 	defer cancel()
-	dir := r.prefix + addressesDir
+	dir := r.keys.Addresses()
 	resp, err := r.cli.Get(ctx, dir, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
 		return nil, etcdError("read address index", err)
@@ -416,7 +424,7 @@ func (r *Registry) freeProfileSlot(ctx context.Context) (config.Profile, int, er
 	}
 	cctx, cancel := r.ctx(ctx)
 	defer cancel()
-	dir := r.prefix + profilesDir
+	dir := r.keys.Profiles()
 	resp, err := r.cli.Get(cctx, dir, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
 		return config.Profile{}, 0, etcdError("read profile slots", err)
@@ -443,39 +451,31 @@ func (r *Registry) freeProfileSlot(ctx context.Context) (config.Profile, int, er
 	return config.Profile{Name: "default"}, -1, nil
 }
 
-// Update applies change to the machine's record as one compare-and-swap,
-// retrying if another replica changed it meanwhile. change returning
+// Update applies change to the machine's record as one transaction,
+// run again if another replica changed it meanwhile. change returning
 // machine.ErrUnchanged writes nothing and returns the record as it is.
 func (r *Registry) Update(ctx context.Context, id string, change func(*machine.Machine) error) (*machine.Machine, error) {
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		m, rev, err := r.get(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		if err := change(m); errors.Is(err, machine.ErrUnchanged) {
-			return m, nil
-		} else if err != nil {
-			return nil, err
-		}
-		data, err := json.Marshal(m)
-		if err != nil {
-			return nil, err
-		}
-		key := r.machineKey(id)
-		cctx, cancel := r.ctx(ctx)
-		resp, err := r.cli.Txn(cctx).
-			If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-			Then(clientv3.OpPut(key, string(data))).Commit()
-		cancel()
-		if err != nil {
-			return nil, etcdError("update machine", err)
-		}
-		if resp.Succeeded {
-			return m, nil
-		}
-		backoff(ctx, attempt)
+	if err := identity.Check(id); err != nil {
+		return nil, err
 	}
-	return nil, ErrConflict
+	var m *machine.Machine
+	err := r.stm(ctx, "update machine", func(stm concurrency.STM) error {
+		var err error
+		if m, err = r.stmGet(stm, id); err != nil {
+			return err
+		}
+		if err := change(m); err != nil {
+			return err
+		}
+		return r.stmPutMachine(stm, m)
+	})
+	if errors.Is(err, machine.ErrUnchanged) {
+		return m, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 // AddMAC records another MAC of a machine, record and index in one
@@ -485,94 +485,63 @@ func (r *Registry) AddMAC(ctx context.Context, id, mac string) (*machine.Machine
 	if err != nil {
 		return nil, err
 	}
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		m, rev, err := r.get(ctx, id)
-		if err != nil {
-			return nil, err
+	var m *machine.Machine
+	err = r.stm(ctx, "add MAC", func(stm concurrency.STM) error {
+		var err error
+		if m, err = r.stmGet(stm, id); err != nil {
+			return err
 		}
 		if m.HasMAC(mac) {
-			return m, nil
+			return machine.ErrUnchanged
 		}
 		if len(m.MACs) >= MaxMACs {
-			return nil, fmt.Errorf("%w: machine %s already has %d", ErrTooManyMACs, id, len(m.MACs))
+			return fmt.Errorf("%w: machine %s already has %d", ErrTooManyMACs, id, len(m.MACs))
+		}
+		if err := r.stmClaimMAC(ctx, stm, mac, id); err != nil {
+			return err
 		}
 		m.MACs = append(m.MACs, mac)
-		data, _ := json.Marshal(m)
-		ownerJSON, _ := json.Marshal(owner{Machine: id})
-		key, mk := r.machineKey(id), r.macKey(mac)
-		cctx, cancel := r.ctx(ctx)
-		resp, err := r.cli.Txn(cctx).
-			If(clientv3.Compare(clientv3.ModRevision(key), "=", rev), clientv3.Compare(clientv3.CreateRevision(mk), "=", 0)).
-			Then(clientv3.OpPut(key, string(data)), clientv3.OpPut(mk, string(ownerJSON))).Commit()
-		cancel()
-		if err != nil {
-			return nil, etcdError("add MAC", err)
-		}
-		if resp.Succeeded {
-			return m, nil
-		}
-		o, err := r.macOwner(ctx, mac)
-		if err == nil && o != "" && o != id {
-			return nil, &MACTakenError{MAC: mac, Owner: o}
-		}
-		if err == nil && o == id {
-			// The index already points here (a record restored by hand,
-			// say): only the record lacks the MAC.
-			return r.Update(ctx, id, func(m *machine.Machine) error {
-				if m.HasMAC(mac) {
-					return machine.ErrUnchanged
-				}
-				m.MACs = append(m.MACs, mac)
-				return nil
-			})
-		}
-		backoff(ctx, attempt)
+		return r.stmPutMachine(stm, m)
+	})
+	if errors.Is(err, machine.ErrUnchanged) {
+		return m, nil
 	}
-	return nil, ErrConflict
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 // Delete removes a machine with its MAC index entries, and frees its
-// address and profile slot, in one transaction.
+// address and profile slot, in one transaction. An index key is removed
+// only while it still points at the machine, so a delete never frees what
+// another machine holds.
 func (r *Registry) Delete(ctx context.Context, id string) error {
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		m, rev, err := r.get(ctx, id)
-		var corrupt *CorruptError
-		if errors.As(err, &corrupt) {
-			return r.deleteCorrupt(ctx, id)
-		}
+	if err := identity.Check(id); err != nil {
+		return err
+	}
+	err := r.stm(ctx, "delete machine", func(stm concurrency.STM) error {
+		m, err := r.stmGet(stm, id)
 		if err != nil {
 			return err
 		}
-		key := r.machineKey(id)
-		ops := []clientv3.Op{clientv3.OpDelete(key)}
+		stm.Del(r.keys.Machine(id))
+		keys := []string{r.keys.Address(m.InternalAddr), r.slotKey(m)}
 		for _, mac := range m.MACs {
-			ops = append(ops, r.deleteIfOwned(r.macKey(mac), id)...)
+			keys = append(keys, r.keys.MAC(mac))
 		}
-		ops = append(ops, r.deleteIfOwned(r.addressKey(m.InternalAddr), id)...)
-		if m.ProfileSlot >= 0 {
-			ops = append(ops, r.deleteIfOwned(r.profileKey(m.Profile, m.ProfileSlot), id)...)
+		for _, k := range keys {
+			if k != "" && stm.Get(k) == ownerValue(id) {
+				stm.Del(k)
+			}
 		}
-		cctx, cancel := r.ctx(ctx)
-		resp, err := r.cli.Txn(cctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).Then(ops...).Commit()
-		cancel()
-		if err != nil {
-			return etcdError("delete machine", err)
-		}
-		if resp.Succeeded {
-			return nil
-		}
-		backoff(ctx, attempt)
+		return nil
+	})
+	var corrupt *CorruptError
+	if errors.As(err, &corrupt) {
+		return r.deleteCorrupt(ctx, id)
 	}
-	return ErrConflict
-}
-
-// deleteIfOwned deletes an index key only if it still points at id, so a
-// delete never frees what another machine holds.
-func (r *Registry) deleteIfOwned(key, id string) []clientv3.Op {
-	ownerJSON, _ := json.Marshal(owner{Machine: id})
-	return []clientv3.Op{clientv3.OpTxn(
-		[]clientv3.Cmp{clientv3.Compare(clientv3.Value(key), "=", string(ownerJSON))},
-		[]clientv3.Op{clientv3.OpDelete(key)}, nil)}
+	return err
 }
 
 // deleteCorrupt removes an unreadable record and every index key that
@@ -580,16 +549,20 @@ func (r *Registry) deleteIfOwned(key, id string) []clientv3.Op {
 func (r *Registry) deleteCorrupt(ctx context.Context, id string) error {
 	ctx, cancel := r.ctx(ctx)
 	defer cancel()
-	ops := []clientv3.Op{clientv3.OpDelete(r.machineKey(id))}
-	for _, dir := range []string{macsDir, addressesDir, profilesDir} {
-		resp, err := r.cli.Get(ctx, r.prefix+dir, clientv3.WithPrefix())
+	ops := []clientv3.Op{clientv3.OpDelete(r.keys.Machine(id))}
+	for _, dir := range []string{r.keys.MACs(), r.keys.Addresses(), r.keys.Profiles()} {
+		resp, err := r.cli.Get(ctx, dir, clientv3.WithPrefix())
 		if err != nil {
 			return etcdError("read index", err)
 		}
 		for _, kv := range resp.Kvs {
 			var o owner
 			if json.Unmarshal(kv.Value, &o) == nil && o.Machine == id {
-				ops = append(ops, r.deleteIfOwned(string(kv.Key), id)...)
+				// Deleted only while it still points here.
+				key := string(kv.Key)
+				ops = append(ops, clientv3.OpTxn(
+					[]clientv3.Cmp{clientv3.Compare(clientv3.Value(key), "=", string(kv.Value))},
+					[]clientv3.Op{clientv3.OpDelete(key)}, nil))
 			}
 		}
 	}
@@ -615,7 +588,7 @@ func (r *Registry) Secret(ctx context.Context) ([]byte, error) {
 		Secret string `json:"secret"`
 	}
 	data, _ := json.Marshal(secretValue{Secret: fresh})
-	key := r.prefix + secretKey
+	key := r.keys.Secret()
 	cctx, cancel := r.ctx(ctx)
 	defer cancel()
 	resp, err := r.cli.Txn(cctx).
@@ -676,13 +649,8 @@ func randomHex(n int) (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
-// backoff spreads out retries of writers that collided.
-func backoff(ctx context.Context, attempt int) {
-	d := time.Duration(1+attempt%10) * time.Millisecond
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
+// quote is id as a JSON string.
+func quote(id string) string {
+	b, _ := json.Marshal(id)
+	return string(b)
 }
-
-func itoa(i int) string { return strconv.Itoa(i) }

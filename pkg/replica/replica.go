@@ -22,11 +22,14 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/election"
 	"github.com/mayu-boot/mayu/pkg/metrics"
+	"github.com/mayu-boot/mayu/pkg/state"
 )
 
 // Info is what a replica announces.
@@ -55,11 +58,11 @@ const announceTTL = 10
 
 // Replica announces this replica and follows the published configuration.
 type Replica struct {
-	cli    *clientv3.Client
-	prefix string
-	info   Info
-	cfg    *config.Config
-	log    *slog.Logger
+	cli  *clientv3.Client
+	keys state.Keys
+	info Info
+	cfg  *config.Config
+	log  *slog.Logger
 
 	mu        sync.Mutex
 	published *Published // nil: no leader publishes now
@@ -72,7 +75,7 @@ func New(cli *clientv3.Client, cfg *config.Config, info Info, log *slog.Logger) 
 	info.Name = cfg.Node.Name
 	info.ConfigHash = cfg.ClusterHash()
 	metrics.ConfigInfo.WithLabelValues(info.ConfigHash).Set(1)
-	return &Replica{cli: cli, prefix: cfg.Node.Etcd.Prefix, info: info, cfg: cfg, log: log, changed: make(chan struct{})}
+	return &Replica{cli: cli, keys: state.Keys{Prefix: cfg.Node.Etcd.Prefix}, info: info, cfg: cfg, log: log, changed: make(chan struct{})}
 }
 
 // Run announces the replica and follows <prefix>config until ctx ends.
@@ -84,89 +87,61 @@ func (r *Replica) Run(ctx context.Context) {
 	wg.Wait()
 }
 
+// announce keeps this replica's announcement on an etcd session of its
+// own until ctx ends, then takes it down; a lost session is replaced.
 func (r *Replica) announce(ctx context.Context) {
 	data, _ := json.Marshal(r.info)
-	key := r.prefix + "replicas/" + r.info.Name
-	for ctx.Err() == nil {
-		err := func() error {
-			gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			lease, err := r.cli.Grant(gctx, announceTTL)
-			cancel()
-			if err != nil {
-				return err
-			}
-			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, err = r.cli.Put(pctx, key, string(data), clientv3.WithLease(lease.ID))
-			cancel()
-			if err != nil {
-				return err
-			}
-			ka, err := r.cli.KeepAlive(ctx, lease.ID)
-			if err != nil {
-				return err
-			}
-			for range ka {
-			}
-			if ctx.Err() != nil {
-				// Going away: take the announcement down now.
-				rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				r.cli.Revoke(rctx, lease.ID)
-				cancel()
-				return nil
-			}
-			return errors.New("announcement lease lost")
-		}()
-		if err != nil && ctx.Err() == nil {
-			r.log.Warn("announcing this replica in etcd failed, retrying", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
+	key := r.keys.Replica(r.info.Name)
+	state.Retry(ctx, time.Second, func(err error) {
+		r.log.Warn("announcing this replica in etcd failed, retrying", "err", err)
+	}, func(ctx context.Context) error {
+		// The session outlives ctx just long enough for Close to revoke
+		// its lease: the announcement goes at once, not after the TTL.
+		sess, err := concurrency.NewSession(r.cli, concurrency.WithTTL(announceTTL),
+			concurrency.WithContext(context.WithoutCancel(ctx)))
+		if err != nil {
+			return state.Unavailable("announce replica", err)
 		}
-	}
-}
-
-func (r *Replica) follow(ctx context.Context) {
-	key := r.prefix + "config"
-	for ctx.Err() == nil {
-		err := func() error {
-			gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			resp, err := r.cli.Get(gctx, key)
-			cancel()
-			if err != nil {
-				return err
-			}
-			var kv []byte
-			if len(resp.Kvs) > 0 {
-				kv = resp.Kvs[0].Value
-			}
-			r.setPublished(kv, true)
-			wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-			defer wcancel()
-			for w := range r.cli.Watch(wctx, key, clientv3.WithRev(resp.Header.Revision+1)) {
-				if err := w.Err(); err != nil {
-					return err
-				}
-				for _, ev := range w.Events {
-					if ev.Type == clientv3.EventTypeDelete {
-						r.setPublished(nil, true)
-					} else {
-						r.setPublished(ev.Kv.Value, true)
-					}
-				}
-			}
-			return ctx.Err()
-		}()
-		if ctx.Err() != nil {
-			return
+		defer sess.Close()
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err = r.cli.Put(pctx, key, string(data), clientv3.WithLease(sess.Lease()))
+		cancel()
+		if err != nil {
+			return state.Unavailable("announce replica", err)
 		}
-		r.setPublished(nil, false)
-		r.log.Warn("following the published configuration failed, retrying", "err", err)
 		select {
 		case <-ctx.Done():
-		case <-time.After(time.Second):
+			return nil
+		case <-sess.Done():
+			return errors.New("announcement lease lost")
 		}
-	}
+	})
+}
+
+// follow keeps the published configuration current. While it cannot
+// (etcd unreachable), this replica does not campaign.
+func (r *Replica) follow(ctx context.Context) {
+	state.Follower{
+		Key: r.keys.Config(),
+		Load: func(kvs []*mvccpb.KeyValue) {
+			var v []byte
+			if len(kvs) > 0 {
+				v = kvs[0].Value
+			}
+			r.setPublished(v, true)
+		},
+		Change: func(ev *clientv3.Event) {
+			if ev.Type == clientv3.EventTypeDelete {
+				r.setPublished(nil, true)
+			} else {
+				r.setPublished(ev.Kv.Value, true)
+			}
+		},
+		Broken: func(err error) {
+			r.setPublished(nil, false)
+			r.log.Warn("following the published configuration failed, retrying", "err", err)
+		},
+	}.Run(ctx, r.cli)
 }
 
 func (r *Replica) setPublished(value []byte, watching bool) {
@@ -174,7 +149,7 @@ func (r *Replica) setPublished(value []byte, watching bool) {
 	if value != nil {
 		p = &Published{}
 		if err := json.Unmarshal(value, p); err != nil {
-			r.log.Error("the published configuration in etcd is unreadable", "key", r.prefix+"config", "err", err)
+			r.log.Error("the published configuration in etcd is unreadable", "key", r.keys.Config(), "err", err)
 			p = &Published{Hash: "unreadable"}
 		}
 	}
@@ -231,24 +206,27 @@ func (r *Replica) Publish(ctx context.Context, f election.Fence) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	err = f.Write(ctx, r.cli, clientv3.OpPut(r.prefix+"config", string(data), clientv3.WithLease(f.Lease)))
-	if err != nil && err != election.ErrDeposed {
-		return fmt.Errorf("publish configuration: %w", err)
+	err = f.Write(ctx, r.cli, clientv3.OpPut(r.keys.Config(), string(data), clientv3.WithLease(f.Lease)))
+	if err != nil && !errors.Is(err, election.ErrDeposed) {
+		return state.Unavailable("publish configuration", err)
 	}
 	return err
 }
 
-// List reads every announced replica, sorted by name.
-func List(ctx context.Context, cli *clientv3.Client, prefix string) ([]Info, error) {
-	resp, err := cli.Get(ctx, prefix+"replicas/", clientv3.WithPrefix())
+// Replicas reads every announced replica, sorted by name.
+func (r *Replica) Replicas(ctx context.Context) ([]Info, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	dir := r.keys.Replicas()
+	resp, err := r.cli.Get(ctx, dir, clientv3.WithPrefix())
 	if err != nil {
-		return nil, err
+		return nil, state.Unavailable("read the replicas", err)
 	}
 	var out []Info
 	for _, kv := range resp.Kvs {
 		var i Info
 		if json.Unmarshal(kv.Value, &i) != nil {
-			i = Info{Name: strings.TrimPrefix(string(kv.Key), prefix+"replicas/") + " (unreadable)"}
+			i = Info{Name: strings.TrimPrefix(string(kv.Key), dir) + " (unreadable)"}
 		}
 		out = append(out, i)
 	}
@@ -256,18 +234,33 @@ func List(ctx context.Context, cli *clientv3.Client, prefix string) ([]Info, err
 	return out, nil
 }
 
-// ReadPublished reads the leader's published configuration (nil if none).
-func ReadPublished(ctx context.Context, cli *clientv3.Client, prefix string) (*Published, error) {
-	resp, err := cli.Get(ctx, prefix+"config")
-	if err != nil || len(resp.Kvs) == 0 {
-		return nil, err
+// Published reads the leader's published configuration now (nil if none).
+func (r *Replica) Published(ctx context.Context) (*Published, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := r.cli.Get(ctx, r.keys.Config())
+	if err != nil {
+		return nil, state.Unavailable("read the published configuration", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, nil
 	}
 	var p Published
 	if err := json.Unmarshal(resp.Kvs[0].Value, &p); err != nil {
-		return nil, fmt.Errorf("%sconfig in etcd is unreadable: %w", prefix, err)
+		return nil, fmt.Errorf("%s in etcd is unreadable: %w", r.keys.Config(), err)
 	}
 	return &p, nil
 }
+
+// Leader is the name of the replica leading DHCP now, "" if none.
+func (r *Replica) Leader(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return election.Leader(ctx, r.cli, r.keys)
+}
+
+// Config is this replica's own configuration.
+func (r *Replica) Config() *config.Config { return r.cfg }
 
 func short(h string) string {
 	if len(h) > 12 {

@@ -26,10 +26,12 @@ import (
 	"github.com/mayu-boot/mayu/pkg/election"
 	"github.com/mayu-boot/mayu/pkg/etcd"
 	"github.com/mayu-boot/mayu/pkg/httpboot"
+	"github.com/mayu-boot/mayu/pkg/lease"
 	"github.com/mayu-boot/mayu/pkg/metrics"
 	"github.com/mayu-boot/mayu/pkg/registry"
 	"github.com/mayu-boot/mayu/pkg/render"
 	"github.com/mayu-boot/mayu/pkg/replica"
+	"github.com/mayu-boot/mayu/pkg/state"
 	"github.com/mayu-boot/mayu/pkg/tftp"
 )
 
@@ -98,10 +100,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		return nil, fmt.Errorf("node.boot_files_dir: %w (copy undionly.kpxe and ipxe.efi there, or set node.ports.tftp: 0)", err)
 	}
 	boot := httpboot.New(httpboot.Options{
-		Registry: s.registry, Renderer: rend, Files: s.files, BootFiles: s.bootFiles, Cluster: cfg.Cluster, MayuURL: mayuURL, Log: log,
+		Machines: s.registry, Renderer: rend, Files: s.files, BootFiles: s.bootFiles, Cluster: cfg.Cluster, MayuURL: mayuURL, Log: log,
 	})
-	adminAPI := admin.New(admin.Options{Registry: s.registry, Config: cfg, Token: adminToken, Log: log,
-		Etcd: s.conn.Client, Prefix: cfg.Node.Etcd.Prefix})
 
 	health := http.NewServeMux()
 	health.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
@@ -119,10 +119,13 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		Metrics: at(cfg.Node.Ports.Metrics), DHCP: cfg.Node.Ports.DHCP > 0, Started: time.Now().UTC(),
 	}, log)
 	s.background(func() { s.replica.Run(runCtx) })
+	leases := lease.NewStore(s.conn.Client, state.Keys{Prefix: cfg.Node.Etcd.Prefix}, cfg.Node.Etcd.RequestTimeout)
+	adminAPI := admin.New(admin.Options{Machines: s.registry, Leases: leases, Replicas: s.replica,
+		Config: cfg, Token: adminToken, Log: log})
 	if err := s.startTFTP(); err != nil {
 		return nil, err
 	}
-	if err := s.startDHCP(runCtx, mayuURL); err != nil {
+	if err := s.startDHCP(runCtx, mayuURL, leases); err != nil {
 		return nil, err
 	}
 	s.background(func() { s.sweepInstalls(runCtx) })
@@ -178,7 +181,7 @@ func (s *Server) startTFTP() error {
 
 // startDHCP opens the DHCP socket and campaigns for leadership: only the
 // leader answers. A replica with DHCP disabled does not campaign.
-func (s *Server) startDHCP(ctx context.Context, mayuURL string) error {
+func (s *Server) startDHCP(ctx context.Context, mayuURL string, leases dhcp.LeaseStore) error {
 	n, cl := s.cfg.Node, s.cfg.Cluster
 	if n.Ports.DHCP == 0 {
 		return nil
@@ -192,8 +195,7 @@ func (s *Server) startDHCP(ctx context.Context, mayuURL string) error {
 			ScriptURL: mayuURL + "/boot.ipxe", HTTPBase: mayuURL + "/tftp/",
 			AnswerInstalledIPXE: cl.Boot.AnswerInstalledIPXE,
 		},
-		Replica: n.Name, Etcd: s.conn.Client, Prefix: n.Etcd.Prefix, EtcdTimeout: n.Etcd.RequestTimeout,
-		Installed: installed, Log: s.log,
+		Replica: n.Name, Leases: leases, Installed: installed, Log: s.log,
 	})
 	if err := s.dhcp.Listen(); err != nil {
 		return err

@@ -20,6 +20,7 @@ import (
 
 	"github.com/pin/tftp/v3"
 
+	"github.com/mayu-boot/mayu/pkg/hostile"
 	"github.com/mayu-boot/mayu/pkg/metrics"
 )
 
@@ -135,9 +136,4 @@ func (h hook) OnFailure(st tftp.TransferStats, err error) {
 	h.log.Debug("tftp: transfer ended early", "file", st.Filename, "peer", st.RemoteAddr, "err", err)
 }
 
-func clip(s string) string {
-	if len(s) > 100 {
-		return s[:100] + "..."
-	}
-	return s
-}
+func clip(s string) string { return hostile.Clip(s, 100) }

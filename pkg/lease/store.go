@@ -1,11 +1,16 @@
-package dhcp
+// Package lease keeps DHCP leases: one address handed to one MAC, durable
+// in etcd at <prefix>leases/<ip> (the only package that touches those
+// keys). The DHCP leader writes them; the admin API lists them.
+package lease
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -13,14 +18,24 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/mayu-boot/mayu/pkg/election"
+	"github.com/mayu-boot/mayu/pkg/state"
 )
+
+// Lease is one address handed to one MAC, as stored at <prefix>leases/<ip>.
+type Lease struct {
+	IP       netip.Addr `json:"ip"`
+	MAC      string     `json:"mac"`
+	Expiry   time.Time  `json:"expiry"`
+	Hostname string     `json:"hostname,omitempty"`
+	Leader   string     `json:"leader"` // the replica that granted it
+}
 
 // ErrDeposed means a fenced write found that this replica no longer leads.
 var ErrDeposed = election.ErrDeposed
 
-// store keeps leases durable in etcd at <prefix>leases/<ip>. Every write
-// is conditioned on the writer's leadership term (the fence), so a deposed
-// leader can never grant an address.
+// Store keeps leases durable in etcd. Every write is conditioned on the
+// writer's leadership term (the fence), so a deposed leader can never
+// grant an address.
 //
 // Under load, leases are written in groups: while maxInflight lease
 // transactions are in flight, the leases that arrive wait and go together
@@ -30,9 +45,9 @@ var ErrDeposed = election.ErrDeposed
 // once, as before. Several leases per transaction cost etcd one raft entry,
 // one apply and one gRPC round trip instead of many, which is what bounds
 // the DHCP rate on a small machine (bench/README.md).
-type store struct {
+type Store struct {
 	cli     *clientv3.Client
-	dir     string
+	keys    state.Keys
 	timeout time.Duration
 
 	queueWait time.Duration // maxQueueWait if 0 (tests set it)
@@ -65,22 +80,31 @@ type batch struct {
 	err   error
 }
 
-func (s *store) key(ip netip.Addr) string { return s.dir + ip.String() }
+// NewStore returns the lease store under keys; timeout bounds one etcd
+// request (default 5s).
+func NewStore(cli *clientv3.Client, keys state.Keys, timeout time.Duration) *Store {
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	return &Store{cli: cli, keys: keys, timeout: timeout}
+}
 
-// load reads every lease; a new leader calls it before its first answer.
-func (s *store) load(ctx context.Context) ([]Lease, []error, error) {
+// Load reads every lease, and the keys it had to skip as corrupt; a new
+// leader calls it before its first answer.
+func (s *Store) Load(ctx context.Context) ([]Lease, []error, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	resp, err := s.cli.Get(ctx, s.dir, clientv3.WithPrefix())
+	dir := s.keys.Leases()
+	resp, err := s.cli.Get(ctx, dir, clientv3.WithPrefix())
 	if err != nil {
-		return nil, nil, fmt.Errorf("etcd load leases: %w", err)
+		return nil, nil, state.Unavailable("load leases", err)
 	}
 	var leases []Lease
 	var bad []error
 	for _, kv := range resp.Kvs {
 		var l Lease
 		if err := json.Unmarshal(kv.Value, &l); err != nil || !l.IP.IsValid() || l.MAC == "" ||
-			strings.TrimPrefix(string(kv.Key), s.dir) != l.IP.String() {
+			strings.TrimPrefix(string(kv.Key), dir) != l.IP.String() {
 			bad = append(bad, fmt.Errorf("lease %s in etcd is corrupt; it is ignored (delete it with etcdctl)", kv.Key))
 			continue
 		}
@@ -89,14 +113,22 @@ func (s *store) load(ctx context.Context) ([]Lease, []error, error) {
 	return leases, bad, nil
 }
 
-// put writes a lease if f still holds; it returns once the lease is
-// durable (or refused).
-func (s *store) put(ctx context.Context, f election.Fence, l Lease) error {
+// List is every readable lease, by address (corrupt ones are left out:
+// the leader reports them when it loads).
+func (s *Store) List(ctx context.Context) ([]Lease, error) {
+	leases, _, err := s.Load(ctx)
+	sort.Slice(leases, func(i, j int) bool { return leases[i].IP.Less(leases[j].IP) })
+	return leases, err
+}
+
+// Put writes a lease if f still holds; it returns once the lease is
+// durable (or refused with ErrDeposed).
+func (s *Store) Put(ctx context.Context, f election.Fence, l Lease) error {
 	data, err := json.Marshal(l)
 	if err != nil {
 		return err
 	}
-	key := s.key(l.IP)
+	key := s.keys.Lease(l.IP)
 	op := clientv3.OpPut(key, string(data))
 	s.mu.Lock()
 	if s.inflight < maxInflight && len(s.queue) == 0 {
@@ -118,7 +150,7 @@ func (s *store) put(ctx context.Context, f election.Fence, l Lease) error {
 
 // join adds a lease to the last waiting batch, or to a new one if that is
 // full or under another fence. The caller holds s.mu.
-func (s *store) join(f election.Fence, key string, op clientv3.Op) *batch {
+func (s *Store) join(f election.Fence, key string, op clientv3.Op) *batch {
 	var b *batch
 	if n := len(s.queue); n > 0 {
 		b = s.queue[n-1]
@@ -150,7 +182,7 @@ func (s *store) join(f election.Fence, key string, op clientv3.Op) *batch {
 
 // done ends a lease transaction and starts the waiting batches that may
 // run now.
-func (s *store) done() {
+func (s *Store) done() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.inflight--
@@ -161,7 +193,7 @@ func (s *store) done() {
 
 // startLocked takes b off the queue, if it is still there, and writes it.
 // The caller holds s.mu.
-func (s *store) startLocked(b *batch) {
+func (s *Store) startLocked(b *batch) {
 	i := slices.Index(s.queue, b)
 	if i < 0 {
 		return // started already
@@ -178,17 +210,17 @@ func (s *store) startLocked(b *batch) {
 	}()
 }
 
-// remove deletes a lease if f still holds.
-func (s *store) remove(ctx context.Context, f election.Fence, ip netip.Addr) error {
-	return s.fenced(ctx, f, clientv3.OpDelete(s.key(ip)))
+// Remove deletes a lease if f still holds.
+func (s *Store) Remove(ctx context.Context, f election.Fence, ip netip.Addr) error {
+	return s.fenced(ctx, f, clientv3.OpDelete(s.keys.Lease(ip)))
 }
 
-func (s *store) fenced(ctx context.Context, f election.Fence, ops ...clientv3.Op) error {
+func (s *Store) fenced(ctx context.Context, f election.Fence, ops ...clientv3.Op) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	err := f.Write(ctx, s.cli, ops...)
-	if err != nil && err != ErrDeposed {
-		return fmt.Errorf("etcd lease write: %w", err)
+	if err != nil && !errors.Is(err, ErrDeposed) {
+		return state.Unavailable("lease write", err)
 	}
 	return err
 }

@@ -1,0 +1,134 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// ErrUnavailable marks every error that came from etcd itself rather than
+// from the request: the front ends answer 503 (retry) for it.
+var ErrUnavailable = errors.New("etcd unavailable")
+
+// Unavailable names the store and the operation in an etcd error, so an
+// operator knows where to look, and marks it ErrUnavailable. A canceled
+// context is the caller going away, not etcd failing: it is returned as
+// it is.
+func Unavailable(op string, err error) error {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return err
+	}
+	return &unavailable{op: op, err: err}
+}
+
+type unavailable struct {
+	op  string
+	err error
+}
+
+func (e *unavailable) Error() string {
+	return fmt.Sprintf("etcd %s: %v (is etcd reachable?)", e.op, e.err)
+}
+func (e *unavailable) Unwrap() []error { return []error{e.err, ErrUnavailable} }
+
+// Retry calls f until it returns nil or ctx ends, pausing after each
+// failure; failed (may be nil) hears every failure. It returns nil once f
+// succeeded, else ctx's error.
+func Retry(ctx context.Context, pause time.Duration, failed func(error), f func(context.Context) error) error {
+	for {
+		err := f(ctx)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if failed != nil {
+			failed(err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pause):
+		}
+	}
+}
+
+// Follower keeps something current with a key (or every key under a
+// prefix): Load gets what is there, then Change every event, in order.
+type Follower struct {
+	Key    string
+	Prefix bool
+	// Load is given every key at one revision, before the first Change
+	// and again after a broken watch; nil skips it (the watch then starts
+	// at the current revision, and resumes after the last event seen).
+	Load func(kvs []*mvccpb.KeyValue)
+	// Change is given each event, with its previous value (PrevKv).
+	Change func(ev *clientv3.Event)
+	// Broken hears why the watch broke (compaction, an etcd outage or
+	// leader change) before it is set up again; may be nil.
+	Broken func(err error)
+	// Pause between a break and the next attempt; default one second.
+	Pause time.Duration
+}
+
+// Run follows until ctx ends.
+func (f Follower) Run(ctx context.Context, cli *clientv3.Client) {
+	pause := f.Pause
+	if pause <= 0 {
+		pause = time.Second
+	}
+	var next int64 // the revision to watch from; 0: load first
+	Retry(ctx, pause, f.Broken, func(ctx context.Context) error {
+		if next == 0 {
+			opts := []clientv3.OpOption{}
+			if f.Prefix {
+				opts = append(opts, clientv3.WithPrefix())
+			}
+			if f.Load == nil {
+				opts = append(opts, clientv3.WithCountOnly())
+			}
+			gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			resp, err := cli.Get(gctx, f.Key, opts...)
+			cancel()
+			if err != nil {
+				return Unavailable("read "+f.Key, err)
+			}
+			if f.Load != nil {
+				f.Load(resp.Kvs)
+			}
+			next = resp.Header.Revision + 1
+		}
+		// WithRequireLeader: a member cut off from its cluster ends the
+		// watch instead of keeping it silently stale.
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		defer cancel()
+		opts := []clientv3.OpOption{clientv3.WithRev(next), clientv3.WithPrevKV()}
+		if f.Prefix {
+			opts = append(opts, clientv3.WithPrefix())
+		}
+		for resp := range cli.Watch(wctx, f.Key, opts...) {
+			if err := resp.Err(); err != nil {
+				if resp.CompactRevision != 0 || f.Load != nil {
+					next = 0 // events were lost (or may be): load afresh
+				}
+				return Unavailable("watch "+f.Key, err)
+			}
+			for _, ev := range resp.Events {
+				f.Change(ev)
+				next = ev.Kv.ModRevision + 1
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if f.Load != nil {
+			next = 0
+		}
+		return Unavailable("watch "+f.Key, errors.New("the watch ended"))
+	})
+}

@@ -1,0 +1,130 @@
+// Package state is how mayu keeps its state in etcd: every key it writes is
+// declared here once (the schema, documented key for key in docs/etcd.md,
+// which a test holds to this file), errors from etcd are marked the same
+// way everywhere, and the two loops everything that follows etcd needs
+// (retry after a failure, follow a key range through broken watches) are
+// written once.
+//
+// Each key space has one owner, the only package that reads or writes it;
+// other packages ask the owner through its methods.
+package state
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// Keys builds the keys under one prefix (node.etcd.prefix, default
+// "/mayu/", always ending in "/").
+type Keys struct{ Prefix string }
+
+// Key spaces, relative to the prefix. Layout lists them with their owners.
+const (
+	machinesDir  = "machines/"
+	macsDir      = "macs/"
+	addressesDir = "addresses/"
+	profilesDir  = "profiles/"
+	secretKey    = "cluster/secret"
+	leasesDir    = "leases/"
+	electionDir  = "election/"
+	replicasDir  = "replicas/"
+	configKey    = "config"
+)
+
+// Space is one key space of the schema.
+type Space struct {
+	// Pattern is the key relative to the prefix, with <placeholders>, as
+	// docs/etcd.md writes it.
+	Pattern string
+	// Owner is the package that writes it (and the only one that reads it).
+	Owner string
+}
+
+// Layout is every key mayu writes, in the order docs/etcd.md lists them.
+var Layout = []Space{
+	{machinesDir + "<id>", "registry"},
+	{macsDir + "<mac>", "registry"},
+	{addressesDir + "<ip>", "registry"},
+	{profilesDir + "<name>/<slot>", "registry"},
+	{secretKey, "registry"},
+	{leasesDir + "<ip>", "lease"},
+	{electionDir + "<lease id>", "election"},
+	{replicasDir + "<name>", "replica"},
+	{configKey, "replica"},
+}
+
+// Machines is the directory of machine records.
+func (k Keys) Machines() string { return k.Prefix + machinesDir }
+
+// Machine is one machine record.
+func (k Keys) Machine(id string) string { return k.Machines() + id }
+
+// MACs is the MAC index: which machine a MAC belongs to.
+func (k Keys) MACs() string { return k.Prefix + macsDir }
+
+// MAC is one MAC index entry.
+func (k Keys) MAC(mac string) string { return k.MACs() + mac }
+
+// Addresses is the index of static InternalAddrs held.
+func (k Keys) Addresses() string { return k.Prefix + addressesDir }
+
+// Address is who holds one static address.
+func (k Keys) Address(ip string) string { return k.Addresses() + ip }
+
+// Profiles is the directory of profile slots.
+func (k Keys) Profiles() string { return k.Prefix + profilesDir }
+
+// ProfileSlot is who holds one slot of a profile.
+func (k Keys) ProfileSlot(name string, slot int) string {
+	return k.Profiles() + name + "/" + strconv.Itoa(slot)
+}
+
+// Secret is the cluster secret node tokens are made with.
+func (k Keys) Secret() string { return k.Prefix + secretKey }
+
+// Leases is the directory of DHCP leases.
+func (k Keys) Leases() string { return k.Prefix + leasesDir }
+
+// Lease is the lease of one address.
+func (k Keys) Lease(ip netip.Addr) string { return k.Leases() + ip.String() }
+
+// Election is the election's key prefix, without the trailing "/" that
+// concurrency.NewElection adds itself.
+func (k Keys) Election() string { return k.Prefix + electionDir[:len(electionDir)-1] }
+
+// Replicas is the directory of replica announcements.
+func (k Keys) Replicas() string { return k.Prefix + replicasDir }
+
+// Replica is one replica's announcement.
+func (k Keys) Replica(name string) string { return k.Replicas() + name }
+
+// Config is the cluster configuration the DHCP leader publishes.
+func (k Keys) Config() string { return k.Prefix + configKey }
+
+// Match reports whether key is one the schema declares: each <placeholder>
+// of a pattern stands for one non-empty path segment.
+func (k Keys) Match(key string) bool {
+	rest, ok := strings.CutPrefix(key, k.Prefix)
+	if !ok {
+		return false
+	}
+	got := strings.Split(rest, "/")
+	for _, s := range Layout {
+		want := strings.Split(s.Pattern, "/")
+		if len(want) != len(got) {
+			continue
+		}
+		match := true
+		for i, w := range want {
+			if got[i] == "" || (!strings.HasPrefix(w, "<") && w != got[i]) {
+				match = false
+				break
+			}
+		}
+		if match {
+			return true
+		}
+	}
+	return false
+}
