@@ -22,7 +22,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/mayu-boot/mayu/pkg/admin"
+	"github.com/mayu-boot/mayu/pkg/api"
 	"github.com/mayu-boot/mayu/pkg/machine"
 )
 
@@ -130,12 +130,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // api returns a client of the admin API. The token is read only here, so
 // that help and usage errors work without one.
-func (c *cli) api() (*admin.Client, error) {
+func (c *cli) api() (*api.Client, error) {
 	token, err := readToken(c.tokenFile, c.tokenFileSet)
 	if err != nil {
 		return nil, err
 	}
-	return &admin.Client{BaseURL: c.server, Token: token}, nil
+	return &api.Client{BaseURL: c.server, Token: token}, nil
 }
 
 // readToken finds the admin token: an explicit --token-file first, then
@@ -159,7 +159,7 @@ func readToken(file string, fileExplicit bool) (string, error) {
 
 // explain turns an error into what the operator should do about it.
 func (c *cli) explain(err error) string {
-	var apiErr *admin.Error
+	var apiErr *api.Error
 	var urlErr *url.Error
 	switch {
 	case errors.As(err, &apiErr) && apiErr.Status == http.StatusUnauthorized:
@@ -260,7 +260,7 @@ func outputFlag(fs *flag.FlagSet, allowed ...string) (format *string, check func
 
 // noArgs parses the flags of a command that takes no arguments but an
 // output format, and returns the format and a client of the admin API.
-func (c *cli) noArgs(name string, args []string, formats ...string) (string, *admin.Client, error) {
+func (c *cli) noArgs(name string, args []string, formats ...string) (string, *api.Client, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	format, check := outputFlag(fs, formats...)
 	pos, err := parseArgs(fs, args)
@@ -544,14 +544,14 @@ func (c *cli) leases(args []string) error {
 }
 
 func (c *cli) watch(args []string) error {
-	format, api, err := c.noArgs("watch", args, "text", "json")
+	format, client, err := c.noArgs("watch", args, "text", "json")
 	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(c.ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	fmt.Fprintln(c.stderr, "following machine state changes (Ctrl-C ends)")
-	return api.Watch(ctx, func(e admin.Event) {
+	return client.Watch(ctx, func(e api.Event) {
 		if format == "json" {
 			c.printJSON(e)
 			return

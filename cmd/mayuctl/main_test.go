@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mayu-boot/mayu/pkg/admin"
+	"github.com/mayu-boot/mayu/pkg/api"
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/etcdtest"
 	"github.com/mayu-boot/mayu/pkg/machine"
@@ -106,7 +107,7 @@ func TestCommands(t *testing.T) {
 		}
 	}
 
-	var l admin.MachineList
+	var l api.MachineList
 	if err := json.Unmarshal([]byte(e.ok("list", "-o", "json")), &l); err != nil || len(l.Machines) != 2 || l.Machines[1].ID != "node-2" {
 		t.Fatalf("list -o json: %+v %v", l, err)
 	}
@@ -165,7 +166,7 @@ func TestCommands(t *testing.T) {
 	if strings.Contains(out, "hunter2") {
 		t.Errorf("config shows a secret:\n%s", out)
 	}
-	var cv admin.ConfigView
+	var cv api.ConfigView
 	if err := json.Unmarshal([]byte(e.ok("config", "-o", "json")), &cv); err != nil || cv.Hash != v.Hash {
 		t.Errorf("config -o json: %+v %v", cv, err)
 	}

@@ -32,6 +32,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/status"
 
+	wire "github.com/mayu-boot/mayu/pkg/api" // "api" is the handler type below
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/dhcp"
 	"github.com/mayu-boot/mayu/pkg/election"
@@ -70,84 +71,6 @@ type Options struct {
 	// published configuration.
 	Etcd   *clientv3.Client
 	Prefix string
-}
-
-// MachineList is the answer to GET /api/v1/machines.
-type MachineList struct {
-	Machines []*machine.Machine `json:"machines"`
-	// Corrupt are records that could not be read; they are reported rather
-	// than failing the whole list so one bad key does not blind the operator.
-	Corrupt []CorruptRecord `json:"corrupt"`
-}
-
-// CorruptRecord is an etcd key holding a machine record mayu cannot read.
-type CorruptRecord struct {
-	Key   string `json:"key"`
-	Error string `json:"error"`
-}
-
-// AddRequest is the body of POST /api/v1/machines.
-type AddRequest struct {
-	ID   string   `json:"id"`
-	MACs []string `json:"macs,omitempty"`
-}
-
-// ConfigView is the answer to GET /api/v1/config: the cluster
-// configuration the DHCP leader publishes (or, with no leader, the
-// answering replica's own).
-type ConfigView struct {
-	// Hash of the cluster part.
-	Hash string `json:"hash" yaml:"hash"`
-	// Leader that publishes it; empty when no leader publishes one.
-	Leader string `json:"leader" yaml:"leader"`
-	// Replica that answered, its own hash, and whether they agree.
-	Replica     string         `json:"replica" yaml:"replica"`
-	ReplicaHash string         `json:"replicaHash" yaml:"replica_hash"`
-	Matches     bool           `json:"matches" yaml:"matches"`
-	Cluster     config.Cluster `json:"cluster" yaml:"cluster"`
-}
-
-// LeaseView is one DHCP lease in the answer to GET /api/v1/leases.
-type LeaseView struct {
-	dhcp.Lease
-	Machine string `json:"machine,omitempty"` // the machine its MAC belongs to
-	Expired bool   `json:"expired"`
-}
-
-// Event is one line of GET /api/v1/watch: a machine changed.
-type Event struct {
-	Time      time.Time     `json:"time"`
-	ID        string        `json:"id"`
-	State     machine.State `json:"state"`
-	PrevState machine.State `json:"prevState,omitempty"`
-	Replica   string        `json:"replica,omitempty"`
-	Reason    string        `json:"reason,omitempty"`
-	MACs      []string      `json:"macs,omitempty"`
-	Deleted   bool          `json:"deleted,omitempty"`
-}
-
-// ReplicasView is the answer to GET /api/v1/replicas.
-type ReplicasView struct {
-	Leader        string        `json:"leader"` // empty: no DHCP leader now
-	PublishedHash string        `json:"publishedHash"`
-	Replicas      []ReplicaView `json:"replicas"`
-}
-
-// ReplicaView is one announced replica.
-type ReplicaView struct {
-	replica.Info
-	Leader        bool `json:"leader"`
-	ConfigMatches bool `json:"configMatches"`
-}
-
-// Deleted is the answer to DELETE /api/v1/machines/{id}.
-type Deleted struct {
-	ID string `json:"deleted"`
-}
-
-// ErrorBody is every error answer.
-type ErrorBody struct {
-	Error string `json:"error"`
 }
 
 type api struct {
@@ -245,12 +168,12 @@ func (a *api) list(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Empty arrays rather than null, so clients need no special case.
-	out := MachineList{Machines: ms, Corrupt: []CorruptRecord{}}
+	out := wire.MachineList{Machines: ms, Corrupt: []wire.CorruptRecord{}}
 	if out.Machines == nil {
 		out.Machines = []*machine.Machine{}
 	}
 	for _, c := range bad {
-		out.Corrupt = append(out.Corrupt, CorruptRecord{Key: c.Key, Error: c.Error()})
+		out.Corrupt = append(out.Corrupt, wire.CorruptRecord{Key: c.Key, Error: c.Error()})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -269,7 +192,7 @@ func (a *api) get(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) add(w http.ResponseWriter, r *http.Request) {
-	var req AddRequest
+	var req wire.AddRequest
 	if !decodeBody(w, r, &req) {
 		return
 	}
@@ -405,7 +328,7 @@ func (a *api) delete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.Info("machine deleted by an operator", "id", id, "remote", r.RemoteAddr)
-	writeJSON(w, http.StatusOK, Deleted{ID: id})
+	writeJSON(w, http.StatusOK, wire.Deleted{ID: id})
 }
 
 func (a *api) config(w http.ResponseWriter, r *http.Request) {
@@ -414,7 +337,7 @@ func (a *api) config(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	own := a.cfg.ClusterHash()
-	view := ConfigView{Hash: own, Replica: a.cfg.Node.Name, ReplicaHash: own, Matches: true, Cluster: a.cfg.Redacted()}
+	view := wire.ConfigView{Hash: own, Replica: a.cfg.Node.Name, ReplicaHash: own, Matches: true, Cluster: a.cfg.Redacted()}
 	if a.etcd != nil {
 		p, err := replica.ReadPublished(r.Context(), a.etcd, a.prefix)
 		if err != nil {
@@ -435,7 +358,7 @@ func (a *api) replicas(w http.ResponseWriter, r *http.Request) {
 	}
 	list, err := replica.List(r.Context(), a.etcd, a.prefix)
 	if err == nil {
-		var view ReplicasView
+		var view wire.ReplicasView
 		view.Leader, err = election.Leader(r.Context(), a.etcd, a.prefix)
 		var p *replica.Published
 		if err == nil {
@@ -445,10 +368,10 @@ func (a *api) replicas(w http.ResponseWriter, r *http.Request) {
 			if p != nil {
 				view.PublishedHash = p.Hash
 			}
-			view.Replicas = []ReplicaView{}
+			view.Replicas = []wire.Replica{}
 			for _, i := range list {
-				view.Replicas = append(view.Replicas, ReplicaView{Info: i, Leader: i.Name == view.Leader,
-					ConfigMatches: p == nil || p.Hash == i.ConfigHash})
+				view.Replicas = append(view.Replicas, replicaView(i, i.Name == view.Leader,
+					p == nil || p.Hash == i.ConfigHash))
 			}
 			writeJSON(w, http.StatusOK, view)
 			return
@@ -559,7 +482,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, ErrorBody{Error: msg})
+	writeJSON(w, code, wire.ErrorBody{Error: msg})
 }
 
 // clip keeps hostile input from flooding an error message.
@@ -595,13 +518,13 @@ func (a *api) leases(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	now := time.Now()
-	out := []LeaseView{}
+	out := []wire.Lease{}
 	for _, kv := range resp.Kvs {
 		var l dhcp.Lease
 		if json.Unmarshal(kv.Value, &l) != nil || !l.IP.IsValid() {
 			continue // reported by the leader when it loads leases
 		}
-		out = append(out, LeaseView{Lease: l, Machine: owners[l.MAC], Expired: !now.Before(l.Expiry)})
+		out = append(out, leaseView(l, owners[l.MAC], !now.Before(l.Expiry)))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].IP.Less(out[j].IP) })
 	writeJSON(w, http.StatusOK, out)
@@ -628,11 +551,11 @@ func (a *api) watch(w http.ResponseWriter, r *http.Request) {
 	enc := json.NewEncoder(w)
 	for resp := range ch {
 		if err := resp.Err(); err != nil {
-			enc.Encode(ErrorBody{Error: "etcd watch ended: " + err.Error()})
+			enc.Encode(wire.ErrorBody{Error: "etcd watch ended: " + err.Error()})
 			return
 		}
 		for _, ev := range resp.Events {
-			e := Event{Time: time.Now().UTC(), ID: strings.TrimPrefix(string(ev.Kv.Key), dir)}
+			e := wire.Event{Time: time.Now().UTC(), ID: strings.TrimPrefix(string(ev.Kv.Key), dir)}
 			var prev machine.Machine
 			if ev.PrevKv != nil && json.Unmarshal(ev.PrevKv.Value, &prev) == nil {
 				e.PrevState = prev.State
