@@ -215,7 +215,7 @@ func (c *cli) addCmd() *cobra.Command {
 	var macs []string
 	var file string
 	cmd := &cobra.Command{
-		Use:   "add ID [--mac MAC]... | add -f FILE",
+		Use:   "add (ID [--mac MAC]... | -f FILE)",
 		Short: "pre-register machines (a machine's id is its lower-cased SMBIOS serial)",
 		Long: `Pre-register a machine with the MACs it is known by, or with -f every
 machine of a YAML or JSON file (- reads stdin): a list of {id, macs}.

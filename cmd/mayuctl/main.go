@@ -92,7 +92,13 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	// Anything else is a mistake on the command line: cobra's own (an
 	// unknown command or flag, a missing flag value) or one of ours.
-	fmt.Fprintf(stderr, "mayuctl: %s\n", clean(err.Error()))
+	// cobra's messages may span lines ("Did you mean this?").
+	for i, line := range strings.Split(strings.TrimSpace(err.Error()), "\n") {
+		if i == 0 {
+			line = "mayuctl: " + line
+		}
+		fmt.Fprintln(stderr, clean(strings.ReplaceAll(line, "\t", "  ")))
+	}
 	if cmd == nil || !cmd.HasParent() {
 		fmt.Fprintln(stderr, "usage: mayuctl COMMAND [ARGS] [flags]; run `mayuctl --help` for the commands")
 	} else {
@@ -138,13 +144,9 @@ func (c *cli) newRoot() *cobra.Command {
 		// Errors are printed once, by run, with the exit status they mean.
 		SilenceErrors: true,
 		SilenceUsage:  true,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return usagef("unknown command %q", args[0])
-			}
-			return usagef("no command given")
-		},
-		RunE:              func(*cobra.Command, []string) error { return nil }, // Args refuses first
+		// Without a command: a usage error. An unknown command never gets
+		// here; cobra refuses it, with suggestions.
+		RunE:              func(*cobra.Command, []string) error { return usagef("no command given") },
 		PersistentPreRunE: c.checkFlags,
 	}
 	root.SetVersionTemplate("mayuctl {{.Version}}\n")
@@ -153,7 +155,7 @@ func (c *cli) newRoot() *cobra.Command {
 	pf.StringVar(&c.server, "server", envOr("MAYU_SERVER", defaultServer), "admin API of any mayu replica (env MAYU_SERVER)")
 	pf.StringVar(&c.tokenFile, "token-file", envOr("MAYU_TOKEN_FILE", defaultTokenFile), "file holding the admin token (env MAYU_TOKEN_FILE; env MAYU_TOKEN holds the token itself)")
 	pf.StringVarP(&c.output, "output", "o", "", "output format: table, wide, json or yaml (default table)")
-	pf.DurationVar(&c.timeout, "timeout", defaultTimeout, "bound on each call to mayu (0: none); on watch, how long to follow (default: until Ctrl-C)")
+	pf.DurationVar(&c.timeout, "timeout", defaultTimeout, "bound on each call to mayu, 0 for none; given to watch, how long it follows")
 	_ = root.RegisterFlagCompletionFunc("output", fixed(formats...))
 
 	root.AddCommand(c.listCmd(), c.statusCmd(), c.watchCmd(), c.addCmd(), c.reinstallCmd(), c.setMetadataCmd(),

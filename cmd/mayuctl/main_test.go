@@ -55,7 +55,7 @@ func start(t *testing.T) *env {
 	}
 	etc := etcdtest.Start(t)
 	reg := registry.New(etc, registry.Options{Prefix: etcdtest.Prefix(t), Cluster: cfg.Cluster, Replica: cfg.Node.Name})
-	srv := httptest.NewServer(admin.New(admin.Options{Registry: reg, Config: cfg, Token: token}))
+	srv := httptest.NewServer(admin.New(admin.Options{Registry: reg, Config: cfg, Token: token, Etcd: etc, Prefix: etcdtest.Prefix(t)}))
 	t.Cleanup(srv.Close)
 	tokenFile := filepath.Join(t.TempDir(), "admin-token")
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
