@@ -277,7 +277,7 @@ func (c *cli) explain(err error) string {
 	return clean(err.Error())
 }
 
-// format is the -o of this invocation; def is the command's default.
+// format is the -o of this invocation, table when none was given.
 func (c *cli) format() string {
 	if c.output == "" {
 		return "table"
