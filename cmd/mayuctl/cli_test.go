@@ -451,3 +451,24 @@ func TestDependencies(t *testing.T) {
 		t.Errorf("mayuctl does not use pkg/api:\n%s", out)
 	}
 }
+
+// watch follows changes and, with --timeout, ends by itself with success.
+func TestWatchWithTimeout(t *testing.T) {
+	e := start(t)
+	type result struct {
+		code     int
+		out, err string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, out, errOut := e.mayuctl("watch", "--timeout", "2s", "-o", "wide")
+		done <- result{code, out, errOut}
+	}()
+	time.Sleep(500 * time.Millisecond) // let the watch start
+	e.ok("add", "node-1", "--mac", "52:54:00:00:00:01")
+	r := <-done
+	if r.code != 0 || !strings.Contains(r.out, "node-1  registered, configured  by replica-a: added by an operator") ||
+		!strings.Contains(r.out, "(MACs 52:54:00:00:00:01)") {
+		t.Errorf("watch: exit %d\nstdout: %s\nstderr: %s", r.code, r.out, r.err)
+	}
+}
