@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http/httptest"
 	"net/netip"
 	"os"
@@ -16,10 +17,14 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mayu-boot/mayu/pkg/admin"
+	"github.com/mayu-boot/mayu/pkg/api"
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/etcdtest"
+	"github.com/mayu-boot/mayu/pkg/lease"
 	"github.com/mayu-boot/mayu/pkg/machine"
 	"github.com/mayu-boot/mayu/pkg/registry"
+	"github.com/mayu-boot/mayu/pkg/replica"
+	"github.com/mayu-boot/mayu/pkg/state"
 )
 
 const token = "mayuctl-test-token"
@@ -54,7 +59,10 @@ func start(t *testing.T) *env {
 	}
 	etc := etcdtest.Start(t)
 	reg := registry.New(etc, registry.Options{Prefix: etcdtest.Prefix(t), Cluster: cfg.Cluster, Replica: cfg.Node.Name})
-	srv := httptest.NewServer(admin.New(admin.Options{Machines: reg, Config: cfg, Token: token}))
+	cfg.Node.Etcd.Prefix = etcdtest.Prefix(t)
+	srv := httptest.NewServer(admin.New(admin.Options{Machines: reg, Config: cfg, Token: token,
+		Leases:   lease.NewStore(etc, state.Keys{Prefix: etcdtest.Prefix(t)}, 0),
+		Replicas: replica.New(etc, cfg, replica.Info{}, slog.New(slog.DiscardHandler))}))
 	t.Cleanup(srv.Close)
 	tokenFile := filepath.Join(t.TempDir(), "admin-token")
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
@@ -69,9 +77,19 @@ func (e *env) mayuctl(args ...string) (code int, stdout, stderr string) {
 	return runArgs(append([]string{"--server", e.url, "--token-file", e.tokenFile}, args...)...)
 }
 
+// mayuctlIn is mayuctl with stdin.
+func (e *env) mayuctlIn(stdin string, args ...string) (code int, stdout, stderr string) {
+	e.t.Helper()
+	return runIn(stdin, append([]string{"--server", e.url, "--token-file", e.tokenFile}, args...)...)
+}
+
 func runArgs(args ...string) (int, string, string) {
+	return runIn("", args...)
+}
+
+func runIn(stdin string, args ...string) (int, string, string) {
 	var out, errOut bytes.Buffer
-	code := run(args, &out, &errOut)
+	code := run(args, strings.NewReader(stdin), &out, &errOut)
 	return code, out.String(), errOut.String()
 }
 
@@ -106,7 +124,7 @@ func TestCommands(t *testing.T) {
 		}
 	}
 
-	var l admin.MachineList
+	var l api.MachineList
 	if err := json.Unmarshal([]byte(e.ok("list", "-o", "json")), &l); err != nil || len(l.Machines) != 2 || l.Machines[1].ID != "node-2" {
 		t.Fatalf("list -o json: %+v %v", l, err)
 	}
@@ -165,7 +183,7 @@ func TestCommands(t *testing.T) {
 	if strings.Contains(out, "hunter2") {
 		t.Errorf("config shows a secret:\n%s", out)
 	}
-	var cv admin.ConfigView
+	var cv api.ConfigView
 	if err := json.Unmarshal([]byte(e.ok("config", "-o", "json")), &cv); err != nil || cv.Hash != v.Hash {
 		t.Errorf("config -o json: %+v %v", cv, err)
 	}
@@ -200,16 +218,16 @@ func TestErrors(t *testing.T) {
 		code int
 		want string // in stderr
 	}{
-		{"unknown machine", []string{"status", "ghost"}, 1, "ghost is not registered"},
+		{"unknown machine", []string{"status", "ghost"}, 3, "ghost is not registered"},
 		{"malformed id", []string{"status", "A B"}, 1, "not valid"},
 		{"bad MAC", []string{"add", "x", "--mac", "nope"}, 1, "MAC address"},
-		{"bad metadata key", []string{"set-metadata", "x", "-k=v"}, 2, "flag provided but not defined"},
+		{"bad metadata key", []string{"set-metadata", "x", "-k=v"}, 2, "unknown shorthand flag: 'k'"},
 		{"metadata without =", []string{"set-metadata", "x", "k"}, 2, "not KEY=VALUE"},
-		{"missing id", []string{"status"}, 2, "usage: mayuctl status"},
+		{"missing id", []string{"status"}, 2, "usage: mayuctl status ID"},
 		{"two ids", []string{"delete", "a", "b"}, 2, "exactly one machine id"},
 		{"bad format", []string{"list", "-o", "xml"}, 2, "unknown output format"},
 		{"unknown command", []string{"frobnicate"}, 2, "unknown command"},
-		{"unknown global flag", []string{"--nope", "list"}, 2, "flag provided but not defined"},
+		{"unknown global flag", []string{"--nope", "list"}, 2, "unknown flag: --nope"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, errOut := e.mayuctl(tc.args...)
@@ -264,17 +282,18 @@ func TestOfflineCommands(t *testing.T) {
 		out  string
 	}{
 		{[]string{"version"}, 0, "mayuctl dev"},
-		{[]string{"help"}, 0, "set-metadata ID KEY=VALUE..."},
-		{[]string{"help", "status"}, 0, "usage: mayuctl status"},
-		{[]string{"--help"}, 0, "usage: mayuctl"},
-		{[]string{"status", "-h"}, 0, "usage: mayuctl status"},
+		{[]string{"help"}, 0, "set-metadata"},
+		{[]string{"help", "status"}, 0, "mayuctl status ID [flags]"},
+		{[]string{"--help"}, 0, "Exit status:"},
+		{[]string{"status", "-h"}, 0, "mayuctl status ID [flags]"},
+		{[]string{"--version"}, 0, "mayuctl dev\n"},
 	} {
 		code, out, errOut := runArgs(tc.args...)
 		if code != tc.code || !strings.Contains(out, tc.out) {
 			t.Errorf("mayuctl %v: exit %d, stdout %q, stderr %q", tc.args, code, out, errOut)
 		}
 	}
-	if code, _, errOut := runArgs(); code != 2 || !strings.Contains(errOut, "usage: mayuctl") {
+	if code, _, errOut := runArgs(); code != 2 || !strings.Contains(errOut, "usage: mayuctl COMMAND") {
 		t.Errorf("no command: exit %d, %q", code, errOut)
 	}
 }

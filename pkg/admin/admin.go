@@ -28,6 +28,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/mayu-boot/mayu/pkg/api"
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/hostile"
 	"github.com/mayu-boot/mayu/pkg/identity"
@@ -95,85 +96,7 @@ type Options struct {
 	Log   *slog.Logger
 }
 
-// MachineList is the answer to GET /api/v1/machines.
-type MachineList struct {
-	Machines []*machine.Machine `json:"machines"`
-	// Corrupt are records that could not be read; they are reported rather
-	// than failing the whole list so one bad key does not blind the operator.
-	Corrupt []CorruptRecord `json:"corrupt"`
-}
-
-// CorruptRecord is an etcd key holding a machine record mayu cannot read.
-type CorruptRecord struct {
-	Key   string `json:"key"`
-	Error string `json:"error"`
-}
-
-// AddRequest is the body of POST /api/v1/machines.
-type AddRequest struct {
-	ID   string   `json:"id"`
-	MACs []string `json:"macs,omitempty"`
-}
-
-// ConfigView is the answer to GET /api/v1/config: the cluster
-// configuration the DHCP leader publishes (or, with no leader, the
-// answering replica's own).
-type ConfigView struct {
-	// Hash of the cluster part.
-	Hash string `json:"hash" yaml:"hash"`
-	// Leader that publishes it; empty when no leader publishes one.
-	Leader string `json:"leader" yaml:"leader"`
-	// Replica that answered, its own hash, and whether they agree.
-	Replica     string         `json:"replica" yaml:"replica"`
-	ReplicaHash string         `json:"replicaHash" yaml:"replica_hash"`
-	Matches     bool           `json:"matches" yaml:"matches"`
-	Cluster     config.Cluster `json:"cluster" yaml:"cluster"`
-}
-
-// LeaseView is one DHCP lease in the answer to GET /api/v1/leases.
-type LeaseView struct {
-	lease.Lease
-	Machine string `json:"machine,omitempty"` // the machine its MAC belongs to
-	Expired bool   `json:"expired"`
-}
-
-// Event is one line of GET /api/v1/watch: a machine changed.
-type Event struct {
-	Time      time.Time     `json:"time"`
-	ID        string        `json:"id"`
-	State     machine.State `json:"state"`
-	PrevState machine.State `json:"prevState,omitempty"`
-	Replica   string        `json:"replica,omitempty"`
-	Reason    string        `json:"reason,omitempty"`
-	MACs      []string      `json:"macs,omitempty"`
-	Deleted   bool          `json:"deleted,omitempty"`
-}
-
-// ReplicasView is the answer to GET /api/v1/replicas.
-type ReplicasView struct {
-	Leader        string        `json:"leader"` // empty: no DHCP leader now
-	PublishedHash string        `json:"publishedHash"`
-	Replicas      []ReplicaView `json:"replicas"`
-}
-
-// ReplicaView is one announced replica.
-type ReplicaView struct {
-	replica.Info
-	Leader        bool `json:"leader"`
-	ConfigMatches bool `json:"configMatches"`
-}
-
-// Deleted is the answer to DELETE /api/v1/machines/{id}.
-type Deleted struct {
-	ID string `json:"deleted"`
-}
-
-// ErrorBody is every error answer.
-type ErrorBody struct {
-	Error string `json:"error"`
-}
-
-type api struct {
+type handler struct {
 	reg      Machines
 	leases   Leases
 	replicas Replicas
@@ -190,7 +113,7 @@ func New(o Options) http.Handler {
 	if o.Token == "" {
 		log.Warn("admin API has no token configured: every call is refused (set node.admin_token_file)")
 	}
-	a := &api{reg: o.Machines, leases: o.Leases, replicas: o.Replicas, cfg: o.Config, log: log}
+	a := &handler{reg: o.Machines, leases: o.Leases, replicas: o.Replicas, cfg: o.Config, log: log}
 
 	r := mux.NewRouter()
 	metrics.InstrumentRouter(r)
@@ -261,24 +184,24 @@ func bearer(h string) (string, bool) {
 	return tok, tok != ""
 }
 
-func (a *api) list(w http.ResponseWriter, r *http.Request) {
+func (a *handler) list(w http.ResponseWriter, r *http.Request) {
 	ms, bad, err := a.reg.List(r.Context())
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
 	// Empty arrays rather than null, so clients need no special case.
-	out := MachineList{Machines: ms, Corrupt: []CorruptRecord{}}
+	out := api.MachineList{Machines: ms, Corrupt: []api.CorruptRecord{}}
 	if out.Machines == nil {
 		out.Machines = []*machine.Machine{}
 	}
 	for _, c := range bad {
-		out.Corrupt = append(out.Corrupt, CorruptRecord{Key: c.Key, Error: c.Error()})
+		out.Corrupt = append(out.Corrupt, api.CorruptRecord{Key: c.Key, Error: c.Error()})
 	}
 	web.JSON(w, http.StatusOK, out)
 }
 
-func (a *api) get(w http.ResponseWriter, r *http.Request) {
+func (a *handler) get(w http.ResponseWriter, r *http.Request) {
 	id, ok := machineID(w, r)
 	if !ok {
 		return
@@ -291,8 +214,8 @@ func (a *api) get(w http.ResponseWriter, r *http.Request) {
 	web.JSON(w, http.StatusOK, m)
 }
 
-func (a *api) add(w http.ResponseWriter, r *http.Request) {
-	var req AddRequest
+func (a *handler) add(w http.ResponseWriter, r *http.Request) {
+	var req api.AddRequest
 	if !decodeBody(w, r, &req) {
 		return
 	}
@@ -329,7 +252,7 @@ func (a *api) add(w http.ResponseWriter, r *http.Request) {
 	web.JSON(w, http.StatusCreated, m)
 }
 
-func (a *api) reinstall(w http.ResponseWriter, r *http.Request) {
+func (a *handler) reinstall(w http.ResponseWriter, r *http.Request) {
 	id, ok := machineID(w, r)
 	if !ok {
 		return
@@ -349,7 +272,7 @@ func (a *api) reinstall(w http.ResponseWriter, r *http.Request) {
 	web.JSON(w, http.StatusOK, m)
 }
 
-func (a *api) setMetadata(w http.ResponseWriter, r *http.Request) {
+func (a *handler) setMetadata(w http.ResponseWriter, r *http.Request) {
 	id, ok := machineID(w, r)
 	if !ok {
 		return
@@ -403,7 +326,7 @@ func (a *api) setMetadata(w http.ResponseWriter, r *http.Request) {
 	web.JSON(w, http.StatusOK, m)
 }
 
-func (a *api) delete(w http.ResponseWriter, r *http.Request) {
+func (a *handler) delete(w http.ResponseWriter, r *http.Request) {
 	id, ok := machineID(w, r)
 	if !ok {
 		return
@@ -428,16 +351,16 @@ func (a *api) delete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.Info("machine deleted by an operator", "id", id, "remote", r.RemoteAddr)
-	web.JSON(w, http.StatusOK, Deleted{ID: id})
+	web.JSON(w, http.StatusOK, api.Deleted{ID: id})
 }
 
-func (a *api) config(w http.ResponseWriter, r *http.Request) {
+func (a *handler) config(w http.ResponseWriter, r *http.Request) {
 	if a.cfg == nil {
 		writeError(w, http.StatusServiceUnavailable, "this replica was started without a configuration to show")
 		return
 	}
 	own := a.cfg.ClusterHash()
-	view := ConfigView{Hash: own, Replica: a.cfg.Node.Name, ReplicaHash: own, Matches: true, Cluster: a.cfg.Redacted()}
+	view := api.ConfigView{Hash: own, Replica: a.cfg.Node.Name, ReplicaHash: own, Matches: true, Cluster: a.cfg.Redacted()}
 	if a.replicas != nil {
 		p, err := a.replicas.Published(r.Context())
 		if err != nil {
@@ -451,13 +374,13 @@ func (a *api) config(w http.ResponseWriter, r *http.Request) {
 	web.JSON(w, http.StatusOK, view)
 }
 
-func (a *api) replicasView(w http.ResponseWriter, r *http.Request) {
+func (a *handler) replicasView(w http.ResponseWriter, r *http.Request) {
 	if a.replicas == nil {
 		writeError(w, http.StatusServiceUnavailable, "this replica was started without etcd")
 		return
 	}
 	list, err := a.replicas.Replicas(r.Context())
-	var view ReplicasView
+	var view api.ReplicasView
 	if err == nil {
 		view.Leader, err = a.replicas.Leader(r.Context())
 	}
@@ -472,10 +395,9 @@ func (a *api) replicasView(w http.ResponseWriter, r *http.Request) {
 	if p != nil {
 		view.PublishedHash = p.Hash
 	}
-	view.Replicas = []ReplicaView{}
+	view.Replicas = []api.Replica{}
 	for _, i := range list {
-		view.Replicas = append(view.Replicas, ReplicaView{Info: i, Leader: i.Name == view.Leader,
-			ConfigMatches: p == nil || p.Hash == i.ConfigHash})
+		view.Replicas = append(view.Replicas, replicaView(i, i.Name == view.Leader, p == nil || p.Hash == i.ConfigHash))
 	}
 	web.JSON(w, http.StatusOK, view)
 }
@@ -519,7 +441,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 
 // fail turns an error of the registry, the machine rules or etcd into an
 // answer (web.Status).
-func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
+func (a *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	code := web.Status(err)
 	msg := err.Error()
 	switch {
@@ -538,13 +460,13 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {
-	web.JSON(w, code, ErrorBody{Error: msg})
+	web.JSON(w, code, api.ErrorBody{Error: msg})
 }
 
 // clip keeps hostile input from flooding an error message.
 func clip(s string) string { return hostile.Clip(s, 80) }
 
-func (a *api) leasesView(w http.ResponseWriter, r *http.Request) {
+func (a *handler) leasesView(w http.ResponseWriter, r *http.Request) {
 	if a.leases == nil {
 		writeError(w, http.StatusServiceUnavailable, "this replica was started without etcd")
 		return
@@ -560,16 +482,16 @@ func (a *api) leasesView(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
-	out := []LeaseView{}
+	out := []api.Lease{}
 	for _, l := range ls {
-		out = append(out, LeaseView{Lease: l, Machine: owners[l.MAC], Expired: !now.Before(l.Expiry)})
+		out = append(out, leaseView(l, owners[l.MAC], !now.Before(l.Expiry)))
 	}
 	web.JSON(w, http.StatusOK, out)
 }
 
 // watch streams machine state changes as JSON lines until the client goes
 // away.
-func (a *api) watch(w http.ResponseWriter, r *http.Request) {
+func (a *handler) watch(w http.ResponseWriter, r *http.Request) {
 	flusher, ok := w.(http.Flusher)
 	if !ok {
 		writeError(w, http.StatusInternalServerError, "streaming is not supported here")
@@ -582,7 +504,7 @@ func (a *api) watch(w http.ResponseWriter, r *http.Request) {
 	ctx, stop := context.WithCancel(r.Context())
 	defer stop()
 	a.reg.Watch(ctx, func(c registry.Change) {
-		e := Event{Time: time.Now().UTC(), ID: c.ID, Deleted: c.Deleted}
+		e := api.Event{Time: time.Now().UTC(), ID: c.ID, Deleted: c.Deleted}
 		if c.Prev != nil {
 			e.PrevState = c.Prev.State
 		}

@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/mayu-boot/mayu/pkg/admin"
+	"github.com/mayu-boot/mayu/pkg/api"
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/etcdtest"
 	"github.com/mayu-boot/mayu/pkg/lease"
@@ -118,7 +119,7 @@ func wantError(t *testing.T, what string, code int, data []byte, wantCode int, w
 	if code != wantCode {
 		t.Fatalf("%s: status %d, want %d; body %s", what, code, wantCode, data)
 	}
-	msg := decode[admin.ErrorBody](t, data).Error
+	msg := decode[api.ErrorBody](t, data).Error
 	if !strings.Contains(msg, want) {
 		t.Errorf("%s: error %q does not mention %q", what, msg, want)
 	}
@@ -187,7 +188,7 @@ func TestMachineLifecycle(t *testing.T) {
 	}
 
 	code, data = e.call(t, "GET", "/api/v1/machines", "")
-	l := decode[admin.MachineList](t, data)
+	l := decode[api.MachineList](t, data)
 	if code != http.StatusOK || len(l.Machines) != 1 || l.Machines[0].ID != "srv-01" || l.Corrupt == nil || len(l.Corrupt) != 0 {
 		t.Fatalf("list: %d %s", code, data)
 	}
@@ -230,7 +231,7 @@ func TestMachineLifecycle(t *testing.T) {
 	}
 
 	code, data = e.call(t, "DELETE", "/api/v1/machines/srv-01", "")
-	if got := decode[admin.Deleted](t, data); code != http.StatusOK || got.ID != "srv-01" {
+	if got := decode[api.Deleted](t, data); code != http.StatusOK || got.ID != "srv-01" {
 		t.Fatalf("delete: %d %s", code, data)
 	}
 	code, data = e.call(t, "GET", "/api/v1/machines/srv-01", "")
@@ -255,7 +256,7 @@ func TestMalformedID(t *testing.T) {
 			code, data := e.call(t, r.method, r.path, r.body)
 			wantError(t, r.method+" "+r.path, code, data, http.StatusBadRequest, "not valid")
 		}
-		body, _ := json.Marshal(admin.AddRequest{ID: id})
+		body, _ := json.Marshal(api.AddRequest{ID: id})
 		code, data := e.call(t, "POST", "/api/v1/machines", string(body))
 		wantError(t, "add "+id, code, data, http.StatusBadRequest, "not valid")
 	}
@@ -341,7 +342,7 @@ func TestCorruptRecord(t *testing.T) {
 		t.Fatalf("add: %d %s", code, data)
 	}
 	code, data := e.call(t, "GET", "/api/v1/machines", "")
-	l := decode[admin.MachineList](t, data)
+	l := decode[api.MachineList](t, data)
 	if code != http.StatusOK || len(l.Machines) != 1 || l.Machines[0].ID != "good" ||
 		len(l.Corrupt) != 1 || l.Corrupt[0].Key != key || !strings.Contains(l.Corrupt[0].Error, "etcdctl get "+key) {
 		t.Fatalf("list: %d %s", code, data)
@@ -353,7 +354,7 @@ func TestCorruptRecord(t *testing.T) {
 		t.Fatalf("delete corrupt: %d %s", code, data)
 	}
 	code, data = e.call(t, "GET", "/api/v1/machines", "")
-	if l := decode[admin.MachineList](t, data); code != http.StatusOK || len(l.Corrupt) != 0 {
+	if l := decode[api.MachineList](t, data); code != http.StatusOK || len(l.Corrupt) != 0 {
 		t.Fatalf("list after delete: %d %s", code, data)
 	}
 }
@@ -401,7 +402,7 @@ func TestConfigHidesSecrets(t *testing.T) {
 	if strings.Contains(string(data), "hunter2") || !strings.Contains(string(data), `"<secret>"`) {
 		t.Fatalf("config shows a secret, or not its mask: %s", data)
 	}
-	v := decode[admin.ConfigView](t, data)
+	v := decode[api.ConfigView](t, data)
 	if v.Hash != e.cfg.ClusterHash() || v.Replica != "replica-a" ||
 		v.Cluster.TemplateVars["root_password"] != config.SecretMask || v.Cluster.TemplateVars["domain"] != "example.org" ||
 		v.Cluster.Static.Range.End != netip.MustParseAddr("10.0.1.12") {
@@ -435,7 +436,7 @@ func TestEtcdDown(t *testing.T) {
 func TestClient(t *testing.T) {
 	e := start(t)
 	ctx := context.Background()
-	c := &admin.Client{BaseURL: e.srv.URL + "/", Token: token}
+	c := &api.Client{BaseURL: e.srv.URL + "/", Token: token}
 
 	m, err := c.Add(ctx, "c1", []string{"52:54:00:00:00:0c"})
 	if err != nil || m.ID != "c1" {
@@ -463,21 +464,21 @@ func TestClient(t *testing.T) {
 	}
 
 	// Errors carry the server's status and message.
-	var apiErr *admin.Error
+	var apiErr *api.Error
 	if _, err := c.Get(ctx, "c1"); !errors.As(err, &apiErr) || apiErr.Status != 404 || !strings.Contains(apiErr.Message, "c1 is not registered") {
 		t.Errorf("Get deleted: %v", err)
 	}
 	if _, err := c.Get(ctx, "../../config"); !errors.As(err, &apiErr) || apiErr.Status != 400 {
 		t.Errorf("Get ../../config: %v", err)
 	}
-	bad := &admin.Client{BaseURL: e.srv.URL, Token: "wrong"}
+	bad := &api.Client{BaseURL: e.srv.URL, Token: "wrong"}
 	if _, err := bad.List(ctx); !errors.As(err, &apiErr) || apiErr.Status != 401 {
 		t.Errorf("wrong token: %v", err)
 	}
 	// Something that is not mayu answers.
 	other := httptest.NewServer(http.NotFoundHandler())
 	defer other.Close()
-	if _, err := (&admin.Client{BaseURL: other.URL, Token: token}).List(ctx); !errors.As(err, &apiErr) || apiErr.Status != 404 || !strings.Contains(apiErr.Message, "404") {
+	if _, err := (&api.Client{BaseURL: other.URL, Token: token}).List(ctx); !errors.As(err, &apiErr) || apiErr.Status != 404 || !strings.Contains(apiErr.Message, "404") {
 		t.Errorf("not mayu: %v", err)
 	}
 }

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mayu-boot/mayu/pkg/admin"
+	"github.com/mayu-boot/mayu/pkg/api"
 	"github.com/mayu-boot/mayu/pkg/machine"
 	"github.com/mayu-boot/mayu/pkg/registry"
 )
@@ -23,7 +23,7 @@ func TestLeasesNameTheirMachine(t *testing.T) {
 	e.etc.Put(ctx, p+"10.99.0.101", `{"ip":"10.99.0.101","mac":"52:54:00:00:00:01","expiry":"`+future+`","leader":"r1"}`)
 	e.etc.Put(ctx, p+"10.99.0.100", `{"ip":"10.99.0.100","mac":"52:54:00:00:00:02","expiry":"2020-01-01T00:00:00Z","leader":"r2"}`)
 	e.etc.Put(ctx, p+"10.99.0.102", `garbage`)
-	c := &admin.Client{BaseURL: e.srv.URL, Token: token}
+	c := &api.Client{BaseURL: e.srv.URL, Token: token}
 	ls, err := c.Leases(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -35,12 +35,12 @@ func TestLeasesNameTheirMachine(t *testing.T) {
 
 func TestWatchFollowsStateChanges(t *testing.T) {
 	e := start(t)
-	c := &admin.Client{BaseURL: e.srv.URL, Token: token}
+	c := &api.Client{BaseURL: e.srv.URL, Token: token}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	events := make(chan admin.Event, 16)
+	events := make(chan api.Event, 16)
 	done := make(chan error, 1)
-	go func() { done <- c.Watch(ctx, func(ev admin.Event) { events <- ev }) }()
+	go func() { done <- c.Watch(ctx, func(ev api.Event) { events <- ev }) }()
 	time.Sleep(300 * time.Millisecond) // let the watch start
 
 	if _, _, err := e.reg.Register(ctx, registry.Registration{ID: "sn-w", MACs: []string{"52:54:00:00:00:09"}}); err != nil {
@@ -92,9 +92,9 @@ func TestDeletingAnInstalledMachineNeedsForce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c := &admin.Client{BaseURL: e.srv.URL, Token: token}
+	c := &api.Client{BaseURL: e.srv.URL, Token: token}
 	err := c.Delete(ctx, "sn-i", false)
-	var ae *admin.Error
+	var ae *api.Error
 	if !errors.As(err, &ae) || ae.Status != 409 || !strings.Contains(ae.Message, "--force") {
 		t.Fatalf("delete without force: %v", err)
 	}

@@ -1,4 +1,4 @@
-package admin
+package api
 
 import (
 	"bytes"
@@ -84,8 +84,8 @@ func (c *Client) Config(ctx context.Context) (*ConfigView, error) {
 }
 
 // Leases lists the DHCP leases in etcd.
-func (c *Client) Leases(ctx context.Context) ([]LeaseView, error) {
-	ls, err := call[[]LeaseView](ctx, c, http.MethodGet, "/api/v1/leases", nil)
+func (c *Client) Leases(ctx context.Context) ([]Lease, error) {
+	ls, err := call[[]Lease](ctx, c, http.MethodGet, "/api/v1/leases", nil)
 	if err != nil {
 		return nil, err
 	}
@@ -209,4 +209,12 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		return fmt.Errorf("%s answered something that is not the mayu admin API (%v); is --server the admin port?", req.URL.Redacted(), err)
 	}
 	return nil
+}
+
+// clip keeps a stranger's answer from flooding an error message.
+func clip(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "..."
+	}
+	return s
 }

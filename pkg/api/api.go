@@ -1,0 +1,117 @@
+// Package api is the contract of mayu's admin API: the wire types every
+// route sends and receives, and a client. It links nothing of the server
+// (no etcd, gRPC, DHCP or Prometheus), so that mayuctl and any other
+// client build from the wire types alone; pkg/admin serves them.
+//
+//	GET    /api/v1/machines                  MachineList
+//	POST   /api/v1/machines                  AddRequest → machine.Machine
+//	GET    /api/v1/machines/{id}             machine.Machine
+//	DELETE /api/v1/machines/{id}[?force=true] Deleted
+//	POST   /api/v1/machines/{id}/reinstall   machine.Machine
+//	POST   /api/v1/machines/{id}/metadata    {"key":"value"} → machine.Machine
+//	GET    /api/v1/config                    ConfigView
+//	GET    /api/v1/leases                    []Lease
+//	GET    /api/v1/replicas                  ReplicasView
+//	GET    /api/v1/watch                     Event, one JSON value a line
+//
+// Every error answer is an ErrorBody.
+package api
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/mayu-boot/mayu/pkg/config"
+	"github.com/mayu-boot/mayu/pkg/machine"
+)
+
+// MachineList is the answer to GET /api/v1/machines.
+type MachineList struct {
+	Machines []*machine.Machine `json:"machines"`
+	// Corrupt are records that could not be read; they are reported rather
+	// than failing the whole list so one bad key does not blind the operator.
+	Corrupt []CorruptRecord `json:"corrupt"`
+}
+
+// CorruptRecord is an etcd key holding a machine record mayu cannot read.
+type CorruptRecord struct {
+	Key   string `json:"key"`
+	Error string `json:"error"`
+}
+
+// AddRequest is the body of POST /api/v1/machines.
+type AddRequest struct {
+	ID   string   `json:"id"`
+	MACs []string `json:"macs,omitempty"`
+}
+
+// ConfigView is the answer to GET /api/v1/config: the cluster
+// configuration the DHCP leader publishes (or, with no leader, the
+// answering replica's own).
+type ConfigView struct {
+	// Hash of the cluster part.
+	Hash string `json:"hash" yaml:"hash"`
+	// Leader that publishes it; empty when no leader publishes one.
+	Leader string `json:"leader" yaml:"leader"`
+	// Replica that answered, its own hash, and whether they agree.
+	Replica     string         `json:"replica" yaml:"replica"`
+	ReplicaHash string         `json:"replicaHash" yaml:"replica_hash"`
+	Matches     bool           `json:"matches" yaml:"matches"`
+	Cluster     config.Cluster `json:"cluster" yaml:"cluster"`
+}
+
+// Lease is one DHCP lease in the answer to GET /api/v1/leases.
+type Lease struct {
+	IP       netip.Addr `json:"ip"`
+	MAC      string     `json:"mac"`
+	Expiry   time.Time  `json:"expiry"`
+	Hostname string     `json:"hostname,omitempty"` // as the client sent it
+	Leader   string     `json:"leader"`             // the replica that granted it
+	Machine  string     `json:"machine,omitempty"`  // the machine its MAC belongs to
+	Expired  bool       `json:"expired"`
+}
+
+// Event is one line of GET /api/v1/watch: a machine changed.
+type Event struct {
+	Time      time.Time     `json:"time"`
+	ID        string        `json:"id"`
+	State     machine.State `json:"state"`
+	PrevState machine.State `json:"prevState,omitempty"`
+	Replica   string        `json:"replica,omitempty"`
+	Reason    string        `json:"reason,omitempty"`
+	MACs      []string      `json:"macs,omitempty"`
+	Deleted   bool          `json:"deleted,omitempty"`
+}
+
+// ReplicasView is the answer to GET /api/v1/replicas.
+type ReplicasView struct {
+	Leader        string    `json:"leader"` // empty: no DHCP leader now
+	PublishedHash string    `json:"publishedHash"`
+	Replicas      []Replica `json:"replicas"`
+}
+
+// Replica is one announced replica: what it announces, whether it leads
+// DHCP now and whether its cluster configuration is the published one.
+type Replica struct {
+	Name          string    `json:"name"`
+	Version       string    `json:"version"`
+	ConfigHash    string    `json:"configHash"`
+	Advertise     string    `json:"advertise"`
+	HTTP          string    `json:"http"`
+	Admin         string    `json:"admin"`
+	Metrics       string    `json:"metrics"`
+	DHCP          bool      `json:"dhcp"` // takes part in the election
+	Started       time.Time `json:"started"`
+	Leader        bool      `json:"leader"`
+	ConfigMatches bool      `json:"configMatches"`
+}
+
+// Deleted is the answer to DELETE /api/v1/machines/{id}.
+type Deleted struct {
+	ID string `json:"deleted"`
+}
+
+// ErrorBody is every error answer.
+type ErrorBody struct {
+	Error string `json:"error"`
+}
