@@ -8,6 +8,7 @@ package testfakes
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -141,7 +142,8 @@ func (f *Machines) Register(ctx context.Context, reg registry.Registration) (*ma
 	}
 	m := machine.New(reg.ID, f.Now(), f.ReplicaName)
 	m.Serial, m.UUID, m.Arch, m.MACs, m.Preregistered = reg.Serial, reg.UUID, reg.Arch, macs, reg.Preregistered
-	sum := hex.EncodeToString([]byte(reg.ID + "................"))[:32]
+	sum := rand.Text() + rand.Text() // random, as the registry's: a re-registration gets a new one
+	sum = hex.EncodeToString([]byte(sum))[:32]
 	m.MachineID, m.Hostname, m.InternalAddr = sum, sum[:16], addr.String()
 	m.Profile, m.ProfileSlot = "default", -1
 	for _, p := range f.Cluster.Profiles {

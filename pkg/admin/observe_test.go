@@ -13,7 +13,7 @@ import (
 )
 
 func TestLeasesNameTheirMachine(t *testing.T) {
-	e := start(t)
+	e := startEtcd(t)
 	ctx := context.Background()
 	if _, _, err := e.reg.Register(ctx, registry.Registration{ID: "sn-1", MACs: []string{"52:54:00:00:00:01"}}); err != nil {
 		t.Fatal(err)
