@@ -455,27 +455,9 @@ func (r *Registry) freeProfileSlot(ctx context.Context) (config.Profile, int, er
 // run again if another replica changed it meanwhile. change returning
 // machine.ErrUnchanged writes nothing and returns the record as it is.
 func (r *Registry) Update(ctx context.Context, id string, change func(*machine.Machine) error) (*machine.Machine, error) {
-	if err := identity.Check(id); err != nil {
-		return nil, err
-	}
-	var m *machine.Machine
-	err := r.stm(ctx, "update machine", func(stm concurrency.STM) error {
-		var err error
-		if m, err = r.stmGet(stm, id); err != nil {
-			return err
-		}
-		if err := change(m); err != nil {
-			return err
-		}
-		return r.stmPutMachine(stm, m)
+	return r.changeRecord(ctx, "update machine", id, func(_ concurrency.STM, m *machine.Machine) error {
+		return change(m)
 	})
-	if errors.Is(err, machine.ErrUnchanged) {
-		return m, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	return m, nil
 }
 
 // AddMAC records another MAC of a machine, record and index in one
@@ -485,12 +467,7 @@ func (r *Registry) AddMAC(ctx context.Context, id, mac string) (*machine.Machine
 	if err != nil {
 		return nil, err
 	}
-	var m *machine.Machine
-	err = r.stm(ctx, "add MAC", func(stm concurrency.STM) error {
-		var err error
-		if m, err = r.stmGet(stm, id); err != nil {
-			return err
-		}
+	return r.changeRecord(ctx, "add MAC", id, func(stm concurrency.STM, m *machine.Machine) error {
 		if m.HasMAC(mac) {
 			return machine.ErrUnchanged
 		}
@@ -501,6 +478,26 @@ func (r *Registry) AddMAC(ctx context.Context, id, mac string) (*machine.Machine
 			return err
 		}
 		m.MACs = append(m.MACs, mac)
+		return nil
+	})
+}
+
+// changeRecord reads a machine record inside an STM, lets change alter it
+// (and put other keys), and writes it back: one transaction. change
+// returning machine.ErrUnchanged writes nothing.
+func (r *Registry) changeRecord(ctx context.Context, op, id string, change func(concurrency.STM, *machine.Machine) error) (*machine.Machine, error) {
+	if err := identity.Check(id); err != nil {
+		return nil, err
+	}
+	var m *machine.Machine
+	err := r.stm(ctx, op, func(stm concurrency.STM) error {
+		var err error
+		if m, err = r.stmGet(stm, id); err != nil {
+			return err
+		}
+		if err := change(stm, m); err != nil {
+			return err
+		}
 		return r.stmPutMachine(stm, m)
 	})
 	if errors.Is(err, machine.ErrUnchanged) {
