@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/status"
@@ -70,6 +71,8 @@ type Options struct {
 	// published configuration.
 	Etcd   *clientv3.Client
 	Prefix string
+	// Registerer is where the HTTP request metrics go (nil: nowhere).
+	Registerer prometheus.Registerer
 }
 
 // MachineList is the answer to GET /api/v1/machines.
@@ -170,7 +173,7 @@ func New(o Options) http.Handler {
 	a := &api{reg: o.Registry, cfg: o.Config, log: log, etcd: o.Etcd, prefix: o.Prefix}
 
 	r := mux.NewRouter()
-	metrics.InstrumentRouter(r)
+	metrics.InstrumentRouter(r, o.Registerer)
 	// Match on the escaped path so that an id like "..%2Fx" reaches the
 	// handler as one segment and is refused by identity.Check. No path
 	// cleaning either: "machines/.." is refused as an id rather than

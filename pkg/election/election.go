@@ -19,10 +19,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
-
-	"github.com/mayu-boot/mayu/pkg/metrics"
 )
 
 // Fence identifies one term of leadership.
@@ -65,6 +64,8 @@ type Election struct {
 	ttl    time.Duration
 	log    *slog.Logger
 
+	metrics *metrics
+
 	gate Gate
 
 	mu    sync.Mutex
@@ -94,9 +95,10 @@ func (e *Election) waitEligible(ctx context.Context) (<-chan struct{}, error) {
 	}
 }
 
-// New prepares a campaign under <prefix>election/ for replica name.
-func New(cli *clientv3.Client, prefix, name string, ttl time.Duration, log *slog.Logger) *Election {
-	return &Election{cli: cli, prefix: prefix + "election", name: name, ttl: ttl, log: log}
+// New prepares a campaign under <prefix>election/ for replica name. Its
+// metrics go to reg (nil: nowhere).
+func New(cli *clientv3.Client, prefix, name string, ttl time.Duration, log *slog.Logger, reg prometheus.Registerer) *Election {
+	return &Election{cli: cli, prefix: prefix + "election", name: name, ttl: ttl, log: log, metrics: newMetrics(reg)}
 }
 
 // Fence returns the current term if this replica leads.
@@ -115,12 +117,12 @@ func (e *Election) setFence(f *Fence) {
 	e.fence = f
 	e.mu.Unlock()
 	if changed {
-		metrics.LeaderChanges.WithLabelValues().Inc()
+		e.metrics.leaderChanges.WithLabelValues().Inc()
 	}
 	if f != nil {
-		metrics.Leader.WithLabelValues().Set(1)
+		e.metrics.leader.WithLabelValues().Set(1)
 	} else {
-		metrics.Leader.WithLabelValues().Set(0)
+		e.metrics.leader.WithLabelValues().Set(0)
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/identity"
@@ -40,6 +41,8 @@ type Server struct {
 	mayuURL string
 	log     *slog.Logger
 	now     func() time.Time
+
+	registerer prometheus.Registerer // for the HTTP request metrics
 }
 
 // Options configure a Server.
@@ -53,18 +56,21 @@ type Options struct {
 	Cluster   config.Cluster
 	MayuURL   string // http://<advertise address>:<http port>
 	Log       *slog.Logger
+	// Registerer is where the HTTP request metrics go (nil: nowhere);
+	// install outcomes are counted by the Registry.
+	Registerer prometheus.Registerer
 }
 
 // New returns a Server.
 func New(o Options) *Server {
 	return &Server{reg: o.Registry, render: o.Renderer, files: o.Files, boot: o.BootFiles, cluster: o.Cluster,
-		mayuURL: o.MayuURL, log: o.Log, now: time.Now}
+		mayuURL: o.MayuURL, log: o.Log, now: time.Now, registerer: o.Registerer}
 }
 
 // Handler routes the boot flow.
 func (s *Server) Handler() http.Handler {
 	r := mux.NewRouter()
-	metrics.InstrumentRouter(r)
+	metrics.InstrumentRouter(r, s.registerer)
 	r.HandleFunc("/boot.ipxe", s.chain).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/ipxe", s.ipxe).Methods(http.MethodGet)
 	r.HandleFunc("/boot/kernel", s.file("cluster.install.kernel", s.cluster.Install.Kernel)).Methods(http.MethodGet, http.MethodHead)
@@ -346,9 +352,9 @@ func (s *Server) change(c nodeCall, to machine.State, f func(*machine.Machine) e
 	if changed {
 		switch to {
 		case machine.Installed:
-			metrics.InstallsCompleted.WithLabelValues().Inc()
+			s.reg.CountInstallCompleted()
 		case machine.Failed:
-			metrics.InstallsFailed.WithLabelValues("installer").Inc()
+			s.reg.CountInstallFailed("installer")
 		}
 		s.log.Info("machine state changed", "id", m.ID, "mac", strings.Join(m.MACs, ","), "state", to, "replica", s.reg.Replica())
 	}
