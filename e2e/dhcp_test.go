@@ -332,7 +332,9 @@ func checkMetrics(t *testing.T, lab *netlab.Lab) {
 		{`mayu_registrations_total`, 1},
 		{`mayu_installs_completed_total`, 1},
 		{`mayu_machines{profile="default",state="installed"}`, 1},
-		{`mayu_etcd_request_duration_seconds_count{method="Txn"}`, 1000},
+		// Lease writes of concurrent ACKs are grouped into one Txn under
+		// load: fewer Txns than ACKs.
+		{`mayu_etcd_request_duration_seconds_count{method="Txn"}`, 100},
 		{`mayu_config_matches_leader`, 1},
 	} {
 		if v, ok := samples[c.sample]; !ok || v < c.min {

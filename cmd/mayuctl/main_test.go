@@ -62,7 +62,7 @@ func start(t *testing.T) *env {
 	cfg.Node.Etcd.Prefix = etcdtest.Prefix(t)
 	srv := httptest.NewServer(admin.New(admin.Options{Machines: reg, Config: cfg, Token: token,
 		Leases:   lease.NewStore(etc, state.Keys{Prefix: etcdtest.Prefix(t)}, 0),
-		Replicas: replica.New(etc, cfg, replica.Info{}, slog.New(slog.DiscardHandler))}))
+		Replicas: replica.New(etc, cfg, replica.Info{}, slog.New(slog.DiscardHandler), nil)}))
 	t.Cleanup(srv.Close)
 	tokenFile := filepath.Join(t.TempDir(), "admin-token")
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mayu-boot/mayu/pkg/api"
 	"github.com/mayu-boot/mayu/pkg/config"
@@ -94,6 +95,8 @@ type Options struct {
 	// call: an admin API without credentials is never served.
 	Token string
 	Log   *slog.Logger
+	// Registerer is where the HTTP request metrics go (nil: nowhere).
+	Registerer prometheus.Registerer
 }
 
 type handler struct {
@@ -116,7 +119,7 @@ func New(o Options) http.Handler {
 	a := &handler{reg: o.Machines, leases: o.Leases, replicas: o.Replicas, cfg: o.Config, log: log}
 
 	r := mux.NewRouter()
-	metrics.InstrumentRouter(r)
+	metrics.InstrumentRouter(r, o.Registerer)
 	// Match on the escaped path so that an id like "..%2Fx" reaches the
 	// handler as one segment and is refused by identity.Check. No path
 	// cleaning either: "machines/.." is refused as an id rather than

@@ -80,7 +80,7 @@ func startWith(t *testing.T, cli *clientv3.Client, timeout time.Duration) *env {
 	reg := registry.New(cli, registry.Options{Prefix: etcdtest.Prefix(t), Cluster: cfg.Cluster, Replica: cfg.Node.Name, Timeout: timeout})
 	srv := httptest.NewServer(admin.New(admin.Options{Machines: reg, Config: cfg, Token: token,
 		Leases:   lease.NewStore(cli, state.Keys{Prefix: etcdtest.Prefix(t)}, timeout),
-		Replicas: replica.New(cli, cfg, replica.Info{}, slog.New(slog.DiscardHandler))}))
+		Replicas: replica.New(cli, cfg, replica.Info{}, slog.New(slog.DiscardHandler), nil)}))
 	t.Cleanup(srv.Close)
 	return &env{srv: srv, etc: cli, reg: reg, cfg: cfg}
 }

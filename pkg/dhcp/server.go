@@ -14,12 +14,12 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/election"
 	"github.com/mayu-boot/mayu/pkg/hostile"
 	"github.com/mayu-boot/mayu/pkg/lease"
-	"github.com/mayu-boot/mayu/pkg/metrics"
 	"github.com/mayu-boot/mayu/pkg/state"
 )
 
@@ -61,6 +61,8 @@ type Options struct {
 	Workers int // concurrent packet handlers; default 64
 	Queue   int // packets waiting for a worker; default 1024
 	Log     *slog.Logger
+	// Registerer is where the server's metrics go (nil: nowhere).
+	Registerer prometheus.Registerer
 }
 
 // Server answers DHCP while this replica leads.
@@ -68,6 +70,7 @@ type Server struct {
 	o        Options
 	serverIP netip.Addr
 	conn     *net.UDPConn
+	metrics  *metrics
 
 	// term is set while leading: the fence and the leases it loaded.
 	term atomic.Pointer[term]
@@ -96,7 +99,9 @@ func New(o Options) *Server {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{o: o}
+	s := &Server{o: o}
+	s.metrics = newMetrics(o.Registerer, s)
+	return s
 }
 
 // Listen opens the DHCP socket on the interface.
@@ -188,7 +193,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		case queue <- packet{data: buf[:n], peer: peer}:
 		default:
 			s.dropped.Add(1)
-			metrics.DHCPIgnored.WithLabelValues("queue_full").Inc()
+			s.metrics.ignored.WithLabelValues("queue_full").Inc()
 		}
 	}
 	close(queue)
@@ -237,22 +242,9 @@ func (s *Server) Lead(ctx context.Context, f election.Fence) {
 	}
 	s.term.Store(t)
 	s.o.Log.Info("answering DHCP", "replica", s.o.Replica, "term", f.Rev, "leases", n, "server_ip", s.serverIP)
-	metrics.SetPoolStats(t.stats)
 	<-ctx.Done()
 	s.term.CompareAndSwap(t, nil)
-	metrics.SetPoolStats(nil)
 	s.o.Log.Info("stopped answering DHCP", "replica", s.o.Replica, "term", f.Rev)
-}
-
-// stats is behind the pool gauges: only the leader knows the leases.
-func (t *term) stats() []metrics.PoolStat {
-	now := time.Now()
-	out := make([]metrics.PoolStat, 0, len(t.pools))
-	for _, p := range t.pools {
-		active, free := p.stats(now)
-		out = append(out, metrics.PoolStat{Pool: p.cfg.Subnet.String(), Active: active, Free: free})
-	}
-	return out
 }
 
 // Leading reports whether the server is answering now.
@@ -300,15 +292,15 @@ type exchange struct {
 func (s *Server) handle(ctx context.Context, p packet) {
 	req, err := dhcpv4.FromBytes(p.data)
 	if err != nil || req.OpCode != dhcpv4.OpcodeBootRequest || len(req.ClientHWAddr) != 6 {
-		metrics.DHCPReceived.WithLabelValues("malformed").Inc()
-		metrics.DHCPIgnored.WithLabelValues("malformed").Inc()
+		s.metrics.received.WithLabelValues("malformed").Inc()
+		s.metrics.ignored.WithLabelValues("malformed").Inc()
 		s.o.Log.Debug("dhcp: malformed packet ignored", "from", p.peer, "err", err)
 		return
 	}
-	metrics.DHCPReceived.WithLabelValues(typeLabel(req.MessageType())).Inc()
+	s.metrics.received.WithLabelValues(typeLabel(req.MessageType())).Inc()
 	t := s.term.Load()
 	if t == nil {
-		metrics.DHCPIgnored.WithLabelValues("not_leader").Inc()
+		s.metrics.ignored.WithLabelValues("not_leader").Inc()
 		s.o.Log.Debug("dhcp: not leader, ignoring", "mac", req.ClientHWAddr.String(), "type", req.MessageType())
 		return
 	}
@@ -318,12 +310,12 @@ func (s *Server) handle(ctx context.Context, p packet) {
 	x.dec = Decide(client, installed, s.o.Policy)
 	x.log = s.o.Log.With("mac", x.mac, "type", req.MessageType().String(), "firmware", client.Firmware.String())
 	if x.dec.Ignore {
-		metrics.DHCPIgnored.WithLabelValues(x.dec.Reason).Inc()
+		s.metrics.ignored.WithLabelValues(x.dec.Reason).Inc()
 		x.log.Debug("dhcp: ignored", "reason", x.dec.Reason)
 		return
 	}
 	if x.pool = s.poolFor(t, req); x.pool == nil {
-		metrics.DHCPIgnored.WithLabelValues("no_pool").Inc()
+		s.metrics.ignored.WithLabelValues("no_pool").Inc()
 		x.log.Debug("dhcp: no pool for this request", "giaddr", req.GatewayIPAddr)
 		return
 	}
@@ -349,7 +341,7 @@ func (s *Server) discover(x *exchange) {
 	if err != nil {
 		// Debug, not warn: a storm of clients would flood the log;
 		// mayu_dhcp_addresses_free and its alert tell the operator.
-		metrics.DHCPIgnored.WithLabelValues("pool_exhausted").Inc()
+		s.metrics.ignored.WithLabelValues("pool_exhausted").Inc()
 		x.log.Debug("dhcp: no address to offer", "pool", x.pool.cfg.Subnet, "err", err)
 		return
 	}
@@ -367,7 +359,7 @@ func (s *Server) request(x *exchange) {
 		if ip.IsValid() {
 			pl.unhold(ip, x.mac)
 		}
-		metrics.DHCPIgnored.WithLabelValues("other_server").Inc()
+		s.metrics.ignored.WithLabelValues("other_server").Inc()
 		return
 	}
 	if !ip.IsValid() {
@@ -391,16 +383,16 @@ func (s *Server) request(x *exchange) {
 	l := lease.Lease{IP: ip, MAC: x.mac, Expiry: x.now.Add(pl.cfg.LeaseTime), Hostname: hostile.Clip(x.req.HostName(), 64), Leader: s.o.Replica}
 	start := time.Now()
 	err := s.o.Leases.Put(x.ctx, x.term.fence, l)
-	metrics.DHCPLeaseWriteDuration.WithLabelValues().Observe(time.Since(start).Seconds())
+	s.metrics.leaseWriteDuration.WithLabelValues().Observe(time.Since(start).Seconds())
 	if err != nil {
 		pl.unhold(ip, x.mac)
 		if errors.Is(err, lease.ErrDeposed) {
-			metrics.DHCPIgnored.WithLabelValues("deposed").Inc()
+			s.metrics.ignored.WithLabelValues("deposed").Inc()
 			s.term.CompareAndSwap(x.term, nil) // stop at once; the election notices too
 			x.log.Warn("dhcp: deposed, lease refused by etcd; not acknowledging", "ip", ip)
 			return
 		}
-		metrics.DHCPIgnored.WithLabelValues("not_durable").Inc()
+		s.metrics.ignored.WithLabelValues("not_durable").Inc()
 		x.log.Warn("dhcp: lease not durable, not acknowledging (the client will retry)", "ip", ip, "err", err)
 		return
 	}
@@ -550,7 +542,7 @@ func (s *Server) reply(x *exchange, resp *dhcpv4.DHCPv4) {
 		s.o.Log.Debug("dhcp: send failed", "to", dst, "err", err)
 		return
 	}
-	metrics.DHCPAnswered.WithLabelValues(typeLabel(resp.MessageType())).Inc()
+	s.metrics.answered.WithLabelValues(typeLabel(resp.MessageType())).Inc()
 }
 
 // typeLabel is a message type as a metric label: "discover", "request", …

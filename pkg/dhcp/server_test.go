@@ -146,7 +146,7 @@ func startServer(t *testing.T, cli *clientv3.Client, o Options) *Server {
 // (or the test ends); stop resigns and waits for Run to return.
 func campaign(t *testing.T, cli *clientv3.Client, srv *Server, name string) (*election.Election, func()) {
 	t.Helper()
-	el := election.New(cli, prefix, name, 2*time.Second, testLogger(t).With("election", name))
+	el := election.New(cli, prefix, name, 2*time.Second, testLogger(t).With("election", name), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

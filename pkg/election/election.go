@@ -19,11 +19,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
-	"github.com/mayu-boot/mayu/pkg/metrics"
 	"github.com/mayu-boot/mayu/pkg/state"
 )
 
@@ -68,6 +68,8 @@ type Election struct {
 	ttl    time.Duration
 	log    *slog.Logger
 
+	metrics *metrics
+
 	gate Gate
 
 	mu    sync.Mutex
@@ -97,10 +99,11 @@ func (e *Election) waitEligible(ctx context.Context) (<-chan struct{}, error) {
 	}
 }
 
-// New prepares a campaign under <prefix>election/ for replica name.
-func New(cli *clientv3.Client, prefix, name string, ttl time.Duration, log *slog.Logger) *Election {
+// New prepares a campaign under <prefix>election/ for replica name. Its
+// metrics go to reg (nil: nowhere).
+func New(cli *clientv3.Client, prefix, name string, ttl time.Duration, log *slog.Logger, reg prometheus.Registerer) *Election {
 	keys := state.Keys{Prefix: prefix}
-	return &Election{cli: cli, prefix: keys.Election(), keys: keys, name: name, ttl: ttl, log: log}
+	return &Election{cli: cli, prefix: keys.Election(), keys: keys, name: name, ttl: ttl, log: log, metrics: newMetrics(reg)}
 }
 
 // Fence returns the current term if this replica leads.
@@ -119,12 +122,12 @@ func (e *Election) setFence(f *Fence) {
 	e.fence = f
 	e.mu.Unlock()
 	if changed {
-		metrics.LeaderChanges.WithLabelValues().Inc()
+		e.metrics.leaderChanges.WithLabelValues().Inc()
 	}
 	if f != nil {
-		metrics.Leader.WithLabelValues().Set(1)
+		e.metrics.leader.WithLabelValues().Set(1)
 	} else {
-		metrics.Leader.WithLabelValues().Set(0)
+		e.metrics.leader.WithLabelValues().Set(0)
 	}
 }
 

@@ -82,7 +82,7 @@ func (a *active) enter() {
 
 func start(t *testing.T, cli *clientv3.Client, name string, ttl time.Duration, act *active, setup ...func(*election.Election)) *replica {
 	t.Helper()
-	r := &replica{name: name, el: election.New(cli, prefix, name, ttl, logger(t).With("replica", name)),
+	r := &replica{name: name, el: election.New(cli, prefix, name, ttl, logger(t).With("replica", name), nil),
 		terms: make(chan *term, 16), done: make(chan struct{})}
 	for _, f := range setup {
 		f(r.el)

@@ -12,13 +12,13 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
 	"github.com/mayu-boot/mayu/pkg/config"
-	"github.com/mayu-boot/mayu/pkg/metrics"
 )
 
 // Conn is an etcd client and, when embedded, the server behind it.
@@ -28,8 +28,9 @@ type Conn struct {
 }
 
 // Open connects to the configured etcd, starting the embedded one first if
-// no endpoints are set.
-func Open(ctx context.Context, node config.Node, log *slog.Logger) (*Conn, error) {
+// no endpoints are set. The client's request metrics go to reg (nil:
+// nowhere).
+func Open(ctx context.Context, node config.Node, log *slog.Logger, reg prometheus.Registerer) (*Conn, error) {
 	c := &Conn{}
 	endpoints := node.Etcd.Endpoints
 	if len(endpoints) == 0 {
@@ -48,7 +49,7 @@ func Open(ctx context.Context, node config.Node, log *slog.Logger) (*Conn, error
 		// Keepalives notice a dead member quickly so the client moves on.
 		DialKeepAliveTime:    2 * time.Second,
 		DialKeepAliveTimeout: 2 * time.Second,
-		DialOptions:          []grpc.DialOption{grpc.WithChainUnaryInterceptor(metrics.EtcdInterceptor())},
+		DialOptions:          []grpc.DialOption{grpc.WithChainUnaryInterceptor(interceptor(reg))},
 	})
 	if err != nil {
 		c.Close()

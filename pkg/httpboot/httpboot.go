@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/hostile"
@@ -50,21 +51,37 @@ type Machines interface {
 	Replica() string
 }
 
+// Installs counts the installs this replica sees end (registry.Registry
+// owns the counters, mayu_installs_*).
+type Installs interface {
+	CountInstallCompleted()
+	CountInstallFailed(reason string)
+}
+
+type noCount struct{}
+
+func (noCount) CountInstallCompleted()    {}
+func (noCount) CountInstallFailed(string) {}
+
 // Server answers nodes.
 type Server struct {
-	reg     Machines
-	render  *render.Renderer
-	files   *os.Root
-	boot    *os.Root
-	cluster config.Cluster
-	mayuURL string
-	log     *slog.Logger
-	now     func() time.Time
+	reg      Machines
+	installs Installs
+	render   *render.Renderer
+	files    *os.Root
+	boot     *os.Root
+	cluster  config.Cluster
+	mayuURL  string
+	log      *slog.Logger
+	now      func() time.Time
+
+	registerer prometheus.Registerer // for the HTTP request metrics
 }
 
 // Options configure a Server.
 type Options struct {
 	Machines Machines
+	Installs Installs // nil: not counted
 	Renderer *render.Renderer
 	Files    *os.Root // the files directory
 	// BootFiles is the boot-files directory (the TFTP root), served under
@@ -73,18 +90,24 @@ type Options struct {
 	Cluster   config.Cluster
 	MayuURL   string // http://<advertise address>:<http port>
 	Log       *slog.Logger
+	// Registerer is where the HTTP request metrics go (nil: nowhere);
+	// install outcomes are counted by the Registry.
+	Registerer prometheus.Registerer
 }
 
 // New returns a Server.
 func New(o Options) *Server {
-	return &Server{reg: o.Machines, render: o.Renderer, files: o.Files, boot: o.BootFiles, cluster: o.Cluster,
-		mayuURL: o.MayuURL, log: o.Log, now: time.Now}
+	if o.Installs == nil {
+		o.Installs = noCount{}
+	}
+	return &Server{reg: o.Machines, installs: o.Installs, render: o.Renderer, files: o.Files, boot: o.BootFiles, cluster: o.Cluster,
+		mayuURL: o.MayuURL, log: o.Log, now: time.Now, registerer: o.Registerer}
 }
 
 // Handler routes the boot flow.
 func (s *Server) Handler() http.Handler {
 	r := mux.NewRouter()
-	metrics.InstrumentRouter(r)
+	metrics.InstrumentRouter(r, s.registerer)
 	r.HandleFunc("/boot.ipxe", s.chain).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/ipxe", s.ipxe).Methods(http.MethodGet)
 	r.HandleFunc("/boot/kernel", s.file("cluster.install.kernel", s.cluster.Install.Kernel)).Methods(http.MethodGet, http.MethodHead)
@@ -366,9 +389,9 @@ func (s *Server) change(c nodeCall, to machine.State, f func(*machine.Machine) e
 	if changed {
 		switch to {
 		case machine.Installed:
-			metrics.InstallsCompleted.WithLabelValues().Inc()
+			s.installs.CountInstallCompleted()
 		case machine.Failed:
-			metrics.InstallsFailed.WithLabelValues("installer").Inc()
+			s.installs.CountInstallFailed("installer")
 		}
 		s.log.Info("machine state changed", "id", m.ID, "mac", strings.Join(m.MACs, ","), "state", to, "replica", s.reg.Replica())
 	}

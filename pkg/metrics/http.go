@@ -7,12 +7,24 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // InstrumentRouter counts and times every request a router matches, by
 // its route template (never the raw path: ids and tokens stay out of
-// label values).
-func InstrumentRouter(r *mux.Router) {
+// label values), in mayu_http_requests_total and
+// mayu_http_request_duration_seconds on reg. Routers of one replica
+// instrumented on the same reg share these metrics.
+func InstrumentRouter(r *mux.Router, reg prometheus.Registerer) {
+	requests := Shared(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "mayu", Subsystem: "http", Name: "requests_total",
+		Help: "HTTP requests on the boot and admin ports, by route and status code.",
+	}, []string{"route", "code"}))
+	duration := Shared(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "mayu", Subsystem: "http", Name: "request_duration_seconds",
+		Help:    "HTTP request latency by route, until the last byte is written.",
+		Buckets: Latency(),
+	}, []string{"route"}))
 	r.Use(func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 			route := "unmatched"
@@ -24,8 +36,8 @@ func InstrumentRouter(r *mux.Router) {
 			sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 			start := time.Now()
 			next.ServeHTTP(sw, req)
-			HTTPDuration.WithLabelValues(route).Observe(time.Since(start).Seconds())
-			HTTPRequests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
+			duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+			requests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
 		})
 	})
 }

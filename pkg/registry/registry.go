@@ -20,13 +20,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/identity"
 	"github.com/mayu-boot/mayu/pkg/machine"
-	"github.com/mayu-boot/mayu/pkg/metrics"
 	"github.com/mayu-boot/mayu/pkg/state"
 )
 
@@ -75,6 +75,7 @@ type Registry struct {
 	replica string
 	timeout time.Duration
 	now     func() time.Time
+	metrics *metrics
 
 	secretOnce sync.Mutex
 	secret     []byte
@@ -87,6 +88,9 @@ type Options struct {
 	Replica string         // this replica's name, recorded in history
 	Timeout time.Duration  // one etcd request; default 5s
 	Now     func() time.Time
+	// Registerer is where the machine metrics go (nil: nowhere),
+	// mayu_machines included: it lists the machines at each scrape.
+	Registerer prometheus.Registerer
 }
 
 // New returns a registry on cli.
@@ -97,7 +101,9 @@ func New(cli *clientv3.Client, o Options) *Registry {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Registry{cli: cli, keys: state.Keys{Prefix: o.Prefix}, cluster: o.Cluster, replica: o.Replica, timeout: o.Timeout, now: o.Now}
+	r := &Registry{cli: cli, keys: state.Keys{Prefix: o.Prefix}, cluster: o.Cluster, replica: o.Replica, timeout: o.Timeout, now: o.Now}
+	r.metrics = newMetrics(o.Registerer, r)
+	return r
 }
 
 // Replica is the name recorded in history for changes made here.
@@ -267,7 +273,7 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (m *machine.M
 		return nil, false, err
 	}
 	if created {
-		metrics.Registrations.WithLabelValues().Inc()
+		r.metrics.registrations.WithLabelValues().Inc()
 	}
 	return m, created, nil
 }
@@ -631,7 +637,7 @@ func (r *Registry) ExpireInstalls(ctx context.Context, timeout time.Duration) ([
 			return expired, err
 		}
 		if err == nil && changed {
-			metrics.InstallsFailed.WithLabelValues("timeout").Inc()
+			r.CountInstallFailed("timeout")
 			expired = append(expired, m.ID)
 		}
 	}

@@ -22,13 +22,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/election"
-	"github.com/mayu-boot/mayu/pkg/metrics"
 	"github.com/mayu-boot/mayu/pkg/state"
 )
 
@@ -64,18 +64,22 @@ type Replica struct {
 	cfg  *config.Config
 	log  *slog.Logger
 
+	metrics *metrics
+
 	mu        sync.Mutex
 	published *Published // nil: no leader publishes now
 	watching  bool       // the config watch is established
 	changed   chan struct{}
 }
 
-// New prepares a replica's announcement.
-func New(cli *clientv3.Client, cfg *config.Config, info Info, log *slog.Logger) *Replica {
+// New prepares a replica's announcement. Its metrics go to reg (nil:
+// nowhere).
+func New(cli *clientv3.Client, cfg *config.Config, info Info, log *slog.Logger, reg prometheus.Registerer) *Replica {
 	info.Name = cfg.Node.Name
 	info.ConfigHash = cfg.ClusterHash()
-	metrics.ConfigInfo.WithLabelValues(info.ConfigHash).Set(1)
-	return &Replica{cli: cli, keys: state.Keys{Prefix: cfg.Node.Etcd.Prefix}, info: info, cfg: cfg, log: log, changed: make(chan struct{})}
+	m := newMetrics(reg)
+	m.configInfo.WithLabelValues(info.ConfigHash).Set(1)
+	return &Replica{cli: cli, keys: state.Keys{Prefix: cfg.Node.Etcd.Prefix}, info: info, cfg: cfg, log: log, metrics: m, changed: make(chan struct{})}
 }
 
 // Run announces the replica and follows <prefix>config until ctx ends.
@@ -158,9 +162,9 @@ func (r *Replica) setPublished(value []byte, watching bool) {
 	r.published, r.watching = p, watching
 	now := r.mismatchLocked()
 	if now == "" {
-		metrics.ConfigMatchesLeader.WithLabelValues().Set(1)
+		r.metrics.configMatchesLeader.WithLabelValues().Set(1)
 	} else {
-		metrics.ConfigMatchesLeader.WithLabelValues().Set(0)
+		r.metrics.configMatchesLeader.WithLabelValues().Set(0)
 	}
 	close(r.changed)
 	r.changed = make(chan struct{})

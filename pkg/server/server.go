@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -27,7 +28,6 @@ import (
 	"github.com/mayu-boot/mayu/pkg/etcd"
 	"github.com/mayu-boot/mayu/pkg/httpboot"
 	"github.com/mayu-boot/mayu/pkg/lease"
-	"github.com/mayu-boot/mayu/pkg/metrics"
 	"github.com/mayu-boot/mayu/pkg/registry"
 	"github.com/mayu-boot/mayu/pkg/render"
 	"github.com/mayu-boot/mayu/pkg/replica"
@@ -42,6 +42,7 @@ type Server struct {
 	conn      *etcd.Conn
 	files     *os.Root
 	bootFiles *os.Root
+	metrics   *prometheus.Registry // this replica's, served on /metrics
 	registry  *registry.Registry
 	servers   []*http.Server
 	dhcp      *dhcp.Server
@@ -60,7 +61,7 @@ type Server struct {
 // Start brings a replica up. On error everything opened so far is closed.
 // version is announced to the other replicas.
 func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version string) (_ *Server, err error) {
-	s := &Server{cfg: cfg, log: log, errc: make(chan error, 8), Addrs: map[string]string{}}
+	s := &Server{cfg: cfg, log: log, metrics: newRegistry(version), errc: make(chan error, 8), Addrs: map[string]string{}}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -82,11 +83,12 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		return nil, fmt.Errorf("%w (files are relative to node.files_dir %s)", err, cfg.Node.FilesDir)
 	}
 
-	if s.conn, err = etcd.Open(ctx, cfg.Node, log); err != nil {
+	if s.conn, err = etcd.Open(ctx, cfg.Node, log, s.metrics); err != nil {
 		return nil, err
 	}
 	s.registry = registry.New(s.conn.Client, registry.Options{
 		Prefix: cfg.Node.Etcd.Prefix, Cluster: cfg.Cluster, Replica: cfg.Node.Name, Timeout: cfg.Node.Etcd.RequestTimeout,
+		Registerer: s.metrics,
 	})
 	// Make the cluster secret exist now, so the first boot does not race.
 	if _, err := s.registry.Secret(ctx); err != nil {
@@ -100,12 +102,15 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		return nil, fmt.Errorf("node.boot_files_dir: %w (copy undionly.kpxe and ipxe.efi there, or set node.ports.tftp: 0)", err)
 	}
 	boot := httpboot.New(httpboot.Options{
-		Machines: s.registry, Renderer: rend, Files: s.files, BootFiles: s.bootFiles, Cluster: cfg.Cluster, MayuURL: mayuURL, Log: log,
+		Machines: s.registry, Installs: s.registry, Renderer: rend, Files: s.files, BootFiles: s.bootFiles,
+		Cluster: cfg.Cluster, MayuURL: mayuURL, Log: log, Registerer: s.metrics,
 	})
 
 	health := http.NewServeMux()
-	health.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
-	metrics.SetMachineCounter(s.countMachines)
+	// Serve what can be gathered when a part fails (mayu_machines while etcd
+	// is unreachable): the etcd error counters matter most then.
+	health.Handle("/metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn), ErrorHandling: promhttp.ContinueOnError}))
 	health.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	health.HandleFunc("/readyz", s.readyz)
 	health.HandleFunc("/leader", s.leader)
@@ -117,11 +122,11 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 	s.replica = replica.New(s.conn.Client, cfg, replica.Info{
 		Version: version, Advertise: mayuURL, HTTP: at(cfg.Node.Ports.HTTP), Admin: at(cfg.Node.Ports.Admin),
 		Metrics: at(cfg.Node.Ports.Metrics), DHCP: cfg.Node.Ports.DHCP > 0, Started: time.Now().UTC(),
-	}, log)
+	}, log, s.metrics)
 	s.background(func() { s.replica.Run(runCtx) })
 	leases := lease.NewStore(s.conn.Client, state.Keys{Prefix: cfg.Node.Etcd.Prefix}, cfg.Node.Etcd.RequestTimeout)
 	adminAPI := admin.New(admin.Options{Machines: s.registry, Leases: leases, Replicas: s.replica,
-		Config: cfg, Token: adminToken, Log: log})
+		Config: cfg, Token: adminToken, Log: log, Registerer: s.metrics})
 	if err := s.startTFTP(); err != nil {
 		return nil, err
 	}
@@ -166,7 +171,7 @@ func (s *Server) startTFTP() error {
 	if err != nil {
 		return fmt.Errorf("node.ports.tftp: %w", err)
 	}
-	if s.tftp, err = tftp.New(n.BootFilesDir, s.log); err != nil {
+	if s.tftp, err = tftp.New(n.BootFilesDir, s.log, s.metrics); err != nil {
 		conn.Close()
 		return err
 	}
@@ -195,7 +200,7 @@ func (s *Server) startDHCP(ctx context.Context, mayuURL string, leases dhcp.Leas
 			ScriptURL: mayuURL + "/boot.ipxe", HTTPBase: mayuURL + "/tftp/",
 			AnswerInstalledIPXE: cl.Boot.AnswerInstalledIPXE,
 		},
-		Replica: n.Name, Leases: leases, Installed: installed, Log: s.log,
+		Replica: n.Name, Leases: leases, Installed: installed, Log: s.log, Registerer: s.metrics,
 	})
 	if err := s.dhcp.Listen(); err != nil {
 		return err
@@ -206,7 +211,7 @@ func (s *Server) startDHCP(ctx context.Context, mayuURL string, leases dhcp.Leas
 			s.errc <- err
 		}
 	})
-	s.election = election.New(s.conn.Client, n.Etcd.Prefix, n.Name, n.ElectionTTL, s.log)
+	s.election = election.New(s.conn.Client, n.Etcd.Prefix, n.Name, n.ElectionTTL, s.log, s.metrics)
 	// Campaign only while this replica's configuration agrees with the
 	// leader's (or no leader publishes one).
 	s.election.SetGate(s.replica.Eligible)
@@ -243,19 +248,6 @@ func (s *Server) listen(ctx context.Context, name string, addr netip.Addr, port 
 		}
 	}()
 	return nil
-}
-
-// countMachines is behind mayu_machines{state,profile}.
-func (s *Server) countMachines(ctx context.Context) (map[[2]string]int, error) {
-	ms, _, err := s.registry.List(ctx)
-	if err != nil {
-		return nil, err
-	}
-	counts := map[[2]string]int{}
-	for _, m := range ms {
-		counts[[2]string{string(m.State), m.Profile}]++
-	}
-	return counts, nil
 }
 
 // readyz is ready when etcd answers and this replica's configuration

@@ -19,9 +19,9 @@ import (
 	"time"
 
 	"github.com/pin/tftp/v3"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mayu-boot/mayu/pkg/hostile"
-	"github.com/mayu-boot/mayu/pkg/metrics"
 )
 
 // MaxTransfers bounds concurrent transfers: each holds a socket and a
@@ -36,15 +36,17 @@ type Server struct {
 	srv    *tftp.Server
 	log    *slog.Logger
 	active atomic.Int32
+
+	metrics *metrics
 }
 
-// New serves the files of dir.
-func New(dir string, log *slog.Logger) (*Server, error) {
+// New serves the files of dir. Its metrics go to reg (nil: nowhere).
+func New(dir string, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, fmt.Errorf("node.boot_files_dir: %w", err)
 	}
-	s := &Server{root: root, log: log}
+	s := &Server{root: root, log: log, metrics: newMetrics(reg)}
 	s.srv = tftp.NewServer(s.read, nil) // nil: writes are refused
 	s.srv.SetTimeout(2 * time.Second)
 	s.srv.SetRetries(5)
@@ -79,7 +81,7 @@ func Name(requested string) (string, error) {
 func (s *Server) read(requested string, rf io.ReaderFrom) error {
 	if s.active.Add(1) > MaxTransfers {
 		s.active.Add(-1)
-		metrics.TFTPTransfers.WithLabelValues("refused").Inc()
+		s.metrics.transfers.WithLabelValues("refused").Inc()
 		return fmt.Errorf("server busy (%d transfers), try again", MaxTransfers)
 	}
 	defer s.active.Add(-1)
@@ -90,7 +92,7 @@ func (s *Server) read(requested string, rf io.ReaderFrom) error {
 	}
 	name, err := Name(requested)
 	if err != nil {
-		metrics.TFTPTransfers.WithLabelValues("refused").Inc()
+		s.metrics.transfers.WithLabelValues("refused").Inc()
 		s.log.Warn("tftp: refused", "file", clip(requested), "peer", peer, "err", err)
 		return err
 	}
@@ -98,16 +100,16 @@ func (s *Server) read(requested string, rf io.ReaderFrom) error {
 	if err != nil {
 		s.log.Info("tftp: not served", "file", name, "peer", peer, "err", err)
 		if errors.Is(err, fs.ErrNotExist) {
-			metrics.TFTPTransfers.WithLabelValues("not_found").Inc()
+			s.metrics.transfers.WithLabelValues("not_found").Inc()
 			return fmt.Errorf("file %q not found", name)
 		}
-		metrics.TFTPTransfers.WithLabelValues("refused").Inc()
+		s.metrics.transfers.WithLabelValues("refused").Inc()
 		return fmt.Errorf("file %q cannot be served", name)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil || !st.Mode().IsRegular() {
-		metrics.TFTPTransfers.WithLabelValues("not_found").Inc()
+		s.metrics.transfers.WithLabelValues("not_found").Inc()
 		return fmt.Errorf("file %q not found", name)
 	}
 	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
@@ -118,11 +120,11 @@ func (s *Server) read(requested string, rf io.ReaderFrom) error {
 	n, err := rf.ReadFrom(bufio.NewReaderSize(f, 64<<10))
 	if err != nil {
 		// Also a client that only probed tsize and aborted (EDK2 does).
-		metrics.TFTPTransfers.WithLabelValues("failed").Inc()
+		s.metrics.transfers.WithLabelValues("failed").Inc()
 		return err
 	}
-	metrics.TFTPTransfers.WithLabelValues("ok").Inc()
-	metrics.TFTPBytes.WithLabelValues().Add(float64(n))
+	s.metrics.transfers.WithLabelValues("ok").Inc()
+	s.metrics.bytes.WithLabelValues().Add(float64(n))
 	return nil
 }
 

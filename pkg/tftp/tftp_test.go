@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/pin/tftp/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func TestName(t *testing.T) {
@@ -55,7 +57,8 @@ func TestServeOnLoopback(t *testing.T) {
 	os.WriteFile(filepath.Join(filepath.Dir(dir), "secret"), []byte("root:x"), 0o644)
 	os.Symlink(filepath.Join(filepath.Dir(dir), "secret"), filepath.Join(dir, "link"))
 
-	srv, err := New(dir, slog.New(slog.DiscardHandler))
+	reg := prometheus.NewRegistry()
+	srv, err := New(dir, slog.New(slog.DiscardHandler), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,5 +100,19 @@ func TestServeOnLoopback(t *testing.T) {
 		if d := time.Since(start); d > 900*time.Millisecond {
 			t.Errorf("%s: the error took %s (a timeout, not an answer)", name, d)
 		}
+	}
+	want := `
+# HELP mayu_tftp_sent_bytes_total Bytes of files sent completely over TFTP.
+# TYPE mayu_tftp_sent_bytes_total counter
+mayu_tftp_sent_bytes_total 120000
+# HELP mayu_tftp_transfers_total TFTP read requests, by result (ok, not_found, refused, failed).
+# TYPE mayu_tftp_transfers_total counter
+mayu_tftp_transfers_total{result="failed"} 0
+mayu_tftp_transfers_total{result="not_found"} 1
+mayu_tftp_transfers_total{result="ok"} 1
+mayu_tftp_transfers_total{result="refused"} 2
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+		t.Error(err)
 	}
 }

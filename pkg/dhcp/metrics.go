@@ -1,0 +1,82 @@
+package dhcp
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	mayumetrics "github.com/mayu-boot/mayu/pkg/metrics"
+)
+
+// metrics are one Server's DHCP metrics (docs/metrics.md).
+type metrics struct {
+	received           *prometheus.CounterVec
+	answered           *prometheus.CounterVec
+	ignored            *prometheus.CounterVec
+	leaseWriteDuration *prometheus.HistogramVec
+}
+
+// newMetrics registers s's metrics on reg (nil: nowhere), with the pool
+// gauges read from s at each scrape.
+func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
+	m := &metrics{
+		received: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "packets_received_total",
+			Help: "DHCP packets received, by message type (malformed packets count as type \"malformed\")."}, []string{"type"}),
+		answered: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "packets_answered_total",
+			Help: "DHCP answers sent, by message type (offer, ack, nak)."}, []string{"type"}),
+		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "packets_ignored_total",
+			Help: "DHCP packets not answered, by reason: installed, not_leader, pool_exhausted, malformed, no_pool, other_server, queue_full, not_durable, deposed."}, []string{"reason"}),
+		leaseWriteDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "lease_write_duration_seconds",
+			Help: "Time to make a lease durable in etcd before its ACK.", Buckets: mayumetrics.Latency()}, nil),
+	}
+	// Every label value starts at 0, so that rate() and increase() see the
+	// first packet of each kind.
+	for _, t := range []string{"discover", "request", "release", "decline", "inform", "other", "malformed"} {
+		m.received.WithLabelValues(t)
+	}
+	for _, t := range []string{"offer", "ack", "nak"} {
+		m.answered.WithLabelValues(t)
+	}
+	for _, r := range []string{"installed", "not_leader", "pool_exhausted", "malformed", "no_pool", "other_server", "queue_full", "not_durable", "deposed"} {
+		m.ignored.WithLabelValues(r)
+	}
+	pools := &poolCollector{s: s,
+		active: prometheus.NewDesc("mayu_dhcp_leases_active",
+			"Unexpired leases in a pool, as the leader sees them (0 on followers).", []string{"pool"}, nil),
+		free: prometheus.NewDesc("mayu_dhcp_addresses_free",
+			"Addresses of a pool not held by an unexpired lease (0 on followers).", []string{"pool"}, nil),
+	}
+	m.leaseWriteDuration.WithLabelValues()
+	mayumetrics.MustRegister(reg, m.received, m.answered, m.ignored, m.leaseWriteDuration, pools)
+	return m
+}
+
+// poolCollector reports every configured pool at each scrape: the leases
+// the server holds while it leads (only the leader knows them), else 0.
+type poolCollector struct {
+	s            *Server
+	active, free *prometheus.Desc
+}
+
+func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.active; ch <- c.free }
+
+func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	seen := map[string]bool{}
+	if t := c.s.term.Load(); t != nil {
+		for _, p := range t.pools {
+			active, free := p.stats(now)
+			name := p.cfg.Subnet.String()
+			seen[name] = true
+			ch <- prometheus.MustNewConstMetric(c.active, prometheus.GaugeValue, float64(active), name)
+			ch <- prometheus.MustNewConstMetric(c.free, prometheus.GaugeValue, float64(free), name)
+		}
+	}
+	for _, pc := range c.s.o.Pools {
+		if name := pc.Subnet.String(); !seen[name] {
+			seen[name] = true
+			ch <- prometheus.MustNewConstMetric(c.active, prometheus.GaugeValue, 0, name)
+			ch <- prometheus.MustNewConstMetric(c.free, prometheus.GaugeValue, 0, name)
+		}
+	}
+}

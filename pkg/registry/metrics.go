@@ -1,0 +1,78 @@
+package registry
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	mayumetrics "github.com/mayu-boot/mayu/pkg/metrics"
+)
+
+// metrics are one Registry's machine metrics (docs/metrics.md).
+type metrics struct {
+	registrations     *prometheus.CounterVec
+	installsCompleted *prometheus.CounterVec
+	installsFailed    *prometheus.CounterVec
+}
+
+// newMetrics registers r's metrics on reg (nil: nowhere), with
+// mayu_machines read from etcd through r at each scrape.
+func newMetrics(reg prometheus.Registerer, r *Registry) *metrics {
+	m := &metrics{
+		registrations: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Name: "registrations_total",
+			Help: "Machines registered by this replica (first contact or mayuctl add)."}, nil),
+		installsCompleted: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Name: "installs_completed_total",
+			Help: "Installs announced as completed to this replica."}, nil),
+		installsFailed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Name: "installs_failed_total",
+			Help: "Installs marked failed by this replica, by reason (installer, timeout)."}, []string{"reason"}),
+	}
+	// Every series starts at 0, so that increase() sees the first event
+	// (MayuInstallsFailing fires on a replica's first failed install).
+	m.registrations.WithLabelValues()
+	m.installsCompleted.WithLabelValues()
+	for _, reason := range []string{"installer", "timeout"} {
+		m.installsFailed.WithLabelValues(reason)
+	}
+	machines := &machineCollector{r: r, desc: prometheus.NewDesc("mayu_machines",
+		"Machines by state and profile, as stored in etcd.", []string{"state", "profile"}, nil)}
+	mayumetrics.MustRegister(reg, m.registrations, m.installsCompleted, m.installsFailed, machines)
+	return m
+}
+
+// CountInstallCompleted counts an install announced to this replica as
+// completed (mayu_installs_completed_total).
+func (r *Registry) CountInstallCompleted() { r.metrics.installsCompleted.WithLabelValues().Inc() }
+
+// CountInstallFailed counts an install this replica marked failed, by
+// reason: "installer" (it reported an error) or "timeout"
+// (mayu_installs_failed_total).
+func (r *Registry) CountInstallFailed(reason string) {
+	r.metrics.installsFailed.WithLabelValues(reason).Inc()
+}
+
+// machineCollector counts the machines in etcd by state and profile at
+// each scrape: the same on every replica.
+type machineCollector struct {
+	r    *Registry
+	desc *prometheus.Desc
+}
+
+func (c *machineCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *machineCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	ms, _, err := c.r.List(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.desc, err)
+		return
+	}
+	counts := map[[2]string]int{}
+	for _, m := range ms {
+		counts[[2]string{string(m.State), m.Profile}]++
+	}
+	for k, n := range counts {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), k[0], k[1])
+	}
+}
