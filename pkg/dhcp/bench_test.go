@@ -21,9 +21,9 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/mayu-boot/mayu/internal/etcdtest"
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/election"
-	"github.com/mayu-boot/mayu/pkg/etcdtest"
 )
 
 var benchPolicy = Policy{BIOS: "undionly.kpxe", EFI64: "ipxe.efi", ScriptURL: scriptURL, HTTPBase: "http://127.0.0.1:4081/tftp/"}

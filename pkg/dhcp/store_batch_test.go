@@ -10,8 +10,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/mayu-boot/mayu/internal/etcdtest"
 	"github.com/mayu-boot/mayu/pkg/election"
-	"github.com/mayu-boot/mayu/pkg/etcdtest"
 )
 
 // storeOn returns a lease store on a fresh embedded etcd and a fence that

@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mayu-boot/mayu/internal/etcdtest"
 	"github.com/mayu-boot/mayu/pkg/config"
-	"github.com/mayu-boot/mayu/pkg/etcdtest"
 	"github.com/mayu-boot/mayu/pkg/httpboot"
 	"github.com/mayu-boot/mayu/pkg/machine"
 	"github.com/mayu-boot/mayu/pkg/registry"
