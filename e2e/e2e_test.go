@@ -68,7 +68,7 @@ func TestMain(m *testing.M) {
 
 // replica is one mayu process in a lab namespace.
 type replica struct {
-	lab    *netlab.Lab
+	lab    *netlab.TLab
 	ns     string
 	dir    string
 	cmd    *exec.Cmd
@@ -90,7 +90,7 @@ type replicaOptions struct {
 
 // startReplica writes a files directory, boot files and a config, and
 // starts mayu in ns on srv0.
-func startReplica(t *testing.T, lab *netlab.Lab, ns string, o replicaOptions) *replica {
+func startReplica(t *testing.T, lab *netlab.TLab, ns string, o replicaOptions) *replica {
 	t.Helper()
 	dir := t.TempDir()
 	files := filepath.Join(dir, "files")
@@ -217,7 +217,7 @@ func tail(s string, n int) string {
 }
 
 // curl runs curl in the client namespace.
-func curl(t *testing.T, lab *netlab.Lab, args ...string) (string, error) {
+func curl(t *testing.T, lab *netlab.TLab, args ...string) (string, error) {
 	t.Helper()
 	return lab.Run(30*time.Second, lab.Cli, "curl", append([]string{"-sS", "--max-time", "20"}, args...)...)
 }

@@ -19,7 +19,7 @@ import (
 // a mayu replica, and a client host with a DHCP prober.
 type cluster struct {
 	t        *testing.T
-	seg      *netlab.Segment
+	seg      *netlab.TSegment
 	nodes    []string // namespaces
 	addrs    []string // node addresses
 	etcd     []*exec.Cmd
@@ -39,7 +39,7 @@ func newCluster(t *testing.T) *cluster {
 // cluster keys for every replica.
 func newClusterWith(t *testing.T, o replicaOptions) *cluster {
 	t.Helper()
-	c := &cluster{t: t, seg: netlab.NewSegment(t), addrs: []string{"10.99.0.2", "10.99.0.3", "10.99.0.4"}}
+	c := &cluster{t: t, seg: netlab.NewSegmentT(t), addrs: []string{"10.99.0.2", "10.99.0.3", "10.99.0.4"}}
 	for i, a := range c.addrs {
 		c.nodes = append(c.nodes, c.seg.AddHost(fmt.Sprintf("n%d", i+1), a+"/24"))
 		c.etcdDirs = append(c.etcdDirs, t.TempDir())
@@ -53,7 +53,7 @@ func newClusterWith(t *testing.T, o replicaOptions) *cluster {
 	for i, ns := range c.nodes {
 		ro := o
 		ro.name, ro.iface, ro.advertise, ro.etcd = fmt.Sprintf("r%d", i+1), "eth0", c.addrs[i], endpoints
-		c.replicas = append(c.replicas, startReplica(t, c.seg.Lab, ns, ro))
+		c.replicas = append(c.replicas, startReplica(t, c.seg.TLab, ns, ro))
 	}
 	return c
 }
