@@ -8,12 +8,16 @@ LDFLAGS := -X main.version=$(VERSION)
 # starving each other.
 TESTFLAGS ?= -count=1 -timeout 45m -p 1
 
-.PHONY: all build etcd deps test test-short fuzz lint demo clean bench bench-deps
+.PHONY: all build vmlab etcd deps test test-short fuzz lint demo clean bench bench-deps
 
 all: build
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/mayu ./cmd/mayuctl
+
+# The lab tool: the demo, the test VMs, the config the benchmarks run.
+vmlab:
+	$(GO) build -o bin/vmlab ./internal/cmd/vmlab
 
 # Real etcd and etcdctl for tests and the demo, built from the versions
 # pinned in go.mod (`go install pkg@version` refuses their replace
@@ -51,7 +55,7 @@ demo: deps build etcd
 # the peers (bench-deps), runs every bench script and the Go benchmarks, and
 # prints the tables (also written to $(BENCH_OUT)). Not part of `make test`.
 BENCH_OUT ?= bin/bench-results.md
-bench: deps bench-deps build etcd
+bench: deps bench-deps build vmlab etcd
 	BENCH_OUT=$(BENCH_OUT) bench/all.sh
 
 # Only what the benchmarks need: Kea, dnsmasq, tftpd-hpa, nginx, wrk.

@@ -56,9 +56,8 @@ func TestDHCPAndTFTPWithRealClients(t *testing.T) {
 	// For HTTP and TFTP from the client side; outside every range.
 	lab.MustIP("-n", lab.Cli, "addr", "add", "10.99.0.250/24", "dev", "cli0")
 	// A secret template variable: it must never reach the log.
-	r := startReplica(t, lab, lab.Srv, replicaOptions{extra: `  template_vars: {root_password_hash: "s3cr3t-hash-value"}
-  secret_template_vars: [root_password_hash]
-`})
+	r := startReplica(t, lab, lab.Srv, replicaOptions{vars: map[string]string{"root_password_hash": "s3cr3t-hash-value"},
+		extra: "  secret_template_vars: [root_password_hash]\n"})
 	r.waitLog(t, "answering DHCP", 30*time.Second)
 
 	t.Run("BIOS PXE gets undionly.kpxe and next-server", func(t *testing.T) {

@@ -295,7 +295,7 @@ func TestKeepalivedMovesTheVirtualAddress(t *testing.T) {
 	}
 	for i, n := range nodes {
 		n.replica = startReplica(t, seg.TLab, n.ns, replicaOptions{
-			name: fmt.Sprintf("r%d", i+1), iface: "eth0", advertise: kaVIP, etcd: "[http://" + kaEtcd + ":2379]",
+			name: fmt.Sprintf("r%d", i+1), iface: "eth0", advertise: kaVIP, etcd: []string{"http://" + kaEtcd + ":2379"},
 		})
 		writeFile(t, filepath.Join(n.replica.dir, "files", "images", "os.img"), image)
 	}

@@ -15,7 +15,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -340,11 +339,11 @@ func TestVMThreeReplicasLeaderKilledDuringInstall(t *testing.T) {
 		urls = append(urls, "http://"+a+":4081")
 	}
 	c := newClusterWith(t, replicaOptions{files: b.Dir, kernelArgs: vmlab.KernelArgs,
-		extra: fmt.Sprintf("  template_vars: {mayu_urls: %q}\n", strings.Join(urls, " "))})
+		vars: map[string]string{"mayu_urls": strings.Join(urls, " ")}})
 	ra := c.seg.AddHost("ra")
 	startRA(t, c.seg.TLab, ra, "eth0")
 	c.seg.AddTap("tap0")
-	etcd := strings.Trim(strings.ReplaceAll(endpoints, " ", ""), "[]")
+	etcd := endpoints
 	l := c.leader(30 * time.Second)
 	t.Logf("r%d leads DHCP", l+1)
 	start := time.Now()
@@ -389,29 +388,4 @@ func TestVMThreeReplicasLeaderKilledDuringInstall(t *testing.T) {
 		history = append(history, fmt.Sprintf("%s by %s", e.State, e.Replica))
 	}
 	t.Logf("history: %s; running after %s", strings.Join(history, ", "), time.Since(start).Round(100*time.Millisecond))
-}
-
-func copyFile(t *testing.T, src, dst string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Link(src, dst); err == nil {
-		return
-	}
-	in, err := os.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
-	}
 }
