@@ -44,12 +44,11 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 	$(GO) vet ./...
 
-# The demo boots a VM: bin/vmlab builds its installer and OS image and runs
-# qemu (package internal/vmlab). REPLICAS=3 runs three replicas on a
-# 3-member etcd, FW=uefi boots with OVMF.
-demo: deps build etcd
-	$(GO) build -o bin/vmlab ./internal/cmd/vmlab
-	scripts/demo.sh
+# The demo boots a VM: `bin/vmlab demo` (internal/cmd/vmlab/demo.go) builds
+# its installer and OS image, makes a lab network and runs mayu and qemu.
+# REPLICAS=3 runs three replicas on a 3-member etcd, FW=uefi boots with OVMF.
+demo: deps build vmlab etcd
+	bin/vmlab demo
 
 # Benchmarks against the peers (bench/README.md): builds everything, installs
 # the peers (bench-deps), runs every bench script and the Go benchmarks, and

@@ -27,6 +27,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -84,14 +85,19 @@ func build(args []string) error {
 	if err != nil {
 		return err
 	}
+	return printBuild(os.Stdout, "", b)
+}
+
+// printBuild says what BuildAll made, each line after indent.
+func printBuild(w io.Writer, indent string, b *vmlab.Build) error {
 	for _, f := range []string{vmlab.KernelFile, vmlab.InitrdFile, vmlab.ImageFile} {
 		st, err := os.Stat(b.Path(f))
 		if err != nil {
 			return err
 		}
-		fmt.Printf("%-20s %9d bytes\n", f, st.Size())
+		fmt.Fprintf(w, "%s%-20s %9d bytes\n", indent, f, st.Size())
 	}
-	fmt.Printf("kernel %s (%s), installer %s, OS image %s\n", b.Kernel.Version,
+	fmt.Fprintf(w, "%skernel %s (%s), installer %s, OS image %s\n", indent, b.Kernel.Version,
 		b.KernelTime.Round(10*time.Millisecond), b.InstallerTime.Round(10*time.Millisecond), b.ImageTime.Round(10*time.Millisecond))
 	return nil
 }
