@@ -8,12 +8,16 @@ LDFLAGS := -X main.version=$(VERSION)
 # starving each other.
 TESTFLAGS ?= -count=1 -timeout 45m -p 1
 
-.PHONY: all build etcd deps test test-short fuzz lint demo clean bench bench-deps
+.PHONY: all build vmlab etcd deps test test-short fuzz lint demo clean bench bench-deps
 
 all: build
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/mayu ./cmd/mayuctl
+
+# The lab tool: the demo, the test VMs, the config the benchmarks run.
+vmlab:
+	$(GO) build -o bin/vmlab ./internal/cmd/vmlab
 
 # Real etcd and etcdctl for tests and the demo, built from the versions
 # pinned in go.mod (`go install pkg@version` refuses their replace
@@ -40,18 +44,17 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 	$(GO) vet ./...
 
-# The demo boots a VM: bin/vmlab builds its installer and OS image and runs
-# qemu (package internal/vmlab). REPLICAS=3 runs three replicas on a
-# 3-member etcd, FW=uefi boots with OVMF.
-demo: deps build etcd
-	$(GO) build -o bin/vmlab ./internal/cmd/vmlab
-	scripts/demo.sh
+# The demo boots a VM: `bin/vmlab demo` (internal/cmd/vmlab/demo.go) builds
+# its installer and OS image, makes a lab network and runs mayu and qemu.
+# REPLICAS=3 runs three replicas on a 3-member etcd, FW=uefi boots with OVMF.
+demo: deps build vmlab etcd
+	bin/vmlab demo
 
 # Benchmarks against the peers (bench/README.md): builds everything, installs
 # the peers (bench-deps), runs every bench script and the Go benchmarks, and
 # prints the tables (also written to $(BENCH_OUT)). Not part of `make test`.
 BENCH_OUT ?= bin/bench-results.md
-bench: deps bench-deps build etcd
+bench: deps bench-deps build vmlab etcd
 	BENCH_OUT=$(BENCH_OUT) bench/all.sh
 
 # Only what the benchmarks need: Kea, dnsmasq, tftpd-hpa, nginx, wrk.

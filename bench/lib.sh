@@ -181,43 +181,19 @@ mayu_files() {
 }
 
 # mayu_config DIR NAME ADVERTISE [ETCD_ENDPOINTS]: write DIR/mayu.yaml for a
-# replica NAME on eth0 answering as ADVERTISE; with no endpoints (a YAML
-# list, e.g. "[http://10.99.0.2:2379]") it runs its embedded etcd in
-# DIR/data. Files come from mayu_files DIR. Pools: 10.99.0.0/24 (the
-# segment) and 10.98.0.0/16 (perfdhcp's relay network, ~65000 addresses).
+# replica NAME on eth0 answering as ADVERTISE; with no endpoints (comma
+# separated, e.g. "http://10.99.0.2:2379,http://10.99.0.3:2379") it runs its
+# embedded etcd in DIR/data. Files come from mayu_files DIR. The config is
+# the one the tests and the demo run (package internal/fixture, printed by
+# `bin/vmlab config`), with pools 10.99.0.0/24 (the segment) and
+# 10.98.0.0/16 (perfdhcp's relay network, ~65000 addresses), lease time 1h.
 mayu_config() {
-	local dir=$1 name=$2 adv=$3 eps=${4:-[]}
+	local dir=$1 name=$2 adv=$3 eps=${4:-}
+	[ -x "$BIN/vmlab" ] || die "$BIN/vmlab is missing (make bench builds it)"
 	head -c 24 /dev/urandom | base64 >"$dir/admin-token"
 	chmod 600 "$dir/admin-token"
-	cat >"$dir/mayu.yaml" <<EOF
-node:
-  name: $name
-  interface: eth0
-  advertise_address: $adv
-  data_dir: $dir/data
-  files_dir: $dir/files
-  boot_files_dir: $dir/boot
-  admin_token_file: $dir/admin-token
-  election_ttl: ${MAYU_ELECTION_TTL:-3s}
-  etcd:
-    endpoints: $eps
-  ports: {dhcp: 67, tftp: 69, http: 4081, admin: 4080, metrics: 4082}
-cluster:
-  pools:
-    - subnet: 10.99.0.0/24
-      range: {start: 10.99.0.100, end: 10.99.0.199}
-      router: 10.99.0.1
-      lease_time: 1h
-    - subnet: 10.98.0.0/16
-      range: {start: 10.98.1.0, end: 10.98.255.250}
-      lease_time: 1h
-  static:
-    subnet: 10.99.0.0/24
-    range: {start: 10.99.0.10, end: 10.99.0.60}
-    gateway: 10.99.0.1
-  install: {kernel: installer/vmlinuz, initrd: installer/initrd.img, image: images/os.img, disk: /dev/vda}
-  templates: {first_stage: templates/first-stage.sh, final_config: templates/final-config.yaml}
-EOF
+	"$BIN/vmlab" config -dir "$dir" -name "$name" -interface eth0 -advertise "$adv" -etcd "$eps" \
+		-election-ttl "${MAYU_ELECTION_TTL:-3s}" -lease-time 1h -relay-pool >"$dir/mayu.yaml"
 }
 
 # mayu_start HOST DIR: start mayu in HOST with DIR/mayu.yaml; pid in
@@ -230,7 +206,7 @@ mayu_start() {
 
 # etcd_cluster HOST:ADDR HOST:ADDR HOST:ADDR: start one member in each host
 # (data under $WORK/etcd-HOST), wait until all three are healthy. The
-# client endpoints, as a YAML list, end up in $ETCD_ENDPOINTS.
+# client endpoints, comma separated, end up in $ETCD_ENDPOINTS.
 ETCD_ENDPOINTS=""
 ETCD_PIDS=()
 etcd_cluster() {
@@ -257,7 +233,7 @@ etcd_cluster() {
 	local end=$((SECONDS + 60))
 	while [ $SECONDS -lt $end ]; do
 		if [ "$(on "$h" "$BIN/etcdctl" --endpoints "$eps" endpoint health 2>&1 | grep -c 'is healthy')" = "$#" ]; then
-			ETCD_ENDPOINTS="[${eps//,/, }]"
+			ETCD_ENDPOINTS=$eps
 			return 0
 		fi
 		sleep 0.2

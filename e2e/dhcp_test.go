@@ -20,7 +20,7 @@ import (
 // udhcpc asks for a lease from the client namespace posing as the firmware
 // the extra arguments describe, and returns what the server answered (the
 // variables udhcpc hands its script), or nil if nobody answered.
-func udhcpc(t *testing.T, lab *netlab.Lab, mac string, args ...string) map[string]string {
+func udhcpc(t *testing.T, lab *netlab.TLab, mac string, args ...string) map[string]string {
 	t.Helper()
 	lab.SetClientMAC(mac)
 	dir := t.TempDir()
@@ -50,16 +50,15 @@ func inPool(ip string) bool {
 
 func TestDHCPAndTFTPWithRealClients(t *testing.T) {
 	netlab.Require(t, "busybox", "curl", "atftp", "perfdhcp")
-	lab := netlab.New(t, "10.99.0.1/24")
+	lab := netlab.NewT(t, "10.99.0.1/24")
 	// The relay network perfdhcp sends from (it always acts as a relay).
 	lab.MustIP("-n", lab.Srv, "addr", "add", "10.98.0.1/16", "dev", "srv0")
 	lab.MustIP("-n", lab.Cli, "addr", "add", "10.98.0.2/16", "dev", "cli0")
 	// For HTTP and TFTP from the client side; outside every range.
 	lab.MustIP("-n", lab.Cli, "addr", "add", "10.99.0.250/24", "dev", "cli0")
 	// A secret template variable: it must never reach the log.
-	r := startReplica(t, lab, lab.Srv, replicaOptions{extra: `  template_vars: {root_password_hash: "s3cr3t-hash-value"}
-  secret_template_vars: [root_password_hash]
-`})
+	r := startReplica(t, lab, lab.Srv, replicaOptions{vars: map[string]string{"root_password_hash": "s3cr3t-hash-value"},
+		extra: "  secret_template_vars: [root_password_hash]\n"})
 	r.waitLog(t, "answering DHCP", 30*time.Second)
 
 	t.Run("BIOS PXE gets undionly.kpxe and next-server", func(t *testing.T) {
@@ -256,7 +255,7 @@ var installedToken string
 
 // installMachine walks a machine through the HTTP flow from the client
 // namespace until it is installed, as its installer would.
-func installMachine(t *testing.T, lab *netlab.Lab, serial, mac string) {
+func installMachine(t *testing.T, lab *netlab.TLab, serial, mac string) {
 	t.Helper()
 	script, err := curl(t, lab, fmt.Sprintf("http://10.99.0.1:4081/ipxe?serial=%s&mac=%s", hex.EncodeToString([]byte(serial)), mac))
 	if err != nil {
@@ -279,7 +278,7 @@ func installMachine(t *testing.T, lab *netlab.Lab, serial, mac string) {
 
 // scrape reads a replica's /metrics from its namespace: sample values by
 // `name{labels}` as exposed, and the promlint problems of the exposition.
-func scrape(t *testing.T, lab *netlab.Lab, ns string) (map[string]float64, []promlint.Problem) {
+func scrape(t *testing.T, lab *netlab.TLab, ns string) (map[string]float64, []promlint.Problem) {
 	t.Helper()
 	out, err := lab.Run(10*time.Second, ns, "curl", "-sf", "http://127.0.0.1:4082/metrics")
 	if err != nil {
@@ -304,7 +303,7 @@ func scrape(t *testing.T, lab *netlab.Lab, ns string) (map[string]float64, []pro
 
 // checkMetrics asserts that the flows of TestDHCPAndTFTPWithRealClients
 // moved the counters an operator watches.
-func checkMetrics(t *testing.T, lab *netlab.Lab) {
+func checkMetrics(t *testing.T, lab *netlab.TLab) {
 	samples, problems := scrape(t, lab, lab.Srv)
 	for _, p := range problems {
 		if strings.HasPrefix(p.Metric, "mayu_") {

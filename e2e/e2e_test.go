@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mayu-boot/mayu/internal/fixture"
 	"github.com/mayu-boot/mayu/internal/netlab"
 )
 
@@ -68,7 +69,7 @@ func TestMain(m *testing.M) {
 
 // replica is one mayu process in a lab namespace.
 type replica struct {
-	lab    *netlab.Lab
+	lab    *netlab.TLab
 	ns     string
 	dir    string
 	cmd    *exec.Cmd
@@ -76,13 +77,14 @@ type replica struct {
 	config string
 }
 
-// replicaOptions shape a replica's config.
+// replicaOptions shape a replica's config (package internal/fixture).
 type replicaOptions struct {
 	name       string
-	iface      string // default srv0
-	advertise  string // default 10.99.0.1
-	etcd       string // external endpoints, YAML list; empty = embedded
-	extra      string // more cluster keys
+	iface      string   // default srv0
+	advertise  string   // default 10.99.0.1
+	etcd       []string // external endpoints; none = embedded
+	extra      string   // more cluster keys
+	vars       map[string]string
 	answerIPXE bool
 	files      string // installer/vmlinuz, installer/initrd.img, images/os.img to serve (vm_test.go); empty: stand-ins
 	kernelArgs string // cluster.install.kernel_args
@@ -90,78 +92,24 @@ type replicaOptions struct {
 
 // startReplica writes a files directory, boot files and a config, and
 // starts mayu in ns on srv0.
-func startReplica(t *testing.T, lab *netlab.Lab, ns string, o replicaOptions) *replica {
+func startReplica(t *testing.T, lab *netlab.TLab, ns string, o replicaOptions) *replica {
 	t.Helper()
 	dir := t.TempDir()
-	files := filepath.Join(dir, "files")
-	boot := filepath.Join(dir, "boot")
-	for _, f := range []string{"installer/vmlinuz", "installer/initrd.img", "images/os.img"} {
-		if o.files != "" {
-			copyFile(t, filepath.Join(o.files, f), filepath.Join(files, f))
-			continue
-		}
-		writeFile(t, filepath.Join(files, f), []byte("stand-in for "+f))
+	if _, err := os.Stat(fixture.IPXEFiles[0]); err != nil {
+		t.Skipf("iPXE binaries missing (package ipxe): %v", err)
 	}
-	for _, f := range []string{"first-stage.sh", "final-config.yaml"} {
-		data, err := os.ReadFile(filepath.Join("..", "etc", "templates", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		writeFile(t, filepath.Join(files, "templates", f), data)
-	}
-	// Debian's iPXE builds, copied as files (ipxe.efi is a symlink to /boot).
-	for _, f := range []string{"undionly.kpxe", "ipxe.efi"} {
-		data, err := os.ReadFile(filepath.Join("/usr/lib/ipxe", f))
-		if err != nil {
-			t.Skipf("iPXE binaries missing (package ipxe): %v", err)
-		}
-		writeFile(t, filepath.Join(boot, f), data)
-	}
-	writeFile(t, filepath.Join(dir, "admin-token"), []byte("e2e-admin-token-0123456789\n"))
-	if o.name == "" {
-		o.name = "r1"
+	if err := fixture.WriteFiles(dir, fixture.Files{Installer: o.files, IPXE: true, Token: "e2e-admin-token-0123456789"}); err != nil {
+		t.Fatal(err)
 	}
 	if o.iface == "" {
 		o.iface = "srv0"
 	}
-	if o.advertise == "" {
-		o.advertise = "10.99.0.1"
+	path, err := fixture.Config{Dir: dir, Name: o.name, Interface: o.iface, Advertise: o.advertise, Etcd: o.etcd,
+		ElectionTTL: "3s", LeaseTime: "10m", RelayPool: true, KernelArgs: o.kernelArgs, TemplateVars: o.vars,
+		AnswerInstalledIPXE: o.answerIPXE, Extra: o.extra}.Write()
+	if err != nil {
+		t.Fatal(err)
 	}
-	etcd := "endpoints: []"
-	if o.etcd != "" {
-		etcd = "endpoints: " + o.etcd
-	}
-	cfg := fmt.Sprintf(`node:
-  name: %s
-  interface: %s
-  advertise_address: %s
-  data_dir: %s/data
-  files_dir: %s
-  boot_files_dir: %s
-  admin_token_file: %s/admin-token
-  election_ttl: 3s
-  etcd:
-    %s
-  ports: {dhcp: 67, tftp: 69, http: 4081, admin: 4080, metrics: 4082}
-cluster:
-  pools:
-    - subnet: 10.99.0.0/24
-      range: {start: 10.99.0.100, end: 10.99.0.199}
-      router: 10.99.0.1
-      dns: [10.99.0.1]
-      lease_time: 10m
-    - subnet: 10.98.0.0/16
-      range: {start: 10.98.1.0, end: 10.98.255.250}
-  static:
-    subnet: 10.99.0.0/24
-    range: {start: 10.99.0.10, end: 10.99.0.60}
-    gateway: 10.99.0.1
-  install: {kernel: installer/vmlinuz, initrd: installer/initrd.img, image: images/os.img, disk: /dev/vda, kernel_args: %q}
-  templates: {first_stage: templates/first-stage.sh, final_config: templates/final-config.yaml}
-  boot: {answer_installed_ipxe: %v}
-%s`, o.name, o.iface, o.advertise, dir, files, boot, dir, etcd, o.kernelArgs, o.answerIPXE, o.extra)
-	path := filepath.Join(dir, "mayu.yaml")
-	writeFile(t, path, []byte(cfg))
 	r := &replica{lab: lab, ns: ns, dir: dir, config: path}
 	r.cmd, r.log = lab.Start(ns, bins.mayu, "-config", path, "-log-level", "debug")
 	t.Cleanup(func() {
@@ -217,7 +165,7 @@ func tail(s string, n int) string {
 }
 
 // curl runs curl in the client namespace.
-func curl(t *testing.T, lab *netlab.Lab, args ...string) (string, error) {
+func curl(t *testing.T, lab *netlab.TLab, args ...string) (string, error) {
 	t.Helper()
 	return lab.Run(30*time.Second, lab.Cli, "curl", append([]string{"-sS", "--max-time", "20"}, args...)...)
 }

@@ -19,7 +19,7 @@ import (
 // a mayu replica, and a client host with a DHCP prober.
 type cluster struct {
 	t        *testing.T
-	seg      *netlab.Segment
+	seg      *netlab.TSegment
 	nodes    []string // namespaces
 	addrs    []string // node addresses
 	etcd     []*exec.Cmd
@@ -28,7 +28,8 @@ type cluster struct {
 	cli      string
 }
 
-const endpoints = "[http://10.99.0.2:2379, http://10.99.0.3:2379, http://10.99.0.4:2379]"
+// endpoints are the 3-member etcd's, as etcdctl takes them.
+const endpoints = "http://10.99.0.2:2379,http://10.99.0.3:2379,http://10.99.0.4:2379"
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
@@ -39,7 +40,7 @@ func newCluster(t *testing.T) *cluster {
 // cluster keys for every replica.
 func newClusterWith(t *testing.T, o replicaOptions) *cluster {
 	t.Helper()
-	c := &cluster{t: t, seg: netlab.NewSegment(t), addrs: []string{"10.99.0.2", "10.99.0.3", "10.99.0.4"}}
+	c := &cluster{t: t, seg: netlab.NewSegmentT(t), addrs: []string{"10.99.0.2", "10.99.0.3", "10.99.0.4"}}
 	for i, a := range c.addrs {
 		c.nodes = append(c.nodes, c.seg.AddHost(fmt.Sprintf("n%d", i+1), a+"/24"))
 		c.etcdDirs = append(c.etcdDirs, t.TempDir())
@@ -52,8 +53,8 @@ func newClusterWith(t *testing.T, o replicaOptions) *cluster {
 	c.waitEtcd()
 	for i, ns := range c.nodes {
 		ro := o
-		ro.name, ro.iface, ro.advertise, ro.etcd = fmt.Sprintf("r%d", i+1), "eth0", c.addrs[i], endpoints
-		c.replicas = append(c.replicas, startReplica(t, c.seg.Lab, ns, ro))
+		ro.name, ro.iface, ro.advertise, ro.etcd = fmt.Sprintf("r%d", i+1), "eth0", c.addrs[i], strings.Split(endpoints, ",")
+		c.replicas = append(c.replicas, startReplica(t, c.seg.TLab, ns, ro))
 	}
 	return c
 }
@@ -85,7 +86,7 @@ func (c *cluster) waitEtcd() {
 	c.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		out, err := c.seg.Run(10*time.Second, c.nodes[0], bins.etcdctl, "--endpoints", strings.Trim(strings.ReplaceAll(endpoints, " ", ""), "[]"), "endpoint", "health")
+		out, err := c.seg.Run(10*time.Second, c.nodes[0], bins.etcdctl, "--endpoints", endpoints, "endpoint", "health")
 		if err == nil && strings.Count(out, "is healthy") == 3 {
 			return
 		}
@@ -301,7 +302,7 @@ func TestThreeReplicasFailover(t *testing.T) {
 	if err := dhcpprobe.CheckStable(all); err != nil {
 		t.Error(err)
 	}
-	out, err := c.seg.Run(20*time.Second, c.nodes[0], bins.etcdctl, "--endpoints", strings.Trim(strings.ReplaceAll(endpoints, " ", ""), "[]"),
+	out, err := c.seg.Run(20*time.Second, c.nodes[0], bins.etcdctl, "--endpoints", endpoints,
 		"get", "--prefix", "/mayu/leases/", "--print-value-only")
 	if err != nil {
 		t.Fatal(err, out)

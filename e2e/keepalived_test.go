@@ -57,7 +57,7 @@ type kaLoop struct {
 
 // kaStartLoop runs curl args... in ns in a loop, pausing pause after each
 // request; a request succeeds with 200 and want bytes.
-func kaStartLoop(seg *netlab.Segment, ns, name string, want int, pause time.Duration, args ...string) *kaLoop {
+func kaStartLoop(seg *netlab.TSegment, ns, name string, want int, pause time.Duration, args ...string) *kaLoop {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &kaLoop{name: name, cancel: cancel, done: make(chan struct{})}
 	args = append([]string{"-sS", "-o", "/dev/null", "-w", "\n%{http_code} %{size_download} %{time_connect}"}, args...)
@@ -260,7 +260,7 @@ func renderKeepalived(t *testing.T, tmpl, check, iface, vip string, prio int) st
 // back.
 func TestKeepalivedMovesTheVirtualAddress(t *testing.T) {
 	netlab.Require(t, "keepalived", "curl", "tc")
-	seg := netlab.NewSegment(t)
+	seg := netlab.NewSegmentT(t)
 	var nodes []*kaNode
 	for i, a := range kaAddrs {
 		name := fmt.Sprintf("n%d", i+1)
@@ -294,8 +294,8 @@ func TestKeepalivedMovesTheVirtualAddress(t *testing.T) {
 		image[i] = byte(i * 7)
 	}
 	for i, n := range nodes {
-		n.replica = startReplica(t, seg.Lab, n.ns, replicaOptions{
-			name: fmt.Sprintf("r%d", i+1), iface: "eth0", advertise: kaVIP, etcd: "[http://" + kaEtcd + ":2379]",
+		n.replica = startReplica(t, seg.TLab, n.ns, replicaOptions{
+			name: fmt.Sprintf("r%d", i+1), iface: "eth0", advertise: kaVIP, etcd: []string{"http://" + kaEtcd + ":2379"},
 		})
 		writeFile(t, filepath.Join(n.replica.dir, "files", "images", "os.img"), image)
 	}
@@ -461,7 +461,7 @@ func TestKeepalivedMovesTheVirtualAddress(t *testing.T) {
 }
 
 // kaWaitReady waits until the node's /readyz answers 200.
-func kaWaitReady(t *testing.T, seg *netlab.Segment, n *kaNode, within time.Duration) {
+func kaWaitReady(t *testing.T, seg *netlab.TSegment, n *kaNode, within time.Duration) {
 	t.Helper()
 	kaWaitFor(t, within, n.name+" ready", func() bool {
 		_, err := seg.Run(5*time.Second, n.ns, "curl", "-fsS", "--max-time", "1", "-o", "/dev/null", "http://127.0.0.1:4082/readyz")

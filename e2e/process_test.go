@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mayu-boot/mayu/internal/fixture"
 )
 
 // loopbackConfig writes a config for one replica on loopback ports with
@@ -17,47 +19,19 @@ import (
 func loopbackConfig(t *testing.T, extra string) string {
 	t.Helper()
 	dir := t.TempDir()
-	files := filepath.Join(dir, "files")
-	for _, f := range []string{"installer/vmlinuz", "installer/initrd.img", "images/os.img"} {
-		writeFile(t, filepath.Join(files, f), []byte(f))
+	if err := fixture.WriteFiles(dir, fixture.Files{Token: "process-test-token-0123456789"}); err != nil {
+		t.Fatal(err)
 	}
-	for _, f := range []string{"first-stage.sh", "final-config.yaml"} {
-		data, err := os.ReadFile(filepath.Join("..", "etc", "templates", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		writeFile(t, filepath.Join(files, "templates", f), data)
-	}
-	writeFile(t, filepath.Join(dir, "token"), []byte("process-test-token-0123456789"))
-	cfg := `node:
-  name: proc
-  advertise_address: 127.0.0.1
-  listen_address: 127.0.0.1
-  data_dir: ` + dir + `/data
-  files_dir: ` + files + `
-  admin_token_file: ` + dir + `/token
-  etcd: {embedded: {client_url: "http://127.0.0.1:` + freePort(t) + `", peer_url: "http://127.0.0.1:` + freePort(t) + `"}}
-  ports: {dhcp: 0, tftp: 0, http: ` + freePort(t) + `, admin: ` + freePort(t) + `, metrics: ` + freePort(t) + `}
-cluster:
-  pools: [{subnet: 10.99.0.0/24, range: {start: 10.99.0.100, end: 10.99.0.199}}]
-  static: {subnet: 10.99.0.0/24, range: {start: 10.99.0.10, end: 10.99.0.20}}
-  install: {kernel: installer/vmlinuz, initrd: installer/initrd.img, image: images/os.img}
-  templates: {first_stage: templates/first-stage.sh, final_config: templates/final-config.yaml}
-` + extra
-	path := filepath.Join(dir, "mayu.yaml")
-	writeFile(t, path, []byte(cfg))
-	return path
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	c, err := fixture.Loopback(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	_, port, _ := net.SplitHostPort(l.Addr().String())
-	return port
+	c.Name, c.Extra = "proc", extra
+	path, err := c.Write()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // systemd runs mayu as Type=notify: READY=1 must come once etcd and the

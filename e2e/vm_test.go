@@ -15,7 +15,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -70,7 +69,7 @@ func requireVM(t *testing.T, fw vmlab.Firmware) *vmlab.Build {
 
 // startRA runs the lab's IPv6 router advertiser (dnsmasq, RA only) on
 // iface in ns, so that iPXE does not wait ~13 s for one on every boot.
-func startRA(t *testing.T, lab *netlab.Lab, ns, iface string) {
+func startRA(t *testing.T, lab *netlab.TLab, ns, iface string) {
 	t.Helper()
 	lab.MustIP("-n", ns, "addr", "add", vmlab.RAAddress, "dev", iface, "nodad")
 	argv := vmlab.RouterAdvertiser(iface, t.TempDir())
@@ -83,17 +82,17 @@ func startRA(t *testing.T, lab *netlab.Lab, ns, iface string) {
 //	netns <id>-sw: br0 ─┬─ tap0 ── qemu
 //	                    └─ veth ── netns <id>-srv: eth0 10.99.0.1/24 (mayu, dnsmasq RA)
 type vmLab struct {
-	seg *netlab.Segment
+	seg *netlab.TSegment
 	srv string
 	r   *replica
 }
 
 func newVMLab(t *testing.T, b *vmlab.Build) *vmLab {
 	t.Helper()
-	l := &vmLab{seg: netlab.NewSegment(t)}
+	l := &vmLab{seg: netlab.NewSegmentT(t)}
 	l.srv = l.seg.AddHost("srv", "10.99.0.1/24")
-	startRA(t, l.seg.Lab, l.srv, "eth0")
-	l.r = startReplica(t, l.seg.Lab, l.srv, replicaOptions{iface: "eth0", files: b.Dir, kernelArgs: vmlab.KernelArgs})
+	startRA(t, l.seg.TLab, l.srv, "eth0")
+	l.r = startReplica(t, l.seg.TLab, l.srv, replicaOptions{iface: "eth0", files: b.Dir, kernelArgs: vmlab.KernelArgs})
 	l.r.waitLog(t, "answering DHCP", 30*time.Second)
 	l.seg.AddTap("tap0")
 	return l
@@ -107,7 +106,7 @@ type vm struct {
 	mac string
 }
 
-func bootVM(t *testing.T, seg *netlab.Segment, fw vmlab.Firmware, firmwarePXE bool, serial, mac string) *vm {
+func bootVM(t *testing.T, seg *netlab.TSegment, fw vmlab.Firmware, firmwarePXE bool, serial, mac string) *vm {
 	t.Helper()
 	dir := t.TempDir()
 	v, err := vmlab.StartVM(vmlab.VMConfig{
@@ -194,7 +193,7 @@ func (v *vm) lastInstall() time.Duration {
 }
 
 // record reads the machine's record from etcd (etcdctl in ns).
-func record(t *testing.T, lab *netlab.Lab, ns, endpoints, id string) *machine.Machine {
+func record(t *testing.T, lab *netlab.TLab, ns, endpoints, id string) *machine.Machine {
 	t.Helper()
 	out, err := lab.Run(20*time.Second, ns, bins.etcdctl, "--endpoints", endpoints, "get", "/mayu/machines/"+id, "--print-value-only")
 	if err != nil {
@@ -211,7 +210,7 @@ func record(t *testing.T, lab *netlab.Lab, ns, endpoints, id string) *machine.Ma
 }
 
 // waitState waits until the machine's record in etcd is in state.
-func waitState(t *testing.T, lab *netlab.Lab, ns, endpoints, id string, state machine.State, within time.Duration) *machine.Machine {
+func waitState(t *testing.T, lab *netlab.TLab, ns, endpoints, id string, state machine.State, within time.Duration) *machine.Machine {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	var m *machine.Machine
@@ -262,7 +261,7 @@ func fullCycle(t *testing.T, fw vmlab.Firmware, mac string, fallThrough time.Dur
 
 	t.Log("boot 1: network → iPXE → mayu's script → installer → installed")
 	v.install(90 * time.Second)
-	m := waitState(t, l.seg.Lab, l.srv, etcd, v.id, machine.Installed, 30*time.Second)
+	m := waitState(t, l.seg.TLab, l.srv, etcd, v.id, machine.Installed, 30*time.Second)
 	boot1 := time.Since(start)
 
 	t.Log("boot 2: the leader stays silent, the firmware falls through to the disk")
@@ -270,7 +269,7 @@ func fullCycle(t *testing.T, fw vmlab.Firmware, mac string, fallThrough time.Dur
 	if addr != m.InternalAddr {
 		t.Errorf("the OS brought up %s, its InternalAddr is %s", addr, m.InternalAddr)
 	}
-	m = waitState(t, l.seg.Lab, l.srv, etcd, v.id, machine.Running, 30*time.Second)
+	m = waitState(t, l.seg.TLab, l.srv, etcd, v.id, machine.Running, 30*time.Second)
 	if m.LastBoot.IsZero() {
 		t.Error("running, but no last boot time")
 	}
@@ -285,12 +284,12 @@ func fullCycle(t *testing.T, fw vmlab.Firmware, mac string, fallThrough time.Dur
 
 	t.Log("boot 3: mayuctl reinstall, a reset, and it installs again")
 	l.mayuctl(t, "reinstall", v.id)
-	waitState(t, l.seg.Lab, l.srv, etcd, v.id, machine.Configured, 10*time.Second)
+	waitState(t, l.seg.TLab, l.srv, etcd, v.id, machine.Configured, 10*time.Second)
 	if err := v.Reset(); err != nil {
 		t.Fatal(err)
 	}
 	v.install(90 * time.Second)
-	m2 := waitState(t, l.seg.Lab, l.srv, etcd, v.id, machine.Installed, 30*time.Second)
+	m2 := waitState(t, l.seg.TLab, l.srv, etcd, v.id, machine.Installed, 30*time.Second)
 	if m2.Generation != m.Generation+1 || m2.InternalAddr != m.InternalAddr || m2.MachineID != m.MachineID {
 		t.Errorf("after the reinstall: generation %d → %d, address %s → %s, machine-id %s → %s",
 			m.Generation, m2.Generation, m.InternalAddr, m2.InternalAddr, m.MachineID, m2.MachineID)
@@ -321,7 +320,7 @@ func TestVMUEFIFirmwarePXEInstall(t *testing.T) {
 	start := time.Now()
 	v := bootVM(t, l.seg, vmlab.UEFI, true, "VM-UEFI-PXE-0001", "52:54:00:00:05:03")
 	v.install(120 * time.Second)
-	waitState(t, l.seg.Lab, l.srv, "http://127.0.0.1:2379", v.id, machine.Installed, 30*time.Second)
+	waitState(t, l.seg.TLab, l.srv, "http://127.0.0.1:2379", v.id, machine.Installed, 30*time.Second)
 	if log := l.r.log.String(); !regexp.MustCompile(`tftp: sent.* file=ipxe.efi`).MatchString(log) {
 		t.Errorf("mayu's log shows no TFTP transfer of ipxe.efi:\n%s", tail(log, 30))
 	}
@@ -340,11 +339,11 @@ func TestVMThreeReplicasLeaderKilledDuringInstall(t *testing.T) {
 		urls = append(urls, "http://"+a+":4081")
 	}
 	c := newClusterWith(t, replicaOptions{files: b.Dir, kernelArgs: vmlab.KernelArgs,
-		extra: fmt.Sprintf("  template_vars: {mayu_urls: %q}\n", strings.Join(urls, " "))})
+		vars: map[string]string{"mayu_urls": strings.Join(urls, " ")}})
 	ra := c.seg.AddHost("ra")
-	startRA(t, c.seg.Lab, ra, "eth0")
+	startRA(t, c.seg.TLab, ra, "eth0")
 	c.seg.AddTap("tap0")
-	etcd := strings.Trim(strings.ReplaceAll(endpoints, " ", ""), "[]")
+	etcd := endpoints
 	l := c.leader(30 * time.Second)
 	t.Logf("r%d leads DHCP", l+1)
 	start := time.Now()
@@ -369,7 +368,7 @@ func TestVMThreeReplicasLeaderKilledDuringInstall(t *testing.T) {
 	v.step(60*time.Second, "the first stage retries on another replica", `mayu-install\[`+v.id+`\]: retry 1: `)
 	v.step(120*time.Second, "it announces installed", `mayu-install\[`+v.id+`\]: announcing installed`)
 	v.step(120*time.Second, "and reboots", `mayu-install\[`+v.id+`\]: done, rebooting`)
-	m := waitState(t, c.seg.Lab, c.nodes[(l+1)%3], etcd, v.id, machine.Installed, 30*time.Second)
+	m := waitState(t, c.seg.TLab, c.nodes[(l+1)%3], etcd, v.id, machine.Installed, 30*time.Second)
 	if m.LastReplica == fmt.Sprintf("r%d", l+1) {
 		t.Errorf("installed recorded by the killed replica r%d", l+1)
 	}
@@ -377,7 +376,7 @@ func TestVMThreeReplicasLeaderKilledDuringInstall(t *testing.T) {
 	t.Logf("r%d leads DHCP now", nl+1)
 
 	addr := v.bootDisk(90 * time.Second)
-	m = waitState(t, c.seg.Lab, c.nodes[(l+1)%3], etcd, v.id, machine.Running, 30*time.Second)
+	m = waitState(t, c.seg.TLab, c.nodes[(l+1)%3], etcd, v.id, machine.Running, 30*time.Second)
 	if addr != m.InternalAddr {
 		t.Errorf("the OS brought up %s, its InternalAddr is %s", addr, m.InternalAddr)
 	}
@@ -389,29 +388,4 @@ func TestVMThreeReplicasLeaderKilledDuringInstall(t *testing.T) {
 		history = append(history, fmt.Sprintf("%s by %s", e.State, e.Replica))
 	}
 	t.Logf("history: %s; running after %s", strings.Join(history, ", "), time.Since(start).Round(100*time.Millisecond))
-}
-
-func copyFile(t *testing.T, src, dst string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Link(src, dst); err == nil {
-		return
-	}
-	in, err := os.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
-	}
 }

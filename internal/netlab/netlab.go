@@ -1,91 +1,121 @@
-// Package netlab builds throw-away networks for tests: network namespaces
-// joined by veth pairs, created by the test and removed by it, so that
-// real DHCP servers and clients exchange real packets without ever
+// Package netlab builds throw-away networks: network namespaces joined by
+// veth pairs or a bridge, created by their caller and removed by it, so
+// that real DHCP servers and clients exchange real packets without ever
 // touching the machine's own interfaces.
 //
 //	netns <id>-srv: srv0 10.99.0.1/24        (mayu, etcd)
 //	  └── veth ──── netns <id>-cli: cli0      (udhcpc, perfdhcp, curl, atftp)
+//
+// Constructors take the function that registers a cleanup (a test's
+// t.Cleanup, a program's list of deferred cleanups, see Cleanups) and
+// return errors; NewT and NewSegmentT are the same for tests, failing the
+// test on error (testing.go).
 package netlab
 
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 )
 
-// Lab is one pair of namespaces.
+// Lab is one pair of namespaces, or the switch of a Segment, and the
+// processes started in them.
 type Lab struct {
-	t   testing.TB
 	ID  string
-	Srv string // server namespace
-	Cli string // client namespace
+	Srv string // server namespace (New only)
+	Cli string // client namespace (New only)
 
-	mu    sync.Mutex
-	procs []*exec.Cmd
+	mu     sync.Mutex
+	procs  []*exec.Cmd
+	closed bool
+	extra  []string // more namespaces to remove (a Segment's)
 }
 
 var seq atomic.Int32
 
-// Require skips the test unless it runs as root with iproute2: creating
-// namespaces needs both.
-func Require(t testing.TB, tools ...string) {
-	t.Helper()
+// Check returns an error unless this process runs as root and has
+// iproute2 and tools: creating namespaces needs both.
+func Check(tools ...string) error {
 	if os.Geteuid() != 0 {
-		t.Skip("network namespaces need root")
+		return errors.New("network namespaces need root")
 	}
 	for _, tool := range append([]string{"ip"}, tools...) {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed (make test installs it)", tool)
+			return fmt.Errorf("%s is not installed (scripts/install-deps.sh installs it)", tool)
 		}
 	}
+	return nil
+}
+
+// newID is unique per process and lab: namespace names start with it.
+func newID(prefix string) string {
+	return fmt.Sprintf("%s%d-%d", prefix, os.Getpid()%100000, seq.Add(1))
 }
 
 // New creates the namespaces and the veth between them; srvAddr is the
-// server side's address (CIDR), e.g. 10.99.0.1/24. Everything is removed
-// when the test ends.
-func New(t testing.TB, srvAddr string) *Lab {
-	t.Helper()
-	Require(t)
-	id := fmt.Sprintf("my%d-%d", os.Getpid()%100000, seq.Add(1))
-	l := &Lab{t: t, ID: id, Srv: id + "-srv", Cli: id + "-cli"}
-	t.Cleanup(l.close)
-	l.MustIP("netns", "add", l.Srv)
-	l.MustIP("netns", "add", l.Cli)
-	// Created inside the namespaces: the root namespace never sees them.
-	l.MustIP("-n", l.Srv, "link", "add", "srv0", "type", "veth", "peer", "name", "cli0", "netns", l.Cli)
-	l.MustIP("-n", l.Srv, "addr", "add", srvAddr, "dev", "srv0")
-	for _, ns := range []string{l.Srv, l.Cli} {
-		l.MustIP("-n", ns, "link", "set", "lo", "up")
+// server side's address (CIDR), e.g. 10.99.0.1/24. cleanup registers the
+// lab's removal (Close); on error everything made so far is removed
+// already.
+func New(cleanup func(func()), srvAddr string) (*Lab, error) {
+	if err := Check(); err != nil {
+		return nil, err
 	}
-	l.MustIP("-n", l.Srv, "link", "set", "srv0", "up")
-	l.MustIP("-n", l.Cli, "link", "set", "cli0", "up")
-	return l
+	id := newID("my")
+	l := &Lab{ID: id, Srv: id + "-srv", Cli: id + "-cli"}
+	err := l.ipAll([][]string{
+		{"netns", "add", l.Srv},
+		{"netns", "add", l.Cli},
+		// Created inside the namespaces: the root namespace never sees them.
+		{"-n", l.Srv, "link", "add", "srv0", "type", "veth", "peer", "name", "cli0", "netns", l.Cli},
+		{"-n", l.Srv, "addr", "add", srvAddr, "dev", "srv0"},
+		{"-n", l.Srv, "link", "set", "lo", "up"},
+		{"-n", l.Cli, "link", "set", "lo", "up"},
+		{"-n", l.Srv, "link", "set", "srv0", "up"},
+		{"-n", l.Cli, "link", "set", "cli0", "up"},
+	})
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	cleanup(l.Close)
+	return l, nil
 }
 
-// MustIP runs `ip args...` and fails the test on error.
-func (l *Lab) MustIP(args ...string) {
-	l.t.Helper()
+// IP runs `ip args...`.
+func (l *Lab) IP(args ...string) error {
 	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-		l.t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
 	}
+	return nil
+}
+
+func (l *Lab) ipAll(cmds [][]string) error {
+	for _, args := range cmds {
+		if err := l.IP(args...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // SetClientMAC gives cli0 another MAC, to pose as another machine.
-func (l *Lab) SetClientMAC(mac string) {
-	l.t.Helper()
-	l.MustIP("-n", l.Cli, "link", "set", "cli0", "down")
-	l.MustIP("-n", l.Cli, "link", "set", "cli0", "address", mac)
-	l.MustIP("-n", l.Cli, "link", "set", "cli0", "up")
+func (l *Lab) SetClientMAC(mac string) error {
+	return l.ipAll([][]string{
+		{"-n", l.Cli, "link", "set", "cli0", "down"},
+		{"-n", l.Cli, "link", "set", "cli0", "address", mac},
+		{"-n", l.Cli, "link", "set", "cli0", "up"},
+	})
 }
 
-// Command prepares a command inside namespace ns.
+// Command prepares a command inside namespace ns (`ip netns exec` execs
+// it: the process id is the command's).
 func (l *Lab) Command(ctx context.Context, ns string, name string, args ...string) *exec.Cmd {
 	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
 }
@@ -98,26 +128,43 @@ func (l *Lab) Run(timeout time.Duration, ns, name string, args ...string) (strin
 	return string(out), err
 }
 
-// Start starts a long-running command in ns; it is stopped when the test
-// ends. Its output collects in the returned Output.
-func (l *Lab) Start(ns, name string, args ...string) (*exec.Cmd, *Output) {
-	l.t.Helper()
+// Start starts a long-running command in ns; Close stops it. Its output
+// collects in the returned Output.
+func (l *Lab) Start(ns, name string, args ...string) (*exec.Cmd, *Output, error) {
 	cmd := l.Command(context.Background(), ns, name, args...)
 	out := &Output{}
 	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		l.t.Fatalf("start %s in %s: %v", name, ns, err)
+	if err := l.StartCmd(cmd); err != nil {
+		return nil, nil, fmt.Errorf("start %s in %s: %w", name, ns, err)
 	}
-	l.mu.Lock()
-	l.procs = append(l.procs, cmd)
-	l.mu.Unlock()
-	return cmd, out
+	return cmd, out, nil
 }
 
-// close kills what the lab started and everything else left in its
-// namespaces, then deletes them.
-func (l *Lab) close() {
+// StartCmd starts cmd (made with Command, its output set by the caller)
+// and stops it on Close, as Start does.
+func (l *Lab) StartCmd(cmd *exec.Cmd) error {
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return errors.New("the lab is closed")
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	l.procs = append(l.procs, cmd)
+	return nil
+}
+
+// Close stops what the lab started (SIGINT, SIGKILL after 5 s), kills
+// everything else left in its namespaces, then deletes them. Later calls
+// do nothing.
+func (l *Lab) Close() {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.closed = true
 	procs := l.procs
 	l.mu.Unlock()
 	for _, p := range procs {
@@ -128,12 +175,12 @@ func (l *Lab) close() {
 	for _, p := range procs {
 		waitOrKill(p, 5*time.Second)
 	}
-	for _, ns := range []string{l.Cli, l.Srv} {
+	for _, ns := range append([]string{l.Cli, l.Srv}, l.extra...) {
 		if ns == "" {
 			continue
 		}
 		if out, err := exec.Command("ip", "netns", "pids", ns).Output(); err == nil {
-			for _, pid := range splitFields(string(out)) {
+			for _, pid := range strings.Fields(string(out)) {
 				exec.Command("kill", "-9", pid).Run()
 			}
 		}
@@ -169,5 +216,3 @@ func (o *Output) String() string {
 	defer o.mu.Unlock()
 	return o.b.String()
 }
-
-func splitFields(s string) []string { return strings.Fields(s) }

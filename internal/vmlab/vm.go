@@ -83,7 +83,8 @@ type VM struct {
 
 	mu      sync.Mutex
 	lines   []Line
-	cursor  int           // Expect searches from here
+	cursor  int           // Expect searches from this line,
+	offset  int           // from this byte of it
 	changed chan struct{} // closed and replaced on each new line
 	exited  bool
 	waitErr error
@@ -232,9 +233,11 @@ func (v *VM) add(raw string) {
 }
 
 // Expect waits up to within for a line matching pattern (a regular
-// expression), searching from just after the line the previous Expect
-// matched, so a test reads the console as the flow happens: one boot's
-// markers cannot satisfy the next boot's wait.
+// expression), searching from just after the match of the previous
+// Expect, so a test reads the console as the flow happens: one boot's
+// markers cannot satisfy the next boot's wait. The rest of a line after
+// a match counts: two markers printed without a newline between them
+// (iPXE's "ok" and the kernel's first line) satisfy two waits in turn.
 func (v *VM) Expect(within time.Duration, pattern string) (Line, error) {
 	re, err := regexp.Compile(pattern)
 	if err != nil {
@@ -246,17 +249,27 @@ func (v *VM) Expect(within time.Duration, pattern string) (Line, error) {
 		v.mu.Lock()
 		for i := v.cursor; i < len(v.lines); i++ {
 			l := v.lines[i]
-			if v.cfg.FailOn != nil && v.cfg.FailOn.MatchString(l.Text) {
+			rest := l.Text
+			if i == v.cursor {
+				rest = rest[v.offset:]
+			}
+			if v.cfg.FailOn != nil && v.cfg.FailOn.MatchString(rest) {
 				v.mu.Unlock()
 				return l, fmt.Errorf("%s: failure on the console while waiting for %q: %s", v.cfg.Name, pattern, l)
 			}
-			if re.MatchString(l.Text) {
-				v.cursor = i + 1
+			if m := re.FindStringIndex(rest); m != nil {
+				v.offset = len(l.Text) - len(rest) + m[1]
+				v.cursor = i
+				if v.offset >= len(l.Text) {
+					v.cursor, v.offset = i+1, 0
+				}
 				v.mu.Unlock()
 				return l, nil
 			}
 		}
-		v.cursor = len(v.lines) // read, and no match: later waits start after them
+		if v.cursor < len(v.lines) { // read, and no match: later waits start after them
+			v.cursor, v.offset = len(v.lines), 0
+		}
 		exited, werr, changed := v.exited, v.waitErr, v.changed
 		v.mu.Unlock()
 		if exited {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The init scripts run under busybox sh in the VM; a syntax error there
@@ -59,5 +60,29 @@ func TestInitramfsArchive(t *testing.T) {
 	// Directories come before what they hold.
 	if strings.Index(listing, " lib\n") > strings.Index(listing, "lib/modules/load-order") {
 		t.Errorf("lib listed after its content:\n%s", listing)
+	}
+}
+
+// Two markers on one console line (no newline between iPXE's "ok" and
+// the kernel's first line) satisfy two waits in turn; a wait never goes
+// back before the previous match.
+func TestExpectReadsOn(t *testing.T) {
+	v := &VM{cfg: VMConfig{Name: "t"}, changed: make(chan struct{}), exited: true}
+	for _, s := range []string{"boot/initrd... okmayu-installer: kernel up", "later: kernel again", "end"} {
+		v.lines = append(v.lines, Line{Text: s})
+	}
+	for _, c := range []struct{ pattern, line string }{
+		{"boot/initrd", "boot/initrd... okmayu-installer: kernel up"},
+		{"mayu-installer: kernel", "boot/initrd... okmayu-installer: kernel up"},
+		{"kernel", "later: kernel again"},
+		{"end", "end"},
+	} {
+		l, err := v.Expect(time.Second, c.pattern)
+		if err != nil || l.Text != c.line {
+			t.Fatalf("Expect(%q) = %q, %v; want %q", c.pattern, l.Text, err, c.line)
+		}
+	}
+	if _, err := v.Expect(time.Second, "boot"); err == nil {
+		t.Fatal("a wait went back")
 	}
 }

@@ -7,8 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mayu-boot/mayu/internal/etcdtest"
 	"github.com/mayu-boot/mayu/pkg/election"
-	"github.com/mayu-boot/mayu/pkg/etcdtest"
 )
 
 // The leadership metrics move on the registry the election was given.

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mayu-boot/mayu/pkg/etcdtest"
+	"github.com/mayu-boot/mayu/internal/etcdtest"
 	"github.com/mayu-boot/mayu/pkg/registry"
 )
 

@@ -4,67 +4,34 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/mayu-boot/mayu/internal/fixture"
 	"github.com/mayu-boot/mayu/pkg/config"
 )
-
-func freePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	_, port, _ := net.SplitHostPort(l.Addr().String())
-	return port
-}
 
 // replicaConfig writes a files directory and a config for one replica on
 // loopback, with the embedded etcd on free ports.
 func replicaConfig(t *testing.T, extra string) *config.Config {
 	t.Helper()
 	dir := t.TempDir()
-	files := filepath.Join(dir, "files")
-	for _, f := range []string{"installer/vmlinuz", "installer/initrd.img", "images/os.img"} {
-		os.MkdirAll(filepath.Join(files, filepath.Dir(f)), 0o755)
-		os.WriteFile(filepath.Join(files, f), []byte(f), 0o644)
+	if err := fixture.WriteFiles(dir, fixture.Files{Token: "0123456789abcdef0123"}); err != nil {
+		t.Fatal(err)
 	}
-	os.MkdirAll(filepath.Join(files, "templates"), 0o755)
-	os.MkdirAll(filepath.Join(files, "boot"), 0o755)
-	os.WriteFile(filepath.Join(files, "boot", "ipxe.efi"), []byte("efi"), 0o644)
-	for _, f := range []string{"first-stage.sh", "final-config.yaml"} {
-		data, err := os.ReadFile(filepath.Join("..", "..", "etc", "templates", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.WriteFile(filepath.Join(files, "templates", f), data, 0o644)
+	os.WriteFile(filepath.Join(fixture.BootFilesDir(dir), "ipxe.efi"), []byte("efi"), 0o644)
+	c, err := fixture.Loopback(dir)
+	if err != nil {
+		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(dir, "token"), []byte("0123456789abcdef0123\n"), 0o600)
-	yaml := `
-node:
-  name: r1
-  advertise_address: 127.0.0.1
-  listen_address: 127.0.0.1
-  data_dir: ` + dir + `/data
-  files_dir: ` + files + `
-  boot_files_dir: ` + files + `/boot
-  admin_token_file: ` + dir + `/token
-  etcd:
-    embedded: {client_url: "http://127.0.0.1:` + freePort(t) + `", peer_url: "http://127.0.0.1:` + freePort(t) + `"}
-  ports: {dhcp: 0, tftp: 0, http: ` + freePort(t) + `, admin: ` + freePort(t) + `, metrics: ` + freePort(t) + `}
-cluster:
-  pools: [{subnet: 10.99.0.0/24, range: {start: 10.99.0.100, end: 10.99.0.199}}]
-  static: {subnet: 10.99.0.0/24, range: {start: 10.99.0.10, end: 10.99.0.20}}
-  install: {kernel: installer/vmlinuz, initrd: installer/initrd.img, image: images/os.img}
-  templates: {first_stage: templates/first-stage.sh, final_config: templates/final-config.yaml}
-` + extra
-	path := filepath.Join(dir, "mayu.yaml")
-	os.WriteFile(path, []byte(yaml), 0o644)
+	c.Extra = extra
+	path, err := c.Write()
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,11 @@
-// Command vmlab builds the test installer and OS image and boots VMs
-// through mayu, for scripts/demo.sh (the Go tests use package
-// internal/vmlab directly).
+// Command vmlab is the lab tool: it runs the demo, builds the test
+// installer and OS image, boots VMs through mayu and prints the mayu
+// configuration the tests run (the Go tests use packages internal/vmlab,
+// internal/netlab and internal/fixture directly).
+//
+//	vmlab demo [-replicas 1|3] [-fw bios|uefi]
+//	    `make demo`: a VM network-boots through mayu, is installed, reboots
+//	    into its OS, then is reinstalled; see demo.go.
 //
 //	vmlab build -out DIR [-cache DIR]
 //	    builds DIR/installer/vmlinuz, DIR/installer/initrd.img and
@@ -12,18 +17,25 @@
 //	    writing its serial console with timestamps to DIR/serial.log and
 //	    to stdout with -echo. SIGUSR1 resets the machine (a power cycle).
 //	    It stops qemu when it ends.
+//
+//	vmlab config -dir DIR [-name N] [-interface IF] [-advertise A] [-etcd URL,...] ...
+//	    prints the mayu configuration of package internal/fixture for a
+//	    replica whose files are under DIR (the benchmark scripts).
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/mayu-boot/mayu/internal/fixture"
 	"github.com/mayu-boot/mayu/internal/vmlab"
 )
 
@@ -37,6 +49,10 @@ func main() {
 		err = build(os.Args[2:])
 	case "run":
 		err = runVM(os.Args[2:])
+	case "config":
+		err = printConfig(os.Args[2:])
+	case "demo":
+		os.Exit(demo(os.Args[2:]))
 	default:
 		usage()
 	}
@@ -47,7 +63,10 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: vmlab build -out DIR [-cache DIR] | vmlab run -netns NS -tap TAP -mac MAC -serial S -disk FILE -dir DIR [-fw bios|uefi] [-firmware-pxe] [-echo]")
+	fmt.Fprintln(os.Stderr, `usage: vmlab demo [-replicas 1|3] [-fw bios|uefi]
+       vmlab build -out DIR [-cache DIR]
+       vmlab run -netns NS -tap TAP -mac MAC -serial S -disk FILE -dir DIR [-fw bios|uefi] [-firmware-pxe] [-echo]
+       vmlab config -dir DIR [flags] (vmlab config -h lists them)`)
 	os.Exit(2)
 }
 
@@ -66,14 +85,19 @@ func build(args []string) error {
 	if err != nil {
 		return err
 	}
+	return printBuild(os.Stdout, "", b)
+}
+
+// printBuild says what BuildAll made, each line after indent.
+func printBuild(w io.Writer, indent string, b *vmlab.Build) error {
 	for _, f := range []string{vmlab.KernelFile, vmlab.InitrdFile, vmlab.ImageFile} {
 		st, err := os.Stat(b.Path(f))
 		if err != nil {
 			return err
 		}
-		fmt.Printf("%-20s %9d bytes\n", f, st.Size())
+		fmt.Fprintf(w, "%s%-20s %9d bytes\n", indent, f, st.Size())
 	}
-	fmt.Printf("kernel %s (%s), installer %s, OS image %s\n", b.Kernel.Version,
+	fmt.Fprintf(w, "%skernel %s (%s), installer %s, OS image %s\n", indent, b.Kernel.Version,
 		b.KernelTime.Round(10*time.Millisecond), b.InstallerTime.Round(10*time.Millisecond), b.ImageTime.Round(10*time.Millisecond))
 	return nil
 }
@@ -138,4 +162,41 @@ func runVM(args []string) error {
 			return nil
 		}
 	}
+}
+
+func printConfig(args []string) error {
+	var c fixture.Config
+	fs := flag.NewFlagSet("config", flag.ExitOnError)
+	fs.StringVar(&c.Dir, "dir", "", "the replica's directory: data, files, boot, admin-token (required)")
+	fs.StringVar(&c.Name, "name", "r1", "node.name")
+	fs.StringVar(&c.Interface, "interface", "", "node.interface (DHCP)")
+	fs.StringVar(&c.Advertise, "advertise", "10.99.0.1", "node.advertise_address")
+	etcd := fs.String("etcd", "", "etcd endpoints, comma separated; none: the embedded etcd")
+	fs.StringVar(&c.ElectionTTL, "election-ttl", "", "node.election_ttl")
+	fs.StringVar(&c.Router, "router", "10.99.0.1", "the segment's router, DNS server and static gateway")
+	fs.StringVar(&c.LeaseTime, "lease-time", "", "the segment pool's lease time")
+	fs.BoolVar(&c.RelayPool, "relay-pool", false, "add the pool 10.98.0.0/16 (perfdhcp's relay network)")
+	fs.StringVar(&c.KernelArgs, "kernel-args", "", "cluster.install.kernel_args")
+	vars := map[string]string{}
+	fs.Func("var", "a template variable, KEY=VALUE (repeatable)", func(s string) error {
+		k, v, ok := strings.Cut(s, "=")
+		if !ok {
+			return fmt.Errorf("want KEY=VALUE")
+		}
+		vars[k] = v
+		return nil
+	})
+	fs.StringVar(&c.Extra, "extra", "", "more YAML appended as is (cluster keys indented by two spaces)")
+	fs.Parse(args)
+	if c.Dir == "" || fs.NArg() > 0 {
+		usage()
+	}
+	if *etcd != "" {
+		c.Etcd = strings.Split(*etcd, ",")
+	}
+	if len(vars) > 0 {
+		c.TemplateVars = vars
+	}
+	_, err := fmt.Print(c.Render())
+	return err
 }
