@@ -38,6 +38,7 @@ import (
 	"github.com/mayu-boot/mayu/pkg/metrics"
 	"github.com/mayu-boot/mayu/pkg/registry"
 	"github.com/mayu-boot/mayu/pkg/replica"
+	"github.com/mayu-boot/mayu/pkg/state"
 	"github.com/mayu-boot/mayu/pkg/web"
 )
 
@@ -532,7 +533,14 @@ func (a *handler) watch(w http.ResponseWriter, r *http.Request) {
 		}
 		flusher.Flush()
 	}, func(err error) {
-		// The stream goes on once the watch is back; say why it paused.
+		if errors.Is(err, state.ErrEventsLost) {
+			// The client must not think it saw every change: end the
+			// stream, as an etcd watch that cannot resume does.
+			enc.Encode(api.ErrorBody{Error: err.Error()})
+			stop()
+			return
+		}
+		// The stream goes on once the watch is back.
 		a.log.Warn("admin watch: etcd watch broken, resuming", "err", err)
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mayu-boot/mayu/pkg/hostile"
 	"github.com/mayu-boot/mayu/pkg/machine"
 )
 
@@ -201,7 +202,7 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		var eb ErrorBody
 		if json.Unmarshal(data, &eb) != nil || eb.Error == "" {
 			// Not a mayu error: perhaps a proxy, or the wrong port.
-			eb.Error = fmt.Sprintf("%s answered %s: %s", req.URL.Redacted(), resp.Status, clip(strings.TrimSpace(string(data))))
+			eb.Error = fmt.Sprintf("%s answered %s: %s", req.URL.Redacted(), resp.Status, hostile.Clip(strings.TrimSpace(string(data)), 80))
 		}
 		return &Error{Status: resp.StatusCode, Message: eb.Error}
 	}
@@ -209,12 +210,4 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		return fmt.Errorf("%s answered something that is not the mayu admin API (%v); is --server the admin port?", req.URL.Redacted(), err)
 	}
 	return nil
-}
-
-// clip keeps a stranger's answer from flooding an error message.
-func clip(s string) string {
-	if len(s) > 80 {
-		return s[:80] + "..."
-	}
-	return s
 }

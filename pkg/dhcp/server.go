@@ -380,7 +380,7 @@ func (s *Server) request(x *exchange) {
 		nak("address in use by another client")
 		return
 	}
-	l := lease.Lease{IP: ip, MAC: x.mac, Expiry: x.now.Add(pl.cfg.LeaseTime), Hostname: hostile.Clip(x.req.HostName(), 64), Leader: s.o.Replica}
+	l := lease.Lease{IP: ip, MAC: x.mac, Expiry: x.now.Add(pl.cfg.LeaseTime), Hostname: hostile.Clip(x.req.HostName(), 61), Leader: s.o.Replica}
 	start := time.Now()
 	err := s.o.Leases.Put(x.ctx, x.term.fence, l)
 	s.metrics.leaseWriteDuration.WithLabelValues().Observe(time.Since(start).Seconds())

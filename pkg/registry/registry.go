@@ -1,8 +1,8 @@
 // Package registry keeps machines in etcd. Every replica writes here; every
 // change that touches several keys (a registration: record, MAC index,
 // address, profile slot) is one etcd transaction, and every state change is a
-// compare-and-swap on the record's revision, so replicas racing for the same
-// machine cannot lose each other's writes.
+// transaction on what it read (etcd's concurrency.STM), so replicas racing
+// for the same machine cannot lose each other's writes.
 package registry
 
 import (
@@ -39,6 +39,9 @@ var (
 	// ErrTooManyMACs: a machine has at most MaxMACs MACs, so that no
 	// client can grow a record (and its transactions) without bound.
 	ErrTooManyMACs = fmt.Errorf("a machine has at most %d MACs", MaxMACs)
+	// ErrConflict: other replicas changed the same keys again and again
+	// until the time ran out; the caller may retry.
+	ErrConflict = errors.New("too many concurrent changes to the same keys, try again")
 	// ErrUnavailable marks every error that came from etcd itself.
 	ErrUnavailable = state.ErrUnavailable
 )
@@ -113,9 +116,6 @@ func (r *Registry) ctx(ctx context.Context) (context.Context, context.CancelFunc
 	return context.WithTimeout(ctx, r.timeout)
 }
 
-// etcdError names the store in an error so an operator knows where to look.
-func etcdError(op string, err error) error { return state.Unavailable(op, err) }
-
 // Get returns the machine with id.
 func (r *Registry) Get(ctx context.Context, id string) (*machine.Machine, error) {
 	m, _, err := r.get(ctx, id)
@@ -130,7 +130,7 @@ func (r *Registry) get(ctx context.Context, id string) (*machine.Machine, int64,
 	defer cancel()
 	resp, err := r.cli.Get(ctx, r.keys.Machine(id))
 	if err != nil {
-		return nil, 0, etcdError("read machine", err)
+		return nil, 0, state.Unavailable("read machine", err)
 	}
 	if len(resp.Kvs) == 0 {
 		return nil, 0, fmt.Errorf("%w: %s", ErrNotFound, id)
@@ -164,7 +164,7 @@ func (r *Registry) ByMAC(ctx context.Context, mac string) (*machine.Machine, err
 	resp, err := r.cli.Get(cctx, r.keys.MAC(mac))
 	cancel()
 	if err != nil {
-		return nil, etcdError("read MAC index", err)
+		return nil, state.Unavailable("read MAC index", err)
 	}
 	if len(resp.Kvs) == 0 {
 		return nil, fmt.Errorf("%w: no machine has MAC %s", ErrNotFound, mac)
@@ -183,7 +183,7 @@ func (r *Registry) List(ctx context.Context) ([]*machine.Machine, []*CorruptErro
 	defer cancel()
 	resp, err := r.cli.Get(ctx, r.keys.Machines(), clientv3.WithPrefix())
 	if err != nil {
-		return nil, nil, etcdError("list machines", err)
+		return nil, nil, state.Unavailable("list machines", err)
 	}
 	var ms []*machine.Machine
 	var bad []*CorruptError
@@ -249,13 +249,17 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (m *machine.M
 		if err != nil {
 			return err
 		}
+		// The STM reads at the revision of its first read, which is older
+		// than the index reads above: a key it still sees held was freed
+		// since. Run again on fresh reads. (One taken after the index reads
+		// fails the commit, and the STM runs again by itself.)
 		for _, k := range []string{r.keys.Address(fresh.InternalAddr), r.slotKey(fresh)} {
 			if k != "" && stm.Rev(k) != 0 {
-				return errRetry // taken since the index was read
+				return errRetry
 			}
 		}
 		for _, mac := range fresh.MACs {
-			if err := r.stmClaimMAC(ctx, stm, mac, reg.ID); err != nil {
+			if err := r.stmClaimMAC(stm, mac, reg.ID); err != nil {
 				return err
 			}
 		}
@@ -278,6 +282,25 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (m *machine.M
 	return m, created, nil
 }
 
+// safely runs a caller's change. The STM runs it in a goroutine of its
+// own, where a panic would end the whole replica instead of one request.
+func safely(f func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("a machine change failed: %v", p)
+		}
+	}()
+	return f()
+}
+
+// backoff spreads out the runs of writers that keep colliding.
+func backoff(ctx context.Context, runs int) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(time.Duration(1+runs%10) * time.Millisecond):
+	}
+}
+
 // errRetry makes an STM run again from fresh reads.
 var errRetry = errors.New("retry")
 
@@ -291,9 +314,11 @@ func (r *Registry) stm(ctx context.Context, op string, apply func(concurrency.ST
 	// writers to the same keys outlasts it.
 	ctx, cancel := context.WithTimeout(ctx, 2*r.timeout)
 	defer cancel()
+	runs := 0
 	for {
 		var own error
 		_, err := concurrency.NewSTM(r.cli, func(s concurrency.STM) error {
+			runs++
 			own = apply(s)
 			return own
 		}, concurrency.WithAbortContext(ctx))
@@ -301,14 +326,20 @@ func (r *Registry) stm(ctx context.Context, op string, apply func(concurrency.ST
 		case err == nil:
 			return nil
 		case errors.Is(err, errRetry) && own != nil:
-			if ctx.Err() != nil {
-				return etcdError(op, ctx.Err())
+			if ctx.Err() == nil {
+				backoff(ctx, runs)
+				continue
 			}
-			continue
+			err = ctx.Err()
 		case own != nil && errors.Is(err, own):
 			return err
 		}
-		return etcdError(op, err)
+		if ctx.Err() != nil && runs > 1 {
+			// Other writers kept winning until the time ran out: etcd
+			// answered all along, so do not send the operator to it.
+			return fmt.Errorf("%s: %w", op, ErrConflict)
+		}
+		return state.Unavailable(op, err)
 	}
 }
 
@@ -378,7 +409,7 @@ func (r *Registry) slotKey(m *machine.Machine) string {
 // stmClaimMAC points mac at id inside an STM: the index key must be absent
 // or stale (unreadable, or pointing at a machine that no longer exists or
 // at id itself). A MAC of another existing machine is refused.
-func (r *Registry) stmClaimMAC(ctx context.Context, stm concurrency.STM, mac, id string) error {
+func (r *Registry) stmClaimMAC(stm concurrency.STM, mac, id string) error {
 	key := r.keys.MAC(mac)
 	var o owner
 	if stm.Rev(key) != 0 && json.Unmarshal([]byte(stm.Get(key)), &o) == nil && o.Machine != "" && o.Machine != id {
@@ -397,7 +428,7 @@ func (r *Registry) takenAddresses(ctx context.Context) (map[netip.Addr]bool, err
 	dir := r.keys.Addresses()
 	resp, err := r.cli.Get(ctx, dir, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
-		return nil, etcdError("read address index", err)
+		return nil, state.Unavailable("read address index", err)
 	}
 	taken := make(map[netip.Addr]bool, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
@@ -433,7 +464,7 @@ func (r *Registry) freeProfileSlot(ctx context.Context) (config.Profile, int, er
 	dir := r.keys.Profiles()
 	resp, err := r.cli.Get(cctx, dir, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
-		return config.Profile{}, 0, etcdError("read profile slots", err)
+		return config.Profile{}, 0, state.Unavailable("read profile slots", err)
 	}
 	held := map[string]map[int]bool{}
 	for _, kv := range resp.Kvs {
@@ -462,7 +493,7 @@ func (r *Registry) freeProfileSlot(ctx context.Context) (config.Profile, int, er
 // machine.ErrUnchanged writes nothing and returns the record as it is.
 func (r *Registry) Update(ctx context.Context, id string, change func(*machine.Machine) error) (*machine.Machine, error) {
 	return r.changeRecord(ctx, "update machine", id, func(_ concurrency.STM, m *machine.Machine) error {
-		return change(m)
+		return safely(func() error { return change(m) })
 	})
 }
 
@@ -480,7 +511,7 @@ func (r *Registry) AddMAC(ctx context.Context, id, mac string) (*machine.Machine
 		if len(m.MACs) >= MaxMACs {
 			return fmt.Errorf("%w: machine %s already has %d", ErrTooManyMACs, id, len(m.MACs))
 		}
-		if err := r.stmClaimMAC(ctx, stm, mac, id); err != nil {
+		if err := r.stmClaimMAC(stm, mac, id); err != nil {
 			return err
 		}
 		m.MACs = append(m.MACs, mac)
@@ -556,7 +587,7 @@ func (r *Registry) deleteCorrupt(ctx context.Context, id string) error {
 	for _, dir := range []string{r.keys.MACs(), r.keys.Addresses(), r.keys.Profiles()} {
 		resp, err := r.cli.Get(ctx, dir, clientv3.WithPrefix())
 		if err != nil {
-			return etcdError("read index", err)
+			return state.Unavailable("read index", err)
 		}
 		for _, kv := range resp.Kvs {
 			var o owner
@@ -570,7 +601,7 @@ func (r *Registry) deleteCorrupt(ctx context.Context, id string) error {
 		}
 	}
 	if _, err := r.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
-		return etcdError("delete machine", err)
+		return state.Unavailable("delete machine", err)
 	}
 	return nil
 }
@@ -599,7 +630,7 @@ func (r *Registry) Secret(ctx context.Context) ([]byte, error) {
 		Then(clientv3.OpPut(key, string(data))).
 		Else(clientv3.OpGet(key)).Commit()
 	if err != nil {
-		return nil, etcdError("read cluster secret", err)
+		return nil, state.Unavailable("read cluster secret", err)
 	}
 	value := secretValue{Secret: fresh}
 	if !resp.Succeeded {

@@ -816,3 +816,21 @@ func TestMACsPerMachineAreBounded(t *testing.T) {
 		t.Fatalf("delete with %d MACs: %v", registry.MaxMACs, err)
 	}
 }
+
+// A change that panics fails its request; it does not end the replica (the
+// STM runs changes in a goroutine of its own).
+func TestUpdatePanicIsAnError(t *testing.T) {
+	r := newRegistry(t, etcdtest.Start(t), cluster("10.0.0.10", 4), "r")
+	ctx := ctxT(t)
+	if _, _, err := r.Register(ctx, registry.Registration{ID: "sn-panic"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := r.Update(ctx, "sn-panic", func(m *machine.Machine) error {
+		var nilMap map[string]int
+		nilMap["x"] = 1
+		return nil
+	})
+	if err == nil || !strings.Contains(err.Error(), "failed") {
+		t.Fatalf("a panicking change: %v", err)
+	}
+}

@@ -25,11 +25,12 @@ type Change struct {
 
 // Watch calls f with every change to a machine record from now on, in
 // order, until ctx ends. A broken watch (an etcd outage or leader change)
-// is set up again from the last change seen; broken hears why (may be nil).
+// is set up again from the last change seen; broken hears why (may be nil),
+// with state.ErrEventsLost if changes were lost meanwhile.
 func (r *Registry) Watch(ctx context.Context, f func(Change), broken func(error)) {
 	dir := r.keys.Machines()
 	state.Follower{
-		Key: dir, Prefix: true, Broken: broken,
+		Key: dir, Prefix: true, Broken: broken, PrevKV: true,
 		Change: func(ev *clientv3.Event) {
 			c := Change{ID: strings.TrimPrefix(string(ev.Kv.Key), dir), Deleted: ev.Type == clientv3.EventTypeDelete}
 			if ev.PrevKv != nil {
@@ -50,7 +51,7 @@ func (r *Registry) MACOwners(ctx context.Context) (map[string]string, error) {
 	dir := r.keys.MACs()
 	resp, err := r.cli.Get(ctx, dir, clientv3.WithPrefix())
 	if err != nil {
-		return nil, etcdError("read MAC index", err)
+		return nil, state.Unavailable("read MAC index", err)
 	}
 	owners := make(map[string]string, len(resp.Kvs))
 	for _, kv := range resp.Kvs {

@@ -99,16 +99,29 @@ func (r *Replica) announce(ctx context.Context) {
 	state.Retry(ctx, time.Second, func(err error) {
 		r.log.Warn("announcing this replica in etcd failed, retrying", "err", err)
 	}, func(ctx context.Context) error {
-		// The session outlives ctx just long enough for Close to revoke
-		// its lease: the announcement goes at once, not after the TTL.
-		sess, err := concurrency.NewSession(r.cli, concurrency.WithTTL(announceTTL),
+		// The lease is granted under ctx, so that a stop during an etcd
+		// outage does not wait for etcd; the session then only keeps it
+		// alive, until ctx ends and it is revoked: the announcement goes
+		// at once, not after the TTL.
+		gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		grant, err := r.cli.Grant(gctx, announceTTL)
+		cancel()
+		if err != nil {
+			return state.Unavailable("announce replica", err)
+		}
+		sess, err := concurrency.NewSession(r.cli, concurrency.WithLease(grant.ID),
 			concurrency.WithContext(context.WithoutCancel(ctx)))
 		if err != nil {
 			return state.Unavailable("announce replica", err)
 		}
-		defer sess.Close()
+		defer func() {
+			sess.Orphan()
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			r.cli.Revoke(rctx, grant.ID)
+			cancel()
+		}()
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err = r.cli.Put(pctx, key, string(data), clientv3.WithLease(sess.Lease()))
+		_, err = r.cli.Put(pctx, key, string(data), clientv3.WithLease(grant.ID))
 		cancel()
 		if err != nil {
 			return state.Unavailable("announce replica", err)

@@ -35,6 +35,10 @@ func (e *unavailable) Error() string {
 }
 func (e *unavailable) Unwrap() []error { return []error{e.err, ErrUnavailable} }
 
+// ErrEventsLost: a follower without Load missed changes (etcd compacted
+// them away while its watch was broken).
+var ErrEventsLost = errors.New("changes were lost while the watch was broken")
+
 // Retry calls f until it returns nil or ctx ends, pausing after each
 // failure; failed (may be nil) hears every failure. It returns nil once f
 // succeeded, else ctx's error.
@@ -67,8 +71,9 @@ type Follower struct {
 	// and again after a broken watch; nil skips it (the watch then starts
 	// at the current revision, and resumes after the last event seen).
 	Load func(kvs []*mvccpb.KeyValue)
-	// Change is given each event, with its previous value (PrevKv).
+	// Change is given each event; with PrevKV, with its previous value.
 	Change func(ev *clientv3.Event)
+	PrevKV bool
 	// Broken hears why the watch broke (compaction, an etcd outage or
 	// leader change) before it is set up again; may be nil.
 	Broken func(err error)
@@ -107,14 +112,22 @@ func (f Follower) Run(ctx context.Context, cli *clientv3.Client) {
 		// watch instead of keeping it silently stale.
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 		defer cancel()
-		opts := []clientv3.OpOption{clientv3.WithRev(next), clientv3.WithPrevKV()}
+		opts := []clientv3.OpOption{clientv3.WithRev(next)}
+		if f.PrevKV {
+			opts = append(opts, clientv3.WithPrevKV())
+		}
 		if f.Prefix {
 			opts = append(opts, clientv3.WithPrefix())
 		}
 		for resp := range cli.Watch(wctx, f.Key, opts...) {
 			if err := resp.Err(); err != nil {
-				if resp.CompactRevision != 0 || f.Load != nil {
-					next = 0 // events were lost (or may be): load afresh
+				if resp.CompactRevision != 0 && f.Load == nil {
+					// Nothing to load afresh from: say so, and go on from now.
+					next = 0
+					return Unavailable("watch "+f.Key, fmt.Errorf("%w: %v", ErrEventsLost, err))
+				}
+				if f.Load != nil {
+					next = 0 // events may be lost: load afresh
 				}
 				return Unavailable("watch "+f.Key, err)
 			}

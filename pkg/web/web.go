@@ -22,11 +22,12 @@ import (
 //	404 no such machine
 //	409 the request conflicts with the machine's state or another machine
 //	    (a transition not allowed now, a MAC or id taken, the range full)
-//	503 etcd did not answer, or the request was cut short: retry
+//	503 etcd did not answer, other replicas kept changing the same keys, or
+//	    the request was cut short: retry
 //	500 anything else, a corrupt record included
 //
-// A front end that must not tell "no such machine" from "not yours" (node
-// calls before their token is checked) answers both alike itself.
+// Node calls answer "no such machine" with 404 today; the trust issue makes
+// them answer it like a wrong token, so an unknown id reveals nothing.
 func Status(err error) int {
 	var (
 		corrupt    *registry.CorruptError
@@ -46,7 +47,7 @@ func Status(err error) int {
 	case errors.As(err, &macTaken), errors.As(err, &transition), errors.Is(err, registry.ErrExists),
 		errors.Is(err, registry.ErrExhausted), errors.Is(err, registry.ErrTooManyMACs):
 		return http.StatusConflict
-	case errors.Is(err, state.ErrUnavailable), errors.Is(err, context.DeadlineExceeded),
+	case errors.Is(err, state.ErrUnavailable), errors.Is(err, registry.ErrConflict), errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, context.Canceled):
 		return http.StatusServiceUnavailable
 	}
