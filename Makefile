@@ -33,8 +33,11 @@ deps:
 	scripts/install-deps.sh
 	$(GO) mod download
 
+# FUZZTIME: how long each fuzz target runs in `make test` (0 skips them).
+FUZZTIME ?= 8s
 test: deps build etcd
 	PATH="$(CURDIR)/bin:$$PATH" $(GO) test $(TESTFLAGS) ./...
+	@if [ "$(FUZZTIME)" != 0 ]; then GO=$(GO) scripts/fuzz.sh $(FUZZTIME); fi
 
 # Fuzz every parser for a short while each.
 fuzz:

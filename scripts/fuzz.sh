@@ -1,14 +1,22 @@
 #!/bin/sh
 # Runs every fuzz target of the project for a while each (default 30s):
 #   scripts/fuzz.sh [DURATION]
-# A finding is written under the package's testdata/fuzz/ and the script
-# stops with its failure; commit the file as a regression test once fixed.
+# `make test` runs it with a short duration so every parser (DHCP packets,
+# TFTP requests, the iPXE query, the config, ...) meets random input on every
+# run; `make fuzz` runs it longer. A finding is written under the package's
+# testdata/fuzz/ and the script stops with its failure; commit the file as a
+# regression test once fixed (plain `go test` then replays it).
 set -eu
 cd "$(dirname "$0")/.."
 duration=${1:-30s}
-for pkg in $(go list ./...); do
-	for target in $(go test -list '^Fuzz' "$pkg" 2>/dev/null | grep '^Fuzz' || true); do
+GO=${GO:-go}
+# Targets are found by their declaration rather than `go test -list`, which
+# would build every package's tests once more.
+grep -rl --include='*_test.go' '^func Fuzz' . | sort | while read -r file; do
+	pkg=./$(dirname "${file#./}")
+	for target in $(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$file"); do
 		echo "== $pkg $target ($duration)"
-		go test -run '^$' -fuzz "^${target}\$" -fuzztime "$duration" "$pkg"
+		# -parallel 2: CI has two cores.
+		$GO test -run '^$' -fuzz "^${target}\$" -fuzztime "$duration" -parallel 2 "$pkg"
 	done
 done
