@@ -2,6 +2,7 @@ package etcd_test
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"log/slog"
 	"net"
@@ -250,4 +251,36 @@ func freeAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// TestOpenWrongServerName: a server certificate that does not name the
+// address mayu dials is reported as such, not as a timeout.
+func TestOpenWrongServerName(t *testing.T) {
+	ca := etcdtest.NewCA(t, "c")
+	kp := ca.Server(t, "elsewhere", "10.0.0.1")
+	cert, err := tls.LoadX509KeyPair(kp.Cert, kp.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.(*tls.Conn).Handshake()
+			}()
+		}
+	}()
+	_, err = open(t, node(config.Etcd{Endpoints: []string{"https://" + l.Addr().String()}, CAFile: ca.File}))
+	if err == nil || !strings.Contains(err.Error(), "etcd's server certificate is not for this address") {
+		t.Fatalf("Open: %v", err)
+	}
 }
