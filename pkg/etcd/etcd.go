@@ -48,6 +48,9 @@ func Open(ctx context.Context, node config.Node, log *slog.Logger, reg prometheu
 		log.Info("embedded etcd started", "dir", srv.Config().Dir, "client_url", node.Etcd.Embedded.ClientURL,
 			"client_cert_auth", node.Etcd.Embedded.ClientCAFile != "")
 	}
+	if creds.username != "" && creds.tls == nil {
+		log.Warn("the etcd password goes over http:// in the clear; use https:// endpoints (docs/etcd.md)", "user", creds.username)
+	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
 		DialTimeout: node.Etcd.DialTimeout,
