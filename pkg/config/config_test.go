@@ -240,6 +240,8 @@ func TestValidate(t *testing.T) {
 		{"embedded https without a CA", func(c *Config) {
 			c.Node.Etcd.Embedded.ClientURL, c.Node.Etcd.Embedded.CertFile, c.Node.Etcd.Embedded.KeyFile = "https://127.0.0.1:2379", "/s.pem", "/s-key.pem"
 		}, "node.etcd.ca_file: required for node.etcd.embedded.client_url https://127.0.0.1:2379"},
+		{"embedded certificate with http", func(c *Config) { c.Node.Etcd.Embedded.CertFile, c.Node.Etcd.Embedded.KeyFile = "/s.pem", "/s-key.pem" },
+			"node.etcd.embedded.cert_file: set, but node.etcd.embedded.client_url http://127.0.0.1:2379 is http://"},
 		{"embedded key without cert", func(c *Config) { c.Node.Etcd.Embedded.KeyFile = "/s-key.pem" },
 			"node.etcd.embedded.cert_file: required with node.etcd.embedded.key_file"},
 		{"embedded client CA with http", func(c *Config) { c.Node.Etcd.Embedded.ClientCAFile = "/ca.pem" },

@@ -162,13 +162,13 @@ func (e *Etcd) validateTLS(p *problems) {
 			p.addf("node.etcd.embedded.cert_file", "required for %s %s (the certificate the embedded etcd serves)", u.key, u.url)
 		}
 	}
-	if !isHTTPS(em.ClientURL) && em.ClientURL != "" {
-		for _, k := range []struct{ key, v string }{
-			{"node.etcd.embedded.cert_file", em.CertFile}, {"node.etcd.embedded.client_ca_file", em.ClientCAFile},
-		} {
-			if k.v != "" && !(k.key == "node.etcd.embedded.cert_file" && isHTTPS(em.PeerURL)) {
-				p.addf(k.key, "set, but node.etcd.embedded.client_url %s is http://: use https://", em.ClientURL)
-			}
+	if em.ClientURL != "" && !isHTTPS(em.ClientURL) {
+		if em.ClientCAFile != "" {
+			p.addf("node.etcd.embedded.client_ca_file", "set, but node.etcd.embedded.client_url %s is http://: use https://", em.ClientURL)
+		}
+		// The certificate may serve an https:// peer URL alone.
+		if em.CertFile != "" && !isHTTPS(em.PeerURL) {
+			p.addf("node.etcd.embedded.cert_file", "set, but node.etcd.embedded.client_url %s is http://: use https://", em.ClientURL)
 		}
 	}
 	if em.ClientCAFile != "" && isHTTPS(em.ClientURL) && e.CertFile == "" {
