@@ -190,6 +190,20 @@ func TestEmbeddedEtcdTLS(t *testing.T) {
 	if out, err := exec.Command(bins.mayu, "-check", "-config", path).CombinedOutput(); err != nil {
 		t.Fatalf("-check: %v\n%s", err, out)
 	}
+	// -check reads the files, as a start would.
+	bad := c
+	bad.Dir = t.TempDir()
+	bad.EtcdKeys = map[string]string{"ca_file": ca.File, "cert_file": filepath.Join(bad.Dir, "missing.pem"), "key_file": cl.Key}
+	if err := fixture.WriteFiles(bad.Dir, fixture.Files{Token: "process-test-token-0123456789"}); err != nil {
+		t.Fatal(err)
+	}
+	badPath, err := bad.Write()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(bins.mayu, "-check", "-config", badPath).CombinedOutput(); err == nil || !strings.Contains(string(out), "node.etcd.cert_file: open "+filepath.Join(bad.Dir, "missing.pem")) {
+		t.Fatalf("-check with a missing certificate: %v\n%s", err, out)
+	}
 	cmd := exec.Command(bins.mayu, "-config", path)
 	var log strings.Builder
 	cmd.Stderr = &log
