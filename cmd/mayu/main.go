@@ -14,6 +14,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/mayu-boot/mayu/pkg/config"
+	"github.com/mayu-boot/mayu/pkg/etcd"
 	"github.com/mayu-boot/mayu/pkg/render"
 	"github.com/mayu-boot/mayu/pkg/server"
 )
@@ -90,6 +91,10 @@ func run(args []string, stderr io.Writer) int {
 }
 
 func checkConfig(cfg *config.Config) error {
+	// The etcd certificates and password file are read as at start.
+	if err := etcd.Check(cfg.Node.Etcd); err != nil {
+		return err
+	}
 	root, err := os.OpenRoot(cfg.Node.FilesDir)
 	if err != nil {
 		return fmt.Errorf("node.files_dir: %w", err)

@@ -123,6 +123,41 @@ func TestExampleFileHasEveryKey(t *testing.T) {
 	walk(root, reflect.TypeFor[Config](), "")
 }
 
+var httpsEndpoints = []string{"https://10.0.2.5:2379", "https://10.0.2.6:2379"}
+
+// TestValidateAcceptsTLS lets through what fits together: TLS to an
+// external etcd with a CA, a client certificate and a user, or to a
+// public name without a CA; the embedded etcd serving TLS with client
+// certificates.
+func TestValidateAcceptsTLS(t *testing.T) {
+	for name, change := range map[string]func(e *Etcd){
+		"external": func(e *Etcd) {
+			e.Endpoints, e.CAFile, e.CertFile, e.KeyFile = httpsEndpoints, "/ca.pem", "/c.pem", "/k.pem"
+			e.Username, e.PasswordFile = "mayu", "/etc/mayu/etcd-password"
+		},
+		"public name": func(e *Etcd) { e.Endpoints = []string{"https://etcd.example.com:2379"} },
+		"user over http": func(e *Etcd) {
+			e.Endpoints, e.Username, e.PasswordFile = []string{"http://10.0.2.5:2379"}, "mayu", "/p"
+		},
+		"embedded": func(e *Etcd) {
+			e.Embedded.ClientURL, e.Embedded.CertFile, e.Embedded.KeyFile, e.Embedded.ClientCAFile = "https://127.0.0.1:2379", "/s.pem", "/s-key.pem", "/ca.pem"
+			e.CAFile, e.CertFile, e.KeyFile = "/ca.pem", "/c.pem", "/k.pem"
+		},
+		// The embedded section is not used with endpoints: its keys do
+		// not have to fit the endpoints' scheme.
+		"embedded unused": func(e *Etcd) {
+			e.Endpoints, e.CAFile = httpsEndpoints, "/ca.pem"
+			e.Embedded.ClientCAFile = "/ca.pem"
+		},
+	} {
+		cfg := mustParse(t, baseYAML)
+		change(&cfg.Node.Etcd)
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
 // TestValidate checks that each rule names the key, as written in the YAML,
 // that breaks it.
 func TestValidate(t *testing.T) {
@@ -172,6 +207,50 @@ func TestValidate(t *testing.T) {
 		{"quota", func(c *Config) { c.Node.Etcd.Embedded.QuotaBytes = -1 }, "node.etcd.embedded.quota_bytes: must be positive"},
 		{"compaction", func(c *Config) { c.Node.Etcd.Embedded.CompactionRetention = -time.Hour },
 			"node.etcd.embedded.compaction_retention: must be positive"},
+
+		// etcd over TLS with authentication
+		{"cert without key", func(c *Config) {
+			c.Node.Etcd.Endpoints, c.Node.Etcd.CAFile, c.Node.Etcd.CertFile = httpsEndpoints, "/ca.pem", "/c.pem"
+		},
+			"node.etcd.key_file: required with node.etcd.cert_file"},
+		{"key without cert", func(c *Config) {
+			c.Node.Etcd.Endpoints, c.Node.Etcd.CAFile, c.Node.Etcd.KeyFile = httpsEndpoints, "/ca.pem", "/k.pem"
+		},
+			"node.etcd.cert_file: required with node.etcd.key_file"},
+		{"user without password", func(c *Config) { c.Node.Etcd.Username = "mayu" },
+			"node.etcd.password_file: required with node.etcd.username (a file holding the user's password)"},
+		{"password without user", func(c *Config) { c.Node.Etcd.PasswordFile = "/etc/mayu/etcd-password" },
+			"node.etcd.username: required with node.etcd.password_file"},
+		{"https at an address without a CA", func(c *Config) { c.Node.Etcd.Endpoints = httpsEndpoints },
+			"node.etcd.ca_file: required for node.etcd.endpoints https://10.0.2.5:2379: no public CA certifies 10.0.2.5"},
+		{"https at a bare name without a CA", func(c *Config) { c.Node.Etcd.Endpoints = []string{"https://etcd1:2379"} },
+			"node.etcd.ca_file: required for node.etcd.endpoints https://etcd1:2379"},
+		{"mixed schemes", func(c *Config) {
+			c.Node.Etcd.Endpoints, c.Node.Etcd.CAFile = append(httpsEndpoints, "http://10.0.2.7:2379"), "/ca.pem"
+		}, `node.etcd.endpoints[2]: "http://10.0.2.7:2379" and endpoints[0] "https://10.0.2.5:2379" differ in scheme`},
+		{"CA with http endpoints", func(c *Config) {
+			c.Node.Etcd.Endpoints, c.Node.Etcd.CAFile = []string{"http://10.0.2.5:2379"}, "/ca.pem"
+		},
+			"node.etcd.ca_file: set, but node.etcd.endpoints http://10.0.2.5:2379 is http://: use https://"},
+		{"client cert with http embedded", func(c *Config) { c.Node.Etcd.CertFile, c.Node.Etcd.KeyFile = "/c.pem", "/k.pem" },
+			"node.etcd.cert_file: set, but node.etcd.embedded.client_url http://127.0.0.1:2379 is http://"},
+		{"embedded https without a certificate", func(c *Config) {
+			c.Node.Etcd.Embedded.ClientURL, c.Node.Etcd.CAFile = "https://127.0.0.1:2379", "/ca.pem"
+		}, "node.etcd.embedded.cert_file: required for node.etcd.embedded.client_url https://127.0.0.1:2379"},
+		{"embedded https without a CA", func(c *Config) {
+			c.Node.Etcd.Embedded.ClientURL, c.Node.Etcd.Embedded.CertFile, c.Node.Etcd.Embedded.KeyFile = "https://127.0.0.1:2379", "/s.pem", "/s-key.pem"
+		}, "node.etcd.ca_file: required for node.etcd.embedded.client_url https://127.0.0.1:2379"},
+		{"embedded certificate with http", func(c *Config) { c.Node.Etcd.Embedded.CertFile, c.Node.Etcd.Embedded.KeyFile = "/s.pem", "/s-key.pem" },
+			"node.etcd.embedded.cert_file: set, but node.etcd.embedded.client_url http://127.0.0.1:2379 is http://"},
+		{"embedded key without cert", func(c *Config) { c.Node.Etcd.Embedded.KeyFile = "/s-key.pem" },
+			"node.etcd.embedded.cert_file: required with node.etcd.embedded.key_file"},
+		{"embedded client CA with http", func(c *Config) { c.Node.Etcd.Embedded.ClientCAFile = "/ca.pem" },
+			"node.etcd.embedded.client_ca_file: set, but node.etcd.embedded.client_url http://127.0.0.1:2379 is http://"},
+		{"embedded client CA without mayu's certificate", func(c *Config) {
+			e := &c.Node.Etcd
+			e.Embedded.ClientURL, e.Embedded.CertFile, e.Embedded.KeyFile, e.CAFile = "https://127.0.0.1:2379", "/s.pem", "/s-key.pem", "/ca.pem"
+			e.Embedded.ClientCAFile = "/ca.pem"
+		}, "node.etcd.cert_file: required: node.etcd.embedded.client_ca_file makes the embedded etcd ask for a client certificate"},
 
 		// pools
 		{"no pools", func(c *Config) { c.Cluster.Pools = nil }, "cluster.pools: at least one pool is required"},

@@ -7,6 +7,7 @@ package config
 
 import (
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -59,7 +60,33 @@ type Etcd struct {
 	DialTimeout time.Duration `yaml:"dial_timeout" json:"dial_timeout"`
 	// RequestTimeout bounds one etcd request. Default 5s.
 	RequestTimeout time.Duration `yaml:"request_timeout" json:"request_timeout"`
-	Embedded       Embedded      `yaml:"embedded" json:"embedded"`
+
+	// CAFile holds the CA certificates (PEM) that mayu trusts to have
+	// signed etcd's server certificates; empty: the system's pool. Needed
+	// for https:// endpoints at IP addresses, which no public CA certifies.
+	CAFile string `yaml:"ca_file" json:"ca_file"`
+	// CertFile and KeyFile are mayu's client certificate and key (PEM),
+	// for an etcd run with --client-cert-auth. Both or neither.
+	CertFile string `yaml:"cert_file" json:"cert_file"`
+	KeyFile  string `yaml:"key_file" json:"key_file"`
+	// Username is the etcd user mayu authenticates as, with the password
+	// in PasswordFile; with neither, etcd takes the user from the client
+	// certificate's CN (when auth is on).
+	Username string `yaml:"username" json:"username"`
+	// PasswordFile holds Username's password (one line), so the password
+	// is not in a file that is shared around.
+	PasswordFile string   `yaml:"password_file" json:"password_file"`
+	Embedded     Embedded `yaml:"embedded" json:"embedded"`
+}
+
+// TLS reports whether mayu reaches etcd over TLS: its endpoints (or, for
+// the embedded etcd, the client URL) are https://.
+func (e Etcd) TLS() bool {
+	eps := e.Endpoints
+	if len(eps) == 0 {
+		eps = []string{e.Embedded.ClientURL}
+	}
+	return len(eps) > 0 && strings.HasPrefix(strings.ToLower(eps[0]), "https://")
 }
 
 // Embedded configures the embedded etcd (used when Endpoints is empty).
@@ -72,6 +99,14 @@ type Embedded struct {
 	QuotaBytes int64 `yaml:"quota_bytes" json:"quota_bytes"`
 	// CompactionRetention is the periodic auto-compaction window. Default 1h.
 	CompactionRetention time.Duration `yaml:"compaction_retention" json:"compaction_retention"`
+	// CertFile and KeyFile are the server certificate and key (PEM) the
+	// embedded etcd serves https:// ClientURL (and PeerURL) with.
+	CertFile string `yaml:"cert_file" json:"cert_file"`
+	KeyFile  string `yaml:"key_file" json:"key_file"`
+	// ClientCAFile, when set, makes the embedded etcd require client
+	// certificates signed by one of its CAs (--client-cert-auth); mayu's
+	// own client then presents node.etcd.cert_file.
+	ClientCAFile string `yaml:"client_ca_file" json:"client_ca_file"`
 }
 
 // Ports of the listeners. 0 for DHCP or TFTP disables that listener.

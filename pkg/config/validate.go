@@ -108,6 +108,94 @@ func (e *Etcd) validate(p *problems) {
 		p.addf("node.etcd.embedded.quota_bytes", "must be positive (got %d)", e.Embedded.QuotaBytes)
 	}
 	checkPositive(p, "node.etcd.embedded.compaction_retention", e.Embedded.CompactionRetention)
+	e.validateTLS(p)
+}
+
+// validateTLS checks that the TLS and authentication keys fit together
+// and fit the URLs they serve. Whether the files can be read is checked by
+// package etcd, which reads them (at start and by mayu -check).
+func (e *Etcd) validateTLS(p *problems) {
+	pair := func(a, aKey, b, bKey, what string) {
+		if a != "" && b == "" {
+			p.addf(bKey, "required with %s (%s)", aKey, what)
+		}
+	}
+	pair(e.CertFile, "node.etcd.cert_file", e.KeyFile, "node.etcd.key_file", "the private key of mayu's client certificate")
+	pair(e.KeyFile, "node.etcd.key_file", e.CertFile, "node.etcd.cert_file", "mayu's client certificate")
+	pair(e.Username, "node.etcd.username", e.PasswordFile, "node.etcd.password_file", "a file holding the user's password")
+	pair(e.PasswordFile, "node.etcd.password_file", e.Username, "node.etcd.username", "the etcd user the password is for")
+
+	// The etcd client dials every endpoint with the first one's scheme.
+	for i, ep := range e.Endpoints[min(1, len(e.Endpoints)):] {
+		if isHTTPS(ep) != isHTTPS(e.Endpoints[0]) {
+			p.addf(fmt.Sprintf("node.etcd.endpoints[%d]", i+1), "%q and endpoints[0] %q differ in scheme; use https:// (or http://) for all", ep, e.Endpoints[0])
+		}
+	}
+	urls, urlsKey := e.Endpoints, "node.etcd.endpoints"
+	if len(urls) == 0 {
+		urls, urlsKey = []string{e.Embedded.ClientURL}, "node.etcd.embedded.client_url"
+	}
+	if e.TLS() {
+		if host := urlHost(urls[0]); e.CAFile == "" && host != "" && privateHost(host) {
+			p.addf("node.etcd.ca_file", "required for %s %s: no public CA certifies %s, so give the CA that signed etcd's server certificate", urlsKey, urls[0], host)
+		}
+	} else {
+		for _, k := range []struct{ key, v string }{
+			{"node.etcd.ca_file", e.CAFile}, {"node.etcd.cert_file", e.CertFile}, {"node.etcd.key_file", e.KeyFile},
+		} {
+			if k.v != "" && urls[0] != "" {
+				p.addf(k.key, "set, but %s %s is http://: use https:// to reach etcd over TLS", urlsKey, urls[0])
+			}
+		}
+	}
+
+	em := e.Embedded
+	pair(em.CertFile, "node.etcd.embedded.cert_file", em.KeyFile, "node.etcd.embedded.key_file", "the private key of the embedded etcd's certificate")
+	pair(em.KeyFile, "node.etcd.embedded.key_file", em.CertFile, "node.etcd.embedded.cert_file", "the embedded etcd's server certificate")
+	if len(e.Endpoints) > 0 {
+		return // the embedded etcd does not run
+	}
+	for _, u := range []struct{ key, url string }{
+		{"node.etcd.embedded.client_url", em.ClientURL}, {"node.etcd.embedded.peer_url", em.PeerURL},
+	} {
+		if isHTTPS(u.url) && em.CertFile == "" {
+			p.addf("node.etcd.embedded.cert_file", "required for %s %s (the certificate the embedded etcd serves)", u.key, u.url)
+		}
+	}
+	if em.ClientURL != "" && !isHTTPS(em.ClientURL) {
+		if em.ClientCAFile != "" {
+			p.addf("node.etcd.embedded.client_ca_file", "set, but node.etcd.embedded.client_url %s is http://: use https://", em.ClientURL)
+		}
+		// The certificate may serve an https:// peer URL alone.
+		if em.CertFile != "" && !isHTTPS(em.PeerURL) {
+			p.addf("node.etcd.embedded.cert_file", "set, but node.etcd.embedded.client_url %s is http://: use https://", em.ClientURL)
+		}
+	}
+	if em.ClientCAFile != "" && isHTTPS(em.ClientURL) && e.CertFile == "" {
+		p.addf("node.etcd.cert_file", "required: node.etcd.embedded.client_ca_file makes the embedded etcd ask for a client certificate, and mayu is its client too")
+	}
+}
+
+func isHTTPS(u string) bool {
+	return strings.HasPrefix(strings.ToLower(u), "https://")
+}
+
+func urlHost(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return ""
+	}
+	return u.Hostname()
+}
+
+// privateHost reports whether host is one no public CA issues
+// certificates for, so the system's CA pool cannot verify it: an IP
+// address, localhost, or a name without a dot.
+func privateHost(host string) bool {
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	return !strings.Contains(host, ".") || strings.HasSuffix(host, ".localhost") || strings.HasSuffix(host, ".local")
 }
 
 func checkURL(p *problems, key, s string) {

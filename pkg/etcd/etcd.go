@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -32,6 +33,10 @@ type Conn struct {
 // nowhere).
 func Open(ctx context.Context, node config.Node, log *slog.Logger, reg prometheus.Registerer) (*Conn, error) {
 	c := &Conn{}
+	creds, err := readCredentials(node.Etcd)
+	if err != nil {
+		return nil, err
+	}
 	endpoints := node.Etcd.Endpoints
 	if len(endpoints) == 0 {
 		srv, err := StartEmbedded(ctx, filepath.Join(node.DataDir, "etcd"), node.Name, node.Etcd.Embedded)
@@ -40,11 +45,18 @@ func Open(ctx context.Context, node config.Node, log *slog.Logger, reg prometheu
 		}
 		c.server = srv
 		endpoints = []string{node.Etcd.Embedded.ClientURL}
-		log.Info("embedded etcd started", "dir", srv.Config().Dir, "client_url", node.Etcd.Embedded.ClientURL)
+		log.Info("embedded etcd started", "dir", srv.Config().Dir, "client_url", node.Etcd.Embedded.ClientURL,
+			"client_cert_auth", node.Etcd.Embedded.ClientCAFile != "")
+	}
+	if creds.username != "" && creds.tls == nil {
+		log.Warn("the etcd password goes over http:// in the clear; use https:// endpoints (docs/etcd.md)", "user", creds.username)
 	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
 		DialTimeout: node.Etcd.DialTimeout,
+		TLS:         creds.tls,
+		Username:    creds.username,
+		Password:    creds.password,
 		Logger:      zap.NewNop(),
 		// Keepalives notice a dead member quickly so the client moves on.
 		DialKeepAliveTime:    2 * time.Second,
@@ -52,16 +64,20 @@ func Open(ctx context.Context, node config.Node, log *slog.Logger, reg prometheu
 		DialOptions:          []grpc.DialOption{grpc.WithChainUnaryInterceptor(interceptor(reg))},
 	})
 	if err != nil {
+		// With a user, New authenticates: a wrong password or a refused
+		// handshake fails here.
 		c.Close()
-		return nil, fmt.Errorf("etcd %v: %w", endpoints, err)
+		return nil, explain(ctx, err, node.Etcd, endpoints, creds)
 	}
 	c.Client = cli
-	// Fail at start, with the endpoints named, rather than at the first boot.
+	// Fail at start, with the endpoints named, rather than at the first
+	// boot. The probe key is under the prefix: a user whose role covers
+	// only mayu's prefix may read it (and nothing else).
 	sctx, cancel := context.WithTimeout(ctx, node.Etcd.DialTimeout)
 	defer cancel()
-	if _, err := cli.Get(sctx, "health-probe", clientv3.WithCountOnly()); err != nil {
+	if _, err := cli.Get(sctx, node.Etcd.Prefix+"health-probe", clientv3.WithCountOnly()); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("etcd %v is not reachable: %w (check node.etcd.endpoints)", endpoints, err)
+		return nil, explain(ctx, err, node.Etcd, endpoints, creds)
 	}
 	return c, nil
 }
@@ -103,6 +119,16 @@ func StartEmbedded(ctx context.Context, dir, name string, e config.Embedded, opt
 	}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+	tlsInfo, err := serverTLS(e)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ClientTLSInfo = tlsInfo
+	if pu.Scheme == "https" {
+		// A single member has no peers to trust; the listener still
+		// needs a certificate.
+		cfg.PeerTLSInfo = transport.TLSInfo{CertFile: e.CertFile, KeyFile: e.KeyFile}
+	}
 	cfg.InitialCluster = cfg.Name + "=" + pu.String()
 	cfg.QuotaBackendBytes = e.QuotaBytes
 	cfg.AutoCompactionMode = "periodic"
