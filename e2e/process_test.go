@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mayu-boot/mayu/internal/fixture"
+	"github.com/mayu-boot/mayu/internal/netlab"
 )
 
 // loopbackConfig writes a config for one replica on loopback ports with
@@ -49,7 +50,8 @@ func TestSystemdNotify(t *testing.T) {
 	defer conn.Close()
 	cmd := exec.Command(bins.mayu, "-config", loopbackConfig(t, ""))
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
-	var log strings.Builder
+	// Written by exec's copying goroutine while the test reads it.
+	var log netlab.Output
 	cmd.Stderr = &log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -68,8 +70,14 @@ func TestSystemdNotify(t *testing.T) {
 	if msg := read(); msg != "READY=1" {
 		t.Fatalf("first notification %q", msg)
 	}
-	if !strings.Contains(log.String(), "mayu started") {
-		t.Fatalf("READY=1 came before mayu started:\n%s", log.String())
+	// mayu logs "mayu started" before it notifies, but the log line
+	// crosses a pipe and a copying goroutine, the notification does not:
+	// give the line a moment to arrive.
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(log.String(), "mayu started"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("READY=1 came before mayu started:\n%s", log.String())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	if msg := read(); msg != "STOPPING=1" {

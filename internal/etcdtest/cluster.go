@@ -1,17 +1,17 @@
 package etcdtest
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mayu-boot/mayu/internal/netlab"
 )
 
 // ClusterOptions shape a Cluster.
@@ -48,7 +48,7 @@ type Cluster struct {
 	t     testing.TB
 	o     ClusterOptions
 	procs []*exec.Cmd
-	logs  []*lockedBuffer
+	logs  []*netlab.Output
 }
 
 // StartCluster starts a 3-member etcd and waits until every member is
@@ -101,7 +101,7 @@ func StartCluster(t testing.TB, o ClusterOptions) *Cluster {
 				"--peer-cert-file", kp.Cert, "--peer-key-file", kp.Key, "--peer-trusted-ca-file", c.CA.File, "--peer-client-cert-auth")
 		}
 		cmd := o.Exec(etcd, args...)
-		log := &lockedBuffer{}
+		log := &netlab.Output{}
 		cmd.Stdout, cmd.Stderr = log, log
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("etcdtest: start etcd member %d: %v", i, err)
@@ -227,22 +227,4 @@ func Binary(t testing.TB, name string) string {
 		t.Fatalf("etcdtest: %v (run `make etcd`: it builds bin/etcd and bin/etcdctl from the versions in go.mod)", err)
 	}
 	return p
-}
-
-// lockedBuffer collects a process's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
