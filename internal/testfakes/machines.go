@@ -77,6 +77,17 @@ func (f *Machines) SetSecrets(k token.Keys) {
 	f.keys = k
 }
 
+// RotateSecret makes a new current secret, keeping the previous one for
+// the install timeout, as the registry's.
+func (f *Machines) RotateSecret(ctx context.Context) (registry.Rotation, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := f.Now().UTC()
+	until := now.Add(f.Cluster.Install.Timeout)
+	f.keys = token.Keys{Current: []byte(hex.EncodeToString([]byte(rand.Text()))), Previous: f.keys.Current, PreviousUntil: until}
+	return registry.Rotation{Rotated: now, PreviousUntil: until, Replica: f.ReplicaName}, nil
+}
+
 // Put stores a record as it is, for tests that need one the registry
 // would not make (a record from an older schema).
 func (f *Machines) Put(m *machine.Machine) {

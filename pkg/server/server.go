@@ -137,7 +137,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 	// of them reaches all at once.
 	s.background(func() { s.registry.FollowSecret(runCtx, log) })
 	leases := lease.NewStore(s.conn.Client, state.Keys{Prefix: cfg.Node.Etcd.Prefix}, cfg.Node.Etcd.RequestTimeout)
-	adminAPI := admin.New(admin.Options{Machines: s.registry, Leases: leases, Replicas: s.replica,
+	adminAPI := admin.New(admin.Options{Machines: s.registry, Leases: leases, Replicas: s.replica, Secret: s.registry,
 		Config: cfg, Token: adminToken, Log: log, Registerer: s.metrics})
 	if err := s.startTFTP(); err != nil {
 		return nil, err
