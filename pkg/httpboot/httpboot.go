@@ -368,6 +368,7 @@ func (s *Server) node(h func(nodeCall)) http.HandlerFunc {
 			tok = bearer
 		}
 		if tok == "" {
+			s.metrics.refused.WithLabelValues(refusedToken).Inc()
 			httpError(w, http.StatusUnauthorized, "this call needs the machine's token (?token= or Authorization: Bearer), as handed out in its iPXE script")
 			return
 		}

@@ -9,7 +9,7 @@ import (
 
 // Reasons a node request is refused (mayu_node_refused_total).
 const (
-	refusedToken    = "token"             // a node call with a wrong token, or for an unknown id
+	refusedToken    = "token"             // a node call without its token, with a wrong one, or for an unknown id
 	refusedIdentity = "identity_mismatch" // a MAC match whose serial or UUID disagrees with the record
 	refusedMACTaken = "mac_taken"         // a request's MAC belongs to another machine than its serial's
 	refusedAttach   = "installed_mac"     // a new MAC not attached to an installed or running machine
