@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,5 +81,26 @@ func TestEveryReplicaFollowsTheSecret(t *testing.T) {
 		if code, body := get(t, base+"/machines/sn-rot/final-config?token="+before); code != 200 {
 			t.Fatalf("%s: the previous secret's token: %d %s", base, code, body)
 		}
+	}
+}
+
+// etcd written by a newer mayu stops this one at start, saying why, and
+// stays as it is.
+func TestStartRefusesANewerSchema(t *testing.T) {
+	etcd := etcdtest.StartServer(t)
+	prefix := etcdtest.Prefix(t)
+	if _, err := etcd.Client.Put(context.Background(), prefix+"schema", `{"version":99}`); err != nil {
+		t.Fatal(err)
+	}
+	cfg := replicaConfig(t, "")
+	cfg.Node.Etcd.Endpoints = []string{etcd.ClientURL}
+	cfg.Node.Etcd.Prefix = prefix
+	s, err := Start(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+	if err == nil {
+		s.Close()
+		t.Fatal("started on a newer schema")
+	}
+	if !strings.Contains(err.Error(), prefix+"schema is 99") || !strings.Contains(err.Error(), "newer mayu") {
+		t.Fatalf("error %q", err)
 	}
 }
