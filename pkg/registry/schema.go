@@ -68,9 +68,11 @@ func (r *Registry) UpgradeSchema(ctx context.Context) ([]string, error) {
 		}
 		// changeRecord gives a record without a nonce one, keeping its
 		// legacy token while its generation stays.
+		changed := false
 		_, err := r.changeRecord(ctx, "upgrade machine record", m.ID, func(_ concurrency.STM, m *machine.Machine) error {
-			if m.TokenNonce != "" {
-				return machine.ErrUnchanged
+			changed = m.TokenNonce == ""
+			if !changed {
+				return machine.ErrUnchanged // another replica was first
 			}
 			return nil
 		})
@@ -80,7 +82,9 @@ func (r *Registry) UpgradeSchema(ctx context.Context) ([]string, error) {
 		if err != nil {
 			return migrated, err
 		}
-		migrated = append(migrated, m.ID)
+		if changed {
+			migrated = append(migrated, m.ID)
+		}
 	}
 	data, _ := json.Marshal(schemaValue{Version: SchemaVersion})
 	cctx, cancel = r.ctx(ctx)

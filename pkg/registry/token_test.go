@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -250,5 +252,56 @@ func TestUpgradeSchema(t *testing.T) {
 	}
 	if resp, _ := cli.Get(ctx, p+"schema"); string(resp.Kvs[0].Value) != `{"version":3}` {
 		t.Fatal("a newer schema version was overwritten")
+	}
+}
+
+// Replicas of the new release starting at once migrate each record once:
+// every record ends with one nonce, which every replica reads.
+func TestUpgradeSchemaConcurrently(t *testing.T) {
+	t.Parallel()
+	cli := etcdtest.Start(t)
+	p := etcdtest.Prefix(t)
+	ctx := ctxT(t)
+	const n = 20
+	for i := range n {
+		id := fmt.Sprintf("old-%02d", i)
+		if _, err := cli.Put(ctx, p+"machines/"+id, oldRecord(id, machine.Installing, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var wg sync.WaitGroup
+	for i := range 4 {
+		r := newRegistry(t, cli, cluster("10.25.0.1", 10), fmt.Sprintf("r%d", i))
+		wg.Go(func() {
+			migrated, err := r.UpgradeSchema(ctx)
+			if err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			for _, id := range migrated {
+				seen[id]++
+			}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if len(seen) != n {
+		t.Fatalf("%d records migrated, want %d", len(seen), n)
+	}
+	for id, k := range seen {
+		if k != 1 {
+			t.Errorf("%s migrated %d times", id, k)
+		}
+	}
+	ms, _, err := newRegistry(t, cli, cluster("10.25.0.1", 10), "late").List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if !hex32.MatchString(m.TokenNonce) || !m.LegacyToken {
+			t.Errorf("%s: nonce %q legacy %v", m.ID, m.TokenNonce, m.LegacyToken)
+		}
 	}
 }
