@@ -1,5 +1,6 @@
 // Command mayuctl is the admin CLI of mayu: it lists machines, shows one,
-// pre-registers, reinstalls, sets metadata, deletes, follows state changes,
+// pre-registers, adds MACs, reinstalls, sets metadata, deletes, follows
+// state changes, rotates the cluster secret,
 // and shows the leases, the replicas and the cluster configuration they
 // publish. It talks to any replica's admin API and links only its wire
 // types (pkg/api), never the server.
@@ -128,7 +129,7 @@ Exit status:
   1  the call failed: mayu answered an error, or could not be reached
   2  usage error: unknown command or flag, bad argument or output format
   3  the machine named is not registered (status, reinstall, set-metadata,
-     delete)`
+     add-mac, delete)`
 
 func (c *cli) newRoot() *cobra.Command {
 	root := &cobra.Command{
@@ -158,8 +159,8 @@ func (c *cli) newRoot() *cobra.Command {
 	pf.DurationVar(&c.timeout, "timeout", defaultTimeout, "bound on each call to mayu, 0 for none; given to watch, how long it follows")
 	_ = root.RegisterFlagCompletionFunc("output", fixed(formats...))
 
-	root.AddCommand(c.listCmd(), c.statusCmd(), c.watchCmd(), c.addCmd(), c.reinstallCmd(), c.setMetadataCmd(),
-		c.deleteCmd(), c.leasesCmd(), c.replicasCmd(), c.configCmd(), c.versionCmd())
+	root.AddCommand(c.listCmd(), c.statusCmd(), c.watchCmd(), c.addCmd(), c.addMACCmd(), c.reinstallCmd(), c.setMetadataCmd(),
+		c.deleteCmd(), c.leasesCmd(), c.replicasCmd(), c.configCmd(), c.rotateSecretCmd(), c.versionCmd())
 	root.SetHelpCommand(c.helpCmd(root))
 	return root
 }

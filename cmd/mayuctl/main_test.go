@@ -60,7 +60,7 @@ func start(t *testing.T) *env {
 	etc := etcdtest.Start(t)
 	reg := registry.New(etc, registry.Options{Prefix: etcdtest.Prefix(t), Cluster: cfg.Cluster, Replica: cfg.Node.Name})
 	cfg.Node.Etcd.Prefix = etcdtest.Prefix(t)
-	srv := httptest.NewServer(admin.New(admin.Options{Machines: reg, Config: cfg, Token: token,
+	srv := httptest.NewServer(admin.New(admin.Options{Machines: reg, Secret: reg, Config: cfg, Token: token,
 		Leases:   lease.NewStore(etc, state.Keys{Prefix: etcdtest.Prefix(t)}, 0),
 		Replicas: replica.New(etc, cfg, replica.Info{}, slog.New(slog.DiscardHandler), nil)}))
 	t.Cleanup(srv.Close)

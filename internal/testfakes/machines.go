@@ -22,6 +22,7 @@ import (
 	"github.com/mayu-boot/mayu/pkg/machine"
 	"github.com/mayu-boot/mayu/pkg/registry"
 	"github.com/mayu-boot/mayu/pkg/state"
+	"github.com/mayu-boot/mayu/pkg/token"
 )
 
 // ErrBroken is what the broken fakes fail with: it is marked as coming
@@ -39,7 +40,7 @@ type Machines struct {
 	mu       sync.Mutex
 	machines map[string]*machine.Machine
 	macs     map[string]string
-	secret   []byte
+	keys     token.Keys
 	watchers []chan registry.Change
 }
 
@@ -47,7 +48,7 @@ type Machines struct {
 func NewMachines(cluster config.Cluster) *Machines {
 	return &Machines{Cluster: cluster, ReplicaName: "fake", Now: time.Now,
 		machines: map[string]*machine.Machine{}, macs: map[string]string{},
-		secret: []byte("0123456789abcdef0123456789abcdef")}
+		keys: token.Keys{Current: []byte("0123456789abcdef0123456789abcdef")}}
 }
 
 func clone(m *machine.Machine) *machine.Machine {
@@ -63,7 +64,37 @@ func clone(m *machine.Machine) *machine.Machine {
 
 func (f *Machines) Replica() string { return f.ReplicaName }
 
-func (f *Machines) Secret(ctx context.Context) ([]byte, error) { return f.secret, nil }
+func (f *Machines) Secrets(ctx context.Context) (token.Keys, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.keys, nil
+}
+
+// SetSecrets replaces the cluster secrets, as a rotation does.
+func (f *Machines) SetSecrets(k token.Keys) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.keys = k
+}
+
+// RotateSecret makes a new current secret, keeping the previous one for
+// the install timeout, as the registry's.
+func (f *Machines) RotateSecret(ctx context.Context) (registry.Rotation, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := f.Now().UTC()
+	until := now.Add(f.Cluster.Install.Timeout)
+	f.keys = token.Keys{Current: []byte(hex.EncodeToString([]byte(rand.Text()))), Previous: f.keys.Current, PreviousUntil: until}
+	return registry.Rotation{Rotated: now, PreviousUntil: until, Replica: f.ReplicaName}, nil
+}
+
+// Put stores a record as it is, for tests that need one the registry
+// would not make (a record from an older schema).
+func (f *Machines) Put(m *machine.Machine) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.putLocked(clone(m), nil)
+}
 
 func (f *Machines) Get(ctx context.Context, id string) (*machine.Machine, error) {
 	if err := identity.Check(id); err != nil {
@@ -145,6 +176,7 @@ func (f *Machines) Register(ctx context.Context, reg registry.Registration) (*ma
 	sum := rand.Text() + rand.Text() // random, as the registry's: a re-registration gets a new one
 	sum = hex.EncodeToString([]byte(sum))[:32]
 	m.MachineID, m.Hostname, m.InternalAddr = sum, sum[:16], addr.String()
+	m.TokenNonce = hex.EncodeToString([]byte(rand.Text()))[:32]
 	m.Profile, m.ProfileSlot = "default", -1
 	for _, p := range f.Cluster.Profiles {
 		if n := f.countProfile(p.Name); n < p.Quantity {
@@ -184,6 +216,16 @@ func (f *Machines) freeAddress() (netip.Addr, error) {
 }
 
 func (f *Machines) AddMAC(ctx context.Context, id, mac string) (*machine.Machine, error) {
+	return f.addMAC(id, mac, true)
+}
+
+// AttachMAC is AddMAC refusing an installed or running machine, as the
+// registry's.
+func (f *Machines) AttachMAC(ctx context.Context, id, mac string) (*machine.Machine, error) {
+	return f.addMAC(id, mac, false)
+}
+
+func (f *Machines) addMAC(id, mac string, installed bool) (*machine.Machine, error) {
 	mac, err := identity.NormalizeMAC(mac)
 	if err != nil {
 		return nil, err
@@ -196,6 +238,9 @@ func (f *Machines) AddMAC(ctx context.Context, id, mac string) (*machine.Machine
 	}
 	if m.HasMAC(mac) {
 		return clone(m), nil
+	}
+	if !installed && m.HasBeenInstalled() {
+		return nil, registry.ErrInstalled
 	}
 	if owner, ok := f.macs[mac]; ok && owner != id {
 		return nil, &registry.MACTakenError{MAC: mac, Owner: owner}
@@ -300,7 +345,7 @@ func (f *Machines) notifyLocked(c registry.Change) {
 type BrokenMachines struct{}
 
 func (BrokenMachines) Replica() string                                       { return "broken" }
-func (BrokenMachines) Secret(context.Context) ([]byte, error)                { return nil, ErrBroken }
+func (BrokenMachines) Secrets(context.Context) (token.Keys, error)           { return token.Keys{}, ErrBroken }
 func (BrokenMachines) Get(context.Context, string) (*machine.Machine, error) { return nil, ErrBroken }
 func (BrokenMachines) ByMAC(context.Context, string) (*machine.Machine, error) {
 	return nil, ErrBroken
@@ -313,6 +358,9 @@ func (BrokenMachines) Register(context.Context, registry.Registration) (*machine
 	return nil, false, ErrBroken
 }
 func (BrokenMachines) AddMAC(context.Context, string, string) (*machine.Machine, error) {
+	return nil, ErrBroken
+}
+func (BrokenMachines) AttachMAC(context.Context, string, string) (*machine.Machine, error) {
 	return nil, ErrBroken
 }
 func (BrokenMachines) Update(context.Context, string, func(*machine.Machine) error) (*machine.Machine, error) {

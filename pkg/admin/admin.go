@@ -8,6 +8,8 @@
 //	DELETE /api/v1/machines/{id}             delete, freeing its address and profile slot
 //	POST   /api/v1/machines/{id}/reinstall   back to configured
 //	POST   /api/v1/machines/{id}/metadata    {"key":"value"}; "" deletes the key
+//	POST   /api/v1/machines/{id}/macs        {"mac":...}: add a MAC, in any state
+//	POST   /api/v1/secret/rotate             a new cluster secret for node tokens
 //	GET    /api/v1/config                    the cluster config this replica publishes
 package admin
 
@@ -64,11 +66,20 @@ type Machines interface {
 	Register(ctx context.Context, reg registry.Registration) (m *machine.Machine, created bool, err error)
 	Update(ctx context.Context, id string, change func(*machine.Machine) error) (*machine.Machine, error)
 	Delete(ctx context.Context, id string) error
+	// AddMAC records another MAC of a machine in any state: the only way
+	// a MAC joins a machine that is installed (DHCP then ignores it).
+	AddMAC(ctx context.Context, id, mac string) (*machine.Machine, error)
 	// MACOwners maps every known MAC to its machine's id.
 	MACOwners(ctx context.Context) (map[string]string, error)
 	// Watch calls f with every change to a machine until ctx ends.
 	Watch(ctx context.Context, f func(registry.Change), broken func(error))
 	Replica() string
+}
+
+// Secret rotates the cluster secret node tokens are made with
+// (registry.Registry).
+type Secret interface {
+	RotateSecret(ctx context.Context) (registry.Rotation, error)
 }
 
 // Leases lists the DHCP leases (lease.Store).
@@ -89,6 +100,7 @@ type Options struct {
 	Machines Machines
 	Leases   Leases
 	Replicas Replicas
+	Secret   Secret // nil: rotate-secret answers 503
 	// Config is this replica's configuration; /api/v1/config shows its
 	// cluster part, secrets redacted.
 	Config *config.Config
@@ -104,6 +116,7 @@ type handler struct {
 	reg      Machines
 	leases   Leases
 	replicas Replicas
+	secret   Secret
 	cfg      *config.Config
 	log      *slog.Logger
 }
@@ -117,7 +130,7 @@ func New(o Options) http.Handler {
 	if o.Token == "" {
 		log.Warn("admin API has no token configured: every call is refused (set node.admin_token_file)")
 	}
-	a := &handler{reg: o.Machines, leases: o.Leases, replicas: o.Replicas, cfg: o.Config, log: log}
+	a := &handler{reg: o.Machines, leases: o.Leases, replicas: o.Replicas, secret: o.Secret, cfg: o.Config, log: log}
 
 	r := mux.NewRouter()
 	metrics.InstrumentRouter(r, o.Registerer)
@@ -141,6 +154,8 @@ func New(o Options) http.Handler {
 	r.HandleFunc("/api/v1/machines/{id}", a.delete).Methods(http.MethodDelete)
 	r.HandleFunc("/api/v1/machines/{id}/reinstall", a.reinstall).Methods(http.MethodPost)
 	r.HandleFunc("/api/v1/machines/{id}/metadata", a.setMetadata).Methods(http.MethodPost)
+	r.HandleFunc("/api/v1/machines/{id}/macs", a.addMAC).Methods(http.MethodPost)
+	r.HandleFunc("/api/v1/secret/rotate", a.rotateSecret).Methods(http.MethodPost)
 	r.HandleFunc("/api/v1/config", a.config).Methods(http.MethodGet)
 	r.HandleFunc("/api/v1/replicas", a.replicasView).Methods(http.MethodGet)
 	r.HandleFunc("/api/v1/leases", a.leasesView).Methods(http.MethodGet)
@@ -328,6 +343,48 @@ func (a *handler) setMetadata(w http.ResponseWriter, r *http.Request) {
 	// Keys only: values may be anything an operator chose to store.
 	a.log.Info("metadata changed", "id", id, "keys", keys, "remote", r.RemoteAddr)
 	web.JSON(w, http.StatusOK, m)
+}
+
+// addMAC adds a MAC to a machine in any state. A boot request never adds
+// one to an installed or running machine (its new MAC would make DHCP
+// ignore whatever hardware has it); an operator does it here.
+func (a *handler) addMAC(w http.ResponseWriter, r *http.Request) {
+	id, ok := machineID(w, r)
+	if !ok {
+		return
+	}
+	var req api.AddMACRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	mac, err := identity.NormalizeMAC(req.MAC)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	m, err := a.reg.AddMAC(r.Context(), id, mac)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.log.Info("MAC added by an operator", "id", id, "mac", mac, "state", m.State, "remote", r.RemoteAddr)
+	web.JSON(w, http.StatusOK, m)
+}
+
+// rotateSecret replaces the cluster secret node tokens are made with; the
+// previous one stays valid for cluster.install.timeout.
+func (a *handler) rotateSecret(w http.ResponseWriter, r *http.Request) {
+	if a.secret == nil {
+		writeError(w, http.StatusServiceUnavailable, "this replica was started without etcd")
+		return
+	}
+	rot, err := a.secret.RotateSecret(r.Context())
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.log.Info("cluster secret rotated", "previous_valid_until", rot.PreviousUntil, "remote", r.RemoteAddr)
+	web.JSON(w, http.StatusOK, api.SecretRotation{Rotated: rot.Rotated, PreviousValidUntil: rot.PreviousUntil, Replica: rot.Replica})
 }
 
 func (a *handler) delete(w http.ResponseWriter, r *http.Request) {

@@ -61,7 +61,7 @@ func start(t *testing.T) *env {
 	cfg := testConfig()
 	reg := testfakes.NewMachines(cfg.Cluster)
 	reg.ReplicaName = cfg.Node.Name
-	srv := httptest.NewServer(admin.New(admin.Options{Machines: reg, Config: cfg, Token: token, Leases: testfakes.NewLeases()}))
+	srv := httptest.NewServer(admin.New(admin.Options{Machines: reg, Secret: reg, Config: cfg, Token: token, Leases: testfakes.NewLeases()}))
 	t.Cleanup(srv.Close)
 	return &env{srv: srv, reg: reg, cfg: cfg}
 }
@@ -78,7 +78,7 @@ func startWith(t *testing.T, cli *clientv3.Client, timeout time.Duration) *env {
 	cfg := testConfig()
 	cfg.Node.Etcd.Prefix = etcdtest.Prefix(t)
 	reg := registry.New(cli, registry.Options{Prefix: etcdtest.Prefix(t), Cluster: cfg.Cluster, Replica: cfg.Node.Name, Timeout: timeout})
-	srv := httptest.NewServer(admin.New(admin.Options{Machines: reg, Config: cfg, Token: token,
+	srv := httptest.NewServer(admin.New(admin.Options{Machines: reg, Secret: reg, Config: cfg, Token: token,
 		Leases:   lease.NewStore(cli, state.Keys{Prefix: etcdtest.Prefix(t)}, timeout),
 		Replicas: replica.New(cli, cfg, replica.Info{}, slog.New(slog.DiscardHandler), nil)}))
 	t.Cleanup(srv.Close)

@@ -9,6 +9,8 @@
 //	DELETE /api/v1/machines/{id}[?force=true] Deleted
 //	POST   /api/v1/machines/{id}/reinstall   machine.Machine
 //	POST   /api/v1/machines/{id}/metadata    {"key":"value"} → machine.Machine
+//	POST   /api/v1/machines/{id}/macs        AddMACRequest → machine.Machine
+//	POST   /api/v1/secret/rotate             SecretRotation
 //	GET    /api/v1/config                    ConfigView
 //	GET    /api/v1/leases                    []Lease
 //	GET    /api/v1/replicas                  ReplicasView
@@ -43,6 +45,22 @@ type CorruptRecord struct {
 type AddRequest struct {
 	ID   string   `json:"id"`
 	MACs []string `json:"macs,omitempty"`
+}
+
+// AddMACRequest is the body of POST /api/v1/machines/{id}/macs.
+type AddMACRequest struct {
+	MAC string `json:"mac"`
+}
+
+// SecretRotation is the answer to POST /api/v1/secret/rotate. It never
+// holds a secret.
+type SecretRotation struct {
+	Rotated time.Time `json:"rotated"`
+	// PreviousValidUntil is when tokens made with the previous secret
+	// stop opening anything (cluster.install.timeout after the rotation);
+	// zero if there was none.
+	PreviousValidUntil time.Time `json:"previousValidUntil,omitzero"`
+	Replica            string    `json:"replica"`
 }
 
 // ConfigView is the answer to GET /api/v1/config: the cluster

@@ -68,6 +68,17 @@ func (c *Client) SetMetadata(ctx context.Context, id string, kv map[string]strin
 	return call[machine.Machine](ctx, c, http.MethodPost, machinePath(id, "/metadata"), kv)
 }
 
+// AddMAC adds a MAC to a machine, whatever its state: the only way a MAC
+// joins a machine that is installed.
+func (c *Client) AddMAC(ctx context.Context, id, mac string) (*machine.Machine, error) {
+	return call[machine.Machine](ctx, c, http.MethodPost, machinePath(id, "/macs"), AddMACRequest{MAC: mac})
+}
+
+// RotateSecret replaces the cluster secret node tokens are made with.
+func (c *Client) RotateSecret(ctx context.Context) (*SecretRotation, error) {
+	return call[SecretRotation](ctx, c, http.MethodPost, "/api/v1/secret/rotate", nil)
+}
+
 // Delete removes a machine, freeing its address and profile slot.
 func (c *Client) Delete(ctx context.Context, id string, force bool) error {
 	path := machinePath(id, "")

@@ -41,12 +41,15 @@ type Machines interface {
 	// Register creates the machine, or returns it with created=false if
 	// it exists.
 	Register(ctx context.Context, reg registry.Registration) (m *machine.Machine, created bool, err error)
-	AddMAC(ctx context.Context, id, mac string) (*machine.Machine, error)
+	// AttachMAC records a MAC the machine sent; registry.ErrInstalled once
+	// it is installed or running.
+	AttachMAC(ctx context.Context, id, mac string) (*machine.Machine, error)
 	// Update applies change as one transaction; machine.ErrUnchanged
 	// from change writes nothing.
 	Update(ctx context.Context, id string, change func(*machine.Machine) error) (*machine.Machine, error)
-	// Secret is the cluster secret node tokens are made with.
-	Secret(ctx context.Context) ([]byte, error)
+	// Secrets are the cluster secrets node tokens are made and checked
+	// with, as every replica follows them.
+	Secrets(ctx context.Context) (token.Keys, error)
 	// Replica is this replica's name, recorded with every change.
 	Replica() string
 }
@@ -74,6 +77,7 @@ type Server struct {
 	mayuURL  string
 	log      *slog.Logger
 	now      func() time.Time
+	metrics  *nodeMetrics
 
 	registerer prometheus.Registerer // for the HTTP request metrics
 }
@@ -101,7 +105,7 @@ func New(o Options) *Server {
 		o.Installs = noCount{}
 	}
 	return &Server{reg: o.Machines, installs: o.Installs, render: o.Renderer, files: o.Files, boot: o.BootFiles, cluster: o.Cluster,
-		mayuURL: o.MayuURL, log: o.Log, now: time.Now, registerer: o.Registerer}
+		mayuURL: o.MayuURL, log: o.Log, now: time.Now, registerer: o.Registerer, metrics: newMetrics(o.Registerer)}
 }
 
 // Handler routes the boot flow.
@@ -171,7 +175,7 @@ func (s *Server) ipxe(w http.ResponseWriter, r *http.Request) {
 	m, err := s.identify(r.Context(), r)
 	if err != nil {
 		s.log.Warn("machine refused", "err", err, "mac", clip(r.URL.Query().Get("mac")), "remote", r.RemoteAddr)
-		w.Write(render.WaitScript(s.mayuURL, err.Error()))
+		w.Write(render.WaitScript(s.mayuURL, forNode(err)))
 		return
 	}
 	switch {
@@ -184,7 +188,7 @@ func (s *Server) ipxe(w http.ResponseWriter, r *http.Request) {
 		c, err := s.context(r.Context(), m)
 		if err != nil {
 			s.log.Error("cannot make node token", "id", m.ID, "err", err)
-			w.Write(render.WaitScript(s.mayuURL, "mayu cannot reach its state store: "+err.Error()))
+			w.Write(render.WaitScript(s.mayuURL, forNode(err)))
 			return
 		}
 		w.Write(render.InstallerScript(c, s.cluster.Install.KernelArgs))
@@ -215,8 +219,10 @@ func (s *Server) identify(ctx context.Context, r *http.Request) (*machine.Machin
 		return nil, fmt.Errorf("this machine cannot be identified: %w", err)
 	}
 	m, err := s.reg.Get(ctx, id)
+	byMAC := false
 	if errors.Is(err, registry.ErrNotFound) && mac != "" {
 		m, err = s.reg.ByMAC(ctx, mac)
+		byMAC = err == nil
 	}
 	if errors.Is(err, registry.ErrNotFound) {
 		if s.cluster.Registration == config.RegistrationPreregistered {
@@ -238,20 +244,108 @@ func (s *Server) identify(ctx context.Context, r *http.Request) (*machine.Machin
 	if err != nil {
 		return nil, err
 	}
-	if mac != "" && !m.HasMAC(mac) {
-		if m, err = s.reg.AddMAC(ctx, m.ID, mac); err != nil {
+	if byMAC {
+		// The MAC is all this request shares with the record: it must
+		// also send the record's serial and UUID, or it gets nothing of
+		// it (least of all its token).
+		if err := m.Mismatch(serial, uuid); err != nil {
+			s.metrics.refused.WithLabelValues(refusedIdentity).Inc()
+			s.log.Warn("MAC match refused: serial or UUID disagree with the record", "err", err, "id", m.ID, "mac", mac,
+				"serial", clip(serial), "uuid", uuid, "remote", r.RemoteAddr)
+			return nil, errIdentity(mac)
+		}
+	}
+	if probe := *m; probe.TakeIdentity(serial, uuid) {
+		// A record an operator added: its first contact fixes its serial
+		// and UUID. Checked again in the transaction, so of two machines
+		// racing for it one is refused.
+		m, err = s.reg.Update(ctx, m.ID, func(m *machine.Machine) error {
+			if err := m.Mismatch(serial, uuid); byMAC && err != nil {
+				return err
+			}
+			if !m.TakeIdentity(serial, uuid) {
+				return machine.ErrUnchanged
+			}
+			return nil
+		})
+		var mm *machine.IdentityMismatchError
+		if errors.As(err, &mm) {
+			s.metrics.refused.WithLabelValues(refusedIdentity).Inc()
+			s.log.Warn("MAC match refused: serial or UUID disagree with the record", "err", err, "id", mm.ID, "mac", mac, "remote", r.RemoteAddr)
+			return nil, errIdentity(mac)
+		}
+		if err != nil {
 			return nil, err
 		}
+		s.log.Info("machine identified", "id", m.ID, "serial", clip(m.Serial), "uuid", m.UUID, "mac", mac)
+	}
+	if mac != "" && !m.HasMAC(mac) {
+		return s.attach(ctx, r, m, mac)
 	}
 	return m, nil
 }
 
+// attach records a new MAC of a machine that is not installed yet. An
+// installed or running machine gets none from a boot request: DHCP would
+// then ignore whatever hardware has that MAC. Only an operator adds one
+// (mayuctl add-mac).
+func (s *Server) attach(ctx context.Context, r *http.Request, m *machine.Machine, mac string) (*machine.Machine, error) {
+	refuse := func(m *machine.Machine) (*machine.Machine, error) {
+		s.metrics.refused.WithLabelValues(refusedAttach).Inc()
+		s.log.Warn("new MAC not attached to an installed machine (an operator can: mayuctl add-mac)", "id", m.ID, "state", m.State,
+			"mac", mac, "remote", r.RemoteAddr)
+		return m, nil
+	}
+	if m.HasBeenInstalled() {
+		return refuse(m)
+	}
+	got, err := s.reg.AttachMAC(ctx, m.ID, mac)
+	var taken *registry.MACTakenError
+	switch {
+	case errors.Is(err, registry.ErrInstalled):
+		// Installed since it was read: answer from what it is now.
+		if m, err = s.reg.Get(ctx, m.ID); err != nil {
+			return nil, err
+		}
+		return refuse(m)
+	case errors.As(err, &taken):
+		s.metrics.refused.WithLabelValues(refusedMACTaken).Inc()
+		s.log.Warn("request refused: its MAC belongs to another machine", "id", m.ID, "mac", mac, "owner", taken.Owner, "remote", r.RemoteAddr)
+		return nil, errIdentity(mac)
+	}
+	return got, err
+}
+
+// errIdentity is all a request learns when its MAC belongs to a machine
+// it does not match: nothing of that machine, not even its id.
+func errIdentity(mac string) error {
+	return fmt.Errorf("MAC %s belongs to a registered machine whose serial or UUID differ from this one's: an operator must resolve it (mayuctl delete the other machine if the NIC moved)", mac)
+}
+
+// forNode is what an iPXE script may say of err: never etcd's own words
+// (the caller is not authenticated); the log has them.
+func forNode(err error) string {
+	var corrupt *registry.CorruptError
+	switch {
+	case errors.As(err, &corrupt):
+		return "mayu cannot read this machine's record: an operator must fix it"
+	case web.Status(err) == http.StatusServiceUnavailable:
+		return "mayu cannot reach its state store; retrying"
+	}
+	return err.Error()
+}
+
+// subject is what a machine's token is bound to.
+func subject(m *machine.Machine) token.Subject {
+	return token.Subject{ID: m.ID, Nonce: m.TokenNonce, Generation: m.Generation, Legacy: m.LegacyToken}
+}
+
 func (s *Server) context(ctx context.Context, m *machine.Machine) (render.Context, error) {
-	secret, err := s.reg.Secret(ctx)
+	keys, err := s.reg.Secrets(ctx)
 	if err != nil {
 		return render.Context{}, err
 	}
-	return s.render.Context(m, token.For(secret, m.ID, m.Generation), s.mayuURL), nil
+	return s.render.Context(m, keys.Make(subject(m)), s.mayuURL), nil
 }
 
 // nodeCall is a request from a machine that proved it holds its token.
@@ -274,24 +368,41 @@ func (s *Server) node(h func(nodeCall)) http.HandlerFunc {
 			tok = bearer
 		}
 		if tok == "" {
+			s.metrics.refused.WithLabelValues(refusedToken).Inc()
 			httpError(w, http.StatusUnauthorized, "this call needs the machine's token (?token= or Authorization: Bearer), as handed out in its iPXE script")
 			return
 		}
+		// The token is checked before anything is said of the id: an
+		// unknown id, an unreadable record and a wrong token get the same
+		// 403, and no caller without a token hears etcd's own words.
 		m, err := s.reg.Get(r.Context(), id)
-		if err != nil {
-			s.storeError(w, err)
+		var corrupt *registry.CorruptError
+		switch {
+		case errors.Is(err, registry.ErrNotFound):
+			m = nil
+		case errors.As(err, &corrupt):
+			s.log.Error("node call for an unreadable record", "id", id, "err", err)
+			m = nil
+		case err != nil:
+			s.unavailable(w, err)
 			return
 		}
-		secret, err := s.reg.Secret(r.Context())
-		if err != nil {
-			s.storeError(w, err)
+		match := token.NoMatch
+		if m != nil {
+			keys, err := s.reg.Secrets(r.Context())
+			if err != nil {
+				s.unavailable(w, err)
+				return
+			}
+			match = keys.Match(subject(m), tok, s.now())
+		}
+		if !match.Ok() {
+			s.metrics.refused.WithLabelValues(refusedToken).Inc()
+			s.log.Warn("node call with a wrong token refused", "id", id, "known", m != nil, "path", r.URL.Path, "remote", r.RemoteAddr)
+			httpError(w, http.StatusForbidden, "this token does not open machine "+id+" (a reinstall rotates it)")
 			return
 		}
-		if !token.Valid(secret, m.ID, m.Generation, tok) {
-			s.log.Warn("node call with a wrong token refused", "id", id, "path", r.URL.Path, "remote", r.RemoteAddr)
-			httpError(w, http.StatusForbidden, "wrong token for machine "+id+" (a reinstall rotates it)")
-			return
-		}
+		s.metrics.accept(match)
 		h(nodeCall{w: w, r: r, machine: m})
 	}
 }
@@ -416,20 +527,27 @@ func (s *Server) renderFor(c nodeCall, m *machine.Machine, f func(render.Context
 	c.w.Write(out)
 }
 
-// storeError turns a registry error into an answer a node or operator can
-// act on.
+// storeError turns a registry error into an answer a node can act on;
+// etcd's own words go only to the log.
 func (s *Server) storeError(w http.ResponseWriter, err error) {
 	code := web.Status(err)
 	switch {
 	case errors.Is(err, errStaleToken):
 		code = http.StatusConflict
 	case code == http.StatusServiceUnavailable:
-		s.log.Warn("state store unavailable", "err", err)
-		err = fmt.Errorf("mayu cannot reach its state store, retry: %w", err)
+		s.unavailable(w, err)
+		return
 	case code >= 500:
 		s.log.Error("state store error", "err", err)
+		err = errors.New(forNode(err))
 	}
 	httpError(w, code, err.Error())
+}
+
+// unavailable answers 503 without detail: the node retries.
+func (s *Server) unavailable(w http.ResponseWriter, err error) {
+	s.log.Warn("state store unavailable", "err", err)
+	httpError(w, http.StatusServiceUnavailable, "mayu cannot reach its state store, retry")
 }
 
 // clip keeps what a machine sent short in answers and logs.

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/mayu-boot/mayu/internal/testfakes"
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/httpboot"
@@ -32,6 +34,7 @@ type lab struct {
 	t     *testing.T
 	srv   *httptest.Server
 	reg   *testfakes.Machines
+	prom  *prometheus.Registry
 	image []byte
 	files string
 }
@@ -88,7 +91,7 @@ func newLabOn(t *testing.T, tweak func(*config.Cluster), wrap func(*testfakes.Ma
 	if wrap != nil {
 		machines = wrap(reg)
 	}
-	l := &lab{t: t, reg: reg, files: files}
+	l := &lab{t: t, reg: reg, files: files, prom: prometheus.NewRegistry()}
 	l.image, _ = os.ReadFile(filepath.Join(files, "images/os.img"))
 	// The handler mayu serves, unwrapped: no mux in front of it that
 	// would clean paths for it.
@@ -96,7 +99,7 @@ func newLabOn(t *testing.T, tweak func(*config.Cluster), wrap func(*testfakes.Ma
 	l.srv.Start()
 	t.Cleanup(l.srv.Close)
 	boot := httpboot.New(httpboot.Options{Machines: machines, Renderer: rend, Files: root, Cluster: cluster,
-		MayuURL: l.srv.URL, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		MayuURL: l.srv.URL, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: l.prom})
 	l.srv.Config.Handler = boot.Handler()
 	return l
 }
@@ -159,6 +162,29 @@ func installerURLs(t *testing.T, script string) (firstStage, tok string) {
 		t.Fatalf("not an installer script:\n%s", script)
 	}
 	return m[1], k[1]
+}
+
+// counter is the value of a counter of the lab's replica with the label
+// value given (0 if it has no such series).
+func (l *lab) counter(name, label string) float64 {
+	l.t.Helper()
+	mfs, err := l.prom.Gather()
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetValue() == label {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
 
 func (l *lab) state(id string) machine.State {
@@ -266,7 +292,7 @@ func TestRefusals(t *testing.T) {
 	l.expect("GET", noToken, 200, "Authorization", "Bearer "+tokA)
 
 	l.expect("GET", "/machines/Not%20Valid/first-stage?token="+tokA, 400)
-	l.expect("GET", "/machines/no-such-machine/first-stage?token="+tokA, 404)
+	l.expect("GET", "/machines/no-such-machine/first-stage?token="+tokA, 403)
 	l.expect("POST", "/machines/sn-a/boot-complete?token="+tokA, 409) // not installed yet
 
 	// "../" in every path and id: refused, never served, never a redirect.

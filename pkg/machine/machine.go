@@ -59,7 +59,17 @@ type Machine struct {
 	Since        time.Time         `json:"since"` // when the current state began
 	// Generation counts installs; the node token is bound to it, so a
 	// reinstall rotates the token.
-	Generation    int       `json:"generation"`
+	Generation int `json:"generation"`
+	// TokenNonce is a random value fixed when the record is created: the
+	// node token is bound to it too, so a machine deleted and added again
+	// (a new record) gets a new token, and the one on its old disk opens
+	// nothing. Empty only in records written before etcd schema 2.
+	TokenNonce string `json:"tokenNonce,omitempty"`
+	// LegacyToken marks a record written before etcd schema 2: the token
+	// of that format (an HMAC of id and generation) handed out for its
+	// current generation still opens its calls, so an install in flight
+	// during the upgrade completes. A reinstall ends it.
+	LegacyToken   bool      `json:"legacyToken,omitempty"`
 	FailReason    string    `json:"failReason,omitempty"`
 	Registered    time.Time `json:"registered"`
 	LastBoot      time.Time `json:"lastBoot,omitzero"`
@@ -82,6 +92,45 @@ func (m *Machine) HasMAC(mac string) bool {
 		}
 	}
 	return false
+}
+
+// IdentityMismatchError is a request that reached a record through one of
+// its MACs but sent another serial or UUID than the record holds: another
+// machine (or someone) claiming that MAC. It gets nothing of the record.
+type IdentityMismatchError struct {
+	ID, Field, Recorded, Sent string
+}
+
+func (e *IdentityMismatchError) Error() string {
+	return fmt.Sprintf("machine %s holds %s %q, the request sent %q", e.ID, e.Field, e.Recorded, e.Sent)
+}
+
+// Mismatch reports a serial or UUID the record holds that a request did
+// not send (an empty one included). A field the record lacks agrees with
+// anything: TakeIdentity fills it.
+func (m *Machine) Mismatch(serial, uuid string) error {
+	switch {
+	case m.Serial != "" && serial != m.Serial:
+		return &IdentityMismatchError{ID: m.ID, Field: "serial", Recorded: m.Serial, Sent: serial}
+	case m.UUID != "" && uuid != m.UUID:
+		return &IdentityMismatchError{ID: m.ID, Field: "UUID", Recorded: m.UUID, Sent: uuid}
+	}
+	return nil
+}
+
+// TakeIdentity records the serial and UUID a machine sent where the record
+// has none (an operator pre-registered it by id or MAC): from its first
+// contact on, a request with other values is refused. It reports whether
+// it changed the record.
+func (m *Machine) TakeIdentity(serial, uuid string) bool {
+	changed := false
+	if m.Serial == "" && serial != "" {
+		m.Serial, changed = serial, true
+	}
+	if m.UUID == "" && uuid != "" {
+		m.UUID, changed = uuid, true
+	}
+	return changed
 }
 
 // ErrUnchanged means a request asked for the state the machine is already
@@ -181,6 +230,7 @@ func (m *Machine) Reinstall(replica string, now time.Time) error {
 		return ErrUnchanged
 	}
 	m.Generation++
+	m.LegacyToken = false // the next install gets a token of the current format
 	m.FailReason = ""
 	m.set(Configured, replica, "reinstall requested", now)
 	return nil

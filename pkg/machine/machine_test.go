@@ -344,3 +344,53 @@ func TestJSONRoundTrip(t *testing.T) {
 		t.Fatalf("zero LastBoot is written: %s", data)
 	}
 }
+
+// A request that reaches a record by MAC must send the record's serial and
+// UUID; a record an operator added without them takes those of the first
+// contact, and from then on refuses others.
+func TestMismatchAndTakeIdentity(t *testing.T) {
+	const uuid = "8f3a2b1c-4d5e-4f60-8a7b-9c0d1e2f3a4b"
+	m := New("rack1-u7", t0, "r0") // pre-registered: no serial, no UUID
+	if err := m.Mismatch("SN-1", uuid); err != nil {
+		t.Fatalf("a record without serial or UUID refused: %v", err)
+	}
+	if !m.TakeIdentity("SN-1", uuid) || m.Serial != "SN-1" || m.UUID != uuid {
+		t.Fatalf("first contact not taken: %+v", m)
+	}
+	if m.TakeIdentity("SN-2", "") || m.Serial != "SN-1" {
+		t.Fatal("a recorded serial was replaced")
+	}
+	if err := m.Mismatch("SN-1", uuid); err != nil {
+		t.Fatalf("the machine itself refused: %v", err)
+	}
+	for _, tt := range []struct{ serial, uuid, field string }{
+		{"SN-2", uuid, "serial"},
+		{"", uuid, "serial"}, // only the MAC sent
+		{"sn-1", uuid, "serial"},
+		{"SN-1", "", "UUID"},
+		{"SN-1", "00000000-0000-4000-8000-000000000000", "UUID"},
+	} {
+		err := m.Mismatch(tt.serial, tt.uuid)
+		var mm *IdentityMismatchError
+		if !errors.As(err, &mm) || mm.Field != tt.field || mm.ID != "rack1-u7" {
+			t.Errorf("serial %q uuid %q: %v", tt.serial, tt.uuid, err)
+		}
+	}
+	// A record with only a UUID takes a serial, but refuses another UUID.
+	u := New("u", t0, "r0")
+	u.UUID = uuid
+	if err := u.Mismatch("SN-9", uuid); err != nil || !u.TakeIdentity("SN-9", uuid) {
+		t.Fatalf("UUID-only record: %v", err)
+	}
+}
+
+func TestReinstallEndsTheLegacyToken(t *testing.T) {
+	m := at(t, Running)
+	m.LegacyToken = true
+	if err := m.Reinstall("r0", t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if m.LegacyToken || m.Generation != 1 {
+		t.Fatalf("after a reinstall: legacy %v, generation %d", m.LegacyToken, m.Generation)
+	}
+}

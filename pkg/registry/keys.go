@@ -8,7 +8,8 @@ package registry
 //	<prefix>macs/<mac>               which machine a MAC belongs to
 //	<prefix>addresses/<ip>           which machine holds a static InternalAddr
 //	<prefix>profiles/<name>/<slot>   which machine holds slot <slot> of a profile
-//	<prefix>cluster/secret           the HMAC key of node tokens
+//	<prefix>cluster/secret           the HMAC key of node tokens (and the previous one, for a while)
+//	<prefix>schema                   the version of this layout (SchemaVersion)
 
 // owner is the value of every index key.
 type owner struct {

@@ -17,7 +17,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,6 +41,10 @@ var (
 	// ErrConflict: other replicas changed the same keys again and again
 	// until the time ran out; the caller may retry.
 	ErrConflict = errors.New("too many concurrent changes to the same keys, try again")
+	// ErrInstalled: a machine that is installed or running takes a new MAC
+	// only from an operator (AddMAC), never from a boot (AttachMAC):
+	// DHCP ignores every MAC of such a machine.
+	ErrInstalled = errors.New("the machine is installed: a new MAC joins it only through the admin API (mayuctl add-mac)")
 	// ErrUnavailable marks every error that came from etcd itself.
 	ErrUnavailable = state.ErrUnavailable
 )
@@ -79,9 +82,7 @@ type Registry struct {
 	timeout time.Duration
 	now     func() time.Time
 	metrics *metrics
-
-	secretOnce sync.Mutex
-	secret     []byte
+	secret  followedSecret // kept current by FollowSecret
 }
 
 // Options configure a Registry.
@@ -380,11 +381,16 @@ func (r *Registry) newMachine(ctx context.Context, reg Registration) (*machine.M
 	if err != nil {
 		return nil, err
 	}
+	nonce, err := randomHex(16)
+	if err != nil {
+		return nil, err
+	}
 	m := machine.New(reg.ID, r.now(), r.replica)
 	m.Serial, m.UUID, m.Arch = reg.Serial, reg.UUID, reg.Arch
 	m.MACs = append([]string{}, reg.MACs...)
 	m.MachineID = machineID
 	m.Hostname = machineID[:16]
+	m.TokenNonce = nonce
 	m.InternalAddr = addr.String()
 	m.Profile, m.ProfileSlot = profile.Name, slot
 	for k, v := range profile.Tags {
@@ -498,8 +504,19 @@ func (r *Registry) Update(ctx context.Context, id string, change func(*machine.M
 }
 
 // AddMAC records another MAC of a machine, record and index in one
-// transaction.
+// transaction, whatever its state: an operator's change.
 func (r *Registry) AddMAC(ctx context.Context, id, mac string) (*machine.Machine, error) {
+	return r.addMAC(ctx, id, mac, true)
+}
+
+// AttachMAC is AddMAC for a MAC a machine sent itself: refused with
+// ErrInstalled once the machine is installed or running (checked in the
+// same transaction), so that no boot request can make DHCP ignore a MAC.
+func (r *Registry) AttachMAC(ctx context.Context, id, mac string) (*machine.Machine, error) {
+	return r.addMAC(ctx, id, mac, false)
+}
+
+func (r *Registry) addMAC(ctx context.Context, id, mac string, installed bool) (*machine.Machine, error) {
 	mac, err := identity.NormalizeMAC(mac)
 	if err != nil {
 		return nil, err
@@ -507,6 +524,9 @@ func (r *Registry) AddMAC(ctx context.Context, id, mac string) (*machine.Machine
 	return r.changeRecord(ctx, "add MAC", id, func(stm concurrency.STM, m *machine.Machine) error {
 		if m.HasMAC(mac) {
 			return machine.ErrUnchanged
+		}
+		if !installed && m.HasBeenInstalled() {
+			return fmt.Errorf("%w: machine %s is %s", ErrInstalled, id, m.State)
 		}
 		if len(m.MACs) >= MaxMACs {
 			return fmt.Errorf("%w: machine %s already has %d", ErrTooManyMACs, id, len(m.MACs))
@@ -532,8 +552,19 @@ func (r *Registry) changeRecord(ctx context.Context, op, id string, change func(
 		if m, err = r.stmGet(stm, id); err != nil {
 			return err
 		}
+		gen := m.Generation
 		if err := change(stm, m); err != nil {
 			return err
+		}
+		if m.TokenNonce == "" {
+			// A record from before etcd schema 2 (or written since by a
+			// replica that has not been upgraded): bind its tokens to a
+			// nonce from now on, still accepting the old-format token of
+			// the install in flight, not of a new one.
+			if m.TokenNonce, err = randomHex(16); err != nil {
+				return err
+			}
+			m.LegacyToken = m.Generation == gen
 		}
 		return r.stmPutMachine(stm, m)
 	})
@@ -604,43 +635,6 @@ func (r *Registry) deleteCorrupt(ctx context.Context, id string) error {
 		return state.Unavailable("delete machine", err)
 	}
 	return nil
-}
-
-// Secret returns the cluster secret that node tokens are made with,
-// creating it on first use. Whichever replica creates it first wins.
-func (r *Registry) Secret(ctx context.Context) ([]byte, error) {
-	r.secretOnce.Lock()
-	defer r.secretOnce.Unlock()
-	if r.secret != nil {
-		return r.secret, nil
-	}
-	fresh, err := randomHex(32)
-	if err != nil {
-		return nil, err
-	}
-	type secretValue struct {
-		Secret string `json:"secret"`
-	}
-	data, _ := json.Marshal(secretValue{Secret: fresh})
-	key := r.keys.Secret()
-	cctx, cancel := r.ctx(ctx)
-	defer cancel()
-	resp, err := r.cli.Txn(cctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, string(data))).
-		Else(clientv3.OpGet(key)).Commit()
-	if err != nil {
-		return nil, state.Unavailable("read cluster secret", err)
-	}
-	value := secretValue{Secret: fresh}
-	if !resp.Succeeded {
-		kvs := resp.Responses[0].GetResponseRange().Kvs
-		if len(kvs) == 0 || json.Unmarshal(kvs[0].Value, &value) != nil || len(value.Secret) < 32 {
-			return nil, &CorruptError{Key: key, Err: errors.New("no usable secret")}
-		}
-	}
-	r.secret = []byte(value.Secret)
-	return r.secret, nil
 }
 
 // ExpireInstalls marks failed every install that outlasted timeout. Any

@@ -650,11 +650,11 @@ func TestSecret(t *testing.T) {
 	for i := range secrets {
 		r := newRegistry(t, cli, c, fmt.Sprintf("replica-%d", i))
 		wg.Go(func() {
-			s, err := r.Secret(ctxT(t))
+			k, err := r.Secrets(ctxT(t))
 			if err != nil {
 				t.Error(err)
 			}
-			secrets[i] = s
+			secrets[i] = k.Current
 		})
 	}
 	wg.Wait()
@@ -667,13 +667,13 @@ func TestSecret(t *testing.T) {
 		}
 	}
 	// A registry started later reads the same one, from etcd.
-	s, err := newRegistry(t, cli, c, "late").Secret(ctxT(t))
-	if err != nil || string(s) != string(secrets[0]) {
+	k, err := newRegistry(t, cli, c, "late").Secrets(ctxT(t))
+	if err != nil || string(k.Current) != string(secrets[0]) || k.Previous != nil {
 		t.Fatalf("late replica: %v", err)
 	}
 	// Another prefix is another cluster.
 	other := registry.New(cli, registry.Options{Prefix: "/other/", Cluster: c, Replica: "x"})
-	if s, err := other.Secret(ctxT(t)); err != nil || string(s) == string(secrets[0]) {
+	if k, err := other.Secrets(ctxT(t)); err != nil || string(k.Current) == string(secrets[0]) {
 		t.Fatalf("another prefix shares the secret: %v", err)
 	}
 }
@@ -763,7 +763,7 @@ func TestEtcdOutage(t *testing.T) {
 			_, err := r.Update(ctx, "before", func(*machine.Machine) error { return nil })
 			return err
 		},
-		"Secret": func() error { _, err := r.Secret(ctx); return err },
+		"Secrets": func() error { _, err := r.Secrets(ctx); return err },
 	}
 	for name, f := range checks {
 		t.Run(name, func(t *testing.T) {

@@ -90,8 +90,17 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		Prefix: cfg.Node.Etcd.Prefix, Cluster: cfg.Cluster, Replica: cfg.Node.Name, Timeout: cfg.Node.Etcd.RequestTimeout,
 		Registerer: s.metrics,
 	})
+	// Bring etcd to this mayu's schema before anything is served: records
+	// of an older one keep the tokens of installs in flight.
+	migrated, err := s.registry.UpgradeSchema(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(migrated) > 0 {
+		log.Info("etcd schema upgraded", "version", registry.SchemaVersion, "records", len(migrated))
+	}
 	// Make the cluster secret exist now, so the first boot does not race.
-	if _, err := s.registry.Secret(ctx); err != nil {
+	if _, err := s.registry.Secrets(ctx); err != nil {
 		return nil, err
 	}
 
@@ -124,8 +133,11 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		Metrics: at(cfg.Node.Ports.Metrics), DHCP: cfg.Node.Ports.DHCP > 0, Started: time.Now().UTC(),
 	}, log, s.metrics)
 	s.background(func() { s.replica.Run(runCtx) })
+	// Every replica follows the cluster secret, so a rotation on any one
+	// of them reaches all at once.
+	s.background(func() { s.registry.FollowSecret(runCtx, log) })
 	leases := lease.NewStore(s.conn.Client, state.Keys{Prefix: cfg.Node.Etcd.Prefix}, cfg.Node.Etcd.RequestTimeout)
-	adminAPI := admin.New(admin.Options{Machines: s.registry, Leases: leases, Replicas: s.replica,
+	adminAPI := admin.New(admin.Options{Machines: s.registry, Leases: leases, Replicas: s.replica, Secret: s.registry,
 		Config: cfg, Token: adminToken, Log: log, Registerer: s.metrics})
 	if err := s.startTFTP(); err != nil {
 		return nil, err

@@ -26,6 +26,7 @@ const (
 	addressesDir = "addresses/"
 	profilesDir  = "profiles/"
 	secretKey    = "cluster/secret"
+	schemaKey    = "schema"
 	leasesDir    = "leases/"
 	electionDir  = "election/"
 	replicasDir  = "replicas/"
@@ -48,6 +49,7 @@ var Layout = []Space{
 	{addressesDir + "<ip>", "registry"},
 	{profilesDir + "<name>/<slot>", "registry"},
 	{secretKey, "registry"},
+	{schemaKey, "registry"},
 	{leasesDir + "<ip>", "lease"},
 	{electionDir + "<lease id>", "election"},
 	{replicasDir + "<name>", "replica"},
@@ -82,6 +84,9 @@ func (k Keys) ProfileSlot(name string, slot int) string {
 
 // Secret is the cluster secret node tokens are made with.
 func (k Keys) Secret() string { return k.Prefix + secretKey }
+
+// Schema is the version of the layout of what mayu keeps in etcd.
+func (k Keys) Schema() string { return k.Prefix + schemaKey }
 
 // Leases is the directory of DHCP leases.
 func (k Keys) Leases() string { return k.Prefix + leasesDir }

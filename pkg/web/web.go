@@ -26,8 +26,8 @@ import (
 //	    the request was cut short: retry
 //	500 anything else, a corrupt record included
 //
-// Node calls answer "no such machine" with 404 today; the trust issue makes
-// them answer it like a wrong token, so an unknown id reveals nothing.
+// Node calls (pkg/httpboot) answer "no such machine" like a wrong token,
+// 403, so an unknown id reveals nothing.
 func Status(err error) int {
 	var (
 		corrupt    *registry.CorruptError
