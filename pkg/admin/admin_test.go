@@ -20,6 +20,7 @@ import (
 	"github.com/mayu-boot/mayu/internal/testfakes"
 	"github.com/mayu-boot/mayu/pkg/admin"
 	"github.com/mayu-boot/mayu/pkg/api"
+	"github.com/mayu-boot/mayu/pkg/audit"
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/lease"
 	"github.com/mayu-boot/mayu/pkg/machine"
@@ -48,10 +49,11 @@ func testConfig() *config.Config {
 }
 
 type env struct {
-	srv *httptest.Server
-	etc *clientv3.Client // nil on the fakes
-	reg admin.Machines
-	cfg *config.Config
+	srv   *httptest.Server
+	etc   *clientv3.Client // nil on the fakes
+	reg   admin.Machines
+	cfg   *config.Config
+	trail *testfakes.Audit // nil on etcd
 }
 
 // start serves the admin API on in-memory fakes: the handler's own rules,
@@ -61,9 +63,10 @@ func start(t *testing.T) *env {
 	cfg := testConfig()
 	reg := testfakes.NewMachines(cfg.Cluster)
 	reg.ReplicaName = cfg.Node.Name
-	srv := httptest.NewServer(admin.New(admin.Options{Machines: reg, Config: cfg, Token: token, Leases: testfakes.NewLeases()}))
+	trail := testfakes.NewAudit()
+	srv := httptest.NewServer(admin.New(admin.Options{Machines: reg, Config: cfg, Token: token, Leases: testfakes.NewLeases(), Audit: trail}))
 	t.Cleanup(srv.Close)
-	return &env{srv: srv, reg: reg, cfg: cfg}
+	return &env{srv: srv, reg: reg, cfg: cfg, trail: trail}
 }
 
 // startEtcd serves it on a real etcd, for what only etcd shows: corrupt
@@ -79,6 +82,7 @@ func startWith(t *testing.T, cli *clientv3.Client, timeout time.Duration) *env {
 	cfg.Node.Etcd.Prefix = etcdtest.Prefix(t)
 	reg := registry.New(cli, registry.Options{Prefix: etcdtest.Prefix(t), Cluster: cfg.Cluster, Replica: cfg.Node.Name, Timeout: timeout})
 	srv := httptest.NewServer(admin.New(admin.Options{Machines: reg, Config: cfg, Token: token,
+		Audit:    audit.New(cli, audit.Options{Prefix: etcdtest.Prefix(t), Replica: cfg.Node.Name, Timeout: timeout, MaxEntries: 1000}),
 		Leases:   lease.NewStore(cli, state.Keys{Prefix: etcdtest.Prefix(t)}, timeout),
 		Replicas: replica.New(cli, cfg, replica.Info{}, slog.New(slog.DiscardHandler), nil)}))
 	t.Cleanup(srv.Close)
