@@ -136,6 +136,12 @@ type handler struct {
 
 // New returns the admin API handler.
 func New(o Options) http.Handler {
+	_, h := build(o)
+	return h
+}
+
+// build returns the admin API's handler state and its front door.
+func build(o Options) (*handler, http.Handler) {
 	log := o.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -153,7 +159,7 @@ func New(o Options) http.Handler {
 	if o.Machines != nil {
 		a.replica = o.Machines.Replica()
 	}
-	return a.guard(a.router(o.Registerer))
+	return a, a.guard(a.router(o.Registerer))
 }
 
 // router has every route of the admin API, without the front door (guard).

@@ -73,7 +73,13 @@ func (a *handler) guard(router *mux.Router) http.Handler {
 			writeError(w, http.StatusServiceUnavailable, "this replica has no audit trail, so its admin API makes no changes")
 			return
 		}
-		entry.Summary = summary(r)
+		var bodyID string
+		entry.Summary, bodyID = summary(r)
+		if entry.Machine == "" {
+			// A route that names its machine in the body (POST
+			// /api/v1/machines) is found by it too.
+			entry.Machine = bodyID
+		}
 		// The record is written before the change and the change is refused
 		// when it cannot be: a change without its record would be worse
 		// than a change refused (etcd being unwritable refuses the change
@@ -151,8 +157,9 @@ func (a *handler) entry(r *http.Request, who Identity, match *mux.RouteMatch) ap
 }
 
 // summary is the start of the query and the body of a change, for the
-// audit trail (which clips it). The body read is put back for the handler.
-func summary(r *http.Request) string {
+// audit trail (which clips it), and the "id" the body names if any. The
+// body read is put back for the handler.
+func summary(r *http.Request) (text, id string) {
 	var parts []string
 	if q := r.URL.RawQuery; q != "" {
 		parts = append(parts, "?"+q)
@@ -168,12 +175,18 @@ func summary(r *http.Request) string {
 		var compact bytes.Buffer
 		if json.Compact(&compact, head) == nil {
 			head = compact.Bytes()
+			var named struct {
+				ID string `json:"id"`
+			}
+			if json.Unmarshal(head, &named) == nil {
+				id = named.ID
+			}
 		}
 		if len(head) > 0 {
 			parts = append(parts, string(head))
 		}
 	}
-	return strings.Join(parts, " ")
+	return strings.Join(parts, " "), id
 }
 
 // statusWriter remembers the status of the answer.
