@@ -43,7 +43,7 @@ type env struct {
 func start(t *testing.T) *env {
 	t.Helper()
 	// The operator's environment must not leak into the test.
-	for _, v := range []string{"MAYU_SERVER", "MAYU_TOKEN", "MAYU_TOKEN_FILE"} {
+	for _, v := range []string{"MAYU_SERVER", "MAYU_TOKEN", "MAYU_TOKEN_FILE", "MAYU_CACERT", "MAYU_CERT", "MAYU_KEY"} {
 		t.Setenv(v, "")
 	}
 	cfg := &config.Config{
