@@ -98,13 +98,17 @@ func TestStartFailsClearly(t *testing.T) {
 		"missing kernel": {func(c *config.Config) { c.Cluster.Install.Kernel = "installer/nope" }, "cluster.install.kernel"},
 		"kernel outside": {func(c *config.Config) { c.Cluster.Install.Kernel = "../../../etc/passwd" }, "cluster.install.kernel"},
 		"no token file":  {func(c *config.Config) { c.Node.AdminTokenFile = "/nonexistent/token" }, "node.admin_token_file"},
-		"no tokens file": {func(c *config.Config) { c.Node.AdminTokenFile, c.Node.Admin.TokensFile = "", "/nonexistent/tokens.yaml" },
+		"no tokens file": {func(c *config.Config) {
+			c.Node.AdminTokenFile, c.Node.Admin.TokensFile = "", "/nonexistent/tokens.yaml"
+		},
 			"node.admin.tokens_file"},
 		"bad tokens file": {func(c *config.Config) {
 			c.Node.AdminTokenFile, c.Node.Admin.TokensFile = "", filepath.Join(c.Node.FilesDir, "tokens.yaml")
 			os.WriteFile(c.Node.Admin.TokensFile, []byte("tokens:\n  - {name: a, role: root, token: 0123456789abcdefgh}\n"), 0o600)
 		}, `tokens[0] (a).role: "root" is not a role`},
-		"no admin certificate": {func(c *config.Config) { c.Node.Admin.CertFile, c.Node.Admin.KeyFile = "/nonexistent/a.crt", "/nonexistent/a.key" },
+		"no admin certificate": {func(c *config.Config) {
+			c.Node.Admin.CertFile, c.Node.Admin.KeyFile = "/nonexistent/a.crt", "/nonexistent/a.key"
+		},
 			"node.admin.cert_file"},
 		"broken template": {func(c *config.Config) {
 			os.WriteFile(filepath.Join(c.Node.FilesDir, "templates/first-stage.sh"), []byte("{{if}}"), 0o644)
