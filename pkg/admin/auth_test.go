@@ -317,3 +317,40 @@ func TestMutualTLS(t *testing.T) {
 		t.Errorf("carol lists: %s", body)
 	}
 }
+
+// A reload that fails keeps the credentials in use and is counted; one
+// that succeeds swaps them; TLS cannot be turned on by a reload.
+func TestKeeperReload(t *testing.T) {
+	dir := t.TempDir()
+	node := config.Node{Admin: config.Admin{TokensFile: filepath.Join(dir, "tokens.yaml")}}
+	testcert.WriteFile(t, node.Admin.TokensFile, []byte(tokensYAML))
+	k, err := NewKeeper(func() (*Credentials, error) { return LoadCredentials(node) }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.metrics = newMetrics(nil)
+	has := func(tok string) bool { _, ok := k.Current().token(tok); return ok }
+
+	testcert.WriteFile(t, node.Admin.TokensFile, []byte("tokens:\n  - {name: alice, role: admin}\n"))
+	if err := k.Reload(); err == nil || !strings.Contains(err.Error(), "tokens[0] (alice).token: required") {
+		t.Fatalf("reload of a broken file: %v", err)
+	}
+	if !has(adminToken) {
+		t.Fatal("a failed reload dropped the tokens in use")
+	}
+	testcert.WriteFile(t, node.Admin.TokensFile, []byte("tokens:\n  - {name: alice, role: admin, token: another-token-0123456789}\n"))
+	if err := k.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if has(adminToken) || !has("another-token-0123456789") {
+		t.Fatal("the reload did not swap the tokens")
+	}
+	ca := testcert.NewCA(t, "ca")
+	node.Admin.CertFile, node.Admin.KeyFile = ca.Server(t, "mayu").Write(t, dir, "server")
+	if err := k.Reload(); err == nil || !strings.Contains(err.Error(), "restart mayu") {
+		t.Fatalf("TLS turned on by a reload: %v", err)
+	}
+	if ok, failed := testutil.ToFloat64(k.metrics.reloads.WithLabelValues("ok")), testutil.ToFloat64(k.metrics.reloads.WithLabelValues("failed")); ok != 1 || failed != 2 {
+		t.Errorf("reloads counted: ok %v, failed %v", ok, failed)
+	}
+}

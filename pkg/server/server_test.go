@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/mayu-boot/mayu/internal/fixture"
+	"github.com/mayu-boot/mayu/internal/netlab"
 	"github.com/mayu-boot/mayu/pkg/config"
 )
 
@@ -127,5 +128,24 @@ func TestStartFailsClearly(t *testing.T) {
 				t.Fatalf("error %q does not name %s", err, tc.want)
 			}
 		})
+	}
+}
+
+// node.admin_token_file still works, as one admin token, with a
+// deprecation warning in the log.
+func TestLegacyAdminTokenFile(t *testing.T) {
+	cfg := replicaConfig(t, "")
+	log := &netlab.Output{} // safe for the replica's goroutines
+	s, err := Start(context.Background(), cfg, slog.New(slog.NewTextHandler(log, nil)), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if !strings.Contains(log.String(), "node.admin_token_file is deprecated") {
+		t.Errorf("no deprecation warning:\n%s", log.String())
+	}
+	code, body := get(t, "http://"+s.Addrs["admin"]+"/api/v1/machines", "Authorization", "Bearer 0123456789abcdef0123")
+	if code != http.StatusOK {
+		t.Errorf("the token of node.admin_token_file: %d %s", code, body)
 	}
 }
