@@ -165,7 +165,7 @@ func parseTokens(data []byte) ([]token, map[string]string, error) {
 		case e.Name == "":
 			addf("%s.name: required", at)
 		case !tokenName.MatchString(e.Name):
-			addf("%s.name: %q is not a valid name (%s)", at, clipName(e.Name), tokenName)
+			addf("%s.name: %q is not a valid name (%s)", at, clip(e.Name), tokenName)
 		default:
 			if j, dup := names[e.Name]; dup {
 				addf("%s.name: %q is also the name of tokens[%d]", at, e.Name, j)
@@ -217,11 +217,9 @@ func checkRole(addf func(string, ...any), at, role string) {
 	case "":
 		addf("%s.role: required (viewer or admin)", at)
 	default:
-		addf("%s.role: %q is not a role (viewer: read only; admin: any change)", at, clipName(role))
+		addf("%s.role: %q is not a role (viewer: read only; admin: any change)", at, clip(role))
 	}
 }
-
-func clipName(s string) string { return clip(s) }
 
 // readLegacyToken reads node.admin_token_file: one token, nothing else.
 func readLegacyToken(path string) (string, error) {
