@@ -79,6 +79,17 @@ func run(args []string, stderr io.Writer) int {
 	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 		log.Warn("cannot notify systemd", "err", err)
 	}
+	// SIGHUP reloads the admin API's tokens and TLS files; a reload that
+	// fails keeps the previous ones (Reload logs why).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			log.Info("SIGHUP: reloading the admin credentials")
+			srv.Reload()
+		}
+	}()
 	err = srv.Wait(ctx)
 	log.Info("mayu stopping")
 	daemon.SdNotify(false, daemon.SdNotifyStopping)

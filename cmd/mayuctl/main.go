@@ -8,6 +8,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -53,6 +55,8 @@ type cli struct {
 	stdout, stderr io.Writer
 	server         string
 	tokenFile      string
+	caCert         string // --cacert: the CA the admin API's certificate is checked against
+	cert, key      string // --cert, --key: the client certificate (mutual TLS)
 	output         string
 	timeout        time.Duration
 }
@@ -118,6 +122,11 @@ Environment:
   MAYU_SERVER      admin API of any replica (default ` + defaultServer + `)
   MAYU_TOKEN_FILE  file holding the admin token (default ` + defaultTokenFile + `)
   MAYU_TOKEN       the admin token itself; an explicit --token-file wins
+  MAYU_CACERT      CA certificate(s) of the admin API's TLS certificate, for
+                   an https:// server (default: the system's)
+  MAYU_CERT, MAYU_KEY  client certificate and key, where the admin API
+                   asks for one (mutual TLS); a certificate whose subject
+                   has a role in the tokens file needs no token
 
 Output (-o): table (default; status and watch print readable text, config
 prints YAML), wide (table with more columns), json, yaml. Every string a
@@ -155,12 +164,15 @@ func (c *cli) newRoot() *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&c.server, "server", envOr("MAYU_SERVER", defaultServer), "admin API of any mayu replica (env MAYU_SERVER)")
 	pf.StringVar(&c.tokenFile, "token-file", envOr("MAYU_TOKEN_FILE", defaultTokenFile), "file holding the admin token (env MAYU_TOKEN_FILE; env MAYU_TOKEN holds the token itself)")
+	pf.StringVar(&c.caCert, "cacert", os.Getenv("MAYU_CACERT"), "CA certificate file the admin API's certificate is checked against (env MAYU_CACERT; default: the system's CAs)")
+	pf.StringVar(&c.cert, "cert", os.Getenv("MAYU_CERT"), "client certificate file, for mutual TLS (env MAYU_CERT)")
+	pf.StringVar(&c.key, "key", os.Getenv("MAYU_KEY"), "key file of --cert (env MAYU_KEY)")
 	pf.StringVarP(&c.output, "output", "o", "", "output format: table, wide, json or yaml (default table)")
 	pf.DurationVar(&c.timeout, "timeout", defaultTimeout, "bound on each call to mayu, 0 for none; given to watch, how long it follows")
 	_ = root.RegisterFlagCompletionFunc("output", fixed(formats...))
 
 	root.AddCommand(c.listCmd(), c.statusCmd(), c.watchCmd(), c.addCmd(), c.addMACCmd(), c.reinstallCmd(), c.setMetadataCmd(),
-		c.deleteCmd(), c.leasesCmd(), c.replicasCmd(), c.configCmd(), c.rotateSecretCmd(), c.versionCmd())
+		c.deleteCmd(), c.leasesCmd(), c.replicasCmd(), c.configCmd(), c.rotateSecretCmd(), c.auditCmd(), c.versionCmd())
 	root.SetHelpCommand(c.helpCmd(root))
 	return root
 }
@@ -177,6 +189,9 @@ func (c *cli) checkFlags(cmd *cobra.Command, _ []string) error {
 	}
 	if c.timeout < 0 {
 		return usagef("--timeout must not be negative")
+	}
+	if (c.cert == "") != (c.key == "") {
+		return usagef("--cert and --key go together (env MAYU_CERT and MAYU_KEY)")
 	}
 	return nil
 }
@@ -228,18 +243,57 @@ func call(machine bool, f func(cmd *cobra.Command, args []string) error) func(*c
 	}
 }
 
-// client returns a client of the admin API. The token is read only here,
-// so that help and usage errors work without one.
+// client returns a client of the admin API. The token and the
+// certificates are read only here, so that help and usage errors work
+// without them.
 func (c *cli) client(cmd *cobra.Command) (*api.Client, error) {
+	explicit := cmd.Flags().Changed("token-file") || os.Getenv("MAYU_TOKEN_FILE") != ""
 	token, err := readToken(c.tokenFile, cmd.Flags().Changed("token-file"))
+	if err != nil {
+		// A client certificate may stand in for a token (its subject has
+		// a role in the tokens file), unless a token file was named.
+		if c.cert == "" || explicit {
+			return nil, err
+		}
+		token = ""
+	}
+	tlsCfg, err := c.tlsConfig()
 	if err != nil {
 		return nil, err
 	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.TLSClientConfig = tlsCfg
 	return &api.Client{
 		BaseURL: strings.TrimRight(c.server, "/"),
 		Token:   token,
-		HTTP:    &http.Client{Timeout: c.timeout},
+		HTTP:    &http.Client{Timeout: c.timeout, Transport: transport},
 	}, nil
+}
+
+// tlsConfig is the TLS of an https:// server: --cacert, --cert and --key.
+func (c *cli) tlsConfig() (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.caCert != "" {
+		data, err := os.ReadFile(c.caCert)
+		if err != nil {
+			return nil, fmt.Errorf("--cacert: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(data) {
+			return nil, fmt.Errorf("--cacert: %s holds no PEM certificate", c.caCert)
+		}
+	}
+	if c.cert != "" {
+		pair, err := tls.LoadX509KeyPair(c.cert, c.key)
+		if err != nil {
+			return nil, fmt.Errorf("--cert / --key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	if (c.caCert != "" || c.cert != "") && strings.HasPrefix(c.server, "http://") {
+		return nil, fmt.Errorf("--cacert / --cert are for TLS, but --server %s is http://; use https://", c.server)
+	}
+	return cfg, nil
 }
 
 // readToken finds the admin token: an explicit --token-file first, then
@@ -267,7 +321,7 @@ func (c *cli) explain(err error) string {
 	var urlErr *url.Error
 	switch {
 	case errors.As(err, &apiErr) && apiErr.Status == http.StatusUnauthorized:
-		return fmt.Sprintf("the admin token was refused; check --token-file / MAYU_TOKEN (mayu said: %s)", clean(apiErr.Message))
+		return fmt.Sprintf("the admin token was refused; check --token-file / MAYU_TOKEN and, with mutual TLS, --cert / --key (mayu said: %s)", clean(apiErr.Message))
 	case errors.As(err, &apiErr):
 		return clean(apiErr.Message)
 	case errors.As(err, &urlErr) && urlErr.Timeout():

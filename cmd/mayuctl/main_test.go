@@ -19,6 +19,7 @@ import (
 	"github.com/mayu-boot/mayu/internal/etcdtest"
 	"github.com/mayu-boot/mayu/pkg/admin"
 	"github.com/mayu-boot/mayu/pkg/api"
+	"github.com/mayu-boot/mayu/pkg/audit"
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/lease"
 	"github.com/mayu-boot/mayu/pkg/machine"
@@ -42,7 +43,7 @@ type env struct {
 func start(t *testing.T) *env {
 	t.Helper()
 	// The operator's environment must not leak into the test.
-	for _, v := range []string{"MAYU_SERVER", "MAYU_TOKEN", "MAYU_TOKEN_FILE"} {
+	for _, v := range []string{"MAYU_SERVER", "MAYU_TOKEN", "MAYU_TOKEN_FILE", "MAYU_CACERT", "MAYU_CERT", "MAYU_KEY"} {
 		t.Setenv(v, "")
 	}
 	cfg := &config.Config{
@@ -61,6 +62,7 @@ func start(t *testing.T) *env {
 	reg := registry.New(etc, registry.Options{Prefix: etcdtest.Prefix(t), Cluster: cfg.Cluster, Replica: cfg.Node.Name})
 	cfg.Node.Etcd.Prefix = etcdtest.Prefix(t)
 	srv := httptest.NewServer(admin.New(admin.Options{Machines: reg, Secret: reg, Config: cfg, Token: token,
+		Audit:    audit.New(etc, audit.Options{Prefix: etcdtest.Prefix(t), Replica: cfg.Node.Name, MaxEntries: 1000}),
 		Leases:   lease.NewStore(etc, state.Keys{Prefix: etcdtest.Prefix(t)}, 0),
 		Replicas: replica.New(etc, cfg, replica.Info{}, slog.New(slog.DiscardHandler), nil)}))
 	t.Cleanup(srv.Close)

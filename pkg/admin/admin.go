@@ -1,6 +1,8 @@
-// Package admin is mayu's admin API: JSON over HTTP, every call behind a
-// bearer token. It is a thin adapter over the registry; mayuctl (and curl)
-// are its clients.
+// Package admin is mayu's admin API: JSON over HTTP or HTTPS, every call
+// behind credentials (named bearer tokens with a role, viewer or admin;
+// client certificates where configured), every change recorded in the
+// audit trail (pkg/audit). It is a thin adapter over the registry; mayuctl
+// (and curl) are its clients.
 //
 //	GET    /api/v1/machines                  list, with the corrupt records skipped
 //	POST   /api/v1/machines                  pre-register {"id":..., "macs":[...]}
@@ -11,12 +13,11 @@
 //	POST   /api/v1/machines/{id}/macs        {"mac":...}: add a MAC, in any state
 //	POST   /api/v1/secret/rotate             a new cluster secret for node tokens
 //	GET    /api/v1/config                    the cluster config this replica publishes
+//	GET    /api/v1/audit                     the audit trail, newest first (?machine=, ?limit=)
 package admin
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -95,6 +97,19 @@ type Replicas interface {
 	Leader(ctx context.Context) (string, error)
 }
 
+// Auditor is the audit trail (audit.Store).
+type Auditor interface {
+	// Begin records a change about to be made (or, with a Status, one
+	// refused) and returns the entry with its ID.
+	Begin(ctx context.Context, e api.AuditEntry) (api.AuditEntry, error)
+	// Finish records the result of a change Begin recorded.
+	Finish(ctx context.Context, e api.AuditEntry) error
+	List(ctx context.Context, machine string, limit int) ([]api.AuditEntry, error)
+}
+
+// maxAuditLimit bounds one audit listing.
+const maxAuditLimit = 10000
+
 // Options configure the admin API.
 type Options struct {
 	Machines Machines
@@ -104,9 +119,16 @@ type Options struct {
 	// Config is this replica's configuration; /api/v1/config shows its
 	// cluster part, secrets redacted.
 	Config *config.Config
-	// Token is the bearer token every call must carry. Empty refuses every
-	// call: an admin API without credentials is never served.
+	// Credentials are who may call, as the replica's SIGHUP reloads them.
+	// Nil: Token, one admin token (for tests and tools).
+	Credentials *Keeper
+	// Token is one bearer token with the role admin, used when Credentials
+	// is nil. Empty refuses every call: an admin API without credentials
+	// is never served.
 	Token string
+	// Audit is where every change is recorded; without it no change is
+	// made.
+	Audit Auditor
 	Log   *slog.Logger
 	// Registerer is where the HTTP request metrics go (nil: nowhere).
 	Registerer prometheus.Registerer
@@ -119,21 +141,44 @@ type handler struct {
 	secret   Secret
 	cfg      *config.Config
 	log      *slog.Logger
+	creds    *Keeper
+	audit    Auditor
+	replica  string // recorded in audit entries
+	metrics  *adminMetrics
 }
 
 // New returns the admin API handler.
 func New(o Options) http.Handler {
+	_, h := build(o)
+	return h
+}
+
+// build returns the admin API's handler state and its front door.
+func build(o Options) (*handler, http.Handler) {
 	log := o.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if o.Token == "" {
-		log.Warn("admin API has no token configured: every call is refused (set node.admin_token_file)")
+	creds := o.Credentials
+	if creds == nil {
+		creds = StaticKeeper(NewTokenCredentials("admin", o.Token))
 	}
-	a := &handler{reg: o.Machines, leases: o.Leases, replicas: o.Replicas, secret: o.Secret, cfg: o.Config, log: log}
+	if c := creds.Current(); len(c.tokens) == 0 && len(c.subjects) == 0 {
+		log.Warn("admin API has no token configured: every call is refused (set node.admin.tokens_file)")
+	}
+	a := &handler{reg: o.Machines, leases: o.Leases, replicas: o.Replicas, secret: o.Secret, cfg: o.Config, log: log,
+		creds: creds, audit: o.Audit, metrics: newMetrics(o.Registerer)}
+	creds.metrics = a.metrics
+	if o.Machines != nil {
+		a.replica = o.Machines.Replica()
+	}
+	return a, a.guard(a.router(o.Registerer))
+}
 
+// router has every route of the admin API, without the front door (guard).
+func (a *handler) router(reg prometheus.Registerer) *mux.Router {
 	r := mux.NewRouter()
-	metrics.InstrumentRouter(r, o.Registerer)
+	metrics.InstrumentRouter(r, reg)
 	// Match on the escaped path so that an id like "..%2Fx" reaches the
 	// handler as one segment and is refused by identity.Check. No path
 	// cleaning either: "machines/.." is refused as an id rather than
@@ -160,36 +205,8 @@ func New(o Options) http.Handler {
 	r.HandleFunc("/api/v1/replicas", a.replicasView).Methods(http.MethodGet)
 	r.HandleFunc("/api/v1/leases", a.leasesView).Methods(http.MethodGet)
 	r.HandleFunc("/api/v1/watch", a.watch).Methods(http.MethodGet)
-
-	// Authentication wraps the whole router, so even an unknown route says
-	// nothing to a caller without the token.
-	return requireToken(o.Token, r)
-}
-
-// requireToken refuses every request that does not carry the bearer token.
-func requireToken(token string, next http.Handler) http.Handler {
-	// Comparing digests keeps the comparison constant-time in the token's
-	// length too.
-	want := sha256.Sum256([]byte(token))
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="mayu"`)
-		if token == "" {
-			writeError(w, http.StatusUnauthorized, "this mayu replica has no admin token configured, so its admin API refuses every call: set node.admin_token_file in its config and restart it")
-			return
-		}
-		got, ok := bearer(r.Header.Get("Authorization"))
-		if !ok {
-			writeError(w, http.StatusUnauthorized, "authentication required: send the admin token (the content of node.admin_token_file) as \"Authorization: Bearer <token>\"")
-			return
-		}
-		sum := sha256.Sum256([]byte(got))
-		if subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
-			writeError(w, http.StatusUnauthorized, "the admin token was refused: send the content of node.admin_token_file as \"Authorization: Bearer <token>\"")
-			return
-		}
-		w.Header().Del("WWW-Authenticate")
-		next.ServeHTTP(w, r)
-	})
+	r.HandleFunc("/api/v1/audit", a.auditView).Methods(http.MethodGet)
+	return r
 }
 
 // bearer extracts the token of an Authorization header; the scheme is
@@ -201,6 +218,38 @@ func bearer(h string) (string, bool) {
 	}
 	tok = strings.TrimSpace(tok)
 	return tok, tok != ""
+}
+
+// auditView lists the audit trail, newest first: ?machine= keeps the
+// entries naming one machine, ?limit= bounds how many.
+func (a *handler) auditView(w http.ResponseWriter, r *http.Request) {
+	if a.audit == nil {
+		writeError(w, http.StatusServiceUnavailable, "this replica has no audit trail")
+		return
+	}
+	q := r.URL.Query()
+	machine := q.Get("machine")
+	if machine != "" {
+		if err := identity.Check(machine); err != nil {
+			writeError(w, http.StatusBadRequest, "machine: "+err.Error())
+			return
+		}
+	}
+	limit := 0
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > maxAuditLimit {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %q: give a number from 1 to %d", clip(s), maxAuditLimit))
+			return
+		}
+		limit = n
+	}
+	entries, err := a.audit.List(r.Context(), machine, limit)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	web.JSON(w, http.StatusOK, api.AuditList{Entries: entries})
 }
 
 func (a *handler) list(w http.ResponseWriter, r *http.Request) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	"github.com/mayu-boot/mayu/internal/testfakes"
 	"github.com/mayu-boot/mayu/pkg/admin"
 	"github.com/mayu-boot/mayu/pkg/api"
+	"github.com/mayu-boot/mayu/pkg/audit"
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/lease"
 	"github.com/mayu-boot/mayu/pkg/machine"
@@ -48,10 +50,11 @@ func testConfig() *config.Config {
 }
 
 type env struct {
-	srv *httptest.Server
-	etc *clientv3.Client // nil on the fakes
-	reg admin.Machines
-	cfg *config.Config
+	srv   *httptest.Server
+	etc   *clientv3.Client // nil on the fakes
+	reg   admin.Machines
+	cfg   *config.Config
+	trail *testfakes.Audit // nil on etcd
 }
 
 // start serves the admin API on in-memory fakes: the handler's own rules,
@@ -61,9 +64,10 @@ func start(t *testing.T) *env {
 	cfg := testConfig()
 	reg := testfakes.NewMachines(cfg.Cluster)
 	reg.ReplicaName = cfg.Node.Name
-	srv := httptest.NewServer(admin.New(admin.Options{Machines: reg, Secret: reg, Config: cfg, Token: token, Leases: testfakes.NewLeases()}))
+	trail := testfakes.NewAudit()
+	srv := httptest.NewServer(admin.New(admin.Options{Machines: reg, Secret: reg, Config: cfg, Token: token, Leases: testfakes.NewLeases(), Audit: trail}))
 	t.Cleanup(srv.Close)
-	return &env{srv: srv, reg: reg, cfg: cfg}
+	return &env{srv: srv, reg: reg, cfg: cfg, trail: trail}
 }
 
 // startEtcd serves it on a real etcd, for what only etcd shows: corrupt
@@ -79,6 +83,7 @@ func startWith(t *testing.T, cli *clientv3.Client, timeout time.Duration) *env {
 	cfg.Node.Etcd.Prefix = etcdtest.Prefix(t)
 	reg := registry.New(cli, registry.Options{Prefix: etcdtest.Prefix(t), Cluster: cfg.Cluster, Replica: cfg.Node.Name, Timeout: timeout})
 	srv := httptest.NewServer(admin.New(admin.Options{Machines: reg, Secret: reg, Config: cfg, Token: token,
+		Audit:    audit.New(cli, audit.Options{Prefix: etcdtest.Prefix(t), Replica: cfg.Node.Name, Timeout: timeout, MaxEntries: 1000}),
 		Leases:   lease.NewStore(cli, state.Keys{Prefix: etcdtest.Prefix(t)}, timeout),
 		Replicas: replica.New(cli, cfg, replica.Info{}, slog.New(slog.DiscardHandler), nil)}))
 	t.Cleanup(srv.Close)
@@ -496,4 +501,68 @@ func TestClient(t *testing.T) {
 	if _, err := (&api.Client{BaseURL: other.URL, Token: token}).List(ctx); !errors.As(err, &apiErr) || apiErr.Status != 404 || !strings.Contains(apiErr.Message, "404") {
 		t.Errorf("not mayu: %v", err)
 	}
+}
+
+// Every change is in the audit trail in etcd, with who made it and from
+// where, and stays there when the machine is deleted.
+func TestAuditTrailOnEtcd(t *testing.T) {
+	e := startEtcd(t)
+	for _, c := range []struct{ method, path, body string }{
+		{"POST", "/api/v1/machines", `{"id":"srv-01","macs":["52:54:00:00:00:01"]}`},
+		{"POST", "/api/v1/machines/srv-01/metadata", `{"rack":"r7"}`},
+		{"POST", "/api/v1/machines/srv-01/reinstall", ""},
+		{"POST", "/api/v1/machines", `{"id":"srv-02"}`},
+		{"DELETE", "/api/v1/machines/srv-01?force=true", ""},
+	} {
+		if code, data := e.call(t, c.method, c.path, c.body); code >= 300 {
+			t.Fatalf("%s %s: %d %s", c.method, c.path, code, data)
+		}
+	}
+	if code, _ := e.call(t, "GET", "/api/v1/machines/srv-01", ""); code != http.StatusNotFound {
+		t.Fatalf("srv-01 not deleted: %d", code)
+	}
+	code, data := e.call(t, "GET", "/api/v1/audit?machine=srv-01", "")
+	if code != http.StatusOK {
+		t.Fatalf("audit: %d %s", code, data)
+	}
+	l := decode[api.AuditList](t, data)
+	var got []string
+	for _, en := range l.Entries {
+		got = append(got, fmt.Sprintf("%s %s %d", en.Method, en.Route, en.Status))
+		if en.Who != "admin" || en.Via != api.ViaToken || en.Role != api.RoleAdmin || !strings.HasPrefix(en.Remote, "127.0.0.1:") ||
+			en.Replica != "replica-a" || en.Machine != "srv-01" || time.Since(en.Time) > time.Minute {
+			t.Errorf("entry %+v", en)
+		}
+	}
+	want := []string{"DELETE /api/v1/machines/{id} 200", "POST /api/v1/machines/{id}/reinstall 200",
+		"POST /api/v1/machines/{id}/metadata 200", "POST /api/v1/machines 201"}
+	if strings.Join(got, "; ") != strings.Join(want, "; ") {
+		t.Errorf("audit of srv-01, newest first:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if l.Entries[2].Summary != `{"rack":"r7"}` || l.Entries[0].Summary != "?force=true" {
+		t.Errorf("summaries %q, %q", l.Entries[2].Summary, l.Entries[0].Summary)
+	}
+	code, data = e.call(t, "GET", "/api/v1/audit?limit=2", "")
+	if l := decode[api.AuditList](t, data); code != http.StatusOK || len(l.Entries) != 2 || l.Entries[0].Method != "DELETE" {
+		t.Errorf("limit 2: %d %s", code, data)
+	}
+	for _, q := range []string{"limit=0", "limit=x", "limit=10001", "machine=..%2F"} {
+		code, data := e.call(t, "GET", "/api/v1/audit?"+q, "")
+		wantError(t, q, code, data, http.StatusBadRequest, "")
+	}
+	// The entries are in etcd, under the audit key space.
+	resp, err := e.etc.Get(context.Background(), state.Keys{Prefix: etcdtest.Prefix(t)}.Audit(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil || resp.Count != 5 {
+		t.Fatalf("%v entries in etcd: %v", resp.Count, err)
+	}
+}
+
+// With etcd down, a change is refused (it could not be recorded) with a
+// clear error.
+func TestChangeRefusedWhenAuditCannotBeWritten(t *testing.T) {
+	srv := etcdtest.StartServer(t)
+	e := startWith(t, srv.Client, 500*time.Millisecond)
+	srv.Stop()
+	code, data := e.call(t, "POST", "/api/v1/machines", `{"id":"srv-09"}`)
+	wantError(t, "add without etcd", code, data, http.StatusServiceUnavailable, "the change was not made: its audit record could not be written")
 }

@@ -15,6 +15,7 @@
 //	GET    /api/v1/leases                    []Lease
 //	GET    /api/v1/replicas                  ReplicasView
 //	GET    /api/v1/watch                     Event, one JSON value a line
+//	GET    /api/v1/audit[?machine=ID&limit=N] AuditList, newest first
 //
 // Every error answer is an ErrorBody.
 package api
@@ -132,4 +133,48 @@ type Deleted struct {
 // ErrorBody is every error answer.
 type ErrorBody struct {
 	Error string `json:"error"`
+}
+
+// Roles of the admin API's callers.
+const (
+	RoleViewer = "viewer" // reads: GET (list, status, watch, audit, …)
+	RoleAdmin  = "admin"  // any change
+)
+
+// How a caller of the admin API was identified (AuditEntry.Via).
+const (
+	ViaToken       = "token"
+	ViaCertificate = "certificate"
+)
+
+// AuditEntry is one change made (or refused) through the admin API, as
+// the audit trail in etcd keeps it.
+type AuditEntry struct {
+	// ID is its key under audit/: the time and a random suffix.
+	ID   string    `json:"id"`
+	Time time.Time `json:"time"`
+	// Who is the token's name or the client certificate's subject, as Via
+	// says; Role is the role it had.
+	Who  string `json:"who"`
+	Via  string `json:"via"`
+	Role string `json:"role"`
+	// Remote is the caller's address; Replica the replica that answered.
+	Remote  string `json:"remote"`
+	Replica string `json:"replica"`
+	// Method, Route (the route's template) and Path (as sent) say what was
+	// asked; Machine is the machine it named, if any.
+	Method  string `json:"method"`
+	Route   string `json:"route"`
+	Path    string `json:"path"`
+	Machine string `json:"machine,omitempty"`
+	// Summary is the start of the query and the request body.
+	Summary string `json:"summary,omitempty"`
+	// Status is the HTTP status of the answer; 0 means the result was never
+	// recorded (the change started; the replica failed or etcd went away).
+	Status int `json:"status"`
+}
+
+// AuditList is the answer to GET /api/v1/audit.
+type AuditList struct {
+	Entries []AuditEntry `json:"entries"`
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,7 +21,8 @@ import (
 type Client struct {
 	// BaseURL of the replica's admin listener, e.g. http://10.0.0.2:4080.
 	BaseURL string
-	// Token is sent as "Authorization: Bearer <Token>".
+	// Token is sent as "Authorization: Bearer <Token>"; empty: no token (a
+	// client certificate in HTTP's transport may stand in for one).
 	Token string
 	// HTTP is the client used; nil means one with a 30s timeout.
 	HTTP *http.Client
@@ -111,7 +113,7 @@ func (c *Client) Watch(ctx context.Context, f func(Event)) error {
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.Token)
+	c.authorize(req)
 	hc := &http.Client{} // no timeout: the stream lasts
 	if c.HTTP != nil {
 		hc.Transport = c.HTTP.Transport
@@ -150,9 +152,34 @@ func (c *Client) Watch(ctx context.Context, f func(Event)) error {
 	}
 }
 
+// Audit returns the newest entries of the audit trail, at most limit (0:
+// the server's default), only those naming machine if it is not empty.
+func (c *Client) Audit(ctx context.Context, machine string, limit int) (*AuditList, error) {
+	q := url.Values{}
+	if machine != "" {
+		q.Set("machine", machine)
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	path := "/api/v1/audit"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	return call[AuditList](ctx, c, http.MethodGet, path, nil)
+}
+
 // Replicas lists the replicas and the DHCP leader.
 func (c *Client) Replicas(ctx context.Context) (*ReplicasView, error) {
 	return call[ReplicasView](ctx, c, http.MethodGet, "/api/v1/replicas", nil)
+}
+
+// authorize sends the token; without one the client certificate (of
+// HTTP's TLS configuration) is the only credential.
+func (c *Client) authorize(req *http.Request) {
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
 }
 
 // machinePath escapes id so that whatever an operator typed stays one path
@@ -193,7 +220,7 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
-	req.Header.Set("Authorization", "Bearer "+c.Token)
+	c.authorize(req)
 	hc := c.HTTP
 	if hc == nil {
 		hc = defaultHTTP

@@ -42,6 +42,8 @@ const (
 	defaultInstallDisk         = "/dev/sda"
 	defaultBootFilesDir        = "/usr/share/mayu/boot"
 	defaultElectionTTL         = 3 * time.Second
+	defaultAuditMaxEntries     = 10000
+	defaultAuditMaxAge         = 90 * 24 * time.Hour
 	defaultBootBIOS            = "undionly.kpxe"
 	defaultBootEFI64           = "ipxe.efi"
 )
@@ -156,6 +158,8 @@ func (c *Config) applyDefaults() {
 	setDefault(&n.FilesDir, defaultFilesDir)
 	setDefault(&n.BootFilesDir, defaultBootFilesDir)
 	setDefault(&n.ElectionTTL, defaultElectionTTL)
+	setDefault(&n.Admin.Audit.MaxEntries, defaultAuditMaxEntries)
+	setDefault(&n.Admin.Audit.MaxAge, defaultAuditMaxAge)
 
 	e := &n.Etcd
 	e.Prefix = normalisePrefix(e.Prefix)

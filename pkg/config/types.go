@@ -43,10 +43,40 @@ type Node struct {
 	// leader that stops renewing is replaced after at most this long.
 	// Default 3s.
 	ElectionTTL time.Duration `yaml:"election_ttl" json:"election_ttl"`
-	// AdminTokenFile holds the bearer token of the admin API. Required.
+	// AdminTokenFile holds one bearer token of the admin API, with the
+	// admin role. Deprecated: Admin.TokensFile replaces it; it still works
+	// (with a warning in the log) when Admin.TokensFile is not set.
 	AdminTokenFile string `yaml:"admin_token_file" json:"admin_token_file"`
+	Admin          Admin  `yaml:"admin" json:"admin"`
 	Etcd           Etcd   `yaml:"etcd" json:"etcd"`
 	Ports          Ports  `yaml:"ports" json:"ports"`
+}
+
+// Admin secures the admin API: who may call it (named tokens with a role,
+// client certificates), over TLS, and the audit trail of its changes.
+// SIGHUP reloads the files it names.
+type Admin struct {
+	// TokensFile is the YAML file of named tokens, each with a role
+	// (viewer or admin), and of client certificate subjects with a role.
+	TokensFile string `yaml:"tokens_file" json:"tokens_file"`
+	// CertFile and KeyFile make the admin API speak HTTPS. Without them it
+	// speaks plain HTTP (and says so in the log).
+	CertFile string `yaml:"cert_file" json:"cert_file"`
+	KeyFile  string `yaml:"key_file" json:"key_file"`
+	// ClientCAFile makes the admin API require a client certificate signed
+	// by one of its CAs (mutual TLS), on top of a token or a certificate
+	// subject named in TokensFile.
+	ClientCAFile string `yaml:"client_ca_file" json:"client_ca_file"`
+	Audit        Audit  `yaml:"audit" json:"audit"`
+}
+
+// Audit is the retention of the audit trail in etcd; an entry goes when
+// either limit is passed.
+type Audit struct {
+	// MaxEntries kept. Default 10000 (at most 4 KiB each: 40 MiB).
+	MaxEntries int `yaml:"max_entries" json:"max_entries"`
+	// MaxAge of an entry. Default 2160h (90 days).
+	MaxAge time.Duration `yaml:"max_age" json:"max_age"`
 }
 
 // Etcd says where state lives.

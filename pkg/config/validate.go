@@ -52,11 +52,41 @@ func (n *Node) validate(p *problems) {
 	if n.ElectionTTL < time.Second || n.ElectionTTL > time.Minute {
 		p.addf("node.election_ttl", "%s is out of range (1s-1m; a few seconds is right: it bounds the DHCP failover)", n.ElectionTTL)
 	}
-	if n.AdminTokenFile == "" {
-		p.addf("node.admin_token_file", "required (the file holding the admin API's bearer token)")
-	}
+	n.Admin.validate(p, n.AdminTokenFile)
 	n.Ports.validate(p)
 	n.Etcd.validate(p)
+}
+
+// Bounds of the audit retention: at most 4 KiB an entry, the largest
+// count keeps the trail under 400 MiB, a fifth of the default etcd quota.
+const (
+	MaxAuditEntries = 100000
+	minAuditEntries = 100
+	minAuditAge     = time.Hour
+)
+
+func (a *Admin) validate(p *problems, legacyTokenFile string) {
+	switch {
+	case a.TokensFile == "" && legacyTokenFile == "":
+		p.addf("node.admin.tokens_file", "required (the file of the admin API's named tokens and their roles)")
+	case a.TokensFile != "" && legacyTokenFile != "":
+		p.addf("node.admin_token_file", "is replaced by node.admin.tokens_file: set only node.admin.tokens_file (put the old token there as a named token with role admin)")
+	}
+	switch {
+	case a.CertFile != "" && a.KeyFile == "":
+		p.addf("node.admin.key_file", "required with node.admin.cert_file (the certificate's private key)")
+	case a.CertFile == "" && a.KeyFile != "":
+		p.addf("node.admin.cert_file", "required with node.admin.key_file (the admin API's TLS certificate)")
+	}
+	if a.ClientCAFile != "" && a.CertFile == "" {
+		p.addf("node.admin.client_ca_file", "needs node.admin.cert_file and node.admin.key_file: client certificates are only asked for over TLS")
+	}
+	if a.Audit.MaxEntries < minAuditEntries || a.Audit.MaxEntries > MaxAuditEntries {
+		p.addf("node.admin.audit.max_entries", "%d is out of range (%d-%d; each entry takes up to 4 KiB of etcd's space quota)", a.Audit.MaxEntries, minAuditEntries, MaxAuditEntries)
+	}
+	if a.Audit.MaxAge < minAuditAge {
+		p.addf("node.admin.audit.max_age", "%s is too short (at least %s)", a.Audit.MaxAge, minAuditAge)
+	}
 }
 
 type port struct {

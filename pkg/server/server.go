@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,7 +14,6 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +22,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/mayu-boot/mayu/pkg/admin"
+	"github.com/mayu-boot/mayu/pkg/audit"
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/dhcp"
 	"github.com/mayu-boot/mayu/pkg/election"
@@ -37,21 +38,22 @@ import (
 
 // Server is a running replica.
 type Server struct {
-	cfg       *config.Config
-	log       *slog.Logger
-	conn      *etcd.Conn
-	files     *os.Root
-	bootFiles *os.Root
-	metrics   *prometheus.Registry // this replica's, served on /metrics
-	registry  *registry.Registry
-	servers   []*http.Server
-	dhcp      *dhcp.Server
-	tftp      *tftp.Server
-	election  *election.Election
-	replica   *replica.Replica
-	errc      chan error
-	stop      context.CancelFunc
-	bg        sync.WaitGroup // background loops to join before etcd closes
+	cfg        *config.Config
+	log        *slog.Logger
+	conn       *etcd.Conn
+	files      *os.Root
+	bootFiles  *os.Root
+	metrics    *prometheus.Registry // this replica's, served on /metrics
+	registry   *registry.Registry
+	servers    []*http.Server
+	dhcp       *dhcp.Server
+	tftp       *tftp.Server
+	election   *election.Election
+	replica    *replica.Replica
+	adminCreds *admin.Keeper
+	errc       chan error
+	stop       context.CancelFunc
+	bg         sync.WaitGroup // background loops to join before etcd closes
 
 	// Addresses the listeners bound, by name (http, admin, metrics);
 	// useful when a port was 0.
@@ -68,9 +70,14 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		}
 	}()
 
-	adminToken, err := readToken(cfg.Node.AdminTokenFile)
-	if err != nil {
+	if s.adminCreds, err = admin.NewKeeper(func() (*admin.Credentials, error) { return admin.LoadCredentials(cfg.Node) }, log); err != nil {
 		return nil, err
+	}
+	if cfg.Node.Admin.TokensFile == "" {
+		log.Warn("node.admin_token_file is deprecated: its token works as one token named admin-token-file with the role admin; move it to node.admin.tokens_file")
+	}
+	if cfg.Node.Admin.CertFile == "" {
+		log.Warn("the admin API speaks plain HTTP (no node.admin.cert_file): its tokens cross the network in clear text")
 	}
 	if s.files, err = os.OpenRoot(cfg.Node.FilesDir); err != nil {
 		return nil, fmt.Errorf("node.files_dir: %w", err)
@@ -137,8 +144,16 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 	// of them reaches all at once.
 	s.background(func() { s.registry.FollowSecret(runCtx, log) })
 	leases := lease.NewStore(s.conn.Client, state.Keys{Prefix: cfg.Node.Etcd.Prefix}, cfg.Node.Etcd.RequestTimeout)
+	trail := audit.New(s.conn.Client, audit.Options{Prefix: cfg.Node.Etcd.Prefix, Replica: cfg.Node.Name,
+		Timeout: cfg.Node.Etcd.RequestTimeout, MaxEntries: cfg.Node.Admin.Audit.MaxEntries, MaxAge: cfg.Node.Admin.Audit.MaxAge,
+		Log: log, Registerer: s.metrics})
+	s.background(func() { trail.Run(runCtx) })
 	adminAPI := admin.New(admin.Options{Machines: s.registry, Leases: leases, Replicas: s.replica, Secret: s.registry,
-		Config: cfg, Token: adminToken, Log: log, Registerer: s.metrics})
+		Config: cfg, Credentials: s.adminCreds, Audit: trail, Log: log, Registerer: s.metrics})
+	var adminTLS *tls.Config
+	if s.adminCreds.Current().TLS() {
+		adminTLS = s.adminCreds.TLSConfig()
+	}
 	if err := s.startTFTP(); err != nil {
 		return nil, err
 	}
@@ -151,12 +166,13 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		name string
 		port int
 		h    http.Handler
+		tls  *tls.Config
 	}{
-		{"http", cfg.Node.Ports.HTTP, boot.Handler()},
-		{"admin", cfg.Node.Ports.Admin, adminAPI},
-		{"metrics", cfg.Node.Ports.Metrics, health},
+		{"http", cfg.Node.Ports.HTTP, boot.Handler(), nil},
+		{"admin", cfg.Node.Ports.Admin, adminAPI, adminTLS},
+		{"metrics", cfg.Node.Ports.Metrics, health, nil},
 	} {
-		if err := s.listen(runCtx, l.name, cfg.Node.ListenAddress, l.port, l.h); err != nil {
+		if err := s.listen(runCtx, l.name, cfg.Node.ListenAddress, l.port, l.h, l.tls); err != nil {
 			return nil, err
 		}
 	}
@@ -238,20 +254,26 @@ func (s *Server) startDHCP(ctx context.Context, mayuURL string, leases dhcp.Leas
 	return nil
 }
 
-// listen serves h on addr:port; requests see ctx, which Close cancels (a
-// mayuctl watch stream then ends).
-func (s *Server) listen(ctx context.Context, name string, addr netip.Addr, port int, h http.Handler) error {
+// listen serves h on addr:port, over TLS with tlsCfg if not nil; requests
+// see ctx, which Close cancels (a mayuctl watch stream then ends).
+func (s *Server) listen(ctx context.Context, name string, addr netip.Addr, port int, h http.Handler, tlsCfg *tls.Config) error {
 	ln, err := net.Listen("tcp", net.JoinHostPort(addr.String(), strconv.Itoa(port)))
 	if err != nil {
 		return fmt.Errorf("node.ports.%s: %w", name, err)
 	}
 	s.Addrs[name] = ln.Addr().String()
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
+	}
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		// No WriteTimeout: an OS image may take minutes to stream.
 		BaseContext: func(net.Listener) context.Context { return ctx },
+		// Failed TLS handshakes (a scanner, a client that distrusts the
+		// certificate) are logged here rather than on the standard logger.
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	s.servers = append(s.servers, srv)
 	go func() {
@@ -313,6 +335,13 @@ func (s *Server) sweepInstalls(ctx context.Context) {
 	}
 }
 
+// Reload reads the admin API's tokens file, certificate, key and client
+// CA again (SIGHUP). If any of them cannot be read, the previous ones stay
+// in use and the error says why.
+func (s *Server) Reload() error {
+	return s.adminCreds.Reload()
+}
+
 // Wait blocks until ctx ends or a listener fails.
 func (s *Server) Wait(ctx context.Context) error {
 	select {
@@ -350,18 +379,6 @@ func (s *Server) Close() {
 	if s.files != nil {
 		s.files.Close()
 	}
-}
-
-func readToken(path string) (string, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("node.admin_token_file: %w (create it, e.g. `head -c 32 /dev/urandom | base64 > %s`)", err, path)
-	}
-	tok := strings.TrimSpace(string(data))
-	if len(tok) < 16 {
-		return "", fmt.Errorf("node.admin_token_file: %s holds %d characters; use a token of at least 16", path, len(tok))
-	}
-	return tok, nil
 }
 
 // checkFiles fails start-up on a missing installer file: a typo in the

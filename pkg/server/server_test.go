@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/mayu-boot/mayu/internal/fixture"
+	"github.com/mayu-boot/mayu/internal/netlab"
 	"github.com/mayu-boot/mayu/pkg/config"
 )
 
@@ -98,6 +99,18 @@ func TestStartFailsClearly(t *testing.T) {
 		"missing kernel": {func(c *config.Config) { c.Cluster.Install.Kernel = "installer/nope" }, "cluster.install.kernel"},
 		"kernel outside": {func(c *config.Config) { c.Cluster.Install.Kernel = "../../../etc/passwd" }, "cluster.install.kernel"},
 		"no token file":  {func(c *config.Config) { c.Node.AdminTokenFile = "/nonexistent/token" }, "node.admin_token_file"},
+		"no tokens file": {func(c *config.Config) {
+			c.Node.AdminTokenFile, c.Node.Admin.TokensFile = "", "/nonexistent/tokens.yaml"
+		},
+			"node.admin.tokens_file"},
+		"bad tokens file": {func(c *config.Config) {
+			c.Node.AdminTokenFile, c.Node.Admin.TokensFile = "", filepath.Join(c.Node.FilesDir, "tokens.yaml")
+			os.WriteFile(c.Node.Admin.TokensFile, []byte("tokens:\n  - {name: a, role: root, token: 0123456789abcdefgh}\n"), 0o600)
+		}, `tokens[0] (a).role: "root" is not a role`},
+		"no admin certificate": {func(c *config.Config) {
+			c.Node.Admin.CertFile, c.Node.Admin.KeyFile = "/nonexistent/a.crt", "/nonexistent/a.key"
+		},
+			"node.admin.cert_file"},
 		"broken template": {func(c *config.Config) {
 			os.WriteFile(filepath.Join(c.Node.FilesDir, "templates/first-stage.sh"), []byte("{{if}}"), 0o644)
 		}, "cluster.templates.first_stage"},
@@ -115,5 +128,24 @@ func TestStartFailsClearly(t *testing.T) {
 				t.Fatalf("error %q does not name %s", err, tc.want)
 			}
 		})
+	}
+}
+
+// node.admin_token_file still works, as one admin token, with a
+// deprecation warning in the log.
+func TestLegacyAdminTokenFile(t *testing.T) {
+	cfg := replicaConfig(t, "")
+	log := &netlab.Output{} // safe for the replica's goroutines
+	s, err := Start(context.Background(), cfg, slog.New(slog.NewTextHandler(log, nil)), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if !strings.Contains(log.String(), "node.admin_token_file is deprecated") {
+		t.Errorf("no deprecation warning:\n%s", log.String())
+	}
+	code, body := get(t, "http://"+s.Addrs["admin"]+"/api/v1/machines", "Authorization", "Bearer 0123456789abcdef0123")
+	if code != http.StatusOK {
+		t.Errorf("the token of node.admin_token_file: %d %s", code, body)
 	}
 }

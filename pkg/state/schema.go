@@ -31,6 +31,7 @@ const (
 	electionDir  = "election/"
 	replicasDir  = "replicas/"
 	configKey    = "config"
+	auditDir     = "audit/"
 )
 
 // Space is one key space of the schema.
@@ -54,6 +55,7 @@ var Layout = []Space{
 	{electionDir + "<lease id>", "election"},
 	{replicasDir + "<name>", "replica"},
 	{configKey, "replica"},
+	{auditDir + "<time>-<random>", "audit"},
 }
 
 // Machines is the directory of machine records.
@@ -106,6 +108,13 @@ func (k Keys) Replica(name string) string { return k.Replicas() + name }
 
 // Config is the cluster configuration the DHCP leader publishes.
 func (k Keys) Config() string { return k.Prefix + configKey }
+
+// Audit is the directory of the admin API's audit trail. Its keys sort by
+// time, so the oldest entries are one key range.
+func (k Keys) Audit() string { return k.Prefix + auditDir }
+
+// AuditEntry is one entry of the audit trail.
+func (k Keys) AuditEntry(id string) string { return k.Audit() + id }
 
 // Match reports whether key is one the schema declares: each <placeholder>
 // of a pattern stands for one non-empty path segment.

@@ -34,7 +34,8 @@ func TestSchemaMatchesDocs(t *testing.T) {
 func TestMatch(t *testing.T) {
 	k := Keys{Prefix: "/mayu/"}
 	for _, key := range []string{k.Machine("sn-1"), k.MAC("52:54:00:00:00:01"), k.Address("10.0.0.1"),
-		k.ProfileSlot("core", 0), k.Secret(), k.Schema(), k.Replica("mayu-1"), k.Config(), k.Election() + "/694d8f2a1b3c"} {
+		k.ProfileSlot("core", 0), k.Secret(), k.Schema(), k.Replica("mayu-1"), k.Config(), k.Election() + "/694d8f2a1b3c",
+		k.AuditEntry("20261129T081636.123456789Z-1a2b3c4d")} {
 		if !k.Match(key) {
 			t.Errorf("%s: not in the schema", key)
 		}
