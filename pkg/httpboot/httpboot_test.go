@@ -221,7 +221,7 @@ func TestBootFlowAsANode(t *testing.T) {
 		t.Fatal("image differs from the file")
 	}
 	final := l.expect("GET", urls["final-config"], 200)
-	for _, want := range []string{"address: 10.99.0.10/24", "gateway: 10.99.0.1", "profile: core", `metadata_rule-core: "true"`, "boot_complete_url: "} {
+	for _, want := range []string{`address: "10.99.0.10/24"`, `gateway: "10.99.0.1"`, `profile: "core"`, `"metadata_rule-core": "true"`, "boot_complete_url: "} {
 		if !strings.Contains(final, want) {
 			t.Fatalf("final config lacks %q:\n%s", want, final)
 		}
@@ -242,7 +242,7 @@ func TestBootFlowAsANode(t *testing.T) {
 	l.expect("GET", urls["final-config"], 403)
 	l.expect("POST", urls["failed"], 403)
 
-	bootComplete := regexp.MustCompile(`boot_complete_url: (\S+)`).FindStringSubmatch(final)[1]
+	bootComplete := regexp.MustCompile(`boot_complete_url: "(\S+)"`).FindStringSubmatch(final)[1]
 	l.expect("POST", bootComplete, 200)
 	if s := l.state(id); s != machine.Running {
 		t.Fatalf("state %s after boot-complete", s)
