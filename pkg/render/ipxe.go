@@ -18,10 +18,13 @@ import (
 
 // ChainScript is what DHCP points iPXE at. It sends back everything that
 // identifies the machine; the serial goes hex-encoded so that any bytes a
-// vendor put there survive the URL.
+// vendor put there survive the URL. It expands only settings iPXE formats
+// itself (a MAC, a UUID, hex, its build architecture): iPXE expands a line
+// before it splits it into commands, so a plain ${serial} holding " || ..."
+// would run as a command.
 func ChainScript(mayuURL string) []byte {
 	return []byte("#!ipxe\n" +
-		"echo mayu: identifying ${mac} (serial ${serial}, uuid ${uuid})\n" +
+		"echo mayu: identifying ${mac} (uuid ${uuid})\n" +
 		"chain --replace --autofree " + mayuURL + "/ipxe?serial=${serial:hexraw}&uuid=${uuid}&mac=${mac:hexhyp}&arch=${buildarch} || goto retry\n" +
 		":retry\n" +
 		"echo mayu: cannot reach " + mayuURL + ", retrying in 10 seconds\n" +

@@ -1,6 +1,7 @@
 package render
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 
@@ -80,5 +81,23 @@ func TestTemplatesSeeNodeTextPlain(t *testing.T) {
 	}
 	if m.Serial != "sn'; reboot; '\x1b[2J" || m.History[1].Reason != attackerReason {
 		t.Error("the record itself was changed")
+	}
+}
+
+// iPXE expands settings before it splits a line into commands: a script
+// may expand only settings whose text iPXE formats itself, never a string
+// the firmware or a DHCP server supplied (${serial}, ${hostname}, ...).
+func TestScriptsExpandOnlyFormattedSettings(t *testing.T) {
+	safe := map[string]bool{"${serial:hexraw}": true, "${uuid}": true, "${mac}": true, "${mac:hexhyp}": true, "${buildarch}": true}
+	c := (&Renderer{cluster: cluster()}).Context(Sample(), "tok", "http://x")
+	for name, s := range map[string][]byte{
+		"chain": ChainScript("http://x"), "installer": InstallerScript(c, "console=${serial}"),
+		"local": LocalBootScript("m1"), "wait": WaitScript("http://x", "${serial}"),
+	} {
+		for _, exp := range regexp.MustCompile(`\$\{[^}]*\}`).FindAllString(string(s), -1) {
+			if !safe[exp] {
+				t.Errorf("%s script expands %s:\n%s", name, exp, s)
+			}
+		}
 	}
 }
