@@ -79,7 +79,11 @@ type callError struct {
 func (e *callError) Error() string { return e.err.Error() }
 func (e *callError) Unwrap() error { return e.err }
 
-func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+func run(args []string, stdin io.Reader, rawStdout, rawStderr io.Writer) int {
+	// Nothing reaches the operator's terminal raw (print.go, terminal).
+	stdout, stderr := &terminal{w: rawStdout}, &terminal{w: rawStderr}
+	defer stdout.Flush()
+	defer stderr.Flush()
 	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr}
 	root := c.newRoot()
 	root.SetArgs(args)

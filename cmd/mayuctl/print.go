@@ -70,7 +70,7 @@ func writeYAML(w io.Writer, v any) error {
 		return err
 	}
 	var n yaml.Node
-	if err := yaml.Unmarshal(data, &n); err != nil {
+	if err := yaml.Unmarshal(yamlSafe(data), &n); err != nil {
 		return err
 	}
 	blockStyle(&n)
@@ -80,6 +80,24 @@ func writeYAML(w io.Writer, v any) error {
 		return err
 	}
 	return enc.Close()
+}
+
+// yamlSafe escapes in JSON what YAML does not take raw (DEL, the C1
+// controls, U+FFFE and U+FFFF; JSON leaves them raw in its strings): the
+// parser would refuse the whole document for one such rune in a value a
+// machine sent.
+func yamlSafe(data []byte) []byte {
+	var out []byte
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		if r >= 0x7f && r <= 0x9f && r != 0x85 || r == 0xfffe || r == 0xffff {
+			out = fmt.Appendf(out, `\u%04x`, r)
+		} else {
+			out = append(out, data[i:i+size]...)
+		}
+		i += size
+	}
+	return out
 }
 
 // blockStyle drops the flow style and quotes JSON brings; the encoder
@@ -133,4 +151,69 @@ func short(h string) string {
 		return h[:12]
 	}
 	return h
+}
+
+// terminal guards what mayuctl writes to stdout and stderr, whatever the
+// path: a control character that a terminal obeys (C0 but tab and
+// newline, DEL, the C1 controls such as the one-rune CSI) leaves as a
+// \u00XX escape, an invalid UTF-8 byte as \xNN. clean escapes each field a
+// machine sent readably; this is the net under it, for a path that misses
+// it. In JSON and YAML output such a rune can only stand inside a string
+// (JSON) or a double-quoted scalar (YAML), where \u00XX means the same.
+type terminal struct {
+	w       io.Writer
+	partial []byte // an incomplete UTF-8 sequence that ended the last write
+}
+
+func (t *terminal) Write(p []byte) (int, error) {
+	data := append(t.partial, p...)
+	t.partial = nil
+	if n := incompleteTail(data); n > 0 {
+		t.partial = append([]byte(nil), data[len(data)-n:]...)
+		data = data[:len(data)-n]
+	}
+	if _, err := t.w.Write(guard(data)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Flush writes an incomplete UTF-8 sequence left at the end, escaped.
+func (t *terminal) Flush() {
+	if len(t.partial) > 0 {
+		t.w.Write(guard(t.partial))
+		t.partial = nil
+	}
+}
+
+// incompleteTail is the length of a UTF-8 sequence that b ends in the
+// middle of (0 if none): it is completed by the next write.
+func incompleteTail(b []byte) int {
+	for n := 1; n <= 3 && n <= len(b); n++ {
+		if utf8.RuneStart(b[len(b)-n]) {
+			if !utf8.FullRune(b[len(b)-n:]) {
+				return n
+			}
+			return 0
+		}
+	}
+	return 0
+}
+
+// guard escapes what a terminal would obey in b.
+func guard(b []byte) []byte {
+	var out []byte
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			out = fmt.Appendf(out, `\x%02x`, b[i])
+		case r < 0x20 && r != '\n' && r != '\t', r >= 0x7f && r < 0xa0:
+			out = fmt.Appendf(out, `\u%04x`, r)
+		default:
+			out = append(out, b[i:i+size]...)
+		}
+		i += size
+	}
+	return out
 }

@@ -1,5 +1,5 @@
 #!/bin/sh
-# mayu first-stage script for machine {{.Machine.ID}}, rendered by mayu.
+# mayu first-stage script for the machine in ID below, rendered by mayu.
 # The installer OS runs it: it waits for mayu, writes the OS image to the
 # install disk, puts the final config on the disk, announces `installed`
 # and reboots. Every call to mayu is retried, so a replica dying mid-install
@@ -15,15 +15,16 @@
 #                     failed call this and every later call go to the next
 #                     one. Not needed when the replicas share a virtual
 #                     address (contrib/keepalived).
+# Every value mayu puts in goes through `shell`, which single-quotes it.
 set -u
 
-MAYU={{shellquote .MayuURL}}
-DISK={{shellquote .Install.Disk}}
-ID={{shellquote .Machine.ID}}
+MAYU={{shell .MayuURL}}
+DISK={{shell .Install.Disk}}
+ID={{shell .Machine.ID}}
 # The partition of the installed disk that receives the final config.
-CONFIG_PART={{with index .Vars "config_partition"}}{{shellquote .}}{{else}}"${DISK}1"{{end}}
+CONFIG_PART={{with index .Vars "config_partition"}}{{shell .}}{{else}}"${DISK}1"{{end}}
 # Where to go when the replica that rendered this script fails.
-MAYU_URLS={{with index .Vars "mayu_urls"}}{{shellquote .}}{{else}}"$MAYU"{{end}}
+MAYU_URLS={{with index .Vars "mayu_urls"}}{{shell .}}{{else}}"$MAYU"{{end}}
 
 log() { echo "mayu-install[$ID]: $*"; }
 
@@ -101,7 +102,7 @@ post() {
 
 fail() {
 	log "FAILED: $*"
-	retry post {{shellquote .URLs.Failed}} "$*" || true
+	retry post {{shell .URLs.Failed}} "$*" || true
 	exit 1
 }
 
@@ -109,11 +110,11 @@ log "waiting for $MAYU"
 retry fetch "$MAYU/boot.ipxe" /dev/null || fail "mayu unreachable at $MAYU"
 
 log "writing the OS image to $DISK"
-retry fetch {{shellquote .URLs.Image}} "$DISK" || fail "cannot write the OS image to $DISK"
+retry fetch {{shell .URLs.Image}} "$DISK" || fail "cannot write the OS image to $DISK"
 sync
 
 log "fetching the final config"
-retry fetch {{shellquote .URLs.FinalConfig}} /tmp/mayu-final-config || fail "cannot fetch the final config"
+retry fetch {{shell .URLs.FinalConfig}} /tmp/mayu-final-config || fail "cannot fetch the final config"
 
 log "putting the final config on $CONFIG_PART"
 # The kernel reads a disk's partition table when the disk appears, not
@@ -140,7 +141,7 @@ fi
 sync
 
 log "announcing installed"
-retry post {{shellquote .URLs.Installed}} || fail "cannot announce installed"
+retry post {{shell .URLs.Installed}} || fail "cannot announce installed"
 
 log "done, rebooting into the installed system"
 reboot -f

@@ -25,7 +25,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -58,7 +57,8 @@ const (
 
 // metadataKey is what a metadata key must look like: it ends up in
 // templates and shell scripts, so it is kept to a safe alphabet.
-var metadataKey = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._/-]{0,62}$`)
+// The same rule holds for profile tags (config.MetadataKey).
+var metadataKey = config.MetadataKey
 
 // Machines is what the admin API needs of the machine registry
 // (registry.Registry).

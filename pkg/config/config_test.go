@@ -333,6 +333,8 @@ func TestValidate(t *testing.T) {
 			"cluster.profiles[1].quantity: must be at least 1 (got 0)"},
 		{"profile tag key empty", func(c *Config) { c.Cluster.Profiles[0].Tags[""] = "x" },
 			"cluster.profiles[0].tags: a tag has an empty key"},
+		{"profile tag key bad", func(c *Config) { c.Cluster.Profiles[0].Tags["x\nssh_authorized_keys"] = "x" },
+			`cluster.profiles[0].tags: tag "x\nssh_authorized_keys" is not a valid metadata key: it must match`},
 
 		// install and templates
 		{"disk relative", func(c *Config) { c.Cluster.Install.Disk = "sda" }, `cluster.install.disk: "sda" is not an absolute device path`},

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"path"
 	"regexp"
+	"sort"
 	"strings"
 	"time"
 )
@@ -409,6 +410,22 @@ func checkDNS(p *problems, key string, servers []netip.Addr) {
 // and file names.
 var profileName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
 
+// MetadataKey is what a metadata key, and so a profile tag's key, must
+// look like (the admin API checks the same): keys end up in templates, as
+// YAML keys among others, so they are kept short and to a safe alphabet.
+var MetadataKey = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._/-]{0,62}$`)
+
+// sortedKeys lists m's keys in order, so that problems come out in the
+// same order on every run.
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
 func (c *Cluster) validateProfiles(p *problems) {
 	seen := make(map[string]int)
 	for i, pr := range c.Profiles {
@@ -430,8 +447,12 @@ func (c *Cluster) validateProfiles(p *problems) {
 		if pr.Quantity < 1 {
 			p.addf(key+".quantity", "must be at least 1 (got %d)", pr.Quantity)
 		}
-		if _, ok := pr.Tags[""]; ok {
-			p.addf(key+".tags", "a tag has an empty key")
+		for _, k := range sortedKeys(pr.Tags) {
+			if k == "" {
+				p.addf(key+".tags", "a tag has an empty key")
+			} else if !MetadataKey.MatchString(k) {
+				p.addf(key+".tags", "tag %q is not a valid metadata key: it must match %s", k, MetadataKey)
+			}
 		}
 	}
 }

@@ -380,7 +380,9 @@ func (s *Server) request(x *exchange) {
 		nak("address in use by another client")
 		return
 	}
-	l := lease.Lease{IP: ip, MAC: x.mac, Expiry: x.now.Add(pl.cfg.LeaseTime), Hostname: hostile.Clip(x.req.HostName(), 61), Leader: s.o.Replica}
+	// The hostname (option 12) is the client's text: stored escaped and
+	// bounded, so etcdctl, mayuctl and logs never print its raw bytes.
+	l := lease.Lease{IP: ip, MAC: x.mac, Expiry: x.now.Add(pl.cfg.LeaseTime), Hostname: hostile.Text(x.req.HostName(), lease.MaxHostname), Leader: s.o.Replica}
 	start := time.Now()
 	err := s.o.Leases.Put(x.ctx, x.term.fence, l)
 	s.metrics.leaseWriteDuration.WithLabelValues().Observe(time.Since(start).Seconds())

@@ -905,3 +905,57 @@ func TestServerFollowerSilentAndHandover(t *testing.T) {
 		}
 	}
 }
+
+// A client's hostname (option 12) is its own text: the lease keeps it
+// escaped, so that mayuctl leases, etcdctl and logs never print its raw
+// bytes (an ESC sequence would drive the operator's terminal).
+func TestServerStoresHostnameEscaped(t *testing.T) {
+	t.Parallel()
+	cli := etcdtest.Start(t)
+	srv, _ := leadingServer(t, cli, Options{})
+	r := newRelay(t, srv)
+	const evil = "node\x1b]0;pwned\x07\x1b[2J" + "-and-a-very-long-tail-that-goes-on-and-on-past-what-any-dns-label-holds"
+	mac := hw(0x31)
+	offer := r.expect(discover(t, mac, "bios-pxe"), dhcpv4.MessageTypeOffer)
+	req, err := dhcpv4.NewRequestFromOffer(offer, append(firmware["bios-pxe"], dhcpv4.WithOption(dhcpv4.OptHostName(evil)))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack := r.expect(req, dhcpv4.MessageTypeAck)
+	l, _, ok := storedLease(t, cli, ack.YourIPAddr)
+	if !ok {
+		t.Fatal("no lease stored")
+	}
+	if strings.ContainsAny(l.Hostname, "\x1b\x07") || !strings.HasPrefix(l.Hostname, `node\x1b]0;pwned\x07\x1b[2J-and`) ||
+		len(l.Hostname) > lease.MaxHostname+3 {
+		t.Fatalf("stored hostname %q", l.Hostname)
+	}
+}
+
+// A corrupt record of an installed machine does not send it back to PXE:
+// the leader stays silent to its MACs until the record is deleted.
+func TestServerSilentToCorruptInstalledRecord(t *testing.T) {
+	t.Parallel()
+	cli := etcdtest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	reg := registry.New(cli, registry.Options{Prefix: prefix, Replica: "t", Cluster: config.Cluster{
+		Static: config.Static{Subnet: netip.MustParsePrefix("10.50.0.0/24"),
+			Range: config.Range{Start: addr("10.50.0.10"), End: addr("10.50.0.20")}},
+	}})
+	mac := hw(0xfd)
+	installMachine(t, reg, "installed-3", mac)
+	if _, err := cli.Put(ctx, prefix+"machines/installed-3", `{"id":"installed-3","state":`); err != nil {
+		t.Fatal(err)
+	}
+	installed := registry.NewInstalled()
+	go reg.FollowInstalled(ctx, installed, testLogger(t))
+	srv, _ := leadingServer(t, cli, Options{Installed: installed})
+	r := newRelay(t, srv)
+	r.expectNone(discover(t, mac, "bios-pxe"), "PXE firmware of an installed machine with a corrupt record")
+	if _, err := cli.Delete(ctx, prefix+"machines/installed-3"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "deleted record un-silenced", func() bool { return !installed.Has(mac.String()) })
+	r.expect(discover(t, mac, "bios-pxe"), dhcpv4.MessageTypeOffer)
+}

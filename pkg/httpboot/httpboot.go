@@ -204,6 +204,10 @@ func (s *Server) identify(ctx context.Context, r *http.Request) (*machine.Machin
 	if err != nil {
 		return nil, err
 	}
+	// What a machine sends is stored, logged and compared escaped from
+	// here on: a serial with a control character cannot be a valid id
+	// either way, and its escaped form is what the record keeps.
+	serial = hostile.Text(serial, identity.MaxSerial)
 	uuid := strings.ToLower(q.Get("uuid"))
 	if err := identity.CheckUUID(uuid); err != nil {
 		return nil, err
@@ -234,7 +238,7 @@ func (s *Server) identify(ctx context.Context, r *http.Request) (*machine.Machin
 		}
 		var created bool
 		m, created, err = s.reg.Register(ctx, registry.Registration{
-			ID: id, Serial: serial, UUID: uuid, MACs: macs, Arch: clip(q.Get("arch")),
+			ID: id, Serial: serial, UUID: uuid, MACs: macs, Arch: hostile.Text(q.Get("arch"), registry.MaxArch),
 		})
 		if err == nil && created {
 			s.log.Info("machine registered", "id", m.ID, "mac", mac, "state", m.State, "profile", m.Profile,
@@ -461,8 +465,10 @@ func (s *Server) failed(c nodeCall) {
 	}
 	body, _ := io.ReadAll(io.LimitReader(c.r.Body, 1024))
 	reason := "installer reported an error"
-	if text := strings.TrimSpace(strings.ToValidUTF8(string(body), "?")); text != "" {
-		reason = "installer reported: " + clip(text)
+	if text := strings.TrimSpace(string(body)); text != "" {
+		// Stored escaped; it reaches the iPXE script of the machine's
+		// later boots only through render's allow-list.
+		reason = "installer reported: " + hostile.Text(text, machine.MaxReason-len("installer reported: ")-3)
 	}
 	if m, ok := s.change(c, machine.Failed, func(m *machine.Machine) error {
 		return m.MarkFailed(reason, s.reg.Replica(), s.now())

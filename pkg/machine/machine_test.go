@@ -394,3 +394,18 @@ func TestReinstallEndsTheLegacyToken(t *testing.T) {
 		t.Fatalf("after a reinstall: legacy %v, generation %d", m.LegacyToken, m.Generation)
 	}
 }
+
+// A failure reason holds what the installer sent: stored escaped and
+// bounded.
+func TestFailReasonStoredEscaped(t *testing.T) {
+	m := New("m1", time.Now(), "r")
+	if err := m.StartInstall("r", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.MarkFailed("installer reported: \x1b[2J"+strings.Repeat("x", 1000), "r", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(m.FailReason, `installer reported: \x1b[2J`) || len(m.FailReason) > MaxReason || m.History[len(m.History)-1].Reason != m.FailReason {
+		t.Fatalf("reason %q (%d bytes)", m.FailReason, len(m.FailReason))
+	}
+}

@@ -3,6 +3,8 @@ package registry
 import (
 	"context"
 	"log/slog"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 
@@ -66,19 +68,37 @@ func NewInstalled() *Installed {
 // FollowInstalled loads the installed MACs into s and follows changes
 // until ctx ends; it returns then. After a watch failure (compaction, etcd
 // outage, an etcd leader election) it loads them again.
+//
+// A record that cannot be read keeps its MACs silenced: its last known
+// installed MACs, and those the MAC index gives it (all a replica that
+// just started knows of it). Its state is unknown, and answering a machine
+// that may be installed would install it again; staying silent costs a
+// machine that was not installed only its install, until an operator
+// fixes or deletes the record. Deleting it un-silences its MACs.
 func (r *Registry) FollowInstalled(ctx context.Context, s *Installed, log *slog.Logger) {
+	dir := r.keys.Machines()
 	state.Follower{
-		Key: r.keys.Machines(), Prefix: true,
+		Key: dir, Prefix: true,
 		Load: func(kvs []*mvccpb.KeyValue) {
 			// Build the new set aside and swap it in at once: no moment in
 			// which an installed machine's MAC looks unknown.
 			macs, byID := map[string]string{}, map[string][]string{}
+			var corrupt []string
 			for _, kv := range kvs {
-				if m, err := r.decode(string(kv.Key), kv.Value); err == nil && m.HasBeenInstalled() {
+				m, err := r.decode(string(kv.Key), kv.Value)
+				switch {
+				case err != nil:
+					corrupt = append(corrupt, strings.TrimPrefix(string(kv.Key), dir))
+				case m.HasBeenInstalled():
 					byID[m.ID] = m.MACs
-					for _, mac := range m.MACs {
-						macs[mac] = m.ID
-					}
+				}
+			}
+			for _, id := range corrupt {
+				byID[id] = r.corruptMACs(ctx, s, id, log)
+			}
+			for id, ms := range byID {
+				for _, mac := range ms {
+					macs[mac] = id
 				}
 			}
 			s.mu.Lock()
@@ -90,18 +110,43 @@ func (r *Registry) FollowInstalled(ctx context.Context, s *Installed, log *slog.
 			}
 		},
 		Change: func(ev *clientv3.Event) {
-			id := strings.TrimPrefix(string(ev.Kv.Key), r.keys.Machines())
+			id := strings.TrimPrefix(string(ev.Kv.Key), dir)
 			if ev.Type == clientv3.EventTypeDelete {
 				s.set(id, nil)
 				return
 			}
 			m, err := r.decode(string(ev.Kv.Key), ev.Kv.Value)
-			if err != nil || !m.HasBeenInstalled() {
+			switch {
+			case err != nil:
+				s.set(id, r.corruptMACs(ctx, s, id, log))
+			case m.HasBeenInstalled():
+				s.set(id, m.MACs)
+			default:
 				s.set(id, nil)
-				return
 			}
-			s.set(id, m.MACs)
 		},
 		Broken: func(err error) { log.Warn("following installed machines: reloading", "err", err) },
 	}.Run(ctx, r.cli)
+}
+
+// corruptMACs are the MACs to keep silent for the unreadable record of id:
+// those s last knew as installed, and those the MAC index points at id.
+func (r *Registry) corruptMACs(ctx context.Context, s *Installed, id string, log *slog.Logger) []string {
+	s.mu.RLock()
+	macs := append([]string(nil), s.byID[id]...)
+	s.mu.RUnlock()
+	owners, err := r.MACOwners(ctx)
+	if err != nil {
+		log.Warn("machine record unreadable, and the MAC index too: keeping the MACs last known silenced",
+			"key", r.keys.Machine(id), "macs", len(macs), "err", err)
+	}
+	for mac, owner := range owners {
+		if owner == id && !slices.Contains(macs, mac) {
+			macs = append(macs, mac)
+		}
+	}
+	sort.Strings(macs)
+	log.Warn("machine record unreadable: DHCP stays silent to its MACs until it is fixed or deleted",
+		"key", r.keys.Machine(id), "macs", strings.Join(macs, ","))
+	return macs
 }

@@ -35,7 +35,9 @@ func newMetrics(reg prometheus.Registerer, r *Registry) *metrics {
 		m.installsFailed.WithLabelValues(reason)
 	}
 	machines := &machineCollector{r: r, desc: prometheus.NewDesc("mayu_machines",
-		"Machines by state and profile, as stored in etcd.", []string{"state", "profile"}, nil)}
+		"Machines by state and profile, as stored in etcd.", []string{"state", "profile"}, nil),
+		corrupt: prometheus.NewDesc("mayu_machines_corrupt",
+			"Machine records in etcd that cannot be read; DHCP stays silent to their MACs.", nil, nil)}
 	mayumetrics.MustRegister(reg, m.registrations, m.installsCompleted, m.installsFailed, machines)
 	return m
 }
@@ -56,18 +58,25 @@ func (r *Registry) CountInstallFailed(reason string) {
 type machineCollector struct {
 	r    *Registry
 	desc *prometheus.Desc
+	// corrupt counts the unreadable records: each keeps its machine
+	// silenced (FollowInstalled) until an operator fixes or deletes it.
+	corrupt *prometheus.Desc
 }
 
-func (c *machineCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *machineCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.desc
+	ch <- c.corrupt
+}
 
 func (c *machineCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	ms, _, err := c.r.List(ctx)
+	ms, bad, err := c.r.List(ctx)
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(c.desc, err)
 		return
 	}
+	ch <- prometheus.MustNewConstMetric(c.corrupt, prometheus.GaugeValue, float64(len(bad)))
 	counts := map[[2]string]int{}
 	for _, m := range ms {
 		counts[[2]string{string(m.State), m.Profile}]++

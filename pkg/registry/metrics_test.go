@@ -70,6 +70,22 @@ mayu_machines{profile="default",state="configured"} 2
 		t.Error(err)
 	}
 
+	// An unreadable record is counted: it keeps its machine silenced.
+	corrupt := `
+# HELP mayu_machines_corrupt Machine records in etcd that cannot be read; DHCP stays silent to their MACs.
+# TYPE mayu_machines_corrupt gauge
+mayu_machines_corrupt N
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(strings.Replace(corrupt, "N", "0", 1)), "mayu_machines_corrupt"); err != nil {
+		t.Error(err)
+	}
+	if _, err := cli.Put(ctxT(t), etcdtest.Prefix(t)+"machines/b", "{garbage"); err != nil {
+		t.Fatal(err)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(strings.Replace(corrupt, "N", "1", 1)), "mayu_machines_corrupt"); err != nil {
+		t.Error(err)
+	}
+
 	// Another registry on the same etcd, on another registerer or none.
 	registry.New(cli, registry.Options{Prefix: etcdtest.Prefix(t), Registerer: prometheus.NewRegistry()})
 	registry.New(cli, registry.Options{Prefix: etcdtest.Prefix(t)})

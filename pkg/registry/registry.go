@@ -24,6 +24,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/mayu-boot/mayu/pkg/config"
+	"github.com/mayu-boot/mayu/pkg/hostile"
 	"github.com/mayu-boot/mayu/pkg/identity"
 	"github.com/mayu-boot/mayu/pkg/machine"
 	"github.com/mayu-boot/mayu/pkg/state"
@@ -72,6 +73,10 @@ func (e *MACTakenError) Error() string {
 // MaxMACs is how many MACs one machine may have: enough for every NIC of a
 // server, few enough to keep each registration transaction small.
 const MaxMACs = 16
+
+// MaxArch bounds the architecture a machine reports (iPXE's ${buildarch}:
+// i386, x86_64, arm64, ...), stored escaped (hostile.Text).
+const MaxArch = 32
 
 // Registry is the machine store of one replica.
 type Registry struct {
@@ -231,6 +236,11 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (m *machine.M
 		}
 	}
 	reg.MACs = macs
+	// Text a machine sent is stored escaped and bounded, whoever passed
+	// it on (hostile.Text is idempotent: escaping twice changes nothing).
+	reg.Serial = hostile.Text(reg.Serial, identity.MaxSerial)
+	reg.UUID = hostile.Text(reg.UUID, identity.MaxSerial)
+	reg.Arch = hostile.Text(reg.Arch, MaxArch)
 	if len(macs) > MaxMACs {
 		return nil, false, fmt.Errorf("%w: %d MACs given", ErrTooManyMACs, len(macs))
 	}

@@ -3,18 +3,28 @@ package render
 import (
 	"strings"
 	"text/template"
+
+	"github.com/mayu-boot/mayu/pkg/hostile"
 )
 
 // The iPXE scripts are built in: they are the protocol between mayu and
 // iPXE, not site policy. Site policy lives in the kernel arguments and the
 // operator's templates.
+//
+// Text that may hold anything a machine sent (a failure reason, a serial
+// quoted in an error) enters a script only through hostile.Plain, whose
+// allow-list has nothing iPXE gives a meaning to: no ${...} expansion, no
+// #, &&, || or ; to end the echo and start a command.
 
 // ChainScript is what DHCP points iPXE at. It sends back everything that
 // identifies the machine; the serial goes hex-encoded so that any bytes a
-// vendor put there survive the URL.
+// vendor put there survive the URL. It expands only settings iPXE formats
+// itself (a MAC, a UUID, hex, its build architecture): iPXE expands a line
+// before it splits it into commands, so a plain ${serial} holding " || ..."
+// would run as a command.
 func ChainScript(mayuURL string) []byte {
 	return []byte("#!ipxe\n" +
-		"echo mayu: identifying ${mac} (serial ${serial}, uuid ${uuid})\n" +
+		"echo mayu: identifying ${mac} (uuid ${uuid})\n" +
 		"chain --replace --autofree " + mayuURL + "/ipxe?serial=${serial:hexraw}&uuid=${uuid}&mac=${mac:hexhyp}&arch=${buildarch} || goto retry\n" +
 		":retry\n" +
 		"echo mayu: cannot reach " + mayuURL + ", retrying in 10 seconds\n" +
@@ -40,11 +50,11 @@ goto retry
 func InstallerScript(c Context, kernelArgs string) []byte {
 	var b strings.Builder
 	_ = installerScript.Execute(&b, map[string]string{
-		"ID":         c.Machine.ID,
-		"Profile":    c.Machine.Profile,
-		"Address":    c.Machine.InternalAddr,
+		"ID":         hostile.Plain(c.Machine.ID),
+		"Profile":    hostile.Plain(c.Machine.Profile),
+		"Address":    hostile.Plain(c.Machine.InternalAddr),
 		"MayuURL":    c.MayuURL,
-		"KernelArgs": sanitize(kernelArgs),
+		"KernelArgs": oneLine(kernelArgs),
 		"Token":      c.Token,
 		"FirstStage": c.URLs.FirstStage,
 	})
@@ -54,7 +64,7 @@ func InstallerScript(c Context, kernelArgs string) []byte {
 // LocalBootScript sends an installed machine to its disk. Returning from
 // iPXE with `exit` makes the firmware try the next boot device.
 func LocalBootScript(id string) []byte {
-	return []byte("#!ipxe\necho mayu: machine " + id + " is installed, booting from the local disk\nexit\n")
+	return []byte("#!ipxe\necho mayu: machine " + hostile.Plain(id) + " is installed, booting from the local disk\nexit\n")
 }
 
 // WaitScript tells the console why the machine cannot proceed, waits, and
@@ -62,24 +72,21 @@ func LocalBootScript(id string) []byte {
 // (pre-registers it, reinstalls it, fixes etcd).
 func WaitScript(mayuURL, why string) []byte {
 	return []byte("#!ipxe\n" +
-		"echo mayu: " + sanitize(why) + "\n" +
+		"echo mayu: " + hostile.Plain(why) + "\n" +
 		"echo mayu: asking again in 60 seconds\n" +
 		"sleep 60\n" +
 		"chain --replace --autofree " + mayuURL + "/boot.ipxe\n")
 }
 
-// sanitize keeps text from breaking out of an iPXE line: no newlines, and
-// no ${...} expansion of attacker-chosen text.
-func sanitize(s string) string {
+// oneLine keeps the operator's kernel arguments (cluster.install.kernel_args)
+// on their line of the script, without ${...} expansion. They are site
+// policy, not node text, so they keep their punctuation.
+func oneLine(s string) string {
 	s = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return ' '
 		}
 		return r
 	}, s)
-	s = strings.ReplaceAll(s, "$", "")
-	if len(s) > 300 {
-		s = s[:300] + "..."
-	}
-	return s
+	return strings.ReplaceAll(s, "$", "")
 }

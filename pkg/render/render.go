@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mayu-boot/mayu/pkg/config"
+	"github.com/mayu-boot/mayu/pkg/hostile"
 	"github.com/mayu-boot/mayu/pkg/machine"
 )
 
@@ -65,10 +66,14 @@ type Renderer struct {
 	cluster     config.Cluster
 }
 
+// funcs are the template functions (README, "Templates"); quote.go has
+// the quoting ones.
 var funcs = template.FuncMap{
-	"join": strings.Join,
-	// shellquote makes any string safe inside a POSIX shell script.
-	"shellquote": func(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" },
+	"join":       strings.Join,
+	"json":       toJSON,
+	"yaml":       toYAML,
+	"shell":      shell,
+	"shellquote": shellquote,
 }
 
 // New parses the cluster's templates from files (rooted at the files
@@ -135,7 +140,7 @@ func (r *Renderer) Context(m *machine.Machine, token, mayuURL string) Context {
 		vars[k] = v
 	}
 	return Context{
-		Machine: m,
+		Machine: nodeTextPlain(m),
 		Token:   token,
 		MayuURL: mayuURL,
 		URLs: URLs{
@@ -150,6 +155,21 @@ func (r *Renderer) Context(m *machine.Machine, token, mayuURL string) Context {
 		Network: nw,
 		Vars:    vars,
 	}
+}
+
+// nodeTextPlain is a copy of m whose fields that a machine sent (serial,
+// UUID, architecture, failure reasons) passed hostile.Plain: templates
+// render scripts, and node text enters a script only through the
+// allow-list. Everything else in the record is mayu's or the operator's.
+func nodeTextPlain(m *machine.Machine) *machine.Machine {
+	c := *m
+	c.Serial, c.UUID, c.Arch, c.FailReason = hostile.Plain(m.Serial), hostile.Plain(m.UUID), hostile.Plain(m.Arch), hostile.Plain(m.FailReason)
+	c.History = make([]machine.Event, len(m.History))
+	for i, e := range m.History {
+		e.Reason = hostile.Plain(e.Reason)
+		c.History[i] = e
+	}
+	return &c
 }
 
 func netmask(bits int) string {
