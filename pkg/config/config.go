@@ -46,6 +46,23 @@ const (
 	defaultBootEFI64           = "ipxe.efi"
 )
 
+// Default limits (node.limits): far above what a rack of machines booting
+// at once needs; see types.go.
+var (
+	defaultHTTPLimits = HTTPLimits{
+		ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute, StallTimeout: 30 * time.Second,
+		MaxHeaderBytes: 16 << 10, MaxConnections: 4096, MaxConnectionsPerAddress: 64,
+	}
+	defaultAdminLimits = HTTPLimits{
+		ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute, StallTimeout: 30 * time.Second,
+		MaxHeaderBytes: 16 << 10, MaxConnections: 256, MaxConnectionsPerAddress: 64,
+	}
+	defaultTFTPLimits = TFTPLimits{
+		MaxTransfers: 256, MaxPending: 256, MaxPerAddress: 64,
+		Timeout: time.Second, Retransmissions: 1, FirstBlockTimeout: 3 * time.Second,
+	}
+)
+
 // defaultPorts are in place before the file is decoded rather than filled in
 // afterwards, because an explicit 0 disables DHCP or TFTP: only keys that
 // are absent keep these values.
@@ -166,6 +183,10 @@ func (c *Config) applyDefaults() {
 	setDefault(&e.Embedded.QuotaBytes, defaultQuotaBytes)
 	setDefault(&e.Embedded.CompactionRetention, defaultCompactionRetention)
 
+	n.Limits.HTTP.applyDefaults(defaultHTTPLimits)
+	n.Limits.Admin.applyDefaults(defaultAdminLimits)
+	n.Limits.TFTP.applyDefaults(defaultTFTPLimits)
+
 	cl := &c.Cluster
 	for i := range cl.Pools {
 		setDefault(&cl.Pools[i].LeaseTime, defaultLeaseTime)
@@ -175,6 +196,24 @@ func (c *Config) applyDefaults() {
 	setDefault(&cl.Boot.EFI64, defaultBootEFI64)
 	setDefault(&cl.Install.Timeout, defaultInstallTimeout)
 	setDefault(&cl.Registration, RegistrationOpen)
+}
+
+func (l *HTTPLimits) applyDefaults(d HTTPLimits) {
+	setDefault(&l.ReadHeaderTimeout, d.ReadHeaderTimeout)
+	setDefault(&l.IdleTimeout, d.IdleTimeout)
+	setDefault(&l.StallTimeout, d.StallTimeout)
+	setDefault(&l.MaxHeaderBytes, d.MaxHeaderBytes)
+	setDefault(&l.MaxConnections, d.MaxConnections)
+	setDefault(&l.MaxConnectionsPerAddress, d.MaxConnectionsPerAddress)
+}
+
+func (l *TFTPLimits) applyDefaults(d TFTPLimits) {
+	setDefault(&l.MaxTransfers, d.MaxTransfers)
+	setDefault(&l.MaxPending, d.MaxPending)
+	setDefault(&l.MaxPerAddress, d.MaxPerAddress)
+	setDefault(&l.Timeout, d.Timeout)
+	setDefault(&l.Retransmissions, d.Retransmissions)
+	setDefault(&l.FirstBlockTimeout, d.FirstBlockTimeout)
 }
 
 func setDefault[T comparable](v *T, def T) {
