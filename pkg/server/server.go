@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,6 +28,7 @@ import (
 	"github.com/mayu-boot/mayu/pkg/election"
 	"github.com/mayu-boot/mayu/pkg/etcd"
 	"github.com/mayu-boot/mayu/pkg/httpboot"
+	"github.com/mayu-boot/mayu/pkg/httplimit"
 	"github.com/mayu-boot/mayu/pkg/lease"
 	"github.com/mayu-boot/mayu/pkg/registry"
 	"github.com/mayu-boot/mayu/pkg/render"
@@ -135,19 +137,25 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 	}
 	s.background(func() { s.sweepInstalls(runCtx) })
 
+	lim := cfg.Node.Limits
 	for _, l := range []struct {
 		name string
 		port int
 		h    http.Handler
+		lim  *httplimit.Limiter
 	}{
-		{"http", cfg.Node.Ports.HTTP, boot.Handler()},
-		{"admin", cfg.Node.Ports.Admin, adminAPI},
-		{"metrics", cfg.Node.Ports.Metrics, health},
+		{"http", cfg.Node.Ports.HTTP, boot.Handler(), httplimit.New("http", lim.HTTP, log, s.metrics)},
+		{"admin", cfg.Node.Ports.Admin, adminAPI, httplimit.New("admin", lim.Admin, log, s.metrics)},
+		// No caps on the metrics port: Prometheus and keepalived's health
+		// check must get in while the boot port is flooded. It is meant
+		// for a management network (docs/security.md).
+		{"metrics", cfg.Node.Ports.Metrics, health, nil},
 	} {
-		if err := s.listen(runCtx, l.name, cfg.Node.ListenAddress, l.port, l.h); err != nil {
+		if err := s.listen(runCtx, l.name, cfg.Node.ListenAddress, l.port, l.h, l.lim); err != nil {
 			return nil, err
 		}
 	}
+	warnDescriptors(log, cfg)
 	log.Info("mayu started", "replica", cfg.Node.Name, "advertise", mayuURL, "http", s.Addrs["http"],
 		"admin", s.Addrs["admin"], "metrics", s.Addrs["metrics"], "config_hash", cfg.ClusterHash()[:12])
 	return s, nil
@@ -226,21 +234,23 @@ func (s *Server) startDHCP(ctx context.Context, mayuURL string, leases dhcp.Leas
 	return nil
 }
 
-// listen serves h on addr:port; requests see ctx, which Close cancels (a
-// mayuctl watch stream then ends).
-func (s *Server) listen(ctx context.Context, name string, addr netip.Addr, port int, h http.Handler) error {
+// listen serves h on addr:port under lim's limits (nil: header limits
+// only); requests see ctx, which Close cancels (a mayuctl watch stream
+// then ends).
+func (s *Server) listen(ctx context.Context, name string, addr netip.Addr, port int, h http.Handler, lim *httplimit.Limiter) error {
 	ln, err := net.Listen("tcp", net.JoinHostPort(addr.String(), strconv.Itoa(port)))
 	if err != nil {
 		return fmt.Errorf("node.ports.%s: %w", name, err)
 	}
 	s.Addrs[name] = ln.Addr().String()
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		// No WriteTimeout: an OS image may take minutes to stream.
-		BaseContext: func(net.Listener) context.Context { return ctx },
+	var srv *http.Server
+	if lim != nil {
+		srv = lim.Server(h)
+		ln = lim.Listener(ln)
+	} else {
+		srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
 	}
+	srv.BaseContext = func(net.Listener) context.Context { return ctx }
 	s.servers = append(s.servers, srv)
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -248,6 +258,26 @@ func (s *Server) listen(ctx context.Context, name string, addr netip.Addr, port 
 		}
 	}()
 	return nil
+}
+
+// warnDescriptors says so when the connection caps and TFTP's sockets
+// could take every descriptor the process may open: then a flood would
+// make the replica deaf, embedded etcd included, before any cap refuses.
+func warnDescriptors(log *slog.Logger, cfg *config.Config) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return
+	}
+	l := cfg.Node.Limits
+	caps := uint64(l.HTTP.MaxConnections + l.Admin.MaxConnections)
+	if cfg.Node.Ports.TFTP > 0 {
+		caps += uint64(l.TFTP.MaxTransfers + l.TFTP.MaxPending)
+	}
+	const reserve = 1024 // etcd, its clients, files being served, DHCP
+	if caps+reserve > rl.Cur {
+		log.Warn("the connection limits can take every file descriptor: raise LimitNOFILE or lower node.limits",
+			"descriptors", rl.Cur, "limits", caps, "reserve", reserve)
+	}
 }
 
 // readyz is ready when etcd answers and this replica's configuration

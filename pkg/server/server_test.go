@@ -1,14 +1,18 @@
 package server
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mayu-boot/mayu/internal/fixture"
 	"github.com/mayu-boot/mayu/pkg/config"
@@ -115,5 +119,52 @@ func TestStartFailsClearly(t *testing.T) {
 				t.Fatalf("error %q does not name %s", err, tc.want)
 			}
 		})
+	}
+}
+
+// The boot port's per-address cap refuses a flood's extra connections with
+// a 503; the admin API and the metrics port, with their own counts, still
+// answer, and /metrics shows the refusal.
+func TestBootPortConnectionCap(t *testing.T) {
+	cfg := replicaConfig(t, "")
+	cfg.Node.Limits.HTTP.MaxConnectionsPerAddress = 2
+	s, err := Start(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", s.Addrs["http"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET /boot.ipxe HTTP/1.1\r\nHost: x\r\n\r\n")
+		if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("held connection: %v %v", resp, err)
+		}
+		held = append(held, c)
+	}
+	c, err := net.Dial("tcp", s.Addrs["http"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if b, _ := io.ReadAll(c); !strings.HasPrefix(string(b), "HTTP/1.1 503 ") {
+		t.Errorf("the third connection got %q", b)
+	}
+	if code, _ := get(t, "http://"+s.Addrs["admin"]+"/api/v1/machines"); code != 401 {
+		t.Errorf("admin API: %d", code)
+	}
+	_, metrics := get(t, "http://"+s.Addrs["metrics"]+"/metrics")
+	for _, want := range []string{
+		`mayu_http_connections_refused_total{listener="http",reason="per_address"} 1`,
+		`mayu_http_connections{listener="http"} 2`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 }
