@@ -179,7 +179,7 @@ func (s *Server) startTFTP() error {
 	if err != nil {
 		return fmt.Errorf("node.ports.tftp: %w", err)
 	}
-	if s.tftp, err = tftp.New(n.BootFilesDir, s.log, s.metrics); err != nil {
+	if s.tftp, err = tftp.New(n.BootFilesDir, n.Limits.TFTP, s.log, s.metrics); err != nil {
 		conn.Close()
 		return err
 	}
