@@ -385,3 +385,20 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	host := uint32(uint64(1)<<(32-p.Bits()) - 1)
 	return uint32ToAddr(addrToUint32(p.Masked().Addr()) | host)
 }
+
+// Summary is the limits in force, one line per listener, as `mayu -check`
+// prints them (and the benchmarks report what they ran with).
+func (l Limits) Summary() []string {
+	http := func(key string, h HTTPLimits) string {
+		return fmt.Sprintf("%s: read_header_timeout=%s idle_timeout=%s stall_timeout=%s max_header_bytes=%d max_connections=%d max_connections_per_address=%d",
+			key, shortDuration(h.ReadHeaderTimeout), shortDuration(h.IdleTimeout), shortDuration(h.StallTimeout),
+			h.MaxHeaderBytes, h.MaxConnections, h.MaxConnectionsPerAddress)
+	}
+	t := l.TFTP
+	return []string{
+		http("node.limits.http", l.HTTP),
+		http("node.limits.admin", l.Admin),
+		fmt.Sprintf("node.limits.tftp: max_transfers=%d max_pending=%d max_per_address=%d timeout=%s retransmissions=%d first_block_timeout=%s",
+			t.MaxTransfers, t.MaxPending, t.MaxPerAddress, shortDuration(t.Timeout), t.Retransmissions, shortDuration(t.FirstBlockTimeout)),
+	}
+}

@@ -489,6 +489,16 @@ func TestLimitsKeys(t *testing.T) {
 	}
 }
 
+func TestLimitsSummary(t *testing.T) {
+	got := strings.Join(mustParse(t, baseYAML).Node.Limits.Summary(), "\n")
+	want := `node.limits.http: read_header_timeout=10s idle_timeout=1m stall_timeout=30s max_header_bytes=16384 max_connections=4096 max_connections_per_address=64
+node.limits.admin: read_header_timeout=10s idle_timeout=1m stall_timeout=30s max_header_bytes=16384 max_connections=256 max_connections_per_address=64
+node.limits.tftp: max_transfers=256 max_pending=256 max_per_address=64 timeout=1s retransmissions=1 first_block_timeout=3s`
+	if got != want {
+		t.Errorf("Summary:\n%s\nwant\n%s", got, want)
+	}
+}
+
 // A port that is absent takes its default; an explicit 0 disables DHCP or
 // TFTP and must survive defaulting.
 func TestPorts(t *testing.T) {
