@@ -214,6 +214,16 @@ func (c *conn) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
+// ReadFrom keeps sendfile: net/http sends a file with the connection's
+// ReadFrom when it has one, and net.TCPConn's is sendfile. Without this
+// method every byte of an image would be copied through user space.
+func (c *conn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(writerOnly{c.Conn}, r)
+}
+
 func (c *conn) drop(reason string) {
 	if !c.dropped.Swap(true) {
 		c.l.metrics.dropped.WithLabelValues(reason).Inc()

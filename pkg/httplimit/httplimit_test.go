@@ -39,8 +39,34 @@ func (l smallBuffers) Accept() (net.Conn, error) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetWriteBuffer(128 << 10)
 		tc.SetReadBuffer(128 << 10)
+		return &sendfileConn{TCPConn: tc}, nil
 	}
 	return c, err
+}
+
+// sendfileConn records what net/http hands the connection's ReadFrom
+// (net.TCPConn's sends a *io.LimitedReader of an *os.File with sendfile).
+type sendfileConn struct {
+	*net.TCPConn
+}
+
+var sendfiles struct {
+	sync.Mutex
+	shapes map[string]int
+}
+
+func (c *sendfileConn) ReadFrom(r io.Reader) (int64, error) {
+	shape := fmt.Sprintf("%T", r)
+	if lr, ok := r.(*io.LimitedReader); ok {
+		shape += fmt.Sprintf("(%T)", lr.R)
+	}
+	sendfiles.Lock()
+	if sendfiles.shapes == nil {
+		sendfiles.shapes = map[string]int{}
+	}
+	sendfiles.shapes[shape]++
+	sendfiles.Unlock()
+	return c.TCPConn.ReadFrom(r)
 }
 
 type served struct {
@@ -208,6 +234,12 @@ func TestSlowMovingReaderIsNotCut(t *testing.T) {
 	if err := within(t, s.errs, time.Second); err != nil {
 		t.Errorf("handler: %v", err)
 	}
+	// The file went to the connection as sendfile takes it, step by step.
+	sendfiles.Lock()
+	if n := sendfiles.shapes["*io.LimitedReader(*os.File)"]; n < size/chunk-1 || len(sendfiles.shapes) != 1 {
+		t.Errorf("the connection's ReadFrom was handed %v, want about %d *io.LimitedReader(*os.File)", sendfiles.shapes, size/chunk)
+	}
+	sendfiles.Unlock()
 	if got := s.dropped("stalled_write"); got != 0 {
 		t.Errorf("stalled_write = %v", got)
 	}
