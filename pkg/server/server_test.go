@@ -168,3 +168,42 @@ func TestBootPortConnectionCap(t *testing.T) {
 		}
 	}
 }
+
+// A reader of /boot/image that stops reading is cut after
+// node.limits.http.stall_timeout, through the boot routes and their
+// metrics wrapper, and /metrics counts it.
+func TestStalledImageReaderIsCut(t *testing.T) {
+	cfg := replicaConfig(t, "")
+	cfg.Node.Limits.HTTP.StallTimeout = time.Second
+	const size = 64 << 20
+	if err := os.WriteFile(filepath.Join(cfg.Node.FilesDir, cfg.Cluster.Install.Image), make([]byte, size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Start(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c, err := net.Dial("tcp", s.Addrs["http"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetReadBuffer(64 << 10)
+	fmt.Fprintf(c, "GET /boot/image HTTP/1.1\r\nHost: x\r\n\r\n")
+	want := `mayu_http_requests_dropped_total{listener="http",reason="stalled_write"} 1`
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, metrics := get(t, "http://"+s.Addrs["metrics"]+"/metrics"); strings.Contains(metrics, want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s after 10s", want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, _ := io.Copy(io.Discard, c); n >= size {
+		t.Errorf("the stalled reader got all %d bytes", n)
+	}
+}
