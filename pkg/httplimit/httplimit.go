@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -147,21 +148,9 @@ func (l *Limiter) refuse(c net.Conn, addr netip.Addr, reason string) {
 	}
 	c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	io.WriteString(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"+
-		"Retry-After: 5\r\nContent-Length: "+itoa(len(msg))+"\r\n\r\n"+msg)
+		"Retry-After: 5\r\nContent-Length: "+strconv.Itoa(len(msg))+"\r\n\r\n"+msg)
 	c.Close()
 	l.log.Debug("http: connection refused", "listener", l.name, "remote", addr, "reason", reason)
-}
-
-func itoa(n int) string {
-	var b [20]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + n%10)
-		if n /= 10; n == 0 {
-			return string(b[i:])
-		}
-	}
 }
 
 type connKey struct{}

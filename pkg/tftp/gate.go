@@ -163,6 +163,10 @@ func (c *claim) uncount() {
 	}
 }
 
+// errNetascii refuses netascii mode: it would corrupt a boot binary, and
+// it reads in a pattern that firstBlock cannot follow.
+var errNetascii = errors.New("only octet mode is served")
+
 // count is how many requests of addr count against it now.
 func (g *gate) count(addr netip.Addr) int {
 	g.mu.Lock()
@@ -183,6 +187,12 @@ type firstBlock struct {
 
 func (f *firstBlock) Read(p []byte) (int, error) {
 	f.reads++
+	if f.reads == 1 && len(p) < 512 {
+		// In octet mode the library asks a whole block, 512 bytes or
+		// more; only its netascii converter asks less (256 at a time),
+		// and would make the second Read come before any acknowledgement.
+		return 0, errNetascii
+	}
 	if f.reads == 2 {
 		if err := f.claim.acknowledged(); err != nil {
 			return 0, err

@@ -76,8 +76,13 @@ func newRawClient(t *testing.T, from string) *rawClient {
 // request sends a read request for file with options (name, value, …).
 func (c *rawClient) request(server, file string, opts ...string) {
 	c.t.Helper()
+	c.requestMode(server, file, "octet", opts...)
+}
+
+func (c *rawClient) requestMode(server, file, mode string, opts ...string) {
+	c.t.Helper()
 	p := []byte{0, 1}
-	for _, s := range append([]string{file, "octet"}, opts...) {
+	for _, s := range append([]string{file, mode}, opts...) {
 		p = append(append(p, s...), 0)
 	}
 	to, _ := net.ResolveUDPAddr("udp4", server)
@@ -317,4 +322,20 @@ func TestFirstBlockWatchdog(t *testing.T) {
 		}
 		break
 	}
+}
+
+// netascii would corrupt a boot binary, and its converter reads ahead of
+// the acknowledgements: refused with an error, holding nothing.
+func TestNetasciiRefused(t *testing.T) {
+	s := start(t, fastLimits)
+	c := newRawClient(t, "127.0.0.1")
+	c.requestMode(s.addr, "undionly.kpxe", "netascii")
+	p, ok := c.next(time.Second)
+	if !ok || p.op != 5 || !strings.Contains(p.text, "octet") {
+		t.Fatalf("netascii: %+v (%v), want an error", p, ok)
+	}
+	if got := testutil.ToFloat64(s.metrics.transfers.WithLabelValues("refused")); got != 1 {
+		t.Errorf("refused = %v", got)
+	}
+	waitFor(t, time.Second, func() bool { return s.gate.count(localhost) == 0 }, "the count freed")
 }

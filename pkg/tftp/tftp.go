@@ -123,7 +123,10 @@ func (s *Server) read(requested string, rf io.ReaderFrom) error {
 	if err != nil {
 		// Also a client that only probed tsize and aborted (EDK2 does).
 		// A limit's cut is counted in mayu_tftp_limited_total already.
-		if !errors.Is(err, errLimited) {
+		switch {
+		case errors.Is(err, errNetascii):
+			s.metrics.transfers.WithLabelValues("refused").Inc()
+		case !errors.Is(err, errLimited):
 			s.metrics.transfers.WithLabelValues("failed").Inc()
 		}
 		return err
