@@ -147,8 +147,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		{"http", cfg.Node.Ports.HTTP, boot.Handler(), httplimit.New("http", lim.HTTP, log, s.metrics)},
 		{"admin", cfg.Node.Ports.Admin, adminAPI, httplimit.New("admin", lim.Admin, log, s.metrics)},
 		// No caps on the metrics port: Prometheus and keepalived's health
-		// check must get in while the boot port is flooded. It is meant
-		// for a management network (docs/security.md).
+		// check must get in while the boot port is flooded. It belongs on
+		// a management network, out of the boot network's reach.
 		{"metrics", cfg.Node.Ports.Metrics, health, nil},
 	} {
 		if err := s.listen(runCtx, l.name, cfg.Node.ListenAddress, l.port, l.h, l.lim); err != nil {
