@@ -136,6 +136,7 @@ start_mayu() {
 	mkdir -p "$d"
 	mayu_files "$d" 1
 	mayu_config "$d" r1 10.99.0.2
+	LIMITS=$(mayu_limits "$d")
 	mayu_start n1 "$d"
 	RUNNING+=("$STARTED")
 	wait_log "$d/mayu.log" "answering DHCP" 60 "$STARTED"
@@ -316,6 +317,12 @@ echo "### DHCP: DORA rate at under 2.5 % failed exchanges (perfdhcp, 4-way excha
 echo
 echo "$(machine); perfdhcp and the servers share the cores. Runs of ${period} s; best passing rate of each search."
 echo
+if [ -n "${LIMITS:-}" ]; then
+	echo "mayu ran with these limits (its defaults):"
+	echo
+	echo "$LIMITS"
+	echo
+fi
 echo "| server | runs | median | mayu (1) / server | mayu (3) / server |"
 echo "|---|---|---:|---:|---:|"
 m1=$(med "${RATE[mayu]:-}")

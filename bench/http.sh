@@ -30,9 +30,12 @@ mkdir -p "$srv"
 mayu_files "$srv" "$mb"
 size=$(stat -c %s "$srv/files/installer/initrd.img")
 
-PID="" URL=""
+PID="" URL="" LIMITS=""
 start_mayu() {
 	mayu_config "$srv" r1 10.99.0.2
+	need_limit "$srv" http max_connections "$conns" "connections of wrk"
+	need_limit "$srv" http max_connections_per_address "$conns" "connections wrk opens from one address"
+	LIMITS=$(mayu_limits "$srv")
 	mayu_start n1 "$srv"
 	PID=$STARTED
 	wait_log "$srv/mayu.log" "mayu started" 60 "$PID"
@@ -119,6 +122,12 @@ echo "### HTTP: a $mb MiB initrd over $conns connections (wrk -t2 -c$conns -d${s
 echo
 echo "$(machine); wrk and the server share the cores."
 echo
+if [ -n "$LIMITS" ]; then
+	echo "mayu ran with these limits (its defaults):"
+	echo
+	echo "$LIMITS"
+	echo
+fi
 echo "| server | requests/s | bytes/s | mayu / server |"
 echo "|---|---:|---:|---:|"
 for s in "${servers[@]}"; do

@@ -196,6 +196,28 @@ mayu_config() {
 		-election-ttl "${MAYU_ELECTION_TTL:-3s}" -lease-time 1h -relay-pool >"$dir/mayu.yaml"
 }
 
+# mayu_limits DIR: the limits the mayu of DIR/mayu.yaml runs with
+# (node.limits, as `mayu -check` prints them), one markdown list item
+# each: every report says which settings it ran with. The benchmarks run
+# mayu's defaults; they must be above what one benchmark asks from one
+# address (50 connections, 50 transfers), which mayu_limit checks.
+mayu_limits() {
+	"$MAYU" -config "$1/mayu.yaml" -check 2>&1 | sed -n 's/^mayu: \(node\.limits\.[a-z]*\): \(.*\)$/- `\1`: \2/p'
+}
+
+# mayu_limit DIR LISTENER KEY: one limit's value, e.g.
+# mayu_limit DIR http max_connections_per_address.
+mayu_limit() {
+	"$MAYU" -config "$1/mayu.yaml" -check 2>&1 | sed -n "s/^mayu: node\.limits\.$2: .*\b$3=\([^ ]*\).*/\1/p"
+}
+
+# need_limit DIR LISTENER KEY N WHAT: die unless that limit is at least N.
+need_limit() {
+	local v
+	v=$(mayu_limit "$1" "$2" "$3")
+	[ "${v:-0}" -ge "$4" ] || die "node.limits.$2.$3 is ${v:-unset}, below the $4 $5: the benchmark would measure the limit"
+}
+
 # mayu_start HOST DIR: start mayu in HOST with DIR/mayu.yaml; pid in
 # $STARTED, log in DIR/mayu.log.
 mayu_start() {

@@ -41,9 +41,13 @@ mayu_files "$srv" 1
 declare -A SIZE
 for f in "${files[@]}"; do SIZE[$f]=$(stat -c %s "$srv/boot/$f"); done
 
-PID=""
+PID="" LIMITS=""
 start_mayu() {
 	mayu_config "$srv" r1 10.99.0.2
+	need_limit "$srv" tftp max_per_address "$parallel" "transfers tftpload runs at once from one address"
+	need_limit "$srv" tftp max_transfers "$parallel" "transfers tftpload runs at once"
+	need_limit "$srv" tftp max_pending "$parallel" "requests tftpload may have pending at once"
+	LIMITS=$(mayu_limits "$srv")
 	rm -rf "$srv/data"
 	mayu_start n1 "$srv"
 	PID=$STARTED
@@ -110,6 +114,12 @@ echo "### TFTP: $fetches fetches, $parallel at a time ($client, blksize 1468), m
 echo
 echo "$(machine); clients and server share the cores."
 echo
+if [ -n "$LIMITS" ]; then
+	echo "mayu ran with these limits (its defaults):"
+	echo
+	echo "$LIMITS"
+	echo
+fi
 echo "| file | server | seconds | transfers/s | bytes/s | mayu / server |"
 echo "|---|---|---:|---:|---:|---:|"
 for f in "${files[@]}"; do

@@ -65,6 +65,9 @@ func run(args []string, stderr io.Writer) int {
 			return 1
 		}
 		fmt.Fprintf(stderr, "mayu: %s is valid (cluster config hash %s)\n", cfg.Path, cfg.ClusterHash())
+		for _, l := range cfg.Node.Limits.Summary() {
+			fmt.Fprintln(stderr, "mayu:", l)
+		}
 		return 0
 	}
 

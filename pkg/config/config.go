@@ -48,6 +48,23 @@ const (
 	defaultBootEFI64           = "ipxe.efi"
 )
 
+// Default limits (node.limits): far above what a rack of machines booting
+// at once needs; see types.go.
+var (
+	defaultHTTPLimits = HTTPLimits{
+		ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute, StallTimeout: 30 * time.Second,
+		MaxHeaderBytes: 16 << 10, MaxConnections: 4096, MaxConnectionsPerAddress: 64,
+	}
+	defaultAdminLimits = HTTPLimits{
+		ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute, StallTimeout: 30 * time.Second,
+		MaxHeaderBytes: 16 << 10, MaxConnections: 256, MaxConnectionsPerAddress: 64,
+	}
+	defaultTFTPLimits = TFTPLimits{
+		MaxTransfers: 256, MaxPending: 256, MaxPerAddress: 64,
+		Timeout: time.Second, Retransmissions: 1, FirstBlockTimeout: 3 * time.Second,
+	}
+)
+
 // defaultPorts are in place before the file is decoded rather than filled in
 // afterwards, because an explicit 0 disables DHCP or TFTP: only keys that
 // are absent keep these values.
@@ -170,6 +187,10 @@ func (c *Config) applyDefaults() {
 	setDefault(&e.Embedded.QuotaBytes, defaultQuotaBytes)
 	setDefault(&e.Embedded.CompactionRetention, defaultCompactionRetention)
 
+	n.Limits.HTTP.applyDefaults(defaultHTTPLimits)
+	n.Limits.Admin.applyDefaults(defaultAdminLimits)
+	n.Limits.TFTP.applyDefaults(defaultTFTPLimits)
+
 	cl := &c.Cluster
 	for i := range cl.Pools {
 		setDefault(&cl.Pools[i].LeaseTime, defaultLeaseTime)
@@ -179,6 +200,24 @@ func (c *Config) applyDefaults() {
 	setDefault(&cl.Boot.EFI64, defaultBootEFI64)
 	setDefault(&cl.Install.Timeout, defaultInstallTimeout)
 	setDefault(&cl.Registration, RegistrationOpen)
+}
+
+func (l *HTTPLimits) applyDefaults(d HTTPLimits) {
+	setDefault(&l.ReadHeaderTimeout, d.ReadHeaderTimeout)
+	setDefault(&l.IdleTimeout, d.IdleTimeout)
+	setDefault(&l.StallTimeout, d.StallTimeout)
+	setDefault(&l.MaxHeaderBytes, d.MaxHeaderBytes)
+	setDefault(&l.MaxConnections, d.MaxConnections)
+	setDefault(&l.MaxConnectionsPerAddress, d.MaxConnectionsPerAddress)
+}
+
+func (l *TFTPLimits) applyDefaults(d TFTPLimits) {
+	setDefault(&l.MaxTransfers, d.MaxTransfers)
+	setDefault(&l.MaxPending, d.MaxPending)
+	setDefault(&l.MaxPerAddress, d.MaxPerAddress)
+	setDefault(&l.Timeout, d.Timeout)
+	setDefault(&l.Retransmissions, d.Retransmissions)
+	setDefault(&l.FirstBlockTimeout, d.FirstBlockTimeout)
 }
 
 func setDefault[T comparable](v *T, def T) {
@@ -349,4 +388,21 @@ func uint32ToAddr(v uint32) netip.Addr {
 func lastAddr(p netip.Prefix) netip.Addr {
 	host := uint32(uint64(1)<<(32-p.Bits()) - 1)
 	return uint32ToAddr(addrToUint32(p.Masked().Addr()) | host)
+}
+
+// Summary is the limits in force, one line per listener, as `mayu -check`
+// prints them (and the benchmarks report what they ran with).
+func (l Limits) Summary() []string {
+	http := func(key string, h HTTPLimits) string {
+		return fmt.Sprintf("%s: read_header_timeout=%s idle_timeout=%s stall_timeout=%s max_header_bytes=%d max_connections=%d max_connections_per_address=%d",
+			key, shortDuration(h.ReadHeaderTimeout), shortDuration(h.IdleTimeout), shortDuration(h.StallTimeout),
+			h.MaxHeaderBytes, h.MaxConnections, h.MaxConnectionsPerAddress)
+	}
+	t := l.TFTP
+	return []string{
+		http("node.limits.http", l.HTTP),
+		http("node.limits.admin", l.Admin),
+		fmt.Sprintf("node.limits.tftp: max_transfers=%d max_pending=%d max_per_address=%d timeout=%s retransmissions=%d first_block_timeout=%s",
+			t.MaxTransfers, t.MaxPending, t.MaxPerAddress, shortDuration(t.Timeout), t.Retransmissions, shortDuration(t.FirstBlockTimeout)),
+	}
 }

@@ -263,6 +263,32 @@ func TestValidate(t *testing.T) {
 			e.Embedded.ClientURL, e.Embedded.CertFile, e.Embedded.KeyFile, e.CAFile = "https://127.0.0.1:2379", "/s.pem", "/s-key.pem", "/ca.pem"
 			e.Embedded.ClientCAFile = "/ca.pem"
 		}, "node.etcd.cert_file: required: node.etcd.embedded.client_ca_file makes the embedded etcd ask for a client certificate"},
+		// limits
+		{"http stall", func(c *Config) { c.Node.Limits.HTTP.StallTimeout = 500 * time.Millisecond },
+			"node.limits.http.stall_timeout: 500ms is out of range (1s-1h)"},
+		{"admin header timeout", func(c *Config) { c.Node.Limits.Admin.ReadHeaderTimeout = -time.Second },
+			"node.limits.admin.read_header_timeout: -1s is out of range (1s-10m)"},
+		{"http idle", func(c *Config) { c.Node.Limits.HTTP.IdleTimeout = 2 * time.Hour },
+			"node.limits.http.idle_timeout: 2h0m0s is out of range (1s-1h)"},
+		{"http header bytes", func(c *Config) { c.Node.Limits.HTTP.MaxHeaderBytes = 100 },
+			"node.limits.http.max_header_bytes: 100 is out of range (1024-1048576)"},
+		{"http connections", func(c *Config) { c.Node.Limits.HTTP.MaxConnections = -1 },
+			"node.limits.http.max_connections: -1 is out of range"},
+		{"admin per address above total", func(c *Config) { c.Node.Limits.Admin.MaxConnectionsPerAddress = 300 },
+			"node.limits.admin.max_connections_per_address: 300 is more than node.limits.admin.max_connections (256)"},
+		{"tftp transfers", func(c *Config) { c.Node.Limits.TFTP.MaxTransfers = -5 },
+			"node.limits.tftp.max_transfers: -5 is out of range (1-65536)"},
+		{"tftp per address", func(c *Config) { c.Node.Limits.TFTP.MaxPerAddress = 1 << 20 },
+			"node.limits.tftp.max_per_address: 1048576 is out of range"},
+		{"tftp pending", func(c *Config) { c.Node.Limits.TFTP.MaxPending = -1 },
+			"node.limits.tftp.max_pending: -1 is out of range"},
+		{"tftp retransmissions", func(c *Config) { c.Node.Limits.TFTP.Retransmissions = 11 },
+			"node.limits.tftp.retransmissions: 11 is out of range (1-10)"},
+		{"tftp timeout", func(c *Config) { c.Node.Limits.TFTP.Timeout = time.Millisecond },
+			"node.limits.tftp.timeout: 1ms is out of range (100ms-1m)"},
+		{"tftp first block before timeout", func(c *Config) {
+			c.Node.Limits.TFTP.Timeout, c.Node.Limits.TFTP.FirstBlockTimeout = 2*time.Second, time.Second
+		}, "node.limits.tftp.first_block_timeout: 1s is shorter than node.limits.tftp.timeout (2s)"},
 
 		// pools
 		{"no pools", func(c *Config) { c.Cluster.Pools = nil }, "cluster.pools: at least one pool is required"},
@@ -518,11 +544,50 @@ func TestDefaults(t *testing.T) {
 		{"install.disk", c.Install.Disk, "/dev/sda"},
 		{"install.timeout", c.Install.Timeout, 30 * time.Minute},
 		{"registration", c.Registration, RegistrationOpen},
+		{"limits.http", n.Limits.HTTP, HTTPLimits{ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute,
+			StallTimeout: 30 * time.Second, MaxHeaderBytes: 16384, MaxConnections: 4096, MaxConnectionsPerAddress: 64}},
+		{"limits.admin", n.Limits.Admin, HTTPLimits{ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute,
+			StallTimeout: 30 * time.Second, MaxHeaderBytes: 16384, MaxConnections: 256, MaxConnectionsPerAddress: 64}},
+		{"limits.tftp", n.Limits.TFTP, TFTPLimits{MaxTransfers: 256, MaxPending: 256, MaxPerAddress: 64,
+			Timeout: time.Second, Retransmissions: 1, FirstBlockTimeout: 3 * time.Second}},
 	}
 	for _, ch := range checks {
 		if !reflect.DeepEqual(ch.got, ch.want) {
 			t.Errorf("%s = %v, want %v", ch.what, ch.got, ch.want)
 		}
+	}
+}
+
+// A typo in a limit is reported with its line and a guess; a limit set
+// in the file survives defaulting.
+func TestLimitsKeys(t *testing.T) {
+	data := strings.Replace(baseYAML, "  admin_token_file: /etc/mayu/admin-token\n",
+		"  admin_token_file: /etc/mayu/admin-token\n  limits:\n    tftp: {max_per_adress: 5}\n", 1)
+	_, err := Parse([]byte(data), "test.yaml")
+	if err == nil || !strings.Contains(err.Error(), `unknown key "max_per_adress" in node.limits.tftp (did you mean "max_per_address"?)`) {
+		t.Errorf("typo: %v", err)
+	}
+	data = strings.Replace(baseYAML, "  admin_token_file: /etc/mayu/admin-token\n",
+		"  admin_token_file: /etc/mayu/admin-token\n  limits:\n    http: {stall_timeout: 2m, max_connections_per_address: 100}\n    tftp: {retransmissions: 3}\n", 1)
+	n := mustParse(t, data).Node
+	if n.Limits.HTTP.StallTimeout != 2*time.Minute || n.Limits.HTTP.MaxConnectionsPerAddress != 100 ||
+		n.Limits.HTTP.MaxConnections != 4096 || n.Limits.TFTP.Retransmissions != 3 || n.Limits.TFTP.MaxPerAddress != 64 {
+		t.Errorf("limits = %+v", n.Limits)
+	}
+	data = strings.Replace(baseYAML, "  admin_token_file: /etc/mayu/admin-token\n",
+		"  admin_token_file: /etc/mayu/admin-token\n  limits:\n    http: {stall_timeout: 30}\n", 1)
+	if _, err := Parse([]byte(data), "test.yaml"); err == nil || !strings.Contains(err.Error(), "node.limits.http.stall_timeout") {
+		t.Errorf("a duration without unit: %v", err)
+	}
+}
+
+func TestLimitsSummary(t *testing.T) {
+	got := strings.Join(mustParse(t, baseYAML).Node.Limits.Summary(), "\n")
+	want := `node.limits.http: read_header_timeout=10s idle_timeout=1m stall_timeout=30s max_header_bytes=16384 max_connections=4096 max_connections_per_address=64
+node.limits.admin: read_header_timeout=10s idle_timeout=1m stall_timeout=30s max_header_bytes=16384 max_connections=256 max_connections_per_address=64
+node.limits.tftp: max_transfers=256 max_pending=256 max_per_address=64 timeout=1s retransmissions=1 first_block_timeout=3s`
+	if got != want {
+		t.Errorf("Summary:\n%s\nwant\n%s", got, want)
 	}
 }
 

@@ -50,6 +50,65 @@ type Node struct {
 	Admin          Admin  `yaml:"admin" json:"admin"`
 	Etcd           Etcd   `yaml:"etcd" json:"etcd"`
 	Ports          Ports  `yaml:"ports" json:"ports"`
+	Limits         Limits `yaml:"limits" json:"limits"`
+}
+
+// Limits bound what one client, or a flood, can take of this replica:
+// descriptors, goroutines, packets. The defaults are far above what a rack
+// of machines booting at once needs, and every refusal is counted
+// (docs/metrics.md). The metrics port has no connection caps, so that
+// Prometheus and keepalived's health check are never refused because the
+// boot port is flooded.
+type Limits struct {
+	HTTP  HTTPLimits `yaml:"http" json:"http"`   // the boot port (node.ports.http)
+	Admin HTTPLimits `yaml:"admin" json:"admin"` // the admin API (node.ports.admin)
+	TFTP  TFTPLimits `yaml:"tftp" json:"tftp"`
+}
+
+// HTTPLimits bound one HTTP listener.
+type HTTPLimits struct {
+	// ReadHeaderTimeout bounds reading a request's headers (slowloris).
+	// Default 10s.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout" json:"read_header_timeout"`
+	// IdleTimeout closes a kept-alive connection that sends no new request.
+	// Default 1m.
+	IdleTimeout time.Duration `yaml:"idle_timeout" json:"idle_timeout"`
+	// StallTimeout cuts a request whose body or answer moves no bytes for
+	// this long; one that keeps moving is never cut, however long it takes
+	// (a multi-GB image). Default 30s.
+	StallTimeout time.Duration `yaml:"stall_timeout" json:"stall_timeout"`
+	// MaxHeaderBytes bounds a request's headers. Default 16384.
+	MaxHeaderBytes int `yaml:"max_header_bytes" json:"max_header_bytes"`
+	// MaxConnections bounds open connections in total; more are closed
+	// at once. Default 4096 (boot port), 256 (admin API).
+	MaxConnections int `yaml:"max_connections" json:"max_connections"`
+	// MaxConnectionsPerAddress bounds the open connections of one client
+	// address. Default 64.
+	MaxConnectionsPerAddress int `yaml:"max_connections_per_address" json:"max_connections_per_address"`
+}
+
+// TFTPLimits bound the TFTP server.
+type TFTPLimits struct {
+	// MaxTransfers bounds transfers under way: a transfer takes a slot
+	// once its first block is acknowledged. Default 256.
+	MaxTransfers int `yaml:"max_transfers" json:"max_transfers"`
+	// MaxPending bounds requests whose first block is not acknowledged
+	// yet; each holds a socket. Default 256.
+	MaxPending int `yaml:"max_pending" json:"max_pending"`
+	// MaxPerAddress bounds the requests, pending or under way, of one
+	// client address. Default 64.
+	MaxPerAddress int `yaml:"max_per_address" json:"max_per_address"`
+	// Timeout is how long each block (and the option acknowledgement)
+	// waits for its acknowledgement before it is sent again. Default 1s.
+	Timeout time.Duration `yaml:"timeout" json:"timeout"`
+	// Retransmissions of a block before the transfer is given up. Default 1:
+	// a request nobody acknowledges costs at most two data packets.
+	Retransmissions int `yaml:"retransmissions" json:"retransmissions"`
+	// FirstBlockTimeout bounds the time from a request to the
+	// acknowledgement of its first block; past it the request no longer
+	// counts against its address, and a late acknowledgement is refused.
+	// Default 3s.
+	FirstBlockTimeout time.Duration `yaml:"first_block_timeout" json:"first_block_timeout"`
 }
 
 // Admin secures the admin API: who may call it (named tokens with a role,

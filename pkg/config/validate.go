@@ -56,6 +56,50 @@ func (n *Node) validate(p *problems) {
 	n.Admin.validate(p, n.AdminTokenFile)
 	n.Ports.validate(p)
 	n.Etcd.validate(p)
+	n.Limits.HTTP.validate(p, "node.limits.http")
+	n.Limits.Admin.validate(p, "node.limits.admin")
+	n.Limits.TFTP.validate(p)
+}
+
+func (l HTTPLimits) validate(p *problems, key string) {
+	checkBetween(p, key+".read_header_timeout", l.ReadHeaderTimeout, time.Second, 10*time.Minute)
+	checkBetween(p, key+".idle_timeout", l.IdleTimeout, time.Second, time.Hour)
+	checkBetween(p, key+".stall_timeout", l.StallTimeout, time.Second, time.Hour)
+	checkCount(p, key+".max_header_bytes", l.MaxHeaderBytes, 1024, 1<<20)
+	checkCount(p, key+".max_connections", l.MaxConnections, 1, 1<<20)
+	checkCount(p, key+".max_connections_per_address", l.MaxConnectionsPerAddress, 1, 1<<20)
+	if l.MaxConnectionsPerAddress > l.MaxConnections && l.MaxConnections > 0 {
+		p.addf(key+".max_connections_per_address", "%d is more than %s.max_connections (%d)", l.MaxConnectionsPerAddress, key, l.MaxConnections)
+	}
+}
+
+func (l TFTPLimits) validate(p *problems) {
+	const key = "node.limits.tftp"
+	checkCount(p, key+".max_transfers", l.MaxTransfers, 1, 1<<16)
+	checkCount(p, key+".max_pending", l.MaxPending, 1, 1<<16)
+	checkCount(p, key+".max_per_address", l.MaxPerAddress, 1, 1<<16)
+	checkBetween(p, key+".timeout", l.Timeout, 100*time.Millisecond, time.Minute)
+	// The library counts attempts after the first; 0 would mean its own
+	// default of 5.
+	checkCount(p, key+".retransmissions", l.Retransmissions, 1, 10)
+	checkBetween(p, key+".first_block_timeout", l.FirstBlockTimeout, 100*time.Millisecond, 5*time.Minute)
+	if l.Timeout > 0 && l.FirstBlockTimeout > 0 && l.FirstBlockTimeout < l.Timeout {
+		p.addf(key+".first_block_timeout", "%s is shorter than %s.timeout (%s): no first block could be retransmitted in time", l.FirstBlockTimeout, key, l.Timeout)
+	}
+}
+
+// checkBetween: d in [least, most]. A negative value is reported here too
+// (zero took its default).
+func checkBetween(p *problems, key string, d, least, most time.Duration) {
+	if d < least || d > most {
+		p.addf(key, "%s is out of range (%s-%s)", d, shortDuration(least), shortDuration(most))
+	}
+}
+
+func checkCount(p *problems, key string, n, least, most int) {
+	if n < least || n > most {
+		p.addf(key, "%d is out of range (%d-%d)", n, least, most)
+	}
 }
 
 // Bounds of the audit retention: at most 4 KiB an entry, the largest

@@ -15,6 +15,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +29,7 @@ import (
 	"github.com/mayu-boot/mayu/pkg/election"
 	"github.com/mayu-boot/mayu/pkg/etcd"
 	"github.com/mayu-boot/mayu/pkg/httpboot"
+	"github.com/mayu-boot/mayu/pkg/httplimit"
 	"github.com/mayu-boot/mayu/pkg/lease"
 	"github.com/mayu-boot/mayu/pkg/registry"
 	"github.com/mayu-boot/mayu/pkg/render"
@@ -162,20 +164,26 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 	}
 	s.background(func() { s.sweepInstalls(runCtx) })
 
+	lim := cfg.Node.Limits
 	for _, l := range []struct {
 		name string
 		port int
 		h    http.Handler
+		lim  *httplimit.Limiter
 		tls  *tls.Config
 	}{
-		{"http", cfg.Node.Ports.HTTP, boot.Handler(), nil},
-		{"admin", cfg.Node.Ports.Admin, adminAPI, adminTLS},
-		{"metrics", cfg.Node.Ports.Metrics, health, nil},
+		{"http", cfg.Node.Ports.HTTP, boot.Handler(), httplimit.New("http", lim.HTTP, log, s.metrics), nil},
+		{"admin", cfg.Node.Ports.Admin, adminAPI, httplimit.New("admin", lim.Admin, log, s.metrics), adminTLS},
+		// No caps on the metrics port: Prometheus and keepalived's health
+		// check must get in while the boot port is flooded. It belongs on
+		// a management network, out of the boot network's reach.
+		{"metrics", cfg.Node.Ports.Metrics, health, nil, nil},
 	} {
-		if err := s.listen(runCtx, l.name, cfg.Node.ListenAddress, l.port, l.h, l.tls); err != nil {
+		if err := s.listen(runCtx, l.name, cfg.Node.ListenAddress, l.port, l.h, l.lim, l.tls); err != nil {
 			return nil, err
 		}
 	}
+	warnDescriptors(log, cfg)
 	log.Info("mayu started", "replica", cfg.Node.Name, "advertise", mayuURL, "http", s.Addrs["http"],
 		"admin", s.Addrs["admin"], "metrics", s.Addrs["metrics"], "config_hash", cfg.ClusterHash()[:12])
 	return s, nil
@@ -199,7 +207,7 @@ func (s *Server) startTFTP() error {
 	if err != nil {
 		return fmt.Errorf("node.ports.tftp: %w", err)
 	}
-	if s.tftp, err = tftp.New(n.BootFilesDir, s.log, s.metrics); err != nil {
+	if s.tftp, err = tftp.New(n.BootFilesDir, n.Limits.TFTP, s.log, s.metrics); err != nil {
 		conn.Close()
 		return err
 	}
@@ -254,27 +262,31 @@ func (s *Server) startDHCP(ctx context.Context, mayuURL string, leases dhcp.Leas
 	return nil
 }
 
-// listen serves h on addr:port, over TLS with tlsCfg if not nil; requests
-// see ctx, which Close cancels (a mayuctl watch stream then ends).
-func (s *Server) listen(ctx context.Context, name string, addr netip.Addr, port int, h http.Handler, tlsCfg *tls.Config) error {
+// listen serves h on addr:port under lim's limits (nil: header limits
+// only), over TLS with tlsCfg if not nil; requests see ctx, which Close
+// cancels (a mayuctl watch stream then ends).
+func (s *Server) listen(ctx context.Context, name string, addr netip.Addr, port int, h http.Handler, lim *httplimit.Limiter, tlsCfg *tls.Config) error {
 	ln, err := net.Listen("tcp", net.JoinHostPort(addr.String(), strconv.Itoa(port)))
 	if err != nil {
 		return fmt.Errorf("node.ports.%s: %w", name, err)
 	}
 	s.Addrs[name] = ln.Addr().String()
+	var srv *http.Server
+	if lim != nil {
+		srv = lim.Server(h)
+		ln = lim.Listener(ln)
+	} else {
+		srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
+	}
 	if tlsCfg != nil {
+		// TLS above the limiter: the caps count connections before their
+		// handshake, so a handshake flood is refused like any other.
 		ln = tls.NewListener(ln, tlsCfg)
-	}
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		// No WriteTimeout: an OS image may take minutes to stream.
-		BaseContext: func(net.Listener) context.Context { return ctx },
-		// Failed TLS handshakes (a scanner, a client that distrusts the
+		// Failed handshakes (a scanner, a client that distrusts the
 		// certificate) are logged here rather than on the standard logger.
-		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		srv.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
 	}
+	srv.BaseContext = func(net.Listener) context.Context { return ctx }
 	s.servers = append(s.servers, srv)
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -282,6 +294,26 @@ func (s *Server) listen(ctx context.Context, name string, addr netip.Addr, port 
 		}
 	}()
 	return nil
+}
+
+// warnDescriptors says so when the connection caps and TFTP's sockets
+// could take every descriptor the process may open: then a flood would
+// make the replica deaf, embedded etcd included, before any cap refuses.
+func warnDescriptors(log *slog.Logger, cfg *config.Config) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return
+	}
+	l := cfg.Node.Limits
+	caps := uint64(l.HTTP.MaxConnections + l.Admin.MaxConnections)
+	if cfg.Node.Ports.TFTP > 0 {
+		caps += uint64(l.TFTP.MaxTransfers + l.TFTP.MaxPending)
+	}
+	const reserve = 1024 // etcd, its clients, files being served, DHCP
+	if caps+reserve > rl.Cur {
+		log.Warn("the connection limits can take every file descriptor: raise LimitNOFILE or lower node.limits",
+			"descriptors", rl.Cur, "limits", caps, "reserve", reserve)
+	}
 }
 
 // readyz is ready when etcd answers and this replica's configuration

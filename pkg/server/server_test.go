@@ -1,14 +1,18 @@
 package server
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mayu-boot/mayu/internal/fixture"
 	"github.com/mayu-boot/mayu/internal/netlab"
@@ -147,5 +151,91 @@ func TestLegacyAdminTokenFile(t *testing.T) {
 	code, body := get(t, "http://"+s.Addrs["admin"]+"/api/v1/machines", "Authorization", "Bearer 0123456789abcdef0123")
 	if code != http.StatusOK {
 		t.Errorf("the token of node.admin_token_file: %d %s", code, body)
+	}
+}
+
+// The boot port's per-address cap refuses a flood's extra connections with
+// a 503; the admin API and the metrics port, with their own counts, still
+// answer, and /metrics shows the refusal.
+func TestBootPortConnectionCap(t *testing.T) {
+	cfg := replicaConfig(t, "")
+	cfg.Node.Limits.HTTP.MaxConnectionsPerAddress = 2
+	s, err := Start(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", s.Addrs["http"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET /boot.ipxe HTTP/1.1\r\nHost: x\r\n\r\n")
+		if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("held connection: %v %v", resp, err)
+		}
+		held = append(held, c)
+	}
+	c, err := net.Dial("tcp", s.Addrs["http"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if b, _ := io.ReadAll(c); !strings.HasPrefix(string(b), "HTTP/1.1 503 ") {
+		t.Errorf("the third connection got %q", b)
+	}
+	if code, _ := get(t, "http://"+s.Addrs["admin"]+"/api/v1/machines"); code != 401 {
+		t.Errorf("admin API: %d", code)
+	}
+	_, metrics := get(t, "http://"+s.Addrs["metrics"]+"/metrics")
+	for _, want := range []string{
+		`mayu_http_connections_refused_total{listener="http",reason="per_address"} 1`,
+		`mayu_http_connections{listener="http"} 2`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+// A reader of /boot/image that stops reading is cut after
+// node.limits.http.stall_timeout, through the boot routes and their
+// metrics wrapper, and /metrics counts it.
+func TestStalledImageReaderIsCut(t *testing.T) {
+	cfg := replicaConfig(t, "")
+	cfg.Node.Limits.HTTP.StallTimeout = time.Second
+	const size = 64 << 20
+	if err := os.WriteFile(filepath.Join(cfg.Node.FilesDir, cfg.Cluster.Install.Image), make([]byte, size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Start(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c, err := net.Dial("tcp", s.Addrs["http"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetReadBuffer(64 << 10)
+	fmt.Fprintf(c, "GET /boot/image HTTP/1.1\r\nHost: x\r\n\r\n")
+	want := `mayu_http_requests_dropped_total{listener="http",reason="stalled_write"} 1`
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, metrics := get(t, "http://"+s.Addrs["metrics"]+"/metrics"); strings.Contains(metrics, want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s after 10s", want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, _ := io.Copy(io.Discard, c); n >= size {
+		t.Errorf("the stalled reader got all %d bytes", n)
 	}
 }

@@ -13,43 +13,44 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/pin/tftp/v3"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/hostile"
 )
 
-// MaxTransfers bounds concurrent transfers: each holds a socket and a
-// goroutine, so a flood of requests (spoofed or not) must not exhaust
-// file descriptors that HTTP and etcd need. iPXE binaries are small and
-// go fast; a boot storm of a thousand machines stays well below.
-const MaxTransfers = 256
-
 // Server is a read-only TFTP server.
 type Server struct {
-	root   *os.Root
-	srv    *tftp.Server
-	log    *slog.Logger
-	active atomic.Int32
+	root *os.Root
+	srv  *tftp.Server
+	log  *slog.Logger
+	gate *gate
 
 	metrics *metrics
 }
 
-// New serves the files of dir. Its metrics go to reg (nil: nowhere).
-func New(dir string, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
+// New serves the files of dir under limits (gate.go says how they are
+// kept on the library). Its metrics go to reg (nil: nowhere).
+func New(dir string, limits config.TFTPLimits, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, fmt.Errorf("node.boot_files_dir: %w", err)
 	}
 	s := &Server{root: root, log: log, metrics: newMetrics(reg)}
+	s.gate = newGate(limits, s.metrics)
 	s.srv = tftp.NewServer(s.read, nil) // nil: writes are refused
-	s.srv.SetTimeout(2 * time.Second)
-	s.srv.SetRetries(5)
+	s.srv.SetTimeout(limits.Timeout)
+	s.srv.SetRetries(limits.Retransmissions)
+	// Send again as soon as the timeout passes: the library's default
+	// waits up to another second at random, which would only stretch
+	// what a request nobody acknowledges holds.
+	s.srv.SetBackoff(func(int) time.Duration { return 0 })
 	s.srv.SetHook(hook{log})
 	return s, nil
 }
@@ -79,17 +80,18 @@ func Name(requested string) (string, error) {
 }
 
 func (s *Server) read(requested string, rf io.ReaderFrom) error {
-	if s.active.Add(1) > MaxTransfers {
-		s.active.Add(-1)
-		s.metrics.transfers.WithLabelValues("refused").Inc()
-		return fmt.Errorf("server busy (%d transfers), try again", MaxTransfers)
-	}
-	defer s.active.Add(-1)
-	peer := ""
+	peer, addr := "", netip.Addr{}
 	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
-		addr := ot.RemoteAddr()
-		peer = addr.String()
+		ua := ot.RemoteAddr()
+		peer = ua.String()
+		addr = ua.AddrPort().Addr().Unmap()
 	}
+	claim, err := s.gate.enter(addr)
+	if err != nil {
+		s.log.Debug("tftp: refused", "file", clip(requested), "peer", peer, "err", err)
+		return err
+	}
+	defer claim.leave()
 	name, err := Name(requested)
 	if err != nil {
 		s.metrics.transfers.WithLabelValues("refused").Inc()
@@ -117,10 +119,16 @@ func (s *Server) read(requested string, rf io.ReaderFrom) error {
 	}
 	// The sender reads one block (blksize, ~1.4 kB) at a time: buffered, a
 	// transfer costs a read syscall per 64 kB instead of per block.
-	n, err := rf.ReadFrom(bufio.NewReaderSize(f, 64<<10))
+	n, err := rf.ReadFrom(&firstBlock{r: bufio.NewReaderSize(f, 64<<10), claim: claim})
 	if err != nil {
 		// Also a client that only probed tsize and aborted (EDK2 does).
-		s.metrics.transfers.WithLabelValues("failed").Inc()
+		// A limit's cut is counted in mayu_tftp_limited_total already.
+		switch {
+		case errors.Is(err, errNetascii):
+			s.metrics.transfers.WithLabelValues("refused").Inc()
+		case !errors.Is(err, errLimited):
+			s.metrics.transfers.WithLabelValues("failed").Inc()
+		}
 		return err
 	}
 	s.metrics.transfers.WithLabelValues("ok").Inc()

@@ -58,7 +58,7 @@ func TestServeOnLoopback(t *testing.T) {
 	os.Symlink(filepath.Join(filepath.Dir(dir), "secret"), filepath.Join(dir, "link"))
 
 	reg := prometheus.NewRegistry()
-	srv, err := New(dir, slog.New(slog.DiscardHandler), reg)
+	srv, err := New(dir, defaultLimits, slog.New(slog.DiscardHandler), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ mayu_tftp_transfers_total{result="not_found"} 1
 mayu_tftp_transfers_total{result="ok"} 1
 mayu_tftp_transfers_total{result="refused"} 2
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "mayu_tftp_sent_bytes_total", "mayu_tftp_transfers_total"); err != nil {
 		t.Error(err)
 	}
 }
