@@ -44,6 +44,15 @@ const (
 	defaultElectionTTL         = 3 * time.Second
 	defaultBootBIOS            = "undionly.kpxe"
 	defaultBootEFI64           = "ipxe.efi"
+
+	defaultNewClientsPerSecond = 20
+	defaultNewClientsBurst     = 200
+	defaultDeclineProbeTimeout = time.Second
+	defaultDeclineProbes       = 16
+	defaultDeclineQuarantine   = 10 * time.Minute
+	defaultRegistrationsPerSec = 10
+	defaultRegistrationBurst   = 100
+	defaultRegistrationExpiry  = time.Hour
 )
 
 // defaultPorts are in place before the file is decoded rather than filled in
@@ -175,6 +184,16 @@ func (c *Config) applyDefaults() {
 	setDefault(&cl.Boot.EFI64, defaultBootEFI64)
 	setDefault(&cl.Install.Timeout, defaultInstallTimeout)
 	setDefault(&cl.Registration, RegistrationOpen)
+	d := &cl.DHCP
+	setDefault(&d.NewClientsPerSecond, defaultNewClientsPerSecond)
+	setDefault(&d.NewClientsBurst, defaultNewClientsBurst)
+	setDefault(&d.DeclineProbeTimeout, defaultDeclineProbeTimeout)
+	setDefault(&d.DeclineProbes, defaultDeclineProbes)
+	setDefault(&d.DeclineQuarantine, defaultDeclineQuarantine)
+	sr := &cl.SelfRegistration
+	setDefault(&sr.PerSecond, defaultRegistrationsPerSec)
+	setDefault(&sr.Burst, defaultRegistrationBurst)
+	setDefault(&sr.ExpireAfter, defaultRegistrationExpiry)
 }
 
 func setDefault[T comparable](v *T, def T) {
@@ -254,6 +273,7 @@ func (c Cluster) clone() Cluster {
 	}
 	c.TemplateVars = cloneMap(c.TemplateVars)
 	c.SecretTemplateVars = cloneSlice(c.SecretTemplateVars)
+	c.DHCP.Relays = cloneSlice(c.DHCP.Relays)
 	return c
 }
 
