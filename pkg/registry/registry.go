@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
@@ -44,6 +45,10 @@ var (
 	ErrConflict = errors.New("too many concurrent changes to the same keys, try again")
 	// ErrUnavailable marks every error that came from etcd itself.
 	ErrUnavailable = state.ErrUnavailable
+	// ErrRateLimited: more machines registered on first contact than
+	// cluster.self_registration allows this replica; the machine asks
+	// again later.
+	ErrRateLimited = errors.New("too many new machines are registering at once (cluster.self_registration.per_second and burst); this machine asks again shortly")
 )
 
 // CorruptError is a record in etcd that mayu cannot read. It is reported,
@@ -79,6 +84,10 @@ type Registry struct {
 	timeout time.Duration
 	now     func() time.Time
 	metrics *metrics
+	// newMachines is this replica's token bucket of registrations on
+	// first contact. Per replica, not cluster-wide: a flood spread over
+	// n replicas gets n buckets, and no etcd write is spent on counting.
+	newMachines *rate.Limiter
 
 	secretOnce sync.Mutex
 	secret     []byte
@@ -104,7 +113,15 @@ func New(cli *clientv3.Client, o Options) *Registry {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	r := &Registry{cli: cli, keys: state.Keys{Prefix: o.Prefix}, cluster: o.Cluster, replica: o.Replica, timeout: o.Timeout, now: o.Now}
+	sr := o.Cluster.SelfRegistration
+	if sr.PerSecond <= 0 {
+		sr.PerSecond = 10
+	}
+	if sr.Burst <= 0 {
+		sr.Burst = 100
+	}
+	r := &Registry{cli: cli, keys: state.Keys{Prefix: o.Prefix}, cluster: o.Cluster, replica: o.Replica, timeout: o.Timeout, now: o.Now,
+		newMachines: rate.NewLimiter(rate.Limit(sr.PerSecond), sr.Burst)}
 	r.metrics = newMetrics(o.Registerer, r)
 	return r
 }
@@ -237,6 +254,7 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (m *machine.M
 	// their indexes; the STM then holds the picked keys (absent when read),
 	// so two replicas registering at once cannot both take one: the loser
 	// runs again and picks the next.
+	charged := false
 	err = r.stm(ctx, "register machine", func(stm concurrency.STM) error {
 		m, created = nil, false
 		if existing, err := r.stmGet(stm, reg.ID); err == nil {
@@ -244,6 +262,14 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (m *machine.M
 			return nil
 		} else if !errors.Is(err, ErrNotFound) {
 			return err
+		}
+		// A new machine on first contact takes a token, once however
+		// often the transaction runs; an operator's add takes none.
+		if !reg.Preregistered && !charged {
+			if !r.newMachines.AllowN(r.now(), 1) {
+				return ErrRateLimited
+			}
+			charged = true
 		}
 		fresh, err := r.newMachine(ctx, reg)
 		if err != nil {
@@ -273,6 +299,9 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (m *machine.M
 		m, created = fresh, true
 		return nil
 	})
+	if errors.Is(err, ErrRateLimited) {
+		r.metrics.refused.WithLabelValues("rate_limited").Inc()
+	}
 	if err != nil {
 		return nil, false, err
 	}
@@ -559,16 +588,7 @@ func (r *Registry) Delete(ctx context.Context, id string) error {
 		if err != nil {
 			return err
 		}
-		stm.Del(r.keys.Machine(id))
-		keys := []string{r.keys.Address(m.InternalAddr), r.slotKey(m)}
-		for _, mac := range m.MACs {
-			keys = append(keys, r.keys.MAC(mac))
-		}
-		for _, k := range keys {
-			if k != "" && stm.Get(k) == ownerValue(id) {
-				stm.Del(k)
-			}
-		}
+		r.stmDelete(stm, m)
 		return nil
 	})
 	var corrupt *CorruptError
@@ -576,6 +596,21 @@ func (r *Registry) Delete(ctx context.Context, id string) error {
 		return r.deleteCorrupt(ctx, id)
 	}
 	return err
+}
+
+// stmDelete removes m's record, and its MAC index entries, address and
+// profile slot while they still point at it, inside an STM.
+func (r *Registry) stmDelete(stm concurrency.STM, m *machine.Machine) {
+	stm.Del(r.keys.Machine(m.ID))
+	keys := []string{r.keys.Address(m.InternalAddr), r.slotKey(m)}
+	for _, mac := range m.MACs {
+		keys = append(keys, r.keys.MAC(mac))
+	}
+	for _, k := range keys {
+		if k != "" && stm.Get(k) == ownerValue(m.ID) {
+			stm.Del(k)
+		}
+	}
 }
 
 // deleteCorrupt removes an unreadable record and every index key that
@@ -669,6 +704,46 @@ func (r *Registry) ExpireInstalls(ctx context.Context, timeout time.Duration) ([
 		}
 		if err == nil && changed {
 			r.CountInstallFailed("timeout")
+			expired = append(expired, m.ID)
+		}
+	}
+	return expired, nil
+}
+
+// ExpireRegistrations deletes the machines registered on first contact
+// that have not started an install within after of registering, freeing
+// their static address, profile slot and MACs: random serials cannot keep
+// the static range. Machines added by an operator, and any machine that
+// ever started an install, are never expired. Any replica may run it:
+// each deletion is one transaction that checks the rule again on what it
+// reads, so concurrent sweeps delete each machine once.
+func (r *Registry) ExpireRegistrations(ctx context.Context, after time.Duration) ([]string, error) {
+	ms, _, err := r.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var expired []string
+	for _, m := range ms {
+		if !m.RegistrationExpired(after, r.now()) {
+			continue
+		}
+		deleted := false
+		err := r.stm(ctx, "expire registration", func(stm concurrency.STM) error {
+			deleted = false
+			cur, err := r.stmGet(stm, m.ID)
+			if err != nil || !cur.RegistrationExpired(after, r.now()) {
+				return err
+			}
+			r.stmDelete(stm, cur)
+			deleted = true
+			return nil
+		})
+		var corrupt *CorruptError
+		if err != nil && !errors.Is(err, ErrNotFound) && !errors.As(err, &corrupt) {
+			return expired, err
+		}
+		if err == nil && deleted {
+			r.metrics.expired.WithLabelValues().Inc()
 			expired = append(expired, m.ID)
 		}
 	}
