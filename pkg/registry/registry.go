@@ -21,9 +21,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/time/rate"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
+	"golang.org/x/time/rate"
 
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/identity"
