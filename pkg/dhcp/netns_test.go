@@ -10,7 +10,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mayu-boot/mayu/internal/etcdtest"
 	"github.com/mayu-boot/mayu/internal/netlab"
+	"github.com/mayu-boot/mayu/pkg/config"
+	"github.com/mayu-boot/mayu/pkg/lease"
+	"github.com/mayu-boot/mayu/pkg/state"
 )
 
 // inNetns runs f on an OS thread that joined network namespace ns, and
@@ -108,5 +112,50 @@ func TestProbesFindAddressesInUse(t *testing.T) {
 				t.Fatalf("the probe took %s, past its deadline", d)
 			}
 		})
+	}
+}
+
+// The pool-draining flood with a real client: perfdhcp in its own
+// namespace, as one relay (giaddr 10.98.0.2), brings 103 new clients at
+// once to a pool of 51. With a budget of 10 (and 1/s), at most a few more
+// than 10 get an address; before the budget every address went.
+func TestFloodFromPerfdhcpKeepsThePool(t *testing.T) {
+	netlab.Require(t, "perfdhcp")
+	lab := netlab.NewT(t, "10.99.0.1/24")
+	lab.MustIP("-n", lab.Srv, "addr", "add", "10.98.0.1/24", "dev", "srv0")
+	lab.MustIP("-n", lab.Cli, "addr", "add", "10.98.0.2/24", "dev", "cli0")
+	cli := etcdtest.Start(t)
+	pool := config.Pool{Subnet: netip.MustParsePrefix("10.98.0.0/24"),
+		Range:     config.Range{Start: addr("10.98.0.10"), End: addr("10.98.0.60")},
+		LeaseTime: time.Hour}
+	o := Options{Interface: "srv0", Port: 67, ServerIP: addr("10.99.0.1"), Advertise: addr("10.99.0.1"),
+		Pools: []config.Pool{pool}, Policy: Policy{BIOS: "undionly.kpxe", ScriptURL: scriptURL}, Replica: "ns",
+		Leases: lease.NewStore(cli, state.Keys{Prefix: prefix}, 3*time.Second),
+		Limits: config.DHCP{NewClientsPerSecond: 1, NewClientsBurst: 10, Relays: []netip.Addr{addr("10.98.0.2")}},
+		Log:    testLogger(t)}
+	srv := New(o)
+	var err error
+	inNetns(t, lab.Srv, func() { err = srv.Listen() }) // the socket stays in the namespace
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	campaign(t, cli, srv, "ns")
+	waitFor(t, 15*time.Second, "server leads", srv.Leading)
+
+	out, _ := lab.Run(60*time.Second, lab.Cli, "perfdhcp", "-4", "-l", "10.98.0.2", "-r", "200", "-R", "103", "-n", "103",
+		"-p", "4", "-o", "93,0000", "-o", "60,505845436c69656e74", "10.99.0.1")
+	t.Logf("perfdhcp:\n%s", out)
+	acks := leaseCount(t, cli)
+	_, free := srv.term.Load().pools[0].stats(time.Now())
+	t.Logf("%d leases in etcd, %d of 51 addresses free", acks, free)
+	if acks > 10+6 || acks < 1 {
+		t.Fatalf("%d leases from a flood of 103 new clients with a budget of 10 (+1/s)", acks)
+	}
+	if got := counter(t, srv.metrics.ignored, "new_client_budget"); got < 50 {
+		t.Fatalf("new_client_budget = %v", got)
 	}
 }
