@@ -45,10 +45,6 @@ var (
 	ErrConflict = errors.New("too many concurrent changes to the same keys, try again")
 	// ErrUnavailable marks every error that came from etcd itself.
 	ErrUnavailable = state.ErrUnavailable
-	// ErrRateLimited: more machines registered on first contact than
-	// cluster.self_registration allows this replica; the machine asks
-	// again later.
-	ErrRateLimited = errors.New("too many new machines are registering at once (cluster.self_registration.per_second and burst); this machine asks again shortly")
 )
 
 // CorruptError is a record in etcd that mayu cannot read. It is reported,
@@ -588,7 +584,16 @@ func (r *Registry) Delete(ctx context.Context, id string) error {
 		if err != nil {
 			return err
 		}
-		r.stmDelete(stm, m)
+		stm.Del(r.keys.Machine(id))
+		keys := []string{r.keys.Address(m.InternalAddr), r.slotKey(m)}
+		for _, mac := range m.MACs {
+			keys = append(keys, r.keys.MAC(mac))
+		}
+		for _, k := range keys {
+			if k != "" && stm.Get(k) == ownerValue(id) {
+				stm.Del(k)
+			}
+		}
 		return nil
 	})
 	var corrupt *CorruptError
@@ -596,21 +601,6 @@ func (r *Registry) Delete(ctx context.Context, id string) error {
 		return r.deleteCorrupt(ctx, id)
 	}
 	return err
-}
-
-// stmDelete removes m's record, and its MAC index entries, address and
-// profile slot while they still point at it, inside an STM.
-func (r *Registry) stmDelete(stm concurrency.STM, m *machine.Machine) {
-	stm.Del(r.keys.Machine(m.ID))
-	keys := []string{r.keys.Address(m.InternalAddr), r.slotKey(m)}
-	for _, mac := range m.MACs {
-		keys = append(keys, r.keys.MAC(mac))
-	}
-	for _, k := range keys {
-		if k != "" && stm.Get(k) == ownerValue(m.ID) {
-			stm.Del(k)
-		}
-	}
 }
 
 // deleteCorrupt removes an unreadable record and every index key that
@@ -704,46 +694,6 @@ func (r *Registry) ExpireInstalls(ctx context.Context, timeout time.Duration) ([
 		}
 		if err == nil && changed {
 			r.CountInstallFailed("timeout")
-			expired = append(expired, m.ID)
-		}
-	}
-	return expired, nil
-}
-
-// ExpireRegistrations deletes the machines registered on first contact
-// that have not started an install within after of registering, freeing
-// their static address, profile slot and MACs: random serials cannot keep
-// the static range. Machines added by an operator, and any machine that
-// ever started an install, are never expired. Any replica may run it:
-// each deletion is one transaction that checks the rule again on what it
-// reads, so concurrent sweeps delete each machine once.
-func (r *Registry) ExpireRegistrations(ctx context.Context, after time.Duration) ([]string, error) {
-	ms, _, err := r.List(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var expired []string
-	for _, m := range ms {
-		if !m.RegistrationExpired(after, r.now()) {
-			continue
-		}
-		deleted := false
-		err := r.stm(ctx, "expire registration", func(stm concurrency.STM) error {
-			deleted = false
-			cur, err := r.stmGet(stm, m.ID)
-			if err != nil || !cur.RegistrationExpired(after, r.now()) {
-				return err
-			}
-			r.stmDelete(stm, cur)
-			deleted = true
-			return nil
-		})
-		var corrupt *CorruptError
-		if err != nil && !errors.Is(err, ErrNotFound) && !errors.As(err, &corrupt) {
-			return expired, err
-		}
-		if err == nil && deleted {
-			r.metrics.expired.WithLabelValues().Inc()
 			expired = append(expired, m.ID)
 		}
 	}
