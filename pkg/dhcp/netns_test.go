@@ -8,11 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv4"
 	"golang.org/x/sys/unix"
 
 	"github.com/mayu-boot/mayu/internal/etcdtest"
 	"github.com/mayu-boot/mayu/internal/netlab"
+	"github.com/mayu-boot/mayu/internal/testfakes"
 	"github.com/mayu-boot/mayu/pkg/config"
+	"github.com/mayu-boot/mayu/pkg/election"
 	"github.com/mayu-boot/mayu/pkg/lease"
 	"github.com/mayu-boot/mayu/pkg/state"
 )
@@ -77,7 +80,12 @@ func TestProbesFindAddressesInUse(t *testing.T) {
 		t.Fatalf("cli0: %v", err)
 	}
 	stranger := net.HardwareAddr{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
-	p := netProber{iface: "srv0", src: netip.MustParseAddr("10.99.0.1")}
+	var p *netProber
+	inNetns(t, lab.Srv, func() { p = openProber("srv0", netip.MustParseAddr("10.99.0.1")) })
+	defer p.Close()
+	if p.arpErr != nil || p.icmpE != nil {
+		t.Fatalf("probe sockets: %v, %v", p.arpErr, p.icmpE)
+	}
 	for _, tc := range []struct {
 		name   string
 		ip     string
@@ -97,11 +105,10 @@ func TestProbesFindAddressesInUse(t *testing.T) {
 			var got bool
 			var perr error
 			start := time.Now()
-			inNetns(t, lab.Srv, func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
-				defer cancel()
-				got, perr = p.InUse(ctx, netip.MustParseAddr(tc.ip), tc.local, tc.client)
-			})
+			// From any thread: the sockets are in the namespace.
+			ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+			defer cancel()
+			got, perr = p.InUse(ctx, netip.MustParseAddr(tc.ip), tc.local, tc.client)
 			if perr != nil {
 				t.Fatal(perr)
 			}
@@ -157,5 +164,109 @@ func TestFloodFromPerfdhcpKeepsThePool(t *testing.T) {
 	}
 	if got := counter(t, srv.metrics.ignored, "new_client_budget"); got < 50 {
 		t.Fatalf("new_client_budget = %v", got)
+	}
+}
+
+// nsRelay is a relay agent in the client namespace: a UDP socket on
+// 10.99.0.250 that forwards the test's packets to the server with that
+// giaddr and reads the answers.
+type nsRelay struct {
+	t    *testing.T
+	conn *net.UDPConn
+	to   *net.UDPAddr
+}
+
+func (r *nsRelay) exchange(req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+	r.t.Helper()
+	req.GatewayIPAddr, req.HopCount = net.IPv4(10, 99, 0, 250).To4(), 1
+	if _, err := r.conn.WriteToUDP(req.ToBytes(), r.to); err != nil {
+		r.t.Fatal(err)
+	}
+	buf := make([]byte, 1500)
+	r.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	for {
+		n, _, err := r.conn.ReadFromUDP(buf)
+		if err != nil {
+			return nil
+		}
+		if resp, err := dhcpv4.FromBytes(buf[:n]); err == nil && resp.TransactionID == req.TransactionID {
+			return resp
+		}
+	}
+}
+
+// The whole DECLINE path with real packets: the server in its namespace,
+// a relay and a host owning 10.99.0.120 in the other. A decline of .120
+// quarantines it (the ARP probe hears the owner); a decline of an address
+// nobody has gives it back to the pool.
+func TestDeclineProbedOnTheSegment(t *testing.T) {
+	lab := netlab.NewT(t, "10.99.0.1/24")
+	lab.MustIP("-n", lab.Cli, "addr", "add", "10.99.0.250/24", "dev", "cli0")
+	lab.MustIP("-n", lab.Cli, "addr", "add", "10.99.0.120/24", "dev", "cli0") // the owner
+	pool := config.Pool{Subnet: netip.MustParsePrefix("10.99.0.0/24"),
+		Range: config.Range{Start: addr("10.99.0.100"), End: addr("10.99.0.199")}, LeaseTime: time.Hour}
+	srv := New(Options{Interface: "srv0", Port: 67, ServerIP: addr("10.99.0.1"), Advertise: addr("10.99.0.1"),
+		Pools: []config.Pool{pool}, Replica: "ns", Leases: testfakes.NewLeases(),
+		Limits: config.DHCP{DeclineProbeTimeout: 500 * time.Millisecond}, Log: testLogger(t)})
+	var err error
+	inNetns(t, lab.Srv, func() { err = srv.Listen() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	go srv.Lead(ctx, election.Fence{Key: "/mayu/election/ns", Rev: 1})
+	waitFor(t, 5*time.Second, "server leads", srv.Leading)
+	var conn *net.UDPConn
+	inNetns(t, lab.Cli, func() { conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 99, 0, 250)}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	r := &nsRelay{t: t, conn: conn, to: &net.UDPAddr{IP: net.IPv4(10, 99, 0, 1), Port: 67}}
+	sid := net.IPv4(10, 99, 0, 1).To4()
+
+	lease := func(mac net.HardwareAddr, want string) {
+		t.Helper()
+		d, _ := dhcpv4.NewDiscovery(mac, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP(want))))
+		offer := r.exchange(d)
+		if offer == nil || offer.YourIPAddr.String() != want {
+			t.Fatalf("offer to %s: %v, want %s", mac, offer, want)
+		}
+		req, _ := dhcpv4.NewRequestFromOffer(offer)
+		if ack := r.exchange(req); ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck {
+			t.Fatalf("ack to %s: %v", mac, ack)
+		}
+	}
+	decline := func(mac net.HardwareAddr, ip string) {
+		t.Helper()
+		dec, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac), dhcpv4.WithMessageType(dhcpv4.MessageTypeDecline),
+			dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP(ip))), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(sid)))
+		r.exchange(dec) // no answer
+	}
+	offeredTo := func(mac net.HardwareAddr, ip string) string {
+		t.Helper()
+		d, _ := dhcpv4.NewDiscovery(mac, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP(ip))))
+		offer := r.exchange(d)
+		if offer == nil {
+			t.Fatalf("no offer to %s", mac)
+		}
+		return offer.YourIPAddr.String()
+	}
+
+	lease(hw(1), "10.99.0.120")
+	decline(hw(1), "10.99.0.120")
+	waitFor(t, 5*time.Second, "probe of .120", func() bool { return counter(t, srv.metrics.declines, "quarantined") == 1 })
+	if got := offeredTo(hw(2), "10.99.0.120"); got == "10.99.0.120" {
+		t.Fatal("an address another host answers ARP on was offered again")
+	}
+
+	lease(hw(3), "10.99.0.121")
+	decline(hw(3), "10.99.0.121")
+	waitFor(t, 5*time.Second, "probe of .121", func() bool { return counter(t, srv.metrics.declines, "unconfirmed") == 1 })
+	if got := offeredTo(hw(4), "10.99.0.121"); got != "10.99.0.121" {
+		t.Fatalf("an address nobody has was kept from the pool: offered %s", got)
 	}
 }

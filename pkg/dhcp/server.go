@@ -93,6 +93,8 @@ type Server struct {
 
 	relays  map[netip.Addr]bool // cluster.dhcp.relays; empty: any
 	budget  *budget
+	prober  Prober
+	opened  *netProber    // the prober Listen opened, closed by Serve
 	probes  chan struct{} // a slot per decline probe in flight
 	probing sync.WaitGroup
 }
@@ -134,7 +136,8 @@ func New(o Options) *Server {
 	if l.DeclineQuarantine <= 0 {
 		l.DeclineQuarantine = 10 * time.Minute
 	}
-	s := &Server{o: o, budget: newBudget(l.NewClientsPerSecond, l.NewClientsBurst), probes: make(chan struct{}, l.DeclineProbes)}
+	s := &Server{o: o, budget: newBudget(l.NewClientsPerSecond, l.NewClientsBurst), prober: o.Prober,
+		probes: make(chan struct{}, l.DeclineProbes)}
 	if len(l.Relays) > 0 {
 		s.relays = map[netip.Addr]bool{}
 		for _, a := range l.Relays {
@@ -160,6 +163,12 @@ func (s *Server) Listen() error {
 		return fmt.Errorf("node.interface %s, node.ports.dhcp %d: %w", s.o.Interface, s.o.Port, err)
 	}
 	s.conn = conn
+	if s.prober == nil {
+		// Opened here, with the DHCP socket: in the same network
+		// namespace, and once for every probe.
+		s.opened = openProber(s.o.Interface, s.serverIP)
+		s.prober = s.opened
+	}
 	return nil
 }
 
@@ -240,6 +249,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	close(queue)
 	wg.Wait()
 	s.probing.Wait()
+	if s.opened != nil {
+		s.opened.Close()
+	}
 	return err
 }
 
@@ -547,11 +559,10 @@ func (s *Server) decline(x *exchange) {
 		defer func() { <-s.probes }()
 		ctx, cancel := context.WithTimeout(context.Background(), lim.DeclineProbeTimeout)
 		defer cancel()
-		prober := s.o.Prober
-		if prober == nil {
-			prober = netProber{iface: s.o.Interface, src: s.serverIP}
+		inUse, err := false, errors.New("no prober (the server was not opened with Listen)")
+		if s.prober != nil {
+			inUse, err = s.prober.InUse(ctx, ip, local, hw)
 		}
-		inUse, err := prober.InUse(ctx, ip, local, hw)
 		switch {
 		case err != nil:
 			pl.avoid(ip, time.Time{})
