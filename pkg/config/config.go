@@ -46,6 +46,15 @@ const (
 	defaultAuditMaxAge         = 90 * 24 * time.Hour
 	defaultBootBIOS            = "undionly.kpxe"
 	defaultBootEFI64           = "ipxe.efi"
+
+	defaultNewClientsPerSecond = 20
+	defaultNewClientsBurst     = 200
+	defaultDeclineProbeTimeout = time.Second
+	defaultDeclineProbes       = 16
+	defaultDeclineQuarantine   = 10 * time.Minute
+	defaultRegistrationsPerSec = 10
+	defaultRegistrationBurst   = 100
+	defaultRegistrationExpiry  = time.Hour
 )
 
 // Default limits (node.limits): far above what a rack of machines booting
@@ -200,6 +209,16 @@ func (c *Config) applyDefaults() {
 	setDefault(&cl.Boot.EFI64, defaultBootEFI64)
 	setDefault(&cl.Install.Timeout, defaultInstallTimeout)
 	setDefault(&cl.Registration, RegistrationOpen)
+	d := &cl.DHCP
+	setDefault(&d.NewClientsPerSecond, defaultNewClientsPerSecond)
+	setDefault(&d.NewClientsBurst, defaultNewClientsBurst)
+	setDefault(&d.DeclineProbeTimeout, defaultDeclineProbeTimeout)
+	setDefault(&d.DeclineProbes, defaultDeclineProbes)
+	setDefault(&d.DeclineQuarantine, defaultDeclineQuarantine)
+	sr := &cl.SelfRegistration
+	setDefault(&sr.PerSecond, defaultRegistrationsPerSec)
+	setDefault(&sr.Burst, defaultRegistrationBurst)
+	setDefault(&sr.ExpireAfter, defaultRegistrationExpiry)
 }
 
 func (l *HTTPLimits) applyDefaults(d HTTPLimits) {
@@ -297,6 +316,7 @@ func (c Cluster) clone() Cluster {
 	}
 	c.TemplateVars = cloneMap(c.TemplateVars)
 	c.SecretTemplateVars = cloneSlice(c.SecretTemplateVars)
+	c.DHCP.Relays = cloneSlice(c.DHCP.Relays)
 	return c
 }
 

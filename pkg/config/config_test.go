@@ -372,6 +372,29 @@ func TestValidate(t *testing.T) {
 		// the rest
 		{"registration", func(c *Config) { c.Cluster.Registration = "closed" },
 			`cluster.registration: "closed" is neither "open" nor "preregistered"`},
+		{"relay outside every pool", func(c *Config) { c.Cluster.DHCP.Relays = []netip.Addr{netip.MustParseAddr("10.7.0.1")} },
+			"cluster.dhcp.relays[0]: 10.7.0.1 is in no cluster.pools subnet"},
+		{"relay IPv6", func(c *Config) { c.Cluster.DHCP.Relays = []netip.Addr{netip.MustParseAddr("fe80::1")} },
+			"cluster.dhcp.relays[0]: fe80::1 is not an IPv4 address"},
+		{"relay twice", func(c *Config) {
+			c.Cluster.DHCP.Relays = []netip.Addr{netip.MustParseAddr("10.0.2.1"), netip.MustParseAddr("10.0.2.1")}
+		}, "cluster.dhcp.relays[1]: 10.0.2.1 is already cluster.dhcp.relays[0]"},
+		{"new client rate", func(c *Config) { c.Cluster.DHCP.NewClientsPerSecond = -1 },
+			"cluster.dhcp.new_clients_per_second: must be positive (got -1)"},
+		{"new client burst", func(c *Config) { c.Cluster.DHCP.NewClientsBurst = -5 },
+			"cluster.dhcp.new_clients_burst: must be at least 1 (got -5)"},
+		{"probe timeout", func(c *Config) { c.Cluster.DHCP.DeclineProbeTimeout = time.Minute },
+			"cluster.dhcp.decline_probe_timeout: 1m0s is out of range (10ms-10s)"},
+		{"probes", func(c *Config) { c.Cluster.DHCP.DeclineProbes = 5000 },
+			"cluster.dhcp.decline_probes: 5000 is out of range (1-1024)"},
+		{"quarantine", func(c *Config) { c.Cluster.DHCP.DeclineQuarantine = time.Millisecond },
+			"cluster.dhcp.decline_quarantine: 1ms is too short (at least 1s)"},
+		{"registration rate", func(c *Config) { c.Cluster.SelfRegistration.PerSecond = -0.5 },
+			"cluster.self_registration.per_second: must be positive (got -0.5)"},
+		{"registration burst", func(c *Config) { c.Cluster.SelfRegistration.Burst = -1 },
+			"cluster.self_registration.burst: must be at least 1 (got -1)"},
+		{"registration expiry", func(c *Config) { c.Cluster.SelfRegistration.ExpireAfter = time.Second },
+			"cluster.self_registration.expire_after: 1s is too short (at least 1m)"},
 		{"secret var unknown", func(c *Config) { c.Cluster.SecretTemplateVars = append(c.Cluster.SecretTemplateVars, "api_key") },
 			`cluster.secret_template_vars[1]: "api_key" is not a key of cluster.template_vars`},
 	}
@@ -483,6 +506,12 @@ func TestParseErrors(t *testing.T) {
 			[]string{`line 3: node.interface: expected a single value, found a list`}},
 		{"value for a mapping", strings.Replace(baseYAML, "  static:\n", "  static: none\n  x_static:\n", 1),
 			[]string{`line 16: cluster.static: expected key: value pairs, found "none"`}},
+		{"misspelt dhcp limit", baseYAML + "  dhcp: {new_client_burst: 10}\n",
+			[]string{`unknown key "new_client_burst" in cluster.dhcp (did you mean "new_clients_burst"?)`}},
+		{"relay not an address", baseYAML + "  dhcp: {relays: [10.0.2.300]}\n",
+			[]string{`cluster.dhcp.relays[0]: "10.0.2.300" is not an IP address`}},
+		{"expiry without unit", baseYAML + "  self_registration: {expire_after: 3600}\n",
+			[]string{`cluster.self_registration.expire_after: "3600" is not a duration`}},
 		{"not a number", strings.Replace(baseYAML, "quantity: 3", "quantity: three", 1),
 			[]string{"config test.yaml: line 21: cannot unmarshal !!str `three` into int"}},
 		{"duplicate key", strings.Replace(baseYAML, "interface: eth0", "interface: eth0\n  interface: eth1", 1),
@@ -550,6 +579,9 @@ func TestDefaults(t *testing.T) {
 			StallTimeout: 30 * time.Second, MaxHeaderBytes: 16384, MaxConnections: 256, MaxConnectionsPerAddress: 64}},
 		{"limits.tftp", n.Limits.TFTP, TFTPLimits{MaxTransfers: 256, MaxPending: 256, MaxPerAddress: 64,
 			Timeout: time.Second, Retransmissions: 1, FirstBlockTimeout: 3 * time.Second}},
+		{"dhcp", c.DHCP, DHCP{NewClientsPerSecond: 20, NewClientsBurst: 200, DeclineProbeTimeout: time.Second,
+			DeclineProbes: 16, DeclineQuarantine: 10 * time.Minute}},
+		{"self_registration", c.SelfRegistration, SelfRegistration{PerSecond: 10, Burst: 100, ExpireAfter: time.Hour}},
 	}
 	for _, ch := range checks {
 		if !reflect.DeepEqual(ch.got, ch.want) {

@@ -229,6 +229,52 @@ type Cluster struct {
 	// Registration is "open" (register any machine on first contact, the
 	// default) or "preregistered" (only machines added with `mayuctl add`).
 	Registration string `yaml:"registration" json:"registration"`
+	// SelfRegistration limits what a flood of iPXE requests with made-up
+	// serials can take under registration: open.
+	SelfRegistration SelfRegistration `yaml:"self_registration" json:"self_registration"`
+	// DHCP limits what the leader hands out to whom.
+	DHCP DHCP `yaml:"dhcp" json:"dhcp"`
+}
+
+// DHCP holds the leader's limits against hostile clients on the boot
+// network. Their defaults are far above what a rack of machines booting at
+// once asks for.
+type DHCP struct {
+	// Relays are the relay agent addresses (giaddr) whose requests are
+	// answered; a relayed request naming another giaddr is dropped. Empty
+	// (the default): every relay whose giaddr lies in a pool's subnet.
+	Relays []netip.Addr `yaml:"relays" json:"relays"`
+	// NewClientsPerSecond and NewClientsBurst are the token bucket of new
+	// clients (a MAC with no offer, no lease and no registered machine)
+	// each relay (giaddr), or the interface for direct clients, may bring:
+	// spoofed MACs cannot drain a pool faster. Defaults 20 and 200.
+	NewClientsPerSecond float64 `yaml:"new_clients_per_second" json:"new_clients_per_second"`
+	NewClientsBurst     int     `yaml:"new_clients_burst" json:"new_clients_burst"`
+	// DeclineProbeTimeout is how long the leader waits for an answer (ARP
+	// on the local segment, ICMP echo across a relay) from a declined
+	// address before it gives the address back to the pool. Default 1s.
+	DeclineProbeTimeout time.Duration `yaml:"decline_probe_timeout" json:"decline_probe_timeout"`
+	// DeclineProbes bounds the probes in flight; a DECLINE beyond it
+	// quarantines nothing. Default 16.
+	DeclineProbes int `yaml:"decline_probes" json:"decline_probes"`
+	// DeclineQuarantine is how long an address that a probe found in use
+	// is not offered. Default 10m.
+	DeclineQuarantine time.Duration `yaml:"decline_quarantine" json:"decline_quarantine"`
+}
+
+// SelfRegistration limits registration on first contact.
+type SelfRegistration struct {
+	// PerSecond and Burst are each replica's token bucket of new machines
+	// registered on first contact; a machine beyond it is told to wait and
+	// asks again. mayuctl add is not limited. Defaults 10 and 100.
+	PerSecond float64 `yaml:"per_second" json:"per_second"`
+	Burst     int     `yaml:"burst" json:"burst"`
+	// ExpireAfter deletes a machine registered on first contact that has
+	// not started an install this long after it registered, freeing its
+	// static address, profile slot and MACs. Machines added with mayuctl
+	// add, and machines that ever started an install, never expire.
+	// Default 1h.
+	ExpireAfter time.Duration `yaml:"expire_after" json:"expire_after"`
 }
 
 // Pool is one DHCP subnet, for the short-lived boot addresses.

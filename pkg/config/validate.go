@@ -354,6 +354,8 @@ func (c *Cluster) validate(p *problems) {
 	if c.Registration != RegistrationOpen && c.Registration != RegistrationPreregistered {
 		p.addf("cluster.registration", "%q is neither %q nor %q", c.Registration, RegistrationOpen, RegistrationPreregistered)
 	}
+	c.DHCP.validate(p, c.Pools)
+	c.SelfRegistration.validate(p)
 	for i, name := range c.SecretTemplateVars {
 		if _, ok := c.TemplateVars[name]; !ok {
 			p.addf(fmt.Sprintf("cluster.secret_template_vars[%d]", i), "%q is not a key of cluster.template_vars", name)
@@ -532,4 +534,54 @@ func checkFilePath(p *problems, key, v string) {
 		// After Clean, any ".." left is at the start.
 		p.addf(key, "%q leads outside node.files_dir", v)
 	}
+}
+
+func (d *DHCP) validate(p *problems, pools []Pool) {
+	seen := map[netip.Addr]int{}
+	for i, a := range d.Relays {
+		key := fmt.Sprintf("cluster.dhcp.relays[%d]", i)
+		switch {
+		case !a.IsValid():
+			p.addf(key, "empty")
+		case !a.Is4():
+			p.addf(key, "%s is not an IPv4 address", a)
+		default:
+			if j, dup := seen[a]; dup {
+				p.addf(key, "%s is already cluster.dhcp.relays[%d]", a, j)
+			}
+			seen[a] = i
+			// A relay's giaddr names its pool: one outside every pool
+			// could never be answered.
+			inPool := false
+			for _, pool := range pools {
+				inPool = inPool || pool.Subnet.Contains(a)
+			}
+			if !inPool {
+				p.addf(key, "%s is in no cluster.pools subnet (a relay's address on the machines' network names their pool)", a)
+			}
+		}
+	}
+	if d.NewClientsPerSecond <= 0 {
+		p.addf("cluster.dhcp.new_clients_per_second", "must be positive (got %g)", d.NewClientsPerSecond)
+	}
+	if d.NewClientsBurst < 1 {
+		p.addf("cluster.dhcp.new_clients_burst", "must be at least 1 (got %d)", d.NewClientsBurst)
+	}
+	if t := d.DeclineProbeTimeout; t < 10*time.Millisecond || t > 10*time.Second {
+		p.addf("cluster.dhcp.decline_probe_timeout", "%s is out of range (10ms-10s)", t)
+	}
+	if d.DeclineProbes < 1 || d.DeclineProbes > 1024 {
+		p.addf("cluster.dhcp.decline_probes", "%d is out of range (1-1024)", d.DeclineProbes)
+	}
+	checkAtLeast(p, "cluster.dhcp.decline_quarantine", d.DeclineQuarantine, time.Second)
+}
+
+func (s *SelfRegistration) validate(p *problems) {
+	if s.PerSecond <= 0 {
+		p.addf("cluster.self_registration.per_second", "must be positive (got %g)", s.PerSecond)
+	}
+	if s.Burst < 1 {
+		p.addf("cluster.self_registration.burst", "must be at least 1 (got %d)", s.Burst)
+	}
+	checkAtLeast(p, "cluster.self_registration.expire_after", s.ExpireAfter, time.Minute)
 }

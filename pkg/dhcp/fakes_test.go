@@ -20,6 +20,13 @@ import (
 // in-memory fakes; its answers go to the returned socket (the relay).
 func fakeServer(t *testing.T, leases LeaseStore, installed InstalledMACs) (*Server, *net.UDPConn, election.Fence) {
 	t.Helper()
+	return fakeServerWith(t, Options{Leases: leases, Installed: installed})
+}
+
+// fakeServerWith is fakeServer with more options (o.Leases and
+// o.Installed included).
+func fakeServerWith(t *testing.T, o Options) (*Server, *net.UDPConn, election.Fence) {
+	t.Helper()
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: loopback})
 	if err != nil {
 		t.Fatal(err)
@@ -29,8 +36,8 @@ func fakeServer(t *testing.T, leases LeaseStore, installed InstalledMACs) (*Serv
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close(); relay.Close() })
-	s := New(Options{Policy: benchPolicy, Replica: "fake", Pools: []config.Pool{benchPool()}, Leases: leases,
-		Installed: installed, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	o.Policy, o.Replica, o.Pools, o.Log = benchPolicy, "fake", []config.Pool{benchPool()}, slog.New(slog.NewTextHandler(io.Discard, nil))
+	s := New(o)
 	f := election.Fence{Key: "/mayu/election/fake", Rev: 7}
 	s.conn, s.serverIP, s.o.Advertise = conn, addr("127.0.0.1"), addr("127.0.0.1")
 	s.term.Store(&term{fence: f, pools: []*pool{newPool(benchPool())}})

@@ -16,12 +16,9 @@ var (
 	ErrNotAvailable  = errors.New("address not available to this client")
 )
 
-// How long an offered address stays reserved for its client, and how long
-// a declined one (in use by someone mayu does not know) is avoided.
-const (
-	offerHold  = 30 * time.Second
-	quarantine = 10 * time.Minute
-)
+// How long an offered address stays reserved for its client. (How long a
+// declined one is avoided is cluster.dhcp.decline_quarantine.)
+const offerHold = 30 * time.Second
 
 type hold struct {
 	mac   string
@@ -220,15 +217,47 @@ func (p *pool) heldBy(mac string, ip netip.Addr, now time.Time) bool {
 	return ok && h.mac == mac && now.Before(h.until)
 }
 
-// decline avoids ip for a while: something else answers on it.
-func (p *pool) decline(mac string, ip netip.Addr, now time.Time) {
+// knows reports whether mac is a client of this pool: it holds a lease
+// (even an expired one nobody took) or an offer. A known client is not
+// charged against the new-client budget, and may ask for an address
+// without an offer.
+func (p *pool) knows(mac string, now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.byMAC[mac] != nil {
+		return true
+	}
+	ip, ok := p.heldMAC[mac]
+	if !ok {
+		return false
+	}
+	h := p.held[ip]
+	return h.mac == mac && now.Before(h.until)
+}
+
+// decline forgets mac's hold on ip and avoids ip until then: something
+// else may answer on it.
+func (p *pool) decline(mac string, ip netip.Addr, until time.Time) {
 	if !p.cfg.Range.Contains(ip) {
 		return // never offered; remembering it would let a flood grow the map
 	}
 	p.forget(mac, ip)
+	p.avoid(ip, until)
+}
+
+// avoid keeps ip from being offered until then; a zero time gives it
+// back at once.
+func (p *pool) avoid(ip netip.Addr, until time.Time) {
+	if !p.cfg.Range.Contains(ip) {
+		return
+	}
 	p.mu.Lock()
-	p.declined[ip] = now.Add(quarantine)
-	p.mu.Unlock()
+	defer p.mu.Unlock()
+	if until.IsZero() {
+		delete(p.declined, ip)
+		return
+	}
+	p.declined[ip] = until
 }
 
 // stats counts active leases and free addresses.

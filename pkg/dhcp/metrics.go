@@ -13,6 +13,8 @@ type metrics struct {
 	received           *prometheus.CounterVec
 	answered           *prometheus.CounterVec
 	ignored            *prometheus.CounterVec
+	naks               *prometheus.CounterVec
+	declines           *prometheus.CounterVec
 	leaseWriteDuration *prometheus.HistogramVec
 }
 
@@ -25,7 +27,11 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		answered: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "packets_answered_total",
 			Help: "DHCP answers sent, by message type (offer, ack, nak)."}, []string{"type"}),
 		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "packets_ignored_total",
-			Help: "DHCP packets not answered, by reason: installed, not_leader, pool_exhausted, malformed, no_pool, other_server, queue_full, not_durable, deposed."}, []string{"reason"}),
+			Help: "DHCP packets not answered, by reason: installed, not_leader, pool_exhausted, malformed, no_pool, other_server, queue_full, not_durable, deposed, unlisted_relay, new_client_budget, unknown_client."}, []string{"reason"}),
+		naks: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "naks_total",
+			Help: "REQUESTs refused with a NAK, by reason: outside_pool, in_use, unknown_client (no offer or lease)."}, []string{"reason"}),
+		declines: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "declines_total",
+			Help: "DECLINEs, by outcome: quarantined (a probe found the address in use), unconfirmed (nobody answered: back in the pool), probe_busy, probe_failed, not_holder."}, []string{"outcome"}),
 		leaseWriteDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "lease_write_duration_seconds",
 			Help: "Time to make a lease durable in etcd before its ACK.", Buckets: mayumetrics.Latency()}, nil),
 	}
@@ -37,8 +43,15 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 	for _, t := range []string{"offer", "ack", "nak"} {
 		m.answered.WithLabelValues(t)
 	}
-	for _, r := range []string{"installed", "not_leader", "pool_exhausted", "malformed", "no_pool", "other_server", "queue_full", "not_durable", "deposed"} {
+	for _, r := range []string{"installed", "not_leader", "pool_exhausted", "malformed", "no_pool", "other_server", "queue_full", "not_durable", "deposed",
+		"unlisted_relay", "new_client_budget", "unknown_client"} {
 		m.ignored.WithLabelValues(r)
+	}
+	for _, r := range []string{"outside_pool", "in_use", "unknown_client"} {
+		m.naks.WithLabelValues(r)
+	}
+	for _, o := range []string{"quarantined", "unconfirmed", "probe_busy", "probe_failed", "not_holder"} {
+		m.declines.WithLabelValues(o)
 	}
 	pools := &poolCollector{s: s,
 		active: prometheus.NewDesc("mayu_dhcp_leases_active",
@@ -47,7 +60,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			"Addresses of a pool not held by an unexpired lease (0 on followers).", []string{"pool"}, nil),
 	}
 	m.leaseWriteDuration.WithLabelValues()
-	mayumetrics.MustRegister(reg, m.received, m.answered, m.ignored, m.leaseWriteDuration, pools)
+	mayumetrics.MustRegister(reg, m.received, m.answered, m.ignored, m.naks, m.declines, m.leaseWriteDuration, pools)
 	return m
 }
 

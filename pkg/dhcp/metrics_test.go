@@ -26,9 +26,11 @@ func TestMetricsOnTheGivenRegistry(t *testing.T) {
 	if got := testutil.ToFloat64(s.metrics.ignored.WithLabelValues("not_durable")); got != 0 {
 		t.Errorf("not_durable = %v", got)
 	}
-	n, err := testutil.GatherAndCount(reg, "mayu_dhcp_packets_ignored_total")
-	if err != nil || n != 9 {
-		t.Errorf("%d ignore reasons exported before any packet (%v), want 9", n, err)
+	for name, want := range map[string]int{"mayu_dhcp_packets_ignored_total": 12, "mayu_dhcp_naks_total": 3, "mayu_dhcp_declines_total": 5} {
+		n, err := testutil.GatherAndCount(reg, name)
+		if err != nil || n != want {
+			t.Errorf("%s: %d label values exported before any packet (%v), want %d", name, n, err, want)
+		}
 	}
 	pools := func(active, free int) string {
 		return strings.NewReplacer("ACTIVE", strconv.Itoa(active), "FREE", strconv.Itoa(free)).Replace(`

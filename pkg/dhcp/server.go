@@ -43,6 +43,13 @@ type InstalledMACs interface {
 	Ready() <-chan struct{}
 }
 
+// KnownMACs is the set of MACs of registered machines (any state):
+// registry.Known follows it in etcd. Their clients are not charged against
+// the new-client budget and may ask for an address without an offer.
+type KnownMACs interface {
+	Has(mac string) bool
+}
+
 // Options configure a Server.
 type Options struct {
 	Interface string // where DHCP listens (SO_BINDTODEVICE)
@@ -57,6 +64,13 @@ type Options struct {
 
 	Leases    LeaseStore
 	Installed InstalledMACs // MACs to stay silent to; nil: none
+	Known     KnownMACs     // MACs of registered machines; nil: none
+
+	// Limits are cluster.dhcp: the relay list, the new-client budget and
+	// the decline probes. Zero values take config's defaults.
+	Limits config.DHCP
+	// Prober checks declined addresses; nil: ARP and ICMP from Interface.
+	Prober Prober
 
 	Workers int // concurrent packet handlers; default 64
 	Queue   int // packets waiting for a worker; default 1024
@@ -76,6 +90,13 @@ type Server struct {
 	term atomic.Pointer[term]
 
 	dropped atomic.Uint64 // packets dropped because the queue was full
+
+	relays  map[netip.Addr]bool // cluster.dhcp.relays; empty: any
+	budget  *budget
+	prober  Prober
+	opened  *netProber    // the prober Listen opened, closed by Serve
+	probes  chan struct{} // a slot per decline probe in flight
+	probing sync.WaitGroup
 }
 
 type term struct {
@@ -99,7 +120,30 @@ func New(o Options) *Server {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{o: o}
+	l := &o.Limits
+	if l.NewClientsPerSecond <= 0 {
+		l.NewClientsPerSecond = 20
+	}
+	if l.NewClientsBurst <= 0 {
+		l.NewClientsBurst = 200
+	}
+	if l.DeclineProbeTimeout <= 0 {
+		l.DeclineProbeTimeout = time.Second
+	}
+	if l.DeclineProbes <= 0 {
+		l.DeclineProbes = 16
+	}
+	if l.DeclineQuarantine <= 0 {
+		l.DeclineQuarantine = 10 * time.Minute
+	}
+	s := &Server{o: o, budget: newBudget(l.NewClientsPerSecond, l.NewClientsBurst), prober: o.Prober,
+		probes: make(chan struct{}, l.DeclineProbes)}
+	if len(l.Relays) > 0 {
+		s.relays = map[netip.Addr]bool{}
+		for _, a := range l.Relays {
+			s.relays[a] = true
+		}
+	}
 	s.metrics = newMetrics(o.Registerer, s)
 	return s
 }
@@ -119,6 +163,12 @@ func (s *Server) Listen() error {
 		return fmt.Errorf("node.interface %s, node.ports.dhcp %d: %w", s.o.Interface, s.o.Port, err)
 	}
 	s.conn = conn
+	if s.prober == nil {
+		// Opened here, with the DHCP socket: in the same network
+		// namespace, and once for every probe.
+		s.opened = openProber(s.o.Interface, s.serverIP)
+		s.prober = s.opened
+	}
 	return nil
 }
 
@@ -198,6 +248,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	close(queue)
 	wg.Wait()
+	s.probing.Wait()
+	if s.opened != nil {
+		s.opened.Close()
+	}
 	return err
 }
 
@@ -304,6 +358,13 @@ func (s *Server) handle(ctx context.Context, p packet) {
 		s.o.Log.Debug("dhcp: not leader, ignoring", "mac", req.ClientHWAddr.String(), "type", req.MessageType())
 		return
 	}
+	if gi, ok := netip.AddrFromSlice(req.GatewayIPAddr.To4()); ok && !gi.IsUnspecified() && s.relays != nil && !s.relays[gi] {
+		// A relay that is not on the list, or a client on the boot
+		// network posing as one.
+		s.metrics.ignored.WithLabelValues("unlisted_relay").Inc()
+		s.o.Log.Debug("dhcp: giaddr not in cluster.dhcp.relays, ignoring", "giaddr", gi, "from", p.peer)
+		return
+	}
 	x := &exchange{ctx: ctx, term: t, req: req, peer: p.peer, mac: req.ClientHWAddr.String(), now: time.Now()}
 	client := Classify(req)
 	installed := s.o.Installed != nil && s.o.Installed.Has(x.mac)
@@ -334,8 +395,32 @@ func (s *Server) handle(ctx context.Context, p packet) {
 	}
 }
 
-// discover offers an address: held in memory only, nothing durable yet.
+// known reports whether the client is one the leader knows: it has a
+// lease or an offer in the pool, or its MAC belongs to a registered
+// machine.
+func (s *Server) known(x *exchange) bool {
+	return x.pool.knows(x.mac, x.now) || (s.o.Known != nil && s.o.Known.Has(x.mac))
+}
+
+// source names where a request came from, for the new-client budget: its
+// relay, or this server's own interface.
+func source(req *dhcpv4.DHCPv4) string {
+	if gi := req.GatewayIPAddr.To4(); gi != nil && !gi.IsUnspecified() {
+		return gi.String()
+	}
+	return "direct"
+}
+
+// discover offers an address: held in memory only, nothing durable yet. A
+// client the leader does not know is charged against its relay's budget
+// first.
 func (s *Server) discover(x *exchange) {
+	if !s.known(x) && !s.budget.allow(source(x.req), x.now) {
+		// Debug: a flood would flood the log too; the metric counts it.
+		s.metrics.ignored.WithLabelValues("new_client_budget").Inc()
+		x.log.Debug("dhcp: new-client budget of this relay spent, ignoring", "source", source(x.req))
+		return
+	}
 	requested, _ := netip.AddrFromSlice(x.req.RequestedIPAddress().To4())
 	ip, err := x.pool.offer(x.mac, requested, x.now)
 	if err != nil {
@@ -368,16 +453,35 @@ func (s *Server) request(x *exchange) {
 	if !ip.IsValid() || ip.IsUnspecified() {
 		return
 	}
-	nak := func(why string) {
+	nak := func(reason, why string) {
+		s.metrics.naks.WithLabelValues(reason).Inc()
 		x.log.Debug("dhcp: nak", "ip", ip, "why", why)
 		s.reply(x, s.nak(x.req, why))
 	}
 	if !pl.cfg.Subnet.Contains(ip) || !pl.cfg.Range.Contains(ip) {
-		nak("address not in this network's pool")
+		nak("outside_pool", "address not in this network's pool")
+		return
+	}
+	if !s.known(x) {
+		// A REQUEST without an OFFER from a client nobody knows: a
+		// spoofed one naming an address would otherwise get it for the
+		// whole lease time, past the new-client budget.
+		if x.req.ServerIdentifier() == nil && (x.req.ClientIPAddr == nil || x.req.ClientIPAddr.IsUnspecified()) {
+			// INIT-REBOOT: RFC 2131 4.3.2, "If the DHCP server has
+			// no record of this client, then it MUST remain silent";
+			// the client falls back to DISCOVER.
+			s.metrics.ignored.WithLabelValues("unknown_client").Inc()
+			x.log.Debug("dhcp: INIT-REBOOT from a client with no lease, ignoring", "ip", ip)
+			return
+		}
+		// SELECTING without our offer, RENEWING or REBINDING without a
+		// lease: NAK, and the client starts over with DISCOVER (4.3.2
+		// lets a server NAK a request it cannot honour).
+		nak("unknown_client", "no offer or lease for this client; start over with DISCOVER")
 		return
 	}
 	if err := pl.reserve(x.mac, ip, x.now); err != nil {
-		nak("address in use by another client")
+		nak("in_use", "address in use by another client")
 		return
 	}
 	// The hostname (option 12) is the client's text: stored escaped and
@@ -416,7 +520,10 @@ func (s *Server) release(x *exchange) {
 	}
 }
 
-// decline quarantines an address the client found in use.
+// decline takes an address back from the client that found it in use, and
+// quarantines it only once a probe finds another host answering on it:
+// a client declining every address it gets cannot empty the pool. The
+// probe runs aside, bounded in number and time, so no worker waits.
 func (s *Server) decline(x *exchange) {
 	ip, _ := netip.AddrFromSlice(x.req.RequestedIPAddress().To4())
 	if !ip.IsValid() {
@@ -425,6 +532,7 @@ func (s *Server) decline(x *exchange) {
 	// Only the client the address was given to may decline it:
 	// otherwise one host could quarantine the whole pool.
 	if !s.ours(x.req) || !x.pool.heldBy(x.mac, ip, x.now) {
+		s.metrics.declines.WithLabelValues("not_holder").Inc()
 		x.log.Debug("dhcp: decline ignored: not this client's address", "ip", ip)
 		return
 	}
@@ -433,8 +541,45 @@ func (s *Server) decline(x *exchange) {
 			x.log.Warn("dhcp: decline not recorded", "ip", ip, "err", err)
 		}
 	}
-	x.pool.decline(x.mac, ip, x.now)
-	x.log.Warn("dhcp: client declined an address (in use by an unknown host?)", "ip", ip)
+	lim := s.o.Limits
+	// Not offered to anyone while the probe runs.
+	x.pool.decline(x.mac, ip, x.now.Add(lim.DeclineProbeTimeout+time.Second))
+	select {
+	case s.probes <- struct{}{}:
+	default:
+		x.pool.avoid(ip, time.Time{})
+		s.metrics.declines.WithLabelValues("probe_busy").Inc()
+		x.log.Debug("dhcp: decline not probed: too many probes in flight (cluster.dhcp.decline_probes)", "ip", ip)
+		return
+	}
+	// Local segment: the pool is the one of the server's own address.
+	local := x.pool.cfg.Subnet.Contains(s.serverIP)
+	pl, hw, log := x.pool, x.req.ClientHWAddr, x.log
+	s.probing.Add(1)
+	go func() {
+		defer s.probing.Done()
+		defer func() { <-s.probes }()
+		ctx, cancel := context.WithTimeout(context.Background(), lim.DeclineProbeTimeout)
+		defer cancel()
+		inUse, err := false, errors.New("no prober (the server was not opened with Listen)")
+		if s.prober != nil {
+			inUse, err = s.prober.InUse(ctx, ip, local, hw)
+		}
+		switch {
+		case err != nil:
+			pl.avoid(ip, time.Time{})
+			s.metrics.declines.WithLabelValues("probe_failed").Inc()
+			log.Warn("dhcp: declined address not probed, not quarantined", "ip", ip, "local", local, "err", err)
+		case inUse:
+			pl.avoid(ip, time.Now().Add(lim.DeclineQuarantine))
+			s.metrics.declines.WithLabelValues("quarantined").Inc()
+			log.Warn("dhcp: declined address is in use by another host: quarantined", "ip", ip, "for", lim.DeclineQuarantine)
+		default:
+			pl.avoid(ip, time.Time{})
+			s.metrics.declines.WithLabelValues("unconfirmed").Inc()
+			log.Info("dhcp: declined address answers nobody: back in the pool", "ip", ip, "local", local)
+		}
+	}()
 }
 
 // ours reports whether a request names this server (or none) as its

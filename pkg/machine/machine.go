@@ -245,6 +245,23 @@ func (m *Machine) Reinstall(replica string, now time.Time) error {
 	return nil
 }
 
+// RegistrationExpired reports whether a machine registered on first
+// contact has waited longer than after without starting an install: such
+// a record may be deleted (the machine registers again if it comes back).
+// Machines an operator added, and machines that ever started an install
+// (a reinstall counts a generation), never expire.
+func (m *Machine) RegistrationExpired(after time.Duration, now time.Time) bool {
+	if m.Preregistered || m.State != Configured || m.Generation != 0 || now.Sub(m.Registered) <= after {
+		return false
+	}
+	for _, e := range m.History {
+		if e.State != Configured {
+			return false
+		}
+	}
+	return true
+}
+
 // InstallExpired reports whether an install has outlasted timeout.
 func (m *Machine) InstallExpired(timeout time.Duration, now time.Time) bool {
 	return m.State == Installing && now.Sub(m.Since) > timeout

@@ -14,6 +14,8 @@ type metrics struct {
 	registrations     *prometheus.CounterVec
 	installsCompleted *prometheus.CounterVec
 	installsFailed    *prometheus.CounterVec
+	refused           *prometheus.CounterVec
+	expired           *prometheus.CounterVec
 }
 
 // newMetrics registers r's metrics on reg (nil: nowhere), with
@@ -26,10 +28,16 @@ func newMetrics(reg prometheus.Registerer, r *Registry) *metrics {
 			Help: "Installs announced as completed to this replica."}, nil),
 		installsFailed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Name: "installs_failed_total",
 			Help: "Installs marked failed by this replica, by reason (installer, timeout)."}, []string{"reason"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Name: "registrations_refused_total",
+			Help: "Registrations on first contact refused by this replica, by reason (rate_limited: beyond cluster.self_registration)."}, []string{"reason"}),
+		expired: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Name: "registrations_expired_total",
+			Help: "Machines registered on first contact that never started an install, deleted by this replica after cluster.self_registration.expire_after."}, nil),
 	}
 	// Every series starts at 0, so that increase() sees the first event
 	// (MayuInstallsFailing fires on a replica's first failed install).
 	m.registrations.WithLabelValues()
+	m.refused.WithLabelValues("rate_limited")
+	m.expired.WithLabelValues()
 	m.installsCompleted.WithLabelValues()
 	for _, reason := range []string{"installer", "timeout"} {
 		m.installsFailed.WithLabelValues(reason)
@@ -38,7 +46,7 @@ func newMetrics(reg prometheus.Registerer, r *Registry) *metrics {
 		"Machines by state and profile, as stored in etcd.", []string{"state", "profile"}, nil),
 		corrupt: prometheus.NewDesc("mayu_machines_corrupt",
 			"Machine records in etcd that cannot be read; DHCP stays silent to their MACs.", nil, nil)}
-	mayumetrics.MustRegister(reg, m.registrations, m.installsCompleted, m.installsFailed, machines)
+	mayumetrics.MustRegister(reg, m.registrations, m.installsCompleted, m.installsFailed, m.refused, m.expired, machines)
 	return m
 }
 

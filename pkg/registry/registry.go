@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
+	"golang.org/x/time/rate"
 
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/hostile"
@@ -88,6 +89,10 @@ type Registry struct {
 	now     func() time.Time
 	metrics *metrics
 	secret  followedSecret // kept current by FollowSecret
+	// newMachines is this replica's token bucket of registrations on
+	// first contact. Per replica, not cluster-wide: a flood spread over
+	// n replicas gets n buckets, and no etcd write is spent on counting.
+	newMachines *rate.Limiter
 }
 
 // Options configure a Registry.
@@ -110,7 +115,15 @@ func New(cli *clientv3.Client, o Options) *Registry {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	r := &Registry{cli: cli, keys: state.Keys{Prefix: o.Prefix}, cluster: o.Cluster, replica: o.Replica, timeout: o.Timeout, now: o.Now}
+	sr := o.Cluster.SelfRegistration
+	if sr.PerSecond <= 0 {
+		sr.PerSecond = 10
+	}
+	if sr.Burst <= 0 {
+		sr.Burst = 100
+	}
+	r := &Registry{cli: cli, keys: state.Keys{Prefix: o.Prefix}, cluster: o.Cluster, replica: o.Replica, timeout: o.Timeout, now: o.Now,
+		newMachines: rate.NewLimiter(rate.Limit(sr.PerSecond), sr.Burst)}
 	r.metrics = newMetrics(o.Registerer, r)
 	return r
 }
@@ -248,6 +261,7 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (m *machine.M
 	// their indexes; the STM then holds the picked keys (absent when read),
 	// so two replicas registering at once cannot both take one: the loser
 	// runs again and picks the next.
+	charged := false
 	err = r.stm(ctx, "register machine", func(stm concurrency.STM) error {
 		m, created = nil, false
 		if existing, err := r.stmGet(stm, reg.ID); err == nil {
@@ -255,6 +269,14 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (m *machine.M
 			return nil
 		} else if !errors.Is(err, ErrNotFound) {
 			return err
+		}
+		// A new machine on first contact takes a token, once however
+		// often the transaction runs; an operator's add takes none.
+		if !reg.Preregistered && !charged {
+			if !r.newMachines.AllowN(r.now(), 1) {
+				return ErrRateLimited
+			}
+			charged = true
 		}
 		fresh, err := r.newMachine(ctx, reg)
 		if err != nil {
@@ -284,6 +306,9 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (m *machine.M
 		m, created = fresh, true
 		return nil
 	})
+	if errors.Is(err, ErrRateLimited) {
+		r.metrics.refused.WithLabelValues("rate_limited").Inc()
+	}
 	if err != nil {
 		return nil, false, err
 	}

@@ -163,6 +163,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		return nil, err
 	}
 	s.background(func() { s.sweepInstalls(runCtx) })
+	s.background(func() { s.sweepRegistrations(runCtx) })
 
 	lim := cfg.Node.Limits
 	for _, l := range []struct {
@@ -229,6 +230,8 @@ func (s *Server) startDHCP(ctx context.Context, mayuURL string, leases dhcp.Leas
 	}
 	installed := registry.NewInstalled()
 	s.background(func() { s.registry.FollowInstalled(ctx, installed, s.log) })
+	known := registry.NewKnown()
+	s.background(func() { s.registry.FollowKnown(ctx, known, s.log) })
 	s.dhcp = dhcp.New(dhcp.Options{
 		Interface: n.Interface, Port: n.Ports.DHCP, Advertise: n.AdvertiseAddress, Pools: cl.Pools,
 		Policy: dhcp.Policy{
@@ -236,7 +239,8 @@ func (s *Server) startDHCP(ctx context.Context, mayuURL string, leases dhcp.Leas
 			ScriptURL: mayuURL + "/boot.ipxe", HTTPBase: mayuURL + "/tftp/",
 			AnswerInstalledIPXE: cl.Boot.AnswerInstalledIPXE,
 		},
-		Replica: n.Name, Leases: leases, Installed: installed, Log: s.log, Registerer: s.metrics,
+		Replica: n.Name, Leases: leases, Installed: installed, Known: known, Limits: cl.DHCP,
+		Log: s.log, Registerer: s.metrics,
 	})
 	if err := s.dhcp.Listen(); err != nil {
 		return err
@@ -372,6 +376,31 @@ func (s *Server) sweepInstalls(ctx context.Context) {
 // in use and the error says why.
 func (s *Server) Reload() error {
 	return s.adminCreds.Reload()
+}
+
+// sweepRegistrations deletes machines registered on first contact that
+// never started an install within cluster.self_registration.expire_after.
+// Every replica sweeps; each deletion is a transaction that checks the
+// rule again, so a machine is deleted once.
+func (s *Server) sweepRegistrations(ctx context.Context) {
+	after := s.cfg.Cluster.SelfRegistration.ExpireAfter
+	every := min(max(after/10, time.Second), time.Minute)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			ids, err := s.registry.ExpireRegistrations(ctx, after)
+			if err != nil && ctx.Err() == nil {
+				s.log.Warn("registration expiry sweep failed", "err", err)
+			}
+			for _, id := range ids {
+				s.log.Info("machine deleted", "id", id, "reason", "registered on first contact, no install started", "after", after, "replica", s.cfg.Node.Name)
+			}
+		}
+	}
 }
 
 // Wait blocks until ctx ends or a listener fails.

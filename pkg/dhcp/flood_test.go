@@ -1,0 +1,335 @@
+package dhcp
+
+// Floods cost the attacker, not the fleet: the new-client budget per
+// relay, REQUESTs without an OFFER, the relay list and DECLINE probes.
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/mayu-boot/mayu/internal/etcdtest"
+	"github.com/mayu-boot/mayu/internal/testfakes"
+	"github.com/mayu-boot/mayu/pkg/config"
+)
+
+// fakeProber answers every probe with inUse, after delay (or when the
+// probe's time is up), and records what it was asked.
+type fakeProber struct {
+	inUse bool
+	delay time.Duration
+	asked chan probeCall
+}
+
+type probeCall struct {
+	ip     netip.Addr
+	local  bool
+	client string
+}
+
+func (f fakeProber) InUse(ctx context.Context, ip netip.Addr, local bool, client net.HardwareAddr) (bool, error) {
+	if f.asked != nil {
+		f.asked <- probeCall{ip, local, client.String()}
+	}
+	select {
+	case <-time.After(f.delay):
+	case <-ctx.Done():
+		return false, nil
+	}
+	return f.inUse, nil
+}
+
+// knownMACs is a fixed set of registered machines' MACs.
+type knownMACs map[string]bool
+
+func (k knownMACs) Has(mac string) bool { return k[mac] }
+
+func counter(t *testing.T, c *prometheus.CounterVec, label string) float64 {
+	t.Helper()
+	return testutil.ToFloat64(c.WithLabelValues(label))
+}
+
+func TestBudgetPerSource(t *testing.T) {
+	b := newBudget(10, 3)
+	now := time.Unix(1000, 0)
+	for i := 0; i < 3; i++ {
+		if !b.allow("10.0.0.1", now) {
+			t.Fatalf("new client %d of the burst refused", i)
+		}
+	}
+	if b.allow("10.0.0.1", now) {
+		t.Fatal("a fourth new client within the burst of 3 allowed")
+	}
+	if !b.allow("10.0.0.2", now) {
+		t.Fatal("another relay's budget was spent by the first")
+	}
+	if !b.allow("10.0.0.1", now.Add(100*time.Millisecond)) {
+		t.Fatal("10/s did not refill one client in 100ms")
+	}
+	// Made-up relays beyond the bound share one bucket: memory stays
+	// bounded and so does what they take.
+	allowed := 0
+	for i := 0; i < maxBudgetSources+100; i++ {
+		if b.allow(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}).String(), now) {
+			allowed++
+		}
+	}
+	if len(b.sources) > maxBudgetSources {
+		t.Fatalf("%d buckets kept", len(b.sources))
+	}
+	if allowed > 3*maxBudgetSources {
+		t.Fatalf("%d new clients allowed", allowed)
+	}
+}
+
+// The flood that emptied a 51-address pool with 103 packets from one
+// relay: 51 DISCOVERs and 52 INIT-REBOOT REQUESTs naming addresses, each
+// from a made-up MAC. Now the relay's budget caps the offers, the
+// INIT-REBOOTs get nothing, and registered machines and clients with a
+// lease are still answered.
+func TestFloodFromOneRelayCannotDrainThePool(t *testing.T) {
+	t.Parallel()
+	cli := etcdtest.Start(t)
+	registered := hw(0x500)
+	const burst = 10
+	srv, _ := leadingServer(t, cli, Options{
+		Known:  knownMACs{registered.String(): true},
+		Limits: config.DHCP{NewClientsPerSecond: 2, NewClientsBurst: burst},
+	})
+	r := newRelay(t, srv)
+	pool := loPool() // 51 addresses
+	if pool.Range.Size() != 51 {
+		t.Fatalf("pool of %d", pool.Range.Size())
+	}
+	_, before := r.lease(hw(0x400), "bios-pxe") // a client with a lease (spends one of the burst)
+
+	for i := 0; i < 51; i++ {
+		r.sendRaw(relayed(discover(t, hw(0x100+i), "bios-pxe")).ToBytes())
+	}
+	for i := 0; i < 52; i++ {
+		ip := pool.Range.Start.AsSlice()
+		ip[3] += byte(i % 51)
+		r.sendRaw(relayed(requestFor(t, hw(0x200+i), ip, nil)).ToBytes())
+	}
+	offers := 0
+	r.conn.SetReadDeadline(time.Now().Add(silence))
+	buf := make([]byte, 4096)
+	for {
+		n, _, err := r.conn.ReadFromUDP(buf)
+		if err != nil {
+			break
+		}
+		resp, err := dhcpv4.FromBytes(buf[:n])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.MessageType() != dhcpv4.MessageTypeOffer {
+			t.Fatalf("the flood got %s", resp.Summary())
+		}
+		offers++
+	}
+	if offers > burst {
+		t.Fatalf("%d offers to a flood from one relay with a budget of %d", offers, burst)
+	}
+	if n := leaseCount(t, cli); n != 1 {
+		t.Fatalf("%d leases in etcd after the flood, want only the one from before", n)
+	}
+	if got := counter(t, srv.metrics.ignored, "new_client_budget"); got < 51-burst {
+		t.Errorf("new_client_budget = %v", got)
+	}
+	if got := counter(t, srv.metrics.ignored, "unknown_client"); got != 52 {
+		t.Errorf("unknown_client = %v, want 52 INIT-REBOOTs ignored", got)
+	}
+	_, free := srv.term.Load().pools[0].stats(time.Now())
+	if free < 51-1-burst {
+		t.Fatalf("%d addresses free", free)
+	}
+
+	// The fleet is still served: a registered machine, new to the pool,
+	// and the client with a lease, while the relay's budget is spent.
+	r.lease(registered, "bios-pxe")
+	if again := r.expect(discover(t, hw(0x400), "bios-pxe"), dhcpv4.MessageTypeOffer); !again.YourIPAddr.Equal(before.YourIPAddr) {
+		t.Fatalf("the client with a lease got %s, its lease is %s", again.YourIPAddr, before.YourIPAddr)
+	}
+	// And a new client once the budget refilled (2/s).
+	time.Sleep(600 * time.Millisecond)
+	r.lease(hw(0x401), "bios-pxe")
+}
+
+// A REQUEST without an OFFER from a client nobody knows gets no lease:
+// silence for INIT-REBOOT (RFC 2131 4.3.2), a NAK otherwise. A registered
+// machine's INIT-REBOOT is still acknowledged with the full lease time.
+func TestRequestWithoutOfferGetsNoLease(t *testing.T) {
+	leases := testfakes.NewLeases()
+	registered := benchMAC(0x77)
+	s, relay, _ := fakeServerWith(t, Options{Leases: leases, Known: knownMACs{registered.String(): true}})
+	ip := net.IP(benchIP(5).AsSlice())
+
+	// SELECTING, naming this server, without its offer.
+	if got := sendRelayed(t, s, relay, dhcpv4.MessageTypeRequest, benchMAC(1), ip); got == nil || got.MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("REQUEST without an offer: %v", got)
+	}
+	// INIT-REBOOT: no server identifier.
+	req, _ := dhcpv4.New(dhcpv4.WithHwAddr(benchMAC(2)), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip)))
+	if got := handleRelayed(t, s, relay, req); got != nil {
+		t.Fatalf("INIT-REBOOT of an unknown client: %s", got.Summary())
+	}
+	// RENEWING: ciaddr, no requested address.
+	renew, _ := dhcpv4.New(dhcpv4.WithHwAddr(benchMAC(3)), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
+		dhcpv4.WithClientIP(ip))
+	if got := handleRelayed(t, s, relay, renew); got == nil || got.MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("RENEW without a lease: %v", got)
+	}
+	if leases.Puts != 0 {
+		t.Fatalf("%d leases written for clients without an offer", leases.Puts)
+	}
+	if got := counter(t, s.metrics.naks, "unknown_client"); got != 2 {
+		t.Errorf("naks{unknown_client} = %v", got)
+	}
+	// A registered machine's INIT-REBOOT: the full lease.
+	known, _ := dhcpv4.New(dhcpv4.WithHwAddr(registered), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip)))
+	ack := handleRelayed(t, s, relay, known)
+	if ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck || ack.IPAddressLeaseTime(0) != benchPool().LeaseTime {
+		t.Fatalf("INIT-REBOOT of a registered machine: %v", ack)
+	}
+	// And the usual exchange still gives the full lease.
+	offer := sendRelayed(t, s, relay, dhcpv4.MessageTypeDiscover, benchMAC(4), nil)
+	ack = sendRelayed(t, s, relay, dhcpv4.MessageTypeRequest, benchMAC(4), offer.YourIPAddr)
+	if ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck || ack.IPAddressLeaseTime(0) != benchPool().LeaseTime {
+		t.Fatalf("REQUEST after the OFFER: %v", ack)
+	}
+}
+
+// handleRelayed is sendRelayed for a packet the test built.
+func handleRelayed(t *testing.T, s *Server, relay *net.UDPConn, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+	t.Helper()
+	req.GatewayIPAddr, req.HopCount = loopback, 1
+	s.handle(context.Background(), packet{data: req.ToBytes(), peer: relay.LocalAddr().(*net.UDPAddr)})
+	relay.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	buf := make([]byte, 1500)
+	n, _, err := relay.ReadFromUDP(buf)
+	if err != nil {
+		return nil
+	}
+	resp, err := dhcpv4.FromBytes(buf[:n])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// With cluster.dhcp.relays set, a giaddr not on the list is dropped and
+// counted; a listed one is answered.
+func TestUnlistedRelayIgnored(t *testing.T) {
+	s, relay, _ := fakeServerWith(t, Options{Leases: testfakes.NewLeases(),
+		Limits: config.DHCP{Relays: []netip.Addr{addr("127.0.0.9")}}})
+	if got := sendRelayed(t, s, relay, dhcpv4.MessageTypeDiscover, benchMAC(1), nil); got != nil {
+		t.Fatalf("giaddr 127.0.0.1 is not listed, answered %s", got.MessageType())
+	}
+	if got := counter(t, s.metrics.ignored, "unlisted_relay"); got != 1 {
+		t.Fatalf("unlisted_relay = %v", got)
+	}
+	listed, _, _ := fakeServerWith(t, Options{Leases: testfakes.NewLeases(),
+		Limits: config.DHCP{Relays: []netip.Addr{addr("127.0.0.1")}}})
+	if got := sendRelayed(t, listed, relay, dhcpv4.MessageTypeDiscover, benchMAC(1), nil); got == nil || got.MessageType() != dhcpv4.MessageTypeOffer {
+		t.Fatalf("a listed relay: %v", got)
+	}
+	if got := counter(t, listed.metrics.ignored, "unlisted_relay"); got != 0 {
+		t.Fatalf("a listed relay was dropped")
+	}
+}
+
+// declineFrom leases an address to mac and declines it.
+func declineFrom(t *testing.T, s *Server, relay *net.UDPConn, mac net.HardwareAddr) net.IP {
+	t.Helper()
+	offer := sendRelayed(t, s, relay, dhcpv4.MessageTypeDiscover, mac, nil)
+	if offer == nil {
+		t.Fatal("no offer")
+	}
+	if ack := sendRelayed(t, s, relay, dhcpv4.MessageTypeRequest, mac, offer.YourIPAddr); ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("no ack: %v", ack)
+	}
+	sendRelayed(t, s, relay, dhcpv4.MessageTypeDecline, mac, offer.YourIPAddr)
+	return offer.YourIPAddr
+}
+
+// A DECLINE of an address nobody else answers on does not quarantine it:
+// once the probe found nobody, the next client may have it.
+func TestDeclineOfAnUnusedAddressQuarantinesNothing(t *testing.T) {
+	asked := make(chan probeCall, 1)
+	s, relay, _ := fakeServerWith(t, Options{Leases: testfakes.NewLeases(), Prober: fakeProber{asked: asked, delay: 300 * time.Millisecond}})
+	ip := declineFrom(t, s, relay, benchMAC(1))
+	select {
+	case c := <-asked:
+		if c.ip.String() != ip.String() || c.client != benchMAC(1).String() || !c.local {
+			t.Fatalf("probe asked %+v", c)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("no probe")
+	}
+	// While the probe runs, nobody gets it.
+	if offer := sendRelayedAsking(t, s, relay, benchMAC(2), ip); offer == nil || offer.YourIPAddr.Equal(ip) {
+		t.Fatalf("an address being probed was offered: %v", offer)
+	}
+	waitFor(t, 5*time.Second, "probe done", func() bool { return counter(t, s.metrics.declines, "unconfirmed") == 1 })
+	offer := sendRelayedAsking(t, s, relay, benchMAC(3), ip)
+	if offer == nil || !offer.YourIPAddr.Equal(ip) {
+		t.Fatalf("an address nobody uses was kept from the pool: offered %v", offer)
+	}
+}
+
+// A DECLINE of an address another host answers on quarantines it.
+func TestDeclineOfAnAddressInUseQuarantinesIt(t *testing.T) {
+	s, relay, _ := fakeServerWith(t, Options{Leases: testfakes.NewLeases(), Prober: fakeProber{inUse: true}})
+	ip := declineFrom(t, s, relay, benchMAC(1))
+	waitFor(t, 5*time.Second, "probe done", func() bool { return counter(t, s.metrics.declines, "quarantined") == 1 })
+	if offer := sendRelayedAsking(t, s, relay, benchMAC(2), ip); offer == nil || offer.YourIPAddr.Equal(ip) {
+		t.Fatalf("a quarantined address offered: %v", offer)
+	}
+}
+
+// Probes are bounded: beyond cluster.dhcp.decline_probes a DECLINE
+// quarantines nothing (and waits for nothing), and is counted.
+func TestDeclineProbesAreBounded(t *testing.T) {
+	s, relay, _ := fakeServerWith(t, Options{Leases: testfakes.NewLeases(), Prober: fakeProber{inUse: true, delay: time.Hour},
+		Limits: config.DHCP{DeclineProbes: 1, DeclineProbeTimeout: 2 * time.Second}})
+	declineFrom(t, s, relay, benchMAC(1))
+	start := time.Now()
+	ip := declineFrom(t, s, relay, benchMAC(2))
+	if time.Since(start) > time.Second {
+		t.Fatal("a DECLINE waited for a probe")
+	}
+	if got := counter(t, s.metrics.declines, "probe_busy"); got != 1 {
+		t.Fatalf("probe_busy = %v", got)
+	}
+	if offer := sendRelayedAsking(t, s, relay, benchMAC(3), ip); offer == nil || !offer.YourIPAddr.Equal(ip) {
+		t.Fatalf("an unprobed decline kept the address: %v", offer)
+	}
+	// The first probe ends by its timeout; nothing waits longer.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); s.probing.Wait() }()
+	wg.Wait()
+	if got := counter(t, s.metrics.declines, "unconfirmed"); got != 1 {
+		t.Fatalf("the probe cut by its timeout: unconfirmed = %v", got)
+	}
+}
+
+// sendRelayedAsking is a DISCOVER from mac asking for ip.
+func sendRelayedAsking(t *testing.T, s *Server, relay *net.UDPConn, mac net.HardwareAddr, ip net.IP) *dhcpv4.DHCPv4 {
+	t.Helper()
+	d, err := dhcpv4.NewDiscovery(mac, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return handleRelayed(t, s, relay, d)
+}

@@ -1,0 +1,92 @@
+package registry
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/mayu-boot/mayu/pkg/state"
+)
+
+// Known is the set of MACs of every registered machine, whatever its
+// state, kept current by an etcd watch on the machine records. The DHCP
+// leader asks it, never etcd: a known MAC is not charged against a relay's
+// new-client budget, and may ask for an address without an offer.
+type Known struct {
+	mu   sync.RWMutex
+	macs map[string]string   // mac → machine id
+	byID map[string][]string // machine id → its MACs
+}
+
+// NewKnown is an empty set, to be filled by FollowKnown.
+func NewKnown() *Known {
+	return &Known{macs: map[string]string{}, byID: map[string][]string{}}
+}
+
+// Has reports whether mac belongs to a registered machine.
+func (k *Known) Has(mac string) bool {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	_, ok := k.macs[mac]
+	return ok
+}
+
+func (k *Known) set(id string, macs []string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, m := range k.byID[id] {
+		if k.macs[m] == id {
+			delete(k.macs, m)
+		}
+	}
+	delete(k.byID, id)
+	if len(macs) > 0 {
+		k.byID[id] = macs
+		for _, m := range macs {
+			k.macs[m] = id
+		}
+	}
+}
+
+// FollowKnown loads the registered machines' MACs into k and follows
+// changes until ctx ends. An unreadable record keeps the MACs last seen
+// for it: a machine stays known while an operator repairs its record.
+func (r *Registry) FollowKnown(ctx context.Context, k *Known, log *slog.Logger) {
+	state.Follower{
+		Key: r.keys.Machines(), Prefix: true,
+		Load: func(kvs []*mvccpb.KeyValue) {
+			macs, byID := map[string]string{}, map[string][]string{}
+			k.mu.RLock()
+			for _, kv := range kvs {
+				id := strings.TrimPrefix(string(kv.Key), r.keys.Machines())
+				ms := k.byID[id]
+				if m, err := r.decode(string(kv.Key), kv.Value); err == nil {
+					ms = m.MACs
+				}
+				byID[id] = ms
+				for _, mac := range ms {
+					macs[mac] = id
+				}
+			}
+			k.mu.RUnlock()
+			k.mu.Lock()
+			k.macs, k.byID = macs, byID
+			k.mu.Unlock()
+		},
+		Change: func(ev *clientv3.Event) {
+			id := strings.TrimPrefix(string(ev.Kv.Key), r.keys.Machines())
+			if ev.Type == clientv3.EventTypeDelete {
+				k.set(id, nil)
+				return
+			}
+			if m, err := r.decode(string(ev.Kv.Key), ev.Kv.Value); err == nil {
+				k.set(id, m.MACs)
+			}
+		},
+		Broken: func(err error) { log.Warn("following registered machines: reloading", "err", err) },
+	}.Run(ctx, r.cli)
+}

@@ -1,0 +1,77 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/mayu-boot/mayu/pkg/machine"
+)
+
+// What keeps random serials under registration: open from eating the
+// static range: a rate limit on registration on first contact (in
+// Register), and the expiry of machines that registered but never
+// started an install.
+
+// ErrRateLimited: more machines registered on first contact than
+// cluster.self_registration allows this replica; the machine asks again
+// later.
+var ErrRateLimited = errors.New("too many new machines are registering at once (cluster.self_registration.per_second and burst); this machine asks again shortly")
+
+// ExpireRegistrations deletes the machines registered on first contact
+// that have not started an install within after of registering, freeing
+// their static address, profile slot and MACs: random serials cannot keep
+// the static range. Machines added by an operator, and any machine that
+// ever started an install, are never expired. Any replica may run it:
+// each deletion is one transaction that checks the rule again on what it
+// reads, so concurrent sweeps delete each machine once.
+func (r *Registry) ExpireRegistrations(ctx context.Context, after time.Duration) ([]string, error) {
+	ms, _, err := r.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var expired []string
+	for _, m := range ms {
+		if !m.RegistrationExpired(after, r.now()) {
+			continue
+		}
+		deleted := false
+		err := r.stm(ctx, "expire registration", func(stm concurrency.STM) error {
+			deleted = false
+			cur, err := r.stmGet(stm, m.ID)
+			if err != nil || !cur.RegistrationExpired(after, r.now()) {
+				return err
+			}
+			r.stmDelete(stm, cur)
+			deleted = true
+			return nil
+		})
+		var corrupt *CorruptError
+		if err != nil && !errors.Is(err, ErrNotFound) && !errors.As(err, &corrupt) {
+			return expired, err
+		}
+		if err == nil && deleted {
+			r.metrics.expired.WithLabelValues().Inc()
+			expired = append(expired, m.ID)
+		}
+	}
+	return expired, nil
+}
+
+// stmDelete removes m's record, and its MAC index entries, address and
+// profile slot while they still point at it, inside an STM (as Delete
+// does).
+func (r *Registry) stmDelete(stm concurrency.STM, m *machine.Machine) {
+	stm.Del(r.keys.Machine(m.ID))
+	keys := []string{r.keys.Address(m.InternalAddr), r.slotKey(m)}
+	for _, mac := range m.MACs {
+		keys = append(keys, r.keys.MAC(mac))
+	}
+	for _, k := range keys {
+		if k != "" && stm.Get(k) == ownerValue(m.ID) {
+			stm.Del(k)
+		}
+	}
+}
