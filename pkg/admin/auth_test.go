@@ -164,7 +164,8 @@ func do(t *testing.T, c *http.Client, method, url, auth, body string) (int, stri
 }
 
 // A viewer may read but is refused every change route, each refusal
-// recorded in the audit trail and counted; the machine is untouched.
+// counted and logged (not written to the audit trail); the machine is
+// untouched.
 func TestViewerRefusedOnEveryChangeRoute(t *testing.T) {
 	e := newAuthEnv(t, nil)
 	c := e.srv.Client()
@@ -179,14 +180,10 @@ func TestViewerRefusedOnEveryChangeRoute(t *testing.T) {
 			t.Errorf("%s %s as viewer: %d %s", rt[0], rt[1], code, body)
 		}
 	}
-	entries := e.trail.Entries()[before:]
-	if len(entries) != len(routes) {
-		t.Fatalf("%d refusals recorded for %d routes", len(entries), len(routes))
-	}
-	for _, en := range entries {
-		if en.Status != http.StatusForbidden || en.Who != "grafana" || en.Role != api.RoleViewer || en.Remote == "" {
-			t.Errorf("refusal recorded as %+v", en)
-		}
+	// Refusals change nothing and are not written to the trail: a
+	// viewer's token replaying them must not push real changes out of it.
+	if entries := e.trail.Entries()[before:]; len(entries) != 0 {
+		t.Fatalf("%d refusals written to the audit trail: %+v", len(entries), entries)
 	}
 	if got := testutil.ToFloat64(e.h.metrics.refused.WithLabelValues(refusedWrongRole)); got != float64(len(routes)) {
 		t.Errorf("wrong_role counted %v times", got)

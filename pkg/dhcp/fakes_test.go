@@ -18,14 +18,14 @@ import (
 
 // fakeServer is a leading server whose leases and installed MACs are
 // in-memory fakes; its answers go to the returned socket (the relay).
-func fakeServer(t *testing.T, leases LeaseStore, installed InstalledMACs) (*Server, *net.UDPConn, election.Fence) {
+func fakeServer(t testing.TB, leases LeaseStore, installed InstalledMACs) (*Server, *net.UDPConn, election.Fence) {
 	t.Helper()
 	return fakeServerWith(t, Options{Leases: leases, Installed: installed})
 }
 
 // fakeServerWith is fakeServer with more options (o.Leases and
 // o.Installed included).
-func fakeServerWith(t *testing.T, o Options) (*Server, *net.UDPConn, election.Fence) {
+func fakeServerWith(t testing.TB, o Options) (*Server, *net.UDPConn, election.Fence) {
 	t.Helper()
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: loopback})
 	if err != nil {

@@ -32,7 +32,7 @@ import (
 // project's own example templates, driven by the tests as a node would
 // drive it.
 type lab struct {
-	t     *testing.T
+	t     testing.TB
 	srv   *httptest.Server
 	reg   *testfakes.Machines
 	prom  *prometheus.Registry
@@ -40,14 +40,14 @@ type lab struct {
 	files string
 }
 
-func newLab(t *testing.T, tweak func(*config.Cluster)) *lab {
+func newLab(t testing.TB, tweak func(*config.Cluster)) *lab {
 	t.Helper()
 	return newLabOn(t, tweak, nil)
 }
 
 // newLabOn serves the boot flow from what wrap makes of the in-memory
 // registry (the registry itself if wrap is nil).
-func newLabOn(t *testing.T, tweak func(*config.Cluster), wrap func(*testfakes.Machines) httpboot.Machines) *lab {
+func newLabOn(t testing.TB, tweak func(*config.Cluster), wrap func(*testfakes.Machines) httpboot.Machines) *lab {
 	t.Helper()
 	files := t.TempDir()
 	for name, size := range map[string]int{"installer/vmlinuz": 4096, "installer/initrd.img": 8192, "images/os.img": 1 << 20} {
@@ -105,7 +105,7 @@ func newLabOn(t *testing.T, tweak func(*config.Cluster), wrap func(*testfakes.Ma
 	return l
 }
 
-func writeFile(t *testing.T, path string, data []byte) {
+func writeFile(t testing.TB, path string, data []byte) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)

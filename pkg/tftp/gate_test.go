@@ -34,7 +34,7 @@ type testServer struct {
 }
 
 // start serves a directory with undionly.kpxe (many blocks) on loopback.
-func start(t *testing.T, limits config.TFTPLimits) *testServer {
+func start(t testing.TB, limits config.TFTPLimits) *testServer {
 	t.Helper()
 	dir := t.TempDir()
 	data := bytes.Repeat([]byte("iPXE"), 30000)
