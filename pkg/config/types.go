@@ -246,8 +246,9 @@ type DHCP struct {
 	Relays []netip.Addr `yaml:"relays" json:"relays"`
 	// NewClientsPerSecond and NewClientsBurst are the token bucket of new
 	// clients (a MAC with no offer, no lease and no registered machine)
-	// each relay (giaddr), or the interface for direct clients, may bring:
-	// spoofed MACs cannot drain a pool faster. Defaults 20 and 200.
+	// each pool may bring (each relay in Relays, when there is a list; a
+	// giaddr a packet merely claims is no source of its own): spoofed MACs
+	// cannot drain a pool faster. Defaults 20 and 200.
 	NewClientsPerSecond float64 `yaml:"new_clients_per_second" json:"new_clients_per_second"`
 	NewClientsBurst     int     `yaml:"new_clients_burst" json:"new_clients_burst"`
 	// DeclineProbeTimeout is how long the leader waits for an answer (ARP

@@ -7,8 +7,8 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// budget is a token bucket of new clients per source: a relay (its giaddr)
-// or the clients on the server's own interface. A flood of made-up MACs
+// budget is a token bucket of new clients per source: a listed relay, or
+// a pool (Server.source). A flood of made-up MACs
 // from one relay then takes addresses no faster than the bucket refills,
 // and the other relays' machines keep being answered.
 type budget struct {
@@ -20,8 +20,9 @@ type budget struct {
 	overflow *rate.Limiter // every source beyond maxBudgetSources
 }
 
-// maxBudgetSources bounds the buckets kept: without a relay list, giaddr
-// is whatever a packet says. Sources beyond it share one bucket.
+// maxBudgetSources bounds the buckets kept (sources are pools and listed
+// relays, so it is a guard, not a limit met in practice). Sources beyond it
+// share one bucket.
 const maxBudgetSources = 1024
 
 func newBudget(perSecond float64, burst int) *budget {

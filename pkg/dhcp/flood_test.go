@@ -89,6 +89,34 @@ func TestBudgetPerSource(t *testing.T) {
 	}
 }
 
+// A giaddr is whatever a packet says: a host that names many giaddrs in a
+// pool's subnet gets no bucket per giaddr. Without a relay list the pool's
+// one bucket pays; with one, each listed relay has its own.
+func TestBudgetIsNotPerClaimedGiaddr(t *testing.T) {
+	const burst = 2
+	for name, c := range map[string]struct {
+		relays []netip.Addr
+		offers int
+	}{
+		"no relay list": {nil, burst},
+		"listed relays": {[]netip.Addr{addr("127.0.0.2"), addr("127.0.0.3")}, 2 * burst},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s, relay, _ := fakeServerWith(t, Options{Leases: testfakes.NewLeases(),
+				Limits: config.DHCP{NewClientsPerSecond: 0.001, NewClientsBurst: burst, Relays: c.relays}})
+			for i := 0; i < 10; i++ {
+				d := discover(t, benchMAC(0x900+i), "bios-pxe")
+				// Answers go to the giaddr's port 67, on loopback.
+				d.GatewayIPAddr, d.HopCount = net.IPv4(127, 0, 0, byte(2+i%2)), 1
+				s.handle(context.Background(), packet{data: d.ToBytes(), peer: relay.LocalAddr().(*net.UDPAddr)})
+			}
+			if got := counter(t, s.metrics.ignored, "new_client_budget"); got != float64(10-c.offers) {
+				t.Fatalf("new_client_budget = %v, want %d of 10 ignored", got, 10-c.offers)
+			}
+		})
+	}
+}
+
 // The flood that emptied a 51-address pool with 103 packets from one
 // relay: 51 DISCOVERs and 52 INIT-REBOOT REQUESTs naming addresses, each
 // from a made-up MAC. Now the relay's budget caps the offers, the
@@ -110,6 +138,7 @@ func TestFloodFromOneRelayCannotDrainThePool(t *testing.T) {
 	}
 	_, before := r.lease(hw(0x400), "bios-pxe") // a client with a lease (spends one of the burst)
 
+	start := time.Now()
 	for i := 0; i < 51; i++ {
 		r.sendRaw(relayed(discover(t, hw(0x100+i), "bios-pxe")).ToBytes())
 	}
@@ -135,8 +164,10 @@ func TestFloodFromOneRelayCannotDrainThePool(t *testing.T) {
 		}
 		offers++
 	}
-	if offers > burst {
-		t.Fatalf("%d offers to a flood from one relay with a budget of %d", offers, burst)
+	// The bucket refills at 2/s while the flood is handled and the loop
+	// above waits out its silence: a loaded machine may take a while.
+	if allowed := burst + int(2*time.Since(start).Seconds()) + 1; offers > allowed {
+		t.Fatalf("%d offers to a flood from one relay with a budget of %d (+%d refilled)", offers, burst, allowed-burst)
 	}
 	if n := leaseCount(t, cli); n != 1 {
 		t.Fatalf("%d leases in etcd after the flood, want only the one from before", n)

@@ -402,23 +402,27 @@ func (s *Server) known(x *exchange) bool {
 	return x.pool.knows(x.mac, x.now) || (s.o.Known != nil && s.o.Known.Has(x.mac))
 }
 
-// source names where a request came from, for the new-client budget: its
-// relay, or this server's own interface.
-func source(req *dhcpv4.DHCPv4) string {
-	if gi := req.GatewayIPAddr.To4(); gi != nil && !gi.IsUnspecified() {
-		return gi.String()
+// source names whose new-client budget a request is charged to. A giaddr
+// is whatever the packet says: any host on a segment can write one, and a
+// bucket per giaddr would give it a fresh bucket per address it names. So
+// a giaddr is a source of its own only when cluster.dhcp.relays lists it
+// (and unlisted ones never get this far); otherwise everything that lands
+// in a pool, relayed or not, shares that pool's bucket.
+func (s *Server) source(x *exchange) string {
+	if gi, ok := netip.AddrFromSlice(x.req.GatewayIPAddr.To4()); ok && !gi.IsUnspecified() && s.relays[gi] {
+		return "relay " + gi.String()
 	}
-	return "direct"
+	return "pool " + x.pool.cfg.Subnet.String()
 }
 
 // discover offers an address: held in memory only, nothing durable yet. A
 // client the leader does not know is charged against its relay's budget
 // first.
 func (s *Server) discover(x *exchange) {
-	if !s.known(x) && !s.budget.allow(source(x.req), x.now) {
+	if !s.known(x) && !s.budget.allow(s.source(x), x.now) {
 		// Debug: a flood would flood the log too; the metric counts it.
 		s.metrics.ignored.WithLabelValues("new_client_budget").Inc()
-		x.log.Debug("dhcp: new-client budget of this relay spent, ignoring", "source", source(x.req))
+		x.log.Debug("dhcp: new-client budget of this relay spent, ignoring", "source", s.source(x))
 		return
 	}
 	requested, _ := netip.AddrFromSlice(x.req.RequestedIPAddress().To4())
