@@ -248,23 +248,23 @@ func (s *Server) identify(ctx context.Context, r *http.Request) (*machine.Machin
 	if err != nil {
 		return nil, err
 	}
-	if byMAC {
-		// The MAC is all this request shares with the record: it must
-		// also send the record's serial and UUID, or it gets nothing of
-		// it (least of all its token).
-		if err := m.Mismatch(serial, uuid); err != nil {
-			s.metrics.refused.WithLabelValues(refusedIdentity).Inc()
-			s.log.Warn("MAC match refused: serial or UUID disagree with the record", "err", err, "id", m.ID, "mac", mac,
-				"serial", clip(serial), "uuid", uuid, "remote", r.RemoteAddr)
-			return nil, errIdentity(mac)
-		}
+	// The request must send the record's serial and UUID (those it has),
+	// or it gets nothing of it, least of all its token. By MAC, that is
+	// all it shares with the record; by id, the serial may be read off a
+	// chassis label, and the UUID is what tells the machine from someone
+	// who wants its token or to attach MACs to it.
+	if err := m.Mismatch(serial, uuid); err != nil {
+		s.metrics.refused.WithLabelValues(refusedIdentity).Inc()
+		s.log.Warn("identity refused: serial or UUID disagree with the record", "err", err, "id", m.ID, "mac", mac,
+			"by_mac", byMAC, "serial", clip(serial), "uuid", uuid, "remote", r.RemoteAddr)
+		return nil, errIdentity(mac)
 	}
 	if probe := *m; probe.TakeIdentity(serial, uuid) {
 		// A record an operator added: its first contact fixes its serial
 		// and UUID. Checked again in the transaction, so of two machines
 		// racing for it one is refused.
 		m, err = s.reg.Update(ctx, m.ID, func(m *machine.Machine) error {
-			if err := m.Mismatch(serial, uuid); byMAC && err != nil {
+			if err := m.Mismatch(serial, uuid); err != nil {
 				return err
 			}
 			if !m.TakeIdentity(serial, uuid) {
@@ -275,7 +275,7 @@ func (s *Server) identify(ctx context.Context, r *http.Request) (*machine.Machin
 		var mm *machine.IdentityMismatchError
 		if errors.As(err, &mm) {
 			s.metrics.refused.WithLabelValues(refusedIdentity).Inc()
-			s.log.Warn("MAC match refused: serial or UUID disagree with the record", "err", err, "id", mm.ID, "mac", mac, "remote", r.RemoteAddr)
+			s.log.Warn("identity refused: serial or UUID disagree with the record", "err", err, "id", mm.ID, "mac", mac, "remote", r.RemoteAddr)
 			return nil, errIdentity(mac)
 		}
 		if err != nil {
@@ -323,7 +323,7 @@ func (s *Server) attach(ctx context.Context, r *http.Request, m *machine.Machine
 // errIdentity is all a request learns when its MAC belongs to a machine
 // it does not match: nothing of that machine, not even its id.
 func errIdentity(mac string) error {
-	return fmt.Errorf("MAC %s belongs to a registered machine whose serial or UUID differ from this one's: an operator must resolve it (mayuctl delete the other machine if the NIC moved)", mac)
+	return fmt.Errorf("this machine (MAC %s) matches a registered machine whose serial or UUID differ from this one's: an operator must resolve it (mayuctl delete the other machine if the NIC moved)", mac)
 }
 
 // forNode is what an iPXE script may say of err: never etcd's own words

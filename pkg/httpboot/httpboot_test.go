@@ -210,7 +210,7 @@ func TestBootFlowAsANode(t *testing.T) {
 		t.Fatalf("installer script:\n%s", script)
 	}
 	// An iPXE retry gets the same token.
-	if _, tok2 := installerURLs(t, l.script("LAB-SN-0001", "", "52-54-00-12-34-56")); tok2 != tok {
+	if _, tok2 := installerURLs(t, l.script("LAB-SN-0001", "8f3a2b1c-4d5e-4f60-8a7b-9c0d1e2f3a4b", "52-54-00-12-34-56")); tok2 != tok {
 		t.Fatal("a retry got another token")
 	}
 	const id = "lab-sn-0001"
@@ -261,7 +261,7 @@ func TestBootFlowAsANode(t *testing.T) {
 
 	// Installed: the script request gets a local boot, never the installer,
 	// and the token opens nothing but boot-complete.
-	again := l.script("LAB-SN-0001", "", "52-54-00-12-34-56")
+	again := l.script("LAB-SN-0001", "8f3a2b1c-4d5e-4f60-8a7b-9c0d1e2f3a4b", "52-54-00-12-34-56")
 	if strings.Contains(again, "kernel") || !strings.Contains(again, "\nexit") {
 		t.Fatalf("installed machine got:\n%s", again)
 	}

@@ -57,6 +57,33 @@ func TestMACMatchNeedsTheRecordsIdentity(t *testing.T) {
 	installerURLs(t, l.script("LAB-SN-0001", uuid, "52-54-00-12-34-56"))
 }
 
+// The serial is printed on the chassis: a request that sends a machine's
+// serial (so reaches its record by id) with another UUID gets nothing of
+// it, and attaches no MAC to it (which DHCP would later ignore).
+func TestIDMatchNeedsTheRecordsUUID(t *testing.T) {
+	l := newLab(t, nil)
+	const uuid = "8f3a2b1c-4d5e-4f60-8a7b-9c0d1e2f3a4b"
+	installerURLs(t, l.script("LAB-SN-0002", uuid, "52-54-00-12-34-60"))
+	for what, u := range map[string]string{
+		"another UUID": "00000000-0000-4000-8000-00000000000b",
+		"no UUID":      "",
+	} {
+		notInstaller(t, what, l.script("LAB-SN-0002", u, "52-54-00-66-66-66"), "lab-sn-0002")
+	}
+	m, err := l.reg.Get(context.Background(), "lab-sn-0002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.MACs) != 1 || m.UUID != uuid {
+		t.Fatalf("the refused requests changed the record: MACs %v, UUID %q", m.MACs, m.UUID)
+	}
+	if n := l.counter("mayu_node_refused_total", "identity_mismatch"); n != 2 {
+		t.Errorf("mayu_node_refused_total{reason=identity_mismatch} = %v, want 2", n)
+	}
+	// The machine itself, with a second NIC, still gets its installer.
+	installerURLs(t, l.script("LAB-SN-0002", uuid, "52-54-00-12-34-61"))
+}
+
 // A machine an operator pre-registered by MAC takes the serial and UUID of
 // its first contact; a request with other values is refused after that.
 func TestPreregisteredTakesFirstContact(t *testing.T) {

@@ -105,6 +105,13 @@ func Check(id string) error {
 	return nil
 }
 
+// Identifying reports whether a serial and a UUID, as a machine sent them,
+// tell it apart from other machines: neither empty nor a vendor
+// placeholder (an all-zero UUID, "To Be Filled By O.E.M.", ...).
+func Identifying(serial, uuid string) (bySerial, byUUID bool) {
+	return usableSerial(strings.ToLower(strings.TrimSpace(serial))), usableUUID(strings.ToLower(strings.TrimSpace(uuid)))
+}
+
 func usableSerial(s string) bool {
 	if s == "" || strings.Contains(s, "vmware") {
 		// iPXE truncates VMware serials, so they are not unique.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mayu-boot/mayu/pkg/hostile"
+	"github.com/mayu-boot/mayu/pkg/identity"
 )
 
 // State is where a machine stands in its install.
@@ -100,9 +101,10 @@ func (m *Machine) HasMAC(mac string) bool {
 	return false
 }
 
-// IdentityMismatchError is a request that reached a record through one of
-// its MACs but sent another serial or UUID than the record holds: another
-// machine (or someone) claiming that MAC. It gets nothing of the record.
+// IdentityMismatchError is a request that reached a record through its id
+// or one of its MACs but sent another serial or UUID than the record
+// holds: another machine (or someone) claiming it. It gets nothing of the
+// record.
 type IdentityMismatchError struct {
 	ID, Field, Recorded, Sent string
 }
@@ -112,13 +114,18 @@ func (e *IdentityMismatchError) Error() string {
 }
 
 // Mismatch reports a serial or UUID the record holds that a request did
-// not send (an empty one included). A field the record lacks agrees with
-// anything: TakeIdentity fills it.
+// not send (an empty one included). A field the record lacks, or holds
+// only a placeholder in (identity.Identifying), agrees with anything:
+// TakeIdentity fills an empty one.
 func (m *Machine) Mismatch(serial, uuid string) error {
+	bySerial, byUUID := identity.Identifying(m.Serial, m.UUID)
 	switch {
-	case m.Serial != "" && serial != m.Serial:
+	// A record written before node text was stored escaped holds the raw
+	// serial; what a request sends is compared escaped (hostile.Text is
+	// idempotent).
+	case bySerial && serial != hostile.Text(m.Serial, identity.MaxSerial):
 		return &IdentityMismatchError{ID: m.ID, Field: "serial", Recorded: m.Serial, Sent: serial}
-	case m.UUID != "" && uuid != m.UUID:
+	case byUUID && uuid != m.UUID:
 		return &IdentityMismatchError{ID: m.ID, Field: "UUID", Recorded: m.UUID, Sent: uuid}
 	}
 	return nil
