@@ -219,6 +219,7 @@ func (c *Config) applyDefaults() {
 	setDefault(&sr.PerSecond, defaultRegistrationsPerSec)
 	setDefault(&sr.Burst, defaultRegistrationBurst)
 	setDefault(&sr.ExpireAfter, defaultRegistrationExpiry)
+	setDefault(&sr.MaxUnfinished, max(cl.Static.Range.Size()/2, 1))
 }
 
 func (l *HTTPLimits) applyDefaults(d HTTPLimits) {

@@ -584,4 +584,7 @@ func (s *SelfRegistration) validate(p *problems) {
 		p.addf("cluster.self_registration.burst", "must be at least 1 (got %d)", s.Burst)
 	}
 	checkAtLeast(p, "cluster.self_registration.expire_after", s.ExpireAfter, time.Minute)
+	if s.MaxUnfinished < 1 {
+		p.addf("cluster.self_registration.max_unfinished", "must be at least 1 (got %d)", s.MaxUnfinished)
+	}
 }

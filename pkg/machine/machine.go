@@ -252,21 +252,27 @@ func (m *Machine) Reinstall(replica string, now time.Time) error {
 	return nil
 }
 
-// RegistrationExpired reports whether a machine registered on first
-// contact has waited longer than after without starting an install: such
-// a record may be deleted (the machine registers again if it comes back).
-// Machines an operator added, and machines that ever started an install
-// (a reinstall counts a generation), never expire.
-func (m *Machine) RegistrationExpired(after time.Duration, now time.Time) bool {
-	if m.Preregistered || m.State != Configured || m.Generation != 0 || now.Sub(m.Registered) <= after {
+// Unfinished reports whether m registered on first contact and was never
+// installed: what a flood of made-up serials creates. Machines an operator
+// added or reinstalled (a generation) are never unfinished.
+func (m *Machine) Unfinished() bool {
+	if m.Preregistered || m.Generation != 0 {
 		return false
 	}
 	for _, e := range m.History {
-		if e.State != Configured {
+		if e.State == Installed || e.State == Running {
 			return false
 		}
 	}
-	return true
+	return !m.HasBeenInstalled()
+}
+
+// RegistrationExpired reports whether an unfinished machine has sat longer
+// than after in configured (never started) or failed: such a record may
+// be deleted (the machine registers again if it comes back). An install
+// under way is left to the install timeout, which fails it first.
+func (m *Machine) RegistrationExpired(after time.Duration, now time.Time) bool {
+	return m.Unfinished() && (m.State == Configured || m.State == Failed) && now.Sub(m.Since) > after
 }
 
 // InstallExpired reports whether an install has outlasted timeout.

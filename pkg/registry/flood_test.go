@@ -208,3 +208,77 @@ func TestKnownFollowsRegisteredMACs(t *testing.T) {
 		t.Fatal("unknown MAC known, or known MAC lost")
 	}
 }
+
+// Random serials under registration: open cannot keep the static range:
+// at most max_unfinished of them exist at once, and one that fetched its
+// first stage and reported a failure (to leave configured) still expires.
+func TestRandomSerialsCannotKeepTheRange(t *testing.T) {
+	t.Parallel()
+	cli := etcdtest.Start(t)
+	clk := &clock{}
+	clk.Set(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	c := cluster("10.15.0.1", 10)
+	c.SelfRegistration = config.SelfRegistration{PerSecond: 1000, Burst: 1000, MaxUnfinished: 3}
+	metrics := prometheus.NewRegistry()
+	r := registry.New(cli, registry.Options{Prefix: etcdtest.Prefix(t), Cluster: c, Replica: "r", Now: clk.Now, Registerer: metrics})
+	ctx := ctxT(t)
+	k := registry.NewKnown()
+	go r.FollowKnown(ctx, k, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	waitUnfinished := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); k.Unfinished() != n; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d unfinished machines seen, want %d", k.Unfinished(), n)
+			}
+		}
+	}
+	register(t, r, "rnd-1", mac(15, 1))
+	register(t, r, "rnd-2", mac(15, 2))
+	register(t, r, "rnd-3", mac(15, 3))
+	waitUnfinished(3)
+	if _, _, err := r.Register(ctx, registry.Registration{ID: "rnd-4", MACs: []string{mac(15, 4)}}); !errors.Is(err, registry.ErrTooManyUnfinished) {
+		t.Fatalf("a fourth unfinished machine with max_unfinished 3: %v", err)
+	}
+	if got := gathered(t, metrics, "mayu_registrations_refused_total"); got != 1 {
+		t.Errorf("mayu_registrations_refused_total = %v", got)
+	}
+	// An operator's add is not capped, nor counted.
+	if _, _, err := r.Register(ctx, registry.Registration{ID: "added", Preregistered: true}); err != nil {
+		t.Fatal(err)
+	}
+	// The attack: leave configured through the first stage and a failure.
+	for _, f := range []func(*machine.Machine) error{
+		func(m *machine.Machine) error { return m.StartInstall("r", clk.Now()) },
+		func(m *machine.Machine) error { return m.MarkFailed("made up", "r", clk.Now()) },
+	} {
+		if _, err := r.Update(ctx, "rnd-1", f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One installs for real: it is finished, and never expires.
+	for _, f := range []func(*machine.Machine) error{
+		func(m *machine.Machine) error { return m.StartInstall("r", clk.Now()) },
+		func(m *machine.Machine) error { return m.MarkInstalled("r", clk.Now()) },
+	} {
+		if _, err := r.Update(ctx, "rnd-2", f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUnfinished(2)
+	clk.Add(2 * time.Hour)
+	ids, err := r.ExpireRegistrations(ctx, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(ids)
+	if len(ids) != 2 || ids[0] != "rnd-1" || ids[1] != "rnd-3" {
+		t.Fatalf("expired %v, want the failed and the never-started one", ids)
+	}
+	waitUnfinished(0)
+	register(t, r, "rnd-4", mac(15, 4))
+	for _, id := range []string{"added", "rnd-2"} {
+		if _, err := r.Get(ctx, id); err != nil {
+			t.Errorf("%s: %v", id, err)
+		}
+	}
+}

@@ -15,16 +15,27 @@ import (
 // Known is the set of MACs of every registered machine, whatever its
 // state, kept current by an etcd watch on the machine records. The DHCP
 // leader asks it, never etcd: a known MAC is not charged against a relay's
-// new-client budget, and may ask for an address without an offer.
+// new-client budget, and may ask for an address without an offer. It also
+// counts the unfinished machines (machine.Unfinished), which Register
+// caps at cluster.self_registration.max_unfinished.
 type Known struct {
-	mu   sync.RWMutex
-	macs map[string]string   // mac → machine id
-	byID map[string][]string // machine id → its MACs
+	mu         sync.RWMutex
+	macs       map[string]string   // mac → machine id
+	byID       map[string][]string // machine id → its MACs
+	unfinished map[string]bool     // ids of unfinished machines
 }
 
 // NewKnown is an empty set, to be filled by FollowKnown.
 func NewKnown() *Known {
-	return &Known{macs: map[string]string{}, byID: map[string][]string{}}
+	return &Known{macs: map[string]string{}, byID: map[string][]string{}, unfinished: map[string]bool{}}
+}
+
+// Unfinished is how many machines registered on first contact are not
+// installed yet, as far as the watch has seen.
+func (k *Known) Unfinished() int {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return len(k.unfinished)
 }
 
 // Has reports whether mac belongs to a registered machine.
@@ -35,9 +46,14 @@ func (k *Known) Has(mac string) bool {
 	return ok
 }
 
-func (k *Known) set(id string, macs []string) {
+func (k *Known) set(id string, macs []string, unfinished bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if unfinished {
+		k.unfinished[id] = true
+	} else {
+		delete(k.unfinished, id)
+	}
 	for _, m := range k.byID[id] {
 		if k.macs[m] == id {
 			delete(k.macs, m)
@@ -55,17 +71,25 @@ func (k *Known) set(id string, macs []string) {
 // FollowKnown loads the registered machines' MACs into k and follows
 // changes until ctx ends. An unreadable record keeps the MACs last seen
 // for it: a machine stays known while an operator repairs its record.
+//
+// Register counts on k from then on for cluster.self_registration's cap.
 func (r *Registry) FollowKnown(ctx context.Context, k *Known, log *slog.Logger) {
+	r.known.Store(k)
 	state.Follower{
 		Key: r.keys.Machines(), Prefix: true,
 		Load: func(kvs []*mvccpb.KeyValue) {
-			macs, byID := map[string]string{}, map[string][]string{}
+			macs, byID, unfinished := map[string]string{}, map[string][]string{}, map[string]bool{}
 			k.mu.RLock()
 			for _, kv := range kvs {
 				id := strings.TrimPrefix(string(kv.Key), r.keys.Machines())
 				ms := k.byID[id]
 				if m, err := r.decode(string(kv.Key), kv.Value); err == nil {
 					ms = m.MACs
+					if m.Unfinished() {
+						unfinished[id] = true
+					}
+				} else if k.unfinished[id] {
+					unfinished[id] = true
 				}
 				byID[id] = ms
 				for _, mac := range ms {
@@ -74,17 +98,17 @@ func (r *Registry) FollowKnown(ctx context.Context, k *Known, log *slog.Logger) 
 			}
 			k.mu.RUnlock()
 			k.mu.Lock()
-			k.macs, k.byID = macs, byID
+			k.macs, k.byID, k.unfinished = macs, byID, unfinished
 			k.mu.Unlock()
 		},
 		Change: func(ev *clientv3.Event) {
 			id := strings.TrimPrefix(string(ev.Kv.Key), r.keys.Machines())
 			if ev.Type == clientv3.EventTypeDelete {
-				k.set(id, nil)
+				k.set(id, nil, false)
 				return
 			}
 			if m, err := r.decode(string(ev.Kv.Key), ev.Kv.Value); err == nil {
-				k.set(id, m.MACs)
+				k.set(id, m.MACs, m.Unfinished())
 			}
 		},
 		Broken: func(err error) { log.Warn("following registered machines: reloading", "err", err) },

@@ -29,7 +29,7 @@ func newMetrics(reg prometheus.Registerer, r *Registry) *metrics {
 		installsFailed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Name: "installs_failed_total",
 			Help: "Installs marked failed by this replica, by reason (installer, timeout)."}, []string{"reason"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Name: "registrations_refused_total",
-			Help: "Registrations on first contact refused by this replica, by reason (rate_limited: beyond cluster.self_registration)."}, []string{"reason"}),
+			Help: "Registrations on first contact refused by this replica, by reason (rate_limited: beyond cluster.self_registration's rate; unfinished: cluster.self_registration.max_unfinished machines not installed yet)."}, []string{"reason"}),
 		expired: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Name: "registrations_expired_total",
 			Help: "Machines registered on first contact that never started an install, deleted by this replica after cluster.self_registration.expire_after."}, nil),
 	}
@@ -37,6 +37,7 @@ func newMetrics(reg prometheus.Registerer, r *Registry) *metrics {
 	// (MayuInstallsFailing fires on a replica's first failed install).
 	m.registrations.WithLabelValues()
 	m.refused.WithLabelValues("rate_limited")
+	m.refused.WithLabelValues("unfinished")
 	m.expired.WithLabelValues()
 	m.installsCompleted.WithLabelValues()
 	for _, reason := range []string{"installer", "timeout"} {

@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -92,7 +93,11 @@ type Registry struct {
 	// newMachines is this replica's token bucket of registrations on
 	// first contact. Per replica, not cluster-wide: a flood spread over
 	// n replicas gets n buckets, and no etcd write is spent on counting.
-	newMachines *rate.Limiter
+	newMachines   *rate.Limiter
+	maxUnfinished int
+	// known, once FollowKnown runs, counts the unfinished machines for
+	// cluster.self_registration.max_unfinished.
+	known atomic.Pointer[Known]
 }
 
 // Options configure a Registry.
@@ -122,8 +127,11 @@ func New(cli *clientv3.Client, o Options) *Registry {
 	if sr.Burst <= 0 {
 		sr.Burst = 100
 	}
+	if sr.MaxUnfinished <= 0 {
+		sr.MaxUnfinished = max(o.Cluster.Static.Range.Size()/2, 1)
+	}
 	r := &Registry{cli: cli, keys: state.Keys{Prefix: o.Prefix}, cluster: o.Cluster, replica: o.Replica, timeout: o.Timeout, now: o.Now,
-		newMachines: rate.NewLimiter(rate.Limit(sr.PerSecond), sr.Burst)}
+		newMachines: rate.NewLimiter(rate.Limit(sr.PerSecond), sr.Burst), maxUnfinished: sr.MaxUnfinished}
 	r.metrics = newMetrics(o.Registerer, r)
 	return r
 }
@@ -273,6 +281,10 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (m *machine.M
 		// A new machine on first contact takes a token, once however
 		// often the transaction runs; an operator's add takes none.
 		if !reg.Preregistered && !charged {
+			// The cap first: a refused machine spends no token.
+			if k := r.known.Load(); k != nil && k.Unfinished() >= r.maxUnfinished {
+				return ErrTooManyUnfinished
+			}
 			if !r.newMachines.AllowN(r.now(), 1) {
 				return ErrRateLimited
 			}
@@ -306,8 +318,11 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (m *machine.M
 		m, created = fresh, true
 		return nil
 	})
-	if errors.Is(err, ErrRateLimited) {
+	switch {
+	case errors.Is(err, ErrRateLimited):
 		r.metrics.refused.WithLabelValues("rate_limited").Inc()
+	case errors.Is(err, ErrTooManyUnfinished):
+		r.metrics.refused.WithLabelValues("unfinished").Inc()
 	}
 	if err != nil {
 		return nil, false, err

@@ -20,11 +20,18 @@ import (
 // later.
 var ErrRateLimited = errors.New("too many new machines are registering at once (cluster.self_registration.per_second and burst); this machine asks again shortly")
 
+// ErrTooManyUnfinished: cluster.self_registration.max_unfinished machines
+// registered on first contact are not installed yet; the machine asks
+// again later (expiry makes room).
+var ErrTooManyUnfinished = errors.New("too many machines registered on first contact are not installed yet (cluster.self_registration.max_unfinished); this machine asks again later")
+
 // ExpireRegistrations deletes the machines registered on first contact
-// that have not started an install within after of registering, freeing
-// their static address, profile slot and MACs: random serials cannot keep
-// the static range. Machines added by an operator, and any machine that
-// ever started an install, are never expired. Any replica may run it:
+// that were never installed and have sat in configured or failed longer
+// than after (machine.RegistrationExpired), freeing their static address,
+// profile slot and MACs: random serials cannot keep the static range, not
+// even by fetching their first stage and reporting a failure. Machines
+// added by an operator, ever installed, or reinstalled by an operator are
+// never expired. Any replica may run it:
 // each deletion is one transaction that checks the rule again on what it
 // reads, so concurrent sweeps delete each machine once.
 func (r *Registry) ExpireRegistrations(ctx context.Context, after time.Duration) ([]string, error) {
