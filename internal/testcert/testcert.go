@@ -63,15 +63,26 @@ func (ca *CA) Pool() *x509.CertPool {
 	return p
 }
 
-// Server issues a server certificate for 127.0.0.1, ::1 and localhost.
-func (ca *CA) Server(t testing.TB, cn string) Pair {
+// Server issues a server certificate for hosts (IP addresses or DNS
+// names), by default 127.0.0.1, ::1 and localhost. It is good for client
+// authentication too, as etcd uses its own certificate towards its peers.
+func (ca *CA) Server(t testing.TB, cn string, hosts ...string) Pair {
 	t.Helper()
-	return ca.issue(t, &x509.Certificate{
+	if len(hosts) == 0 {
+		hosts = []string{"127.0.0.1", "::1", "localhost"}
+	}
+	tmpl := &x509.Certificate{
 		Subject:     pkix.Name{CommonName: cn},
-		DNSNames:    []string{"localhost"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	})
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	return ca.issue(t, tmpl)
 }
 
 // Client issues a client certificate with the subject given.
