@@ -180,6 +180,12 @@ func (c *Config) applyDefaults() {
 	if !n.ListenAddress.IsValid() {
 		n.ListenAddress = netip.IPv4Unspecified()
 	}
+	if !n.AdminListenAddress.IsValid() {
+		n.AdminListenAddress = n.ListenAddress
+	}
+	if !n.MetricsListenAddress.IsValid() {
+		n.MetricsListenAddress = n.ListenAddress
+	}
 	setDefault(&n.DataDir, defaultDataDir)
 	setDefault(&n.FilesDir, defaultFilesDir)
 	setDefault(&n.BootFilesDir, defaultBootFilesDir)

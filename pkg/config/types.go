@@ -28,6 +28,11 @@ type Node struct {
 	Interface string `yaml:"interface" json:"interface"`
 	// ListenAddress is the address TFTP, HTTP and admin listeners bind to (default 0.0.0.0).
 	ListenAddress netip.Addr `yaml:"listen_address" json:"listen_address"`
+	// AdminListenAddress and MetricsListenAddress bind the admin API and
+	// the metrics and health port elsewhere, e.g. to a management network
+	// the boot network cannot reach. Default: ListenAddress.
+	AdminListenAddress   netip.Addr `yaml:"admin_listen_address" json:"admin_listen_address"`
+	MetricsListenAddress netip.Addr `yaml:"metrics_listen_address" json:"metrics_listen_address"`
 	// AdvertiseAddress is the address machines are told to use for TFTP and
 	// HTTP: the VRRP virtual address where there is one. Required.
 	AdvertiseAddress netip.Addr `yaml:"advertise_address" json:"advertise_address"`

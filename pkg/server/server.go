@@ -136,10 +136,10 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 	// Everything the health handlers look at exists before they serve.
 	runCtx, stop := context.WithCancel(context.Background())
 	s.stop = stop
-	at := func(port int) string { return net.JoinHostPort(cfg.Node.ListenAddress.String(), strconv.Itoa(port)) }
+	at := func(a netip.Addr, port int) string { return net.JoinHostPort(a.String(), strconv.Itoa(port)) }
 	s.replica = replica.New(s.conn.Client, cfg, replica.Info{
-		Version: version, Advertise: mayuURL, HTTP: at(cfg.Node.Ports.HTTP), Admin: at(cfg.Node.Ports.Admin),
-		Metrics: at(cfg.Node.Ports.Metrics), DHCP: cfg.Node.Ports.DHCP > 0, Started: time.Now().UTC(),
+		Version: version, Advertise: mayuURL, HTTP: at(cfg.Node.ListenAddress, cfg.Node.Ports.HTTP),
+		Admin: at(cfg.Node.AdminListenAddress, cfg.Node.Ports.Admin), Metrics: at(cfg.Node.MetricsListenAddress, cfg.Node.Ports.Metrics), DHCP: cfg.Node.Ports.DHCP > 0, Started: time.Now().UTC(),
 	}, log, s.metrics)
 	s.background(func() { s.replica.Run(runCtx) })
 	// Every replica follows the cluster secret, so a rotation on any one
@@ -168,19 +168,21 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 	lim := cfg.Node.Limits
 	for _, l := range []struct {
 		name string
+		addr netip.Addr
 		port int
 		h    http.Handler
 		lim  *httplimit.Limiter
 		tls  *tls.Config
 	}{
-		{"http", cfg.Node.Ports.HTTP, boot.Handler(), httplimit.New("http", lim.HTTP, log, s.metrics), nil},
-		{"admin", cfg.Node.Ports.Admin, adminAPI, httplimit.New("admin", lim.Admin, log, s.metrics), adminTLS},
+		{"http", cfg.Node.ListenAddress, cfg.Node.Ports.HTTP, boot.Handler(), httplimit.New("http", lim.HTTP, log, s.metrics), nil},
+		{"admin", cfg.Node.AdminListenAddress, cfg.Node.Ports.Admin, adminAPI, httplimit.New("admin", lim.Admin, log, s.metrics), adminTLS},
 		// No caps on the metrics port: Prometheus and keepalived's health
 		// check must get in while the boot port is flooded. It belongs on
-		// a management network, out of the boot network's reach.
-		{"metrics", cfg.Node.Ports.Metrics, health, nil, nil},
+		// a management network, out of the boot network's reach
+		// (node.metrics_listen_address).
+		{"metrics", cfg.Node.MetricsListenAddress, cfg.Node.Ports.Metrics, health, nil, nil},
 	} {
-		if err := s.listen(runCtx, l.name, cfg.Node.ListenAddress, l.port, l.h, l.lim, l.tls); err != nil {
+		if err := s.listen(runCtx, l.name, l.addr, l.port, l.h, l.lim, l.tls); err != nil {
 			return nil, err
 		}
 	}

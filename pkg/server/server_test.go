@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -237,5 +238,26 @@ func TestStalledImageReaderIsCut(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if n, _ := io.Copy(io.Discard, c); n >= size {
 		t.Errorf("the stalled reader got all %d bytes", n)
+	}
+}
+
+// The admin API and the metrics port can bind to a management network's
+// address while boot files are served on the boot network's.
+func TestListenersOnTheirOwnAddresses(t *testing.T) {
+	cfg := replicaConfig(t, "")
+	cfg.Node.AdminListenAddress = netip.MustParseAddr("127.0.0.2")
+	cfg.Node.MetricsListenAddress = netip.MustParseAddr("127.0.0.3")
+	s, err := Start(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for name, want := range map[string]string{"http": cfg.Node.ListenAddress.String(), "admin": "127.0.0.2", "metrics": "127.0.0.3"} {
+		if host, _, _ := net.SplitHostPort(s.Addrs[name]); host != want {
+			t.Errorf("%s listens on %s, want %s", name, s.Addrs[name], want)
+		}
+	}
+	if code, _ := get(t, "http://"+s.Addrs["metrics"]+"/healthz"); code != 200 {
+		t.Errorf("healthz on the metrics address: %d", code)
 	}
 }
