@@ -43,6 +43,9 @@ type Info struct {
 	Metrics    string    `json:"metrics"`
 	DHCP       bool      `json:"dhcp"` // takes part in the election
 	Started    time.Time `json:"started"`
+	// Schema is the etcd schema version the replica reads and writes
+	// (registry.SchemaVersion); replicas before version 2 announce none.
+	Schema int `json:"schema,omitempty"`
 }
 
 // Published is the leader's configuration, at <prefix>config.
@@ -232,10 +235,16 @@ func (r *Replica) Publish(ctx context.Context, f election.Fence) error {
 
 // Replicas reads every announced replica, sorted by name.
 func (r *Replica) Replicas(ctx context.Context) ([]Info, error) {
+	return Announced(ctx, r.cli, r.keys)
+}
+
+// Announced reads every replica announced under keys, sorted by name,
+// before this one announces itself.
+func Announced(ctx context.Context, cli *clientv3.Client, keys state.Keys) ([]Info, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	dir := r.keys.Replicas()
-	resp, err := r.cli.Get(ctx, dir, clientv3.WithPrefix())
+	dir := keys.Replicas()
+	resp, err := cli.Get(ctx, dir, clientv3.WithPrefix())
 	if err != nil {
 		return nil, state.Unavailable("read the replicas", err)
 	}

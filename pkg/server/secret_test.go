@@ -104,3 +104,45 @@ func TestStartRefusesANewerSchema(t *testing.T) {
 		t.Fatalf("error %q", err)
 	}
 }
+
+// A replica of an older schema still announced (one of the previous
+// release, which would drop tokenNonce from every record it writes) stops
+// the start with what to do; this replica's own stale announcement does
+// not.
+func TestStartRefusesBesideAnOlderReplica(t *testing.T) {
+	etcd := etcdtest.StartServer(t)
+	prefix := etcdtest.Prefix(t)
+	cfg := replicaConfig(t, "")
+	cfg.Node.Etcd.Endpoints = []string{etcd.ClientURL}
+	cfg.Node.Etcd.Prefix = prefix
+	ctx := context.Background()
+	put := func(name, value string) {
+		t.Helper()
+		if _, err := etcd.Client.Put(ctx, prefix+"replicas/"+name, value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(cfg.Node.Name, `{"name":"`+cfg.Node.Name+`","version":"v0.1.0"}`)
+	s, err := Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+	if err != nil {
+		t.Fatalf("its own stale announcement stopped the start: %v", err)
+	}
+	s.Close()
+	put("old-1", `{"name":"old-1","version":"v0.1.0"}`)
+	s, err = Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+	if err == nil {
+		s.Close()
+		t.Fatal("started beside a replica of the older schema")
+	}
+	if !strings.Contains(err.Error(), "replica old-1 (mayu v0.1.0) runs an older etcd schema") || !strings.Contains(err.Error(), "stop every replica of the older release") {
+		t.Fatalf("error %q", err)
+	}
+	if _, err := etcd.Client.Delete(ctx, prefix+"replicas/old-1"); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+	if err != nil {
+		t.Fatalf("once the old replica is gone: %v", err)
+	}
+	s.Close()
+}

@@ -28,6 +28,7 @@ import (
 	"github.com/mayu-boot/mayu/pkg/dhcp"
 	"github.com/mayu-boot/mayu/pkg/election"
 	"github.com/mayu-boot/mayu/pkg/etcd"
+	"github.com/mayu-boot/mayu/pkg/hostile"
 	"github.com/mayu-boot/mayu/pkg/httpboot"
 	"github.com/mayu-boot/mayu/pkg/httplimit"
 	"github.com/mayu-boot/mayu/pkg/lease"
@@ -100,7 +101,12 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		Registerer: s.metrics,
 	})
 	// Bring etcd to this mayu's schema before anything is served: records
-	// of an older one keep the tokens of installs in flight.
+	// of an older one keep the tokens of installs in flight. Not while a
+	// replica of an older schema runs: it would drop what the migration
+	// adds each time it writes a record, and refuse the new tokens.
+	if err := refuseOlderReplicas(ctx, s.conn.Client, cfg); err != nil {
+		return nil, err
+	}
 	migrated, err := s.registry.UpgradeSchema(ctx)
 	if err != nil {
 		return nil, err
@@ -139,7 +145,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 	at := func(a netip.Addr, port int) string { return net.JoinHostPort(a.String(), strconv.Itoa(port)) }
 	s.replica = replica.New(s.conn.Client, cfg, replica.Info{
 		Version: version, Advertise: mayuURL, HTTP: at(cfg.Node.ListenAddress, cfg.Node.Ports.HTTP),
-		Admin: at(cfg.Node.AdminListenAddress, cfg.Node.Ports.Admin), Metrics: at(cfg.Node.MetricsListenAddress, cfg.Node.Ports.Metrics), DHCP: cfg.Node.Ports.DHCP > 0, Started: time.Now().UTC(),
+		Admin: at(cfg.Node.AdminListenAddress, cfg.Node.Ports.Admin), Metrics: at(cfg.Node.MetricsListenAddress, cfg.Node.Ports.Metrics),
+		DHCP: cfg.Node.Ports.DHCP > 0, Started: time.Now().UTC(), Schema: registry.SchemaVersion,
 	}, log, s.metrics)
 	s.background(func() { s.replica.Run(runCtx) })
 	// Every replica follows the cluster secret, so a rotation on any one
@@ -458,6 +465,23 @@ func checkFiles(root *os.Root, in config.Install) error {
 		}
 		if !st.Mode().IsRegular() {
 			return fmt.Errorf("%s: %s is not a regular file", f.key, f.name)
+		}
+	}
+	return nil
+}
+
+// refuseOlderReplicas stops a start while a replica of an older etcd
+// schema is announced: the two would void each other's node tokens.
+// Schema upgrades stop every replica of the old release first.
+func refuseOlderReplicas(ctx context.Context, cli *clientv3.Client, cfg *config.Config) error {
+	others, err := replica.Announced(ctx, cli, state.Keys{Prefix: cfg.Node.Etcd.Prefix})
+	if err != nil {
+		return err
+	}
+	for _, o := range others {
+		if o.Name != cfg.Node.Name && o.Schema < registry.SchemaVersion {
+			return fmt.Errorf("replica %s (mayu %s) runs an older etcd schema than this mayu (%d): stop every replica of the older release, then start the new ones (docs/etcd.md, \"Schema versions and upgrades\")",
+				hostile.Clip(o.Name, 64), hostile.Clip(o.Version, 64), registry.SchemaVersion)
 		}
 	}
 	return nil
