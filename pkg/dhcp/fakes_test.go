@@ -59,19 +59,7 @@ func sendRelayed(t *testing.T, s *Server, relay *net.UDPConn, typ dhcpv4.Message
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.GatewayIPAddr, req.HopCount = loopback, 1
-	s.handle(context.Background(), packet{data: req.ToBytes(), peer: relay.LocalAddr().(*net.UDPAddr)})
-	relay.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-	buf := make([]byte, 1500)
-	n, _, err := relay.ReadFromUDP(buf)
-	if err != nil {
-		return nil
-	}
-	resp, err := dhcpv4.FromBytes(buf[:n])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp
+	return handleRelayed(t, s, relay, req)
 }
 
 // An exchange on the fakes: the OFFER writes nothing, the ACK only after

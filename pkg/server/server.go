@@ -357,11 +357,32 @@ func (s *Server) leader(w http.ResponseWriter, r *http.Request) {
 	http.Error(w, "not the DHCP leader", http.StatusServiceUnavailable)
 }
 
-// sweepInstalls fails installs that outlast cluster.install.timeout. Every
-// replica sweeps; the registry's compare-and-swap makes that safe.
+// sweepInstalls fails installs that outlast cluster.install.timeout.
 func (s *Server) sweepInstalls(ctx context.Context) {
 	timeout := s.cfg.Cluster.Install.Timeout
-	every := min(max(timeout/10, time.Second), 30*time.Second)
+	s.sweep(ctx, min(max(timeout/10, time.Second), 30*time.Second), "install timeout",
+		func() ([]string, error) { return s.registry.ExpireInstalls(ctx, timeout) },
+		func(id string) {
+			s.log.Info("machine state changed", "id", id, "state", "failed", "reason", "install timed out", "replica", s.cfg.Node.Name)
+		})
+}
+
+// sweepRegistrations deletes machines registered on first contact that
+// were never installed and sat in configured or failed longer than
+// cluster.self_registration.expire_after.
+func (s *Server) sweepRegistrations(ctx context.Context) {
+	after := s.cfg.Cluster.SelfRegistration.ExpireAfter
+	s.sweep(ctx, min(max(after/10, time.Second), time.Minute), "registration expiry",
+		func() ([]string, error) { return s.registry.ExpireRegistrations(ctx, after) },
+		func(id string) {
+			s.log.Info("machine deleted", "id", id, "reason", "registered on first contact, never installed", "after", after, "replica", s.cfg.Node.Name)
+		})
+}
+
+// sweep runs one sweep every interval until ctx ends, and says what each
+// changed. Every replica sweeps: each change is a transaction that checks
+// its rule again, so a machine is changed once.
+func (s *Server) sweep(ctx context.Context, every time.Duration, what string, run func() ([]string, error), changed func(id string)) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -369,12 +390,12 @@ func (s *Server) sweepInstalls(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			ids, err := s.registry.ExpireInstalls(ctx, timeout)
+			ids, err := run()
 			if err != nil && ctx.Err() == nil {
-				s.log.Warn("install timeout sweep failed", "err", err)
+				s.log.Warn(what+" sweep failed", "err", err)
 			}
 			for _, id := range ids {
-				s.log.Info("machine state changed", "id", id, "state", "failed", "reason", "install timed out", "replica", s.cfg.Node.Name)
+				changed(id)
 			}
 		}
 	}
@@ -385,31 +406,6 @@ func (s *Server) sweepInstalls(ctx context.Context) {
 // in use and the error says why.
 func (s *Server) Reload() error {
 	return s.adminCreds.Reload()
-}
-
-// sweepRegistrations deletes machines registered on first contact that
-// never started an install within cluster.self_registration.expire_after.
-// Every replica sweeps; each deletion is a transaction that checks the
-// rule again, so a machine is deleted once.
-func (s *Server) sweepRegistrations(ctx context.Context) {
-	after := s.cfg.Cluster.SelfRegistration.ExpireAfter
-	every := min(max(after/10, time.Second), time.Minute)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			ids, err := s.registry.ExpireRegistrations(ctx, after)
-			if err != nil && ctx.Err() == nil {
-				s.log.Warn("registration expiry sweep failed", "err", err)
-			}
-			for _, id := range ids {
-				s.log.Info("machine deleted", "id", id, "reason", "registered on first contact, no install started", "after", after, "replica", s.cfg.Node.Name)
-			}
-		}
-	}
 }
 
 // Wait blocks until ctx ends or a listener fails.
