@@ -225,7 +225,7 @@ func (c *Config) applyDefaults() {
 	setDefault(&sr.PerSecond, defaultRegistrationsPerSec)
 	setDefault(&sr.Burst, defaultRegistrationBurst)
 	setDefault(&sr.ExpireAfter, defaultRegistrationExpiry)
-	setDefault(&sr.MaxUnfinished, max(cl.Static.Range.Size()/2, 1))
+	setDefault(&sr.MaxUnfinished, DefaultMaxUnfinished(cl.Static.Range.Size()))
 }
 
 func (l *HTTPLimits) applyDefaults(d HTTPLimits) {
@@ -432,4 +432,12 @@ func (l Limits) Summary() []string {
 		fmt.Sprintf("node.limits.tftp: max_transfers=%d max_pending=%d max_per_address=%d timeout=%s retransmissions=%d first_block_timeout=%s",
 			t.MaxTransfers, t.MaxPending, t.MaxPerAddress, shortDuration(t.Timeout), t.Retransmissions, shortDuration(t.FirstBlockTimeout)),
 	}
+}
+
+// DefaultMaxUnfinished is cluster.self_registration.max_unfinished's
+// default for a static range of size addresses: half of it, so that random
+// serials leave the other half, but never below 64 (a rack booting at once
+// must not meet it) nor above the range.
+func DefaultMaxUnfinished(size int) int {
+	return max(min(size, max(size/2, 64)), 1)
 }

@@ -581,7 +581,7 @@ func TestDefaults(t *testing.T) {
 			Timeout: time.Second, Retransmissions: 1, FirstBlockTimeout: 3 * time.Second}},
 		{"dhcp", c.DHCP, DHCP{NewClientsPerSecond: 20, NewClientsBurst: 200, DeclineProbeTimeout: time.Second,
 			DeclineProbes: 16, DeclineQuarantine: 10 * time.Minute}},
-		{"self_registration", c.SelfRegistration, SelfRegistration{PerSecond: 10, Burst: 100, ExpireAfter: time.Hour, MaxUnfinished: c.Static.Range.Size() / 2}},
+		{"self_registration", c.SelfRegistration, SelfRegistration{PerSecond: 10, Burst: 100, ExpireAfter: time.Hour, MaxUnfinished: DefaultMaxUnfinished(c.Static.Range.Size())}},
 	}
 	for _, ch := range checks {
 		if !reflect.DeepEqual(ch.got, ch.want) {

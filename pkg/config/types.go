@@ -275,17 +275,18 @@ type SelfRegistration struct {
 	// asks again. mayuctl add is not limited. Defaults 10 and 100.
 	PerSecond float64 `yaml:"per_second" json:"per_second"`
 	Burst     int     `yaml:"burst" json:"burst"`
-	// ExpireAfter deletes a machine registered on first contact that was
-	// never installed and has sat this long in configured (not started)
-	// or failed, freeing its static address, profile slot and MACs.
-	// Machines added with mayuctl add, machines ever installed, and
-	// machines an operator reinstalled never expire. Default 1h.
+	// ExpireAfter deletes a machine registered on first contact that has
+	// sat this long in configured without starting an install, freeing its
+	// static address, profile slot and MACs. Machines added with mayuctl
+	// add, and machines that ever started an install, never expire.
+	// Default 1h.
 	ExpireAfter time.Duration `yaml:"expire_after" json:"expire_after"`
 	// MaxUnfinished caps the machines registered on first contact that are
 	// not installed yet, cluster-wide (as each replica's watch of the
 	// records sees them): beyond it a new machine is told to wait. With
 	// ExpireAfter it keeps random serials from taking the static range.
-	// Default half of cluster.static.range.
+	// Default half of cluster.static.range, at least 64 (or the whole
+	// range if smaller).
 	MaxUnfinished int `yaml:"max_unfinished" json:"max_unfinished"`
 }
 

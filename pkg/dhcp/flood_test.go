@@ -364,3 +364,36 @@ func sendRelayedAsking(t *testing.T, s *Server, relay *net.UDPConn, mac net.Hard
 	}
 	return handleRelayed(t, s, relay, d)
 }
+
+// ciaddr is whatever a packet says: it names the pool of a direct request
+// only for a client renewing, releasing or informing from that very
+// address, never for a DISCOVER (which would take another network's pool,
+// and its budget, from this segment).
+func TestPoolByClientAddressOnlyFromThatAddress(t *testing.T) {
+	local := config.Pool{Subnet: netip.MustParsePrefix("10.1.0.0/24"), Range: config.Range{Start: addr("10.1.0.100"), End: addr("10.1.0.150")}}
+	relayed := config.Pool{Subnet: netip.MustParsePrefix("10.2.0.0/24"), Range: config.Range{Start: addr("10.2.0.100"), End: addr("10.2.0.150")}}
+	s := New(Options{Pools: []config.Pool{local, relayed}})
+	s.serverIP = addr("10.1.0.1")
+	tm := &term{pools: []*pool{newPool(local), newPool(relayed)}}
+	ci := net.IPv4(10, 2, 0, 120)
+	for name, c := range map[string]struct {
+		typ  dhcpv4.MessageType
+		from net.IP
+		want netip.Prefix
+	}{
+		"renew from its address":     {dhcpv4.MessageTypeRequest, ci, relayed.Subnet},
+		"release from its address":   {dhcpv4.MessageTypeRelease, ci, relayed.Subnet},
+		"renew from another address": {dhcpv4.MessageTypeRequest, net.IPv4(10, 1, 0, 77), local.Subnet},
+		"discover naming a ciaddr":   {dhcpv4.MessageTypeDiscover, ci, local.Subnet},
+		"decline naming a ciaddr":    {dhcpv4.MessageTypeDecline, ci, local.Subnet},
+	} {
+		req, err := dhcpv4.New(dhcpv4.WithMessageType(c.typ), dhcpv4.WithHwAddr(benchMAC(1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.ClientIPAddr = ci
+		if p := s.poolFor(tm, req, &net.UDPAddr{IP: c.from, Port: 68}); p == nil || p.cfg.Subnet != c.want {
+			t.Errorf("%s: pool %v, want %s", name, p, c.want)
+		}
+	}
+}

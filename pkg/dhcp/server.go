@@ -315,15 +315,23 @@ func (t *term) poolOf(ip netip.Addr) *pool {
 
 // poolFor matches a request to its pool: by relay address if relayed,
 // else by the subnet of the receiving interface.
-func (s *Server) poolFor(t *term, req *dhcpv4.DHCPv4) *pool {
+func (s *Server) poolFor(t *term, req *dhcpv4.DHCPv4, peer *net.UDPAddr) *pool {
 	if gi, ok := netip.AddrFromSlice(req.GatewayIPAddr.To4()); ok && !gi.IsUnspecified() {
 		return t.poolOf(gi)
 	}
-	// A renewing client of a relayed network unicasts to us directly,
-	// without giaddr: its own address names its pool.
-	if ci, ok := netip.AddrFromSlice(req.ClientIPAddr.To4()); ok && !ci.IsUnspecified() {
-		if p := t.poolOf(ci); p != nil {
-			return p
+	// A renewing (or releasing, or informing) client of a relayed network
+	// unicasts to us directly, without giaddr: its own address names its
+	// pool. Only then: ciaddr is whatever a packet says, and a DISCOVER
+	// naming one would reach another network's pool (and budget) from
+	// this segment; so it must also be the address the packet came from.
+	switch req.MessageType() {
+	case dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeRelease, dhcpv4.MessageTypeInform:
+		if ci, ok := netip.AddrFromSlice(req.ClientIPAddr.To4()); ok && !ci.IsUnspecified() && peer != nil {
+			if from, ok := netip.AddrFromSlice(peer.IP.To4()); ok && from == ci {
+				if p := t.poolOf(ci); p != nil {
+					return p
+				}
+			}
 		}
 	}
 	return t.poolOf(s.serverIP)
@@ -375,7 +383,7 @@ func (s *Server) handle(ctx context.Context, p packet) {
 		x.log.Debug("dhcp: ignored", "reason", x.dec.Reason)
 		return
 	}
-	if x.pool = s.poolFor(t, req); x.pool == nil {
+	if x.pool = s.poolFor(t, req, p.peer); x.pool == nil {
 		s.metrics.ignored.WithLabelValues("no_pool").Inc()
 		x.log.Debug("dhcp: no pool for this request", "giaddr", req.GatewayIPAddr)
 		return

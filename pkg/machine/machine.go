@@ -268,11 +268,21 @@ func (m *Machine) Unfinished() bool {
 }
 
 // RegistrationExpired reports whether an unfinished machine has sat longer
-// than after in configured (never started) or failed: such a record may
-// be deleted (the machine registers again if it comes back). An install
-// under way is left to the install timeout, which fails it first.
+// than after in configured without ever starting an install: such a record
+// may be deleted (the machine registers again if it comes back). A failed
+// machine is not: it waits for an operator's reinstall (expiring it would
+// reinstall it unasked at its next boot, and lose a late success), and
+// counts against cluster.self_registration.max_unfinished meanwhile.
 func (m *Machine) RegistrationExpired(after time.Duration, now time.Time) bool {
-	return m.Unfinished() && (m.State == Configured || m.State == Failed) && now.Sub(m.Since) > after
+	if !m.Unfinished() || m.State != Configured || now.Sub(m.Since) <= after {
+		return false
+	}
+	for _, e := range m.History {
+		if e.State != Configured {
+			return false
+		}
+	}
+	return true
 }
 
 // InstallExpired reports whether an install has outlasted timeout.

@@ -6,10 +6,13 @@ package registry_test
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -209,74 +212,101 @@ func TestKnownFollowsRegisteredMACs(t *testing.T) {
 	}
 }
 
-// Random serials under registration: open cannot keep the static range:
-// at most max_unfinished of them exist at once, and one that fetched its
-// first stage and reported a failure (to leave configured) still expires.
-func TestRandomSerialsCannotKeepTheRange(t *testing.T) {
+// Random serials under registration: open cannot take the static range:
+// at most max_unfinished machines registered on first contact and not
+// installed exist at once, even when they all ask at the same instant; a
+// failed one counts until an operator acts, a never-started one expires.
+func TestRandomSerialsCannotTakeTheRange(t *testing.T) {
 	t.Parallel()
 	cli := etcdtest.Start(t)
 	clk := &clock{}
 	clk.Set(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
-	c := cluster("10.15.0.1", 10)
-	c.SelfRegistration = config.SelfRegistration{PerSecond: 1000, Burst: 1000, MaxUnfinished: 3}
+	c := cluster("10.15.0.1", 50)
+	c.SelfRegistration = config.SelfRegistration{PerSecond: 1000, Burst: 1000, MaxUnfinished: 5}
 	metrics := prometheus.NewRegistry()
 	r := registry.New(cli, registry.Options{Prefix: etcdtest.Prefix(t), Cluster: c, Replica: "r", Now: clk.Now, Registerer: metrics})
 	ctx := ctxT(t)
 	k := registry.NewKnown()
 	go r.FollowKnown(ctx, k, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	waitUnfinished := func(n int) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); k.Unfinished() != n; time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%d unfinished machines seen, want %d", k.Unfinished(), n)
+
+	// 40 at once on one replica: 5 made, 35 told to wait.
+	var wg sync.WaitGroup
+	var made, refused atomic.Int32
+	for i := range 40 {
+		wg.Go(func() {
+			_, created, err := r.Register(ctx, registry.Registration{ID: fmt.Sprintf("rnd-%02d", i), MACs: []string{mac(15, i)}})
+			switch {
+			case err == nil && created:
+				made.Add(1)
+			case errors.Is(err, registry.ErrTooManyUnfinished):
+				refused.Add(1)
+			default:
+				t.Errorf("rnd-%02d: created=%v, %v", i, created, err)
 			}
-		}
+		})
 	}
-	register(t, r, "rnd-1", mac(15, 1))
-	register(t, r, "rnd-2", mac(15, 2))
-	register(t, r, "rnd-3", mac(15, 3))
-	waitUnfinished(3)
-	if _, _, err := r.Register(ctx, registry.Registration{ID: "rnd-4", MACs: []string{mac(15, 4)}}); !errors.Is(err, registry.ErrTooManyUnfinished) {
-		t.Fatalf("a fourth unfinished machine with max_unfinished 3: %v", err)
+	wg.Wait()
+	if made.Load() != 5 || refused.Load() != 35 {
+		t.Fatalf("%d made, %d refused, want 5 and 35", made.Load(), refused.Load())
 	}
-	if got := gathered(t, metrics, "mayu_registrations_refused_total"); got != 1 {
+	if got := gathered(t, metrics, "mayu_registrations_refused_total"); got != 35 {
 		t.Errorf("mayu_registrations_refused_total = %v", got)
 	}
 	// An operator's add is not capped, nor counted.
 	if _, _, err := r.Register(ctx, registry.Registration{ID: "added", Preregistered: true}); err != nil {
 		t.Fatal(err)
 	}
-	// The attack: leave configured through the first stage and a failure.
+	ms, _, err := r.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, m := range ms {
+		if !m.Preregistered {
+			ids = append(ids, m.ID)
+		}
+	}
+	sort.Strings(ids)
+	// One fails (fetching its first stage and reporting a failure), one
+	// installs; the other three never start.
 	for _, f := range []func(*machine.Machine) error{
 		func(m *machine.Machine) error { return m.StartInstall("r", clk.Now()) },
 		func(m *machine.Machine) error { return m.MarkFailed("made up", "r", clk.Now()) },
 	} {
-		if _, err := r.Update(ctx, "rnd-1", f); err != nil {
+		if _, err := r.Update(ctx, ids[0], f); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// One installs for real: it is finished, and never expires.
 	for _, f := range []func(*machine.Machine) error{
 		func(m *machine.Machine) error { return m.StartInstall("r", clk.Now()) },
 		func(m *machine.Machine) error { return m.MarkInstalled("r", clk.Now()) },
 	} {
-		if _, err := r.Update(ctx, "rnd-2", f); err != nil {
+		if _, err := r.Update(ctx, ids[1], f); err != nil {
 			t.Fatal(err)
 		}
 	}
-	waitUnfinished(2)
+	for deadline := time.Now().Add(10 * time.Second); k.Unfinished() != 4; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d unfinished machines seen, want 4", k.Unfinished())
+		}
+	}
 	clk.Add(2 * time.Hour)
-	ids, err := r.ExpireRegistrations(ctx, time.Hour)
+	expired, err := r.ExpireRegistrations(ctx, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sort.Strings(ids)
-	if len(ids) != 2 || ids[0] != "rnd-1" || ids[1] != "rnd-3" {
-		t.Fatalf("expired %v, want the failed and the never-started one", ids)
+	sort.Strings(expired)
+	if !slices.Equal(expired, ids[2:]) {
+		t.Fatalf("expired %v, want the three that never started %v", expired, ids[2:])
 	}
-	waitUnfinished(0)
-	register(t, r, "rnd-4", mac(15, 4))
-	for _, id := range []string{"added", "rnd-2"} {
+	// The failed one waits for an operator and still counts: 1 of 5.
+	for i := range 4 {
+		register(t, r, fmt.Sprintf("late-%d", i), mac(16, i))
+	}
+	if _, _, err := r.Register(ctx, registry.Registration{ID: "late-4", MACs: []string{mac(16, 4)}}); !errors.Is(err, registry.ErrTooManyUnfinished) {
+		t.Fatalf("a sixth unfinished machine: %v", err)
+	}
+	for _, id := range []string{"added", ids[0], ids[1]} {
 		if _, err := r.Get(ctx, id); err != nil {
 			t.Errorf("%s: %v", id, err)
 		}

@@ -2,9 +2,11 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -19,6 +21,8 @@ import (
 // counts the unfinished machines (machine.Unfinished), which Register
 // caps at cluster.self_registration.max_unfinished.
 type Known struct {
+	loaded     chan struct{} // closed by FollowKnown's first load
+	loadOnce   sync.Once
 	mu         sync.RWMutex
 	macs       map[string]string   // mac → machine id
 	byID       map[string][]string // machine id → its MACs
@@ -27,7 +31,21 @@ type Known struct {
 
 // NewKnown is an empty set, to be filled by FollowKnown.
 func NewKnown() *Known {
-	return &Known{macs: map[string]string{}, byID: map[string][]string{}, unfinished: map[string]bool{}}
+	return &Known{macs: map[string]string{}, byID: map[string][]string{}, unfinished: map[string]bool{},
+		loaded: make(chan struct{})}
+}
+
+// waitLoaded waits for the first load of the records: until then the
+// unfinished count would read 0.
+func (k *Known) waitLoaded(ctx context.Context) error {
+	select {
+	case <-k.loaded:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(10 * time.Second):
+		return state.Unavailable("load the machine records", errors.New("no answer from etcd yet"))
+	}
 }
 
 // Unfinished is how many machines registered on first contact are not
@@ -100,6 +118,7 @@ func (r *Registry) FollowKnown(ctx context.Context, k *Known, log *slog.Logger) 
 			k.mu.Lock()
 			k.macs, k.byID, k.unfinished = macs, byID, unfinished
 			k.mu.Unlock()
+			k.loadOnce.Do(func() { close(k.loaded) })
 		},
 		Change: func(ev *clientv3.Event) {
 			id := strings.TrimPrefix(string(ev.Kv.Key), r.keys.Machines())

@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -98,6 +99,9 @@ type Registry struct {
 	// known, once FollowKnown runs, counts the unfinished machines for
 	// cluster.self_registration.max_unfinished.
 	known atomic.Pointer[Known]
+	// selfMu makes this replica's registrations on first contact one at
+	// a time, so that each sees the ones before it in known.
+	selfMu sync.Mutex
 }
 
 // Options configure a Registry.
@@ -128,7 +132,7 @@ func New(cli *clientv3.Client, o Options) *Registry {
 		sr.Burst = 100
 	}
 	if sr.MaxUnfinished <= 0 {
-		sr.MaxUnfinished = max(o.Cluster.Static.Range.Size()/2, 1)
+		sr.MaxUnfinished = config.DefaultMaxUnfinished(o.Cluster.Static.Range.Size())
 	}
 	r := &Registry{cli: cli, keys: state.Keys{Prefix: o.Prefix}, cluster: o.Cluster, replica: o.Replica, timeout: o.Timeout, now: o.Now,
 		newMachines: rate.NewLimiter(rate.Limit(sr.PerSecond), sr.Burst), maxUnfinished: sr.MaxUnfinished}
@@ -265,6 +269,18 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (m *machine.M
 	if len(macs) > MaxMACs {
 		return nil, false, fmt.Errorf("%w: %d MACs given", ErrTooManyMACs, len(macs))
 	}
+	// Registrations on first contact are made one at a time on a replica,
+	// each counted in the unfinished set as soon as it is made: the cap
+	// then holds against a burst on this replica, and is passed only by
+	// what other replicas create before this one's watch sees it.
+	k := r.known.Load()
+	if !reg.Preregistered && k != nil {
+		if err := k.waitLoaded(ctx); err != nil {
+			return nil, false, err
+		}
+		r.selfMu.Lock()
+		defer r.selfMu.Unlock()
+	}
 	// The free address and profile slot are picked from a plain read of
 	// their indexes; the STM then holds the picked keys (absent when read),
 	// so two replicas registering at once cannot both take one: the loser
@@ -282,7 +298,7 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (m *machine.M
 		// often the transaction runs; an operator's add takes none.
 		if !reg.Preregistered && !charged {
 			// The cap first: a refused machine spends no token.
-			if k := r.known.Load(); k != nil && k.Unfinished() >= r.maxUnfinished {
+			if k != nil && k.Unfinished() >= r.maxUnfinished {
 				return ErrTooManyUnfinished
 			}
 			if !r.newMachines.AllowN(r.now(), 1) {
@@ -329,6 +345,9 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (m *machine.M
 	}
 	if created {
 		r.metrics.registrations.WithLabelValues().Inc()
+		if k != nil {
+			k.set(m.ID, m.MACs, m.Unfinished())
+		}
 	}
 	return m, created, nil
 }

@@ -48,6 +48,7 @@ type Server struct {
 	bootFiles  *os.Root
 	metrics    *prometheus.Registry // this replica's, served on /metrics
 	registry   *registry.Registry
+	known      *registry.Known // registered machines, followed on every replica
 	servers    []*http.Server
 	dhcp       *dhcp.Server
 	tftp       *tftp.Server
@@ -166,6 +167,11 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 	if err := s.startTFTP(); err != nil {
 		return nil, err
 	}
+	// Every replica follows the registered machines, DHCP or not: the
+	// registration cap (cluster.self_registration.max_unfinished) counts
+	// on it.
+	s.known = registry.NewKnown()
+	s.background(func() { s.registry.FollowKnown(runCtx, s.known, log) })
 	if err := s.startDHCP(runCtx, mayuURL, leases); err != nil {
 		return nil, err
 	}
@@ -239,8 +245,6 @@ func (s *Server) startDHCP(ctx context.Context, mayuURL string, leases dhcp.Leas
 	}
 	installed := registry.NewInstalled()
 	s.background(func() { s.registry.FollowInstalled(ctx, installed, s.log) })
-	known := registry.NewKnown()
-	s.background(func() { s.registry.FollowKnown(ctx, known, s.log) })
 	s.dhcp = dhcp.New(dhcp.Options{
 		Interface: n.Interface, Port: n.Ports.DHCP, Advertise: n.AdvertiseAddress, Pools: cl.Pools,
 		Policy: dhcp.Policy{
@@ -248,7 +252,7 @@ func (s *Server) startDHCP(ctx context.Context, mayuURL string, leases dhcp.Leas
 			ScriptURL: mayuURL + "/boot.ipxe", HTTPBase: mayuURL + "/tftp/",
 			AnswerInstalledIPXE: cl.Boot.AnswerInstalledIPXE,
 		},
-		Replica: n.Name, Leases: leases, Installed: installed, Known: known, Limits: cl.DHCP,
+		Replica: n.Name, Leases: leases, Installed: installed, Known: s.known, Limits: cl.DHCP,
 		Log: s.log, Registerer: s.metrics,
 	})
 	if err := s.dhcp.Listen(); err != nil {
