@@ -46,6 +46,9 @@ type Info struct {
 	// Schema is the etcd schema version the replica reads and writes
 	// (registry.SchemaVersion); replicas before version 2 announce none.
 	Schema int `json:"schema,omitempty"`
+	// Unreadable marks an announcement that is no JSON Info (Name is its
+	// key); never stored.
+	Unreadable bool `json:"-"`
 }
 
 // Published is the leader's configuration, at <prefix>config.
@@ -58,6 +61,9 @@ type Published struct {
 
 // announceTTL is how long a dead replica stays listed (seconds).
 const announceTTL = 10
+
+// AnnounceTTL is how long the announcement of a replica that died stays.
+const AnnounceTTL = announceTTL * time.Second
 
 // Replica announces this replica and follows the published configuration.
 type Replica struct {
@@ -252,7 +258,7 @@ func Announced(ctx context.Context, cli *clientv3.Client, keys state.Keys) ([]In
 	for _, kv := range resp.Kvs {
 		var i Info
 		if json.Unmarshal(kv.Value, &i) != nil {
-			i = Info{Name: strings.TrimPrefix(string(kv.Key), dir) + " (unreadable)"}
+			i = Info{Name: strings.TrimPrefix(string(kv.Key), dir) + " (unreadable)", Unreadable: true}
 		}
 		out = append(out, i)
 	}

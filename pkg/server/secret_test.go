@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mayu-boot/mayu/internal/etcdtest"
+	"github.com/mayu-boot/mayu/pkg/replica"
 )
 
 // Two replicas on one etcd: a rotation of the cluster secret on one
@@ -107,8 +108,9 @@ func TestStartRefusesANewerSchema(t *testing.T) {
 
 // A replica of an older schema still announced (one of the previous
 // release, which would drop tokenNonce from every record it writes) stops
-// the start with what to do; this replica's own stale announcement does
-// not.
+// the start with what to do, once its announcement outlived the time a
+// killed replica's may linger; one that goes meanwhile does not, nor does
+// this replica's own stale announcement or an unreadable one.
 func TestStartRefusesBesideAnOlderReplica(t *testing.T) {
 	etcd := etcdtest.StartServer(t)
 	prefix := etcdtest.Prefix(t)
@@ -122,14 +124,25 @@ func TestStartRefusesBesideAnOlderReplica(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	start := func() (*Server, error) {
+		return Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+	}
 	put(cfg.Node.Name, `{"name":"`+cfg.Node.Name+`","version":"v0.1.0"}`)
-	s, err := Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+	put("garbled", `{not json`)
+	put("killed", `{"name":"killed","version":"v0.1.0"}`)
+	go func() {
+		time.Sleep(2 * time.Second) // its lease runs out
+		etcd.Client.Delete(ctx, prefix+"replicas/killed")
+	}()
+	s, err := start()
 	if err != nil {
-		t.Fatalf("its own stale announcement stopped the start: %v", err)
+		t.Fatalf("a stale own announcement, an unreadable one or a replica that went stopped the start: %v", err)
 	}
 	s.Close()
+
 	put("old-1", `{"name":"old-1","version":"v0.1.0"}`)
-	s, err = Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+	began := time.Now()
+	s, err = start()
 	if err == nil {
 		s.Close()
 		t.Fatal("started beside a replica of the older schema")
@@ -137,12 +150,7 @@ func TestStartRefusesBesideAnOlderReplica(t *testing.T) {
 	if !strings.Contains(err.Error(), "replica old-1 (mayu v0.1.0) runs an older etcd schema") || !strings.Contains(err.Error(), "stop every replica of the older release") {
 		t.Fatalf("error %q", err)
 	}
-	if _, err := etcd.Client.Delete(ctx, prefix+"replicas/old-1"); err != nil {
-		t.Fatal(err)
+	if waited := time.Since(began); waited < replica.AnnounceTTL {
+		t.Errorf("refused after %s, before a killed replica's announcement could have gone", waited)
 	}
-	s, err = Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
-	if err != nil {
-		t.Fatalf("once the old replica is gone: %v", err)
-	}
-	s.Close()
 }

@@ -105,7 +105,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 	// of an older one keep the tokens of installs in flight. Not while a
 	// replica of an older schema runs: it would drop what the migration
 	// adds each time it writes a record, and refuse the new tokens.
-	if err := refuseOlderReplicas(ctx, s.conn.Client, cfg); err != nil {
+	if err := refuseOlderReplicas(ctx, s.conn.Client, cfg, log); err != nil {
 		return nil, err
 	}
 	migrated, err := s.registry.UpgradeSchema(ctx)
@@ -472,17 +472,39 @@ func checkFiles(root *os.Root, in config.Install) error {
 
 // refuseOlderReplicas stops a start while a replica of an older etcd
 // schema is announced: the two would void each other's node tokens.
-// Schema upgrades stop every replica of the old release first.
-func refuseOlderReplicas(ctx context.Context, cli *clientv3.Client, cfg *config.Config) error {
-	others, err := replica.Announced(ctx, cli, state.Keys{Prefix: cfg.Node.Etcd.Prefix})
-	if err != nil {
-		return err
-	}
-	for _, o := range others {
-		if o.Name != cfg.Node.Name && o.Schema < registry.SchemaVersion {
+// Schema upgrades stop every replica of the old release first. The
+// announcement of one that was killed outlives it by up to
+// replica.AnnounceTTL, so an older one still announced is waited for that
+// long before the start is refused. An unreadable announcement is logged
+// and passed over: it says nothing of its schema.
+func refuseOlderReplicas(ctx context.Context, cli *clientv3.Client, cfg *config.Config, log *slog.Logger) error {
+	deadline := time.Now().Add(replica.AnnounceTTL + time.Second)
+	for {
+		others, err := replica.Announced(ctx, cli, state.Keys{Prefix: cfg.Node.Etcd.Prefix})
+		if err != nil {
+			return err
+		}
+		var older *replica.Info
+		for _, o := range others {
+			switch {
+			case o.Unreadable:
+				log.Warn("a replica announcement cannot be read; passed over", "replica", o.Name)
+			case o.Name != cfg.Node.Name && o.Schema < registry.SchemaVersion:
+				older = &o
+			}
+		}
+		if older == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
 			return fmt.Errorf("replica %s (mayu %s) runs an older etcd schema than this mayu (%d): stop every replica of the older release, then start the new ones (docs/etcd.md, \"Schema versions and upgrades\")",
-				hostile.Clip(o.Name, 64), hostile.Clip(o.Version, 64), registry.SchemaVersion)
+				hostile.Clip(older.Name, 64), hostile.Clip(older.Version, 64), registry.SchemaVersion)
+		}
+		log.Warn("waiting for a replica of an older etcd schema to go", "replica", older.Name, "version", older.Version)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
 		}
 	}
-	return nil
 }

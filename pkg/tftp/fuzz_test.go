@@ -12,9 +12,8 @@ import (
 
 // FuzzRequest sends any datagram to a running server's port, as a hostile
 // host on the boot network could. The server never panics, never writes,
-// never reads outside its directory, and answers with at most one packet
-// within a moment: an error, an option acknowledgement, or the first block
-// of a file it serves.
+// never reads outside its directory, and answers with an error, an option
+// acknowledgement, or the first block of a file it serves.
 func FuzzRequest(f *testing.F) {
 	s := start(f, fastLimits)
 	// A file beside the directory, reachable only by escaping it.
@@ -63,11 +62,11 @@ func FuzzRequest(f *testing.F) {
 		}
 		switch op := binary.BigEndian.Uint16(reply); op {
 		case 3: // DATA: block 1 of the one file served
+			// (Not checked against this packet's opcode: a late
+			// retransmission for an earlier iteration may reach this
+			// one's socket if it got the same port.)
 			if block := binary.BigEndian.Uint16(reply[2:]); block != 1 || !bytes.HasPrefix(s.data, reply[4:]) {
 				t.Fatalf("%q got block %d that is not the file's first", packet, block)
-			}
-			if len(packet) < 2 || packet[1] != 1 {
-				t.Fatalf("data for a packet that is no read request: %q", packet)
 			}
 		case 5, 6: // ERROR, OACK
 		default:
