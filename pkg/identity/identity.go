@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"net"
 	"regexp"
-	"slices"
 	"strings"
 
 	"github.com/mayu-boot/mayu/pkg/hostile"
@@ -126,16 +125,8 @@ func usableSerial(s string) bool {
 	return true
 }
 
-// placeholderUUIDs are UUIDs firmware ships on every board of a kind:
-// AMI's "03000200-0400-0500-0006-000700080009" above all.
-var placeholderUUIDs = []string{
-	"03000200-0400-0500-0006-000700080009",
-	"00020003-0004-0005-0006-000700080009",
-	"12345678-1234-5678-90ab-cddeefaabbcc",
-}
-
 func usableUUID(u string) bool {
-	if u == "" || slices.Contains(placeholderUUIDs, u) {
+	if u == "" {
 		return false
 	}
 	digits := strings.ReplaceAll(u, "-", "")

@@ -201,17 +201,3 @@ func FuzzResolve(f *testing.F) {
 		}
 	})
 }
-
-// A UUID every board of a kind ships with identifies nothing: AMI boards
-// with a placeholder serial fall back to their MAC, not to one shared id.
-func TestPlaceholderUUIDs(t *testing.T) {
-	for _, u := range []string{"03000200-0400-0500-0006-000700080009", "00000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-ffffffffffff"} {
-		id, source, err := Resolve(Input{Serial: "To Be Filled By O.E.M.", UUID: u, MAC: "52:54:00:12:34:56"})
-		if err != nil || source != FromMAC || id != "52-54-00-12-34-56" {
-			t.Errorf("UUID %s: id %q from %s, %v", u, id, source, err)
-		}
-		if _, byUUID := Identifying("", u); byUUID {
-			t.Errorf("UUID %s identifies a machine", u)
-		}
-	}
-}

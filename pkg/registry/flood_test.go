@@ -227,6 +227,7 @@ func TestRandomSerialsCannotTakeTheRange(t *testing.T) {
 	r := registry.New(cli, registry.Options{Prefix: etcdtest.Prefix(t), Cluster: c, Replica: "r", Now: clk.Now, Registerer: metrics})
 	ctx := ctxT(t)
 	k := registry.NewKnown()
+	r.UseKnown(k) // as pkg/server does: registrations count from now on
 	go r.FollowKnown(ctx, k, slog.New(slog.NewTextHandler(io.Discard, nil)))
 
 	// 40 at once on one replica: 5 made, 35 told to wait.

@@ -27,12 +27,32 @@ type Known struct {
 	macs       map[string]string   // mac → machine id
 	byID       map[string][]string // machine id → its MACs
 	unfinished map[string]bool     // ids of unfinished machines
+	pending    int                 // places reserved by registrations under way
 }
 
 // NewKnown is an empty set, to be filled by FollowKnown.
 func NewKnown() *Known {
 	return &Known{macs: map[string]string{}, byID: map[string][]string{}, unfinished: map[string]bool{},
 		loaded: make(chan struct{})}
+}
+
+// reserve takes a place under max for a registration under way, if the
+// unfinished machines and the registrations under way leave one.
+func (k *Known) reserve(max int) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if len(k.unfinished)+k.pending >= max {
+		return false
+	}
+	k.pending++
+	return true
+}
+
+// unreserve gives a place back once its registration ended.
+func (k *Known) unreserve() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.pending--
 }
 
 // waitLoaded waits for the first load of the records: until then the
@@ -90,9 +110,10 @@ func (k *Known) set(id string, macs []string, unfinished bool) {
 // changes until ctx ends. An unreadable record keeps the MACs last seen
 // for it: a machine stays known while an operator repairs its record.
 //
-// Register counts on k from then on for cluster.self_registration's cap.
+// Register counts on k from then on for cluster.self_registration's cap
+// (UseKnown makes it count before this goroutine is scheduled).
 func (r *Registry) FollowKnown(ctx context.Context, k *Known, log *slog.Logger) {
-	r.known.Store(k)
+	r.UseKnown(k)
 	state.Follower{
 		Key: r.keys.Machines(), Prefix: true,
 		Load: func(kvs []*mvccpb.KeyValue) {
@@ -133,3 +154,8 @@ func (r *Registry) FollowKnown(ctx context.Context, k *Known, log *slog.Logger) 
 		Broken: func(err error) { log.Warn("following registered machines: reloading", "err", err) },
 	}.Run(ctx, r.cli)
 }
+
+// UseKnown makes Register count unfinished machines in k (which
+// FollowKnown fills) for cluster.self_registration.max_unfinished; until
+// k's first load, registrations on first contact wait.
+func (r *Registry) UseKnown(k *Known) { r.known.Store(k) }

@@ -17,7 +17,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -99,9 +98,6 @@ type Registry struct {
 	// known, once FollowKnown runs, counts the unfinished machines for
 	// cluster.self_registration.max_unfinished.
 	known atomic.Pointer[Known]
-	// selfMu makes this replica's registrations on first contact one at
-	// a time, so that each sees the ones before it in known.
-	selfMu sync.Mutex
 }
 
 // Options configure a Registry.
@@ -269,17 +265,24 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (m *machine.M
 	if len(macs) > MaxMACs {
 		return nil, false, fmt.Errorf("%w: %d MACs given", ErrTooManyMACs, len(macs))
 	}
-	// Registrations on first contact are made one at a time on a replica,
-	// each counted in the unfinished set as soon as it is made: the cap
-	// then holds against a burst on this replica, and is passed only by
-	// what other replicas create before this one's watch sees it.
+	// A registration on first contact reserves its place under the cap
+	// before it starts, and holds it until the watch has the record (or
+	// the registration failed): a burst on this replica cannot pass the
+	// cap, and only what other replicas create before this one's watch
+	// sees it can. No lock is held across etcd.
 	k := r.known.Load()
+	reserved := false
 	if !reg.Preregistered && k != nil {
 		if err := k.waitLoaded(ctx); err != nil {
 			return nil, false, err
 		}
-		r.selfMu.Lock()
-		defer r.selfMu.Unlock()
+		// A failed or lost registration gives its place back; a new
+		// record keeps it, counted in k from then on.
+		defer func() {
+			if reserved {
+				k.unreserve()
+			}
+		}()
 	}
 	// The free address and profile slot are picked from a plain read of
 	// their indexes; the STM then holds the picked keys (absent when read),
@@ -298,8 +301,11 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (m *machine.M
 		// often the transaction runs; an operator's add takes none.
 		if !reg.Preregistered && !charged {
 			// The cap first: a refused machine spends no token.
-			if k != nil && k.Unfinished() >= r.maxUnfinished {
-				return ErrTooManyUnfinished
+			if k != nil && !reserved {
+				if !k.reserve(r.maxUnfinished) {
+					return ErrTooManyUnfinished
+				}
+				reserved = true
 			}
 			if !r.newMachines.AllowN(r.now(), 1) {
 				return ErrRateLimited
@@ -343,11 +349,11 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (m *machine.M
 	if err != nil {
 		return nil, false, err
 	}
+	if reserved && created {
+		k.set(m.ID, m.MACs, m.Unfinished()) // the watch sets the same
+	}
 	if created {
 		r.metrics.registrations.WithLabelValues().Inc()
-		if k != nil {
-			k.set(m.ID, m.MACs, m.Unfinished())
-		}
 	}
 	return m, created, nil
 }

@@ -171,6 +171,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 	// registration cap (cluster.self_registration.max_unfinished) counts
 	// on it.
 	s.known = registry.NewKnown()
+	s.registry.UseKnown(s.known)
 	s.background(func() { s.registry.FollowKnown(runCtx, s.known, log) })
 	if err := s.startDHCP(runCtx, mayuURL, leases); err != nil {
 		return nil, err
