@@ -266,10 +266,11 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (m *machine.M
 		return nil, false, fmt.Errorf("%w: %d MACs given", ErrTooManyMACs, len(macs))
 	}
 	// A registration on first contact reserves its place under the cap
-	// before it starts, and holds it until the watch has the record (or
-	// the registration failed): a burst on this replica cannot pass the
-	// cap, and only what other replicas create before this one's watch
-	// sees it can. No lock is held across etcd.
+	// before it writes, and holds it until it ends; a new record then
+	// counts in k at once (before the watch brings it). So a burst on
+	// this replica cannot pass the cap, and only what other replicas
+	// create before this one's watch sees it can. No lock is held across
+	// etcd.
 	k := r.known.Load()
 	reserved := false
 	if !reg.Preregistered && k != nil {
