@@ -37,7 +37,7 @@ deps:
 FUZZTIME ?= 8s
 test: deps build etcd
 	PATH="$(CURDIR)/bin:$$PATH" $(GO) test $(TESTFLAGS) ./...
-	@if [ "$(FUZZTIME)" != 0 ]; then GO=$(GO) scripts/fuzz.sh $(FUZZTIME); fi
+	@if [ "$(FUZZTIME)" != 0 ]; then GO=$(GO) FUZZFLAGS=-fuzzminimizetime=1x scripts/fuzz.sh $(FUZZTIME); fi
 
 # Fuzz every parser for a short while each.
 fuzz:
