@@ -338,7 +338,8 @@ func TestVMThreeReplicasLeaderKilledDuringInstall(t *testing.T) {
 	for _, a := range []string{"10.99.0.2", "10.99.0.3", "10.99.0.4"} {
 		urls = append(urls, "http://"+a+":4081")
 	}
-	c := newClusterWith(t, replicaOptions{files: b.Dir, kernelArgs: vmlab.KernelArgs,
+	c := newClusterWith(t, replicaOptions{files: b.Dir,
+		kernelArgs: vmlab.KernelArgs + " mayu.urls=" + strings.Join(urls, ","),
 		vars: map[string]string{"mayu_urls": strings.Join(urls, " ")}})
 	ra := c.seg.AddHost("ra")
 	startRA(t, c.seg.TLab, ra, "eth0")
@@ -365,7 +366,12 @@ func TestVMThreeReplicasLeaderKilledDuringInstall(t *testing.T) {
 	leader.cmd.Wait()
 	t.Logf("%7.1fs  killed the leader r%d (kill -9) while the machine installs", v.Since().Seconds(), l+1)
 
-	v.step(60*time.Second, "the first stage retries on another replica", `mayu-install\[`+v.id+`\]: retry 1: `)
+	// The kill may land before the first stage reached the machine (the
+	// state changes before the response is written): then the installer
+	// fetches it again from another replica (mayu.urls), else the first
+	// stage retries its calls there (mayu_urls).
+	v.step(60*time.Second, "the installer or the first stage retries on another replica",
+		`(mayu-install\[`+v.id+`\]|mayu-installer): retry 1: `)
 	v.step(120*time.Second, "it announces installed", `mayu-install\[`+v.id+`\]: announcing installed`)
 	v.step(120*time.Second, "and reboots", `mayu-install\[`+v.id+`\]: done, rebooting`)
 	m := waitState(t, c.seg.TLab, c.nodes[(l+1)%3], etcd, v.id, machine.Installed, 30*time.Second)
