@@ -12,6 +12,7 @@ import (
 	"maps"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -28,24 +29,26 @@ const SecretMask = "<secret>"
 
 // Defaults, applied to keys that are absent (or zero) in the file.
 const (
-	defaultDataDir             = "/var/lib/mayu"
-	defaultFilesDir            = "/usr/share/mayu/files"
-	defaultEtcdPrefix          = "/mayu/"
-	defaultDialTimeout         = 5 * time.Second
-	defaultRequestTimeout      = 5 * time.Second
-	defaultClientURL           = "http://127.0.0.1:2379"
-	defaultPeerURL             = "http://127.0.0.1:2380"
-	defaultQuotaBytes          = 2 << 30 // 2 GiB
-	defaultCompactionRetention = time.Hour
-	defaultLeaseTime           = time.Hour
-	defaultInstallTimeout      = 30 * time.Minute
-	defaultInstallDisk         = "/dev/sda"
-	defaultBootFilesDir        = "/usr/share/mayu/boot"
-	defaultElectionTTL         = 3 * time.Second
-	defaultAuditMaxEntries     = 10000
-	defaultAuditMaxAge         = 90 * 24 * time.Hour
-	defaultBootBIOS            = "undionly.kpxe"
-	defaultBootEFI64           = "ipxe.efi"
+	defaultDataDir              = "/var/lib/mayu"
+	defaultFilesDir             = "/usr/share/mayu/files"
+	defaultEtcdPrefix           = "/mayu/"
+	defaultDialTimeout          = 5 * time.Second
+	defaultRequestTimeout       = 5 * time.Second
+	defaultClientURL            = "http://127.0.0.1:2379"
+	defaultPeerURL              = "http://127.0.0.1:2380"
+	defaultQuotaBytes           = 2 << 30 // 2 GiB
+	defaultCompactionRetention  = time.Hour
+	defaultLeaseTime            = time.Hour
+	defaultInstallTimeout       = 30 * time.Minute
+	defaultArtifactTransfers    = 2
+	defaultArtifactMissingGrace = 5 * time.Minute
+	defaultInstallDisk          = "/dev/sda"
+	defaultBootFilesDir         = "/usr/share/mayu/boot"
+	defaultElectionTTL          = 3 * time.Second
+	defaultAuditMaxEntries      = 10000
+	defaultAuditMaxAge          = 90 * 24 * time.Hour
+	defaultBootBIOS             = "undionly.kpxe"
+	defaultBootEFI64            = "ipxe.efi"
 
 	defaultNewClientsPerSecond = 20
 	defaultNewClientsBurst     = 200
@@ -201,6 +204,10 @@ func (c *Config) applyDefaults() {
 	setDefault(&e.Embedded.PeerURL, defaultPeerURL)
 	setDefault(&e.Embedded.QuotaBytes, defaultQuotaBytes)
 	setDefault(&e.Embedded.CompactionRetention, defaultCompactionRetention)
+
+	setDefault(&n.Artifacts.CacheDir, filepath.Join(n.DataDir, "artifacts"))
+	setDefault(&n.Artifacts.Transfers, defaultArtifactTransfers)
+	setDefault(&n.Artifacts.MissingGrace, defaultArtifactMissingGrace)
 
 	n.Limits.HTTP.applyDefaults(defaultHTTPLimits)
 	n.Limits.Admin.applyDefaults(defaultAdminLimits)

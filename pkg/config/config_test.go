@@ -362,6 +362,21 @@ func TestValidate(t *testing.T) {
 		{"profile tag key bad", func(c *Config) { c.Cluster.Profiles[0].Tags["x\nssh_authorized_keys"] = "x" },
 			`cluster.profiles[0].tags: tag "x\nssh_authorized_keys" is not a valid metadata key: it must match`},
 
+		// artifacts
+		{"install artifact name bad", func(c *Config) { c.Cluster.Install.Image = "artifact:../x" },
+			`cluster.install.image: "../x" is not a valid artifact name`},
+		{"profile install local file", func(c *Config) { c.Cluster.Profiles[0].Install.Image = "images/other.img" },
+			`cluster.profiles[0].install.image: "images/other.img" must name an artifact`},
+		{"profile install artifact name bad", func(c *Config) { c.Cluster.Profiles[0].Install.Kernel = "artifact:" },
+			`cluster.profiles[0].install.kernel: "" is not a valid artifact name`},
+		{"artifact transfers", func(c *Config) { c.Node.Artifacts.Transfers = 100 }, "node.artifacts.transfers"},
+		{"artifact quota negative", func(c *Config) { c.Node.Artifacts.QuotaBytes = -1 }, "node.artifacts.quota_bytes: -1 is negative"},
+		{"artifact cache dir relative", func(c *Config) { c.Node.Artifacts.CacheDir = "cache" },
+			`node.artifacts.cache_dir: "cache" is not an absolute path`},
+		{"artifact peer address unspecified", func(c *Config) { c.Node.Artifacts.PeerAddress = netip.IPv4Unspecified() },
+			"node.artifacts.peer_address: 0.0.0.0 cannot be reached"},
+		{"artifact grace", func(c *Config) { c.Node.Artifacts.MissingGrace = time.Second }, "node.artifacts.missing_grace"},
+
 		// install and templates
 		{"disk relative", func(c *Config) { c.Cluster.Install.Disk = "sda" }, `cluster.install.disk: "sda" is not an absolute device path`},
 		{"kernel args two lines", func(c *Config) { c.Cluster.Install.KernelArgs = "quiet\nchain http://evil" },
@@ -837,4 +852,28 @@ func FuzzParse(f *testing.F) {
 		_ = cfg.ClusterHash()
 		_ = cfg.Redacted()
 	})
+}
+
+func TestArtifactSources(t *testing.T) {
+	c := Cluster{
+		Install: Install{Kernel: "k", Initrd: "artifact:initrd-1", Image: "artifact:img-1"},
+		Profiles: []Profile{
+			{Name: "core", Install: ProfileInstall{Image: "artifact:img-2"}},
+			{Name: "worker"},
+		},
+	}
+	for _, tc := range []struct{ profile, role, want string }{
+		{"core", "image", "artifact:img-2"},
+		{"core", "kernel", "k"},
+		{"core", "initrd", "artifact:initrd-1"},
+		{"worker", "image", "artifact:img-1"},
+		{DefaultProfile, "image", "artifact:img-1"},
+	} {
+		if got := c.Source(tc.profile, tc.role); got != tc.want {
+			t.Errorf("Source(%s, %s) = %q, want %q", tc.profile, tc.role, got, tc.want)
+		}
+	}
+	if got, want := strings.Join(c.Artifacts(), " "), "img-1 img-2 initrd-1"; got != want {
+		t.Errorf("Artifacts() = %q, want %q", got, want)
+	}
 }

@@ -7,6 +7,8 @@ package config
 
 import (
 	"net/netip"
+	"regexp"
+	"sort"
 	"strings"
 	"time"
 )
@@ -56,6 +58,33 @@ type Node struct {
 	Etcd           Etcd   `yaml:"etcd" json:"etcd"`
 	Ports          Ports  `yaml:"ports" json:"ports"`
 	Limits         Limits `yaml:"limits" json:"limits"`
+	// Artifacts is this replica's cache of the artifacts in the catalogue.
+	Artifacts Artifacts `yaml:"artifacts" json:"artifacts"`
+}
+
+// Artifacts configures this replica's side of the artifact catalogue: the
+// content-addressed cache that holds the bytes, and how the replica
+// fetches from upstream and from its peers.
+type Artifacts struct {
+	// CacheDir holds the verified bytes and the transfers under way.
+	// Default <data_dir>/artifacts.
+	CacheDir string `yaml:"cache_dir" json:"cache_dir"`
+	// QuotaBytes bounds the cache; a download that would not fit is
+	// refused before it starts. 0 (the default): only the disk's free
+	// space bounds it.
+	QuotaBytes int64 `yaml:"quota_bytes" json:"quota_bytes"`
+	// Transfers bounds this replica's concurrent downloads. Default 2.
+	Transfers int `yaml:"transfers" json:"transfers"`
+	// PeerAddress is this replica's own address, where its peers fetch
+	// artifacts and where machines are sent for an artifact this replica
+	// lacks; never the shared virtual address. Default: node.listen_address
+	// when it is a specific address, else the first IPv4 address of
+	// node.interface.
+	PeerAddress netip.Addr `yaml:"peer_address" json:"peer_address"`
+	// MissingGrace is how long a peer may hold an artifact the
+	// configuration names before this replica, still lacking it, fails
+	// /readyz. Default 5m.
+	MissingGrace time.Duration `yaml:"missing_grace" json:"missing_grace"`
 }
 
 // Limits bound what one client, or a flood, can take of this replica:
@@ -320,13 +349,92 @@ type Profile struct {
 	Quantity int    `yaml:"quantity" json:"quantity"`
 	// Tags become the machine's metadata (rule-core: "true").
 	Tags map[string]string `yaml:"tags" json:"tags"`
+	// Install names the profile's own installer kernel, initrd and OS
+	// image, each "artifact:NAME"; one left out is cluster.install's.
+	Install ProfileInstall `yaml:"install" json:"install"`
+}
+
+// ProfileInstall is a profile's own OS: artifacts only.
+type ProfileInstall struct {
+	Kernel string `yaml:"kernel" json:"kernel,omitempty"`
+	Initrd string `yaml:"initrd" json:"initrd,omitempty"`
+	Image  string `yaml:"image" json:"image,omitempty"`
+}
+
+// ArtifactPrefix marks a value that names an artifact of the catalogue
+// ("artifact:NAME") rather than a file under node.files_dir.
+const ArtifactPrefix = "artifact:"
+
+// ArtifactName is the artifact a value names, if it names one.
+func ArtifactName(v string) (string, bool) {
+	return strings.CutPrefix(v, ArtifactPrefix)
+}
+
+// ArtifactNameRE is what an artifact name must look like: it is an etcd
+// key segment and appears in URLs and logs.
+var ArtifactNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$`)
+
+// Roles of the install files, in the order they are used.
+var InstallRoles = []string{"kernel", "initrd", "image"}
+
+// Source is what the configuration names for role (kernel, initrd or
+// image) of machines of profile: the profile's own artifact, else
+// cluster.install's file or artifact.
+func (c *Cluster) Source(profile, role string) string {
+	for _, p := range c.Profiles {
+		if p.Name == profile {
+			if v := p.Install.get(role); v != "" {
+				return v
+			}
+		}
+	}
+	return c.Install.get(role)
+}
+
+// Artifacts lists every artifact name the configuration uses, each once,
+// sorted.
+func (c *Cluster) Artifacts() []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(v string) {
+		if n, ok := ArtifactName(v); ok && !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	for _, r := range InstallRoles {
+		add(c.Install.get(r))
+		for _, p := range c.Profiles {
+			add(p.Install.get(r))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (in Install) get(role string) string {
+	switch role {
+	case "kernel":
+		return in.Kernel
+	case "initrd":
+		return in.Initrd
+	case "image":
+		return in.Image
+	}
+	return ""
+}
+
+func (in ProfileInstall) get(role string) string {
+	return Install{Kernel: in.Kernel, Initrd: in.Initrd, Image: in.Image}.get(role)
 }
 
 // Install describes what the installer boots and writes.
 type Install struct {
-	Kernel     string        `yaml:"kernel" json:"kernel"`           // installer kernel, relative to FilesDir
-	Initrd     string        `yaml:"initrd" json:"initrd"`           // installer initrd, relative to FilesDir
-	Image      string        `yaml:"image" json:"image"`             // OS image written to Disk, relative to FilesDir
+	// Kernel, Initrd and Image are each a file relative to FilesDir or
+	// "artifact:NAME", an artifact of the catalogue.
+	Kernel     string        `yaml:"kernel" json:"kernel"`           // installer kernel
+	Initrd     string        `yaml:"initrd" json:"initrd"`           // installer initrd
+	Image      string        `yaml:"image" json:"image"`             // OS image written to Disk
 	Disk       string        `yaml:"disk" json:"disk"`               // install disk, e.g. /dev/sda
 	KernelArgs string        `yaml:"kernel_args" json:"kernel_args"` // extra installer kernel arguments
 	Timeout    time.Duration `yaml:"timeout" json:"timeout"`         // an install outlasting it is failed; default 30m

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"net/url"
 	"path"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -59,6 +60,24 @@ func (n *Node) validate(p *problems) {
 	n.Limits.HTTP.validate(p, "node.limits.http")
 	n.Limits.Admin.validate(p, "node.limits.admin")
 	n.Limits.TFTP.validate(p)
+	n.Artifacts.validate(p)
+}
+
+func (a Artifacts) validate(p *problems) {
+	const key = "node.artifacts"
+	if !filepath.IsAbs(a.CacheDir) {
+		p.addf(key+".cache_dir", "%q is not an absolute path", a.CacheDir)
+	}
+	if a.QuotaBytes < 0 {
+		p.addf(key+".quota_bytes", "%d is negative (0: no quota but the disk's free space)", a.QuotaBytes)
+	}
+	checkCount(p, key+".transfers", a.Transfers, 1, 64)
+	checkBetween(p, key+".missing_grace", a.MissingGrace, 10*time.Second, 24*time.Hour)
+	switch pa := a.PeerAddress; {
+	case !pa.IsValid():
+	case pa.IsUnspecified() || pa.IsMulticast():
+		p.addf(key+".peer_address", "%s cannot be reached by the other replicas; give this replica's own address", pa)
+	}
 }
 
 func (l HTTPLimits) validate(p *problems, key string) {
@@ -493,6 +512,18 @@ func (c *Cluster) validateProfiles(p *problems) {
 		if pr.Quantity < 1 {
 			p.addf(key+".quantity", "must be at least 1 (got %d)", pr.Quantity)
 		}
+		for _, r := range InstallRoles {
+			v := pr.Install.get(r)
+			if v == "" {
+				continue
+			}
+			k := key + ".install." + r
+			if name, ok := ArtifactName(v); ok {
+				checkArtifactName(p, k, name)
+			} else {
+				p.addf(k, "%q must name an artifact (\"artifact:NAME\"): a profile's own OS comes from the catalogue, not from each replica's files", v)
+			}
+		}
 		for _, k := range sortedKeys(pr.Tags) {
 			if k == "" {
 				p.addf(key+".tags", "a tag has an empty key")
@@ -504,9 +535,9 @@ func (c *Cluster) validateProfiles(p *problems) {
 }
 
 func (in *Install) validate(p *problems) {
-	checkFilePath(p, "cluster.install.kernel", in.Kernel)
-	checkFilePath(p, "cluster.install.initrd", in.Initrd)
-	checkFilePath(p, "cluster.install.image", in.Image)
+	for _, r := range InstallRoles {
+		checkSource(p, "cluster.install."+r, in.get(r))
+	}
 	if !path.IsAbs(in.Disk) {
 		p.addf("cluster.install.disk", "%q is not an absolute device path, e.g. /dev/sda", in.Disk)
 	}
@@ -516,6 +547,22 @@ func (in *Install) validate(p *problems) {
 		p.addf("cluster.install.kernel_args", "must be one line")
 	}
 	checkAtLeast(p, "cluster.install.timeout", in.Timeout, time.Minute)
+}
+
+// checkSource checks a value naming a file under node.files_dir or an
+// artifact ("artifact:NAME").
+func checkSource(p *problems, key, v string) {
+	if name, ok := ArtifactName(v); ok {
+		checkArtifactName(p, key, name)
+		return
+	}
+	checkFilePath(p, key, v)
+}
+
+func checkArtifactName(p *problems, key, name string) {
+	if !ArtifactNameRE.MatchString(name) {
+		p.addf(key, "%q is not a valid artifact name (1-128 letters, digits, \".\", \"_\" and \"-\", starting with a letter or digit)", name)
+	}
 }
 
 // checkFilePath checks, syntactically, that v names a file under

@@ -460,6 +460,9 @@ func checkFiles(root *os.Root, in config.Install) error {
 		{"cluster.install.initrd", in.Initrd},
 		{"cluster.install.image", in.Image},
 	} {
+		if _, ok := config.ArtifactName(f.name); ok {
+			continue // in the catalogue, checked when served
+		}
 		st, err := root.Stat(f.name)
 		if err != nil {
 			return fmt.Errorf("%s: %w", f.key, err)
