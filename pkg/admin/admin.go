@@ -14,6 +14,11 @@
 //	POST   /api/v1/secret/rotate             a new cluster secret for node tokens
 //	GET    /api/v1/config                    the cluster config this replica publishes
 //	GET    /api/v1/audit                     the audit trail, newest first (?machine=, ?limit=)
+//	GET    /api/v1/artifacts                 the artifact catalogue, where the bytes are, transfers
+//	POST   /api/v1/artifacts                 add from upstream {"name", "url", "sha256"|"digestsUrl"|"sigUrl", "keyring"}
+//	GET    /api/v1/artifacts/{name}          one artifact
+//	PUT    /api/v1/artifacts/{name}          upload the bytes (?sha256= to check them against)
+//	DELETE /api/v1/artifacts/{name}          remove, unless the configuration names it
 package admin
 
 import (
@@ -116,6 +121,8 @@ type Options struct {
 	Leases   Leases
 	Replicas Replicas
 	Secret   Secret // nil: rotate-secret answers 503
+	// Artifacts is the artifact catalogue (nil: its routes answer 503).
+	Artifacts Artifacts
 	// Config is this replica's configuration; /api/v1/config shows its
 	// cluster part, secrets redacted.
 	Config *config.Config
@@ -135,16 +142,17 @@ type Options struct {
 }
 
 type handler struct {
-	reg      Machines
-	leases   Leases
-	replicas Replicas
-	secret   Secret
-	cfg      *config.Config
-	log      *slog.Logger
-	creds    *Keeper
-	audit    Auditor
-	replica  string // recorded in audit entries
-	metrics  *adminMetrics
+	reg       Machines
+	leases    Leases
+	replicas  Replicas
+	secret    Secret
+	artifacts Artifacts
+	cfg       *config.Config
+	log       *slog.Logger
+	creds     *Keeper
+	audit     Auditor
+	replica   string // recorded in audit entries
+	metrics   *adminMetrics
 }
 
 // New returns the admin API handler.
@@ -166,7 +174,7 @@ func build(o Options) (*handler, http.Handler) {
 	if c := creds.Current(); len(c.tokens) == 0 && len(c.subjects) == 0 {
 		log.Warn("admin API has no token configured: every call is refused (set node.admin.tokens_file)")
 	}
-	a := &handler{reg: o.Machines, leases: o.Leases, replicas: o.Replicas, secret: o.Secret, cfg: o.Config, log: log,
+	a := &handler{reg: o.Machines, leases: o.Leases, replicas: o.Replicas, secret: o.Secret, artifacts: o.Artifacts, cfg: o.Config, log: log,
 		creds: creds, audit: o.Audit, metrics: newMetrics(o.Registerer)}
 	creds.metrics = a.metrics
 	if o.Machines != nil {
@@ -206,6 +214,11 @@ func (a *handler) router(reg prometheus.Registerer) *mux.Router {
 	r.HandleFunc("/api/v1/leases", a.leasesView).Methods(http.MethodGet)
 	r.HandleFunc("/api/v1/watch", a.watch).Methods(http.MethodGet)
 	r.HandleFunc("/api/v1/audit", a.auditView).Methods(http.MethodGet)
+	r.HandleFunc("/api/v1/artifacts", a.artifactList).Methods(http.MethodGet)
+	r.HandleFunc("/api/v1/artifacts", a.artifactAdd).Methods(http.MethodPost)
+	r.HandleFunc("/api/v1/artifacts/{name}", a.artifactGet).Methods(http.MethodGet)
+	r.HandleFunc("/api/v1/artifacts/{name}", a.artifactUpload).Methods(http.MethodPut)
+	r.HandleFunc("/api/v1/artifacts/{name}", a.artifactRemove).Methods(http.MethodDelete)
 	return r
 }
 
@@ -506,8 +519,11 @@ func (a *handler) replicasView(w http.ResponseWriter, r *http.Request) {
 		view.PublishedHash = p.Hash
 	}
 	view.Replicas = []api.Replica{}
+	missing := a.missingArtifacts()
 	for _, i := range list {
-		view.Replicas = append(view.Replicas, replicaView(i, i.Name == view.Leader, p == nil || p.Hash == i.ConfigHash))
+		rv := replicaView(i, i.Name == view.Leader, p == nil || p.Hash == i.ConfigHash)
+		rv.MissingArtifacts = missing(i.Name)
+		view.Replicas = append(view.Replicas, rv)
 	}
 	web.JSON(w, http.StatusOK, view)
 }

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"bytes"
+	"context"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
@@ -90,13 +91,23 @@ func (a *handler) guard(router *mux.Router) http.Handler {
 			return
 		}
 		sw := &statusWriter{ResponseWriter: w}
-		router.ServeHTTP(sw, r)
+		router.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), callerKey{}, who.Name)))
 		begun.Status = sw.status()
 		if err := a.audit.Finish(r.Context(), begun); err != nil {
 			a.log.Warn("audit: the result of a change could not be recorded", "id", begun.ID, "who", who.Name, "route", entry.Route,
 				"status", begun.Status, "err", err)
 		}
 	})
+}
+
+// callerKey carries the caller's name to the handlers of changes (an
+// artifact records who added it).
+type callerKey struct{}
+
+// callerOf is the name of who makes a change (as the audit trail has it).
+func callerOf(r *http.Request) string {
+	name, _ := r.Context().Value(callerKey{}).(string)
+	return name
 }
 
 // authenticate finds who is calling, or why the call is refused (a reason
@@ -162,7 +173,10 @@ func summary(r *http.Request) (text, id string) {
 	if q := r.URL.RawQuery; q != "" {
 		parts = append(parts, "?"+q)
 	}
-	if r.Body != nil && r.Body != http.NoBody {
+	if ct := r.Header.Get("Content-Type"); r.Body != nil && r.Body != http.NoBody && ct == "application/octet-stream" {
+		// An upload: its bytes are no summary, and are streamed, not read here.
+		parts = append(parts, fmt.Sprintf("(%d bytes uploaded)", r.ContentLength))
+	} else if r.Body != nil && r.Body != http.NoBody {
 		// At most what a handler accepts, plus one byte so that it still
 		// sees a body that is too big.
 		head, _ := io.ReadAll(io.LimitReader(r.Body, maxBody+1))

@@ -124,7 +124,7 @@ func changeRoutes(t *testing.T, h *handler) [][2]string {
 		if err != nil {
 			return fmt.Errorf("%s has no methods: every admin route names its methods", tpl)
 		}
-		path := strings.NewReplacer("{id}", "srv-01", "{mac}", "52:54:00:00:00:01").Replace(tpl)
+		path := strings.NewReplacer("{id}", "srv-01", "{mac}", "52:54:00:00:00:01", "{name}", "img-1").Replace(tpl)
 		if strings.Contains(path, "{") {
 			return fmt.Errorf("%s: a route variable the test does not know", tpl)
 		}

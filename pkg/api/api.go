@@ -16,6 +16,11 @@
 //	GET    /api/v1/replicas                  ReplicasView
 //	GET    /api/v1/watch                     Event, one JSON value a line
 //	GET    /api/v1/audit[?machine=ID&limit=N] AuditList, newest first
+//	GET    /api/v1/artifacts                 ArtifactList
+//	POST   /api/v1/artifacts                 AddArtifactRequest → Artifact (pending)
+//	GET    /api/v1/artifacts/{name}          Artifact
+//	PUT    /api/v1/artifacts/{name}[?sha256=HEX] the bytes (application/octet-stream) → Artifact (ready)
+//	DELETE /api/v1/artifacts/{name}          Deleted
 //
 // Every error answer is an ErrorBody.
 package api
@@ -123,6 +128,71 @@ type Replica struct {
 	Started       time.Time `json:"started"`
 	Leader        bool      `json:"leader"`
 	ConfigMatches bool      `json:"configMatches"`
+	// MissingArtifacts are the artifacts the configuration names, held by
+	// some replica, that this one does not hold (yet).
+	MissingArtifacts []string `json:"missingArtifacts,omitempty"`
+}
+
+// AddArtifactRequest is POST /api/v1/artifacts: one replica downloads URL
+// and verifies it against SHA256, or the clearsigned digests file
+// DigestsURL, or the detached signature SigURL (the last two with the
+// armored public keys in Keyring).
+type AddArtifactRequest struct {
+	Name       string `json:"name"`
+	URL        string `json:"url"`
+	SHA256     string `json:"sha256,omitempty"`
+	DigestsURL string `json:"digestsUrl,omitempty"`
+	SigURL     string `json:"sigUrl,omitempty"`
+	Keyring    string `json:"keyring,omitempty"`
+}
+
+// ArtifactList is the answer to GET /api/v1/artifacts.
+type ArtifactList struct {
+	Artifacts []Artifact `json:"artifacts"`
+	// Replicas are the replicas announced now, so a client can tell who
+	// lacks what.
+	Replicas []string `json:"replicas"`
+}
+
+// Artifact is an artifact of the catalogue, where its bytes are and
+// what uses it.
+type Artifact struct {
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256,omitempty"`
+	Size   int64  `json:"size,omitempty"`
+	// Status is pending (not downloaded yet), ready or failed.
+	Status string `json:"status"`
+	Error  string `json:"error,omitempty"`
+	URL    string `json:"url,omitempty"`
+	// Uploaded: streamed through the admin API.
+	Uploaded   bool               `json:"uploaded,omitempty"`
+	DigestsURL string             `json:"digestsUrl,omitempty"`
+	SigURL     string             `json:"sigUrl,omitempty"`
+	SHA512     string             `json:"sha512,omitempty"`
+	Verified   string             `json:"verified,omitempty"`
+	AddedBy    string             `json:"addedBy"`
+	AddedAt    time.Time          `json:"addedAt"`
+	ReadyAt    time.Time          `json:"readyAt,omitzero"`
+	Holders    []ArtifactHolder   `json:"holders"`
+	Progress   []ArtifactProgress `json:"progress"`
+	// UsedBy are the configuration keys that name it.
+	UsedBy []string `json:"usedBy"`
+}
+
+// ArtifactHolder is a replica holding an artifact's verified bytes.
+type ArtifactHolder struct {
+	Replica string    `json:"replica"`
+	PeerURL string    `json:"peerUrl"`
+	Since   time.Time `json:"since"`
+}
+
+// ArtifactProgress is a transfer under way.
+type ArtifactProgress struct {
+	Replica string    `json:"replica"`
+	From    string    `json:"from"`
+	Bytes   int64     `json:"bytes"`
+	Total   int64     `json:"total"`
+	Updated time.Time `json:"updated"`
 }
 
 // Deleted is the answer to DELETE /api/v1/machines/{id}.

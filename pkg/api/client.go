@@ -174,6 +174,70 @@ func (c *Client) Replicas(ctx context.Context) (*ReplicasView, error) {
 	return call[ReplicasView](ctx, c, http.MethodGet, "/api/v1/replicas", nil)
 }
 
+// Artifacts lists the catalogue.
+func (c *Client) Artifacts(ctx context.Context) (*ArtifactList, error) {
+	return call[ArtifactList](ctx, c, http.MethodGet, "/api/v1/artifacts", nil)
+}
+
+// Artifact returns one artifact of the catalogue.
+func (c *Client) Artifact(ctx context.Context, name string) (*Artifact, error) {
+	return call[Artifact](ctx, c, http.MethodGet, artifactPath(name), nil)
+}
+
+// AddArtifact asks for an artifact to be downloaded from upstream.
+func (c *Client) AddArtifact(ctx context.Context, req AddArtifactRequest) (*Artifact, error) {
+	return call[Artifact](ctx, c, http.MethodPost, "/api/v1/artifacts", req)
+}
+
+// RemoveArtifact deletes an artifact from the catalogue.
+func (c *Client) RemoveArtifact(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, artifactPath(name), nil, &Deleted{})
+}
+
+// UploadArtifact streams size bytes of body (-1: unknown) as the artifact
+// name; sha256hex, when not empty, is what the bytes must hash to. The
+// body is streamed, never held in memory, and the call has no overall
+// timeout (ctx bounds it): an image takes as long as it takes.
+func (c *Client) UploadArtifact(ctx context.Context, name string, body io.Reader, size int64, sha256hex string) (*Artifact, error) {
+	path := artifactPath(name)
+	if sha256hex != "" {
+		path += "?sha256=" + url.QueryEscape(sha256hex)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, strings.TrimRight(c.BaseURL, "/")+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if size >= 0 {
+		req.ContentLength = size
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	req.Header.Set("Accept", "application/json")
+	c.authorize(req)
+	hc := defaultHTTP
+	if c.HTTP != nil {
+		hc = c.HTTP
+	}
+	nc := *hc
+	nc.Timeout = 0
+	resp, err := nc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	var out Artifact
+	if err := c.answer(req, resp, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+func artifactPath(name string) string {
+	seg := url.PathEscape(name)
+	if strings.Trim(name, ".") == "" {
+		seg = strings.Repeat("%2E", len(name))
+	}
+	return "/api/v1/artifacts/" + seg
+}
+
 // authorize sends the token; without one the client certificate (of
 // HTTP's TLS configuration) is the only credential.
 func (c *Client) authorize(req *http.Request) {
@@ -229,6 +293,12 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	if err != nil {
 		return err // a *url.Error: the server was not reached
 	}
+	return c.answer(req, resp, out)
+}
+
+// answer decodes resp into out, or into an *Error.
+func (c *Client) answer(req *http.Request, resp *http.Response, out any) error {
+	method := req.Method
 	defer resp.Body.Close()
 	// Answers are small; the bound only guards against talking to
 	// something that is not mayu.
