@@ -176,7 +176,7 @@ func (c *cli) newRoot() *cobra.Command {
 	_ = root.RegisterFlagCompletionFunc("output", fixed(formats...))
 
 	root.AddCommand(c.listCmd(), c.statusCmd(), c.watchCmd(), c.addCmd(), c.addMACCmd(), c.reinstallCmd(), c.setMetadataCmd(),
-		c.deleteCmd(), c.leasesCmd(), c.replicasCmd(), c.configCmd(), c.rotateSecretCmd(), c.auditCmd(), c.versionCmd())
+		c.deleteCmd(), c.leasesCmd(), c.replicasCmd(), c.configCmd(), c.rotateSecretCmd(), c.auditCmd(), c.artifactCmd(), c.versionCmd())
 	root.SetHelpCommand(c.helpCmd(root))
 	return root
 }
