@@ -61,7 +61,8 @@ func (c *cli) replicasCmd() *cobra.Command {
 		Short: "list the replicas and show which one leads DHCP",
 		Long: `List the replicas that announce themselves in etcd, which one leads DHCP,
 and whether each runs the cluster configuration the leader publishes.
-Warnings (no leader, a configuration mismatch) go to stderr. -o wide adds
+Warnings (no leader, a configuration mismatch, artifacts a replica lacks
+that another holds) go to stderr. -o wide adds
 the HTTP and metrics listeners, the full configuration hash and the start
 time.`,
 		Example: `  mayuctl replicas
@@ -103,6 +104,9 @@ time.`,
 				if !r.ConfigMatches {
 					cfg += " MISMATCH"
 				}
+				if len(r.MissingArtifacts) > 0 {
+					cfg += fmt.Sprintf(" MISSING-%d-ARTIFACTS", len(r.MissingArtifacts))
+				}
 				if wide {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(r.Name), role, cfg, dash(r.Version), dash(r.Advertise),
 						dash(r.Admin), dash(r.HTTP), dash(r.Metrics), r.Started.Local().Format(time.RFC3339), age(now.Sub(r.Started)))
@@ -117,6 +121,10 @@ time.`,
 				fmt.Fprintln(c.stderr, "warning: no replica leads DHCP now: no machine can network-boot (is etcd healthy? do the replicas' configurations agree?)")
 			}
 			for _, r := range v.Replicas {
+				if len(r.MissingArtifacts) > 0 {
+					fmt.Fprintf(c.stderr, "warning: %s lacks artifacts another replica holds: %s (it sends machines to a peer for them until it has copied them; `mayuctl artifact list` shows the transfers)\n",
+						dash(r.Name), cleanJoin(r.MissingArtifacts, ", "))
+				}
 				if !r.ConfigMatches {
 					fmt.Fprintf(c.stderr, "warning: %s's cluster configuration differs from the leader's (%s): it will not take over DHCP; deploy the same cluster: section to it\n", dash(r.Name), dash(short(v.PublishedHash)))
 				}
