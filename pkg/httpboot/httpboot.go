@@ -79,6 +79,10 @@ type Server struct {
 	now      func() time.Time
 	metrics  *nodeMetrics
 
+	artifacts       Artifacts // nil: no catalogue
+	replica         string    // this replica's name, never a peer to redirect to
+	artifactMetrics *artifactMetrics
+
 	registerer prometheus.Registerer // for the HTTP request metrics
 }
 
@@ -97,6 +101,11 @@ type Options struct {
 	// Registerer is where the HTTP request metrics go (nil: nowhere);
 	// install outcomes are counted by the Registry.
 	Registerer prometheus.Registerer
+	// Artifacts is the artifact catalogue and this replica's cache; nil
+	// when the configuration names no artifact.
+	Artifacts Artifacts
+	// Replica is this replica's name (node.name).
+	Replica string
 }
 
 // New returns a Server.
@@ -105,7 +114,8 @@ func New(o Options) *Server {
 		o.Installs = noCount{}
 	}
 	return &Server{reg: o.Machines, installs: o.Installs, render: o.Renderer, files: o.Files, boot: o.BootFiles, cluster: o.Cluster,
-		mayuURL: o.MayuURL, log: o.Log, now: time.Now, registerer: o.Registerer, metrics: newMetrics(o.Registerer)}
+		mayuURL: o.MayuURL, log: o.Log, now: time.Now, registerer: o.Registerer, metrics: newMetrics(o.Registerer),
+		artifacts: o.Artifacts, replica: o.Replica, artifactMetrics: newArtifactMetrics(o.Registerer)}
 }
 
 // Handler routes the boot flow.
@@ -114,9 +124,10 @@ func (s *Server) Handler() http.Handler {
 	metrics.InstrumentRouter(r, s.registerer)
 	r.HandleFunc("/boot.ipxe", s.chain).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/ipxe", s.ipxe).Methods(http.MethodGet)
-	r.HandleFunc("/boot/kernel", s.file("cluster.install.kernel", s.cluster.Install.Kernel)).Methods(http.MethodGet, http.MethodHead)
-	r.HandleFunc("/boot/initrd", s.file("cluster.install.initrd", s.cluster.Install.Initrd)).Methods(http.MethodGet, http.MethodHead)
-	r.HandleFunc("/boot/image", s.file("cluster.install.image", s.cluster.Install.Image)).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/boot/kernel", s.source("cluster.install.kernel", s.cluster.Install.Kernel)).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/boot/initrd", s.source("cluster.install.initrd", s.cluster.Install.Initrd)).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/boot/image", s.source("cluster.install.image", s.cluster.Install.Image)).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/boot/artifacts/{name}", s.artifactByName).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/tftp/{name}", s.bootFile).Methods(http.MethodGet, http.MethodHead)
 	node := r.PathPrefix("/machines/{id}").Subrouter()
 	node.HandleFunc("/first-stage", s.node(s.firstStage)).Methods(http.MethodGet)

@@ -35,8 +35,8 @@ func ChainScript(mayuURL string) []byte {
 var installerScript = template.Must(template.New("installer").Parse(`#!ipxe
 echo mayu: installing machine {{.ID}} (profile {{.Profile}}, address {{.Address}})
 :retry
-kernel {{.MayuURL}}/boot/kernel initrd=initrd.img {{.KernelArgs}} mayu.url={{.MayuURL}} mayu.id={{.ID}} mayu.token={{.Token}} mayu.first_stage={{.FirstStage}} || goto failed
-initrd --name initrd.img {{.MayuURL}}/boot/initrd || goto failed
+kernel {{.Kernel}} initrd=initrd.img {{.KernelArgs}} mayu.url={{.MayuURL}} mayu.id={{.ID}} mayu.token={{.Token}} mayu.first_stage={{.FirstStage}} || goto failed
+initrd --name initrd.img {{.Initrd}} || goto failed
 boot || goto failed
 :failed
 echo mayu: loading the installer failed, retrying in 10 seconds
@@ -54,6 +54,8 @@ func InstallerScript(c Context, kernelArgs string) []byte {
 		"Profile":    hostile.Plain(c.Machine.Profile),
 		"Address":    hostile.Plain(c.Machine.InternalAddr),
 		"MayuURL":    c.MayuURL,
+		"Kernel":     c.URLs.Kernel,
+		"Initrd":     c.URLs.Initrd,
 		"KernelArgs": oneLine(kernelArgs),
 		"Token":      c.Token,
 		"FirstStage": c.URLs.FirstStage,

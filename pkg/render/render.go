@@ -37,7 +37,11 @@ type Context struct {
 
 // URLs a node calls, each carrying its token where one is needed.
 type URLs struct {
-	FirstStage   string
+	FirstStage string
+	// Kernel, Initrd and Image are where the machine's installer and OS
+	// come from: its profile's own artifacts, else cluster.install's.
+	Kernel       string
+	Initrd       string
 	Image        string
 	FinalConfig  string
 	Installed    string
@@ -145,7 +149,9 @@ func (r *Renderer) Context(m *machine.Machine, token, mayuURL string) Context {
 		MayuURL: mayuURL,
 		URLs: URLs{
 			FirstStage:   node + "first-stage" + q,
-			Image:        mayuURL + "/boot/image",
+			Kernel:       BootURL(mayuURL, r.cluster, m.Profile, "kernel"),
+			Initrd:       BootURL(mayuURL, r.cluster, m.Profile, "initrd"),
+			Image:        BootURL(mayuURL, r.cluster, m.Profile, "image"),
 			FinalConfig:  node + "final-config" + q,
 			Installed:    node + "installed" + q,
 			Failed:       node + "failed" + q,
@@ -155,6 +161,19 @@ func (r *Renderer) Context(m *machine.Machine, token, mayuURL string) Context {
 		Network: nw,
 		Vars:    vars,
 	}
+}
+
+// BootURL is where a machine of profile fetches role (kernel, initrd,
+// image): /boot/<role> for cluster.install's, /boot/artifacts/<name> for
+// a profile's own artifact.
+func BootURL(mayuURL string, c config.Cluster, profile, role string) string {
+	src := c.Source(profile, role)
+	if src != c.Source("", role) {
+		if name, ok := config.ArtifactName(src); ok {
+			return mayuURL + "/boot/artifacts/" + name
+		}
+	}
+	return mayuURL + "/boot/" + role
 }
 
 // nodeTextPlain is a copy of m whose fields that a machine sent (serial,
