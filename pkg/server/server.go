@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -23,6 +24,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/mayu-boot/mayu/pkg/admin"
+	"github.com/mayu-boot/mayu/pkg/artifact"
 	"github.com/mayu-boot/mayu/pkg/audit"
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/dhcp"
@@ -54,6 +56,7 @@ type Server struct {
 	tftp       *tftp.Server
 	election   *election.Election
 	replica    *replica.Replica
+	artifacts  *artifact.Manager
 	adminCreds *admin.Keeper
 	errc       chan error
 	stop       context.CancelFunc
@@ -126,9 +129,13 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 	if s.bootFiles, err = os.OpenRoot(cfg.Node.BootFilesDir); err != nil && cfg.Node.Ports.TFTP > 0 {
 		return nil, fmt.Errorf("node.boot_files_dir: %w (copy undionly.kpxe and ipxe.efi there, or set node.ports.tftp: 0)", err)
 	}
+	if err := s.openArtifacts(); err != nil {
+		return nil, err
+	}
 	boot := httpboot.New(httpboot.Options{
 		Machines: s.registry, Installs: s.registry, Renderer: rend, Files: s.files, BootFiles: s.bootFiles,
 		Cluster: cfg.Cluster, MayuURL: mayuURL, Log: log, Registerer: s.metrics,
+		Artifacts: s.artifacts, Replica: cfg.Node.Name,
 	})
 
 	health := http.NewServeMux()
@@ -150,6 +157,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		DHCP: cfg.Node.Ports.DHCP > 0, Started: time.Now().UTC(), Schema: registry.SchemaVersion,
 	}, log, s.metrics)
 	s.background(func() { s.replica.Run(runCtx) })
+	s.background(func() { s.artifacts.Run(runCtx) })
 	// Every replica follows the cluster secret, so a rotation on any one
 	// of them reaches all at once.
 	s.background(func() { s.registry.FollowSecret(runCtx, log) })
@@ -158,7 +166,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		Timeout: cfg.Node.Etcd.RequestTimeout, MaxEntries: cfg.Node.Admin.Audit.MaxEntries, MaxAge: cfg.Node.Admin.Audit.MaxAge,
 		Log: log, Registerer: s.metrics})
 	s.background(func() { trail.Run(runCtx) })
-	adminAPI := admin.New(admin.Options{Machines: s.registry, Leases: leases, Replicas: s.replica, Secret: s.registry,
+	adminAPI := admin.New(admin.Options{Machines: s.registry, Leases: leases, Replicas: s.replica, Secret: s.registry, Artifacts: s.artifacts,
 		Config: cfg, Credentials: s.adminCreds, Audit: trail, Log: log, Registerer: s.metrics})
 	var adminTLS *tls.Config
 	if s.adminCreds.Current().TLS() {
@@ -188,7 +196,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		lim  *httplimit.Limiter
 		tls  *tls.Config
 	}{
-		{"http", cfg.Node.ListenAddress, cfg.Node.Ports.HTTP, boot.Handler(), httplimit.New("http", lim.HTTP, log, s.metrics), nil},
+		{"http", cfg.Node.ListenAddress, cfg.Node.Ports.HTTP, withPeers(boot.Handler(), s.artifacts.PeerHandler()), httplimit.New("http", lim.HTTP, log, s.metrics), nil},
 		{"admin", cfg.Node.AdminListenAddress, cfg.Node.Ports.Admin, adminAPI, httplimit.New("admin", lim.Admin, log, s.metrics), adminTLS},
 		// No caps on the metrics port: Prometheus and keepalived's health
 		// check must get in while the boot port is flooded. It belongs on
@@ -346,6 +354,13 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	if m := s.replica.Mismatch(); m != "" {
 		http.Error(w, "not ready: cluster configuration differs from the DHCP leader's: "+m, http.StatusServiceUnavailable)
+		return
+	}
+	// Only a replica that lacks an artifact a peer has held for a while:
+	// adding an artifact never makes every replica unready at once.
+	if lacking := s.artifacts.Lacking(s.cfg.Cluster.Artifacts(), s.cfg.Node.Artifacts.MissingGrace); len(lacking) > 0 {
+		http.Error(w, fmt.Sprintf("not ready: this replica still lacks artifacts a peer has held for over %s: %s (mayuctl artifact list shows the transfers)",
+			s.cfg.Node.Artifacts.MissingGrace, strings.Join(lacking, ", ")), http.StatusServiceUnavailable)
 		return
 	}
 	fmt.Fprintln(w, "ready")
