@@ -75,6 +75,10 @@ type Artifacts struct {
 	QuotaBytes int64 `yaml:"quota_bytes" json:"quota_bytes"`
 	// Transfers bounds this replica's concurrent downloads. Default 2.
 	Transfers int `yaml:"transfers" json:"transfers"`
+	// MaxBytesPerSecond caps what this replica's downloads (from upstream
+	// and from peers, together) read, so that copying a large image does
+	// not crowd out machines booting on the same network. Default 0: no cap.
+	MaxBytesPerSecond int64 `yaml:"max_bytes_per_second" json:"max_bytes_per_second"`
 	// PeerAddress is this replica's own address, where its peers fetch
 	// artifacts and where machines are sent for an artifact this replica
 	// lacks; never the shared virtual address. Default: node.listen_address

@@ -72,6 +72,9 @@ func (a Artifacts) validate(p *problems) {
 		p.addf(key+".quota_bytes", "%d is negative (0: no quota but the disk's free space)", a.QuotaBytes)
 	}
 	checkCount(p, key+".transfers", a.Transfers, 1, 64)
+	if a.MaxBytesPerSecond != 0 && a.MaxBytesPerSecond < 64<<10 {
+		p.addf(key+".max_bytes_per_second", "%d is below 65536 (0: no cap)", a.MaxBytesPerSecond)
+	}
 	checkBetween(p, key+".missing_grace", a.MissingGrace, 10*time.Second, 24*time.Hour)
 	switch pa := a.PeerAddress; {
 	case !pa.IsValid():

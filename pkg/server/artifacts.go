@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/mayu-boot/mayu/pkg/artifact"
 	"github.com/mayu-boot/mayu/pkg/config"
@@ -30,7 +31,8 @@ func (s *Server) openArtifacts() error {
 		Client: s.conn.Client, Prefix: cfg.Node.Etcd.Prefix, Timeout: cfg.Node.Etcd.RequestTimeout,
 		Replica: cfg.Node.Name, PeerURL: "http://" + net.JoinHostPort(peer.String(), strconv.Itoa(cfg.Node.Ports.HTTP)),
 		Cache: cache, Secret: s.peerSecret, Transfers: cfg.Node.Artifacts.Transfers,
-		Log: s.log, Registerer: s.metrics,
+		HTTP: &http.Client{Transport: artifact.LimitedTransport(transport(), cfg.Node.Artifacts.MaxBytesPerSecond)},
+		Log:  s.log, Registerer: s.metrics,
 	})
 	return nil
 }
@@ -79,4 +81,13 @@ func (s *Server) peerSecret(ctx context.Context) ([]byte, error) {
 		return nil, err
 	}
 	return k.Current, nil
+}
+
+// transport is the HTTP transport of artifact transfers: connections and
+// headers are bounded, a body takes as long as it takes (a stalled one is
+// cut by the Download's own retry logic).
+func transport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.ResponseHeaderTimeout = 30 * time.Second
+	return t
 }

@@ -1,0 +1,59 @@
+package artifact
+
+import (
+	"context"
+	"io"
+	"net/http"
+
+	"golang.org/x/time/rate"
+)
+
+// LimitedTransport caps the bytes per second this replica reads from
+// upstream and from its peers, all transfers together, so that copying a
+// multi-GB image does not crowd out machines booting on the same network
+// (node.artifacts.max_bytes_per_second). bytesPerSecond <= 0: no cap.
+func LimitedTransport(base http.RoundTripper, bytesPerSecond int64) http.RoundTripper {
+	if bytesPerSecond <= 0 {
+		return base
+	}
+	// The burst is what one read may take at once: 64 KiB, or the whole
+	// second's budget when that is smaller.
+	burst := int64(64 << 10)
+	if bytesPerSecond < burst {
+		burst = bytesPerSecond
+	}
+	return &limitedTransport{base: base, lim: rate.NewLimiter(rate.Limit(bytesPerSecond), int(burst))}
+}
+
+type limitedTransport struct {
+	base http.RoundTripper
+	lim  *rate.Limiter
+}
+
+func (t *limitedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = &limitedBody{ReadCloser: resp.Body, lim: t.lim, ctx: req.Context()}
+	return resp, nil
+}
+
+type limitedBody struct {
+	io.ReadCloser
+	lim *rate.Limiter
+	ctx context.Context
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if max := b.lim.Burst(); len(p) > max {
+		p = p[:max]
+	}
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		if werr := b.lim.WaitN(b.ctx, n); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	return n, err
+}
