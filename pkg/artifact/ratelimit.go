@@ -2,8 +2,11 @@ package artifact
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/time/rate"
 )
@@ -56,4 +59,53 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// StallTransport cuts a response body that delivers no byte for stall: a
+// peer or upstream that hangs mid-transfer must not hold a transfer slot
+// forever; the download then resumes (Range) on the next attempt.
+func StallTransport(base http.RoundTripper, stall time.Duration) http.RoundTripper {
+	return &stallTransport{base: base, stall: stall}
+}
+
+type stallTransport struct {
+	base  http.RoundTripper
+	stall time.Duration
+}
+
+func (t *stallTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	b := &stallBody{ReadCloser: resp.Body, stall: t.stall}
+	b.timer = time.AfterFunc(t.stall, func() {
+		b.stalled.Store(true)
+		resp.Body.Close()
+	})
+	resp.Body = b
+	return resp, nil
+}
+
+type stallBody struct {
+	io.ReadCloser
+	timer   *time.Timer
+	stall   time.Duration
+	stalled atomic.Bool
+}
+
+func (b *stallBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if b.stalled.Load() {
+		return n, errors.New("the transfer stalled: no byte received for too long")
+	}
+	if n > 0 {
+		b.timer.Reset(b.stall)
+	}
+	return n, err
+}
+
+func (b *stallBody) Close() error {
+	b.timer.Stop()
+	return b.ReadCloser.Close()
 }

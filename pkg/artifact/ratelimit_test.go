@@ -33,3 +33,30 @@ func TestLimitedTransport(t *testing.T) {
 		t.Error("no cap must be the base transport itself")
 	}
 }
+
+// A body that stops delivering is cut after the stall time, not waited
+// for forever.
+func TestStallTransport(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("first bytes"))
+		w.(http.Flusher).Flush()
+		<-release
+	}))
+	defer srv.Close()
+	defer close(release)
+	c := &http.Client{Transport: StallTransport(http.DefaultTransport, 300*time.Millisecond)}
+	resp, err := c.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	start := time.Now()
+	got, err := io.ReadAll(resp.Body)
+	if err == nil || string(got) != "first bytes" {
+		t.Fatalf("read %q, err %v", got, err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("cut after %s", d)
+	}
+}

@@ -31,8 +31,9 @@ func (s *Server) openArtifacts() error {
 		Client: s.conn.Client, Prefix: cfg.Node.Etcd.Prefix, Timeout: cfg.Node.Etcd.RequestTimeout,
 		Replica: cfg.Node.Name, PeerURL: "http://" + net.JoinHostPort(peer.String(), strconv.Itoa(cfg.Node.Ports.HTTP)),
 		Cache: cache, Secret: s.peerSecret, Transfers: cfg.Node.Artifacts.Transfers,
-		HTTP: &http.Client{Transport: artifact.LimitedTransport(transport(), cfg.Node.Artifacts.MaxBytesPerSecond)},
-		Log:  s.log, Registerer: s.metrics,
+		HTTP: &http.Client{Transport: artifact.StallTransport(
+			artifact.LimitedTransport(transport(), cfg.Node.Artifacts.MaxBytesPerSecond), time.Minute)},
+		Log: s.log, Registerer: s.metrics,
 	})
 	return nil
 }
@@ -84,8 +85,8 @@ func (s *Server) peerSecret(ctx context.Context) ([]byte, error) {
 }
 
 // transport is the HTTP transport of artifact transfers: connections and
-// headers are bounded, a body takes as long as it takes (a stalled one is
-// cut by the Download's own retry logic).
+// headers are bounded; a body takes as long as it takes, but one that
+// stalls for a minute is cut (StallTransport) and the download resumes.
 func transport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.ResponseHeaderTimeout = 30 * time.Second
