@@ -15,9 +15,9 @@
 //     206 from byte 0 to the last). ParseLog reads such lines back.
 //
 //   - GET /stats answers JSON {path: {requests, full, bytes}}: requests
-//     counted when they arrive, bytes as they leave (a test can wait for a
-//     transfer to be under way, then kill the client), full downloads when
-//     they end. A file named "stats" at the top of the directory is hidden
+//     counted when they arrive, bytes as they leave (each write counted
+//     when it returns: a test can wait for a transfer to be under way, then
+//     kill the client), full downloads when they end. A file named "stats" at the top of the directory is hidden
 //     by it. Requests to /stats and /rate are not logged.
 //
 //   - A rate (bytes/s per answer, which is per connection: HTTP/1.1 sends one
