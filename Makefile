@@ -8,7 +8,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # starving each other.
 TESTFLAGS ?= -count=1 -timeout 45m -p 1
 
-.PHONY: all build vmlab etcd deps test test-short fuzz lint demo clean bench bench-deps
+.PHONY: all build vmlab upstream etcd deps test test-short fuzz lint demo clean bench bench-deps
 
 all: build
 
@@ -18,6 +18,11 @@ build:
 # The lab tool: the demo, the test VMs, the config the benchmarks run.
 vmlab:
 	$(GO) build -o bin/vmlab ./internal/cmd/vmlab
+
+# The artifact upstream of the tests and bench/artifacts.sh: an HTTP file
+# server that logs and counts what it sends (internal/upstream).
+upstream:
+	$(GO) build -o bin/upstream ./internal/cmd/upstream
 
 # Real etcd and etcdctl for tests and the demo, built from the versions
 # pinned in go.mod (`go install pkg@version` refuses their replace
@@ -57,7 +62,7 @@ demo: deps build vmlab etcd
 # the peers (bench-deps), runs every bench script and the Go benchmarks, and
 # prints the tables (also written to $(BENCH_OUT)). Not part of `make test`.
 BENCH_OUT ?= bin/bench-results.md
-bench: deps bench-deps build vmlab etcd
+bench: deps bench-deps build vmlab upstream etcd
 	BENCH_OUT=$(BENCH_OUT) bench/all.sh
 
 # Only what the benchmarks need: Kea, dnsmasq, tftpd-hpa, nginx, wrk.

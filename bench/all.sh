@@ -1,6 +1,6 @@
 #!/bin/bash
 # Runs every benchmark (make bench): DHCP, TFTP, HTTP, failover against the
-# peers, then the Go benchmarks of the hot paths. The tables go to stdout
+# peers, artifacts against curl, then the Go benchmarks of the hot paths. The tables go to stdout
 # and, whole, to $BENCH_OUT (default bin/bench-results.md). Each script
 # cleans up after itself; a failing one is reported and the others still run.
 set -uo pipefail
@@ -19,7 +19,7 @@ GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 } >"$out"
 
 failed=""
-for s in dhcp tftp http failover; do
+for s in dhcp tftp http failover artifacts; do
 	echo "== bench/$s.sh" >&2
 	if ! bench/$s.sh | tee -a "$out"; then
 		failed="$failed $s"

@@ -9,6 +9,7 @@
 #   nginx-light       the HTTP peer
 #   wrk               the HTTP load generator
 #   atftp, curl       TFTP clients
+#   jq                reads `mayuctl artifact list -o json` (artifacts.sh)
 #   ipxe              the files served over TFTP
 #
 # The peers only ever run inside the benchmarks' own network namespaces. The
@@ -19,7 +20,7 @@
 # that is enabled or running afterwards is stopped and disabled.
 set -eu
 
-packages="kea-dhcp4-server kea-admin dnsmasq-base tftpd-hpa nginx-light wrk atftp curl ipxe iproute2"
+packages="kea-dhcp4-server kea-admin dnsmasq-base tftpd-hpa nginx-light wrk atftp curl jq ipxe iproute2"
 services="kea-dhcp4-server kea-ctrl-agent kea-dhcp6-server kea-dhcp-ddns-server tftpd-hpa nginx dnsmasq"
 
 missing=""

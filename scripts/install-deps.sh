@@ -6,6 +6,8 @@
 #   kea-admin         perfdhcp, Kea's DHCP load generator
 #   atftp, curl       TFTP and HTTP clients
 #   ipxe              the iPXE builds served over TFTP (undionly.kpxe, ipxe.efi)
+#   gnupg             gpg, which signs the Flatcar-format releases of the
+#                     artifact tests (internal/flatcarfixture)
 #   prometheus        promtool, which checks and unit-tests contrib/prometheus/alerts.yml
 # The VM tests and the demo (package internal/vmlab; shared/reference/lab.md §1):
 #   qemu-system-x86   the VMs (TCG: this machine's KVM cannot run them)
@@ -24,7 +26,7 @@
 # and systemd-boot-efi (on Debian 12 it upgrades systemd with it).
 set -eu
 
-packages="curl ca-certificates git iproute2 busybox kea-admin atftp ipxe prometheus keepalived
+packages="curl ca-certificates git iproute2 busybox kea-admin atftp ipxe gnupg prometheus keepalived
 qemu-system-x86 ovmf ipxe-qemu syslinux syslinux-common mtools dosfstools kmod xz-utils dnsmasq-base"
 
 missing=""
