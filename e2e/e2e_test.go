@@ -22,6 +22,8 @@ var bins struct {
 	etcd      string
 	etcdctl   string
 	dhcpprobe string
+	upstream  string
+	mayuctl   string
 }
 
 func TestMain(m *testing.M) {
@@ -39,6 +41,12 @@ func TestMain(m *testing.M) {
 		bins.mayu = filepath.Join(dir, "mayu")
 		if out, err := exec.Command("go", "build", "-o", dir+"/", "../cmd/mayu", "../cmd/mayuctl").CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "build mayu: %v\n%s", err, out)
+			return 1
+		}
+		bins.mayuctl = filepath.Join(dir, "mayuctl")
+		bins.upstream = filepath.Join(dir, "upstream")
+		if out, err := exec.Command("go", "build", "-o", bins.upstream, "../internal/cmd/upstream").CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build upstream: %v\n%s", err, out)
 			return 1
 		}
 		bins.dhcpprobe = filepath.Join(dir, "dhcpprobe")
@@ -88,6 +96,8 @@ type replicaOptions struct {
 	answerIPXE bool
 	files      string // installer/vmlinuz, installer/initrd.img, images/os.img to serve (vm_test.go); empty: stand-ins
 	kernelArgs string // cluster.install.kernel_args
+	image      string // cluster.install.image; default images/os.img
+	nodeExtra  string // more node keys, indented by two spaces
 }
 
 // startReplica writes a files directory, boot files and a config, and
@@ -106,7 +116,7 @@ func startReplica(t *testing.T, lab *netlab.TLab, ns string, o replicaOptions) *
 	}
 	path, err := fixture.Config{Dir: dir, Name: o.name, Interface: o.iface, Advertise: o.advertise, Etcd: o.etcd,
 		ElectionTTL: "3s", LeaseTime: "10m", RelayPool: true, KernelArgs: o.kernelArgs, TemplateVars: o.vars,
-		AnswerInstalledIPXE: o.answerIPXE, Extra: o.extra}.Write()
+		AnswerInstalledIPXE: o.answerIPXE, Extra: o.extra, Image: o.image, NodeExtra: o.nodeExtra}.Write()
 	if err != nil {
 		t.Fatal(err)
 	}

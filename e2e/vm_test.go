@@ -340,7 +340,7 @@ func TestVMThreeReplicasLeaderKilledDuringInstall(t *testing.T) {
 	}
 	c := newClusterWith(t, replicaOptions{files: b.Dir,
 		kernelArgs: vmlab.KernelArgs + " mayu.urls=" + strings.Join(urls, ","),
-		vars: map[string]string{"mayu_urls": strings.Join(urls, " ")}})
+		vars:       map[string]string{"mayu_urls": strings.Join(urls, " ")}})
 	ra := c.seg.AddHost("ra")
 	startRA(t, c.seg.TLab, ra, "eth0")
 	c.seg.AddTap("tap0")
