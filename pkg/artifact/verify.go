@@ -28,6 +28,8 @@ type Keyring struct {
 	entities openpgp.EntityList
 }
 
+var armorStart = []byte("-----BEGIN ")
+
 // ParseKeyring reads armored (or binary) public keys; an empty or
 // unparsable keyring is an error that says so.
 func ParseKeyring(data []byte) (*Keyring, error) {
@@ -36,14 +38,28 @@ func ParseKeyring(data []byte) (*Keyring, error) {
 		return nil, errors.New("keyring is empty: give the upstream's OpenPGP public key (armored or binary)")
 	}
 	var el openpgp.EntityList
-	var err error
-	if bytes.HasPrefix(trimmed, []byte("-----BEGIN ")) {
-		el, err = openpgp.ReadArmoredKeyRing(bytes.NewReader(trimmed))
+	if bytes.HasPrefix(trimmed, armorStart) {
+		// One armored block per key, as a file of several exported keys
+		// has them (ReadArmoredKeyRing reads the first only).
+		for rest := trimmed; len(rest) > 0; {
+			next := bytes.Index(rest[1:], armorStart)
+			block := rest
+			if next >= 0 {
+				block, rest = rest[:next+1], rest[next+1:]
+			} else {
+				rest = nil
+			}
+			keys, err := openpgp.ReadArmoredKeyRing(bytes.NewReader(block))
+			if err != nil {
+				return nil, fmt.Errorf("keyring is not an OpenPGP public key: %v", err)
+			}
+			el = append(el, keys...)
+		}
 	} else {
-		el, err = openpgp.ReadKeyRing(bytes.NewReader(data))
-	}
-	if err != nil {
-		return nil, fmt.Errorf("keyring is not an OpenPGP public key: %v", err)
+		var err error
+		if el, err = openpgp.ReadKeyRing(bytes.NewReader(data)); err != nil {
+			return nil, fmt.Errorf("keyring is not an OpenPGP public key: %v", err)
+		}
 	}
 	if len(el) == 0 {
 		return nil, errors.New("keyring holds no OpenPGP key")
@@ -115,7 +131,7 @@ func CheckDetached(signed io.Reader, sig []byte, kr *Keyring) (signer string, er
 	if kr == nil || len(kr.entities) == 0 {
 		return "", errors.New("checking the detached signature: no keyring")
 	}
-	if trimmed := bytes.TrimSpace(sig); bytes.HasPrefix(trimmed, []byte("-----BEGIN ")) {
+	if trimmed := bytes.TrimSpace(sig); bytes.HasPrefix(trimmed, armorStart) {
 		block, err := armor.Decode(bytes.NewReader(trimmed))
 		if err != nil {
 			return "", fmt.Errorf("%w: the detached signature is not armored OpenPGP: %v", ErrSignature, err)
