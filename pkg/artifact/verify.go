@@ -8,6 +8,7 @@ import (
 	"io"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
@@ -154,6 +155,18 @@ func CheckDetached(signed io.Reader, sig []byte, kr *Keyring) (signer string, er
 // bytes whose line ends were changed).
 func (kr *Keyring) verify(signed io.Reader, sig []byte, what string, binary bool) (string, error) {
 	s, entity, err := openpgp.VerifyDetachedSignature(kr.entities, signed, bytes.NewReader(sig), nil)
+	note := ""
+	if errors.Is(err, pgperrors.ErrKeyExpired) && entity != nil && s != nil {
+		// The signature is good, by a key that has expired since (a
+		// release signed with last year's signing subkey): it counts if
+		// the key was valid when it signed, as gpg has it. A revoked
+		// key is refused before this (ErrKeyRevoked).
+		if validWhenSigned(entity, s) {
+			err, note = nil, ", expired since it signed"
+		} else {
+			err = fmt.Errorf("the key had expired when it made this signature (%s)", s.CreationTime.UTC().Format(time.RFC3339))
+		}
+	}
 	switch {
 	case errors.Is(err, pgperrors.ErrUnknownIssuer):
 		if ids := issuers(sig); len(ids) > 0 {
@@ -164,20 +177,46 @@ func (kr *Keyring) verify(signed io.Reader, sig []byte, what string, binary bool
 		// VerifyDetachedSignature also returns the signer when the
 		// signature is good but the key has expired or been revoked:
 		// that is refused too.
-		by := strings.Join(issuers(sig), ", ")
+		by := ""
+		if ids := issuers(sig); len(ids) > 0 {
+			by = "key " + strings.Join(ids, ", ")
+		}
 		if entity != nil {
 			by = describeEntity(entity)
 		}
 		if by == "" {
 			return "", fmt.Errorf("%w: %s does not verify: %v", ErrSignature, what, err)
 		}
-		return "", fmt.Errorf("%w: %s (key %s) does not verify: %v", ErrSignature, what, by, err)
+		return "", fmt.Errorf("%w: %s (%s) does not verify: %v", ErrSignature, what, by, err)
 	case entity == nil || s == nil:
 		return "", fmt.Errorf("%w: %s does not verify", ErrSignature, what)
 	case binary && s.SigType != packet.SigTypeBinary:
 		return "", fmt.Errorf("%w: %s is a text signature (type %#x), not one over the file's exact bytes", ErrSignature, what, uint8(s.SigType))
 	}
-	return describeEntity(entity), nil
+	return describeEntity(entity) + note, nil
+}
+
+// validWhenSigned reports whether the key that made s (a subkey of e or
+// its primary key) was valid at the time s says it was made, and s has
+// not expired itself.
+func validWhenSigned(e *openpgp.Entity, s *packet.Signature) bool {
+	at := s.CreationTime
+	if s.IssuerKeyId == nil || s.SigExpired(time.Now()) {
+		return false
+	}
+	self, _ := e.PrimarySelfSignature()
+	if self == nil || e.PrimaryKey.KeyExpired(self, at) {
+		return false
+	}
+	if *s.IssuerKeyId == e.PrimaryKey.KeyId {
+		return true
+	}
+	for _, sub := range e.Subkeys {
+		if sub.PublicKey.KeyId == *s.IssuerKeyId {
+			return sub.Sig != nil && !sub.PublicKey.KeyExpired(sub.Sig, at)
+		}
+	}
+	return false
 }
 
 // issuers lists the key ids the signature packets in sig name.

@@ -2,6 +2,7 @@ package artifact
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/md5"
 	"crypto/sha1"
 	"crypto/sha512"
@@ -14,6 +15,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
@@ -472,4 +474,65 @@ func FuzzCheckDigests(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSignatureByExpiredKey: a release signed while the key was valid
+// stays verifiable once the key has expired (Flatcar signs with a subkey
+// it replaces every year, and older releases keep their signatures); a
+// signature made after the key expired is refused.
+func TestSignatureByExpiredKey(t *testing.T) {
+	made := time.Now().Add(-48 * time.Hour)
+	e, err := openpgp.NewEntity("Old Signer", "", "old@example.com", &packet.Config{
+		Algorithm:       packet.PubKeyAlgoEdDSA,
+		Time:            func() time.Time { return made },
+		KeyLifetimeSecs: 3600,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr := keyring(t, e)
+	image := []byte("an older release")
+	// What openpgp.DetachSign does, at any time (it refuses to sign with
+	// a key that has expired, as it should).
+	signAt := func(at time.Time) []byte {
+		pub := e.PrivateKey.PublicKey
+		sig := &packet.Signature{Version: pub.Version, SigType: packet.SigTypeBinary, PubKeyAlgo: pub.PubKeyAlgo,
+			Hash: crypto.SHA256, CreationTime: at, IssuerKeyId: &pub.KeyId, IssuerFingerprint: pub.Fingerprint}
+		h, err := sig.PrepareSign(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Write(image)
+		if err := sig.Sign(h, e.PrivateKey, nil); err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		if err := sig.Serialize(&b); err != nil {
+			t.Fatal(err)
+		}
+		return b.Bytes()
+	}
+	who, err := CheckDetached(bytes.NewReader(image), signAt(made.Add(10*time.Minute)), kr)
+	if err != nil {
+		t.Fatalf("signed while valid: %v", err)
+	}
+	if !strings.HasSuffix(who, "expired since it signed") {
+		t.Errorf("signer %q does not say the key has expired", who)
+	}
+	_, err = CheckDetached(bytes.NewReader(image), signAt(made.Add(2*time.Hour)), kr)
+	if !errors.Is(err, ErrSignature) || !strings.Contains(err.Error(), "had expired when it made this signature") {
+		t.Errorf("signed after the key expired: got %v", err)
+	}
+	_, err = CheckDetached(bytes.NewReader(image), signAt(made.Add(-time.Hour)), kr)
+	if !errors.Is(err, ErrSignature) {
+		t.Errorf("signed before the key existed: got %v", err)
+	}
+	// A revoked key is refused, whenever it signed.
+	sig := signAt(made.Add(10 * time.Minute))
+	if err := e.RevokeKey(packet.KeyCompromised, "leaked", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CheckDetached(bytes.NewReader(image), sig, keyring(t, e)); !errors.Is(err, ErrSignature) || !strings.Contains(err.Error(), "revoked") {
+		t.Errorf("revoked key: got %v", err)
+	}
 }
