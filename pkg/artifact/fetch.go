@@ -38,6 +38,9 @@ func Download(ctx context.Context, client *http.Client, url string, header http.
 	if attempts < 1 {
 		attempts = 1
 	}
+	if client == nil {
+		client = http.DefaultClient
+	}
 	d := &download{client: client, url: url, header: header, p: p, fits: fits, progress: progress}
 	for attempt := 1; ; attempt++ {
 		err := d.once(ctx)
@@ -278,6 +281,9 @@ func statusText(resp *http.Response) string {
 
 // Get fetches a small file (a DIGESTS.asc, a .sig) whole, at most limit bytes.
 func Get(ctx context.Context, client *http.Client, url string, limit int64) ([]byte, error) {
+	if client == nil {
+		client = http.DefaultClient
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, fmt.Errorf("GET %s: %w", url, err)
