@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	neturl "net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -41,7 +42,7 @@ func Download(ctx context.Context, client *http.Client, url string, header http.
 	if client == nil {
 		client = http.DefaultClient
 	}
-	d := &download{client: client, url: url, header: header, p: p, fits: fits, progress: progress}
+	d := &download{client: client, url: url, shown: redact(url), header: header, p: p, fits: fits, progress: progress}
 	for attempt := 1; ; attempt++ {
 		err := d.once(ctx)
 		if err == nil {
@@ -79,6 +80,7 @@ func (r retryable) Unwrap() error { return r.err }
 type download struct {
 	client   *http.Client
 	url      string
+	shown    string // url without a password, for errors
 	header   http.Header
 	p        *Partial
 	fits     func(int64) error
@@ -96,7 +98,7 @@ type download struct {
 func (d *download) once(ctx context.Context) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.url, nil)
 	if err != nil {
-		return fmt.Errorf("GET %s: %w", d.url, err)
+		return fmt.Errorf("GET %s: %w", d.shown, err)
 	}
 	for k, vs := range d.header {
 		for _, v := range vs {
@@ -116,9 +118,14 @@ func (d *download) once(ctx context.Context) error {
 	resp, err := d.client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("GET %s: %w", d.url, ctx.Err())
+			return fmt.Errorf("GET %s: %w", d.shown, ctx.Err())
 		}
-		return retryable{fmt.Errorf("GET %s: %w", d.url, err)}
+		// Not the url.Error, which names the URL a second time.
+		var uerr *neturl.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return retryable{fmt.Errorf("GET %s: %w", d.shown, err)}
 	}
 	defer resp.Body.Close()
 
@@ -136,14 +143,14 @@ func (d *download) once(ctx context.Context) error {
 	case http.StatusPartialContent:
 		start, _, total, err := parseContentRange(resp.Header.Get("Content-Range"))
 		if err != nil {
-			return fmt.Errorf("GET %s: 206 with %w", d.url, err)
+			return fmt.Errorf("GET %s: 206 with %w", d.shown, err)
 		}
 		if start != from {
 			// Not the bytes asked for: start over rather than splice.
 			if err := d.p.reset(); err != nil {
 				return err
 			}
-			return retryable{fmt.Errorf("GET %s: asked for bytes from %d, got a range from %d", d.url, from, start)}
+			return retryable{fmt.Errorf("GET %s: asked for bytes from %d, got a range from %d", d.shown, from, start)}
 		}
 		if total >= 0 {
 			d.total = total
@@ -161,9 +168,9 @@ func (d *download) once(ctx context.Context) error {
 		if err := d.p.reset(); err != nil {
 			return err
 		}
-		return retryable{fmt.Errorf("GET %s: 416 for bytes from %d: starting over", d.url, from)}
+		return retryable{fmt.Errorf("GET %s: 416 for bytes from %d: starting over", d.shown, from)}
 	default:
-		err := fmt.Errorf("GET %s: %s", d.url, statusText(resp))
+		err := fmt.Errorf("GET %s: %s", d.shown, statusText(resp))
 		switch resp.StatusCode {
 		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusTooManyRequests:
 			return retryable{err}
@@ -173,11 +180,11 @@ func (d *download) once(ctx context.Context) error {
 
 	if d.total > 0 {
 		if d.p.Size() > d.total {
-			return fmt.Errorf("GET %s: holding %d bytes of a file of %d", d.url, d.p.Size(), d.total)
+			return fmt.Errorf("GET %s: holding %d bytes of a file of %d", d.shown, d.p.Size(), d.total)
 		}
 		if d.fits != nil {
 			if err := d.fits(d.total - d.p.Size()); err != nil {
-				return fmt.Errorf("GET %s: %w", d.url, err)
+				return fmt.Errorf("GET %s: %w", d.shown, err)
 			}
 		}
 	}
@@ -188,10 +195,10 @@ func (d *download) once(ctx context.Context) error {
 	if d.total > 0 && d.p.Size() < d.total {
 		// A 206 of a middle range, or a body cut short without the
 		// transport noticing: ask for the rest.
-		return retryable{fmt.Errorf("GET %s: the answer ended at %d of %d bytes", d.url, d.p.Size(), d.total)}
+		return retryable{fmt.Errorf("GET %s: the answer ended at %d of %d bytes", d.shown, d.p.Size(), d.total)}
 	}
 	if d.total > 0 && d.p.Size() > d.total {
-		return fmt.Errorf("GET %s: the server sent %d bytes of a file of %d", d.url, d.p.Size(), d.total)
+		return fmt.Errorf("GET %s: the server sent %d bytes of a file of %d", d.shown, d.p.Size(), d.total)
 	}
 	return nil
 }
@@ -204,7 +211,7 @@ func (d *download) copy(body io.Reader) error {
 		n, rerr := body.Read(buf)
 		if n > 0 {
 			if _, err := d.p.Write(buf[:n]); err != nil {
-				return fmt.Errorf("GET %s: %w", d.url, err)
+				return fmt.Errorf("GET %s: %w", d.shown, err)
 			}
 			d.report(false)
 		}
@@ -212,7 +219,7 @@ func (d *download) copy(body io.Reader) error {
 			return nil
 		}
 		if rerr != nil {
-			return retryable{fmt.Errorf("GET %s: after %d bytes: %w", d.url, d.p.Size(), rerr)}
+			return retryable{fmt.Errorf("GET %s: after %d bytes: %w", d.shown, d.p.Size(), rerr)}
 		}
 	}
 }
@@ -275,6 +282,16 @@ func parseContentRange(s string) (first, last, total int64, err error) {
 	return first, last, total, nil
 }
 
+// redact hides a password in a URL (https://user:secret@host/): errors
+// end up in logs and in the catalogue.
+func redact(s string) string {
+	u, err := neturl.Parse(s)
+	if err != nil {
+		return hostile.Clip(s, 200)
+	}
+	return u.Redacted()
+}
+
 func statusText(resp *http.Response) string {
 	return strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode)
 }
@@ -285,6 +302,7 @@ func Get(ctx context.Context, client *http.Client, url string, limit int64) ([]b
 		client = http.DefaultClient
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	url = redact(url)
 	if err != nil {
 		return nil, fmt.Errorf("GET %s: %w", url, err)
 	}

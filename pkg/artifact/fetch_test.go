@@ -272,6 +272,22 @@ func TestDownloadRefusals(t *testing.T) {
 			t.Errorf("%d requests for a 404", n)
 		}
 	})
+	t.Run("no password in errors", func(t *testing.T) {
+		c := openCache(t, t.TempDir(), 0)
+		withPassword := strings.Replace(srv.URL, "http://", "http://mirror:s3cret@", 1) + "/missing"
+		p, err := fetchInto(t, c, withPassword, 1)
+		p.Close()
+		if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "404") {
+			t.Errorf("got %v", err)
+		}
+		if _, err := Get(context.Background(), srv.Client(), withPassword, 100); err == nil || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("Get: got %v", err)
+		}
+		_, err = fetchInto(t, c, "http://mirror:s3cret@127.0.0.1:1/x", 1)
+		if err == nil || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("refused connection: got %v", err)
+		}
+	})
 	t.Run("quota", func(t *testing.T) {
 		c := openCache(t, t.TempDir(), 10000)
 		p, err := fetchInto(t, c, srv.URL, 3)
