@@ -50,8 +50,10 @@ func (m *Manager) reconcile(ctx context.Context, sess *concurrency.Session, work
 	}
 	for _, t := range m.active {
 		e, ok := recs[t.name]
-		if t.sha == "" && (!ok || e.create != t.create || e.rec.Status != Pending) || t.sha != "" && !named[t.sha] {
-			t.cancel() // removed, or finished by another replica
+		// Removed (or removed and added again): nobody needs these bytes.
+		// A record that turned Ready under its downloader is its own doing.
+		if t.sha == "" && (!ok || e.create != t.create) || t.sha != "" && !named[t.sha] {
+			t.cancel()
 		}
 	}
 	now := time.Now()
@@ -292,11 +294,6 @@ func (t *tracker) update(m *Manager, source string) func(bytes, total int64) {
 	}
 }
 
-// fits is Download's check that the rest of a transfer fits the cache.
-func (m *Manager) fits(p *Partial) func(total int64) error {
-	return func(total int64) error { return m.o.Cache.Fits(max(total-p.Size(), 0)) }
-}
-
 // fromUpstream downloads a pending artifact whose claim this replica
 // holds, verifies it the way its record says, and marks it Ready, or
 // Failed (nothing stored) when a check refuses it. A transfer cut short
@@ -393,7 +390,7 @@ func (m *Manager) fromUpstream(ctx context.Context, e entry, lease clientv3.Leas
 		return
 	}
 	t, stop := m.track(ctx, r.Name, fromUpstream, p.Size(), lease)
-	err = Download(ctx, m.o.HTTP, r.Source.URL, nil, p, upstreamAttempts, m.fits(p), t.update(m, fromUpstream))
+	err = Download(ctx, m.o.HTTP, r.Source.URL, nil, p, upstreamAttempts, m.o.Cache.Fits, t.update(m, fromUpstream))
 	stop()
 	if err != nil {
 		if errors.Is(err, ErrNoSpace) {
@@ -484,7 +481,7 @@ func (m *Manager) fromPeer(ctx context.Context, name, sha string, h Holder, leas
 	}
 	hdr := http.Header{"Authorization": {PeerAuthorization(secret, m.o.Replica, time.Now(), sha)}}
 	t, stop := m.track(ctx, name, h.Replica, p.Size(), lease)
-	err = Download(ctx, m.o.HTTP, strings.TrimSuffix(h.PeerURL, "/")+PeerPath+sha, hdr, p, peerAttempts, m.fits(p), t.update(m, fromPeer))
+	err = Download(ctx, m.o.HTTP, strings.TrimSuffix(h.PeerURL, "/")+PeerPath+sha, hdr, p, peerAttempts, m.o.Cache.Fits, t.update(m, fromPeer))
 	stop()
 	if err != nil {
 		if errors.Is(err, ErrNoSpace) {
