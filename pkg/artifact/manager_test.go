@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"path"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,8 +39,10 @@ type replica struct {
 	served atomic.Int64 // bytes its peer endpoint sent
 	// throttle, when set, slows its peer endpoint down (bytes per 10 ms).
 	throttle atomic.Int64
-	cancel   context.CancelFunc
-	done     chan struct{}
+	// broken makes its peer endpoint answer 503 (1) or other bytes (2).
+	broken atomic.Int32
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 func newReplica(t *testing.T, cli *clientv3.Client, name, dir string) *replica {
@@ -47,6 +50,13 @@ func newReplica(t *testing.T, cli *clientv3.Client, name, dir string) *replica {
 	r := &replica{t: t, name: name, dir: dir, cli: cli}
 	var h atomic.Pointer[http.Handler]
 	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		switch r.broken.Load() {
+		case 1:
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		case 2:
+			w = &wrongBytes{ResponseWriter: w}
+		}
 		(*h.Load()).ServeHTTP(&countingWriter{ResponseWriter: w, n: &r.served, throttle: &r.throttle}, req)
 	}))
 	t.Cleanup(r.srv.Close)
@@ -80,6 +90,18 @@ func (r *replica) stop() {
 		<-r.done
 		r.cancel = nil
 	}
+}
+
+// wrongBytes flips every byte a handler writes: a peer sending other
+// bytes under the right digest.
+type wrongBytes struct{ http.ResponseWriter }
+
+func (w *wrongBytes) Write(p []byte) (int, error) {
+	q := make([]byte, len(p))
+	for i, c := range p {
+		q[i] = ^c
+	}
+	return w.ResponseWriter.Write(q)
 }
 
 type countingWriter struct {
@@ -116,6 +138,8 @@ type upstream struct {
 	requests atomic.Int64
 	throttle atomic.Int64
 	served   atomic.Int64
+	// extra are other files of the release directory, by base name.
+	extra atomic.Pointer[map[string][]byte]
 }
 
 func newUpstream(t *testing.T, size int) *upstream {
@@ -125,6 +149,12 @@ func newUpstream(t *testing.T, size int) *upstream {
 	sum := sha256.Sum256(u.data)
 	u.sha = hex.EncodeToString(sum[:])
 	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if extra := u.extra.Load(); extra != nil {
+			if data, ok := (*extra)[path.Base(r.URL.Path)]; ok {
+				http.ServeContent(w, r, "", time.Unix(1700000000, 0), bytes.NewReader(data))
+				return
+			}
+		}
 		u.requests.Add(1)
 		if r.Header.Get("Range") == "" || strings.HasPrefix(r.Header.Get("Range"), "bytes=0-") {
 			u.full.Add(1)
@@ -358,6 +388,30 @@ func TestLateReplicaCatchesUpAndResumes(t *testing.T) {
 	if n := up.full.Load(); n != 1 {
 		t.Errorf("upstream served %d full downloads, want 1", n)
 	}
+}
+
+// A peer that fails or sends other bytes is left for another; bytes of
+// another digest are refused and counted, never kept.
+func TestBadPeerSkipped(t *testing.T) {
+	cli := etcdtest.Start(t)
+	up := newUpstream(t, 512<<10)
+	rs := startReplicas(t, cli, 2)
+	if _, err := rs[0].m.Add(context.Background(), AddRequest{Name: "image-5", URL: up.url(), SHA256: up.sha}, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	holdAll(t, rs, up.sha)
+	rs[0].broken.Store(1)
+	rs[1].broken.Store(2)
+	late := newReplica(t, cli, "mayu-late", t.TempDir()).start()
+	eventually(t, 10*time.Second, "the late replica tried both peers", func() bool {
+		return testutil.ToFloat64(late.m.met.transfers.WithLabelValues(fromPeer, resultFailed)) >= 1 &&
+			testutil.ToFloat64(late.m.met.refused.WithLabelValues(refusedSHA256)) >= 1
+	})
+	if late.m.Has(up.sha) || len(late.cache.Held()) != 0 {
+		t.Fatal("bytes of another digest were kept")
+	}
+	rs[0].broken.Store(0)
+	holdAll(t, []*replica{late}, up.sha)
 }
 
 // Remove is refused while something uses the artifact; once removed, the

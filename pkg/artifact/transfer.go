@@ -362,7 +362,7 @@ func (m *Manager) fromUpstream(ctx context.Context, e entry, lease clientv3.Leas
 		var signer string
 		want512, signer, err = CheckDigests(data, kr, fileName(r.Source.URL))
 		if err != nil {
-			refuse(refusedDigests, fmt.Sprintf("bad digests file %s: %v", u, err))
+			refuse(refusedDigests, fmt.Sprintf("digests file %s refused: %v", u, err))
 			return
 		}
 		verified = append(verified, "SHA512 from "+path.Base(u)+" signed by "+signer)
@@ -419,7 +419,7 @@ func (m *Manager) fromUpstream(ctx context.Context, e entry, lease clientv3.Leas
 		rd.Close()
 		if err != nil {
 			p.Discard()
-			refuse(refusedSignature, fmt.Sprintf("bad signature %s: %v", r.Source.SigURL, err))
+			refuse(refusedSignature, fmt.Sprintf("signature %s refused: %v", r.Source.SigURL, err))
 			return
 		}
 		verified = append(verified, "detached signature by "+signer)
