@@ -390,6 +390,32 @@ func TestLateReplicaCatchesUpAndResumes(t *testing.T) {
 	}
 }
 
+// A download that would not fit the cache is refused before it starts.
+func TestTooLargeRefused(t *testing.T) {
+	cli := etcdtest.Start(t)
+	up := newUpstream(t, 1<<20)
+	r := newReplica(t, cli, "mayu-1", t.TempDir())
+	small, err := OpenCache(t.TempDir(), 256<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.cache, r.m.o.Cache = small, small
+	r.start()
+	if _, err := r.m.Add(context.Background(), AddRequest{Name: "too-large", URL: up.url(), SHA256: up.sha}, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the artifact is refused", func() bool {
+		got, _ := r.m.Lookup("too-large")
+		return got.Status == Failed && strings.Contains(got.Error, "does not fit")
+	})
+	if up.served.Load() > 64<<10 || len(small.Held())+len(small.Partials()) != 0 {
+		t.Errorf("%d bytes downloaded, cache holds %v %v", up.served.Load(), small.Held(), small.Partials())
+	}
+	if n := testutil.ToFloat64(r.m.met.refused.WithLabelValues(refusedNoSpace)); n != 1 {
+		t.Errorf("counted %v", n)
+	}
+}
+
 // A peer that fails or sends other bytes is left for another; bytes of
 // another digest are refused and counted, never kept.
 func TestBadPeerSkipped(t *testing.T) {
