@@ -75,6 +75,9 @@ const sessionTTL = 5
 const (
 	resync  = 2 * time.Second
 	backoff = 5 * time.Second
+	// noSpaceBackoff: an artifact that did not fit this replica's cache
+	// is tried again after this long (an operator may have made room).
+	noSpaceBackoff = time.Minute
 )
 
 // Manager keeps this replica's cache in step with the catalogue: it
@@ -159,6 +162,9 @@ func (m *Manager) wake() {
 // (Cache.VerifyAll): nothing found on disk is served or offered to peers
 // before its digest has been checked again.
 func (m *Manager) Run(ctx context.Context) {
+	if m.o.PeerURL == "" {
+		m.log.Error("this replica has no peer URL: its peers cannot fetch artifacts from it, nor can machines be sent to it")
+	}
 	if _, err := m.o.Cache.VerifyAll(); err != nil {
 		m.log.Error("verifying the artifact cache failed", "err", err)
 	}

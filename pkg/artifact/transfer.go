@@ -140,9 +140,11 @@ func (m *Manager) pickPeer(sha string) (Holder, bool) {
 	return cands[rand.IntN(len(cands))], true
 }
 
-func (m *Manager) later(key string) {
+func (m *Manager) later(key string) { m.laterBy(key, backoff) }
+
+func (m *Manager) laterBy(key string, d time.Duration) {
 	m.mu.Lock()
-	m.retryAt[key] = time.Now().Add(backoff)
+	m.retryAt[key] = time.Now().Add(d)
 	m.mu.Unlock()
 }
 
@@ -489,7 +491,7 @@ func (m *Manager) fromPeer(ctx context.Context, name, sha string, h Holder, leas
 			m.met.refused.WithLabelValues(refusedNoSpace).Inc()
 			m.met.transfers.WithLabelValues(fromPeer, resultRefused).Inc()
 			log.Error("an artifact does not fit this replica's cache", "err", err)
-			m.later(sha)
+			m.laterBy(sha, noSpaceBackoff) // until space is freed: not every few seconds
 			return
 		}
 		p.Close()
