@@ -32,6 +32,11 @@ const (
 	replicasDir  = "replicas/"
 	configKey    = "config"
 	auditDir     = "audit/"
+
+	artifactsDir        = "artifacts/"
+	artifactClaimsDir   = "artifact-claims/"
+	artifactHoldersDir  = "artifact-holders/"
+	artifactProgressDir = "artifact-progress/"
 )
 
 // Space is one key space of the schema.
@@ -56,6 +61,10 @@ var Layout = []Space{
 	{replicasDir + "<name>", "replica"},
 	{configKey, "replica"},
 	{auditDir + "<time>-<random>", "audit"},
+	{artifactsDir + "<name>", "artifact"},
+	{artifactClaimsDir + "<name>", "artifact"},
+	{artifactHoldersDir + "<sha256>/<replica>", "artifact"},
+	{artifactProgressDir + "<name>/<replica>", "artifact"},
 }
 
 // Machines is the directory of machine records.
@@ -115,6 +124,34 @@ func (k Keys) Audit() string { return k.Prefix + auditDir }
 
 // AuditEntry is one entry of the audit trail.
 func (k Keys) AuditEntry(id string) string { return k.Audit() + id }
+
+// Artifacts is the artifact catalogue: name → digest, size, source.
+func (k Keys) Artifacts() string { return k.Prefix + artifactsDir }
+
+// Artifact is one artifact's catalogue record.
+func (k Keys) Artifact(name string) string { return k.Artifacts() + name }
+
+// ArtifactClaims is the directory of download claims.
+func (k Keys) ArtifactClaims() string { return k.Prefix + artifactClaimsDir }
+
+// ArtifactClaim names the replica downloading an artifact from upstream.
+func (k Keys) ArtifactClaim(name string) string { return k.ArtifactClaims() + name }
+
+// ArtifactHolders is the directory of which replica holds which bytes.
+func (k Keys) ArtifactHolders() string { return k.Prefix + artifactHoldersDir }
+
+// ArtifactHolder says that replica holds verified bytes of sha256hex.
+func (k Keys) ArtifactHolder(sha256hex, replica string) string {
+	return k.ArtifactHolders() + sha256hex + "/" + replica
+}
+
+// ArtifactProgresses is the directory of transfers under way.
+func (k Keys) ArtifactProgresses() string { return k.Prefix + artifactProgressDir }
+
+// ArtifactProgress is one replica's transfer of one artifact.
+func (k Keys) ArtifactProgress(name, replica string) string {
+	return k.ArtifactProgresses() + name + "/" + replica
+}
 
 // Match reports whether key is one the schema declares: each <placeholder>
 // of a pattern stands for one non-empty path segment.
