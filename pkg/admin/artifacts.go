@@ -151,6 +151,8 @@ func (a *handler) haveArtifacts(w http.ResponseWriter) bool {
 // artifactFail maps the catalogue's errors to answers that say what to do.
 func (a *handler) artifactFail(w http.ResponseWriter, r *http.Request, name string, err error) {
 	switch {
+	case errors.Is(err, artifact.ErrDigest), errors.Is(err, artifact.ErrSignature):
+		writeError(w, http.StatusUnprocessableEntity, err.Error()+"; nothing was stored")
 	case errors.Is(err, artifact.ErrInvalid):
 		writeError(w, http.StatusBadRequest, err.Error())
 	case errors.Is(err, artifact.ErrExists):
@@ -159,8 +161,6 @@ func (a *handler) artifactFail(w http.ResponseWriter, r *http.Request, name stri
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no artifact %s (`mayuctl artifact list` shows the catalogue)", name))
 	case errors.Is(err, artifact.ErrInUse):
 		writeError(w, http.StatusConflict, err.Error())
-	case errors.Is(err, artifact.ErrDigest), errors.Is(err, artifact.ErrSignature):
-		writeError(w, http.StatusUnprocessableEntity, err.Error()+"; nothing was stored")
 	case errors.Is(err, artifact.ErrNoSpace):
 		writeError(w, http.StatusInsufficientStorage, err.Error())
 	default:

@@ -516,6 +516,11 @@ func checkURL(s string) error {
 	if u.Host == "" {
 		return fmt.Errorf("%q has no host", s)
 	}
+	// The record (URL included) is in etcd and shown to every viewer of
+	// the admin API: no credentials there.
+	if u.User != nil {
+		return fmt.Errorf("%q holds credentials, which would be stored in etcd and shown by mayuctl: put the file where it can be fetched without them, or upload it (--file)", u.Redacted())
+	}
 	return nil
 }
 

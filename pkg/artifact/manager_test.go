@@ -551,6 +551,7 @@ func TestAddRefusesBadRequests(t *testing.T) {
 		{AddRequest{Name: "a", URL: "ftp://x/f", SHA256: sha}, "not an http or https URL"},
 		{AddRequest{Name: "a", URL: "file:///etc/passwd", SHA256: sha}, "not an http or https URL"},
 		{AddRequest{Name: "a", URL: "http:///f", SHA256: sha}, "no host"},
+		{AddRequest{Name: "a", URL: "http://user:secret@x/f", SHA256: sha}, "holds credentials"},
 		{AddRequest{Name: "a", URL: "http://x/f"}, "nothing to verify"},
 		{AddRequest{Name: "a", URL: "http://x/f", SHA256: strings.ToUpper(sha)}, "sha256"},
 		{AddRequest{Name: "a", URL: "http://x/f", DigestsURL: "http://x/f.DIGESTS.asc"}, "keyring"},

@@ -304,7 +304,7 @@ func (t *tracker) update(m *Manager, source string) func(bytes, total int64) {
 // another replica.
 func (m *Manager) fromUpstream(ctx context.Context, e entry, lease clientv3.LeaseID) {
 	r := e.rec
-	log := m.log.With("artifact", r.Name, "url", r.Source.URL)
+	log := m.log.With("artifact", r.Name, "url", redact(r.Source.URL))
 	finish := func(r Record) bool {
 		var ne entry
 		err := state.Retry(ctx, time.Second, func(err error) {
@@ -390,6 +390,9 @@ func (m *Manager) fromUpstream(ctx context.Context, e entry, lease clientv3.Leas
 	if err != nil {
 		retry(err)
 		return
+	}
+	if n := p.Size(); n > 0 {
+		log.Info("resuming the download from upstream", "bytes_held", n)
 	}
 	t, stop := m.track(ctx, r.Name, fromUpstream, p.Size(), lease)
 	err = Download(ctx, m.o.HTTP, r.Source.URL, nil, p, upstreamAttempts, m.o.Cache.Fits, t.update(m, fromUpstream))
@@ -480,6 +483,9 @@ func (m *Manager) fromPeer(ctx context.Context, name, sha string, h Holder, leas
 	if err != nil {
 		failed(err)
 		return
+	}
+	if n := p.Size(); n > 0 {
+		log.Info("resuming the copy from a peer", "bytes_held", n)
 	}
 	hdr := http.Header{"Authorization": {PeerAuthorization(secret, m.o.Replica, time.Now(), sha)}}
 	t, stop := m.track(ctx, name, h.Replica, p.Size(), lease)
