@@ -103,6 +103,9 @@ time.`,
 				if !r.ConfigMatches {
 					cfg += " MISMATCH"
 				}
+				if len(r.FilesDiffer) > 0 {
+					cfg += " FILES-DIFFER"
+				}
 				if wide {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(r.Name), role, cfg, dash(r.Version), dash(r.Advertise),
 						dash(r.Admin), dash(r.HTTP), dash(r.Metrics), r.Started.Local().Format(time.RFC3339), age(now.Sub(r.Started)))
@@ -117,7 +120,13 @@ time.`,
 				fmt.Fprintln(c.stderr, "warning: no replica leads DHCP now: no machine can network-boot (is etcd healthy? do the replicas' configurations agree?)")
 			}
 			for _, r := range v.Replicas {
-				if !r.ConfigMatches {
+				switch {
+				case len(r.FilesDiffer) > 0:
+					for _, k := range r.FilesDiffer {
+						fmt.Fprintf(c.stderr, "warning: %s serves another %s than the leader (sha256 %s, the leader's %s): it will not take over DHCP; copy the leader's file to it and restart it\n",
+							dash(r.Name), clean(k), digestOrAbsent(r.Files[k]), digestOrAbsent(v.PublishedFiles[k]))
+					}
+				case !r.ConfigMatches:
 					fmt.Fprintf(c.stderr, "warning: %s's cluster configuration differs from the leader's (%s): it will not take over DHCP; deploy the same cluster: section to it\n", dash(r.Name), dash(short(v.PublishedHash)))
 				}
 			}
@@ -175,4 +184,13 @@ func (c *cli) versionCmd() *cobra.Command {
 			return nil
 		}),
 	}
+}
+
+// digestOrAbsent is the first 12 hex digits of a file digest, "absent"
+// when the replica serves no such file.
+func digestOrAbsent(d string) string {
+	if d == "" {
+		return "absent"
+	}
+	return clean(short(d))
 }

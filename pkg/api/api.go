@@ -104,9 +104,11 @@ type Event struct {
 
 // ReplicasView is the answer to GET /api/v1/replicas.
 type ReplicasView struct {
-	Leader        string    `json:"leader"` // empty: no DHCP leader now
-	PublishedHash string    `json:"publishedHash"`
-	Replicas      []Replica `json:"replicas"`
+	Leader        string `json:"leader"` // empty: no DHCP leader now
+	PublishedHash string `json:"publishedHash"`
+	// PublishedFiles are the leader's file digests (Replica.Files).
+	PublishedFiles map[string]string `json:"publishedFiles,omitempty"`
+	Replicas       []Replica         `json:"replicas"`
 }
 
 // Replica is one announced replica: what it announces, whether it leads
@@ -123,6 +125,12 @@ type Replica struct {
 	Started       time.Time `json:"started"`
 	Leader        bool      `json:"leader"`
 	ConfigMatches bool      `json:"configMatches"`
+	// Files are the SHA-256 (hex) of the local files the replica serves,
+	// by the configuration key naming them; ConfigHash covers them.
+	Files map[string]string `json:"files,omitempty"`
+	// FilesDiffer are the keys of the files whose digest differs from
+	// the leader's (one only one of them has included).
+	FilesDiffer []string `json:"filesDiffer,omitempty"`
 }
 
 // Deleted is the answer to DELETE /api/v1/machines/{id}.

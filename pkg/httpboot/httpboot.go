@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mayu-boot/mayu/pkg/config"
+	"github.com/mayu-boot/mayu/pkg/digest"
 	"github.com/mayu-boot/mayu/pkg/hostile"
 	"github.com/mayu-boot/mayu/pkg/identity"
 	"github.com/mayu-boot/mayu/pkg/machine"
@@ -73,6 +74,7 @@ type Server struct {
 	render   *render.Renderer
 	files    *os.Root
 	boot     *os.Root
+	digests  digest.Set
 	cluster  config.Cluster
 	mayuURL  string
 	log      *slog.Logger
@@ -91,9 +93,14 @@ type Options struct {
 	// BootFiles is the boot-files directory (the TFTP root), served under
 	// /tftp/ for UEFI HTTP boot.
 	BootFiles *os.Root
-	Cluster   config.Cluster
-	MayuURL   string // http://<advertise address>:<http port>
-	Log       *slog.Logger
+	// Digests are the files hashed at start, by configuration key: they
+	// are served with their digest as ETag, and refused once changed on
+	// disk. The image's digest is rendered into the first stage and kept
+	// in the machine's record with the kernel's and initrd's.
+	Digests digest.Set
+	Cluster config.Cluster
+	MayuURL string // http://<advertise address>:<http port>
+	Log     *slog.Logger
 	// Registerer is where the HTTP request metrics go (nil: nowhere);
 	// install outcomes are counted by the Registry.
 	Registerer prometheus.Registerer
@@ -104,8 +111,8 @@ func New(o Options) *Server {
 	if o.Installs == nil {
 		o.Installs = noCount{}
 	}
-	return &Server{reg: o.Machines, installs: o.Installs, render: o.Renderer, files: o.Files, boot: o.BootFiles, cluster: o.Cluster,
-		mayuURL: o.MayuURL, log: o.Log, now: time.Now, registerer: o.Registerer, metrics: newMetrics(o.Registerer)}
+	return &Server{reg: o.Machines, installs: o.Installs, render: o.Renderer, files: o.Files, boot: o.BootFiles, digests: o.Digests,
+		cluster: o.Cluster, mayuURL: o.MayuURL, log: o.Log, now: time.Now, registerer: o.Registerer, metrics: newMetrics(o.Registerer, o.Digests)}
 }
 
 // Handler routes the boot flow.
@@ -159,7 +166,12 @@ func (s *Server) bootFile(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	serveFrom(w, r, s.boot, s.log, "node.boot_files_dir", name)
+	key := "node.boot_files_dir"
+	d, hashed := s.digests.Named(name, "cluster.boot.bios", "cluster.boot.efi64", "cluster.boot.efi32", "cluster.boot.arm64")
+	if hashed {
+		key = d.Key
+	}
+	s.serveFrom(w, r, s.boot, key, name, d, hashed)
 }
 
 func (s *Server) file(key, name string) http.HandlerFunc {
@@ -349,7 +361,27 @@ func (s *Server) context(ctx context.Context, m *machine.Machine) (render.Contex
 	if err != nil {
 		return render.Context{}, err
 	}
-	return s.render.Context(m, keys.Make(subject(m)), s.mayuURL), nil
+	c := s.render.Context(m, keys.Make(subject(m)), s.mayuURL)
+	if img, ok := s.digests["cluster.install.image"]; ok {
+		c.Image = render.Image{SHA256: img.SHA256, Size: img.Size}
+	}
+	return c, nil
+}
+
+// installArtifacts are the digests of what this replica installs a
+// machine with, by role (machine.Artifacts).
+func (s *Server) installArtifacts() map[string]string {
+	out := map[string]string{}
+	for role, key := range map[string]string{
+		machine.ArtifactKernel: "cluster.install.kernel",
+		machine.ArtifactInitrd: "cluster.install.initrd",
+		machine.ArtifactImage:  "cluster.install.image",
+	} {
+		if d, ok := s.digests[key]; ok {
+			out[role] = d.SHA256
+		}
+	}
+	return out
 }
 
 // nodeCall is a request from a machine that proved it holds its token.
@@ -425,8 +457,19 @@ func (s *Server) firstStage(c nodeCall) {
 	if !installOnly(c) {
 		return
 	}
+	artifacts := s.installArtifacts()
 	m, ok := s.change(c, machine.Installing, func(m *machine.Machine) error {
-		return m.StartInstall(s.reg.Replica(), s.now())
+		err := m.StartInstall(s.reg.Replica(), s.now())
+		if err != nil && !errors.Is(err, machine.ErrUnchanged) {
+			return err
+		}
+		// A retried fetch (from another replica, after one died) renders
+		// that replica's digests: the record keeps those the script
+		// checks.
+		if m.SetArtifacts(artifacts) {
+			return nil
+		}
+		return err
 	})
 	if ok {
 		s.renderFor(c, m, s.render.FirstStage, "text/x-shellscript")
