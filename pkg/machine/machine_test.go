@@ -3,6 +3,7 @@ package machine
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -407,5 +408,37 @@ func TestFailReasonStoredEscaped(t *testing.T) {
 	}
 	if !strings.HasPrefix(m.FailReason, `installer reported: \x1b[2J`) || len(m.FailReason) > MaxReason || m.History[len(m.History)-1].Reason != m.FailReason {
 		t.Fatalf("reason %q (%d bytes)", m.FailReason, len(m.FailReason))
+	}
+}
+
+// What a machine is installed with is kept bounded and well-formed, and
+// a record holding more than MaxArtifacts is refused when read.
+func TestSetArtifacts(t *testing.T) {
+	m := New("m1", time.Now(), "r")
+	m.MachineID = strings.Repeat("0", 32)
+	img := strings.Repeat("a", 64)
+	if !m.SetArtifacts(map[string]string{ArtifactImage: img, ArtifactKernel: "not hex", "Bad Role": img}) {
+		t.Fatal("nothing set")
+	}
+	if len(m.Artifacts) != 1 || m.Artifacts[ArtifactImage] != img {
+		t.Fatalf("kept %v", m.Artifacts)
+	}
+	if m.SetArtifacts(map[string]string{ArtifactImage: img}) {
+		t.Fatal("the same digests count as a change")
+	}
+	many := map[string]string{}
+	for i := 0; i < 3*MaxArtifacts; i++ {
+		many[fmt.Sprintf("role%d", i)] = img
+	}
+	m.SetArtifacts(many)
+	if len(m.Artifacts) != MaxArtifacts {
+		t.Fatalf("%d artifacts kept", len(m.Artifacts))
+	}
+	if err := m.Check("m1"); err != nil {
+		t.Fatal(err)
+	}
+	m.Artifacts["one-too-many"] = img
+	if err := m.Check("m1"); err == nil {
+		t.Fatal("a record with too many artifacts passes")
 	}
 }
