@@ -88,7 +88,7 @@ func TestHandCopiedFilesAreCaught(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	for _, want := range []string{"served files differ", "cluster.install.image: own " + sha(images[1])[:12] + ", leader's " + sha(images[0])[:12]} {
+	for _, want := range []string{"differs from the DHCP leader's", "files differ: cluster.install.image: own " + sha(images[1])[:12] + ", leader's " + sha(images[0])[:12]} {
 		if code != 503 || !strings.Contains(body, want) {
 			t.Fatalf("r2 /readyz: %d %q, want 503 saying %q", code, body, want)
 		}

@@ -350,7 +350,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if m := s.replica.Mismatch(); m != "" {
-		http.Error(w, "not ready: cluster configuration or served files differ from the DHCP leader's: "+m, http.StatusServiceUnavailable)
+		http.Error(w, "not ready: cluster configuration differs from the DHCP leader's: "+m, http.StatusServiceUnavailable)
 		return
 	}
 	fmt.Fprintln(w, "ready")
