@@ -459,17 +459,7 @@ func (s *Server) firstStage(c nodeCall) {
 	}
 	artifacts := s.installArtifacts()
 	m, ok := s.change(c, machine.Installing, func(m *machine.Machine) error {
-		err := m.StartInstall(s.reg.Replica(), s.now())
-		if err != nil && !errors.Is(err, machine.ErrUnchanged) {
-			return err
-		}
-		// A retried fetch (from another replica, after one died) renders
-		// that replica's digests: the record keeps those the script
-		// checks.
-		if m.SetArtifacts(artifacts) {
-			return nil
-		}
-		return err
+		return m.StartInstallWith(s.reg.Replica(), s.now(), artifacts)
 	})
 	if ok {
 		s.renderFor(c, m, s.render.FirstStage, "text/x-shellscript")

@@ -253,6 +253,26 @@ func (m *Machine) StartInstall(replica string, now time.Time) error {
 	return &TransitionError{ID: m.ID, From: m.State, To: Installing, Hint: "run `mayuctl reinstall " + m.ID + "` to install it again"}
 }
 
+// StartInstallWith is StartInstall that also records the digests the
+// machine is installed with (SetArtifacts); the history entry names the
+// image's. An installer retry (already installing) that fetched its
+// script from a replica serving other digests updates them: the record
+// keeps those the script it runs checks.
+func (m *Machine) StartInstallWith(replica string, now time.Time, artifacts map[string]string) error {
+	err := m.StartInstall(replica, now)
+	if err != nil && !errors.Is(err, ErrUnchanged) {
+		return err
+	}
+	changed := m.SetArtifacts(artifacts)
+	if img := m.Artifacts[ArtifactImage]; err == nil && img != "" {
+		m.History[len(m.History)-1].Reason += " (image sha256 " + img[:12] + ")"
+	}
+	if err != nil && changed {
+		return nil
+	}
+	return err
+}
+
 // MarkInstalled records the installer's announcement that the disk is written.
 func (m *Machine) MarkInstalled(replica string, now time.Time) error {
 	switch m.State {
