@@ -94,10 +94,16 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 	// Every file served is hashed before anything is served: the digests
 	// are announced (replicas given different files disagree), sent as
 	// ETags and rendered into the first stage.
+	hashStart := time.Now()
 	served, err := hashFiles(s.files, s.bootFiles, cfg.Cluster)
 	if err != nil {
 		return nil, fmt.Errorf("%w (files are relative to node.files_dir %s)", err, cfg.Node.FilesDir)
 	}
+	var hashed int64
+	for _, f := range served {
+		hashed += f.Size
+	}
+	log.Info("files to serve hashed", "files", len(served), "bytes", hashed, "took", time.Since(hashStart).Round(time.Millisecond))
 	rend, err := render.New(s.files.FS(), cfg.Cluster)
 	if err != nil {
 		return nil, fmt.Errorf("%w (files are relative to node.files_dir %s)", err, cfg.Node.FilesDir)
