@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -393,5 +396,62 @@ func TestRollingConfigChange(t *testing.T) {
 	p.cmd.Wait()
 	if err := dhcpprobe.CheckUnique(p.results(t)); err != nil {
 		t.Error(err)
+	}
+}
+
+// A follower given another OS image by hand (same configuration) is
+// flagged as loudly as a configuration mismatch: it logs CONFIG MISMATCH,
+// fails /readyz naming the file and both digests, is marked in `mayuctl
+// replicas`, and does not take over; with the leader's image back, it is
+// ready again.
+func TestReplicaWithAnotherImageIsFlagged(t *testing.T) {
+	netlab.Require(t, "curl")
+	c := newCluster(t)
+	l := c.leader(30 * time.Second)
+	f := (l + 1) % len(c.replicas)
+	img := filepath.Join(c.replicas[f].dir, "files", "images", "os.img")
+	good, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := append(bytes.Clone(good), " copied by hand"...)
+	restart := func(image []byte) {
+		writeFile(t, img, image)
+		c.replicas[f].cmd.Process.Signal(syscall.SIGTERM)
+		c.replicas[f].cmd.Wait()
+		c.restartReplica(f)
+	}
+	restart(other)
+	c.replicas[f].waitLog(t, "CONFIG MISMATCH", 20*time.Second)
+	sum := func(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:])[:12] }
+	out, _ := c.seg.Run(5*time.Second, c.nodes[f], "curl", "-s", "--max-time", "2", "http://127.0.0.1:4082/readyz")
+	if want := "cluster.install.image: own " + sum(other) + ", leader's " + sum(good); !strings.Contains(out, want) {
+		t.Errorf("r%d /readyz %q does not say %q", f+1, out, want)
+	}
+	out, _ = c.seg.Run(10*time.Second, c.nodes[l], "env", "MAYU_SERVER=http://127.0.0.1:4080", "MAYU_TOKEN_FILE="+filepath.Join(c.replicas[l].dir, "admin-token"),
+		filepath.Join(filepath.Dir(bins.mayu), "mayuctl"), "replicas")
+	t.Logf("mayuctl replicas:\n%s", out)
+	if strings.Count(out, "FILES-DIFFER") != 1 || !strings.Contains(out, fmt.Sprintf("r%d serves another cluster.install.image than the leader", f+1)) {
+		t.Errorf("mayuctl replicas does not flag r%d:\n%s", f+1, out)
+	}
+	out, _ = c.seg.Run(5*time.Second, c.nodes[f], "curl", "-s", "--max-time", "2", "http://127.0.0.1:4082/metrics")
+	if !strings.Contains(out, `mayu_config_file_matches_leader{file="cluster.install.image"} 0`) {
+		t.Errorf("r%d's metrics do not flag the image", f+1)
+	}
+	if got := c.leader(5 * time.Second); got != l {
+		t.Fatalf("r%d took over with another image", got+1)
+	}
+
+	restart(good)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, _ := c.seg.Run(5*time.Second, c.nodes[f], "curl", "-s", "--max-time", "2", "http://127.0.0.1:4082/readyz")
+		if strings.HasPrefix(out, "ready") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("r%d not ready with the leader's image back: %q", f+1, out)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

@@ -287,17 +287,23 @@ func TestKeepalivedMovesTheVirtualAddress(t *testing.T) {
 		return err == nil && strings.Contains(out, "is healthy")
 	})
 
-	// Three replicas advertising the VIP, each with an image of a few MiB
-	// (mayu opens the file per request: replacing it after start is fine).
+	// Three replicas advertising the VIP, each with an image of a few MiB,
+	// in place before they start: each hashes what it serves at start, and
+	// refuses a file replaced after that.
 	image := make([]byte, kaImageMB<<20)
 	for i := range image {
 		image[i] = byte(i * 7)
 	}
+	installer := t.TempDir()
+	writeFile(t, filepath.Join(installer, "images", "os.img"), image)
+	for _, name := range []string{"installer/vmlinuz", "installer/initrd.img"} {
+		writeFile(t, filepath.Join(installer, name), []byte("stand-in for "+name))
+	}
 	for i, n := range nodes {
 		n.replica = startReplica(t, seg.TLab, n.ns, replicaOptions{
 			name: fmt.Sprintf("r%d", i+1), iface: "eth0", advertise: kaVIP, etcd: []string{"http://" + kaEtcd + ":2379"},
+			files: installer,
 		})
-		writeFile(t, filepath.Join(n.replica.dir, "files", "images", "os.img"), image)
 	}
 	kernel, err := os.ReadFile(filepath.Join(nodes[0].replica.dir, "files", "installer", "vmlinuz"))
 	if err != nil {

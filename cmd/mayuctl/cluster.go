@@ -104,6 +104,9 @@ time.`,
 				if !r.ConfigMatches {
 					cfg += " MISMATCH"
 				}
+				if len(r.FilesDiffer) > 0 {
+					cfg += " FILES-DIFFER"
+				}
 				if len(r.MissingArtifacts) > 0 {
 					cfg += fmt.Sprintf(" MISSING-%d-ARTIFACTS", len(r.MissingArtifacts))
 				}
@@ -125,7 +128,13 @@ time.`,
 					fmt.Fprintf(c.stderr, "warning: %s lacks artifacts another replica holds: %s (it sends machines to a peer for them until it has copied them; `mayuctl artifact list` shows the transfers)\n",
 						dash(r.Name), cleanJoin(r.MissingArtifacts, ", "))
 				}
-				if !r.ConfigMatches {
+				switch {
+				case len(r.FilesDiffer) > 0:
+					for _, k := range r.FilesDiffer {
+						fmt.Fprintf(c.stderr, "warning: %s serves another %s than the leader (sha256 %s, the leader's %s): it will not take over DHCP; copy the leader's file to it and restart it\n",
+							dash(r.Name), clean(k), digestOrAbsent(r.Files[k]), digestOrAbsent(v.PublishedFiles[k]))
+					}
+				case !r.ConfigMatches:
 					fmt.Fprintf(c.stderr, "warning: %s's cluster configuration differs from the leader's (%s): it will not take over DHCP; deploy the same cluster: section to it\n", dash(r.Name), dash(short(v.PublishedHash)))
 				}
 			}
@@ -183,4 +192,13 @@ func (c *cli) versionCmd() *cobra.Command {
 			return nil
 		}),
 	}
+}
+
+// digestOrAbsent is the first 12 hex digits of a file digest, "absent"
+// when the replica serves no such file.
+func digestOrAbsent(d string) string {
+	if d == "" {
+		return "absent"
+	}
+	return clean(short(d))
 }

@@ -178,6 +178,20 @@ func (c *cli) printMachine(m *machine.Machine, now time.Time) {
 		tw.Flush()
 	}
 
+	// The digests it was (or is being) installed with, in full: they are
+	// compared with `sha256sum` output and artifact digests.
+	roles := sortedKeys(m.Artifacts)
+	if len(roles) == 0 {
+		fmt.Fprintln(c.stdout, "Installed with: -")
+	} else {
+		fmt.Fprintln(c.stdout, "Installed with:")
+		tw = tabwriter.NewWriter(c.stdout, 0, 0, 1, ' ', 0)
+		for _, r := range roles {
+			fmt.Fprintf(tw, "  %s\tsha256:%s\n", clean(r), clean(m.Artifacts[r]))
+		}
+		tw.Flush()
+	}
+
 	fmt.Fprintln(c.stdout, "History:")
 	tw = tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
 	for _, e := range m.History {

@@ -6,8 +6,10 @@
 # costs a retry, not the install.
 #
 # It needs only a POSIX sh and either curl or wget (busybox's will do),
-# mount, sync and reboot; partprobe or blockdev where the installer has
-# them. Template variables it reads (cluster.template_vars):
+# sha256sum, mkfifo, tee, cut, mount, sync and reboot; partprobe or
+# blockdev where the installer has them. It computes the SHA-256 of the OS
+# image as it writes it and reports `failed` when it is not the digest
+# mayu rendered in (IMAGE_SHA256): a corrupt image is never announced. Template variables it reads (cluster.template_vars):
 #   config_partition  the partition that receives mayu/final-config.yaml
 #                     (default: the install disk's first partition)
 #   mayu_urls         the base URLs of all replicas, space-separated, e.g.
@@ -21,6 +23,8 @@ set -u
 MAYU={{shell .MayuURL}}
 DISK={{shell .Install.Disk}}
 ID={{shell .Machine.ID}}
+# The SHA-256 of the OS image mayu serves (of the file, or the artifact).
+IMAGE_SHA256={{shell .Image.SHA256}}
 # The partition of the installed disk that receives the final config.
 CONFIG_PART={{with index .Vars "config_partition"}}{{shell .}}{{else}}"${DISK}1"{{end}}
 # Where to go when the replica that rendered this script fails.
@@ -100,6 +104,29 @@ post() {
 	fi
 }
 
+# write_image URL: one attempt at streaming the image to $DISK, its
+# SHA-256 computed on the way (into $IMAGE_SUM). The bytes go through a
+# fifo: the download writes into it, tee copies them to the disk and on
+# to sha256sum. tee's own status is kept, since a pipeline's is its last
+# command's: a disk that refused a write must fail the attempt.
+IMAGE_FIFO=/tmp/mayu-image.fifo
+IMAGE_SUM=/tmp/mayu-image.sha256
+write_image() {
+	rm -f "$IMAGE_FIFO" "$IMAGE_SUM" "$IMAGE_SUM.tee"
+	mkfifo "$IMAGE_FIFO" || return 1
+	{
+		tee "$DISK" <"$IMAGE_FIFO"
+		echo $? >"$IMAGE_SUM.tee"
+	} | sha256sum >"$IMAGE_SUM" &
+	# The shell opens the fifo before fetch runs: the reader above always
+	# sees an end, also when fetch fails before it writes a byte.
+	fetch "$1" - >"$IMAGE_FIFO"
+	rc=$?
+	wait
+	rm -f "$IMAGE_FIFO"
+	[ "$rc" -eq 0 ] && [ "$(cat "$IMAGE_SUM.tee" 2>/dev/null)" = 0 ]
+}
+
 fail() {
 	log "FAILED: $*"
 	retry post {{shell .URLs.Failed}} "$*" || true
@@ -109,9 +136,14 @@ fail() {
 log "waiting for $MAYU"
 retry fetch "$MAYU/boot.ipxe" /dev/null || fail "mayu unreachable at $MAYU"
 
-log "writing the OS image to $DISK"
-retry fetch {{shell .URLs.Image}} "$DISK" || fail "cannot write the OS image to $DISK"
+[ -n "$IMAGE_SHA256" ] || fail "mayu rendered no image digest to check the image against"
+command -v sha256sum >/dev/null 2>&1 || fail "the installer has no sha256sum to check the image with"
+log "writing the OS image to $DISK (sha256 $IMAGE_SHA256)"
+retry write_image {{shell .URLs.Image}} || fail "cannot write the OS image to $DISK"
 sync
+got=$(cut -d ' ' -f 1 "$IMAGE_SUM")
+[ "$got" = "$IMAGE_SHA256" ] || fail "image sha256 mismatch: got $got want $IMAGE_SHA256"
+log "the image on $DISK has sha256 $got, as it should"
 
 log "fetching the final config"
 retry fetch {{shell .URLs.FinalConfig}} /tmp/mayu-final-config || fail "cannot fetch the final config"

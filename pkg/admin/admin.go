@@ -100,6 +100,9 @@ type Replicas interface {
 	Replicas(ctx context.Context) ([]replica.Info, error)
 	Published(ctx context.Context) (*replica.Published, error)
 	Leader(ctx context.Context) (string, error)
+	// Self is what this replica announces; its ConfigHash covers the
+	// files it serves too.
+	Self() replica.Info
 }
 
 // Auditor is the audit trail (audit.Store).
@@ -483,6 +486,9 @@ func (a *handler) config(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	own := a.cfg.ClusterHash()
+	if a.replicas != nil {
+		own = a.replicas.Self().ConfigHash
+	}
 	view := api.ConfigView{Hash: own, Replica: a.cfg.Node.Name, ReplicaHash: own, Matches: true, Cluster: a.cfg.Redacted()}
 	if a.replicas != nil {
 		p, err := a.replicas.Published(r.Context())
@@ -515,13 +521,14 @@ func (a *handler) replicasView(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	var published map[string]string
 	if p != nil {
-		view.PublishedHash = p.Hash
+		view.PublishedHash, view.PublishedFiles, published = p.Hash, p.Files, p.Files
 	}
 	view.Replicas = []api.Replica{}
 	missing := a.missingArtifacts()
 	for _, i := range list {
-		rv := replicaView(i, i.Name == view.Leader, p == nil || p.Hash == i.ConfigHash)
+		rv := replicaView(i, i.Name == view.Leader, p == nil || p.Hash == i.ConfigHash, published)
 		rv.MissingArtifacts = missing(i.Name)
 		view.Replicas = append(view.Replicas, rv)
 	}

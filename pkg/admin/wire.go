@@ -1,6 +1,8 @@
 package admin
 
 import (
+	"sort"
+
 	"github.com/mayu-boot/mayu/pkg/api"
 	"github.com/mayu-boot/mayu/pkg/lease"
 	"github.com/mayu-boot/mayu/pkg/replica"
@@ -16,8 +18,29 @@ func leaseView(l lease.Lease, machine string, expired bool) api.Lease {
 }
 
 // replicaView is a replica's announcement as GET /api/v1/replicas shows it.
-func replicaView(i replica.Info, leader, configMatches bool) api.Replica {
+func replicaView(i replica.Info, leader, configMatches bool, published map[string]string) api.Replica {
 	return api.Replica{Name: i.Name, Version: i.Version, ConfigHash: i.ConfigHash, Advertise: i.Advertise,
 		HTTP: i.HTTP, Admin: i.Admin, Metrics: i.Metrics, DHCP: i.DHCP, Started: i.Started,
-		Leader: leader, ConfigMatches: configMatches}
+		Leader: leader, ConfigMatches: configMatches, Files: i.Files, FilesDiffer: filesDiffer(i.Files, published)}
+}
+
+// filesDiffer are the keys whose digests differ between a replica's
+// files and the leader's, sorted; nil when the leader publishes none.
+func filesDiffer(own, leader map[string]string) []string {
+	if leader == nil {
+		return nil
+	}
+	var out []string
+	for k, v := range own {
+		if leader[k] != v {
+			out = append(out, k)
+		}
+	}
+	for k := range leader {
+		if _, ok := own[k]; !ok {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
 }

@@ -33,7 +33,7 @@ func TestWireFormatUnchanged(t *testing.T) {
 		Leader        bool `json:"leader"`
 		ConfigMatches bool `json:"configMatches"`
 	}{i, true, false}
-	same(t, old, replicaView(i, true, false))
+	same(t, old, replicaView(i, true, false, nil))
 }
 
 func same(t *testing.T, old, now any) {

@@ -109,9 +109,11 @@ type Event struct {
 
 // ReplicasView is the answer to GET /api/v1/replicas.
 type ReplicasView struct {
-	Leader        string    `json:"leader"` // empty: no DHCP leader now
-	PublishedHash string    `json:"publishedHash"`
-	Replicas      []Replica `json:"replicas"`
+	Leader        string `json:"leader"` // empty: no DHCP leader now
+	PublishedHash string `json:"publishedHash"`
+	// PublishedFiles are the leader's file digests (Replica.Files).
+	PublishedFiles map[string]string `json:"publishedFiles,omitempty"`
+	Replicas       []Replica         `json:"replicas"`
 }
 
 // Replica is one announced replica: what it announces, whether it leads
@@ -131,6 +133,12 @@ type Replica struct {
 	// MissingArtifacts are the artifacts the configuration names, held by
 	// some replica, that this one does not hold (yet).
 	MissingArtifacts []string `json:"missingArtifacts,omitempty"`
+	// Files are the SHA-256 (hex) of the local files the replica serves,
+	// by the configuration key naming them; ConfigHash covers them.
+	Files map[string]string `json:"files,omitempty"`
+	// FilesDiffer are the keys of the files whose digest differs from
+	// the leader's (one only one of them has included).
+	FilesDiffer []string `json:"filesDiffer,omitempty"`
 }
 
 // AddArtifactRequest is POST /api/v1/artifacts: one replica downloads URL

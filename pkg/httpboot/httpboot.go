@@ -21,7 +21,9 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mayu-boot/mayu/pkg/artifact"
 	"github.com/mayu-boot/mayu/pkg/config"
+	"github.com/mayu-boot/mayu/pkg/digest"
 	"github.com/mayu-boot/mayu/pkg/hostile"
 	"github.com/mayu-boot/mayu/pkg/identity"
 	"github.com/mayu-boot/mayu/pkg/machine"
@@ -73,6 +75,7 @@ type Server struct {
 	render   *render.Renderer
 	files    *os.Root
 	boot     *os.Root
+	digests  digest.Set
 	cluster  config.Cluster
 	mayuURL  string
 	log      *slog.Logger
@@ -95,9 +98,14 @@ type Options struct {
 	// BootFiles is the boot-files directory (the TFTP root), served under
 	// /tftp/ for UEFI HTTP boot.
 	BootFiles *os.Root
-	Cluster   config.Cluster
-	MayuURL   string // http://<advertise address>:<http port>
-	Log       *slog.Logger
+	// Digests are the files hashed at start, by configuration key: they
+	// are served with their digest as ETag, and refused once changed on
+	// disk. The image's digest is rendered into the first stage and kept
+	// in the machine's record with the kernel's and initrd's.
+	Digests digest.Set
+	Cluster config.Cluster
+	MayuURL string // http://<advertise address>:<http port>
+	Log     *slog.Logger
 	// Registerer is where the HTTP request metrics go (nil: nowhere);
 	// install outcomes are counted by the Registry.
 	Registerer prometheus.Registerer
@@ -113,8 +121,8 @@ func New(o Options) *Server {
 	if o.Installs == nil {
 		o.Installs = noCount{}
 	}
-	return &Server{reg: o.Machines, installs: o.Installs, render: o.Renderer, files: o.Files, boot: o.BootFiles, cluster: o.Cluster,
-		mayuURL: o.MayuURL, log: o.Log, now: time.Now, registerer: o.Registerer, metrics: newMetrics(o.Registerer),
+	return &Server{reg: o.Machines, installs: o.Installs, render: o.Renderer, files: o.Files, boot: o.BootFiles, digests: o.Digests,
+		cluster: o.Cluster, mayuURL: o.MayuURL, log: o.Log, now: time.Now, registerer: o.Registerer, metrics: newMetrics(o.Registerer, o.Digests),
 		artifacts: o.Artifacts, replica: o.Replica, artifactMetrics: newArtifactMetrics(o.Registerer)}
 }
 
@@ -170,7 +178,12 @@ func (s *Server) bootFile(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	serveFrom(w, r, s.boot, s.log, "node.boot_files_dir", name)
+	key := "node.boot_files_dir"
+	d, hashed := s.digests.Named(name, "cluster.boot.bios", "cluster.boot.efi64", "cluster.boot.efi32", "cluster.boot.arm64")
+	if hashed {
+		key = d.Key
+	}
+	s.serveFrom(w, r, s.boot, key, name, d, hashed)
 }
 
 func (s *Server) file(key, name string) http.HandlerFunc {
@@ -360,7 +373,40 @@ func (s *Server) context(ctx context.Context, m *machine.Machine) (render.Contex
 	if err != nil {
 		return render.Context{}, err
 	}
-	return s.render.Context(m, keys.Make(subject(m)), s.mayuURL), nil
+	c := s.render.Context(m, keys.Make(subject(m)), s.mayuURL)
+	c.Image.SHA256, c.Image.Size = s.digestOf(m.Profile, machine.ArtifactImage)
+	return c, nil
+}
+
+// digestOf is the SHA-256 and size of what this replica installs role
+// (kernel, initrd, image) with on machines of profile: the artifact's from
+// the catalogue, else the local file's as hashed at start; "" when the
+// artifact is not ready yet.
+func (s *Server) digestOf(profile, role string) (string, int64) {
+	if name, ok := config.ArtifactName(s.cluster.Source(profile, role)); ok {
+		if s.artifacts != nil {
+			if rec, ok := s.artifacts.Lookup(name); ok && rec.Status == artifact.Ready {
+				return rec.SHA256, rec.Size
+			}
+		}
+		return "", 0
+	}
+	if d, ok := s.digests["cluster.install."+role]; ok {
+		return d.SHA256, d.Size
+	}
+	return "", 0
+}
+
+// installArtifacts are the digests of what this replica installs a
+// machine of profile with, by role (machine.Artifacts).
+func (s *Server) installArtifacts(profile string) map[string]string {
+	out := map[string]string{}
+	for _, role := range []string{machine.ArtifactKernel, machine.ArtifactInitrd, machine.ArtifactImage} {
+		if sum, _ := s.digestOf(profile, role); sum != "" {
+			out[role] = sum
+		}
+	}
+	return out
 }
 
 // nodeCall is a request from a machine that proved it holds its token.
@@ -436,8 +482,17 @@ func (s *Server) firstStage(c nodeCall) {
 	if !installOnly(c) {
 		return
 	}
+	artifacts := s.installArtifacts(c.machine.Profile)
+	// Without the image's digest the first stage cannot check what it
+	// writes: the machine asks again once the artifact is ready.
+	if artifacts[machine.ArtifactImage] == "" {
+		s.log.Warn("first stage held back: the image artifact is not ready", "id", c.machine.ID,
+			"image", s.cluster.Source(c.machine.Profile, machine.ArtifactImage))
+		unavailable(c.w, fmt.Sprintf("the OS image of machine %s (%s) is not ready yet", c.machine.ID, s.cluster.Source(c.machine.Profile, machine.ArtifactImage)))
+		return
+	}
 	m, ok := s.change(c, machine.Installing, func(m *machine.Machine) error {
-		return m.StartInstall(s.reg.Replica(), s.now())
+		return m.StartInstallWith(s.reg.Replica(), s.now(), artifacts)
 	})
 	if ok {
 		s.renderFor(c, m, s.render.FirstStage, "text/x-shellscript")

@@ -83,6 +83,63 @@ type Machine struct {
 	LastReplica   string    `json:"lastReplica,omitempty"`
 	History       []Event   `json:"history"`
 	Preregistered bool      `json:"preregistered,omitempty"`
+	// Artifacts are the SHA-256 (hex) of what the machine was (or is
+	// being) installed with, by role (kernel, initrd, image): set when its
+	// installer fetches the first-stage script, kept until the next
+	// install starts.
+	Artifacts map[string]string `json:"artifacts,omitempty"`
+}
+
+// Roles of Machine.Artifacts.
+const (
+	ArtifactKernel = "kernel"
+	ArtifactInitrd = "initrd"
+	ArtifactImage  = "image"
+)
+
+// MaxArtifacts bounds Machine.Artifacts: one per role, and room for a few
+// more roles.
+const MaxArtifacts = 8
+
+// SetArtifacts records the digests the machine is installed with, by
+// role, and reports whether that changed the record. Only well-formed
+// entries (a known role, 64 hex digits) are kept, at most MaxArtifacts:
+// the record stays small whatever the caller passes.
+func (m *Machine) SetArtifacts(a map[string]string) bool {
+	kept := map[string]string{}
+	for role, sum := range a {
+		if len(kept) < MaxArtifacts && isRole(role) && isHex(sum, 64) {
+			kept[role] = sum
+		}
+	}
+	if len(kept) == 0 {
+		kept = nil
+	}
+	if len(kept) == len(m.Artifacts) {
+		same := true
+		for k, v := range kept {
+			if m.Artifacts[k] != v {
+				same = false
+			}
+		}
+		if same {
+			return false
+		}
+	}
+	m.Artifacts = kept
+	return true
+}
+
+func isRole(s string) bool {
+	if s == "" || len(s) > 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' && c != '_' {
+			return false
+		}
+	}
+	return true
 }
 
 // HasBeenInstalled is true for a machine that must never be installed again
@@ -196,6 +253,26 @@ func (m *Machine) StartInstall(replica string, now time.Time) error {
 	return &TransitionError{ID: m.ID, From: m.State, To: Installing, Hint: "run `mayuctl reinstall " + m.ID + "` to install it again"}
 }
 
+// StartInstallWith is StartInstall that also records the digests the
+// machine is installed with (SetArtifacts); the history entry names the
+// image's. An installer retry (already installing) that fetched its
+// script from a replica serving other digests updates them: the record
+// keeps those the script it runs checks.
+func (m *Machine) StartInstallWith(replica string, now time.Time, artifacts map[string]string) error {
+	err := m.StartInstall(replica, now)
+	if err != nil && !errors.Is(err, ErrUnchanged) {
+		return err
+	}
+	changed := m.SetArtifacts(artifacts)
+	if img := m.Artifacts[ArtifactImage]; err == nil && img != "" {
+		m.History[len(m.History)-1].Reason += " (image sha256 " + img[:12] + ")"
+	}
+	if err != nil && changed {
+		return nil
+	}
+	return err
+}
+
 // MarkInstalled records the installer's announcement that the disk is written.
 func (m *Machine) MarkInstalled(replica string, now time.Time) error {
 	switch m.State {
@@ -299,14 +376,19 @@ func (m *Machine) Check(id string) error {
 		return fmt.Errorf("unknown state %q", m.State)
 	case !isMachineID(m.MachineID):
 		return fmt.Errorf("machineID %q is not 32 hex digits", m.MachineID)
+	case len(m.Artifacts) > MaxArtifacts:
+		return fmt.Errorf("%d artifacts, at most %d", len(m.Artifacts), MaxArtifacts)
 	}
 	return nil
 }
 
 // isMachineID reports whether s is 32 lower-case hex digits, as the
 // registry makes them. The hostname is cut from it, so nothing else passes.
-func isMachineID(s string) bool {
-	if len(s) != 32 {
+func isMachineID(s string) bool { return isHex(s, 32) }
+
+// isHex reports whether s is n lower-case hex digits.
+func isHex(s string, n int) bool {
+	if len(s) != n {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

@@ -3,6 +3,7 @@ package machine
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -407,5 +408,76 @@ func TestFailReasonStoredEscaped(t *testing.T) {
 	}
 	if !strings.HasPrefix(m.FailReason, `installer reported: \x1b[2J`) || len(m.FailReason) > MaxReason || m.History[len(m.History)-1].Reason != m.FailReason {
 		t.Fatalf("reason %q (%d bytes)", m.FailReason, len(m.FailReason))
+	}
+}
+
+// What a machine is installed with is kept bounded and well-formed, and
+// a record holding more than MaxArtifacts is refused when read.
+func TestSetArtifacts(t *testing.T) {
+	m := New("m1", time.Now(), "r")
+	m.MachineID = strings.Repeat("0", 32)
+	img := strings.Repeat("a", 64)
+	if !m.SetArtifacts(map[string]string{ArtifactImage: img, ArtifactKernel: "not hex", "Bad Role": img}) {
+		t.Fatal("nothing set")
+	}
+	if len(m.Artifacts) != 1 || m.Artifacts[ArtifactImage] != img {
+		t.Fatalf("kept %v", m.Artifacts)
+	}
+	if m.SetArtifacts(map[string]string{ArtifactImage: img}) {
+		t.Fatal("the same digests count as a change")
+	}
+	many := map[string]string{}
+	for i := 0; i < 3*MaxArtifacts; i++ {
+		many[fmt.Sprintf("role%d", i)] = img
+	}
+	m.SetArtifacts(many)
+	if len(m.Artifacts) != MaxArtifacts {
+		t.Fatalf("%d artifacts kept", len(m.Artifacts))
+	}
+	if err := m.Check("m1"); err != nil {
+		t.Fatal(err)
+	}
+	m.Artifacts["one-too-many"] = img
+	if err := m.Check("m1"); err == nil {
+		t.Fatal("a record with too many artifacts passes")
+	}
+}
+
+// The digests are recorded when the install starts, named in its history
+// entry, replaced by an installer retry that got other ones, and kept
+// across a reinstall until the next install starts.
+func TestStartInstallWith(t *testing.T) {
+	m := New("m1", time.Now(), "r")
+	a, b := map[string]string{ArtifactImage: strings.Repeat("a", 64)}, map[string]string{ArtifactImage: strings.Repeat("b", 64)}
+	if err := m.StartInstallWith("r1", time.Now(), a); err != nil {
+		t.Fatal(err)
+	}
+	if last := m.History[len(m.History)-1]; last.State != Installing || last.Reason != "installer started (image sha256 aaaaaaaaaaaa)" {
+		t.Fatalf("history %+v", last)
+	}
+	if err := m.StartInstallWith("r2", time.Now(), a); !errors.Is(err, ErrUnchanged) {
+		t.Fatalf("a retry with the same digests: %v", err)
+	}
+	if err := m.StartInstallWith("r2", time.Now(), b); err != nil || m.Artifacts[ArtifactImage] != b[ArtifactImage] || len(m.History) != 2 {
+		t.Fatalf("a retry with other digests: %v, %v, %d history entries", err, m.Artifacts, len(m.History))
+	}
+	must := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(m.MarkInstalled("r", time.Now()))
+	must(m.Reinstall("r", time.Now()))
+	if m.Artifacts[ArtifactImage] != b[ArtifactImage] {
+		t.Fatal("a reinstall forgot what the disk holds")
+	}
+	if err := m.StartInstallWith("r", time.Now(), b); err == nil {
+		must(m.MarkInstalled("r", time.Now()))
+	} else {
+		t.Fatal(err)
+	}
+	var tr *TransitionError
+	if err := m.StartInstallWith("r", time.Now(), a); !errors.As(err, &tr) || m.Artifacts[ArtifactImage] != b[ArtifactImage] {
+		t.Fatalf("an installed machine: %v, %v", err, m.Artifacts)
 	}
 }

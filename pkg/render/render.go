@@ -31,8 +31,17 @@ type Context struct {
 	MayuURL string
 	URLs    URLs
 	Install Install
+	// Image is the OS image the machine is installed with: the first
+	// stage checks what it wrote against its digest.
+	Image   Image
 	Network Network
 	Vars    map[string]string
+}
+
+// Image identifies the OS image served at URLs.Image.
+type Image struct {
+	SHA256 string // lower-case hex; empty when unknown (a test render)
+	Size   int64  // bytes; 0 when unknown
 }
 
 // URLs a node calls, each carrying its token where one is needed.

@@ -43,6 +43,7 @@ func TestShippedTemplates(t *testing.T) {
 	m.InternalAddr = "10.0.3.31"
 	m.Metadata["rule-core"] = "true"
 	c := r.Context(m, "tok123", "http://10.0.3.250:4081")
+	c.Image = Image{SHA256: strings.Repeat("ab", 32), Size: 42}
 	fs, err := r.FirstStage(c)
 	if err != nil {
 		t.Fatal(err)
@@ -51,6 +52,7 @@ func TestShippedTemplates(t *testing.T) {
 		"DISK='/dev/sda'",
 		"'http://10.0.3.250:4081/machines/sample-serial/installed?token=tok123'",
 		"'http://10.0.3.250:4081/boot/image'",
+		"IMAGE_SHA256='" + strings.Repeat("ab", 32) + "'",
 	} {
 		if !strings.Contains(string(fs), want) {
 			t.Errorf("first stage lacks %s", want)

@@ -6,6 +6,11 @@
 // not campaign and says so in its log and /readyz: replicas that disagree
 // on pools or profiles must never take turns answering.
 //
+// The hash covers the SHA-256 of every local file the configuration names
+// and the replica serves (installer files, templates, iPXE binaries), so
+// that replicas given different files by hand disagree like replicas
+// given different configurations; Files says which file differs.
+//
 // A rolling change: update the followers (they stop campaigning, since
 // they now disagree with the leader), then restart the leader; its
 // resignation removes the published hash and an updated follower wins.
@@ -13,10 +18,13 @@ package replica
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -29,20 +37,25 @@ import (
 
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/election"
+	"github.com/mayu-boot/mayu/pkg/hostile"
 	"github.com/mayu-boot/mayu/pkg/state"
 )
 
 // Info is what a replica announces.
 type Info struct {
-	Name       string    `json:"name"`
-	Version    string    `json:"version"`
-	ConfigHash string    `json:"configHash"`
-	Advertise  string    `json:"advertise"`
-	HTTP       string    `json:"http"`
-	Admin      string    `json:"admin"`
-	Metrics    string    `json:"metrics"`
-	DHCP       bool      `json:"dhcp"` // takes part in the election
-	Started    time.Time `json:"started"`
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	// ConfigHash covers the cluster configuration and Files (ConfigHash).
+	ConfigHash string `json:"configHash"`
+	// Files are the SHA-256 (hex) of the local files the replica serves,
+	// by the configuration key that names them (cluster.install.image).
+	Files     map[string]string `json:"files,omitempty"`
+	Advertise string            `json:"advertise"`
+	HTTP      string            `json:"http"`
+	Admin     string            `json:"admin"`
+	Metrics   string            `json:"metrics"`
+	DHCP      bool              `json:"dhcp"` // takes part in the election
+	Started   time.Time         `json:"started"`
 	// Schema is the etcd schema version the replica reads and writes
 	// (registry.SchemaVersion); replicas before version 2 announce none.
 	Schema int `json:"schema,omitempty"`
@@ -57,6 +70,33 @@ type Published struct {
 	Replica string         `json:"replica"`
 	Term    int64          `json:"term"`
 	Cluster config.Cluster `json:"cluster"` // secrets redacted
+	// Files are the leader's file digests (Info.Files): what tells a
+	// follower which of its files differ.
+	Files map[string]string `json:"files,omitempty"`
+}
+
+// ConfigHash is what replicas compare: the hex SHA-256 of the cluster
+// configuration's hash and of the digest of each file, in key order.
+// Without files it is the configuration's hash itself.
+func ConfigHash(clusterHash string, files map[string]string) string {
+	if len(files) == 0 {
+		return clusterHash
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "cluster %s\n", clusterHash)
+	for _, k := range sortedKeys(files) {
+		fmt.Fprintf(h, "file %s %s\n", k, files[k])
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // announceTTL is how long a dead replica stays listed (seconds).
@@ -85,11 +125,16 @@ type Replica struct {
 // nowhere).
 func New(cli *clientv3.Client, cfg *config.Config, info Info, log *slog.Logger, reg prometheus.Registerer) *Replica {
 	info.Name = cfg.Node.Name
-	info.ConfigHash = cfg.ClusterHash()
+	info.ConfigHash = ConfigHash(cfg.ClusterHash(), info.Files)
 	m := newMetrics(reg)
 	m.configInfo.WithLabelValues(info.ConfigHash).Set(1)
-	return &Replica{cli: cli, keys: state.Keys{Prefix: cfg.Node.Etcd.Prefix}, info: info, cfg: cfg, log: log, metrics: m, changed: make(chan struct{})}
+	r := &Replica{cli: cli, keys: state.Keys{Prefix: cfg.Node.Etcd.Prefix}, info: info, cfg: cfg, log: log, metrics: m, changed: make(chan struct{})}
+	r.setFileMetricsLocked()
+	return r
 }
+
+// Self is what this replica announces.
+func (r *Replica) Self() Info { return r.info }
 
 // Run announces the replica and follows <prefix>config until ctx ends.
 func (r *Replica) Run(ctx context.Context) {
@@ -188,11 +233,12 @@ func (r *Replica) setPublished(value []byte, watching bool) {
 	} else {
 		r.metrics.configMatchesLeader.WithLabelValues().Set(0)
 	}
+	r.setFileMetricsLocked()
 	close(r.changed)
 	r.changed = make(chan struct{})
 	r.mu.Unlock()
 	if now != "" && now != was {
-		r.log.Error("CONFIG MISMATCH: this replica's cluster configuration differs from the DHCP leader's; it will not campaign until they agree",
+		r.log.Error("CONFIG MISMATCH: this replica's cluster configuration or the files it serves differ from the DHCP leader's; it will not campaign until they agree",
 			"replica", r.info.Name, "detail", now)
 	} else if now == "" && was != "" {
 		r.log.Info("cluster configuration agrees with the leader's again", "replica", r.info.Name, "hash", short(r.info.ConfigHash))
@@ -204,7 +250,95 @@ func (r *Replica) mismatchLocked() string {
 	if p == nil || p.Hash == r.info.ConfigHash {
 		return ""
 	}
-	return fmt.Sprintf("own hash %s, leader %s publishes %s", short(r.info.ConfigHash), p.Replica, short(p.Hash))
+	msg := fmt.Sprintf("own hash %s, leader %s publishes %s", short(r.info.ConfigHash), hostile.Clip(p.Replica, 64), short(p.Hash))
+	if p.Files == nil && p.Hash != "unreadable" {
+		return msg + " (the leader announces no file digests: an older mayu?)"
+	}
+	if diff := r.filesDifferLocked(); len(diff) > 0 {
+		return msg + "; files differ: " + strings.Join(diff, "; ")
+	}
+	return msg + "; the files agree, the cluster: sections differ"
+}
+
+// maxFileLabels bounds the file label values taken from what the leader
+// publishes.
+const maxFileLabels = 16
+
+// filesDifferLocked says which files differ from the leader's, with the
+// first 12 hex digits of both digests; nil if they agree or the leader
+// publishes none.
+func (r *Replica) filesDifferLocked() []string {
+	p := r.published
+	if p == nil || p.Files == nil {
+		return nil
+	}
+	var out []string
+	for _, k := range r.fileKeysLocked() {
+		own, theirs := r.info.Files[k], p.Files[k]
+		if own != theirs {
+			out = append(out, fmt.Sprintf("%s: own %s, leader's %s", k, digestOrAbsent(own), digestOrAbsent(theirs)))
+		}
+	}
+	return out
+}
+
+// fileKeysLocked are the keys of this replica's files and of the
+// leader's (bounded, and only cluster.* keys of it), sorted.
+func (r *Replica) fileKeysLocked() []string {
+	keys := map[string]string{}
+	for k := range r.info.Files {
+		keys[k] = ""
+	}
+	if p := r.published; p != nil {
+		for k := range p.Files {
+			if len(keys) >= maxFileLabels {
+				break
+			}
+			if fileKey.MatchString(k) {
+				keys[k] = ""
+			}
+		}
+	}
+	return sortedKeys(keys)
+}
+
+// setFileMetricsLocked sets mayu_config_file_matches_leader for every
+// file key: 1 unless the leader publishes another digest for it.
+func (r *Replica) setFileMetricsLocked() {
+	r.metrics.fileMatchesLeader.Reset()
+	p := r.published
+	for _, k := range r.fileKeysLocked() {
+		v := 1.0
+		if p != nil && p.Files != nil && p.Files[k] != r.info.Files[k] {
+			v = 0
+		}
+		r.metrics.fileMatchesLeader.WithLabelValues(k).Set(v)
+	}
+}
+
+// fileKey is what a file key the leader publishes must look like to be
+// a label value or named in a message.
+var fileKey = regexp.MustCompile(`^cluster\.[a-z0-9_.]{1,56}$`)
+
+var hexDigest = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+func digestOrAbsent(d string) string {
+	switch {
+	case d == "":
+		return "absent"
+	case !hexDigest.MatchString(d):
+		return "malformed"
+	}
+	return short(d)
+}
+
+// FilesDiffer names the files whose digests differ from the leader's,
+// each with the first 12 hex digits of both; nil if none (or no leader
+// publishes).
+func (r *Replica) FilesDiffer() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.filesDifferLocked()
 }
 
 // Mismatch says why this replica's configuration disagrees with the
@@ -226,7 +360,7 @@ func (r *Replica) Eligible() (bool, <-chan struct{}) {
 // Publish writes this leader's configuration under its term, on the
 // election session's lease: it disappears when the leadership ends.
 func (r *Replica) Publish(ctx context.Context, f election.Fence) error {
-	data, err := json.Marshal(Published{Hash: r.info.ConfigHash, Replica: r.info.Name, Term: f.Rev, Cluster: r.cfg.Redacted()})
+	data, err := json.Marshal(Published{Hash: r.info.ConfigHash, Replica: r.info.Name, Term: f.Rev, Cluster: r.cfg.Redacted(), Files: r.info.Files})
 	if err != nil {
 		return err
 	}

@@ -89,9 +89,24 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 	if s.files, err = os.OpenRoot(cfg.Node.FilesDir); err != nil {
 		return nil, fmt.Errorf("node.files_dir: %w", err)
 	}
-	if err := checkFiles(s.files, cfg.Cluster.Install); err != nil {
+	// The boot files are needed with TFTP on; without it they are served
+	// over HTTP (UEFI HTTP boot) only if the directory exists.
+	if s.bootFiles, err = os.OpenRoot(cfg.Node.BootFilesDir); err != nil && cfg.Node.Ports.TFTP > 0 {
+		return nil, fmt.Errorf("node.boot_files_dir: %w (copy undionly.kpxe and ipxe.efi there, or set node.ports.tftp: 0)", err)
+	}
+	// Every file served is hashed before anything is served: the digests
+	// are announced (replicas given different files disagree), sent as
+	// ETags and rendered into the first stage.
+	hashStart := time.Now()
+	served, err := hashFiles(s.files, s.bootFiles, cfg.Cluster)
+	if err != nil {
 		return nil, fmt.Errorf("%w (files are relative to node.files_dir %s)", err, cfg.Node.FilesDir)
 	}
+	var hashed int64
+	for _, f := range served {
+		hashed += f.Size
+	}
+	log.Info("files to serve hashed", "files", len(served), "bytes", hashed, "took", time.Since(hashStart).Round(time.Millisecond))
 	rend, err := render.New(s.files.FS(), cfg.Cluster)
 	if err != nil {
 		return nil, fmt.Errorf("%w (files are relative to node.files_dir %s)", err, cfg.Node.FilesDir)
@@ -124,16 +139,11 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 	}
 
 	mayuURL := "http://" + net.JoinHostPort(cfg.Node.AdvertiseAddress.String(), strconv.Itoa(cfg.Node.Ports.HTTP))
-	// The boot files are needed with TFTP on; without it they are served
-	// over HTTP (UEFI HTTP boot) only if the directory exists.
-	if s.bootFiles, err = os.OpenRoot(cfg.Node.BootFilesDir); err != nil && cfg.Node.Ports.TFTP > 0 {
-		return nil, fmt.Errorf("node.boot_files_dir: %w (copy undionly.kpxe and ipxe.efi there, or set node.ports.tftp: 0)", err)
-	}
 	if err := s.openArtifacts(); err != nil {
 		return nil, err
 	}
 	boot := httpboot.New(httpboot.Options{
-		Machines: s.registry, Installs: s.registry, Renderer: rend, Files: s.files, BootFiles: s.bootFiles,
+		Machines: s.registry, Installs: s.registry, Renderer: rend, Files: s.files, BootFiles: s.bootFiles, Digests: served,
 		Cluster: cfg.Cluster, MayuURL: mayuURL, Log: log, Registerer: s.metrics,
 		Artifacts: s.artifacts, Replica: cfg.Node.Name,
 	})
@@ -154,7 +164,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 	s.replica = replica.New(s.conn.Client, cfg, replica.Info{
 		Version: version, Advertise: mayuURL, HTTP: at(cfg.Node.ListenAddress, cfg.Node.Ports.HTTP),
 		Admin: at(cfg.Node.AdminListenAddress, cfg.Node.Ports.Admin), Metrics: at(cfg.Node.MetricsListenAddress, cfg.Node.Ports.Metrics),
-		DHCP: cfg.Node.Ports.DHCP > 0, Started: time.Now().UTC(), Schema: registry.SchemaVersion,
+		DHCP: cfg.Node.Ports.DHCP > 0, Started: time.Now().UTC(), Schema: registry.SchemaVersion, Files: served.Digests(),
 	}, log, s.metrics)
 	s.background(func() { s.replica.Run(runCtx) })
 	s.background(func() { s.artifacts.Run(runCtx) })
@@ -210,7 +220,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 	}
 	warnDescriptors(log, cfg)
 	log.Info("mayu started", "replica", cfg.Node.Name, "advertise", mayuURL, "http", s.Addrs["http"],
-		"admin", s.Addrs["admin"], "metrics", s.Addrs["metrics"], "config_hash", cfg.ClusterHash()[:12])
+		"admin", s.Addrs["admin"], "metrics", s.Addrs["metrics"],
+		"config_hash", s.replica.Self().ConfigHash[:12], "cluster_hash", cfg.ClusterHash()[:12], "image_sha256", served["cluster.install.image"].SHA256)
 	return s, nil
 }
 
@@ -343,7 +354,7 @@ func warnDescriptors(log *slog.Logger, cfg *config.Config) {
 }
 
 // readyz is ready when etcd answers and this replica's configuration
-// agrees with the leader's; its listeners are up once Start returned.
+// and files agree with the leader's; its listeners are up once Start returned.
 // keepalived moves the virtual address away from a replica that is not.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
@@ -465,28 +476,6 @@ func (s *Server) Close() {
 	if s.files != nil {
 		s.files.Close()
 	}
-}
-
-// checkFiles fails start-up on a missing installer file: a typo in the
-// config should stop mayu now, not every machine later.
-func checkFiles(root *os.Root, in config.Install) error {
-	for _, f := range []struct{ key, name string }{
-		{"cluster.install.kernel", in.Kernel},
-		{"cluster.install.initrd", in.Initrd},
-		{"cluster.install.image", in.Image},
-	} {
-		if _, ok := config.ArtifactName(f.name); ok {
-			continue // in the catalogue, checked when served
-		}
-		st, err := root.Stat(f.name)
-		if err != nil {
-			return fmt.Errorf("%s: %w", f.key, err)
-		}
-		if !st.Mode().IsRegular() {
-			return fmt.Errorf("%s: %s is not a regular file", f.key, f.name)
-		}
-	}
-	return nil
 }
 
 // refuseOlderReplicas stops a start while a replica of an older etcd
