@@ -395,3 +395,37 @@ func TestVMThreeReplicasLeaderKilledDuringInstall(t *testing.T) {
 	}
 	t.Logf("history: %s; running after %s", strings.Join(history, ", "), time.Since(start).Round(100*time.Millisecond))
 }
+
+// The OS image is an artifact, uploaded to a replica that does not lead
+// DHCP and copied from there to the others: the machine installs from the
+// leader, which got the image from a peer, and its record keeps the
+// image's digest. The configuration names it, so it cannot be removed.
+func TestVMInstallsArtifactFromPeer(t *testing.T) {
+	b := requireVM(t, vmlab.BIOS)
+	c := newClusterWith(t, replicaOptions{files: b.Dir, kernelArgs: vmlab.KernelArgs, image: "artifact:os-vm"})
+	l := c.leader(30 * time.Second)
+	up := (l + 1) % 3
+	image := filepath.Join(b.Dir, "images", "os.img")
+	if out, err := c.mayuctl(up, "artifact", "add", "os-vm", "--file", image); err != nil {
+		t.Fatalf("mayuctl artifact add --file on r%d: %v\n%s", up+1, err, out)
+	}
+	a := c.waitArtifact(l, "os-vm", time.Minute, "held by every replica", heldBy("r1", "r2", "r3"))
+	t.Logf("os-vm uploaded to r%d, held by %s; r%d leads DHCP", up+1, holderNames(a), l+1)
+	if out, err := c.mayuctl(l, "artifact", "rm", "os-vm"); err == nil || !strings.Contains(out, "cluster.install.image") {
+		t.Errorf("removing the configured image: %v\n%s", err, out)
+	}
+
+	v := bootVM(t, c.seg, vmlab.BIOS, false, "VM-ART-0001", "52:54:00:00:05:07")
+	v.install(90 * time.Second)
+	m := waitState(t, c.seg.TLab, c.nodes[l], endpoints, v.id, machine.Installed, 30*time.Second)
+	if m.LastReplica != fmt.Sprintf("r%d", l+1) {
+		t.Logf("installed recorded by %s (the leader is r%d)", m.LastReplica, l+1)
+	}
+	if got := m.Artifacts["image"]; !strings.Contains(got, a.SHA256) {
+		t.Errorf("the machine's record keeps image %q, want the artifact's digest %s", got, a.SHA256)
+	}
+	// The leader served the image from its own cache, copied from a peer.
+	if log := c.replicas[l].log.String(); strings.Contains(log, "machine sent to a peer") {
+		t.Errorf("the leader sent the machine elsewhere instead of serving the image it holds:\n%s", tail(log, 20))
+	}
+}

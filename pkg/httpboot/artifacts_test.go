@@ -17,6 +17,7 @@ import (
 	"github.com/mayu-boot/mayu/pkg/artifact"
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/httpboot"
+	"github.com/mayu-boot/mayu/pkg/render"
 )
 
 // catalogue is a unit-test stand-in for artifact.Manager: records, the
@@ -182,9 +183,20 @@ func TestProfileOwnArtifacts(t *testing.T) {
 	if !strings.Contains(second, l.srv.URL+"/boot/kernel ") {
 		t.Errorf("default's installer script:\n%s", second)
 	}
+	// Its first stage waits until the image artifact is ready (this lab
+	// has no catalogue): never a script that cannot check the image.
 	fs, _ := installerURLs(t, first)
-	stage := l.expect("GET", fs, 200)
-	if !strings.Contains(stage, "/boot/artifacts/core-image") {
-		t.Errorf("core's first stage does not fetch its own image:\n%s", stage)
+	code, body, hdr := l.do("GET", fs)
+	if code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" || !strings.Contains(body, "artifact:core-image") {
+		t.Errorf("core's first stage without the image artifact: %d %q", code, body)
+	}
+	// Where the first stage fetches the image from: the profile's own.
+	c := config.Cluster{Install: config.Install{Image: "images/os.img"},
+		Profiles: []config.Profile{{Name: "core", Install: config.ProfileInstall{Image: "artifact:core-image"}}}}
+	if got := render.BootURL("http://m", c, "core", "image"); got != "http://m/boot/artifacts/core-image" {
+		t.Errorf("core's image URL: %s", got)
+	}
+	if got := render.BootURL("http://m", c, "default", "image"); got != "http://m/boot/image" {
+		t.Errorf("default's image URL: %s", got)
 	}
 }

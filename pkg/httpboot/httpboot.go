@@ -485,7 +485,7 @@ func (s *Server) firstStage(c nodeCall) {
 	artifacts := s.installArtifacts(c.machine.Profile)
 	// Without the image's digest the first stage cannot check what it
 	// writes: the machine asks again once the artifact is ready.
-	if artifacts[machine.ArtifactImage] == "" {
+	if _, isArtifact := config.ArtifactName(s.cluster.Source(c.machine.Profile, machine.ArtifactImage)); isArtifact && artifacts[machine.ArtifactImage] == "" {
 		s.log.Warn("first stage held back: the image artifact is not ready", "id", c.machine.ID,
 			"image", s.cluster.Source(c.machine.Profile, machine.ArtifactImage))
 		unavailable(c.w, fmt.Sprintf("the OS image of machine %s (%s) is not ready yet", c.machine.ID, s.cluster.Source(c.machine.Profile, machine.ArtifactImage)))
