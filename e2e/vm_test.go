@@ -403,6 +403,9 @@ func TestVMThreeReplicasLeaderKilledDuringInstall(t *testing.T) {
 func TestVMInstallsArtifactFromPeer(t *testing.T) {
 	b := requireVM(t, vmlab.BIOS)
 	c := newClusterWith(t, replicaOptions{files: b.Dir, kernelArgs: vmlab.KernelArgs, image: "artifact:os-vm"})
+	ra := c.seg.AddHost("ra")
+	startRA(t, c.seg.TLab, ra, "eth0")
+	c.seg.AddTap("tap0")
 	l := c.leader(30 * time.Second)
 	up := (l + 1) % 3
 	image := filepath.Join(b.Dir, "images", "os.img")
