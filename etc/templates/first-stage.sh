@@ -8,10 +8,18 @@
 # It needs only a POSIX sh and either curl or wget (busybox's will do),
 # sha256sum, mkfifo, tee, cut, mount, sync and reboot; partprobe or
 # blockdev where the installer has them. It computes the SHA-256 of the OS
-# image as it writes it and reports `failed` when it is not the digest
-# mayu rendered in (IMAGE_SHA256): a corrupt image is never announced. Template variables it reads (cluster.template_vars):
+# image as it writes it, tries the next replica when it is not the digest
+# mayu rendered in (IMAGE_SHA256), and reports `failed` when no replica
+# gives the right bytes: a corrupt image is never announced.
+#
+# Template variables it reads (cluster.template_vars):
 #   config_partition  the partition that receives mayu/final-config.yaml
 #                     (default: the install disk's first partition)
+#   image_decompress  bzip2, gzip or xz: the image is served compressed
+#                     (Flatcar publishes flatcar_production_image.bin.bz2)
+#                     and is decompressed onto the disk; the digest checked
+#                     is the compressed file's, as the catalogue has it.
+#                     Default: none, the image is written as served.
 #   mayu_urls         the base URLs of all replicas, space-separated, e.g.
 #                     "http://10.0.3.2:4081 http://10.0.3.3:4081"; after a
 #                     failed call this and every later call go to the next
@@ -27,6 +35,8 @@ ID={{shell .Machine.ID}}
 IMAGE_SHA256={{shell .Image.SHA256}}
 # The partition of the installed disk that receives the final config.
 CONFIG_PART={{with index .Vars "config_partition"}}{{shell .}}{{else}}"${DISK}1"{{end}}
+# How the image is unpacked onto the disk (image_decompress).
+UNPACK={{with index .Vars "image_decompress"}}{{shell .}}{{else}}""{{end}}
 # Where to go when the replica that rendered this script fails.
 MAYU_URLS={{with index .Vars "mayu_urls"}}{{shell .}}{{else}}"$MAYU"{{end}}
 
@@ -87,7 +97,9 @@ wget --help 2>&1 | grep -q -e '-T SEC' -e '-T,' && WGET_T="-T 30"
 # waiting for TCP to give up.
 fetch() {
 	if command -v curl >/dev/null 2>&1; then
-		curl -fsS --connect-timeout 10 --speed-limit 1 --speed-time 30 -o "$2" "$1"
+		# -L: a replica that lacks an artifact sends the machine to a peer
+		# that holds it (307).
+		curl -fsSL --max-redirs 3 --connect-timeout 10 --speed-limit 1 --speed-time 30 -o "$2" "$1"
 	else
 		# shellcheck disable=SC2086 # WGET_T is empty or two words
 		wget -q $WGET_T -O "$2" "$1"
@@ -105,26 +117,50 @@ post() {
 }
 
 # write_image URL: one attempt at streaming the image to $DISK, its
-# SHA-256 computed on the way (into $IMAGE_SUM). The bytes go through a
-# fifo: the download writes into it, tee copies them to the disk and on
-# to sha256sum. tee's own status is kept, since a pipeline's is its last
-# command's: a disk that refused a write must fail the attempt.
+# SHA-256 computed on the way. The bytes go through a fifo: tee copies
+# them to sha256sum (reading the fifo) and on to the disk, unpacked there
+# when image_decompress says so. Each stage records its own status, since
+# a pipeline's is its last command's: a disk that refused a write, or a
+# download cut short, fails the attempt; so do bytes of another digest
+# (a replica's copy gone bad), and the next attempt goes to the next
+# replica. $IMAGE_ERR says why the last attempt failed.
 IMAGE_FIFO=/tmp/mayu-image.fifo
 IMAGE_SUM=/tmp/mayu-image.sha256
+IMAGE_RC=/tmp/mayu-image.rc
+IMAGE_ERR=/tmp/mayu-image.err
+MISMATCHES=0
 write_image() {
-	rm -f "$IMAGE_FIFO" "$IMAGE_SUM" "$IMAGE_SUM.tee"
+	rm -f "$IMAGE_FIFO" "$IMAGE_SUM" "$IMAGE_RC"
 	mkfifo "$IMAGE_FIFO" || return 1
+	sha256sum <"$IMAGE_FIFO" >"$IMAGE_SUM" &
 	{
-		tee "$DISK" <"$IMAGE_FIFO"
-		echo $? >"$IMAGE_SUM.tee"
-	} | sha256sum >"$IMAGE_SUM" &
-	# The shell opens the fifo before fetch runs: the reader above always
-	# sees an end, also when fetch fails before it writes a byte.
-	fetch "$1" - >"$IMAGE_FIFO"
-	rc=$?
+		fetch "$1" -
+		echo "download $?" >>"$IMAGE_RC"
+	} | {
+		tee "$IMAGE_FIFO"
+		echo "tee $?" >>"$IMAGE_RC"
+	} | {
+		# shellcheck disable=SC2086 # UNPACK_CMD is one to three words
+		$UNPACK_CMD >"$DISK"
+		echo "write $?" >>"$IMAGE_RC"
+	}
 	wait
 	rm -f "$IMAGE_FIFO"
-	[ "$rc" -eq 0 ] && [ "$(cat "$IMAGE_SUM.tee" 2>/dev/null)" = 0 ]
+	bad=$(grep -v ' 0$' "$IMAGE_RC" 2>/dev/null)
+	if [ -n "$bad" ] || [ "$(wc -l <"$IMAGE_RC")" -ne 3 ]; then
+		echo "cannot write the OS image to $DISK ($(echo $bad))" >"$IMAGE_ERR"
+		return 1
+	fi
+	got=$(cut -d ' ' -f 1 "$IMAGE_SUM")
+	if [ "$got" != "$IMAGE_SHA256" ]; then
+		echo "image sha256 mismatch: got $got want $IMAGE_SHA256" >"$IMAGE_ERR"
+		log "$(cat "$IMAGE_ERR")"
+		# Other bytes are no passing failure: each replica gets one try.
+		MISMATCHES=$((MISMATCHES + 1))
+		[ "$MISMATCHES" -lt "$NURLS" ] || fail "$(cat "$IMAGE_ERR")"
+		return 1
+	fi
+	return 0
 }
 
 fail() {
@@ -138,12 +174,18 @@ retry fetch "$MAYU/boot.ipxe" /dev/null || fail "mayu unreachable at $MAYU"
 
 [ -n "$IMAGE_SHA256" ] || fail "mayu rendered no image digest to check the image against"
 command -v sha256sum >/dev/null 2>&1 || fail "the installer has no sha256sum to check the image with"
+[ -e "$DISK" ] || fail "the install disk $DISK does not exist"
+case "$UNPACK" in
+"") UNPACK_CMD=cat ;;
+bzip2 | gzip | xz) UNPACK_CMD="$UNPACK -dc" ;;
+*) fail "template variable image_decompress is $UNPACK: give bzip2, gzip or xz" ;;
+esac
+command -v "${UNPACK_CMD%% *}" >/dev/null 2>&1 || fail "the installer has no ${UNPACK_CMD%% *} to unpack the image with"
 log "writing the OS image to $DISK (sha256 $IMAGE_SHA256)"
-retry write_image {{shell .URLs.Image}} || fail "cannot write the OS image to $DISK"
+echo "no attempt made" >"$IMAGE_ERR"
+retry write_image {{shell .URLs.Image}} || fail "$(cat "$IMAGE_ERR")"
 sync
-got=$(cut -d ' ' -f 1 "$IMAGE_SUM")
-[ "$got" = "$IMAGE_SHA256" ] || fail "image sha256 mismatch: got $got want $IMAGE_SHA256"
-log "the image on $DISK has sha256 $got, as it should"
+log "the image on $DISK has sha256 $IMAGE_SHA256, as it should"
 
 log "fetching the final config"
 retry fetch {{shell .URLs.FinalConfig}} /tmp/mayu-final-config || fail "cannot fetch the final config"

@@ -29,11 +29,13 @@ type installerRun struct {
 // runFirstStage renders the shipped first-stage script with the image
 // digest want, and runs it under busybox sh (with busybox's wget, or
 // curl) against an HTTP server that serves image, a plain file standing
-// for the disk. truncateFirst cuts the first image download in half.
+// for the disk. first says what happens to the first image download:
+// "cut" (in half: the replica died), "redirect" (307 to a peer's copy, as
+// a replica that lacks an artifact answers), or "" (nothing).
 // Only what a test cannot do is replaced: mount, umount, partprobe,
 // blockdev and reboot are stubs, and the script's /tmp and /mnt paths
 // point into the test's directory.
-func runFirstStage(t *testing.T, image []byte, want string, useCurl, truncateFirst bool) installerRun {
+func runFirstStage(t *testing.T, image []byte, want string, useCurl bool, first string) installerRun {
 	t.Helper()
 	busybox, err := exec.LookPath("busybox")
 	if err != nil {
@@ -46,11 +48,16 @@ func runFirstStage(t *testing.T, image []byte, want string, useCurl, truncateFir
 		switch {
 		case r.URL.Path == "/boot.ipxe":
 			io.WriteString(w, "#!ipxe\n")
-		case r.URL.Path == "/boot/image":
+		case r.URL.Path == "/boot/image", r.URL.Path == "/peer/boot/image":
 			mu.Lock()
 			imageGets++
-			cut := truncateFirst && imageGets == 1
+			cut := first == "cut" && imageGets == 1
+			redirect := first == "redirect" && imageGets == 1
 			mu.Unlock()
+			if redirect {
+				http.Redirect(w, r, "/peer/boot/image", http.StatusTemporaryRedirect)
+				return
+			}
 			w.Header().Set("Content-Length", strconv.Itoa(len(image)))
 			if cut {
 				w.Write(image[:len(image)/2])
@@ -175,18 +182,21 @@ func TestFirstStageChecksTheImage(t *testing.T) {
 	corrupt := bytes.Clone(image)
 	corrupt[len(corrupt)/3] ^= 1
 	for _, tc := range []struct {
-		name          string
-		served        []byte
-		curl, cutOnce bool
+		name   string
+		served []byte
+		curl   bool
+		first  string
 	}{
-		{"right image, wget", image, false, false},
-		{"right image, curl", image, true, false},
-		{"corrupt image, wget", corrupt, false, false},
-		{"corrupt image, curl", corrupt, true, false},
-		{"first download cut, wget", image, false, true},
+		{"right image, wget", image, false, ""},
+		{"right image, curl", image, true, ""},
+		{"corrupt image, wget", corrupt, false, ""},
+		{"corrupt image, curl", corrupt, true, ""},
+		{"first download cut, wget", image, false, "cut"},
+		{"sent to a peer, curl", image, true, "redirect"},
+		{"sent to a peer, wget", image, false, "redirect"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			run := runFirstStage(t, tc.served, sum(image), tc.curl, tc.cutOnce)
+			run := runFirstStage(t, tc.served, sum(image), tc.curl, tc.first)
 			if !bytes.Equal(run.disk, tc.served) {
 				t.Errorf("the disk holds %d bytes, want the %d served", len(run.disk), len(tc.served))
 			}
