@@ -44,8 +44,8 @@ With --url, one replica (the one that takes the claim in etcd) downloads
 it, resuming after a broken connection, and verifies it: against --sha256,
 or against the SHA-512 in the clearsigned digests file --digests (Flatcar's
 <file>.DIGESTS.asc), or against the detached signature --sig (<file>.sig);
-the signatures must come from a key in --keyring (armored or binary public
-keys). Then every other replica copies it from a replica that holds it;
+the signatures must come from a key in --keyring (armored public keys,
+as "gpg --export --armor" writes them). Then every other replica copies it from a replica that holds it;
 upstream is asked again only if the downloader dies. The command returns
 once the artifact is in the catalogue: follow it with "mayuctl artifact
 list".
@@ -84,6 +84,11 @@ A wrong digest or a bad signature is refused and nothing is stored.`,
 				if err != nil {
 					return usagef("--keyring: %v", err)
 				}
+				// Armored only: it travels in JSON and is stored in etcd as
+				// text, where binary keys would not survive.
+				if !strings.Contains(string(data), "-----BEGIN PGP PUBLIC KEY BLOCK-----") {
+					return usagef("--keyring: %s holds no armored public key (-----BEGIN PGP PUBLIC KEY BLOCK-----); export it with `gpg --export --armor KEYID`", keyring)
+				}
 				req.Keyring = string(data)
 			}
 			client, err := c.client(cmd)
@@ -106,7 +111,7 @@ A wrong digest or a bad signature is refused and nothing is stored.`,
 	f.StringVar(&req.SHA256, "sha256", "", "the SHA-256 (hex) the bytes must have")
 	f.StringVar(&req.DigestsURL, "digests", "", "clearsigned digests file (Flatcar's <file>.DIGESTS.asc) listing the file's SHA-512")
 	f.StringVar(&req.SigURL, "sig", "", "detached OpenPGP signature of the file (<file>.sig)")
-	f.StringVar(&keyring, "keyring", "", "file of the OpenPGP public keys signatures must come from")
+	f.StringVar(&keyring, "keyring", "", "file of the armored OpenPGP public keys signatures must come from")
 	f.StringVar(&file, "file", "", "upload this local file")
 	return cmd
 }

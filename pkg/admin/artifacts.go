@@ -110,9 +110,23 @@ func (a *handler) artifactRemove(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// In use by this replica's configuration, or by the one the DHCP
+	// leader publishes: during a rolling change they differ, and either
+	// may be the one machines are served by.
+	var published *config.Cluster
+	if a.replicas != nil {
+		if p, err := a.replicas.Published(r.Context()); err == nil && p != nil {
+			published = &p.Cluster
+		}
+	}
 	err := a.artifacts.Remove(r.Context(), name, func(n string) string {
-		if keys := a.usedBy(n); len(keys) > 0 {
+		if keys := usedBy(a.cfgCluster(), n); len(keys) > 0 {
 			return "the configuration names it in " + strings.Join(keys, ", ")
+		}
+		if published != nil {
+			if keys := usedBy(published, n); len(keys) > 0 {
+				return "the configuration the DHCP leader publishes names it in " + strings.Join(keys, ", ")
+			}
 		}
 		return ""
 	})
@@ -172,7 +186,7 @@ func (a *handler) artifactView(rec artifact.Record) api.Artifact {
 	v := api.Artifact{Name: rec.Name, SHA256: rec.SHA256, Size: rec.Size, Status: rec.Status, Error: rec.Error,
 		URL: rec.Source.URL, Uploaded: rec.Source.Uploaded, DigestsURL: rec.Source.DigestsURL, SigURL: rec.Source.SigURL,
 		SHA512: rec.Source.SHA512, Verified: rec.Verified, AddedBy: rec.AddedBy, AddedAt: rec.AddedAt, ReadyAt: rec.ReadyAt,
-		Holders: []api.ArtifactHolder{}, Progress: []api.ArtifactProgress{}, UsedBy: a.usedBy(rec.Name)}
+		Holders: []api.ArtifactHolder{}, Progress: []api.ArtifactProgress{}, UsedBy: usedBy(a.cfgCluster(), rec.Name)}
 	if rec.SHA256 != "" {
 		for _, h := range a.artifacts.Holders(rec.SHA256) {
 			v.Holders = append(v.Holders, api.ArtifactHolder{Replica: h.Replica, PeerURL: h.PeerURL, Since: h.Since})
@@ -186,13 +200,20 @@ func (a *handler) artifactView(rec artifact.Record) api.Artifact {
 	return v
 }
 
-// usedBy lists the configuration keys that name artifact name.
-func (a *handler) usedBy(name string) []string {
-	keys := []string{}
+// cfgCluster is this replica's cluster configuration (nil: none).
+func (a *handler) cfgCluster() *config.Cluster {
 	if a.cfg == nil {
+		return nil
+	}
+	return &a.cfg.Cluster
+}
+
+// usedBy lists the configuration keys of c that name artifact name.
+func usedBy(c *config.Cluster, name string) []string {
+	keys := []string{}
+	if c == nil {
 		return keys
 	}
-	c := a.cfg.Cluster
 	for _, role := range config.InstallRoles {
 		if n, ok := config.ArtifactName(c.Source("", role)); ok && n == name {
 			keys = append(keys, "cluster.install."+role)
@@ -200,7 +221,7 @@ func (a *handler) usedBy(name string) []string {
 	}
 	for i, p := range c.Profiles {
 		for _, role := range config.InstallRoles {
-			if n, ok := config.ArtifactName(c.Source(p.Name, role)); ok && n == name && c.Source("", role) != c.Source(p.Name, role) {
+			if n, ok := config.ArtifactName(p.Install.Source(role)); ok && n == name {
 				keys = append(keys, "cluster.profiles["+strconv.Itoa(i)+"].install."+role)
 			}
 		}

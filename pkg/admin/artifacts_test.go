@@ -18,6 +18,7 @@ import (
 	"github.com/mayu-boot/mayu/pkg/api"
 	"github.com/mayu-boot/mayu/pkg/artifact"
 	"github.com/mayu-boot/mayu/pkg/config"
+	"github.com/mayu-boot/mayu/pkg/replica"
 )
 
 // catalogue is a unit-test stand-in for artifact.Manager.
@@ -97,6 +98,17 @@ func (c *catalogue) Remove(ctx context.Context, name string, inUse func(string) 
 	return nil
 }
 
+// leaderView is a unit-test stand-in for the replicas' view: the DHCP
+// leader publishes a configuration of its own.
+type leaderView struct{ published config.Cluster }
+
+func (l leaderView) Replicas(context.Context) ([]replica.Info, error) { return nil, nil }
+func (l leaderView) Published(context.Context) (*replica.Published, error) {
+	return &replica.Published{Cluster: l.published}, nil
+}
+func (l leaderView) Leader(context.Context) (string, error) { return "r2", nil }
+func (l leaderView) Self() replica.Info                     { return replica.Info{Name: "r1"} }
+
 func newArtifactEnv(t *testing.T) (*httptest.Server, *catalogue, *testfakes.Audit) {
 	t.Helper()
 	dir := t.TempDir()
@@ -114,10 +126,14 @@ func newArtifactEnv(t *testing.T) (*httptest.Server, *catalogue, *testfakes.Audi
 		"os-1": {Name: "os-1", SHA256: strings.Repeat("a", 64), Status: artifact.Ready},
 		"k-1":  {Name: "k-1", SHA256: strings.Repeat("b", 64), Status: artifact.Ready},
 		"old":  {Name: "old", SHA256: strings.Repeat("c", 64), Status: artifact.Ready},
+		"next": {Name: "next", SHA256: strings.Repeat("e", 64), Status: artifact.Ready},
 	}}
 	trail := testfakes.NewAudit()
 	reg := testfakes.NewMachines(cfg.Cluster)
-	_, h := build(Options{Machines: reg, Config: cfg, Credentials: keeper, Audit: trail, Artifacts: cat})
+	// Mid-way through a rolling change: the leader's configuration names
+	// "next" already.
+	leader := leaderView{published: config.Cluster{Install: config.Install{Image: "artifact:next"}}}
+	_, h := build(Options{Machines: reg, Replicas: leader, Config: cfg, Credentials: keeper, Audit: trail, Artifacts: cat})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv, cat, trail
@@ -161,7 +177,8 @@ func TestArtifactRoutes(t *testing.T) {
 		}
 	}
 
-	for name, key := range map[string]string{"os-1": "cluster.install.image", "k-1": "cluster.profiles[0].install.kernel"} {
+	for name, key := range map[string]string{"os-1": "cluster.install.image", "k-1": "cluster.profiles[0].install.kernel",
+		"next": "the DHCP leader publishes names it in cluster.install.image"} {
 		if err := client.RemoveArtifact(ctx, name); !isStatus(err, http.StatusConflict) || !strings.Contains(err.Error(), key) {
 			t.Errorf("remove %s, named by %s: %v", name, key, err)
 		}

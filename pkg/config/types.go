@@ -432,6 +432,10 @@ func (in ProfileInstall) get(role string) string {
 	return Install{Kernel: in.Kernel, Initrd: in.Initrd, Image: in.Image}.get(role)
 }
 
+// Source is what the profile itself names for role ("" when it takes
+// cluster.install's).
+func (in ProfileInstall) Source(role string) string { return in.get(role) }
+
 // Install describes what the installer boots and writes.
 type Install struct {
 	// Kernel, Initrd and Image are each a file relative to FilesDir or

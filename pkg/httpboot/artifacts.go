@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
@@ -100,16 +101,14 @@ func (s *Server) serveArtifact(w http.ResponseWriter, r *http.Request, key, name
 	f, err := s.artifacts.Open(rec.SHA256)
 	if err == nil {
 		defer f.Close()
-		st, err := f.Stat()
-		if err != nil {
-			httpError(w, http.StatusInternalServerError, "cannot read artifact "+name)
-			return
-		}
 		w.Header().Set("ETag", artifact.ETag(rec.SHA256))
 		w.Header().Set("Content-Type", "application/octet-stream")
-		// The bytes of a name never change: they may be cached for good.
-		w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
-		http.ServeContent(w, r, "", st.ModTime(), f)
+		// Revalidate: /boot/image names another artifact after a
+		// configuration change, and a removed name may be added again.
+		// No Last-Modified (the zero time): the cache file's time differs
+		// from replica to replica, the digest does not.
+		w.Header().Set("Cache-Control", "no-cache")
+		http.ServeContent(w, r, "", time.Time{}, f)
 		return
 	}
 	if !errors.Is(err, fs.ErrNotExist) {

@@ -109,6 +109,10 @@ func TestServeArtifact(t *testing.T) {
 	if resp.StatusCode != 200 || body != string(image) || resp.Header.Get("ETag") != `"sha256:`+imgSum+`"` {
 		t.Fatalf("/boot/image: %d etag %q, %d bytes", resp.StatusCode, resp.Header.Get("ETag"), len(body))
 	}
+	if resp.Header.Get("Last-Modified") != "" || resp.Header.Get("Cache-Control") != "no-cache" {
+		t.Errorf("/boot/image: Last-Modified %q (the same bytes must look the same on every replica), Cache-Control %q",
+			resp.Header.Get("Last-Modified"), resp.Header.Get("Cache-Control"))
+	}
 	// Range and conditional requests work on the digest ETag.
 	resp, body = get(t, srv.URL+"/boot/image", "Range", "bytes=0-6")
 	if resp.StatusCode != http.StatusPartialContent || body != "flatcar" {

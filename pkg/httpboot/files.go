@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"syscall"
+	"time"
 
 	"github.com/mayu-boot/mayu/pkg/digest"
 )
@@ -61,7 +62,13 @@ func (s *Server) serveFrom(w http.ResponseWriter, r *http.Request, root *os.Root
 	w.Header().Set("ETag", tag)
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Cache-Control", "no-cache") // revalidate: an operator may swap the image
-	http.ServeContent(w, r, "", st.ModTime(), f)
+	modified := st.ModTime()
+	if hashed {
+		// The digest says it all, and the same on every replica; the
+		// file's time would differ between replicas.
+		modified = time.Time{}
+	}
+	http.ServeContent(w, r, "", modified, f)
 }
 
 // inodeETag changes whenever the file is replaced or rewritten, without
