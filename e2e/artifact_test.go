@@ -335,8 +335,9 @@ func TestArtifactsReplicated(t *testing.T) {
 	if !strings.Contains(r4.log.String(), "resum") {
 		t.Errorf("r4's log does not say it resumed its transfer:\n%s", tail(r4.log.String(), 30))
 	}
-	// Remove: refused while the configuration names it (the VM test's
-	// config does; here nothing does), then gone from every cache.
+	// Remove (nothing in this configuration names it; the VM test tries
+	// to remove an artifact its configuration names): gone from every
+	// live replica's cache.
 	if out, err := c.mayuctl(other, "artifact", "rm", "second"); err != nil {
 		t.Fatalf("mayuctl artifact rm: %v\n%s", err, out)
 	}

@@ -421,9 +421,6 @@ func TestVMInstallsArtifactFromPeer(t *testing.T) {
 	v := bootVM(t, c.seg, vmlab.BIOS, false, "VM-ART-0001", "52:54:00:00:05:07")
 	v.install(90 * time.Second)
 	m := waitState(t, c.seg.TLab, c.nodes[l], endpoints, v.id, machine.Installed, 30*time.Second)
-	if m.LastReplica != fmt.Sprintf("r%d", l+1) {
-		t.Logf("installed recorded by %s (the leader is r%d)", m.LastReplica, l+1)
-	}
 	if got := m.Artifacts["image"]; !strings.Contains(got, a.SHA256) {
 		t.Errorf("the machine's record keeps image %q, want the artifact's digest %s", got, a.SHA256)
 	}

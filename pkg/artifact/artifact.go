@@ -13,6 +13,8 @@ import (
 	"errors"
 	"regexp"
 	"time"
+
+	"github.com/mayu-boot/mayu/pkg/config"
 )
 
 // Status of an artifact in the catalogue.
@@ -92,15 +94,11 @@ type Progress struct {
 	Updated time.Time `json:"updated"`
 }
 
-// Ref is how the configuration names an artifact: "artifact:NAME".
-const RefPrefix = "artifact:"
-
-var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$`)
 var sha256RE = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // CheckName refuses a name that cannot be a key segment or a file name.
 func CheckName(name string) error {
-	if !nameRE.MatchString(name) {
+	if !config.ArtifactNameRE.MatchString(name) {
 		return errors.New("artifact name must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit")
 	}
 	return nil

@@ -272,6 +272,13 @@ func (c *Cache) diskFree() (int64, error) {
 	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
+// release gives back n bytes reserved but not written.
+func (c *Cache) release(n int64) {
+	c.mu.Lock()
+	c.used -= n
+	c.mu.Unlock()
+}
+
 // reserve counts n more bytes written to a partial file, refusing them
 // when they would exceed the quota (a server that sends more than it
 // announced, or a length not known in advance).
@@ -303,7 +310,17 @@ type Partial struct {
 	// through it, so the digests are ready when the transfer ends.
 	hashes io.Writer
 	done   bool // committed, discarded or closed
+	// unchecked: bytes written since the disk's free space was last
+	// looked at.
+	unchecked int64
 }
+
+// The disk's free space is looked at every freeCheckEvery bytes written,
+// and a download stops (ErrNoSpace) rather than leave less than minFree.
+const (
+	freeCheckEvery = 16 << 20
+	minFree        = 64 << 20
+)
 
 // Begin opens (or reopens, to resume) the partial file of key.
 func (c *Cache) Begin(key string) (*Partial, error) {
@@ -353,7 +370,21 @@ func (p *Partial) Write(b []byte) (int, error) {
 	if err := p.c.reserve(int64(len(b))); err != nil {
 		return 0, err
 	}
+	// A body of unknown length (chunked, or endless) was never checked
+	// against the disk: check again every few MiB, keeping a reserve free
+	// (the cache may share its disk with etcd's data).
+	p.unchecked += int64(len(b))
+	if p.unchecked >= freeCheckEvery {
+		p.unchecked = 0
+		if free, err := p.c.free(); err == nil && free < minFree+int64(len(b)) {
+			p.c.release(int64(len(b)))
+			return 0, fmt.Errorf("%w: the disk holding %s is down to %d bytes free (at least %d are kept free)", ErrNoSpace, p.c.dir, free, int64(minFree))
+		}
+	}
 	n, err := p.f.Write(b)
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		err = fmt.Errorf("%w: %w", ErrNoSpace, err)
+	}
 	// Hash exactly what reached the file, also after a short write.
 	p.hashes.Write(b[:n])
 	p.size += int64(n)

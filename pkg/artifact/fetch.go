@@ -170,7 +170,7 @@ func (d *download) once(ctx context.Context) error {
 		}
 		return retryable{fmt.Errorf("GET %s: 416 for bytes from %d: starting over", d.shown, from)}
 	default:
-		err := fmt.Errorf("GET %s: %s", d.shown, statusText(resp))
+		err := &StatusError{URL: d.shown, Code: resp.StatusCode}
 		switch resp.StatusCode {
 		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusTooManyRequests:
 			return retryable{err}
@@ -292,6 +292,23 @@ func redact(s string) string {
 	return u.Redacted()
 }
 
+// StatusError is an answer other than the file: the URL (its password
+// hidden) and the status.
+type StatusError struct {
+	URL  string
+	Code int
+}
+
+func (e *StatusError) Error() string {
+	return "GET " + e.URL + ": " + strconv.Itoa(e.Code) + " " + http.StatusText(e.Code)
+}
+
+// Permanent reports an answer that asking again will not change (a 404,
+// a 403, a 410): the download is refused rather than retried for ever.
+func (e *StatusError) Permanent() bool {
+	return e.Code >= 400 && e.Code < 500 && e.Code != http.StatusRequestTimeout && e.Code != http.StatusTooManyRequests
+}
+
 func statusText(resp *http.Response) string {
 	return strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode)
 }
@@ -312,7 +329,7 @@ func Get(ctx context.Context, client *http.Client, url string, limit int64) ([]b
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", url, statusText(resp))
+		return nil, &StatusError{URL: url, Code: resp.StatusCode}
 	}
 	if resp.ContentLength > limit {
 		return nil, fmt.Errorf("GET %s: %d bytes, more than the %d allowed", url, resp.ContentLength, limit)

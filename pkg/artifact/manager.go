@@ -46,6 +46,10 @@ type Options struct {
 	// Secret returns the cluster secret; peers authenticate with an HMAC
 	// under it.
 	Secret func(ctx context.Context) ([]byte, error)
+	// PreviousSecret, when set, returns the cluster secret before the last
+	// rotation while it is still valid (nil otherwise): peers are accepted
+	// with it too, so a rotation does not stop the copies under way.
+	PreviousSecret func(ctx context.Context) ([]byte, error)
 	// Transfers bounds this replica's concurrent downloads. Default 2.
 	Transfers int
 	// HTTP is the client for upstream and peers (default: one with

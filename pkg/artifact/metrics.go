@@ -26,6 +26,7 @@ const (
 	refusedDigests   = "digests"   // the DIGESTS.asc is not signed by the keyring, or lists no SHA-512
 	refusedSignature = "signature" // the detached signature does not verify
 	refusedNoSpace   = "no_space"  // would not fit the cache
+	refusedUpstream  = "upstream"  // upstream answers that it will not serve the file (404, 403, 410...)
 )
 
 // metrics are one Manager's (docs/metrics.md).
@@ -56,7 +57,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			m.transfers.WithLabelValues(s, r)
 		}
 	}
-	for _, r := range []string{refusedSHA256, refusedSHA512, refusedDigests, refusedSignature, refusedNoSpace} {
+	for _, r := range []string{refusedSHA256, refusedSHA512, refusedDigests, refusedSignature, refusedNoSpace, refusedUpstream} {
 		m.refused.WithLabelValues(r)
 	}
 	for _, r := range peerRefusals {

@@ -106,6 +106,15 @@ func (m *Manager) servePeer(w http.ResponseWriter, r *http.Request) {
 		secret, _ = m.o.Secret(r.Context()) // none: refused below, as no_secret
 	}
 	replica, refused := CheckPeerAuthorization(secret, r.Header.Get("Authorization"), sha, time.Now())
+	if refused == refusedMAC && m.o.PreviousSecret != nil {
+		// Just after a rotation, a peer that has not seen the new secret
+		// yet still signs with the old one.
+		if prev, _ := m.o.PreviousSecret(r.Context()); len(prev) > 0 {
+			if rep, again := CheckPeerAuthorization(prev, r.Header.Get("Authorization"), sha, time.Now()); again == "" {
+				replica, refused = rep, ""
+			}
+		}
+	}
 	if refused != "" {
 		m.met.peerRefused.WithLabelValues(refused).Inc()
 		code := http.StatusForbidden

@@ -72,8 +72,10 @@ func TestPeerHandler(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
+	previous := []byte("the secret before the last rotation")
 	m := NewManager(Options{Replica: "mayu-1", Cache: cache, Registerer: reg,
-		Secret: func(context.Context) ([]byte, error) { return testSecret, nil }})
+		Secret:         func(context.Context) ([]byte, error) { return testSecret, nil },
+		PreviousSecret: func(context.Context) ([]byte, error) { return previous, nil }})
 	srv := httptest.NewServer(m.PeerHandler())
 	defer srv.Close()
 
@@ -104,6 +106,10 @@ func TestPeerHandler(t *testing.T) {
 	resp, _ = get("HEAD", sha, PeerAuthorization(testSecret, "mayu-2", time.Now(), sha), "")
 	if resp.StatusCode != 200 || resp.ContentLength != int64(len(data)) {
 		t.Errorf("HEAD: %s, length %d", resp.Status, resp.ContentLength)
+	}
+	// A peer that has not seen the rotation yet.
+	if resp, _ = get("GET", sha, PeerAuthorization(previous, "mayu-2", time.Now(), sha), ""); resp.StatusCode != 200 {
+		t.Errorf("signed with the previous secret: %s", resp.Status)
 	}
 	unheld := strings.Repeat("0", 64)
 	if resp, _ = get("GET", unheld, PeerAuthorization(testSecret, "mayu-2", time.Now(), unheld), ""); resp.StatusCode != 404 {

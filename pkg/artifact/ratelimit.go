@@ -3,8 +3,11 @@ package artifact
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -108,4 +111,31 @@ func (b *stallBody) Read(p []byte) (int, error) {
 func (b *stallBody) Close() error {
 	b.timer.Stop()
 	return b.ReadCloser.Close()
+}
+
+// CheckRedirect is the redirect policy of transfers: an upstream may send
+// the download to a mirror, but not more than three hops, not from https
+// down to http, and not to this host or a link-local address (a hostile
+// upstream would otherwise make a replica fetch from etcd or its own
+// admin API and show the answer's digest in the catalogue).
+func CheckRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 3 {
+		return errors.New("more than 3 redirects")
+	}
+	if len(via) > 0 && via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
+		return fmt.Errorf("redirect from https down to %s refused", req.URL.Scheme)
+	}
+	if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
+		return fmt.Errorf("redirect to a %s URL refused", req.URL.Scheme)
+	}
+	host := req.URL.Hostname()
+	if strings.EqualFold(host, "localhost") {
+		return errors.New("redirect to localhost refused")
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsUnspecified() || ip.IsMulticast() {
+			return fmt.Errorf("redirect to %s refused", ip)
+		}
+	}
+	return nil
 }

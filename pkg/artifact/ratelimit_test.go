@@ -60,3 +60,30 @@ func TestStallTransport(t *testing.T) {
 		t.Errorf("cut after %s", d)
 	}
 }
+
+// Redirects: a mirror is fine, this host, link-local addresses,
+// downgrades and long chains are not.
+func TestCheckRedirect(t *testing.T) {
+	req := func(u string) *http.Request {
+		r, _ := http.NewRequest(http.MethodGet, u, nil)
+		return r
+	}
+	from := []*http.Request{req("https://release.example/f")}
+	for u, ok := range map[string]bool{
+		"https://mirror.example/f":       true,
+		"https://10.0.0.5/f":             true,
+		"http://mirror.example/f":        false, // downgrade
+		"https://127.0.0.1:2379/v3/kv":   false,
+		"https://[::1]/f":                false,
+		"https://localhost/f":            false,
+		"https://169.254.169.254/latest": false,
+		"file:///etc/passwd":             false,
+	} {
+		if err := CheckRedirect(req(u), from); (err == nil) != ok {
+			t.Errorf("redirect to %s: %v", u, err)
+		}
+	}
+	if err := CheckRedirect(req("https://m/f"), append(from, from[0], from[0])); err == nil {
+		t.Error("a fourth hop was followed")
+	}
+}

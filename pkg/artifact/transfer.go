@@ -338,6 +338,13 @@ func (m *Manager) fromUpstream(ctx context.Context, e entry, lease clientv3.Leas
 		if ctx.Err() != nil {
 			return // the session or the record went: nothing to count
 		}
+		var status *StatusError
+		if errors.As(err, &status) && status.Permanent() {
+			// Asking again will not change the answer: say why in the
+			// record (mayuctl artifact list) and release the claim.
+			refuse(refusedUpstream, err.Error())
+			return
+		}
 		m.met.transfers.WithLabelValues(fromUpstream, resultFailed).Inc()
 		log.Warn("downloading the artifact from upstream failed; trying again", "err", err, "in", backoff)
 		m.later(r.Name)
@@ -403,7 +410,11 @@ func (m *Manager) fromUpstream(ctx context.Context, e entry, lease clientv3.Leas
 			refuse(refusedNoSpace, err.Error())
 			return
 		}
-		p.Close()
+		if status := (*StatusError)(nil); errors.As(err, &status) && status.Permanent() {
+			p.Discard()
+		} else {
+			p.Close()
+		}
 		retry(err)
 		return
 	}

@@ -109,8 +109,8 @@ type Options struct {
 	// Registerer is where the HTTP request metrics go (nil: nowhere);
 	// install outcomes are counted by the Registry.
 	Registerer prometheus.Registerer
-	// Artifacts is the artifact catalogue and this replica's cache; nil
-	// when the configuration names no artifact.
+	// Artifacts is the artifact catalogue and this replica's cache (nil:
+	// none, and an artifact the configuration names is answered 503).
 	Artifacts Artifacts
 	// Replica is this replica's name (node.name).
 	Replica string

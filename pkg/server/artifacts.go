@@ -30,8 +30,8 @@ func (s *Server) openArtifacts() error {
 	s.artifacts = artifact.NewManager(artifact.Options{
 		Client: s.conn.Client, Prefix: cfg.Node.Etcd.Prefix, Timeout: cfg.Node.Etcd.RequestTimeout,
 		Replica: cfg.Node.Name, PeerURL: "http://" + net.JoinHostPort(peer.String(), strconv.Itoa(cfg.Node.Ports.HTTP)),
-		Cache: cache, Secret: s.peerSecret, Transfers: cfg.Node.Artifacts.Transfers,
-		HTTP: &http.Client{Transport: artifact.StallTransport(
+		Cache: cache, Secret: s.peerSecret, PreviousSecret: s.previousPeerSecret, Transfers: cfg.Node.Artifacts.Transfers,
+		HTTP: &http.Client{CheckRedirect: artifact.CheckRedirect, Transport: artifact.StallTransport(
 			artifact.LimitedTransport(transport(), cfg.Node.Artifacts.MaxBytesPerSecond), time.Minute)},
 		Log: s.log, Registerer: s.metrics,
 	})
@@ -91,4 +91,14 @@ func transport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.ResponseHeaderTimeout = 30 * time.Second
 	return t
+}
+
+// previousPeerSecret is the cluster secret before the last rotation, while
+// node tokens made with it are still accepted.
+func (s *Server) previousPeerSecret(ctx context.Context) ([]byte, error) {
+	k, err := s.registry.Secrets(ctx)
+	if err != nil || k.Previous == nil || time.Now().After(k.PreviousUntil) {
+		return nil, err
+	}
+	return k.Previous, nil
 }
