@@ -10,28 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/mayu-boot/mayu/internal/netlab"
 )
-
-// syncBuffer is a log safe to read while the server writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type lab struct {
 	t    *testing.T
@@ -39,13 +22,13 @@ type lab struct {
 	data []byte
 	srv  *Server
 	url  string
-	log  *syncBuffer
+	log  *netlab.Output
 }
 
 // newLab serves a directory holding big.img (size bytes) at rate.
 func newLab(t *testing.T, size int, rate int64) *lab {
 	t.Helper()
-	l := &lab{t: t, dir: t.TempDir(), log: &syncBuffer{}}
+	l := &lab{t: t, dir: t.TempDir(), log: &netlab.Output{}}
 	l.data = make([]byte, size)
 	rand.NewChaCha8([32]byte{1}).Read(l.data)
 	if err := os.WriteFile(filepath.Join(l.dir, "big.img"), l.data, 0o644); err != nil {

@@ -24,7 +24,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -84,19 +86,10 @@ func ConfigHash(clusterHash string, files map[string]string) string {
 	}
 	h := sha256.New()
 	fmt.Fprintf(h, "cluster %s\n", clusterHash)
-	for _, k := range sortedKeys(files) {
+	for _, k := range slices.Sorted(maps.Keys(files)) {
 		fmt.Fprintf(h, "file %s %s\n", k, files[k])
 	}
 	return hex.EncodeToString(h.Sum(nil))
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // announceTTL is how long a dead replica stays listed (seconds).
@@ -299,7 +292,7 @@ func (r *Replica) fileKeysLocked() []string {
 			}
 		}
 	}
-	return sortedKeys(keys)
+	return slices.Sorted(maps.Keys(keys))
 }
 
 // setFileMetricsLocked sets mayu_config_file_matches_leader for every
