@@ -41,24 +41,26 @@ const (
 
 var peerRefusals = []string{refusedMissing, refusedMalformed, refusedExpired, refusedMAC, refusedNoSecret}
 
-func peerMAC(secret []byte, replica, unix, sha256hex string) []byte {
+// peerMAC binds a request to who asks, whom it asks (a header seen on
+// the way cannot be replayed to another replica), when, and for what.
+func peerMAC(secret []byte, replica, to, unix, sha256hex string) []byte {
 	h := hmac.New(sha256.New, secret)
-	h.Write([]byte("mayu-artifact-peer\x00" + replica + "\x00" + unix + "\x00" + sha256hex))
+	h.Write([]byte("mayu-artifact-peer\x00" + replica + "\x00" + to + "\x00" + unix + "\x00" + sha256hex))
 	return h.Sum(nil)
 }
 
 // PeerAuthorization is the Authorization header value with which replica
-// asks a peer for sha256hex at time t.
-func PeerAuthorization(secret []byte, replica string, t time.Time, sha256hex string) string {
+// asks the peer named to for sha256hex at time t.
+func PeerAuthorization(secret []byte, replica, to string, t time.Time, sha256hex string) string {
 	unix := strconv.FormatInt(t.Unix(), 10)
-	return peerScheme + " " + replica + " " + unix + " " + hex.EncodeToString(peerMAC(secret, replica, unix, sha256hex))
+	return peerScheme + " " + replica + " " + unix + " " + hex.EncodeToString(peerMAC(secret, replica, to, unix, sha256hex))
 }
 
 // CheckPeerAuthorization checks an Authorization header value for a
-// request of sha256hex at time now. It returns the replica that sent it,
+// request to the replica named self of sha256hex at time now. It returns the replica that sent it,
 // or why it is refused (one of the refused* reasons, for the metric only:
 // the requester is told nothing beyond "peer authentication failed").
-func CheckPeerAuthorization(secret []byte, value, sha256hex string, now time.Time) (replica, refused string) {
+func CheckPeerAuthorization(secret []byte, value, self, sha256hex string, now time.Time) (replica, refused string) {
 	rest, ok := strings.CutPrefix(value, peerScheme+" ")
 	if !ok {
 		return "", refusedMissing
@@ -81,7 +83,7 @@ func CheckPeerAuthorization(secret []byte, value, sha256hex string, now time.Tim
 	if d := now.Sub(time.Unix(unix, 0)); d > PeerSkew || d < -PeerSkew {
 		return "", refusedExpired
 	}
-	if !hmac.Equal(got, peerMAC(secret, f[0], f[1], sha256hex)) {
+	if !hmac.Equal(got, peerMAC(secret, f[0], self, f[1], sha256hex)) {
 		return "", refusedMAC
 	}
 	return f[0], ""
@@ -105,12 +107,12 @@ func (m *Manager) servePeer(w http.ResponseWriter, r *http.Request) {
 	if m.o.Secret != nil {
 		secret, _ = m.o.Secret(r.Context()) // none: refused below, as no_secret
 	}
-	replica, refused := CheckPeerAuthorization(secret, r.Header.Get("Authorization"), sha, time.Now())
+	replica, refused := CheckPeerAuthorization(secret, r.Header.Get("Authorization"), m.o.Replica, sha, time.Now())
 	if refused == refusedMAC && m.o.PreviousSecret != nil {
 		// Just after a rotation, a peer that has not seen the new secret
 		// yet still signs with the old one.
 		if prev, _ := m.o.PreviousSecret(r.Context()); len(prev) > 0 {
-			if rep, again := CheckPeerAuthorization(prev, r.Header.Get("Authorization"), sha, time.Now()); again == "" {
+			if rep, again := CheckPeerAuthorization(prev, r.Header.Get("Authorization"), m.o.Replica, sha, time.Now()); again == "" {
 				replica, refused = rep, ""
 			}
 		}

@@ -23,8 +23,8 @@ func TestPeerAuthorization(t *testing.T) {
 	sha := strings.Repeat("ab", 32)
 	other := strings.Repeat("cd", 32)
 	now := time.Unix(1800000000, 0)
-	good := PeerAuthorization(testSecret, "mayu-2", now, sha)
-	if r, why := CheckPeerAuthorization(testSecret, good, sha, now.Add(time.Minute)); r != "mayu-2" || why != "" {
+	good := PeerAuthorization(testSecret, "mayu-2", "mayu-1", now, sha)
+	if r, why := CheckPeerAuthorization(testSecret, good, "mayu-1", sha, now.Add(time.Minute)); r != "mayu-2" || why != "" {
 		t.Fatalf("good header: %q %q", r, why)
 	}
 	for _, tc := range []struct {
@@ -39,14 +39,15 @@ func TestPeerAuthorization(t *testing.T) {
 		{"bad name", strings.Replace(good, "mayu-2", "../x", 1), sha, now, testSecret, refusedMalformed},
 		{"bad time", strings.Replace(good, "1800000000", "18e8", 1), sha, now, testSecret, refusedMalformed},
 		{"short mac", good[:len(good)-2], sha, now, testSecret, refusedMalformed},
-		{"wrong secret", PeerAuthorization([]byte("another secret"), "mayu-2", now, sha), sha, now, testSecret, refusedMAC},
+		{"wrong secret", PeerAuthorization([]byte("another secret"), "mayu-2", "mayu-1", now, sha), sha, now, testSecret, refusedMAC},
 		{"other digest", good, other, now, testSecret, refusedMAC},
 		{"other replica", strings.Replace(good, "mayu-2", "mayu-3", 1), sha, now, testSecret, refusedMAC},
+		{"meant for another peer", PeerAuthorization(testSecret, "mayu-2", "mayu-3", now, sha), sha, now, testSecret, refusedMAC},
 		{"too old", good, sha, now.Add(PeerSkew + time.Second), testSecret, refusedExpired},
 		{"from the future", good, sha, now.Add(-PeerSkew - time.Second), testSecret, refusedExpired},
 		{"no secret here", good, sha, now, nil, refusedNoSecret},
 	} {
-		if r, why := CheckPeerAuthorization(tc.secret, tc.header, tc.sha, tc.now); why != tc.want || r != "" {
+		if r, why := CheckPeerAuthorization(tc.secret, tc.header, "mayu-1", tc.sha, tc.now); why != tc.want || r != "" {
 			t.Errorf("%s: %q %q, want refused %q", tc.what, r, why, tc.want)
 		}
 	}
@@ -95,24 +96,24 @@ func TestPeerHandler(t *testing.T) {
 		resp.Body.Close()
 		return resp, string(body)
 	}
-	resp, body := get("GET", sha, PeerAuthorization(testSecret, "mayu-2", time.Now(), sha), "")
+	resp, body := get("GET", sha, PeerAuthorization(testSecret, "mayu-2", "mayu-1", time.Now(), sha), "")
 	if resp.StatusCode != 200 || body != string(data) || resp.Header.Get("ETag") != ETag(sha) {
 		t.Fatalf("authenticated GET: %s, etag %q, %d bytes", resp.Status, resp.Header.Get("ETag"), len(body))
 	}
-	resp, body = get("GET", sha, PeerAuthorization(testSecret, "mayu-2", time.Now(), sha), "bytes=9990-")
+	resp, body = get("GET", sha, PeerAuthorization(testSecret, "mayu-2", "mayu-1", time.Now(), sha), "bytes=9990-")
 	if resp.StatusCode != 206 || body != "0123456789" {
 		t.Errorf("Range: %s %q", resp.Status, body)
 	}
-	resp, _ = get("HEAD", sha, PeerAuthorization(testSecret, "mayu-2", time.Now(), sha), "")
+	resp, _ = get("HEAD", sha, PeerAuthorization(testSecret, "mayu-2", "mayu-1", time.Now(), sha), "")
 	if resp.StatusCode != 200 || resp.ContentLength != int64(len(data)) {
 		t.Errorf("HEAD: %s, length %d", resp.Status, resp.ContentLength)
 	}
 	// A peer that has not seen the rotation yet.
-	if resp, _ = get("GET", sha, PeerAuthorization(previous, "mayu-2", time.Now(), sha), ""); resp.StatusCode != 200 {
+	if resp, _ = get("GET", sha, PeerAuthorization(previous, "mayu-2", "mayu-1", time.Now(), sha), ""); resp.StatusCode != 200 {
 		t.Errorf("signed with the previous secret: %s", resp.Status)
 	}
 	unheld := strings.Repeat("0", 64)
-	if resp, _ = get("GET", unheld, PeerAuthorization(testSecret, "mayu-2", time.Now(), unheld), ""); resp.StatusCode != 404 {
+	if resp, _ = get("GET", unheld, PeerAuthorization(testSecret, "mayu-2", "mayu-1", time.Now(), unheld), ""); resp.StatusCode != 404 {
 		t.Errorf("not held: %s", resp.Status)
 	}
 	counted := map[string]float64{}
@@ -123,9 +124,9 @@ func TestPeerHandler(t *testing.T) {
 	}{
 		{"no authorization", "", 401, refusedMissing},
 		{"malformed", "Mayu-Peer x", 401, refusedMalformed},
-		{"wrong secret", PeerAuthorization([]byte("guessed"), "mayu-2", time.Now(), sha), 403, refusedMAC},
-		{"another digest's", PeerAuthorization(testSecret, "mayu-2", time.Now(), unheld), 403, refusedMAC},
-		{"skewed", PeerAuthorization(testSecret, "mayu-2", time.Now().Add(-10*time.Minute), sha), 403, refusedExpired},
+		{"wrong secret", PeerAuthorization([]byte("guessed"), "mayu-2", "mayu-1", time.Now(), sha), 403, refusedMAC},
+		{"another digest's", PeerAuthorization(testSecret, "mayu-2", "mayu-1", time.Now(), unheld), 403, refusedMAC},
+		{"skewed", PeerAuthorization(testSecret, "mayu-2", "mayu-1", time.Now().Add(-10*time.Minute), sha), 403, refusedExpired},
 	} {
 		resp, body := get("GET", sha, tc.auth, "")
 		if resp.StatusCode != tc.code || strings.TrimSpace(body) != "peer authentication failed" || strings.Contains(body, "0123") {

@@ -498,7 +498,7 @@ func (m *Manager) fromPeer(ctx context.Context, name, sha string, h Holder, leas
 	if n := p.Size(); n > 0 {
 		log.Info("resuming the copy from a peer", "bytes_held", n)
 	}
-	hdr := http.Header{"Authorization": {PeerAuthorization(secret, m.o.Replica, time.Now(), sha)}}
+	hdr := http.Header{"Authorization": {PeerAuthorization(secret, m.o.Replica, h.Replica, time.Now(), sha)}}
 	t, stop := m.track(ctx, name, h.Replica, p.Size(), lease)
 	err = Download(ctx, m.o.HTTP, strings.TrimSuffix(h.PeerURL, "/")+PeerPath+sha, hdr, p, peerAttempts, m.o.Cache.Fits, t.update(m, fromPeer))
 	stop()
