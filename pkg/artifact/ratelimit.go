@@ -64,9 +64,10 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// StallTransport cuts a response body that delivers no byte for stall: a
-// peer or upstream that hangs mid-transfer must not hold a transfer slot
-// forever; the download then resumes (Range) on the next attempt.
+// StallTransport cuts a response body that delivers less than 64 KiB in
+// a stall period: a peer or upstream that hangs (or trickles) mid-transfer
+// must not hold a transfer slot for ever; the download then resumes
+// (Range) on the next attempt.
 func StallTransport(base http.RoundTripper, stall time.Duration) http.RoundTripper {
 	return &stallTransport{base: base, stall: stall}
 }
@@ -95,14 +96,23 @@ type stallBody struct {
 	timer   *time.Timer
 	stall   time.Duration
 	stalled atomic.Bool
+	// since: bytes received since the timer was last reset.
+	since int64
 }
+
+// stallBytes is what a body must deliver within each stall period: a
+// trickle of a few bytes a minute would otherwise hold a transfer slot for
+// ever.
+const stallBytes = 64 << 10
 
 func (b *stallBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if b.stalled.Load() {
-		return n, errors.New("the transfer stalled: no byte received for too long")
+		return n, fmt.Errorf("the transfer stalled: less than %d bytes received in %s", stallBytes, b.stall)
 	}
-	if n > 0 {
+	b.since += int64(n)
+	if b.since >= stallBytes {
+		b.since = 0
 		b.timer.Reset(b.stall)
 	}
 	return n, err

@@ -87,3 +87,36 @@ func TestCheckRedirect(t *testing.T) {
 		t.Error("a fourth hop was followed")
 	}
 }
+
+// A trickle (a few bytes at a time, never a stall of its own) is cut too.
+func TestStallTransportCutsATrickle(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for {
+			select {
+			case <-release:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if _, err := w.Write([]byte("x")); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	c := &http.Client{Transport: StallTransport(http.DefaultTransport, 300*time.Millisecond)}
+	resp, err := c.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	start := time.Now()
+	if _, err := io.ReadAll(resp.Body); err == nil {
+		t.Fatal("a trickle was read to its end")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("cut after %s", d)
+	}
+}
