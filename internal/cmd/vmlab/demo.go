@@ -11,7 +11,8 @@ package main
 //     touches the machine's interfaces);
 //  3. starts bin/mayu on its embedded etcd, or with -replicas 3 three
 //     replicas on a 3-member etcd (bin/etcd), configured by package
-//     internal/fixture;
+//     internal/fixture, and adds the OS image to the artifact catalogue
+//     (mayuctl artifact add --file) for every replica to hold;
 //  4. boots a qemu VM (SeaBIOS; -fw uefi for OVMF), network first and disk
 //     second, and prints each step of the flow as it happens, from the
 //     VM's serial console and mayu's log;
@@ -43,12 +44,14 @@ import (
 	"github.com/mayu-boot/mayu/internal/fixture"
 	"github.com/mayu-boot/mayu/internal/netlab"
 	"github.com/mayu-boot/mayu/internal/vmlab"
+	"github.com/mayu-boot/mayu/pkg/config"
 )
 
 const (
 	demoSerial  = "DEMO-SN-0001"
 	demoMachine = "demo-sn-0001" // the id mayu derives from the SMBIOS serial
 	demoMAC     = "52:54:00:12:34:56"
+	demoImage   = "demo-os-image" // the OS image, an artifact of the catalogue
 )
 
 // A console line that ends every wait: the installer, its first stage or
@@ -261,6 +264,9 @@ func (d *demoRun) run(cache string) error {
 	if err := d.startMayu(b.Dir, etcd, urls); err != nil {
 		return err
 	}
+	if err := d.addImage(b.Dir); err != nil {
+		return err
+	}
 	return d.flow()
 }
 
@@ -331,6 +337,7 @@ func (d *demoRun) startMayu(build string, etcd, urls []string) error {
 			d.token = fixture.TokenFile(dir)
 		}
 		path, err := fixture.Config{Dir: dir, Name: name, Interface: "eth0", Advertise: a, Router: d.addrs[0], Etcd: etcd,
+			Image:      config.ArtifactPrefix + demoImage,
 			Profiles:   []fixture.Profile{{Name: "core", Quantity: 3, Tags: map[string]string{"rule-core": "true"}}},
 			KernelArgs: vmlab.KernelArgs,
 			TemplateVars: map[string]string{
@@ -369,6 +376,25 @@ func (d *demoRun) startMayu(build string, etcd, urls []string) error {
 		show(plain(l))
 	}
 	return d.mayulog("answering DHCP", time.Second)
+}
+
+// addImage puts the OS image into the artifact catalogue the way an
+// operator would (the configuration names it: cluster.install.image:
+// artifact:demo-os-image), and waits until every replica holds it.
+func (d *demoRun) addImage(build string) error {
+	image := filepath.Join(build, "images", "os.img")
+	step("mayuctl artifact add %s --file %s: streamed to a replica, verified, copied to the others", demoImage, relTo(d.top, image))
+	if err := d.ctl("artifact", "add", demoImage, "--file", image); err != nil {
+		return err
+	}
+	for range 300 {
+		out, err := d.ctlOutput("artifact", "show", demoImage, "-o", "json")
+		if err == nil && strings.Count(out, `"peerUrl"`) == d.replicas {
+			return d.ctl("artifact", "list")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return failf("not every replica holds %s after 60 s", demoImage)
 }
 
 // waitOrKill waits for c to end, SIGKILL after d.
