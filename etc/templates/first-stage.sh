@@ -128,7 +128,6 @@ IMAGE_FIFO=/tmp/mayu-image.fifo
 IMAGE_SUM=/tmp/mayu-image.sha256
 IMAGE_RC=/tmp/mayu-image.rc
 IMAGE_ERR=/tmp/mayu-image.err
-MISMATCHES=0
 write_image() {
 	rm -f "$IMAGE_FIFO" "$IMAGE_SUM" "$IMAGE_RC"
 	mkfifo "$IMAGE_FIFO" || return 1
@@ -146,21 +145,36 @@ write_image() {
 	}
 	wait
 	rm -f "$IMAGE_FIFO"
+	# The whole download went through the hash: judge its digest first,
+	# also when unpacking failed (a corrupt compressed image breaks the
+	# decompressor, and is a mismatch, not a disk error).
+	if grep -qx 'download 0' "$IMAGE_RC" 2>/dev/null && grep -qx 'tee 0' "$IMAGE_RC"; then
+		got=$(cut -d ' ' -f 1 "$IMAGE_SUM")
+		if [ "$got" != "$IMAGE_SHA256" ]; then
+			echo "image sha256 mismatch: got $got want $IMAGE_SHA256" >"$IMAGE_ERR"
+			log "$(cat "$IMAGE_ERR") from ${BASE}"
+			mismatch_from "$BASE"
+			return 1
+		fi
+	fi
 	bad=$(grep -v ' 0$' "$IMAGE_RC" 2>/dev/null)
 	if [ -n "$bad" ] || [ "$(wc -l <"$IMAGE_RC")" -ne 3 ]; then
 		echo "cannot write the OS image to $DISK ($(echo $bad))" >"$IMAGE_ERR"
 		return 1
 	fi
-	got=$(cut -d ' ' -f 1 "$IMAGE_SUM")
-	if [ "$got" != "$IMAGE_SHA256" ]; then
-		echo "image sha256 mismatch: got $got want $IMAGE_SHA256" >"$IMAGE_ERR"
-		log "$(cat "$IMAGE_ERR")"
-		# Other bytes are no passing failure: each replica gets one try.
-		MISMATCHES=$((MISMATCHES + 1))
-		[ "$MISMATCHES" -lt "$NURLS" ] || fail "$(cat "$IMAGE_ERR")"
-		return 1
-	fi
 	return 0
+}
+
+# mismatch_from BASE: BASE served other bytes than the image's digest.
+# That is no passing failure: once every replica of MAYU_URLS has, the
+# install fails; until then the others are tried.
+WRONG_BYTES=" "
+mismatch_from() {
+	case "$WRONG_BYTES" in *" $1 "*) ;; *) WRONG_BYTES="$WRONG_BYTES$1 " ;; esac
+	for u in $MAYU_URLS; do
+		case "$WRONG_BYTES" in *" ${u%/} "*) ;; *) return 0 ;; esac
+	done
+	fail "$(cat "$IMAGE_ERR")"
 }
 
 fail() {

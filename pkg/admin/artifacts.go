@@ -115,7 +115,12 @@ func (a *handler) artifactRemove(w http.ResponseWriter, r *http.Request) {
 	// may be the one machines are served by.
 	var published *config.Cluster
 	if a.replicas != nil {
-		if p, err := a.replicas.Published(r.Context()); err == nil && p != nil {
+		p, err := a.replicas.Published(r.Context())
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, "cannot read the configuration the DHCP leader publishes, which may name "+name+": "+err.Error())
+			return
+		}
+		if p != nil {
 			published = &p.Cluster
 		}
 	}

@@ -256,8 +256,8 @@ func (c *Cache) Fits(size int64) error {
 	if err != nil {
 		return fmt.Errorf("artifact cache: free space of %s: %w", c.dir, err)
 	}
-	if size > free {
-		return fmt.Errorf("%w: %d bytes needed, the disk holding %s has %d bytes free", ErrNoSpace, size, c.dir, free)
+	if size > free-minFree {
+		return fmt.Errorf("%w: %d bytes needed, the disk holding %s has %d bytes free (of which %d are kept free)", ErrNoSpace, size, c.dir, free, int64(minFree))
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -276,10 +277,10 @@ func TestCacheDiskFull(t *testing.T) {
 	if err := c.Fits(1); err != nil {
 		t.Fatal(err)
 	}
-	// A small disk.
-	c.free = func() (int64, error) { return 4096, nil }
+	// A small disk: what is left must stay above the reserve.
+	c.free = func() (int64, error) { return minFree + 4096, nil }
 	err = c.Fits(5000)
-	if !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), "5000 bytes needed") || !strings.Contains(err.Error(), "4096 bytes free") {
+	if !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), "5000 bytes needed") || !strings.Contains(err.Error(), fmt.Sprintf("%d bytes free", minFree+4096)) {
 		t.Fatalf("got %v", err)
 	}
 	if err := c.Fits(4096); err != nil {

@@ -2,6 +2,7 @@ package render
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
@@ -35,7 +36,7 @@ type installerRun struct {
 // Only what a test cannot do is replaced: mount, umount, partprobe,
 // blockdev and reboot are stubs, and the script's /tmp and /mnt paths
 // point into the test's directory.
-func runFirstStage(t *testing.T, image []byte, want string, useCurl bool, first string) installerRun {
+func runFirstStage(t *testing.T, image []byte, want string, useCurl bool, first, unpack string) installerRun {
 	t.Helper()
 	busybox, err := exec.LookPath("busybox")
 	if err != nil {
@@ -89,7 +90,7 @@ func runFirstStage(t *testing.T, image []byte, want string, useCurl bool, first 
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "bin")
 	os.Mkdir(bin, 0o755)
-	for _, a := range []string{"sh", "wget", "sha256sum", "mkfifo", "tee", "cut", "cat", "rm", "grep", "wc", "sleep", "mkdir", "cp", "echo", "sync"} {
+	for _, a := range []string{"sh", "wget", "sha256sum", "mkfifo", "tee", "cut", "cat", "rm", "grep", "wc", "sleep", "mkdir", "cp", "echo", "sync", "gzip"} {
 		if err := os.Symlink(busybox, filepath.Join(bin, a)); err != nil {
 			t.Fatal(err)
 		}
@@ -119,6 +120,9 @@ func runFirstStage(t *testing.T, image []byte, want string, useCurl bool, first 
 	// The partition must be a block device for the script not to wait
 	// for one; mount is a stub, so any will do.
 	cl.TemplateVars = map[string]string{"config_partition": blockDevice()}
+	if unpack != "" {
+		cl.TemplateVars["image_decompress"] = unpack
+	}
 	r, err := New(files, cl)
 	if err != nil {
 		t.Fatal(err)
@@ -196,7 +200,7 @@ func TestFirstStageChecksTheImage(t *testing.T) {
 		{"sent to a peer, wget", image, false, "redirect"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			run := runFirstStage(t, tc.served, sum(image), tc.curl, tc.first)
+			run := runFirstStage(t, tc.served, sum(image), tc.curl, tc.first, "")
 			if !bytes.Equal(run.disk, tc.served) {
 				t.Errorf("the disk holds %d bytes, want the %d served", len(run.disk), len(tc.served))
 			}
@@ -214,5 +218,29 @@ func TestFirstStageChecksTheImage(t *testing.T) {
 				t.Fatalf("corrupt image: exit %v, posts %q, want only %q\n%s", run.err, run.posts, want, run.output)
 			}
 		})
+	}
+}
+
+// An image served compressed (image_decompress) is unpacked onto the
+// disk; its digest is the compressed file's. A corrupt one breaks the
+// decompressor and still counts as a digest mismatch: reported failed at
+// once (one replica), not retried as a disk error.
+func TestFirstStageUnpacksTheImage(t *testing.T) {
+	image := bytes.Repeat([]byte("mayu os image "), 100_000)
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	zw.Write(image)
+	zw.Close()
+	packed := z.Bytes()
+	run := runFirstStage(t, packed, sum(packed), false, "", "gzip")
+	if run.err != nil || len(run.posts) != 1 || run.posts[0] != "installed" || !bytes.Equal(run.disk, image) {
+		t.Fatalf("gzip image: exit %v, posts %q, disk %d bytes (want the %d unpacked)\n%s", run.err, run.posts, len(run.disk), len(image), run.output)
+	}
+	corrupt := bytes.Clone(packed)
+	corrupt[len(corrupt)/2] ^= 0xff
+	run = runFirstStage(t, corrupt, sum(packed), false, "", "gzip")
+	want := "failed: image sha256 mismatch: got " + sum(corrupt) + " want " + sum(packed)
+	if run.err == nil || len(run.posts) != 1 || run.posts[0] != want {
+		t.Fatalf("corrupt gzip image: exit %v, posts %q, want only %q\n%s", run.err, run.posts, want, run.output)
 	}
 }
