@@ -19,6 +19,7 @@ import (
 
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/hostile"
+	"github.com/mayu-boot/mayu/pkg/ignition"
 	"github.com/mayu-boot/mayu/pkg/machine"
 )
 
@@ -77,6 +78,8 @@ type Renderer struct {
 	firstStage  *template.Template
 	finalConfig *template.Template
 	cluster     config.Cluster
+	// What each template renders (config.FormatText or FormatIgnition).
+	firstStageFormat, finalConfigFormat string
 }
 
 // funcs are the template functions (README, "Templates"); quote.go has
@@ -92,7 +95,9 @@ var funcs = template.FuncMap{
 // New parses the cluster's templates from files (rooted at the files
 // directory) and test-renders them.
 func New(files fs.FS, cluster config.Cluster) (*Renderer, error) {
-	r := &Renderer{cluster: cluster}
+	r := &Renderer{cluster: cluster,
+		firstStageFormat:  cluster.Templates.FirstStageFormat,
+		finalConfigFormat: cluster.Templates.FinalConfigFormat}
 	var err error
 	if r.firstStage, err = parse(files, "cluster.templates.first_stage", cluster.Templates.FirstStage); err != nil {
 		return nil, err
@@ -208,16 +213,37 @@ func netmask(bits int) string {
 	return netip.AddrFrom4(b).String()
 }
 
-// FirstStage renders the script the installer runs.
-func (r *Renderer) FirstStage(c Context) ([]byte, error) { return execute(r.firstStage, c) }
+// FirstStage renders what the installer runs: a script, or the
+// installer's Ignition config.
+func (r *Renderer) FirstStage(c Context) ([]byte, error) {
+	return execute(r.firstStage, r.firstStageFormat, c)
+}
 
 // FinalConfig renders the config written to the installed disk.
-func (r *Renderer) FinalConfig(c Context) ([]byte, error) { return execute(r.finalConfig, c) }
+func (r *Renderer) FinalConfig(c Context) ([]byte, error) {
+	return execute(r.finalConfig, r.finalConfigFormat, c)
+}
 
-func execute(t *template.Template, c Context) ([]byte, error) {
+// FirstStageIsIgnition reports whether the first stage is an Ignition
+// config (cluster.templates.first_stage_format).
+func (r *Renderer) FirstStageIsIgnition() bool { return r.firstStageFormat == config.FormatIgnition }
+
+// FinalConfigIsIgnition reports whether the final config is Ignition.
+func (r *Renderer) FinalConfigIsIgnition() bool { return r.finalConfigFormat == config.FormatIgnition }
+
+// execute renders t for c; a template declared Ignition is converted and
+// validated (an *ignition.InvalidError names each problem by path).
+func execute(t *template.Template, format string, c Context) ([]byte, error) {
 	var buf bytes.Buffer
 	if err := t.Execute(&buf, c); err != nil {
 		return nil, err
 	}
-	return buf.Bytes(), nil
+	if format != config.FormatIgnition {
+		return buf.Bytes(), nil
+	}
+	res, err := ignition.Convert(buf.Bytes())
+	if err != nil {
+		return nil, err
+	}
+	return res.JSON, nil
 }

@@ -1,0 +1,218 @@
+// Package ignition turns what an operator's template rendered (YAML or
+// JSON that mirrors Ignition spec 3.3 key for key) into the Ignition JSON a
+// machine is served, and refuses anything Ignition itself would not take
+// exactly as written.
+//
+// The conversion goes through the Ignition library's own types
+// (github.com/coreos/ignition/v2/config/v3_3): the document is decoded,
+// parsed and validated by the same code Flatcar's Ignition runs, and the
+// JSON served is those types marshalled again, so what is served is what
+// the operator wrote, no more and no less. The original mayu's own YAML to
+// Ignition conversion silently dropped keys it did not know (users lost
+// their SSH keys that way); here an unknown key, which Ignition reports
+// only as a warning, is an error.
+//
+// Spec 3.3 is what Debian's Ignition 2.14 and current Flatcar both accept
+// (2.14 refuses 3.4); the library's top-level parser would translate to a
+// newer spec, so only config/v3_3 is used.
+package ignition
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	v33 "github.com/coreos/ignition/v2/config/v3_3"
+	"github.com/coreos/ignition/v2/config/v3_3/types"
+	"github.com/coreos/vcontext/report"
+	"go.yaml.in/yaml/v3"
+)
+
+// Version is the Ignition spec version mayu renders.
+const Version = "3.3.0"
+
+// Problem is one thing wrong with a config, at a path of the document
+// ("$.storage.files.0.path"; "$" for the document itself).
+type Problem struct {
+	Path    string
+	Message string
+}
+
+func (p Problem) String() string { return p.Path + ": " + p.Message }
+
+// InvalidError is a config Ignition would refuse or read differently than
+// it was written. Problems are sorted by path.
+type InvalidError struct {
+	Problems []Problem
+}
+
+func (e *InvalidError) Error() string {
+	parts := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		parts[i] = p.String()
+	}
+	return "invalid Ignition " + Version + " config: " + strings.Join(parts, "; ")
+}
+
+// Result is a config that passed: its Ignition JSON and the warnings
+// Ignition gave that do not change its meaning.
+type Result struct {
+	JSON     []byte
+	Warnings []Problem
+}
+
+// Convert turns src (YAML or JSON mirroring Ignition spec 3.3) into
+// validated Ignition JSON. A document that is not valid YAML, has
+// duplicate or non-string keys, an unknown key, a value of the wrong type,
+// another spec version, or anything Ignition's validation refuses is an
+// *InvalidError naming each problem by path.
+func Convert(src []byte) (Result, error) {
+	raw, err := toJSON(src)
+	if err != nil {
+		return Result{}, err
+	}
+	return Validate(raw)
+}
+
+// Validate checks Ignition JSON with the library and returns it as the
+// library's types marshal it.
+func Validate(raw []byte) (Result, error) {
+	cfg, rpt, err := v33.Parse(raw)
+	var problems, warnings []Problem
+	for _, e := range rpt.Entries {
+		p := Problem{Path: e.Context.String(), Message: e.Message}
+		switch {
+		case e.Kind.IsFatal():
+			problems = append(problems, p)
+		case e.Kind == report.Warn && strings.HasPrefix(e.Message, "unused key "):
+			p.Message = "unknown key " + strings.TrimPrefix(e.Message, "unused key ") + " (not in Ignition spec " + Version + ")"
+			problems = append(problems, p)
+		case e.Kind == report.Warn:
+			warnings = append(warnings, p)
+		}
+	}
+	if err != nil && len(problems) == 0 {
+		msg := err.Error()
+		if strings.Contains(msg, "unsupported config version") {
+			msg = fmt.Sprintf("ignition.version must be %q (the spec Debian's Ignition 2.14 and Flatcar both accept): %s", Version, msg)
+		}
+		problems = append(problems, Problem{Path: "$", Message: msg})
+	}
+	if len(problems) > 0 {
+		sortProblems(problems)
+		return Result{}, &InvalidError{Problems: problems}
+	}
+	out, err := marshal(cfg)
+	if err != nil {
+		return Result{}, err
+	}
+	sortProblems(warnings)
+	return Result{JSON: out, Warnings: warnings}, nil
+}
+
+func marshal(cfg types.Config) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(cfg); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+func sortProblems(ps []Problem) {
+	sort.SliceStable(ps, func(i, j int) bool { return ps[i].Path < ps[j].Path })
+}
+
+// toJSON decodes a YAML (or JSON) document into plain values and encodes
+// them as JSON. YAML allows what JSON cannot say (non-string keys, several
+// documents, aliases that make a value twice); each is refused rather than
+// guessed at.
+func toJSON(src []byte) ([]byte, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(src))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		return nil, &InvalidError{Problems: []Problem{{Path: "$", Message: "not valid YAML or JSON: " + err.Error()}}}
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, &InvalidError{Problems: []Problem{{Path: "$", Message: fmt.Sprintf("more than one YAML document (a second starts at line %d)", extra.Line)}}}
+	}
+	v, err := plain(&doc, "$")
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(v)
+}
+
+// plain converts a YAML node into map/slice/scalar values, naming the path
+// of what cannot be JSON.
+func plain(n *yaml.Node, path string) (any, error) {
+	bad := func(format string, a ...any) error {
+		return &InvalidError{Problems: []Problem{{Path: path, Message: fmt.Sprintf("line %d: ", n.Line) + fmt.Sprintf(format, a...)}}}
+	}
+	switch n.Kind {
+	case yaml.DocumentNode:
+		if len(n.Content) != 1 {
+			return nil, bad("empty document")
+		}
+		return plain(n.Content[0], path)
+	case yaml.AliasNode:
+		return nil, bad("YAML aliases are not allowed: write the value out")
+	case yaml.MappingNode:
+		m := make(map[string]any, len(n.Content)/2)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.Kind != yaml.ScalarNode || k.Tag == "!!merge" {
+				return nil, bad("keys must be plain strings")
+			}
+			if _, dup := m[k.Value]; dup {
+				return nil, bad("key %q appears twice", k.Value)
+			}
+			child, err := plain(v, path+"."+k.Value)
+			if err != nil {
+				return nil, err
+			}
+			m[k.Value] = child
+		}
+		return m, nil
+	case yaml.SequenceNode:
+		s := make([]any, 0, len(n.Content))
+		for i, c := range n.Content {
+			child, err := plain(c, fmt.Sprintf("%s.%d", path, i))
+			if err != nil {
+				return nil, err
+			}
+			s = append(s, child)
+		}
+		return s, nil
+	case yaml.ScalarNode:
+		switch n.ShortTag() {
+		case "!!null":
+			return nil, nil
+		case "!!bool", "!!int", "!!float":
+			var v any
+			if err := n.Decode(&v); err != nil {
+				return nil, bad("%v", err)
+			}
+			return v, nil
+		case "!!str":
+			return n.Value, nil
+		default:
+			// !!timestamp, !!binary and custom tags have no JSON
+			// meaning: Ignition would get a string it did not expect.
+			return nil, bad("value %q has YAML type %s; quote it to make it a string", n.Value, n.ShortTag())
+		}
+	}
+	return nil, bad("unexpected YAML node")
+}
+
+// IsInvalid reports whether err is a config that failed validation (as
+// opposed to, say, a template that failed to execute).
+func IsInvalid(err error) bool {
+	var ie *InvalidError
+	return errors.As(err, &ie)
+}
