@@ -9,6 +9,8 @@
 #   gnupg             gpg, which signs the Flatcar-format releases of the
 #                     artifact tests (internal/flatcarfixture)
 #   prometheus        promtool, which checks and unit-tests contrib/prometheus/alerts.yml
+#   ignition          ignition-validate, a second, independent check of the
+#                     Ignition configs mayu renders (pkg/ignition, pkg/render)
 # The VM tests and the demo (package internal/vmlab; shared/reference/lab.md §1):
 #   qemu-system-x86   the VMs (TCG: this machine's KVM cannot run them)
 #   ovmf              UEFI firmware; SeaBIOS comes with qemu
@@ -26,7 +28,7 @@
 # and systemd-boot-efi (on Debian 12 it upgrades systemd with it).
 set -eu
 
-packages="curl ca-certificates git iproute2 busybox kea-admin atftp ipxe gnupg prometheus keepalived
+packages="curl ca-certificates git iproute2 busybox kea-admin atftp ipxe gnupg prometheus keepalived ignition
 qemu-system-x86 ovmf ipxe-qemu syslinux syslinux-common mtools dosfstools kmod xz-utils dnsmasq-base"
 
 missing=""

@@ -80,6 +80,7 @@ type Renderer struct {
 	cluster     config.Cluster
 	// What each template renders (config.FormatText or FormatIgnition).
 	firstStageFormat, finalConfigFormat string
+	warnings                            []string // of the sample render
 }
 
 // funcs are the template functions (README, "Templates"); quote.go has
@@ -90,30 +91,55 @@ var funcs = template.FuncMap{
 	"yaml":       toYAML,
 	"shell":      shell,
 	"shellquote": shellquote,
+	"dataurl":    dataURL,
+	"keyvalues":  keyValues,
+	"replicas":   replicas,
 }
 
 // New parses the cluster's templates from files (rooted at the files
-// directory) and test-renders them.
+// directory) and test-renders them for the sample machine: a template
+// that fails to execute, or renders an Ignition config that does not
+// validate, stops mayu at start (and fails `mayu -check`) with the
+// template's key, the path inside the config and Ignition's message.
 func New(files fs.FS, cluster config.Cluster) (*Renderer, error) {
 	r := &Renderer{cluster: cluster,
 		firstStageFormat:  cluster.Templates.FirstStageFormat,
 		finalConfigFormat: cluster.Templates.FinalConfigFormat}
 	var err error
-	if r.firstStage, err = parse(files, "cluster.templates.first_stage", cluster.Templates.FirstStage); err != nil {
+	if r.firstStage, err = parse(files, keyFirstStage, cluster.Templates.FirstStage); err != nil {
 		return nil, err
 	}
-	if r.finalConfig, err = parse(files, "cluster.templates.final_config", cluster.Templates.FinalConfig); err != nil {
+	if r.finalConfig, err = parse(files, keyFinalConfig, cluster.Templates.FinalConfig); err != nil {
 		return nil, err
 	}
 	sample := r.Context(Sample(), "sample-token", "http://192.0.2.1:4081")
-	if _, err := r.FirstStage(sample); err != nil {
-		return nil, fmt.Errorf("cluster.templates.first_stage: test render failed: %w", err)
-	}
-	if _, err := r.FinalConfig(sample); err != nil {
-		return nil, fmt.Errorf("cluster.templates.final_config: test render failed: %w", err)
+	for _, t := range []struct {
+		key    string
+		tmpl   *template.Template
+		format string
+	}{{keyFirstStage, r.firstStage, r.firstStageFormat}, {keyFinalConfig, r.finalConfig, r.finalConfigFormat}} {
+		_, warnings, err := execute(t.key, t.tmpl, t.format, sample)
+		if err != nil {
+			return nil, fmt.Errorf("test render for the sample machine failed: %w", err)
+		}
+		for _, w := range warnings {
+			r.warnings = append(r.warnings, t.key+": Ignition warning at "+w.String())
+		}
 	}
 	return r, nil
 }
+
+// The configuration keys of the operator templates, which every render
+// error starts with.
+const (
+	keyFirstStage  = "cluster.templates.first_stage"
+	keyFinalConfig = "cluster.templates.final_config"
+)
+
+// Warnings are what Ignition warned of in the sample machine's configs
+// (key: path: message): they do not stop mayu, `mayu -check` prints them
+// and a replica logs them at start.
+func (r *Renderer) Warnings() []string { return r.warnings }
 
 func parse(files fs.FS, key, name string) (*template.Template, error) {
 	data, err := fs.ReadFile(files, name)
@@ -214,14 +240,17 @@ func netmask(bits int) string {
 }
 
 // FirstStage renders what the installer runs: a script, or the
-// installer's Ignition config.
+// installer's Ignition config. Its errors are *Error.
 func (r *Renderer) FirstStage(c Context) ([]byte, error) {
-	return execute(r.firstStage, r.firstStageFormat, c)
+	out, _, err := execute(keyFirstStage, r.firstStage, r.firstStageFormat, c)
+	return out, err
 }
 
-// FinalConfig renders the config written to the installed disk.
+// FinalConfig renders the config written to the installed disk. Its
+// errors are *Error.
 func (r *Renderer) FinalConfig(c Context) ([]byte, error) {
-	return execute(r.finalConfig, r.finalConfigFormat, c)
+	out, _, err := execute(keyFinalConfig, r.finalConfig, r.finalConfigFormat, c)
+	return out, err
 }
 
 // FirstStageIsIgnition reports whether the first stage is an Ignition
@@ -231,19 +260,31 @@ func (r *Renderer) FirstStageIsIgnition() bool { return r.firstStageFormat == co
 // FinalConfigIsIgnition reports whether the final config is Ignition.
 func (r *Renderer) FinalConfigIsIgnition() bool { return r.finalConfigFormat == config.FormatIgnition }
 
+// Error is a template that could not be rendered for a machine: it failed
+// to execute, or what it rendered is not a valid Ignition config (Err is
+// then an *ignition.InvalidError). Either way nothing may be served: the
+// machine cannot be installed as configured.
+type Error struct {
+	Key string // the template's configuration key
+	Err error
+}
+
+func (e *Error) Error() string { return e.Key + ": " + e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
 // execute renders t for c; a template declared Ignition is converted and
 // validated (an *ignition.InvalidError names each problem by path).
-func execute(t *template.Template, format string, c Context) ([]byte, error) {
+func execute(key string, t *template.Template, format string, c Context) ([]byte, []ignition.Problem, error) {
 	var buf bytes.Buffer
 	if err := t.Execute(&buf, c); err != nil {
-		return nil, err
+		return nil, nil, &Error{Key: key, Err: err}
 	}
 	if format != config.FormatIgnition {
-		return buf.Bytes(), nil
+		return buf.Bytes(), nil, nil
 	}
 	res, err := ignition.Convert(buf.Bytes())
 	if err != nil {
-		return nil, err
+		return nil, nil, &Error{Key: key, Err: err}
 	}
-	return res.JSON, nil
+	return res.JSON, res.Warnings, nil
 }
