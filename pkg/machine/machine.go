@@ -398,3 +398,17 @@ func isHex(s string, n int) bool {
 	}
 	return true
 }
+
+// MarkConfigFailed records that the machine's first stage or final config
+// does not render, or renders an Ignition config that does not validate.
+// It is found when the installer asks for its first stage, before the
+// installer has touched the disk, so a configured machine fails too; the
+// reason is stored escaped and bounded, as MarkFailed's.
+func (m *Machine) MarkConfigFailed(reason, replica string, now time.Time) error {
+	if m.State != Configured {
+		return m.MarkFailed(reason, replica, now)
+	}
+	m.FailReason = hostile.Text(reason, MaxReason-3)
+	m.set(Failed, replica, m.FailReason, now)
+	return nil
+}
