@@ -22,6 +22,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 
@@ -80,6 +81,12 @@ func Convert(src []byte) (Result, error) {
 // Validate checks Ignition JSON with the library and returns it as the
 // library's types marshal it.
 func Validate(raw []byte) (Result, error) {
+	// What Ignition's parser says only of the whole document ("$"), said
+	// of the key it is about: a value of the wrong type, a version other
+	// than the one mayu renders.
+	if p, ok := precheck(raw); !ok {
+		return Result{}, &InvalidError{Problems: []Problem{p}}
+	}
 	cfg, rpt, err := v33.Parse(raw)
 	var problems, warnings []Problem
 	for _, e := range rpt.Entries {
@@ -89,6 +96,10 @@ func Validate(raw []byte) (Result, error) {
 			problems = append(problems, p)
 		case e.Kind == report.Warn && strings.HasPrefix(e.Message, "unused key "):
 			p.Message = "unknown key " + strings.TrimPrefix(e.Message, "unused key ") + " (not in Ignition spec " + Version + ")"
+			problems = append(problems, p)
+		case e.Kind == report.Warn && strings.Contains(e.Message, "Unused keys may not be reported"):
+			// Ignition could not look for unknown keys here: mayu
+			// cannot promise that nothing written is lost.
 			problems = append(problems, p)
 		case e.Kind == report.Warn:
 			warnings = append(warnings, p)
@@ -111,6 +122,51 @@ func Validate(raw []byte) (Result, error) {
 	}
 	sortProblems(warnings)
 	return Result{JSON: out, Warnings: warnings}, nil
+}
+
+// precheck decodes raw into the spec's types as Ignition's parser will,
+// to name the key of a value of the wrong type, and checks
+// ignition.version.
+func precheck(raw []byte) (Problem, bool) {
+	var cfg types.Config
+	err := json.Unmarshal(raw, &cfg)
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &typeErr) && typeErr.Field != "":
+		return Problem{Path: "$." + typeErr.Field, Message: fmt.Sprintf("got %s, Ignition wants %s", typeErr.Value, kind(typeErr.Type))}, false
+	case errors.As(err, &typeErr):
+		return Problem{Path: "$", Message: fmt.Sprintf("got %s, Ignition wants %s", typeErr.Value, kind(typeErr.Type))}, false
+	case err != nil:
+		return Problem{}, true // Ignition's parser says it
+	case cfg.Ignition.Version == "":
+		return Problem{Path: "$.ignition.version", Message: fmt.Sprintf("missing: set it to %q", Version)}, false
+	case cfg.Ignition.Version != Version:
+		return Problem{Path: "$.ignition.version", Message: fmt.Sprintf("is %q; mayu renders spec %s, the one both Debian's Ignition 2.14 (which refuses 3.4.0 and later) and current Flatcar accept", cfg.Ignition.Version, Version)}, false
+	}
+	return Problem{}, true
+}
+
+// kind names what a value of Go type t is in JSON.
+func kind(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	}
+	return t.String()
 }
 
 func marshal(cfg types.Config) ([]byte, error) {
@@ -145,7 +201,12 @@ func toJSON(src []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(v)
+	out, err := json.Marshal(v)
+	if err != nil {
+		// .inf and .nan are YAML numbers JSON has no word for.
+		return nil, &InvalidError{Problems: []Problem{{Path: "$", Message: "not expressible in JSON: " + err.Error()}}}
+	}
+	return out, nil
 }
 
 // plain converts a YAML node into map/slice/scalar values, naming the path
@@ -164,17 +225,25 @@ func plain(n *yaml.Node, path string) (any, error) {
 		return nil, bad("YAML aliases are not allowed: write the value out")
 	case yaml.MappingNode:
 		m := make(map[string]any, len(n.Content)/2)
+		seen := map[string]bool{} // keys whose null value was dropped
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
 			if k.Kind != yaml.ScalarNode || k.Tag == "!!merge" {
 				return nil, bad("keys must be plain strings")
 			}
-			if _, dup := m[k.Value]; dup {
+			if _, dup := m[k.Value]; dup || seen[k.Value] {
 				return nil, bad("key %q appears twice", k.Value)
 			}
 			child, err := plain(v, path+"."+k.Value)
 			if err != nil {
 				return nil, err
+			}
+			if child == nil {
+				// `key:` with no value (a template's empty
+				// branch): Ignition reads a null as absent, but
+				// cannot then check the keys around it.
+				seen[k.Value] = true
+				continue
 			}
 			m[k.Value] = child
 		}
