@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/fstest"
 
 	"github.com/coreos/ignition/v2/config/v3_3/types"
 	"github.com/vincent-petithory/dataurl"
@@ -369,4 +370,56 @@ func FuzzShippedIgnition(f *testing.F) {
 		}
 		checkShippedIgnition(t, out, m, rc)
 	})
+}
+
+// A template declared Ignition that does not validate for the sample
+// machine stops mayu at start and fails `mayu -check`, naming the
+// template's key, the path inside the config and Ignition's message; its
+// warnings are kept for -check to print.
+func TestIgnitionTemplateCheckedAtStart(t *testing.T) {
+	c := cluster()
+	c.Templates.FinalConfigFormat = config.FormatIgnition
+	for name, tc := range map[string]struct {
+		final string
+		want  string
+	}{
+		"unknown key":   {"ignition: {version: \"3.3.0\"}\nstorage: {filez: []}\n", "cluster.templates.final_config: invalid Ignition 3.3.0 config: $.storage.filez: unknown key filez"},
+		"relative path": {"ignition: {version: \"3.3.0\"}\nstorage: {files: [{path: {{yaml .Machine.Hostname}}}]}\n", "cluster.templates.final_config: invalid Ignition 3.3.0 config: $.storage.files.0.path: path not absolute"},
+		"version":       {"ignition: {version: \"3.4.0\"}\n", `$.ignition.version: is "3.4.0"`},
+		"not ignition":  {"hostname: {{yaml .Machine.Hostname}}\n", "$.ignition.version: missing"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			files := fstest.MapFS{"fs.sh": {Data: []byte("#!/bin/sh\n")}, "final.yaml": {Data: []byte(tc.final)}}
+			_, err := New(files, c)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+	// The first stage may be Ignition too (the installer's config).
+	fsIgn := c
+	fsIgn.Templates.FirstStageFormat = config.FormatIgnition
+	fsIgn.Templates.FinalConfigFormat = config.FormatText
+	_, err := New(fstest.MapFS{"fs.sh": {Data: []byte("#!/bin/sh\n")}, "final.yaml": {Data: []byte("x")}}, fsIgn)
+	if err == nil || !strings.Contains(err.Error(), "cluster.templates.first_stage: invalid Ignition 3.3.0 config: $: not valid YAML or JSON") {
+		t.Fatalf("a shell script as Ignition first stage: %v", err)
+	}
+
+	files := fstest.MapFS{"fs.sh": {Data: []byte("#!/bin/sh\n")}, "final.yaml": {Data: []byte(
+		"ignition: {version: \"3.3.0\"}\nstorage: {files: [{path: /usr/bin/x, mode: 2541, contents: {source: {{yaml (dataurl .Machine.ID)}}}}]}\n")}}
+	r, err := New(files, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := r.Warnings(); len(w) != 1 || !strings.HasPrefix(w[0], "cluster.templates.final_config: Ignition warning at $.storage.files.0.mode: setuid") {
+		t.Fatalf("warnings %q", w)
+	}
+	if !r.FinalConfigIsIgnition() || r.FirstStageIsIgnition() {
+		t.Fatal("formats")
+	}
+	// A render for a machine gives the library's JSON.
+	out, err := r.FinalConfig(r.Context(Sample(), "t", "http://x"))
+	if err != nil || !strings.Contains(string(out), `"source":"data:,sample-serial"`) {
+		t.Fatalf("%s %v", out, err)
+	}
 }
