@@ -1,0 +1,38 @@
+package machine
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A config that does not render fails the machine from configured (found
+// when its installer asks for the first stage, before anything ran) or
+// installing; never one that has been installed.
+func TestMarkConfigFailed(t *testing.T) {
+	now := time.Unix(1000, 0)
+	m := New("m1", now, "r0")
+	if err := m.MarkConfigFailed("config: bad\x1b[2J", "r1", now); err != nil {
+		t.Fatal(err)
+	}
+	if m.State != Failed || m.FailReason != `config: bad\x1b[2J` || m.History[len(m.History)-1].Reason != m.FailReason || len(m.History) != 2 {
+		t.Fatalf("%s %q %+v", m.State, m.FailReason, m.History)
+	}
+	if err := m.MarkConfigFailed("again", "r1", now); !errors.Is(err, ErrUnchanged) {
+		t.Fatalf("failed again: %v", err)
+	}
+	m = New("m2", now, "r0")
+	m.StartInstall("r0", now)
+	if err := m.MarkConfigFailed("config: x", "r1", now); err != nil || m.State != Failed {
+		t.Fatalf("from installing: %v %s", err, m.State)
+	}
+	m.MarkInstalled("r1", now)
+	var te *TransitionError
+	if err := m.MarkConfigFailed("config: x", "r1", now); !errors.As(err, &te) || m.State != Installed {
+		t.Fatalf("from installed: %v %s", err, m.State)
+	}
+	if m := New("m3", now, "r0"); m.MarkConfigFailed(strings.Repeat("x", 1000), "r", now) != nil || len(m.FailReason) > MaxReason {
+		t.Fatalf("reason not bounded: %d", len(m.FailReason))
+	}
+}
