@@ -177,6 +177,26 @@ func TestFlatcarInstallerQuotesVariables(t *testing.T) {
 	if env["MAYU_URLS"] != hostile || env["DISK"] != "/dev/sda" {
 		t.Fatalf("install.env read back: %q", env)
 	}
+	if !strings.Contains(string(first), `"sshAuthorizedKeys":["ssh-ed25519 AAAA x"]`) {
+		t.Errorf("the live system's core lacks the key:\n%s", first)
+	}
+
+	// Without template variables: one replica, no SSH key. (The final
+	// config is not this test's: a minimal one stands in.)
+	cfg.Cluster.TemplateVars = nil
+	files[cfg.Cluster.Templates.FinalConfig] = &fstest.MapFile{Data: []byte(`{"ignition": {"version": "3.3.0"}}`)}
+	if r, err = New(files, cfg.Cluster); err != nil {
+		t.Fatal(err)
+	}
+	c = flatcarContexts(t, r)[0]
+	if first, err = r.FirstStage(c); err != nil {
+		t.Fatal(err)
+	}
+	ignitionValidate(t, first)
+	env = shellEnv(t, decodeInstaller(t, first).files["/etc/mayu/install.env"])
+	if env["MAYU_URLS"] != c.MayuURL || strings.Contains(string(first), "sshAuthorizedKeys") {
+		t.Fatalf("without variables: MAYU_URLS=%q\n%s", env["MAYU_URLS"], first)
+	}
 }
 
 // installerConfig is what the installer's Ignition config installs.
