@@ -65,10 +65,11 @@ demo: deps build vmlab etcd
 # Linux"), added as artifacts checked against the signed digests. FW=uefi
 # boots OVMF. Slow under TCG (an hour or more); not part of `make test`.
 FLATCAR_DIR ?=
+FLATCAR_KEY ?=
 flatcar-demo:
 	@test -n "$(FLATCAR_DIR)" || { echo 'make flatcar-demo FLATCAR_DIR=DIR: DIR holds the Flatcar release files (README "Installing Flatcar Container Linux")' >&2; exit 2; }
 	$(MAKE) deps build vmlab upstream etcd
-	bin/vmlab demo -flatcar="$(FLATCAR_DIR)"
+	bin/vmlab demo -flatcar="$(FLATCAR_DIR)" -flatcar-key="$(FLATCAR_KEY)"
 
 # Benchmarks against the peers (bench/README.md): builds everything, installs
 # the peers (bench-deps), runs every bench script and the Go benchmarks, and

@@ -91,8 +91,10 @@ func demo(args []string) int {
 	exe, _ := os.Executable()
 	fs.StringVar(&d.bin, "bin", filepath.Dir(exe), "directory of mayu, mayuctl, etcd and etcdctl")
 	cache := fs.String("cache", os.Getenv("MAYU_VMLAB_CACHE"), "cache for the Debian kernel (default: .work/vmlab at the top of the checkout; env MAYU_VMLAB_CACHE)")
-	flatcar := fs.String("flatcar", os.Getenv("FLATCAR_DIR"), "install Flatcar Container Linux from the release files in DIR (env FLATCAR_DIR; make flatcar-demo)")
-	flatcarKey := fs.String("flatcar-key", os.Getenv("FLATCAR_KEY"), "Flatcar's image signing key (env FLATCAR_KEY; default DIR/"+flatcarKeyFile+")")
+	// No environment defaults here: `make demo` stays the Debian demo
+	// whatever FLATCAR_DIR holds; `make flatcar-demo` passes them.
+	flatcar := fs.String("flatcar", "", "install Flatcar Container Linux from the release files in DIR (make flatcar-demo FLATCAR_DIR=DIR)")
+	flatcarKey := fs.String("flatcar-key", "", "Flatcar's image signing key (make flatcar-demo FLATCAR_KEY=FILE; default DIR/"+flatcarKeyFile+")")
 	fs.Parse(args)
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "unexpected arguments: %q\n", fs.Args())
@@ -116,8 +118,8 @@ func demo(args []string) int {
 	if *cache == "" {
 		*cache = filepath.Join(d.top, ".work", "vmlab")
 	}
-	flatcarSet := *flatcar != "" || *flatcarKey != ""
-	fs.Visit(func(f *flag.Flag) { flatcarSet = flatcarSet || f.Name == "flatcar" }) // -flatcar "" too
+	flatcarSet := *flatcarKey != ""
+	fs.Visit(func(f *flag.Flag) { flatcarSet = flatcarSet || f.Name == "flatcar" }) // -flatcar="" too: say what is missing
 	if flatcarSet {
 		// Checked before anything else: the release files are the
 		// operator's to fetch, and a missing one should cost nothing.
