@@ -161,6 +161,9 @@ func TestFlatcarExampleRendersValidIgnition(t *testing.T) {
 // of the environment file.
 func TestFlatcarInstallerQuotesVariables(t *testing.T) {
 	cfg, files := flatcarExample(t)
+	// The final config is not this test's (it may refuse such a
+	// mayu_urls of its own accord): a minimal one stands in.
+	files[cfg.Cluster.Templates.FinalConfig] = &fstest.MapFile{Data: []byte(`{"ignition": {"version": "3.3.0"}}`)}
 	hostile := "http://a:4081 http://b:4081'; reboot; '\n$(reboot) `reboot` \"x\""
 	cfg.Cluster.TemplateVars = map[string]string{"mayu_urls": hostile, "ssh_authorized_key": "ssh-ed25519 AAAA x"}
 	r, err := New(files, cfg.Cluster)
@@ -181,10 +184,8 @@ func TestFlatcarInstallerQuotesVariables(t *testing.T) {
 		t.Errorf("the live system's core lacks the key:\n%s", first)
 	}
 
-	// Without template variables: one replica, no SSH key. (The final
-	// config is not this test's: a minimal one stands in.)
+	// Without template variables: one replica, no SSH key.
 	cfg.Cluster.TemplateVars = nil
-	files[cfg.Cluster.Templates.FinalConfig] = &fstest.MapFile{Data: []byte(`{"ignition": {"version": "3.3.0"}}`)}
 	if r, err = New(files, cfg.Cluster); err != nil {
 		t.Fatal(err)
 	}
