@@ -215,7 +215,7 @@ func (s *Server) ipxe(w http.ResponseWriter, r *http.Request) {
 			w.Write(render.WaitScript(s.mayuURL, forNode(err)))
 			return
 		}
-		w.Write(render.InstallerScript(c, s.cluster.Install.KernelArgs))
+		w.Write(s.render.InstallerScript(c, s.cluster.Install.KernelArgs))
 	}
 }
 
