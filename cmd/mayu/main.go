@@ -15,6 +15,7 @@ import (
 
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/etcd"
+	"github.com/mayu-boot/mayu/pkg/ignition"
 	"github.com/mayu-boot/mayu/pkg/render"
 	"github.com/mayu-boot/mayu/pkg/server"
 )
@@ -67,6 +68,15 @@ func run(args []string, stderr io.Writer) int {
 		}
 		for _, w := range warnings {
 			fmt.Fprintln(stderr, "mayu: warning:", w)
+		}
+		samples := len(render.Samples(cfg.Cluster))
+		for _, t := range []struct{ key, format string }{
+			{"cluster.templates.first_stage", cfg.Cluster.Templates.FirstStageFormat},
+			{"cluster.templates.final_config", cfg.Cluster.Templates.FinalConfigFormat},
+		} {
+			if t.format == config.FormatIgnition {
+				fmt.Fprintf(stderr, "mayu: %s: valid Ignition %s for %d sample machines (one per profile)\n", t.key, ignition.Version, samples)
+			}
 		}
 		fmt.Fprintf(stderr, "mayu: %s is valid (cluster config hash %s)\n", cfg.Path, cfg.ClusterHash())
 		for _, l := range cfg.Node.Limits.Summary() {

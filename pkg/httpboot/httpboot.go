@@ -555,7 +555,14 @@ func (s *Server) failConfig(c nodeCall, renderErr error) {
 	if changed {
 		s.installs.CountInstallFailed(failedConfig)
 	}
-	s.log.Error("machine's config does not render: machine failed", "id", c.machine.ID, "err", renderErr,
+	// Logged as an error once, when the machine becomes failed. Flatcar's
+	// Ignition retries a 5xx every few seconds until the machine is power
+	// cycled: those repeats are not news.
+	level := slog.LevelDebug
+	if changed || (err != nil && !errors.Is(err, machine.ErrUnchanged)) {
+		level = slog.LevelError
+	}
+	s.log.Log(c.r.Context(), level, "machine's config does not render: machine failed", "id", c.machine.ID, "err", renderErr,
 		"recorded", err == nil || errors.Is(err, machine.ErrUnchanged), "record_err", err)
 	httpError(c.w, http.StatusInternalServerError, fmt.Sprintf("the config of machine %s does not render, the machine is failed (fix it, then `mayuctl reinstall %s`): %s",
 		c.machine.ID, c.machine.ID, renderErr))
@@ -656,15 +663,9 @@ func (s *Server) renderFor(c nodeCall, m *machine.Machine, f func(render.Context
 		return
 	}
 	out, err := f(rc)
-	var renderErr *render.Error
-	if errors.As(err, &renderErr) {
+	if err != nil {
 		// Never served: the machine cannot be installed as configured.
 		s.failConfig(nodeCall{w: c.w, r: c.r, machine: m}, err)
-		return
-	}
-	if err != nil {
-		s.log.Error("template render failed", "id", m.ID, "err", err)
-		httpError(c.w, http.StatusInternalServerError, "rendering for machine "+m.ID+" failed: "+err.Error())
 		return
 	}
 	c.w.Header().Set("Content-Type", contentType)

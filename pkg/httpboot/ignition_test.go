@@ -20,15 +20,15 @@ import (
 )
 
 // picky is an Ignition final config that renders for the sample machine
-// but not for every machine: a machine of profile core gets an unknown
-// key, one whose metadata "root" is not empty gets a relative path, and
+// but not for every machine: a machine whose metadata "bogus" is "yes"
+// gets an unknown key (a key only a profile renders is caught at start), one whose metadata "root" is not empty gets a relative path, and
 // one whose metadata "urls" is not a base URL fails to execute.
 const picky = `ignition: {version: "3.3.0"}
 storage:
   files:
     - path: {{ yaml (print (index .Machine.Metadata "root") "/etc/motd") }}
       contents: {source: {{ yaml (dataurl (join (replicas .URLs.BootComplete (index .Machine.Metadata "urls")) "\n")) }}}
-{{- if eq .Machine.Profile "core" }}
+{{- if eq (index .Machine.Metadata "bogus") "yes" }}
       bogus: 1
 {{- end }}
 `
@@ -84,8 +84,6 @@ func TestConfigThatDoesNotValidateFailsOnlyItsMachine(t *testing.T) {
 		firstStage, tok := installerURLs(t, l.script(serial, "", mac))
 		return node{serial: serial, mac: mac, id: strings.ToLower(serial), firstStage: firstStage, tok: tok}
 	}
-	// Profile core has quantity 1: the first machine gets it, and the
-	// unknown key with it.
 	core := boot("SN-CORE", "52-54-00-00-00-01")
 	good := boot("SN-GOOD", "52-54-00-00-00-02")
 	relative := boot("SN-RELATIVE", "52-54-00-00-00-03")
@@ -96,6 +94,7 @@ func TestConfigThatDoesNotValidateFailsOnlyItsMachine(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	setMeta(core.id, "bogus", "yes")
 	setMeta(relative.id, "root", "relative")
 	setMeta(badURL.id, "urls", "not-a-url")
 

@@ -55,7 +55,12 @@ func (e *InvalidError) Error() string {
 	for i, p := range e.Problems {
 		parts[i] = p.String()
 	}
-	return "invalid Ignition " + Version + " config: " + strings.Join(parts, "; ")
+	head := "invalid Ignition " + Version + " config: "
+	if len(parts) > 1 {
+		// The count first: a machine's failure reason is cut short.
+		head = fmt.Sprintf("invalid Ignition %s config (%d problems): ", Version, len(parts))
+	}
+	return head + strings.Join(parts, "; ")
 }
 
 // Result is a config that passed: its Ignition JSON and the warnings

@@ -59,7 +59,7 @@ func TestConvertRefuses(t *testing.T) {
 					if res.JSON != nil {
 						t.Fatal("JSON returned with an error")
 					}
-					if !strings.Contains(err.Error(), "invalid Ignition 3.3.0 config: "+p.Path+": ") {
+					if !strings.HasPrefix(err.Error(), "invalid Ignition 3.3.0 config") || !strings.Contains(err.Error(), p.Path+": ") {
 						t.Fatalf("message %q does not name the path", err)
 					}
 					return

@@ -10,9 +10,10 @@ import (
 )
 
 // The template functions that build file contents for an Ignition config
-// (README, "Templates"). Their output is plain ASCII with no quote, so it
-// can stand in a YAML or JSON value as it is; the templates still pass it
-// through yaml or json like every other value.
+// (README, "Templates"). dataurl's output is plain ASCII with no quote;
+// keyvalues keeps quotes and non-ASCII text as they are (only what could
+// start a new line or a new key is escaped), so its output goes through
+// dataurl, yaml or json like every other value.
 
 // dataURL is s as an RFC 2397 data URL ("data:,…"), the form Ignition
 // takes file contents in (storage.files[].contents.source). Every byte

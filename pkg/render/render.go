@@ -112,21 +112,49 @@ func New(files fs.FS, cluster config.Cluster) (*Renderer, error) {
 	if r.finalConfig, err = parse(files, keyFinalConfig, cluster.Templates.FinalConfig); err != nil {
 		return nil, err
 	}
-	sample := r.Context(Sample(), "sample-token", "http://192.0.2.1:4081")
-	for _, t := range []struct {
-		key    string
-		tmpl   *template.Template
-		format string
-	}{{keyFirstStage, r.firstStage, r.firstStageFormat}, {keyFinalConfig, r.finalConfig, r.finalConfigFormat}} {
-		_, warnings, err := execute(t.key, t.tmpl, t.format, sample)
-		if err != nil {
-			return nil, fmt.Errorf("test render for the sample machine failed: %w", err)
-		}
-		for _, w := range warnings {
-			r.warnings = append(r.warnings, t.key+": Ignition warning at "+w.String())
+	// One sample machine per profile, with that profile's tags as its
+	// metadata: a template may render a key only for some profile, and a
+	// misspelt one must stop mayu here, not fail every machine of that
+	// profile at install.
+	seen := map[string]bool{}
+	for _, m := range Samples(cluster) {
+		sample := r.Context(m, "sample-token", "http://192.0.2.1:4081")
+		for _, t := range []struct {
+			key    string
+			tmpl   *template.Template
+			format string
+		}{{keyFirstStage, r.firstStage, r.firstStageFormat}, {keyFinalConfig, r.finalConfig, r.finalConfigFormat}} {
+			_, warnings, err := execute(t.key, t.tmpl, t.format, sample)
+			if err != nil {
+				return nil, fmt.Errorf("test render for a sample machine of profile %q failed: %w", m.Profile, err)
+			}
+			for _, w := range warnings {
+				msg := t.key + ": Ignition warning at " + w.String()
+				if !seen[msg] {
+					seen[msg] = true
+					r.warnings = append(r.warnings, msg)
+				}
+			}
 		}
 	}
 	return r, nil
+}
+
+// Samples are the machines New test-renders: the sample machine in the
+// profile "default" and once in each configured profile, with the
+// profile's tags as metadata, as a registered machine of it has.
+func Samples(cluster config.Cluster) []*machine.Machine {
+	out := []*machine.Machine{Sample()}
+	for _, p := range cluster.Profiles {
+		m := Sample()
+		m.Profile = p.Name
+		m.Metadata = make(map[string]string, len(p.Tags))
+		for k, v := range p.Tags {
+			m.Metadata[k] = v
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 // The configuration keys of the operator templates, which every render

@@ -340,6 +340,14 @@ func TestShippedCloudInitForManyMachines(t *testing.T) {
 			if !strings.Contains(files["/etc/mayu/boot-complete"], "http://10.0.3.3:4081/machines/"+m.ID+"/boot-complete?token=tok") {
 				t.Fatalf("%s/%s: boot-complete %q", name, m.ID, files["/etc/mayu/boot-complete"])
 			}
+			// The installed OS has its static address from the networkd
+			// file (DHCP ignores it) and a unit that reports every boot.
+			if nw := files["/etc/systemd/network/00-mayu.network"]; !strings.Contains(nw, "\nAddress="+rc.Network.Address+"/") || !strings.Contains(nw, "MACAddress="+m.MACs[0]) {
+				t.Fatalf("%s/%s: networkd file %q", name, m.ID, nw)
+			}
+			if !strings.Contains(files["/etc/systemd/system/mayu-boot-complete.service"], "WantedBy=multi-user.target") {
+				t.Fatalf("%s/%s: no boot-complete unit", name, m.ID)
+			}
 		}
 	}
 }
@@ -396,11 +404,20 @@ func TestIgnitionTemplateCheckedAtStart(t *testing.T) {
 			}
 		})
 	}
+	// A key only one profile renders is checked at start too: the sample
+	// machine is rendered in every profile, with its tags as metadata.
+	perProfile := c
+	perProfile.Profiles = []config.Profile{{Name: "core", Quantity: 1, Tags: map[string]string{"rule-core": "true"}}}
+	_, err := New(fstest.MapFS{"fs.sh": {Data: []byte("#!/bin/sh\n")}, "final.yaml": {Data: []byte(
+		"ignition: {version: \"3.3.0\"}\n{{if eq (index .Machine.Metadata \"rule-core\") \"true\"}}storage: {files: [{path: /x, overwrit: true}]}{{end}}\n")}}, perProfile)
+	if err == nil || !strings.Contains(err.Error(), `profile "core"`) || !strings.Contains(err.Error(), "$.storage.files.0.overwrit: unknown key") {
+		t.Fatalf("a key misspelt only for profile core: %v", err)
+	}
 	// The first stage may be Ignition too (the installer's config).
 	fsIgn := c
 	fsIgn.Templates.FirstStageFormat = config.FormatIgnition
 	fsIgn.Templates.FinalConfigFormat = config.FormatText
-	_, err := New(fstest.MapFS{"fs.sh": {Data: []byte("#!/bin/sh\n")}, "final.yaml": {Data: []byte("x")}}, fsIgn)
+	_, err = New(fstest.MapFS{"fs.sh": {Data: []byte("#!/bin/sh\n")}, "final.yaml": {Data: []byte("x")}}, fsIgn)
 	if err == nil || !strings.Contains(err.Error(), "cluster.templates.first_stage: invalid Ignition 3.3.0 config: $: not valid YAML or JSON") {
 		t.Fatalf("a shell script as Ignition first stage: %v", err)
 	}
