@@ -491,11 +491,18 @@ func (s *Server) firstStage(c nodeCall) {
 		unavailable(c.w, fmt.Sprintf("the OS image of machine %s (%s) is not ready yet", c.machine.ID, s.cluster.Source(c.machine.Profile, machine.ArtifactImage)))
 		return
 	}
+	if c.machine.State == machine.Failed {
+		// Nothing to render: a 4xx is final to Flatcar's Ignition, which
+		// would retry a 5xx every few seconds until a power cycle.
+		httpError(c.w, http.StatusConflict, fmt.Sprintf("machine %s is failed (%s): run `mayuctl reinstall %s` to try again", c.machine.ID, c.machine.FailReason, c.machine.ID))
+		return
+	}
 	// Both configs are rendered, and validated where they are Ignition,
 	// before the machine becomes installing: one that does not fails the
 	// machine before its installer runs anything, let alone touches the
-	// disk.
-	if !s.configsRender(c) {
+	// disk. An installing machine asking again had them checked then; what
+	// is served is checked again as it is rendered.
+	if c.machine.State != machine.Installing && !s.configsRender(c) {
 		return
 	}
 	m, ok := s.change(c, machine.Installing, func(m *machine.Machine) error {

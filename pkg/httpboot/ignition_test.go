@@ -123,9 +123,15 @@ func TestConfigThatDoesNotValidateFailsOnlyItsMachine(t *testing.T) {
 				t.Fatalf("%s was installing: %+v", tc.n.id, m.History)
 			}
 		}
-		// Its final config is never served, and asking again changes nothing.
+		// Its final config is never served, and asking again changes
+		// nothing: a 409 (final to Ignition, which retries a 5xx) that
+		// says why, without rendering again.
 		l.expect("GET", "/machines/"+tc.n.id+"/final-config?token="+tc.n.tok, http.StatusConflict)
-		l.expect("GET", tc.n.firstStage, http.StatusInternalServerError)
+		if code, body, _ := l.do("GET", tc.n.firstStage); code != http.StatusConflict || !strings.Contains(body, "is failed (config: ") {
+			t.Fatalf("%s: first stage asked again: %d %s", tc.n.id, code, body)
+		}
+		// Nor is an announcement of installed believed: no config was served.
+		l.expect("POST", "/machines/"+tc.n.id+"/installed?token="+tc.n.tok, http.StatusConflict)
 		// Its iPXE script says why and waits: no installer.
 		if s := l.script(tc.n.serial, "", tc.n.mac); !strings.Contains(s, "failed") || firstStageRe.MatchString(s) {
 			t.Fatalf("%s: iPXE script of a failed machine:\n%s", tc.n.id, s)

@@ -22,6 +22,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"reflect"
 	"sort"
 	"strings"
@@ -34,6 +35,11 @@ import (
 
 // Version is the Ignition spec version mayu renders.
 const Version = "3.3.0"
+
+// MaxSize bounds a rendered config: each is rendered and validated for a
+// machine whenever it asks, on the replica that also answers DHCP, and
+// Ignition configs are small (file contents that are not belong at a URL).
+const MaxSize = 2 << 20
 
 // Problem is one thing wrong with a config, at a path of the document
 // ("$.storage.files.0.path"; "$" for the document itself).
@@ -76,6 +82,9 @@ type Result struct {
 // another spec version, or anything Ignition's validation refuses is an
 // *InvalidError naming each problem by path.
 func Convert(src []byte) (Result, error) {
+	if len(src) > MaxSize {
+		return Result{}, &InvalidError{Problems: []Problem{{Path: "$", Message: fmt.Sprintf("rendered to %d bytes, more than %d: serve big file contents from a URL (contents.source) rather than inline", len(src), MaxSize)}}}
+	}
 	raw, err := toJSON(src)
 	if err != nil {
 		return Result{}, err
@@ -193,16 +202,16 @@ func sortProblems(ps []Problem) {
 // documents, aliases that make a value twice); each is refused rather than
 // guessed at.
 func toJSON(src []byte) ([]byte, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(src))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		return nil, &InvalidError{Problems: []Problem{{Path: "$", Message: "not valid YAML or JSON: " + err.Error()}}}
+	var v any
+	var err error
+	if t := bytes.TrimLeft(src, " \t\r\n"); len(t) > 0 && t[0] == '{' {
+		// JSON is read as JSON: YAML's parser refuses JSON's surrogate
+		// pair escapes (a rune beyond 16 bits, as the json function
+		// writes an unprintable one).
+		v, err = fromJSON(src)
+	} else {
+		v, err = fromYAML(src)
 	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
-		return nil, &InvalidError{Problems: []Problem{{Path: "$", Message: fmt.Sprintf("more than one YAML document (a second starts at line %d)", extra.Line)}}}
-	}
-	v, err := plain(&doc, "$")
 	if err != nil {
 		return nil, err
 	}
@@ -212,6 +221,103 @@ func toJSON(src []byte) ([]byte, error) {
 		return nil, &InvalidError{Problems: []Problem{{Path: "$", Message: "not expressible in JSON: " + err.Error()}}}
 	}
 	return out, nil
+}
+
+func invalid(path, format string, a ...any) error {
+	return &InvalidError{Problems: []Problem{{Path: path, Message: fmt.Sprintf(format, a...)}}}
+}
+
+func fromYAML(src []byte) (any, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(src))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		return nil, invalid("$", "not valid YAML or JSON: %v", err)
+	}
+	// Anything after the first document is refused, parsable or not: a
+	// second document that failed to parse would otherwise vanish, and
+	// with it whatever the operator wrote there (SSH keys, say).
+	var extra yaml.Node
+	switch err := dec.Decode(&extra); {
+	case err == io.EOF:
+	case err == nil:
+		return nil, invalid("$", "more than one YAML document (a second starts at line %d)", extra.Line)
+	default:
+		return nil, invalid("$", "more than one YAML document, and the second is not valid YAML: %v", err)
+	}
+	return plain(&doc, "$")
+}
+
+// fromJSON decodes one JSON object, refusing duplicate keys (which
+// encoding/json would resolve silently, the last one winning) and
+// anything after it.
+func fromJSON(src []byte) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(src))
+	dec.UseNumber()
+	v, err := jsonValue(dec, "$")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, invalid("$", "not valid JSON: more after the object (at byte %d)", dec.InputOffset())
+	}
+	return v, nil
+}
+
+func jsonValue(dec *json.Decoder, path string) (any, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, invalid(path, "not valid JSON: %v", err)
+	}
+	switch t := tok.(type) {
+	case json.Delim:
+		switch t {
+		case '{':
+			m := map[string]any{}
+			seen := map[string]bool{}
+			for dec.More() {
+				kt, err := dec.Token()
+				if err != nil {
+					return nil, invalid(path, "not valid JSON: %v", err)
+				}
+				k := kt.(string) // the decoder allows only strings as keys
+				if seen[k] {
+					return nil, invalid(path, "key %q appears twice", k)
+				}
+				seen[k] = true
+				child, err := jsonValue(dec, path+"."+k)
+				if err != nil {
+					return nil, err
+				}
+				if child != nil { // null is an absent key, as in YAML
+					m[k] = child
+				}
+			}
+			if _, err := dec.Token(); err != nil {
+				return nil, invalid(path, "not valid JSON: %v", err)
+			}
+			return m, nil
+		case '[':
+			s := []any{}
+			for i := 0; dec.More(); i++ {
+				p := fmt.Sprintf("%s.%d", path, i)
+				child, err := jsonValue(dec, p)
+				if err != nil {
+					return nil, err
+				}
+				if child == nil {
+					return nil, invalid(p, "a list item is empty (null)")
+				}
+				s = append(s, child)
+			}
+			if _, err := dec.Token(); err != nil {
+				return nil, invalid(path, "not valid JSON: %v", err)
+			}
+			return s, nil
+		}
+		return nil, invalid(path, "not valid JSON: unexpected %v", t)
+	default:
+		return t, nil // string, json.Number, bool or nil
+	}
 }
 
 // plain converts a YAML node into map/slice/scalar values, naming the path
@@ -256,9 +362,16 @@ func plain(n *yaml.Node, path string) (any, error) {
 	case yaml.SequenceNode:
 		s := make([]any, 0, len(n.Content))
 		for i, c := range n.Content {
-			child, err := plain(c, fmt.Sprintf("%s.%d", path, i))
+			p := fmt.Sprintf("%s.%d", path, i)
+			child, err := plain(c, p)
 			if err != nil {
 				return nil, err
+			}
+			if child == nil {
+				// `- {{with ...}}...{{end}}` left empty: Ignition would
+				// get "" (a group, a kernel argument) and fail on the
+				// machine, not here.
+				return nil, invalid(p, "line %d: a list item is empty (null)", c.Line)
 			}
 			s = append(s, child)
 		}

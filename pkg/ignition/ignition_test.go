@@ -42,7 +42,13 @@ func TestConvertRefuses(t *testing.T) {
 		"relative path":              {head + "storage: {files: [{path: etc/motd}]}\n", "$.storage.files.0.path", "path not absolute"},
 		"bad data URL":               {head + "storage: {files: [{path: /a, contents: {source: 'data:x'}}]}\n", "$.storage.files.0.contents.source", "media type"},
 		"unknown key beside a null":  {head + "passwd:\nstorage: {filez: [], files: ~}\n", "$.storage.filez", "unknown key filez"},
-		"null in a list":             {head + "storage: {files: [null]}\n", "$.storage.files.0", ""},
+		"null in a list":             {head + "storage: {files: [null]}\n", "$.storage.files.0", "a list item is empty"},
+		"null group":                 {head + "passwd: {users: [{name: core, groups: [null]}]}\n", "$.passwd.users.0.groups.0", "a list item is empty"},
+		"null in a JSON list":        {`{"ignition": {"version": "3.3.0"}, "kernelArguments": {"shouldExist": [null]}}`, "$.kernelArguments.shouldExist.0", "a list item is empty"},
+		"broken second document":     {head + "---\npasswd:\n\tusers: []\n", "$", "the second is not valid YAML"},
+		"junk after document end":    {head + "...\n\t: [\n", "$", "not valid YAML"},
+		"JSON then more":             {`{"ignition": {"version": "3.3.0"}} {"passwd": {}}`, "$", "more after the object"},
+		"too big":                    {head + "#" + strings.Repeat("x", MaxSize) + "\n", "$", "more than"},
 		"same path twice":            {head + "storage: {files: [{path: /a}, {path: /a}]}\n", "$.storage.files.1", "duplicate"},
 		"not YAML":                   {"ignition: {version: \"3.3.0\"\n", "$", "not valid YAML or JSON"},
 		"non-string key":             {head + "storage: {[1]: x}\n", "$.storage", "keys must be plain strings"},
@@ -74,6 +80,19 @@ func TestConvertRefuses(t *testing.T) {
 // types marshalled, empty objects added where the spec has them), which
 // Ignition's parser reads back to the same config, and ignition-validate
 // accepts.
+// JSON is read as JSON: a rune beyond 16 bits written as a surrogate
+// pair (what the json template function writes for an unprintable one)
+// is kept, where YAML's parser would refuse the escape.
+func TestConvertJSONSurrogates(t *testing.T) {
+	res, err := Convert([]byte(`{"ignition": {"version": "3.3.0"}, "storage": {"files": [{"path": "/etc/team", "contents": {"source": "data:,flag"}, "user": {"name": "te\udb40\udc67am"}}]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(res.JSON), "te"+string(rune(0xe0067))+"am") {
+		t.Fatalf("rune lost: %s", res.JSON)
+	}
+}
+
 func TestConvertRoundTrips(t *testing.T) {
 	src := head + `passwd:
   users:

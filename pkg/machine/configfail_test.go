@@ -27,8 +27,21 @@ func TestMarkConfigFailed(t *testing.T) {
 	if err := m.MarkConfigFailed("config: x", "r1", now); err != nil || m.State != Failed {
 		t.Fatalf("from installing: %v %s", err, m.State)
 	}
-	m.MarkInstalled("r1", now)
+	// No config was served: an announcement of installed is not believed
+	// (a timeout's failure is: the disk may have been written) until a
+	// reinstall.
 	var te *TransitionError
+	if err := m.MarkInstalled("r1", now); !errors.As(err, &te) || m.State != Failed {
+		t.Fatalf("installed after a config failure: %v %s", err, m.State)
+	}
+	if err := m.Reinstall("r1", now); err != nil || m.ConfigFailed {
+		t.Fatalf("reinstall: %v %v", err, m.ConfigFailed)
+	}
+	m.StartInstall("r0", now)
+	m.MarkFailed("install timed out", "r0", now)
+	if err := m.MarkInstalled("r1", now); err != nil || m.State != Installed {
+		t.Fatalf("a late success after a timeout: %v %s", err, m.State)
+	}
 	if err := m.MarkConfigFailed("config: x", "r1", now); !errors.As(err, &te) || m.State != Installed {
 		t.Fatalf("from installed: %v %s", err, m.State)
 	}
