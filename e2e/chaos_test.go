@@ -309,14 +309,14 @@ func TestChaosWithoutLoss(t *testing.T) {
 	}
 
 	// The DHCP clients: probers of 100 MACs each, one exchange every
-	// 100 ms each (a DISCOVER from a client that holds a lease renews
-	// it), and one for the installing machines' MACs, which must go
-	// silent once each is installed.
+	// 100 ms each, every other one of a client a lone REQUEST for its
+	// address (-renew), and one for the installing machines' MACs, which
+	// must go silent once each is installed.
 	dir := t.TempDir()
 	var probers []*prober
 	startProber := func(name string, base, n int, every string) {
 		out := filepath.Join(dir, name+".log")
-		cmd, _ := c.seg.Start(c.cli, bins.dhcpprobe, "-i", "eth0", "-every", every, "-timeout", "1s",
+		cmd, _ := c.seg.Start(c.cli, bins.dhcpprobe, "-i", "eth0", "-every", every, "-timeout", "1s", "-renew",
 			"-mac-base", fmt.Sprint(base), "-macs", fmt.Sprint(n), "-out", out)
 		probers = append(probers, &prober{cmd: cmd, out: out})
 	}
