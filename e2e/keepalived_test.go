@@ -498,21 +498,24 @@ func TestKeepalivedMovesTheVirtualAddress(t *testing.T) {
 		}
 	}
 	for _, i := range live {
-		kaWaitFor(t, 20*time.Second, nodes[i].name+"'s keepalived lowering its priority", func() bool {
-			return strings.Count(nodes[i].kaLog.String(), "Changing effective priority") > prio[i]
+		kaWaitFor(t, 20*time.Second, nodes[i].name+"'s /readyz saying etcd is unreachable", func() bool {
+			out, _ := seg.Run(5*time.Second, nodes[i].ns, "curl", "-s", "--max-time", "3", "http://127.0.0.1:4082/readyz")
+			return strings.Contains(out, "etcd unreachable")
 		})
-		out, _ := seg.Run(5*time.Second, nodes[i].ns, "curl", "-s", "--max-time", "3", "http://127.0.0.1:4082/readyz")
-		if !strings.Contains(out, "etcd unreachable") {
-			t.Errorf("%s's /readyz during the outage: %q", nodes[i].name, out)
-		}
 	}
-	time.Sleep(5 * time.Second) // well past fall x interval of both checks
+	// Well past fall x (interval + the 2 s /readyz takes without etcd)
+	// of both checks.
+	time.Sleep(8 * time.Second)
 	if held := kaVIPHolders(t, nodes); len(held) != 1 || held[0] != h {
 		t.Errorf("with etcd down the VIP is on %v, want %s alone", held, nodes[h].name)
 	}
 	for _, i := range live {
-		if strings.Count(nodes[i].kaLog.String(), "Entering FAULT STATE") > faults[i] {
+		log := nodes[i].kaLog.String()
+		if strings.Count(log, "Entering FAULT STATE") > faults[i] {
 			t.Errorf("%s's keepalived entered FAULT with etcd down", nodes[i].name)
+		}
+		if strings.Count(log, "Changing effective priority") == prio[i] {
+			t.Errorf("%s's keepalived did not lower its priority with etcd down", nodes[i].name)
 		}
 	}
 	if out, err := seg.Run(20*time.Second, cli, "curl", "-sS", "--max-time", "10", "-o", tf, "tftp://"+kaVIP+"/undionly.kpxe"); err != nil {
