@@ -283,12 +283,16 @@ func (c *chaosRun) machineState(id string) (string, error) {
 // (from the clients' own logs), every client's last ACK durable in etcd,
 // no installed machine answered or installed again, no replica panicked.
 //
-// CHAOS_DURATION (default 2m) is the time under faults, CHAOS_CLIENTS
+// CHAOS_DURATION (default 2m, 20s with -short) is the time under faults, CHAOS_CLIENTS
 // (300) the DHCP clients, CHAOS_MACHINES (12) the installing machines,
 // CHAOS_SEED the random choices (printed).
 func TestChaosWithoutLoss(t *testing.T) {
 	netlab.Require(t, "curl")
-	duration := chaosEnv(t, "CHAOS_DURATION", 2*time.Minute)
+	def := 2 * time.Minute
+	if testing.Short() {
+		def = 20 * time.Second
+	}
+	duration := chaosEnv(t, "CHAOS_DURATION", def)
 	clients := chaosInt(t, "CHAOS_CLIENTS", 300)
 	machines := chaosInt(t, "CHAOS_MACHINES", 12)
 	seed := time.Now().UnixNano()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -641,4 +643,73 @@ func kaNsPids(t *testing.T, ns string) []int {
 		}
 	}
 	return pids
+}
+
+// check-mayu.sh's two modes against a stand-in for mayu's metrics port:
+// alive fails only when mayu does not answer /healthz or /readyz says it
+// must not serve; ready fails whenever /readyz is not 200; no argument
+// means ready (an older keepalived.conf's one check).
+func TestCheckMayuScript(t *testing.T) {
+	netlab.Require(t, "curl")
+	for _, c := range []struct {
+		name         string
+		healthz      bool
+		readyz       int
+		body         string
+		alive, ready bool // exit 0 of each mode
+	}{
+		{"ready", true, 200, "ready", true, true},
+		{"etcd unreachable", true, 503, "not ready: etcd unreachable: context deadline exceeded", true, false},
+		{"config differs", true, 503, "not ready: cluster configuration differs from the DHCP leader's: x", false, false},
+		{"lacks an artifact", true, 503, "not ready: this replica still lacks artifacts a peer has held for over 5m0s: a", false, false},
+		{"healthz down", false, 503, "not ready: etcd unreachable: x", false, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				switch r.URL.Path {
+				case "/healthz":
+					if !c.healthz {
+						http.Error(w, "down", http.StatusInternalServerError)
+						return
+					}
+					fmt.Fprintln(w, "ok")
+				case "/readyz":
+					if c.readyz != 200 {
+						http.Error(w, c.body, c.readyz)
+						return
+					}
+					fmt.Fprintln(w, c.body)
+				default:
+					http.NotFound(w, r)
+				}
+			}))
+			defer srv.Close()
+			run := func(env string, args ...string) bool {
+				cmd := exec.Command("sh", append([]string{"../contrib/keepalived/check-mayu.sh"}, args...)...)
+				cmd.Env = append(os.Environ(), env)
+				out, err := cmd.CombinedOutput()
+				t.Logf("check-mayu.sh %v: %v %s", args, err, out)
+				return err == nil
+			}
+			base := "MAYU_HEALTH=" + srv.URL
+			if got := run(base, "alive"); got != c.alive {
+				t.Errorf("alive: exit 0 = %v, want %v", got, c.alive)
+			}
+			if got := run(base, "ready"); got != c.ready {
+				t.Errorf("ready: exit 0 = %v, want %v", got, c.ready)
+			}
+			if got := run("MAYU_READYZ=" + srv.URL + "/readyz"); got != c.ready {
+				t.Errorf("no argument, MAYU_READYZ: exit 0 = %v, want %v", got, c.ready)
+			}
+		})
+	}
+	// Nothing listening: not alive.
+	srv := httptest.NewServer(http.NotFoundHandler())
+	url := srv.URL
+	srv.Close()
+	cmd := exec.Command("sh", "../contrib/keepalived/check-mayu.sh", "alive")
+	cmd.Env = append(os.Environ(), "MAYU_HEALTH="+url)
+	if err := cmd.Run(); err == nil {
+		t.Error("alive with nothing listening: exit 0")
+	}
 }
