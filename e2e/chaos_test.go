@@ -207,8 +207,8 @@ var (
 	chaosFinal      = regexp.MustCompile(`'(http://[^']*/final-config\?token=[^']*)'`)
 )
 
-// install walks m through /ipxe, first-stage, final-config, installed and
-// boot-complete.
+// install walks m through /ipxe, first-stage, the installer's files and
+// the image, final-config, installed and boot-complete.
 func (c *chaosRun) install(m *chaosMachine, deadline time.Time) {
 	ipxe := fmt.Sprintf("http://%s:4081/ipxe?serial=%s&mac=%s", c.addrs[0], hex.EncodeToString([]byte(m.serial)), m.mac)
 	var first []string
@@ -229,6 +229,12 @@ func (c *chaosRun) install(m *chaosMachine, deadline time.Time) {
 	if code != 200 || inst == nil || final == nil {
 		m.problem = fmt.Sprintf("first-stage: %d %.200q", code, fs)
 		return
+	}
+	for _, f := range []string{"/boot/kernel", "/boot/initrd", "/boot/image"} {
+		if code, body := c.call(m, "GET", "http://"+c.addrs[0]+":4081"+f, deadline); code != 200 {
+			m.problem = fmt.Sprintf("%s: %d %.200q", f, code, body)
+			return
+		}
 	}
 	if code, body := c.call(m, "GET", final[1], deadline); code != 200 {
 		m.problem = fmt.Sprintf("final-config: %d %.200q", code, body)
@@ -443,7 +449,7 @@ func (c *chaosRun) report(t *testing.T, all, machineProbes []dhcpprobe.Result, m
 	}
 
 	// 3. Installed machines stay silent to DHCP and are installed once.
-	installed := 0
+	installed, silent := 0, 0
 	for _, m := range ms {
 		if m.problem != "" || !m.done {
 			t.Errorf("machine %s did not finish installing: %s", m.id, m.problem)
@@ -451,7 +457,11 @@ func (c *chaosRun) report(t *testing.T, all, machineProbes []dhcpprobe.Result, m
 		}
 		installed++
 		for _, r := range machineProbes {
-			if r.OK && r.MAC == m.mac && r.Start.After(m.installedAt.Add(chaosWatchLag)) {
+			if r.MAC != m.mac || !r.Start.After(m.installedAt.Add(chaosWatchLag)) {
+				continue
+			}
+			silent++
+			if r.OK {
 				t.Errorf("installed machine %s (%s, installed at %+.2fs) was answered at %+.2fs by %s",
 					m.id, m.mac, m.installedAt.Sub(c.t0).Seconds(), r.Start.Sub(c.t0).Seconds(), r.Server)
 				break
@@ -497,6 +507,6 @@ func (c *chaosRun) report(t *testing.T, all, machineProbes []dhcpprobe.Result, m
 	sum := dhcpprobe.Summarize(all)
 	t.Logf("what the test saw: %d DHCP exchanges by %d clients, %d ACKed (by %v), %s; "+
 		"%d leases in etcd (%d written whose ACK no client saw); "+
-		"%d of %d machines installed (%d node calls, %d retried); %d replica processes, none panicked",
-		len(all), len(last), ok, servers, sum, leases, unseen, installed, len(ms), calls, retries, len(c.logs))
+		"%d of %d machines installed (%d node calls, %d retried), asked DHCP %d times after, never answered; %d replica processes, none panicked",
+		len(all), len(last), ok, servers, sum, leases, unseen, installed, len(ms), calls, retries, silent, len(c.logs))
 }
