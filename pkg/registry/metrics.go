@@ -16,6 +16,7 @@ type metrics struct {
 	installsFailed    *prometheus.CounterVec
 	refused           *prometheus.CounterVec
 	expired           *prometheus.CounterVec
+	allocRebuilds     *prometheus.CounterVec
 }
 
 // newMetrics registers r's metrics on reg (nil: nowhere), with
@@ -32,6 +33,8 @@ func newMetrics(reg prometheus.Registerer, r *Registry) *metrics {
 			Help: "Registrations on first contact refused by this replica, by reason (rate_limited: beyond cluster.self_registration's rate; unfinished: cluster.self_registration.max_unfinished machines not installed yet)."}, []string{"reason"}),
 		expired: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Name: "registrations_expired_total",
 			Help: "Machines registered on first contact that never started an install, deleted by this replica after cluster.self_registration.expire_after."}, nil),
+		allocRebuilds: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Name: "allocator_rebuilds_total",
+			Help: "Times this replica rebuilt the allocator's cursor and free set from the whole index, by space (addresses, profile_slots): the first registration after an upgrade or a change of cluster.static.range start, and each registration while the hints say the space is full."}, []string{"space"}),
 	}
 	// Every series starts at 0, so that increase() sees the first event
 	// (MayuInstallsFailing fires on a replica's first failed install).
@@ -39,6 +42,8 @@ func newMetrics(reg prometheus.Registerer, r *Registry) *metrics {
 	m.refused.WithLabelValues("rate_limited")
 	m.refused.WithLabelValues("unfinished")
 	m.expired.WithLabelValues()
+	m.allocRebuilds.WithLabelValues("addresses")
+	m.allocRebuilds.WithLabelValues("profile_slots")
 	m.installsCompleted.WithLabelValues()
 	for _, reason := range []string{"installer", "timeout", "config"} {
 		m.installsFailed.WithLabelValues(reason)
@@ -47,7 +52,7 @@ func newMetrics(reg prometheus.Registerer, r *Registry) *metrics {
 		"Machines by state and profile, as stored in etcd.", []string{"state", "profile"}, nil),
 		corrupt: prometheus.NewDesc("mayu_machines_corrupt",
 			"Machine records in etcd that cannot be read; DHCP stays silent to their MACs.", nil, nil)}
-	mayumetrics.MustRegister(reg, m.registrations, m.installsCompleted, m.installsFailed, m.refused, m.expired, machines)
+	mayumetrics.MustRegister(reg, m.registrations, m.installsCompleted, m.installsFailed, m.refused, m.expired, m.allocRebuilds, machines)
 	return m
 }
 
