@@ -116,10 +116,14 @@ func (k Keys) FreeAddress(ip netip.Addr) string {
 }
 
 // SlotCursor is a profile's slot allocator cursor.
-func (k Keys) SlotCursor(name string) string { return k.Prefix + allocDir + "profiles/" + name + "/next" }
+func (k Keys) SlotCursor(name string) string {
+	return k.Prefix + allocDir + "profiles/" + name + "/next"
+}
 
 // FreeSlots is the directory of a profile's slots freed below its cursor.
-func (k Keys) FreeSlots(name string) string { return k.Prefix + allocDir + "profiles/" + name + "/free/" }
+func (k Keys) FreeSlots(name string) string {
+	return k.Prefix + allocDir + "profiles/" + name + "/free/"
+}
 
 // FreeSlot is one freed slot, zero-padded so that key order is slot order.
 func (k Keys) FreeSlot(name string, slot int) string {
