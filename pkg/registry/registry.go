@@ -97,6 +97,10 @@ type Registry struct {
 	// known, once FollowKnown runs, counts the unfinished machines for
 	// cluster.self_registration.max_unfinished.
 	known atomic.Pointer[Known]
+	// afterInstalledLoad, set only by tests, runs after each load of the
+	// installed MACs, before the watch starts: where a compaction can
+	// pass the revision the watch resumes from.
+	afterInstalledLoad func()
 }
 
 // Options configure a Registry.
