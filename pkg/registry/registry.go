@@ -8,6 +8,7 @@ package registry
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -710,4 +711,92 @@ func randomHex(n int) (string, error) {
 func quote(id string) string {
 	b, _ := json.Marshal(id)
 	return string(b)
+}
+
+// Paging through the machines, for fleets too large for one answer.
+const (
+	// DefaultPageSize is how many machines a page holds when the caller
+	// does not say.
+	DefaultPageSize = 500
+	// MaxPageSize bounds one page: a page is one etcd read and one
+	// answer held in memory.
+	MaxPageSize = 5000
+)
+
+var (
+	// ErrBadContinue: a continue token this mayu did not hand out.
+	ErrBadContinue = errors.New("invalid continue token: pass back the one the previous page gave, unchanged")
+	// ErrListExpired: etcd compacted away the revision a paged listing
+	// reads at; the listing starts again from the first page.
+	ErrListExpired = errors.New("the listing is too old (etcd compacted its revision): list again from the first page")
+)
+
+// Page is one page of machines, sorted by id.
+type Page struct {
+	Machines []*machine.Machine
+	Corrupt  []*CorruptError
+	// Continue is the token of the next page, "" on the last one.
+	Continue string
+}
+
+// cursor is what a continue token holds: the last id of the page before,
+// and the revision every page of the listing is read at, so that the
+// pages together are one consistent listing.
+type listCursor struct {
+	After string `json:"after"`
+	Rev   int64  `json:"rev"`
+}
+
+// ListPage returns up to limit machines (0: DefaultPageSize, at most
+// MaxPageSize) after the continue token cont ("" for the first page): one
+// ranged etcd read, whatever the fleet's size.
+func (r *Registry) ListPage(ctx context.Context, limit int, cont string) (*Page, error) {
+	if limit <= 0 {
+		limit = DefaultPageSize
+	}
+	limit = min(limit, MaxPageSize)
+	var c listCursor
+	if cont != "" {
+		data, err := base64.RawURLEncoding.DecodeString(cont)
+		if err != nil || json.Unmarshal(data, &c) != nil || c.Rev <= 0 || identity.Check(c.After) != nil {
+			return nil, ErrBadContinue
+		}
+	}
+	dir := r.keys.Machines()
+	from := dir
+	if c.After != "" {
+		from = r.keys.Machine(c.After) + "\x00"
+	}
+	opts := []clientv3.OpOption{clientv3.WithRange(clientv3.GetPrefixRangeEnd(dir)), clientv3.WithLimit(int64(limit))}
+	if c.Rev != 0 {
+		opts = append(opts, clientv3.WithRev(c.Rev))
+	}
+	cctx, cancel := r.ctx(ctx)
+	defer cancel()
+	resp, err := r.cli.Get(cctx, from, opts...)
+	if err != nil {
+		if state.Compacted(err) {
+			return nil, ErrListExpired
+		}
+		return nil, state.Unavailable("list machines", err)
+	}
+	p := &Page{}
+	for _, kv := range resp.Kvs {
+		m, err := r.decode(string(kv.Key), kv.Value)
+		if err != nil {
+			p.Corrupt = append(p.Corrupt, err.(*CorruptError))
+			continue
+		}
+		p.Machines = append(p.Machines, m)
+	}
+	if resp.More && len(resp.Kvs) > 0 {
+		rev := c.Rev
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		last := strings.TrimPrefix(string(resp.Kvs[len(resp.Kvs)-1].Key), dir)
+		data, _ := json.Marshal(listCursor{After: last, Rev: rev})
+		p.Continue = base64.RawURLEncoding.EncodeToString(data)
+	}
+	return p, nil
 }
