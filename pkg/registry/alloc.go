@@ -36,6 +36,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
+	"github.com/mayu-boot/mayu/pkg/config"
+	"github.com/mayu-boot/mayu/pkg/machine"
 	"github.com/mayu-boot/mayu/pkg/state"
 )
 
@@ -361,4 +363,42 @@ func (s *space) kind() string {
 		return "profile_slots"
 	}
 	return "addresses"
+}
+
+// FillOps are the etcd writes a registration of reg at addr, with slot of
+// profile (-1 and the default profile: none), would make (record, MAC
+// index, address, profile slot), without its reads and checks: for tools
+// that fill etcd with a fleet (internal/fleet). Hints are not written:
+// RebuildAllocators builds them afterwards.
+func (r *Registry) FillOps(reg Registration, addr netip.Addr, profile config.Profile, slot int) (*machine.Machine, []clientv3.Op, error) {
+	m, err := r.newMachine(reg, addr, profile, slot)
+	if err != nil {
+		return nil, nil, err
+	}
+	data, err := json.Marshal(m)
+	if err != nil {
+		return nil, nil, err
+	}
+	ops := []clientv3.Op{clientv3.OpPut(r.keys.Machine(m.ID), string(data)), clientv3.OpPut(r.keys.Address(m.InternalAddr), ownerValue(m.ID))}
+	for _, mac := range m.MACs {
+		ops = append(ops, clientv3.OpPut(r.keys.MAC(mac), ownerValue(m.ID)))
+	}
+	if k := r.slotKey(m); k != "" {
+		ops = append(ops, clientv3.OpPut(k, ownerValue(m.ID)))
+	}
+	return m, ops, nil
+}
+
+// RebuildAllocators builds the hints of every space from the index, as
+// the first registration after an upgrade does.
+func (r *Registry) RebuildAllocators(ctx context.Context) error {
+	for _, s := range r.allocSpaces() {
+		if s.disabled {
+			continue
+		}
+		if err := r.rebuild(ctx, s); err != nil {
+			return err
+		}
+	}
+	return nil
 }
