@@ -85,6 +85,18 @@ type Follower struct {
 	// revision it was to resume from (its events are gone: only the
 	// reload at a current revision makes what follows right again).
 	Resynced func(compacted bool)
+	// Progress (may be nil) hears each revision up to which every change
+	// has been given to Load or Change: after a load, after each watch
+	// answer, and at each progress notification (RequestProgress).
+	Progress func(rev int64)
+}
+
+// RequestProgress asks etcd to tell every Follower on cli how far its
+// watch is (Follower.Progress), also one that has seen no change for a
+// while. The context carries what the followers' watches carry, so the
+// request reaches their stream.
+func RequestProgress(ctx context.Context, cli *clientv3.Client) {
+	cli.RequestProgress(clientv3.WithRequireLeader(ctx))
 }
 
 // Compacted reports whether err says that etcd compacted away the
@@ -127,6 +139,9 @@ func (f Follower) Run(ctx context.Context, cli *clientv3.Client) {
 				}
 			}
 			next = resp.Header.Revision + 1
+			if f.Progress != nil {
+				f.Progress(resp.Header.Revision)
+			}
 		}
 		// WithRequireLeader: a member cut off from its cluster ends the
 		// watch instead of keeping it silently stale.
@@ -154,6 +169,16 @@ func (f Follower) Run(ctx context.Context, cli *clientv3.Client) {
 			for _, ev := range resp.Events {
 				f.Change(ev)
 				next = ev.Kv.ModRevision + 1
+			}
+			if f.Progress != nil {
+				switch {
+				case resp.IsProgressNotify():
+					// Every change up to the header's revision was sent.
+					f.Progress(resp.Header.Revision)
+				case len(resp.Events) > 0:
+					// An answer holds every change of the revisions in it.
+					f.Progress(next - 1)
+				}
 			}
 		}
 		if ctx.Err() != nil {
