@@ -48,15 +48,14 @@ metric() { awk -v n="$1" -v u="$2" '$1 ~ "^"n"(-[0-9]+)?$" { for (i = 1; i < NF;
 ms() { awk -v v="$1" 'BEGIN { printf "%.1f ms", v / 1e6 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
-r0=$(ns "BenchmarkRegisterFleet/machines=0") rn=$(ns "BenchmarkRegisterFleet/machines=$machines")
 d0=$(ns "BenchmarkFleetHandleDiscover/leases=0") dn=$(ns "BenchmarkFleetHandleDiscover/leases=$leases")
 cat <<TABLE
 ### Fleet scale: $machines machines, $leases leases (bench/fleet.sh)
 
 | what | measured | target |
 |---|---|---|
-| registration, empty fleet | $(ms "$r0") | |
-| registration, $machines machines | $(ms "$rn") (ratio $(ratio "$rn" "$r0")) | ratio ≤ 1.2 |
+| registration, empty fleet | $(metric BenchmarkRegisterFleet ms-empty) ms | |
+| registration, $machines machines | $(metric BenchmarkRegisterFleet ms-fleet) ms (ratio $(metric BenchmarkRegisterFleet ratio); a plain etcd put, same two etcds: ratio $(metric BenchmarkRegisterFleet etcd-put-ratio)) | ratio ≤ 1.2 |
 | new leader, win → first answer, cold (reads every lease) | $(metric BenchmarkFleetLeaderReady/cold ms-to-first-answer) ms | |
 | new leader, win → first answer, warm (leases followed) | $(metric BenchmarkFleetLeaderReady/warm ms-to-first-answer) ms | ≤ 1000 ms |
 | leader's lease table | $(metric BenchmarkFleetLeaderReady/cold heap-bytes/lease) heap bytes per lease (+ the followed copy: see docs/performance.md) | reported |
