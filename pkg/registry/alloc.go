@@ -293,13 +293,16 @@ const maxRebuildFree = 4096
 func (r *Registry) rebuild(ctx context.Context, s *space) error {
 	ctx, cancel := r.ctx(ctx)
 	defer cancel()
-	resp, err := r.cli.Get(ctx, s.holdDir, clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	if err != nil {
-		return state.Unavailable("read the index of "+s.name, err)
-	}
+	// The cursor first: a registration that moves it after this read
+	// makes the write below fail, so a cursor computed from an index read
+	// older than that registration never replaces the one it wrote.
 	cur, err := r.cli.Get(ctx, s.cursor)
 	if err != nil {
 		return state.Unavailable("read the cursor of "+s.name, err)
+	}
+	resp, err := r.cli.Get(ctx, s.holdDir, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return state.Unavailable("read the index of "+s.name, err)
 	}
 	held := make(map[uint64]bool, len(resp.Kvs))
 	next := s.lo

@@ -214,3 +214,24 @@ func TestAllocatorUpgradeKeepsAllocations(t *testing.T) {
 		t.Fatalf("full range: %v", err)
 	}
 }
+
+// A range whose start moves down: the cursor was built for the old start,
+// so the hints are rebuilt, and the addresses below the old start are
+// given first, lowest first; the machines keep theirs.
+func TestAllocatorRangeStartChange(t *testing.T) {
+	t.Parallel()
+	cli := etcdtest.Start(t)
+	r := newRegistry(t, cli, cluster("10.9.0.5", 5), "r0")
+	for i := 0; i < 3; i++ {
+		register(t, r, fmt.Sprintf("m-%d", i), mac(9, i))
+	}
+	wider := newRegistry(t, cli, cluster("10.9.0.1", 9), "r1")
+	for i, want := range []string{"10.9.0.1", "10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.8", "10.9.0.9"} {
+		if m := register(t, wider, fmt.Sprintf("w-%d", i), mac(9, 10+i)); m.InternalAddr != want {
+			t.Fatalf("w-%d got %s, want %s", i, m.InternalAddr, want)
+		}
+	}
+	if _, _, err := wider.Register(ctxT(t), registry.Registration{ID: "full", MACs: []string{mac(9, 30)}}); !errors.Is(err, registry.ErrExhausted) {
+		t.Fatalf("full: %v", err)
+	}
+}
