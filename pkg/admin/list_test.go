@@ -66,10 +66,16 @@ func TestListPages(t *testing.T) {
 			t.Fatalf("out of order or twice: %v", ids)
 		}
 	}
-	// The client's List fetches every page: one document.
+	// The client's List fetches every page (here 4 of 7): one document.
+	c.PageSize = 7
 	all, err := c.List(ctx)
 	if err != nil || len(all.Machines) != 26 || all.Continue != "" {
 		t.Fatalf("List: %v machines, continue %q, %v", len(all.Machines), all.Continue, err)
+	}
+	for i, m := range all.Machines[:25] {
+		if want := fmt.Sprintf("m-%02d", i); m.ID != want {
+			t.Fatalf("List: machine %d is %s, want %s", i, m.ID, want)
+		}
 	}
 	// Without a limit: the default page size holds them all.
 	code, data := e.call(t, http.MethodGet, "/api/v1/machines", "")

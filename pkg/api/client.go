@@ -26,6 +26,9 @@ type Client struct {
 	Token string
 	// HTTP is the client used; nil means one with a 30s timeout.
 	HTTP *http.Client
+	// PageSize is how many machines List asks for per page; 0: the
+	// server's default (500).
+	PageSize int
 }
 
 // Error is an answer of the API other than success: the status and the
@@ -49,7 +52,7 @@ func (c *Client) List(ctx context.Context) (*MachineList, error) {
 	all := &MachineList{Machines: []*machine.Machine{}, Corrupt: []CorruptRecord{}}
 	cont := ""
 	for {
-		p, err := c.ListPage(ctx, 0, cont)
+		p, err := c.ListPage(ctx, c.PageSize, cont)
 		if err != nil {
 			return nil, err
 		}
