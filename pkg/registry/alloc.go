@@ -45,6 +45,7 @@ import (
 // slots. Positions are uint64: an IPv4 address as a number, or a slot.
 type space struct {
 	name     string // in errors and logs
+	kind     string // the metric label: addresses, profile_slots
 	cursor   string // the cursor key
 	freeDir  string // the free keys' directory
 	freeKey  func(pos uint64) string
@@ -80,7 +81,7 @@ func posAddr(p uint64) netip.Addr {
 func (r *Registry) addressSpace() *space {
 	rg := r.cluster.Static.Range
 	s := &space{
-		name: "static addresses", cursor: r.keys.AddressCursor(), freeDir: r.keys.FreeAddresses(),
+		name: "static addresses", kind: "addresses", cursor: r.keys.AddressCursor(), freeDir: r.keys.FreeAddresses(),
 		freeKey: func(p uint64) string { return r.keys.FreeAddress(posAddr(p)) },
 		holdKey: func(p uint64) string { return r.keys.Address(posAddr(p).String()) },
 		holdDir: r.keys.Addresses(),
@@ -104,7 +105,7 @@ func (r *Registry) addressSpace() *space {
 // slotSpace is the slots of one profile, 0 … quantity-1.
 func (r *Registry) slotSpace(name string, quantity int) *space {
 	return &space{
-		name: "profile " + name + " slots", cursor: r.keys.SlotCursor(name), freeDir: r.keys.FreeSlots(name),
+		name: "profile " + name + " slots", kind: "profile_slots", cursor: r.keys.SlotCursor(name), freeDir: r.keys.FreeSlots(name),
 		freeKey: func(p uint64) string { return r.keys.FreeSlot(name, int(p)) },
 		holdKey: func(p uint64) string { return r.keys.ProfileSlot(name, int(p)) },
 		holdDir: r.keys.Profiles() + name + "/",
@@ -356,16 +357,8 @@ func (r *Registry) rebuild(ctx context.Context, s *space) error {
 	if err != nil {
 		return state.Unavailable("write the cursor of "+s.name, err)
 	}
-	r.metrics.allocRebuilds.WithLabelValues(s.kind()).Inc()
+	r.metrics.allocRebuilds.WithLabelValues(s.kind).Inc()
 	return nil
-}
-
-// kind is the metric label of a space.
-func (s *space) kind() string {
-	if strings.HasPrefix(s.name, "profile ") {
-		return "profile_slots"
-	}
-	return "addresses"
 }
 
 // FillOps are the etcd writes a registration of reg at addr, with slot of
