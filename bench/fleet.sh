@@ -46,9 +46,7 @@ fi
 ns() { awk -v n="$1" '$1 ~ "^"n"(-[0-9]+)?$" { print $3; exit }' "$out"; }
 metric() { awk -v n="$1" -v u="$2" '$1 ~ "^"n"(-[0-9]+)?$" { for (i = 1; i < NF; i++) if ($(i+1) == u) { print $i; exit } }' "$out"; }
 ms() { awk -v v="$1" 'BEGIN { printf "%.1f ms", v / 1e6 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
-d0=$(ns "BenchmarkFleetHandleDiscover/leases=0") dn=$(ns "BenchmarkFleetHandleDiscover/leases=$leases")
 cat <<TABLE
 ### Fleet scale: $machines machines, $leases leases (bench/fleet.sh)
 
@@ -59,8 +57,8 @@ cat <<TABLE
 | new leader, win → first answer, cold (reads every lease) | $(metric BenchmarkFleetLeaderReady/cold ms-to-first-answer) ms | |
 | new leader, win → first answer, warm (leases followed) | $(metric BenchmarkFleetLeaderReady/warm ms-to-first-answer) ms | ≤ 1000 ms |
 | leader's lease table | $(metric BenchmarkFleetLeaderReady/cold heap-bytes/lease) heap bytes per lease (+ the followed copy: see docs/performance.md) | reported |
-| DISCOVER, no lease | $(awk -v v="$d0" 'BEGIN { printf "%.0f/s", 1e9 / v }') | |
-| DISCOVER, $leases leases | $(awk -v v="$dn" 'BEGIN { printf "%.0f/s", 1e9 / v }') (rate ratio $(ratio "$d0" "$dn")) | ratio ≥ 0.9 |
+| DISCOVER through the server, no lease | $(metric BenchmarkFleetHandleDiscover discovers/s-none)/s | |
+| DISCOVER through the server, $leases leases (alternating with the other) | $(metric BenchmarkFleetHandleDiscover discovers/s-fleet)/s (rate ratio $(metric BenchmarkFleetHandleDiscover rate-ratio)) | ratio ≥ 0.9 |
 | admin API, $machines machines, api.Client.List (mayuctl list: pages of 500) | $(ms "$(ns BenchmarkListFleet/client.List)") | |
 | admin API, $machines machines, pages of 5000 | $(ms "$(ns BenchmarkListFleet/pages=5000)") | |
 
