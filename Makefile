@@ -8,7 +8,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # starving each other.
 TESTFLAGS ?= -count=1 -timeout 45m -p 1
 
-.PHONY: all build vmlab upstream etcd deps test test-short fuzz lint demo flatcar-demo clean bench bench-deps
+.PHONY: all build vmlab upstream fleetgen etcd deps test test-short fuzz lint demo flatcar-demo clean bench bench-deps
 
 all: build
 
@@ -18,6 +18,11 @@ build:
 # The lab tool: the demo, the test VMs, the config the benchmarks run.
 vmlab:
 	$(GO) build -o bin/vmlab ./internal/cmd/vmlab
+
+# The fleet generator: fills an etcd with machines and leases in mayu's
+# key format (internal/fleet; bench/fleet.sh measures mayu on it).
+fleetgen:
+	$(GO) build -o bin/fleetgen ./internal/cmd/fleetgen
 
 # The artifact upstream of the tests and bench/artifacts.sh: an HTTP file
 # server that logs and counts what it sends (internal/upstream).
@@ -75,7 +80,7 @@ flatcar-demo:
 # the peers (bench-deps), runs every bench script and the Go benchmarks, and
 # prints the tables (also written to $(BENCH_OUT)). Not part of `make test`.
 BENCH_OUT ?= bin/bench-results.md
-bench: deps bench-deps build vmlab upstream etcd
+bench: deps bench-deps build vmlab upstream fleetgen etcd
 	BENCH_OUT=$(BENCH_OUT) bench/all.sh
 
 # Only what the benchmarks need: Kea, dnsmasq, tftpd-hpa, nginx, wrk.

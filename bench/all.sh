@@ -19,7 +19,7 @@ GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 } >"$out"
 
 failed=""
-for s in dhcp tftp http failover artifacts; do
+for s in dhcp tftp http failover artifacts fleet; do
 	echo "== bench/$s.sh" >&2
 	if ! bench/$s.sh | tee -a "$out"; then
 		failed="$failed $s"

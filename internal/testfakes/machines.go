@@ -424,3 +424,33 @@ func (s SlowMachines) Update(ctx context.Context, id string, change func(*machin
 	}
 	return s.Machines.Update(ctx, id, change)
 }
+
+// ListPage pages through List by id; the continue token is the last id.
+func (f *Machines) ListPage(ctx context.Context, limit int, cont string) (*registry.Page, error) {
+	ms, bad, err := f.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		limit = registry.DefaultPageSize
+	}
+	p := &registry.Page{Corrupt: bad}
+	for _, m := range ms {
+		if m.ID <= cont {
+			continue
+		}
+		if len(p.Machines) == limit {
+			p.Continue = p.Machines[limit-1].ID
+			break
+		}
+		p.Machines = append(p.Machines, m)
+	}
+	return p, nil
+}
+
+func (s SlowMachines) ListPage(ctx context.Context, limit int, cont string) (*registry.Page, error) {
+	if err := s.wait(ctx); err != nil {
+		return nil, err
+	}
+	return s.Machines.ListPage(ctx, limit, cont)
+}

@@ -4,7 +4,7 @@
 // audit trail (pkg/audit). It is a thin adapter over the registry; mayuctl
 // (and curl) are its clients.
 //
-//	GET    /api/v1/machines                  list, with the corrupt records skipped
+//	GET    /api/v1/machines[?limit=&continue=]  one page of the list, with the corrupt records skipped
 //	POST   /api/v1/machines                  pre-register {"id":..., "macs":[...]}
 //	GET    /api/v1/machines/{id}             one machine
 //	DELETE /api/v1/machines/{id}             delete, freeing its address and profile slot
@@ -69,6 +69,8 @@ var metadataKey = config.MetadataKey
 // (registry.Registry).
 type Machines interface {
 	List(ctx context.Context) ([]*machine.Machine, []*registry.CorruptError, error)
+	// ListPage is one page of the machines after a continue token.
+	ListPage(ctx context.Context, limit int, cont string) (*registry.Page, error)
 	Get(ctx context.Context, id string) (*machine.Machine, error)
 	Register(ctx context.Context, reg registry.Registration) (m *machine.Machine, created bool, err error)
 	Update(ctx context.Context, id string, change func(*machine.Machine) error) (*machine.Machine, error)
@@ -268,18 +270,31 @@ func (a *handler) auditView(w http.ResponseWriter, r *http.Request) {
 	web.JSON(w, http.StatusOK, api.AuditList{Entries: entries})
 }
 
+// list answers one page of machines: ?limit= (default
+// registry.DefaultPageSize, at most registry.MaxPageSize) and ?continue=
+// (the token of the page before); the answer's continue is the next
+// page's token, absent on the last page.
 func (a *handler) list(w http.ResponseWriter, r *http.Request) {
-	ms, bad, err := a.reg.List(r.Context())
+	limit := 0
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > registry.MaxPageSize {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %q: give a number from 1 to %d", clip(v), registry.MaxPageSize))
+			return
+		}
+		limit = n
+	}
+	p, err := a.reg.ListPage(r.Context(), limit, r.URL.Query().Get("continue"))
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
 	// Empty arrays rather than null, so clients need no special case.
-	out := api.MachineList{Machines: ms, Corrupt: []api.CorruptRecord{}}
+	out := api.MachineList{Machines: p.Machines, Corrupt: []api.CorruptRecord{}, Continue: p.Continue}
 	if out.Machines == nil {
 		out.Machines = []*machine.Machine{}
 	}
-	for _, c := range bad {
+	for _, c := range p.Corrupt {
 		out.Corrupt = append(out.Corrupt, api.CorruptRecord{Key: c.Key, Error: c.Error()})
 	}
 	web.JSON(w, http.StatusOK, out)

@@ -3,7 +3,7 @@
 // (no etcd, gRPC, DHCP or Prometheus), so that mayuctl and any other
 // client build from the wire types alone; pkg/admin serves them.
 //
-//	GET    /api/v1/machines                  MachineList
+//	GET    /api/v1/machines[?limit=&continue=]  MachineList, one page
 //	POST   /api/v1/machines                  AddRequest → machine.Machine
 //	GET    /api/v1/machines/{id}             machine.Machine
 //	DELETE /api/v1/machines/{id}[?force=true] Deleted
@@ -39,6 +39,10 @@ type MachineList struct {
 	// Corrupt are records that could not be read; they are reported rather
 	// than failing the whole list so one bad key does not blind the operator.
 	Corrupt []CorruptRecord `json:"corrupt"`
+	// Continue, on every page but the last, is the token that asks for
+	// the next one (?continue=). The pages of one listing are read at
+	// one etcd revision.
+	Continue string `json:"continue,omitempty"`
 }
 
 // CorruptRecord is an etcd key holding a machine record mayu cannot read.

@@ -26,6 +26,9 @@ type Client struct {
 	Token string
 	// HTTP is the client used; nil means one with a 30s timeout.
 	HTTP *http.Client
+	// PageSize is how many machines List asks for per page; 0: the
+	// server's default (500).
+	PageSize int
 }
 
 // Error is an answer of the API other than success: the status and the
@@ -43,9 +46,40 @@ func (e *Error) Error() string {
 // before this.
 var defaultHTTP = &http.Client{Timeout: 30 * time.Second}
 
-// List returns every machine and the records that could not be read.
+// List returns every machine and the records that could not be read,
+// fetching page after page: one document however large the fleet.
 func (c *Client) List(ctx context.Context) (*MachineList, error) {
-	return call[MachineList](ctx, c, http.MethodGet, "/api/v1/machines", nil)
+	all := &MachineList{Machines: []*machine.Machine{}, Corrupt: []CorruptRecord{}}
+	cont := ""
+	for {
+		p, err := c.ListPage(ctx, c.PageSize, cont)
+		if err != nil {
+			return nil, err
+		}
+		all.Machines = append(all.Machines, p.Machines...)
+		all.Corrupt = append(all.Corrupt, p.Corrupt...)
+		if p.Continue == "" || p.Continue == cont {
+			return all, nil
+		}
+		cont = p.Continue
+	}
+}
+
+// ListPage returns one page of machines: up to limit (0: the server's
+// default page size) after the continue token cont ("" for the first).
+func (c *Client) ListPage(ctx context.Context, limit int, cont string) (*MachineList, error) {
+	q := url.Values{}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	if cont != "" {
+		q.Set("continue", cont)
+	}
+	path := "/api/v1/machines"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	return call[MachineList](ctx, c, http.MethodGet, path, nil)
 }
 
 // Get returns one machine.

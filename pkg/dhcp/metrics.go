@@ -16,6 +16,7 @@ type metrics struct {
 	naks               *prometheus.CounterVec
 	declines           *prometheus.CounterVec
 	leaseWriteDuration *prometheus.HistogramVec
+	leaderReady        prometheus.Gauge
 }
 
 // newMetrics registers s's metrics on reg (nil: nowhere), with the pool
@@ -34,6 +35,8 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			Help: "DECLINEs, by outcome: quarantined (a probe found the address in use), unconfirmed (nobody answered: back in the pool), probe_busy, probe_failed, not_holder."}, []string{"outcome"}),
 		leaseWriteDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "lease_write_duration_seconds",
 			Help: "Time to make a lease durable in etcd before its ACK.", Buckets: mayumetrics.Latency()}, nil),
+		leaderReady: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "leader_ready_seconds",
+			Help: "How long this replica's last DHCP leadership took from winning the election to answering: the installed MACs ready, every lease loaded from etcd and the pools built."}),
 	}
 	// Every label value starts at 0, so that rate() and increase() see the
 	// first packet of each kind.
@@ -60,7 +63,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			"Addresses of a pool not held by an unexpired lease (0 on followers).", []string{"pool"}, nil),
 	}
 	m.leaseWriteDuration.WithLabelValues()
-	mayumetrics.MustRegister(reg, m.received, m.answered, m.ignored, m.naks, m.declines, m.leaseWriteDuration, pools)
+	mayumetrics.MustRegister(reg, m.received, m.answered, m.ignored, m.naks, m.declines, m.leaseWriteDuration, m.leaderReady, pools)
 	return m
 }
 

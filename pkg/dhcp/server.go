@@ -258,6 +258,7 @@ func (s *Server) Serve(ctx context.Context) error {
 // Lead runs while this replica leads: it loads every lease from etcd before
 // the first answer, then answers until ctx ends.
 func (s *Server) Lead(ctx context.Context, f election.Fence) {
+	won := time.Now()
 	if s.o.Installed != nil {
 		select {
 		case <-s.o.Installed.Ready():
@@ -295,7 +296,10 @@ func (s *Server) Lead(ctx context.Context, f election.Fence) {
 		}
 	}
 	s.term.Store(t)
-	s.o.Log.Info("answering DHCP", "replica", s.o.Replica, "term", f.Rev, "leases", n, "server_ip", s.serverIP)
+	ready := time.Since(won)
+	s.metrics.leaderReady.Set(ready.Seconds())
+	s.o.Log.Info("answering DHCP", "replica", s.o.Replica, "term", f.Rev, "leases", n, "server_ip", s.serverIP,
+		"ready_ms", ready.Milliseconds())
 	<-ctx.Done()
 	s.term.CompareAndSwap(t, nil)
 	s.o.Log.Info("stopped answering DHCP", "replica", s.o.Replica, "term", f.Rev)

@@ -7,11 +7,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/netip"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -57,6 +55,7 @@ type Store struct {
 	queueWait time.Duration // maxQueueWait if 0 (tests set it)
 
 	mu       sync.Mutex
+	warm     *warm    // the followed copy, while Follow runs
 	inflight int      // lease transactions in flight
 	queue    []*batch // leases waiting for a transaction, in order
 }
@@ -96,6 +95,14 @@ func NewStore(cli *clientv3.Client, keys state.Keys, timeout time.Duration) *Sto
 // Load reads every lease, and the keys it had to skip as corrupt; a new
 // leader calls it before its first answer.
 func (s *Store) Load(ctx context.Context) ([]Lease, []error, error) {
+	if leases, bad, ok, err := s.fromWarm(ctx); ok || err != nil {
+		return leases, bad, err
+	}
+	return s.read(ctx)
+}
+
+// read reads every lease from etcd.
+func (s *Store) read(ctx context.Context) ([]Lease, []error, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	dir := s.keys.Leases()
@@ -106,10 +113,9 @@ func (s *Store) Load(ctx context.Context) ([]Lease, []error, error) {
 	var leases []Lease
 	var bad []error
 	for _, kv := range resp.Kvs {
-		var l Lease
-		if err := json.Unmarshal(kv.Value, &l); err != nil || !l.IP.IsValid() || l.MAC == "" ||
-			strings.TrimPrefix(string(kv.Key), dir) != l.IP.String() {
-			bad = append(bad, fmt.Errorf("lease %s in etcd is corrupt; it is ignored (delete it with etcdctl)", kv.Key))
+		l, err := s.decode(dir, kv)
+		if err != nil {
+			bad = append(bad, err)
 			continue
 		}
 		leases = append(leases, l)
@@ -120,7 +126,7 @@ func (s *Store) Load(ctx context.Context) ([]Lease, []error, error) {
 // List is every readable lease, by address (corrupt ones are left out:
 // the leader reports them when it loads).
 func (s *Store) List(ctx context.Context) ([]Lease, error) {
-	leases, _, err := s.Load(ctx)
+	leases, _, err := s.read(ctx)
 	sort.Slice(leases, func(i, j int) bool { return leases[i].IP.Less(leases[j].IP) })
 	return leases, err
 }
@@ -128,12 +134,11 @@ func (s *Store) List(ctx context.Context) ([]Lease, error) {
 // Put writes a lease if f still holds; it returns once the lease is
 // durable (or refused with ErrDeposed).
 func (s *Store) Put(ctx context.Context, f election.Fence, l Lease) error {
-	data, err := json.Marshal(l)
+	op, err := s.PutOp(l)
 	if err != nil {
 		return err
 	}
 	key := s.keys.Lease(l.IP)
-	op := clientv3.OpPut(key, string(data))
 	s.mu.Lock()
 	if s.inflight < maxInflight && len(s.queue) == 0 {
 		s.inflight++
@@ -150,6 +155,16 @@ func (s *Store) Put(ctx context.Context, f election.Fence, l Lease) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// PutOp is the etcd write of l, unfenced: Put sends it under the fence;
+// tools that fill etcd with leases (internal/fleet) send it as it is.
+func (s *Store) PutOp(l Lease) (clientv3.Op, error) {
+	data, err := json.Marshal(l)
+	if err != nil {
+		return clientv3.Op{}, err
+	}
+	return clientv3.OpPut(s.keys.Lease(l.IP), string(data)), nil
 }
 
 // join adds a lease to the last waiting batch, or to a new one if that is

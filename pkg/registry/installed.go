@@ -108,6 +108,9 @@ func (r *Registry) FollowInstalled(ctx context.Context, s *Installed, log *slog.
 				s.loaded = true
 				close(s.ready)
 			}
+			if r.afterInstalledLoad != nil {
+				r.afterInstalledLoad()
+			}
 		},
 		Change: func(ev *clientv3.Event) {
 			id := strings.TrimPrefix(string(ev.Kv.Key), dir)
@@ -125,7 +128,8 @@ func (r *Registry) FollowInstalled(ctx context.Context, s *Installed, log *slog.
 				s.set(id, nil)
 			}
 		},
-		Broken: func(err error) { log.Warn("following installed machines: reloading", "err", err) },
+		Broken:   func(err error) { log.Warn("following installed machines: reloading", "err", err) },
+		Resynced: r.resynced("installed", log),
 	}.Run(ctx, r.cli)
 }
 

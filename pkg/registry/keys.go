@@ -8,6 +8,10 @@ package registry
 //	<prefix>macs/<mac>               which machine a MAC belongs to
 //	<prefix>addresses/<ip>           which machine holds a static InternalAddr
 //	<prefix>profiles/<name>/<slot>   which machine holds slot <slot> of a profile
+//	<prefix>alloc/addresses/next     the address allocator's cursor (alloc.go)
+//	<prefix>alloc/addresses/free/<ip>          an address given back below it
+//	<prefix>alloc/profiles/<name>/next         a profile's slot cursor
+//	<prefix>alloc/profiles/<name>/free/<slot>  a slot given back below it
 //	<prefix>cluster/secret           the HMAC key of node tokens (and the previous one, for a while)
 //	<prefix>schema                   the version of this layout (SchemaVersion)
 

@@ -115,7 +115,7 @@ func (k *Known) set(id string, macs []string, unfinished bool) {
 func (r *Registry) FollowKnown(ctx context.Context, k *Known, log *slog.Logger) {
 	r.UseKnown(k)
 	state.Follower{
-		Key: r.keys.Machines(), Prefix: true,
+		Key: r.keys.Machines(), Prefix: true, Resynced: r.resynced("known", log),
 		Load: func(kvs []*mvccpb.KeyValue) {
 			macs, byID, unfinished := map[string]string{}, map[string][]string{}, map[string]bool{}
 			k.mu.RLock()

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +17,8 @@ type metrics struct {
 	installsFailed    *prometheus.CounterVec
 	refused           *prometheus.CounterVec
 	expired           *prometheus.CounterVec
+	allocRebuilds     *prometheus.CounterVec
+	resyncs           *prometheus.CounterVec
 }
 
 // newMetrics registers r's metrics on reg (nil: nowhere), with
@@ -32,6 +35,10 @@ func newMetrics(reg prometheus.Registerer, r *Registry) *metrics {
 			Help: "Registrations on first contact refused by this replica, by reason (rate_limited: beyond cluster.self_registration's rate; unfinished: cluster.self_registration.max_unfinished machines not installed yet)."}, []string{"reason"}),
 		expired: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Name: "registrations_expired_total",
 			Help: "Machines registered on first contact that never started an install, deleted by this replica after cluster.self_registration.expire_after."}, nil),
+		allocRebuilds: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Name: "allocator_rebuilds_total",
+			Help: "Times this replica rebuilt the allocator's cursor and free set from the whole index, by space (addresses, profile_slots): the first registration after an upgrade or a change of cluster.static.range start, and each registration while the hints say the space is full."}, []string{"space"}),
+		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Name: "watch_resyncs_total",
+			Help: "Times a watch of this replica broke and what it follows was loaded afresh from etcd, by watch (installed, known, secret) and reason (compacted: etcd compacted away the revision it was to resume from; broken: an etcd outage or leader change)."}, []string{"watch", "reason"}),
 	}
 	// Every series starts at 0, so that increase() sees the first event
 	// (MayuInstallsFailing fires on a replica's first failed install).
@@ -39,6 +46,13 @@ func newMetrics(reg prometheus.Registerer, r *Registry) *metrics {
 	m.refused.WithLabelValues("rate_limited")
 	m.refused.WithLabelValues("unfinished")
 	m.expired.WithLabelValues()
+	m.allocRebuilds.WithLabelValues("addresses")
+	m.allocRebuilds.WithLabelValues("profile_slots")
+	for _, w := range []string{"installed", "known", "secret"} {
+		for _, reason := range []string{"compacted", "broken"} {
+			m.resyncs.WithLabelValues(w, reason)
+		}
+	}
 	m.installsCompleted.WithLabelValues()
 	for _, reason := range []string{"installer", "timeout", "config"} {
 		m.installsFailed.WithLabelValues(reason)
@@ -47,7 +61,7 @@ func newMetrics(reg prometheus.Registerer, r *Registry) *metrics {
 		"Machines by state and profile, as stored in etcd.", []string{"state", "profile"}, nil),
 		corrupt: prometheus.NewDesc("mayu_machines_corrupt",
 			"Machine records in etcd that cannot be read; DHCP stays silent to their MACs.", nil, nil)}
-	mayumetrics.MustRegister(reg, m.registrations, m.installsCompleted, m.installsFailed, m.refused, m.expired, machines)
+	mayumetrics.MustRegister(reg, m.registrations, m.installsCompleted, m.installsFailed, m.refused, m.expired, m.allocRebuilds, m.resyncs, machines)
 	return m
 }
 
@@ -93,5 +107,20 @@ func (c *machineCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for k, n := range counts {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), k[0], k[1])
+	}
+}
+
+// resynced is a Follower's Resynced for the watch called name: counted,
+// and logged.
+func (r *Registry) resynced(name string, log *slog.Logger) func(compacted bool) {
+	return func(compacted bool) {
+		reason := "broken"
+		if compacted {
+			reason = "compacted"
+		}
+		r.metrics.resyncs.WithLabelValues(name, reason).Inc()
+		if log != nil {
+			log.Info("watch resynced: loaded afresh from etcd", "watch", name, "reason", reason)
+		}
 	}
 }

@@ -8,6 +8,7 @@ package registry
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -15,7 +16,6 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -98,6 +98,10 @@ type Registry struct {
 	// known, once FollowKnown runs, counts the unfinished machines for
 	// cluster.self_registration.max_unfinished.
 	known atomic.Pointer[Known]
+	// afterInstalledLoad, set only by tests, runs after each load of the
+	// installed MACs, before the watch starts: where a compaction can
+	// pass the revision the watch resumes from.
+	afterInstalledLoad func()
 }
 
 // Options configure a Registry.
@@ -285,62 +289,100 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (m *machine.M
 			}
 		}()
 	}
-	// The free address and profile slot are picked from a plain read of
-	// their indexes; the STM then holds the picked keys (absent when read),
-	// so two replicas registering at once cannot both take one: the loser
-	// runs again and picks the next.
+	// The address and profile slot come from the allocator's hints
+	// (alloc.go): the lowest free key of each space read plainly, the
+	// cursors and the picked index keys inside the STM, so two replicas
+	// registering at once cannot both take one: the loser runs again and
+	// picks the next. A space whose hints must be built from the index
+	// first stops the STM with a rebuildError; it is rebuilt, and the
+	// registration runs again.
 	charged := false
-	err = r.stm(ctx, "register machine", func(stm concurrency.STM) error {
-		m, created = nil, false
-		if existing, err := r.stmGet(stm, reg.ID); err == nil {
-			m = existing
-			return nil
-		} else if !errors.Is(err, ErrNotFound) {
-			return err
-		}
-		// A new machine on first contact takes a token, once however
-		// often the transaction runs; an operator's add takes none.
-		if !reg.Preregistered && !charged {
-			// The cap first: a refused machine spends no token.
-			if k != nil && !reserved {
-				if !k.reserve(r.maxUnfinished) {
-					return ErrTooManyUnfinished
-				}
-				reserved = true
-			}
-			if !r.newMachines.AllowN(r.now(), 1) {
-				return ErrRateLimited
-			}
-			charged = true
-		}
-		fresh, err := r.newMachine(ctx, reg)
-		if err != nil {
-			return err
-		}
-		// The STM reads at the revision of its first read, which is older
-		// than the index reads above: a key it still sees held was freed
-		// since. Run again on fresh reads. (One taken after the index reads
-		// fails the commit, and the STM runs again by itself.)
-		for _, k := range []string{r.keys.Address(fresh.InternalAddr), r.slotKey(fresh)} {
-			if k != "" && stm.Rev(k) != 0 {
-				return errRetry
-			}
-		}
-		for _, mac := range fresh.MACs {
-			if err := r.stmClaimMAC(stm, mac, reg.ID); err != nil {
+	spaces := r.allocSpaces()
+	rescanned := false // the address index was read in full since the hints said full
+	for rebuilds := 0; ; rebuilds++ {
+		err = r.stm(ctx, "register machine", func(stm concurrency.STM) error {
+			m, created = nil, false
+			free, err := r.lowestFree(ctx, spaces)
+			if err != nil {
 				return err
 			}
+			if existing, err := r.stmGet(stm, reg.ID); err == nil {
+				m = existing
+				return nil
+			} else if !errors.Is(err, ErrNotFound) {
+				return err
+			}
+			// A new machine on first contact takes a token, once however
+			// often the transaction runs; an operator's add takes none.
+			if !reg.Preregistered && !charged {
+				// The cap first: a refused machine spends no token.
+				if k != nil && !reserved {
+					if !k.reserve(r.maxUnfinished) {
+						return ErrTooManyUnfinished
+					}
+					reserved = true
+				}
+				if !r.newMachines.AllowN(r.now(), 1) {
+					return ErrRateLimited
+				}
+				charged = true
+			}
+			pos, ok, err := r.take(stm, spaces[0], free[0])
+			if err != nil {
+				return err
+			}
+			if !ok {
+				if !rescanned {
+					return &rebuildError{s: spaces[0], full: true}
+				}
+				rg := r.cluster.Static.Range
+				return fmt.Errorf("%w: all %s-%s are assigned (widen cluster.static.range or delete machines)", ErrExhausted, rg.Start, rg.End)
+			}
+			profile, slot := config.Profile{Name: "default"}, -1
+			for i, p := range r.cluster.Profiles {
+				s, ok, err := r.take(stm, spaces[i+1], free[i+1])
+				if err != nil {
+					return err
+				}
+				if ok {
+					profile, slot = p, int(s)
+					break
+				}
+			}
+			fresh, err := r.newMachine(reg, posAddr(pos), profile, slot)
+			if err != nil {
+				return err
+			}
+			for _, mac := range fresh.MACs {
+				if err := r.stmClaimMAC(stm, mac, reg.ID); err != nil {
+					return err
+				}
+			}
+			if err := r.stmPutMachine(stm, fresh); err != nil {
+				return err
+			}
+			stm.Put(r.keys.Address(fresh.InternalAddr), ownerValue(reg.ID))
+			if k := r.slotKey(fresh); k != "" {
+				stm.Put(k, ownerValue(reg.ID))
+			}
+			m, created = fresh, true
+			return nil
+		})
+		var rb *rebuildError
+		if !errors.As(err, &rb) {
+			break
 		}
-		if err := r.stmPutMachine(stm, fresh); err != nil {
-			return err
+		if rebuilds == 8 {
+			err = fmt.Errorf("register machine: the allocator of %s keeps changing under this replica (is another replica running with another cluster.static.range or profiles?): %w", rb.s.name, ErrConflict)
+			break
 		}
-		stm.Put(r.keys.Address(fresh.InternalAddr), ownerValue(reg.ID))
-		if k := r.slotKey(fresh); k != "" {
-			stm.Put(k, ownerValue(reg.ID))
+		if rb.full {
+			rescanned = true
 		}
-		m, created = fresh, true
-		return nil
-	})
+		if err = r.rebuild(ctx, rb.s); err != nil {
+			break
+		}
+	}
 	switch {
 	case errors.Is(err, ErrRateLimited):
 		r.metrics.refused.WithLabelValues("rate_limited").Inc()
@@ -438,21 +480,9 @@ func (r *Registry) stmPutMachine(stm concurrency.STM, m *machine.Machine) error 
 	return nil
 }
 
-// newMachine is the record of a registration, with the lowest free address
-// and the first free profile slot as the indexes show them now.
-func (r *Registry) newMachine(ctx context.Context, reg Registration) (*machine.Machine, error) {
-	taken, err := r.takenAddresses(ctx)
-	if err != nil {
-		return nil, err
-	}
-	addr, err := r.freeAddress(taken)
-	if err != nil {
-		return nil, err
-	}
-	profile, slot, err := r.freeProfileSlot(ctx)
-	if err != nil {
-		return nil, err
-	}
+// newMachine is the record of a registration, with the address and
+// profile slot the allocator picked.
+func (r *Registry) newMachine(reg Registration, addr netip.Addr, profile config.Profile, slot int) (*machine.Machine, error) {
 	machineID, err := randomHex(16)
 	if err != nil {
 		return nil, err
@@ -501,73 +531,6 @@ func (r *Registry) stmClaimMAC(stm concurrency.STM, mac, id string) error {
 	}
 	stm.Put(key, ownerValue(id))
 	return nil
-}
-
-// takenAddresses reads the address index (keys only).
-func (r *Registry) takenAddresses(ctx context.Context) (map[netip.Addr]bool, error) {
-	ctx, cancel := r.ctx(ctx)
-	defer cancel()
-	dir := r.keys.Addresses()
-	resp, err := r.cli.Get(ctx, dir, clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	if err != nil {
-		return nil, state.Unavailable("read address index", err)
-	}
-	taken := make(map[netip.Addr]bool, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		if a, err := netip.ParseAddr(strings.TrimPrefix(string(kv.Key), dir)); err == nil {
-			taken[a] = true
-		}
-	}
-	return taken, nil
-}
-
-// freeAddress is the lowest free address of the static range, as in the
-// original mayu, but never one past its end.
-func (r *Registry) freeAddress(taken map[netip.Addr]bool) (netip.Addr, error) {
-	rg := r.cluster.Static.Range
-	for a := rg.Start; a.IsValid() && a.Compare(rg.End) <= 0; a = a.Next() {
-		if !taken[a] {
-			return a, nil
-		}
-	}
-	return netip.Addr{}, fmt.Errorf("%w: all %s-%s are assigned (widen cluster.static.range or delete machines)", ErrExhausted, rg.Start, rg.End)
-}
-
-// freeProfileSlot picks the first profile, in config order, with a free
-// slot below its quantity; else the default profile (slot -1). Slots make
-// quantities exact across replicas: two registrations cannot both create
-// the same slot key.
-func (r *Registry) freeProfileSlot(ctx context.Context) (config.Profile, int, error) {
-	if len(r.cluster.Profiles) == 0 {
-		return config.Profile{Name: "default"}, -1, nil
-	}
-	cctx, cancel := r.ctx(ctx)
-	defer cancel()
-	dir := r.keys.Profiles()
-	resp, err := r.cli.Get(cctx, dir, clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	if err != nil {
-		return config.Profile{}, 0, state.Unavailable("read profile slots", err)
-	}
-	held := map[string]map[int]bool{}
-	for _, kv := range resp.Kvs {
-		name, slot, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), dir), "/")
-		n, err := strconv.Atoi(slot)
-		if !ok || err != nil {
-			continue
-		}
-		if held[name] == nil {
-			held[name] = map[int]bool{}
-		}
-		held[name][n] = true
-	}
-	for _, p := range r.cluster.Profiles {
-		for s := 0; s < p.Quantity; s++ {
-			if !held[p.Name][s] {
-				return p, s, nil
-			}
-		}
-	}
-	return config.Profile{Name: "default"}, -1, nil
 }
 
 // Update applies change to the machine's record as one transaction,
@@ -666,16 +629,7 @@ func (r *Registry) Delete(ctx context.Context, id string) error {
 		if err != nil {
 			return err
 		}
-		stm.Del(r.keys.Machine(id))
-		keys := []string{r.keys.Address(m.InternalAddr), r.slotKey(m)}
-		for _, mac := range m.MACs {
-			keys = append(keys, r.keys.MAC(mac))
-		}
-		for _, k := range keys {
-			if k != "" && stm.Get(k) == ownerValue(id) {
-				stm.Del(k)
-			}
-		}
+		r.stmDelete(stm, m)
 		return nil
 	})
 	var corrupt *CorruptError
@@ -757,4 +711,92 @@ func randomHex(n int) (string, error) {
 func quote(id string) string {
 	b, _ := json.Marshal(id)
 	return string(b)
+}
+
+// Paging through the machines, for fleets too large for one answer.
+const (
+	// DefaultPageSize is how many machines a page holds when the caller
+	// does not say.
+	DefaultPageSize = 500
+	// MaxPageSize bounds one page: a page is one etcd read and one
+	// answer held in memory.
+	MaxPageSize = 5000
+)
+
+var (
+	// ErrBadContinue: a continue token this mayu did not hand out.
+	ErrBadContinue = errors.New("invalid continue token: pass back the one the previous page gave, unchanged")
+	// ErrListExpired: etcd compacted away the revision a paged listing
+	// reads at; the listing starts again from the first page.
+	ErrListExpired = errors.New("the listing is too old (etcd compacted its revision): list again from the first page")
+)
+
+// Page is one page of machines, sorted by id.
+type Page struct {
+	Machines []*machine.Machine
+	Corrupt  []*CorruptError
+	// Continue is the token of the next page, "" on the last one.
+	Continue string
+}
+
+// cursor is what a continue token holds: the last id of the page before,
+// and the revision every page of the listing is read at, so that the
+// pages together are one consistent listing.
+type listCursor struct {
+	After string `json:"after"`
+	Rev   int64  `json:"rev"`
+}
+
+// ListPage returns up to limit machines (0: DefaultPageSize, at most
+// MaxPageSize) after the continue token cont ("" for the first page): one
+// ranged etcd read, whatever the fleet's size.
+func (r *Registry) ListPage(ctx context.Context, limit int, cont string) (*Page, error) {
+	if limit <= 0 {
+		limit = DefaultPageSize
+	}
+	limit = min(limit, MaxPageSize)
+	var c listCursor
+	if cont != "" {
+		data, err := base64.RawURLEncoding.DecodeString(cont)
+		if err != nil || json.Unmarshal(data, &c) != nil || c.Rev <= 0 || identity.Check(c.After) != nil {
+			return nil, ErrBadContinue
+		}
+	}
+	dir := r.keys.Machines()
+	from := dir
+	if c.After != "" {
+		from = r.keys.Machine(c.After) + "\x00"
+	}
+	opts := []clientv3.OpOption{clientv3.WithRange(clientv3.GetPrefixRangeEnd(dir)), clientv3.WithLimit(int64(limit))}
+	if c.Rev != 0 {
+		opts = append(opts, clientv3.WithRev(c.Rev))
+	}
+	cctx, cancel := r.ctx(ctx)
+	defer cancel()
+	resp, err := r.cli.Get(cctx, from, opts...)
+	if err != nil {
+		if state.Compacted(err) {
+			return nil, ErrListExpired
+		}
+		return nil, state.Unavailable("list machines", err)
+	}
+	p := &Page{}
+	for _, kv := range resp.Kvs {
+		m, err := r.decode(string(kv.Key), kv.Value)
+		if err != nil {
+			p.Corrupt = append(p.Corrupt, err.(*CorruptError))
+			continue
+		}
+		p.Machines = append(p.Machines, m)
+	}
+	if resp.More && len(resp.Kvs) > 0 {
+		rev := c.Rev
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		last := strings.TrimPrefix(string(resp.Kvs[len(resp.Kvs)-1].Key), dir)
+		data, _ := json.Marshal(listCursor{After: last, Rev: rev})
+		p.Continue = base64.RawURLEncoding.EncodeToString(data)
+	}
+	return p, nil
 }

@@ -138,7 +138,7 @@ func (r *Registry) FollowSecret(ctx context.Context, log *slog.Logger) {
 	}
 	defer r.secret.set(nil, 0, true)
 	state.Follower{
-		Key: key,
+		Key: key, Resynced: r.resynced("secret", log),
 		Load: func(kvs []*mvccpb.KeyValue) {
 			if len(kvs) == 0 {
 				r.secret.set(nil, 0, true) // Secrets creates it

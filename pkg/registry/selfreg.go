@@ -3,10 +3,12 @@ package registry
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"time"
 
 	"go.etcd.io/etcd/client/v3/concurrency"
 
+	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/machine"
 )
 
@@ -72,13 +74,46 @@ func (r *Registry) ExpireRegistrations(ctx context.Context, after time.Duration)
 // does).
 func (r *Registry) stmDelete(stm concurrency.STM, m *machine.Machine) {
 	stm.Del(r.keys.Machine(m.ID))
-	keys := []string{r.keys.Address(m.InternalAddr), r.slotKey(m)}
+	addrKey, slotKey := r.keys.Address(m.InternalAddr), r.slotKey(m)
+	keys := []string{addrKey, slotKey}
 	for _, mac := range m.MACs {
 		keys = append(keys, r.keys.MAC(mac))
 	}
+	own := map[string]bool{}
 	for _, k := range keys {
 		if k != "" && stm.Get(k) == ownerValue(m.ID) {
+			own[k] = true
 			stm.Del(k)
 		}
 	}
+	// What it held goes back to the allocator's free set, if it was
+	// still its own.
+	if a, err := netip.ParseAddr(m.InternalAddr); err == nil && a.Is4() && own[addrKey] {
+		r.giveBack(stm, r.addressSpace(), addrPos(a))
+	}
+	if slotKey != "" && own[slotKey] {
+		if p, ok := r.profile(m.Profile); ok {
+			r.giveBack(stm, r.slotSpace(p.Name, p.Quantity), uint64(m.ProfileSlot))
+		}
+	}
+}
+
+// profile is the configured profile called name.
+func (r *Registry) profile(name string) (config.Profile, bool) {
+	for _, p := range r.cluster.Profiles {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return config.Profile{}, false
+}
+
+// allocSpaces are the static addresses, then each profile's slots in
+// config order.
+func (r *Registry) allocSpaces() []*space {
+	spaces := []*space{r.addressSpace()}
+	for _, p := range r.cluster.Profiles {
+		spaces = append(spaces, r.slotSpace(p.Name, p.Quantity))
+	}
+	return spaces
 }

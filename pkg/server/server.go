@@ -268,6 +268,11 @@ func (s *Server) startDHCP(ctx context.Context, mayuURL string, leases dhcp.Leas
 	}
 	installed := registry.NewInstalled()
 	s.background(func() { s.registry.FollowInstalled(ctx, installed, s.log) })
+	// A replica that may lead keeps the leases warm, so that winning
+	// costs it a catch-up, not a read of every lease.
+	if st, ok := leases.(*lease.Store); ok {
+		s.background(func() { st.Follow(ctx, s.log) })
+	}
 	s.dhcp = dhcp.New(dhcp.Options{
 		Interface: n.Interface, Port: n.Ports.DHCP, Advertise: n.AdvertiseAddress, Pools: cl.Pools,
 		Policy: dhcp.Policy{

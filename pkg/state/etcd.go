@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -79,7 +80,28 @@ type Follower struct {
 	Broken func(err error)
 	// Pause between a break and the next attempt; default one second.
 	Pause time.Duration
+	// Resynced (may be nil) hears each time Load ran again after a broken
+	// watch, with whether the watch broke because etcd had compacted the
+	// revision it was to resume from (its events are gone: only the
+	// reload at a current revision makes what follows right again).
+	Resynced func(compacted bool)
+	// Progress (may be nil) hears each revision up to which every change
+	// has been given to Load or Change: after a load, after each watch
+	// answer, and at each progress notification (RequestProgress).
+	Progress func(rev int64)
 }
+
+// RequestProgress asks etcd to tell every Follower on cli how far its
+// watch is (Follower.Progress), also one that has seen no change for a
+// while. The context carries what the followers' watches carry, so the
+// request reaches their stream.
+func RequestProgress(ctx context.Context, cli *clientv3.Client) {
+	cli.RequestProgress(clientv3.WithRequireLeader(ctx))
+}
+
+// Compacted reports whether err says that etcd compacted away the
+// revision a watch or read asked for.
+func Compacted(err error) bool { return errors.Is(err, rpctypes.ErrCompacted) }
 
 // Run follows until ctx ends.
 func (f Follower) Run(ctx context.Context, cli *clientv3.Client) {
@@ -88,7 +110,14 @@ func (f Follower) Run(ctx context.Context, cli *clientv3.Client) {
 		pause = time.Second
 	}
 	var next int64 // the revision to watch from; 0: load first
-	Retry(ctx, pause, f.Broken, func(ctx context.Context) error {
+	loads, compacted := 0, false
+	broken := func(err error) {
+		compacted = Compacted(err)
+		if f.Broken != nil {
+			f.Broken(err)
+		}
+	}
+	Retry(ctx, pause, broken, func(ctx context.Context) error {
 		if next == 0 {
 			opts := []clientv3.OpOption{}
 			if f.Prefix {
@@ -105,8 +134,14 @@ func (f Follower) Run(ctx context.Context, cli *clientv3.Client) {
 			}
 			if f.Load != nil {
 				f.Load(resp.Kvs)
+				if loads++; loads > 1 && f.Resynced != nil {
+					f.Resynced(compacted)
+				}
 			}
 			next = resp.Header.Revision + 1
+			if f.Progress != nil {
+				f.Progress(resp.Header.Revision)
+			}
 		}
 		// WithRequireLeader: a member cut off from its cluster ends the
 		// watch instead of keeping it silently stale.
@@ -134,6 +169,16 @@ func (f Follower) Run(ctx context.Context, cli *clientv3.Client) {
 			for _, ev := range resp.Events {
 				f.Change(ev)
 				next = ev.Kv.ModRevision + 1
+			}
+			if f.Progress != nil {
+				switch {
+				case resp.IsProgressNotify():
+					// Every change up to the header's revision was sent.
+					f.Progress(resp.Header.Revision)
+				case len(resp.Events) > 0:
+					// An answer holds every change of the revisions in it.
+					f.Progress(next - 1)
+				}
 			}
 		}
 		if ctx.Err() != nil {

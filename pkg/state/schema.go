@@ -10,6 +10,7 @@
 package state
 
 import (
+	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -25,6 +26,7 @@ const (
 	macsDir      = "macs/"
 	addressesDir = "addresses/"
 	profilesDir  = "profiles/"
+	allocDir     = "alloc/"
 	secretKey    = "cluster/secret"
 	schemaKey    = "schema"
 	leasesDir    = "leases/"
@@ -54,6 +56,10 @@ var Layout = []Space{
 	{macsDir + "<mac>", "registry"},
 	{addressesDir + "<ip>", "registry"},
 	{profilesDir + "<name>/<slot>", "registry"},
+	{allocDir + "addresses/next", "registry"},
+	{allocDir + "addresses/free/<ip>", "registry"},
+	{allocDir + "profiles/<name>/next", "registry"},
+	{allocDir + "profiles/<name>/free/<slot>", "registry"},
 	{secretKey, "registry"},
 	{schemaKey, "registry"},
 	{leasesDir + "<ip>", "lease"},
@@ -91,6 +97,37 @@ func (k Keys) Profiles() string { return k.Prefix + profilesDir }
 // ProfileSlot is who holds one slot of a profile.
 func (k Keys) ProfileSlot(name string, slot int) string {
 	return k.Profiles() + name + "/" + strconv.Itoa(slot)
+}
+
+// AddressCursor is the static address allocator's cursor: the lowest
+// address never handed out (all above it are free).
+func (k Keys) AddressCursor() string { return k.Prefix + allocDir + "addresses/next" }
+
+// FreeAddresses is the directory of static addresses freed below the
+// cursor; a free key's name sorts like the address (FreeAddress).
+func (k Keys) FreeAddresses() string { return k.Prefix + allocDir + "addresses/free/" }
+
+// FreeAddress is one freed static address. Its name is the address with
+// each octet padded to three digits (010.003.000.007), so that etcd's key
+// order is address order and the lowest free address is one ranged read.
+func (k Keys) FreeAddress(ip netip.Addr) string {
+	b := ip.As4()
+	return fmt.Sprintf("%s%03d.%03d.%03d.%03d", k.FreeAddresses(), b[0], b[1], b[2], b[3])
+}
+
+// SlotCursor is a profile's slot allocator cursor.
+func (k Keys) SlotCursor(name string) string {
+	return k.Prefix + allocDir + "profiles/" + name + "/next"
+}
+
+// FreeSlots is the directory of a profile's slots freed below its cursor.
+func (k Keys) FreeSlots(name string) string {
+	return k.Prefix + allocDir + "profiles/" + name + "/free/"
+}
+
+// FreeSlot is one freed slot, zero-padded so that key order is slot order.
+func (k Keys) FreeSlot(name string, slot int) string {
+	return fmt.Sprintf("%s%010d", k.FreeSlots(name), slot)
 }
 
 // Secret is the cluster secret node tokens are made with.

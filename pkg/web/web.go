@@ -18,8 +18,10 @@ import (
 // Status is the HTTP status for an error of the registry, the machine
 // rules or etcd:
 //
-//	400 the request named something malformed (an id, a MAC)
+//	400 the request named something malformed (an id, a MAC, a continue
+//	    token)
 //	404 no such machine
+//	410 a paged listing whose revision etcd compacted away: list again
 //	409 the request conflicts with the machine's state or another machine
 //	    (a transition not allowed now, a MAC or id taken, the range full)
 //	503 etcd did not answer, other replicas kept changing the same keys, or
@@ -42,8 +44,10 @@ func Status(err error) int {
 		return http.StatusInternalServerError
 	case errors.Is(err, registry.ErrNotFound):
 		return http.StatusNotFound
-	case errors.As(err, &invalid):
+	case errors.As(err, &invalid), errors.Is(err, registry.ErrBadContinue):
 		return http.StatusBadRequest
+	case errors.Is(err, registry.ErrListExpired):
+		return http.StatusGone
 	case errors.As(err, &macTaken), errors.As(err, &transition), errors.Is(err, registry.ErrExists),
 		errors.Is(err, registry.ErrExhausted), errors.Is(err, registry.ErrTooManyMACs):
 		return http.StatusConflict
