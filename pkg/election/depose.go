@@ -196,21 +196,29 @@ func (e *Election) Watch(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		l, ok := e.currentLeader(ctx, d.Timeout)
-		if f, leading := e.Fence(); !ok || (leading && f.Rev == l.rev) {
-			// No leader, etcd unreachable (then nobody can be deposed
-			// from here), or this replica leads.
+		l, found, err := e.currentLeader(ctx, d.Timeout)
+		switch f, leading := e.Fence(); {
+		case err != nil && cur.rev == 0:
+			continue // etcd unreachable, no leader known: nothing to do
+		case err != nil:
+			// etcd did not answer in time (a member cut off, an etcd
+			// election under way): go on probing the leader known, and
+			// try etcd again at the next step. Forgetting what was seen
+			// would let a leader cut off with an etcd member outlive
+			// its probes.
+		case !found || (leading && f.Rev == l.rev):
+			// No leader, or this replica leads.
 			withdraw()
 			cur, url = leaderKey{}, ""
 			continue
-		}
-		if l.rev != cur.rev {
+		case l.rev != cur.rev:
 			withdraw()
-			cur, j = l, judge{suspectAfter: d.SuspectAfter}
-			url, _ = d.ProbeURL(ctx, l.name)
+			cur, url, j = l, "", judge{suspectAfter: d.SuspectAfter}
 		}
 		if url == "" {
-			continue // announces no probe address: left to its TTL
+			if url, err = d.ProbeURL(ctx, cur.name); url == "" {
+				continue // announces no probe address (or etcd did not say): left to its TTL
+			}
 		}
 		pctx, cancel := context.WithTimeout(ctx, d.Timeout)
 		o := d.Probe(pctx, url, cur.rev)
@@ -242,22 +250,32 @@ func (e *Election) Watch(ctx context.Context) {
 	}
 }
 
-// currentLeader reads the term in force: the oldest election key.
-func (e *Election) currentLeader(ctx context.Context, timeout time.Duration) (leaderKey, bool) {
-	ctx, cancel := context.WithTimeout(ctx, max(timeout, time.Second))
+// currentLeader reads the term in force: the oldest election key. The
+// read is bounded by timeout: it is retried at the next step, on another
+// connection if etcd's client has several.
+func (e *Election) currentLeader(ctx context.Context, timeout time.Duration) (leaderKey, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	resp, err := e.cli.Get(ctx, e.prefix+"/", clientv3.WithFirstCreate()...)
-	if err != nil || len(resp.Kvs) == 0 {
-		return leaderKey{}, false
+	if err != nil {
+		return leaderKey{}, false, err
+	}
+	if len(resp.Kvs) == 0 {
+		return leaderKey{}, false, nil
 	}
 	kv := resp.Kvs[0]
-	return leaderKey{name: string(kv.Value), key: string(kv.Key), rev: kv.CreateRevision, lease: clientv3.LeaseID(kv.Lease)}, true
+	return leaderKey{name: string(kv.Value), key: string(kv.Key), rev: kv.CreateRevision, lease: clientv3.LeaseID(kv.Lease)}, true, nil
 }
+
+// etcdStep bounds one etcd call of the deposition: short, so that a call
+// stuck on a member that was cut off is given up and tried again at the
+// next step (etcd's client sends each call to the next member).
+const etcdStep = 500 * time.Millisecond
 
 // suspect publishes this replica's verdict on a lease of its own, so that
 // it goes with this replica; returns the lease, 0 if it failed.
 func (e *Election) suspect(ctx context.Context, l leaderKey, url string) clientv3.LeaseID {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 2*etcdStep)
 	defer cancel()
 	ttl := max(int64(e.ttl.Round(time.Second)/time.Second), 2)
 	g, err := e.cli.Grant(ctx, ttl)
@@ -279,7 +297,7 @@ func (e *Election) suspect(ctx context.Context, l leaderKey, url string) clientv
 
 // suspicions counts the verdicts on term and the voters.
 func (e *Election) suspicions(ctx context.Context, term int64, d *Deposition) (n, voters int, err error) {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	ctx, cancel := context.WithTimeout(ctx, etcdStep)
 	defer cancel()
 	resp, err := e.cli.Get(ctx, e.keys.Suspects(term), clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
@@ -294,7 +312,7 @@ func (e *Election) suspicions(ctx context.Context, term int64, d *Deposition) (n
 // next), then its session lease is revoked, so that the keys it holds go
 // and a leader that thaws finds its session over too.
 func (e *Election) deposeTerm(ctx context.Context, l leaderKey, reason string, inARow, verdicts, voters int) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 2*etcdStep)
 	defer cancel()
 	resp, err := e.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).
 		Then(clientv3.OpDelete(l.key), clientv3.OpDelete(e.keys.Suspects(l.rev), clientv3.WithPrefix())).Commit()

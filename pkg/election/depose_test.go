@@ -2,6 +2,7 @@ package election_test
 
 import (
 	"context"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -77,6 +78,22 @@ func (d deposing) depositions(reason string) float64 {
 	return testutil.ToFloat64(depositionsOf(d.reg, reason))
 }
 
+// sumDepositions waits up to a second for the depositions counted by rs
+// to reach want (the counter moves just after the term ends), and
+// returns what they are.
+func sumDepositions(reason string, want float64, rs ...deposing) float64 {
+	var got float64
+	for deadline := time.Now().Add(time.Second); ; time.Sleep(10 * time.Millisecond) {
+		got = 0
+		for _, r := range rs {
+			got += r.depositions(reason)
+		}
+		if got >= want || time.Now().After(deadline) {
+			return got
+		}
+	}
+}
+
 // depositionsOf reads mayu_election_depositions_total{reason} from reg.
 func depositionsOf(reg *prometheus.Registry, reason string) prometheus.Collector {
 	return collectorFunc(func(ch chan<- prometheus.Metric) {
@@ -96,7 +113,7 @@ func depositionsOf(reg *prometheus.Registry, reason string) prometheus.Collector
 
 type collectorFunc func(chan<- prometheus.Metric)
 
-func (f collectorFunc) Describe(chan<- *prometheus.Desc) {}
+func (f collectorFunc) Describe(chan<- *prometheus.Desc)    {}
 func (f collectorFunc) Collect(ch chan<- prometheus.Metric) { f(ch) }
 
 // leaderOf waits for one of rs to lead and returns it with its term.
@@ -142,7 +159,7 @@ func TestDeposedWhenRefused(t *testing.T) {
 	if fencedPut(t, cli, first.fence, "/mayu/x") {
 		t.Fatal("the deposed term's fence still holds")
 	}
-	if got := b.depositions("refused") + c.depositions("refused"); got != 1 {
+	if got := sumDepositions("refused", 1, b, c); got != 1 {
 		t.Errorf("depositions{refused} = %v across the followers, want 1", got)
 	}
 	if got := b.depositions("timeout") + c.depositions("timeout"); got != 0 {
@@ -192,7 +209,7 @@ func TestDeposedByAMajorityOnTimeout(t *testing.T) {
 	}
 	t.Logf("deposed %s after both followers timed out", time.Since(t0).Round(time.Millisecond))
 	leaderOf(t, 2*time.Second, b, c)
-	if got := b.depositions("timeout") + c.depositions("timeout"); got != 1 {
+	if got := sumDepositions("timeout", 1, b, c); got != 1 {
 		t.Errorf("depositions{timeout} = %v, want 1", got)
 	}
 	resp, err = cli.Get(ctxT(t), keys.Suspects(first.fence.Rev), clientv3.WithPrefix(), clientv3.WithCountOnly())
@@ -259,5 +276,93 @@ func TestNoDepositionForAPauseOrAnUnreachableProbe(t *testing.T) {
 	a.noTerm(t, 1500*time.Millisecond)
 	if ended(second, 10*time.Millisecond) {
 		t.Fatal("a leader never seen answering was deposed")
+	}
+}
+
+// freezer is a TCP proxy to etcd that can stop passing bytes, as a link
+// to an etcd member that was cut off does: the connection stays up, calls
+// hang until their deadline.
+type freezer struct {
+	ln     net.Listener
+	frozen atomic.Bool
+}
+
+func newFreezer(t *testing.T, target string) *freezer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &freezer{ln: ln}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go f.pipe(c, u)
+			go f.pipe(u, c)
+		}
+	}()
+	return f
+}
+
+func (f *freezer) pipe(dst, src net.Conn) {
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		for f.frozen.Load() {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// A follower whose etcd stops answering for a while (its member cut off,
+// an etcd election) while the leader dies goes on probing the leader it
+// knew, and deposes it once etcd answers again: forgetting what it had
+// seen would leave the dead leader to its TTL.
+func TestDepositionSurvivesAnEtcdHiccup(t *testing.T) {
+	t.Parallel()
+	srv := etcdtest.StartServer(t)
+	w := newWorld(2)
+	a := startDeposing(t, srv.Client, "a", w)
+	first := a.nextTerm(t, 10*time.Second)
+	fr := newFreezer(t, strings.TrimPrefix(srv.ClientURL, "http://"))
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{fr.ln.Addr().String()}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	b := startDeposing(t, cli, "b", w)
+	time.Sleep(300 * time.Millisecond) // b sees a answer
+	fr.frozen.Store(true)
+	w.set("a", election.Refused)
+	time.Sleep(time.Second) // b's etcd calls time out, its probes are refused
+	if ended(first, 10*time.Millisecond) {
+		t.Fatal("deposed while the follower's etcd did not answer")
+	}
+	fr.frozen.Store(false)
+	if !ended(first, 3*time.Second) {
+		t.Fatal("the follower forgot the dead leader it saw while etcd did not answer: not deposed")
+	}
+	b.nextTerm(t, 3*time.Second)
+	if got := sumDepositions("refused", 1, b); got != 1 {
+		t.Errorf("b's depositions{refused} = %v, want 1", got)
 	}
 }

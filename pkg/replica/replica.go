@@ -423,7 +423,7 @@ func (r *Replica) Leader(ctx context.Context) (string, error) {
 
 // ProbeURL is the probe URL the named replica announces ("" if none).
 func (r *Replica) ProbeURL(ctx context.Context, name string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
 	resp, err := r.cli.Get(ctx, r.keys.Replica(name))
 	if err != nil {
