@@ -141,8 +141,30 @@ mayu_fail() { # kind host
 	kill-9) stop_pid "${PIDS[$i]}" KILL ;;
 	sigterm) stop_pid "${PIDS[$i]}" TERM ;;
 	sigstop) kill -STOP "${PIDS[$i]}" ;;
-	link-cut) link "$2" down ;;
+	link-cut)
+		local others="" h raft=no
+		for h in n1 n2 n3; do
+			[ "$h" = "$2" ] || others="$others${others:+,}http://$(addr_of "$h"):2379"
+		done
+		on "$2" "$BIN/etcdctl" --endpoints "http://$(addr_of "$2"):2379" endpoint status 2>/dev/null | grep -q ', true, ' && raft=yes
+		link "$2" down
+		etcd_back "$others" "$raft" &
+		;;
 	esac
+}
+
+# etcd_back ENDPOINTS RAFT_LEADER_CUT: how long after the cut the members
+# left (ENDPOINTS) take a write again: etcd's own recovery, which a
+# failover after a link cut cannot beat. One line per cut in $ETCD_BACK.
+etcd_back() {
+	local t0=$t end=$((SECONDS + 30))
+	while [ $SECONDS -lt $end ]; do
+		if on cli "$BIN/etcdctl" --endpoints "$1" --command-timeout=300ms put /bench/etcd-back x >/dev/null 2>&1; then
+			echo "$t0 $(($(now_ms) - t0)) $2" >>"$ETCD_BACK"
+			return 0
+		fi
+		sleep 0.05
+	done
 }
 mayu_restore() { # kind host
 	local i=${2#n}
@@ -172,6 +194,7 @@ one_leader() {
 	die "mayu: not exactly one leader 30 s after the link came back"
 }
 mayu_down() {
+	[ -z "${FAILOVER_KEEP:-}" ] || for i in 1 2 3; do cp "$WORK/mayu/m$i/mayu.log" "$FAILOVER_KEEP/mayu-r$i.log"; done
 	for i in 1 2 3; do stop_pid "${PIDS[$i]}"; done
 	for p in "${ETCD_PIDS[@]}"; do stop_pid "$p"; done
 }
@@ -391,12 +414,13 @@ kea-ha_label() { echo "Kea $(kea-dhcp4 -v) HA hot-standby pair (heartbeat ${hb} 
 
 # --- the run -----------------------------------------------------------------
 
-declare -A SUMMARY CONFLICT
+declare -A SUMMARY CONFLICT ETCD_RECOVERY
 for sys in "${systems[@]}"; do
 	log "failover: $sys, $kills × each of ${kinds[*]}"
 	"${sys}_up"
-	PROBE=$WORK/$sys.probe EVENTS=$WORK/$sys.events
+	PROBE=$WORK/$sys.probe EVENTS=$WORK/$sys.events ETCD_BACK=$WORK/$sys.etcd-back
 	: >"$EVENTS"
+	: >"$ETCD_BACK"
 	start_in cli "$WORK/$sys.probe.stderr" "$WORK/dhcpprobe" -i eth0 -every 50ms -timeout "$timeout" -macs 16 -duration 60m -out "$PROBE"
 	probe_pid=$STARTED
 	t=$(now_ms)
@@ -422,6 +446,12 @@ for sys in "${systems[@]}"; do
 	[ -z "${CONFLICT[$sys]}" ] || log "  ${CONFLICT[$sys]}"
 	SUMMARY[$sys]=$(grep '^summary' "$WORK/$sys.gaps")
 	log "  $(tr '\n' ';' <<<"${SUMMARY[$sys]}")"
+	if [ -s "$ETCD_BACK" ]; then
+		ETCD_RECOVERY[$sys]=$(sort -k2,2n "$ETCD_BACK" | awk '{ n++; s[n] = $2 / 1000; if ($3 == "yes") r++ } END {
+			m = (n % 2) ? s[(n + 1) / 2] : (s[n / 2] + s[n / 2 + 1]) / 2
+			printf "etcd takes writes again %.3f s (median) / %.3f s (max) after the cut; the cut host held the raft leader %d of %d times", m, s[n], r, n }')
+		log "  ${ETCD_RECOVERY[$sys]}"
+	fi
 	[ -z "${FAILOVER_KEEP:-}" ] || cp "$PROBE" "$EVENTS" "$WORK/$sys.gaps" "$FAILOVER_KEEP/" 2>/dev/null || true
 	"${sys}_down"
 done
@@ -448,5 +478,6 @@ done
 echo
 for sys in "${systems[@]}"; do
 	[ -z "${CONFLICT[$sys]}" ] || echo "- $sys: ${CONFLICT[$sys]}"
+	[ -z "${ETCD_RECOVERY[$sys]:-}" ] || echo "- $sys, link-cut: ${ETCD_RECOVERY[$sys]}"
 done
 echo

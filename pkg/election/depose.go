@@ -168,26 +168,31 @@ type suspicion struct {
 
 // Watch probes the leader while this replica follows, and deposes it as
 // Deposition says, until ctx ends. Without SetDeposition it returns at once.
+//
+// Each step costs one etcd call (the leader key and the verdicts on its
+// term, read in one transaction) and one probe; every etcd call is
+// bounded (etcdStep) and a failed one is tried again at the next step, so
+// that a call stuck on an etcd member cut off with the leader's host
+// delays the deposition by one step, not by the call's full timeout.
 func (e *Election) Watch(ctx context.Context) {
 	d := e.depose
 	if d == nil {
 		return
 	}
 	var (
-		cur  leaderKey
-		url  string
-		j    judge
-		mine clientv3.LeaseID // the lease of this replica's published suspicion
+		cur      leaderKey
+		url      string
+		j        judge
+		verdicts int          // on cur's term, as last read
+		voters   int          // announced replicas taking part, as last read
+		votersAt time.Time    // when voters was read
+		v        verdictLease // this replica's published verdict
 	)
-	withdraw := func() {
-		if mine != 0 {
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			e.cli.Revoke(rctx, mine)
-			cancel()
-			mine = 0
-		}
-	}
-	defer withdraw()
+	defer v.close(ctx, e)
+	// The verdict's lease is granted now, while etcd answers: when a
+	// verdict is due, etcd may be busy electing a leader of its own, and
+	// publishing it is then one transaction.
+	v.ready(ctx, e)
 	t := time.NewTicker(d.Interval)
 	defer t.Stop()
 	for {
@@ -196,11 +201,12 @@ func (e *Election) Watch(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		l, found, err := e.currentLeader(ctx, d.Timeout)
+		l, found, n, err := e.observe(ctx, d.Timeout, cur.rev)
 		switch f, leading := e.Fence(); {
 		case err != nil && cur.rev == 0:
 			continue // etcd unreachable, no leader known: nothing to do
 		case err != nil:
+			e.log.Debug("deposition: reading the leader failed; probing the one known", "err", err)
 			// etcd did not answer in time (a member cut off, an etcd
 			// election under way): go on probing the leader known, and
 			// try etcd again at the next step. Forgetting what was seen
@@ -208,17 +214,27 @@ func (e *Election) Watch(ctx context.Context) {
 			// its probes.
 		case !found || (leading && f.Rev == l.rev):
 			// No leader, or this replica leads.
-			withdraw()
+			v.withdraw(ctx, e)
 			cur, url = leaderKey{}, ""
 			continue
 		case l.rev != cur.rev:
-			withdraw()
-			cur, url, j = l, "", judge{suspectAfter: d.SuspectAfter}
+			v.withdraw(ctx, e)
+			cur, url, j, verdicts = l, "", judge{suspectAfter: d.SuspectAfter}, 0
+			votersAt = time.Time{}
+		default:
+			verdicts = n
 		}
 		if url == "" {
 			if url, err = d.ProbeURL(ctx, cur.name); url == "" {
 				continue // announces no probe address (or etcd did not say): left to its TTL
 			}
+		}
+		if time.Since(votersAt) > 5*time.Second {
+			vctx, cancel := context.WithTimeout(ctx, etcdStep)
+			if nv, err := d.Voters(vctx); err == nil {
+				voters, votersAt = nv, time.Now()
+			}
+			cancel()
 		}
 		pctx, cancel := context.WithTimeout(ctx, d.Timeout)
 		o := d.Probe(pctx, url, cur.rev)
@@ -228,84 +244,142 @@ func (e *Election) Watch(ctx context.Context) {
 		}
 		switch j.observe(o) {
 		case answering:
-			withdraw()
+			v.withdraw(ctx, e)
 		case deposeAlone:
-			e.deposeTerm(ctx, cur, "refused", j.refused, 0, 0)
+			e.deposeTerm(ctx, cur, "refused", j.refused, 0, voters)
 		case suspect:
-			if mine == 0 {
-				mine = e.suspect(ctx, cur, url)
+			if !v.published(cur.rev) {
+				if !v.publish(ctx, e, cur, url) {
+					continue
+				}
+				verdicts++ // this one, not in the last read
 			}
-			if mine == 0 {
-				continue
-			}
-			n, voters, err := e.suspicions(ctx, cur.rev, d)
-			if err != nil {
-				e.log.Warn("deposition: counting the verdicts failed", "err", err)
-				continue
-			}
-			if n > voters/2 {
-				e.deposeTerm(ctx, cur, "timeout", j.timedOut, n, voters)
+			if voters > 0 && verdicts > voters/2 {
+				e.deposeTerm(ctx, cur, "timeout", j.timedOut, verdicts, voters)
 			}
 		}
 	}
 }
 
-// currentLeader reads the term in force: the oldest election key. The
-// read is bounded by timeout: it is retried at the next step, on another
-// connection if etcd's client has several.
-func (e *Election) currentLeader(ctx context.Context, timeout time.Duration) (leaderKey, bool, error) {
+// observe reads, in one transaction, the term in force (the oldest
+// election key) and how many verdicts term has. The read is bounded by
+// timeout: it is retried at the next step, on another connection if
+// etcd's client has several.
+func (e *Election) observe(ctx context.Context, timeout time.Duration, term int64) (l leaderKey, found bool, verdicts int, err error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	resp, err := e.cli.Get(ctx, e.prefix+"/", clientv3.WithFirstCreate()...)
+	resp, err := e.cli.Txn(ctx).Then(
+		clientv3.OpGet(e.prefix+"/", clientv3.WithFirstCreate()...),
+		clientv3.OpGet(e.keys.Suspects(term), clientv3.WithPrefix(), clientv3.WithCountOnly()),
+	).Commit()
 	if err != nil {
-		return leaderKey{}, false, err
+		return leaderKey{}, false, 0, err
 	}
-	if len(resp.Kvs) == 0 {
-		return leaderKey{}, false, nil
+	leaders, suspects := resp.Responses[0].GetResponseRange(), resp.Responses[1].GetResponseRange()
+	if len(leaders.Kvs) == 0 {
+		return leaderKey{}, false, 0, nil
 	}
-	kv := resp.Kvs[0]
-	return leaderKey{name: string(kv.Value), key: string(kv.Key), rev: kv.CreateRevision, lease: clientv3.LeaseID(kv.Lease)}, true, nil
+	kv := leaders.Kvs[0]
+	return leaderKey{name: string(kv.Value), key: string(kv.Key), rev: kv.CreateRevision, lease: clientv3.LeaseID(kv.Lease)},
+		true, int(suspects.Count), nil
+}
+
+// verdictLease is this follower's published verdict: on a lease of its
+// own, granted once and kept alive while the follower runs, so that its
+// verdicts go with it and publishing one is a single transaction.
+type verdictLease struct {
+	lease clientv3.LeaseID
+	lost  <-chan struct{} // closed when the lease is no longer kept alive
+	stop  context.CancelFunc
+	term  int64  // the term of the verdict published, 0: none
+	key   string // its key
+}
+
+func (v *verdictLease) published(term int64) bool { return v.term == term && v.term != 0 }
+
+// publish writes this replica's verdict on l's term, only while that term
+// holds (a verdict on a term already over would sit there for nothing).
+func (v *verdictLease) publish(ctx context.Context, e *Election, l leaderKey, url string) bool {
+	if !v.ready(ctx, e) {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, etcdStep)
+	defer cancel()
+	data, _ := json.Marshal(suspicion{Replica: e.name, Term: l.rev, Since: time.Now().UTC(), Probe: url})
+	key := e.keys.Suspect(l.rev, e.name)
+	resp, err := e.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).
+		Then(clientv3.OpPut(key, string(data), clientv3.WithLease(v.lease))).Commit()
+	if err != nil || !resp.Succeeded {
+		e.log.Debug("deposition: publishing the verdict failed, trying again", "err", err)
+		return false
+	}
+	v.term, v.key = l.rev, key
+	e.log.Warn("deposition: DHCP leader does not answer; verdict published", "leader", hostile.Clip(l.name, 64), "term", l.rev, "probe", url)
+	return true
+}
+
+// ready makes sure the lease exists and is kept alive.
+func (v *verdictLease) ready(ctx context.Context, e *Election) bool {
+	if v.lease != 0 {
+		select {
+		case <-v.lost: // keepalive over: the lease expired or was revoked
+			v.stop()
+			v.lease, v.term = 0, 0
+		default:
+			return true
+		}
+	}
+	gctx, cancel := context.WithTimeout(ctx, etcdStep)
+	g, err := e.cli.Grant(gctx, max(int64(e.ttl.Round(time.Second)/time.Second), 2))
+	cancel()
+	if err != nil {
+		e.log.Debug("deposition: granting the verdict lease failed, trying again", "err", err)
+		return false
+	}
+	kctx, stop := context.WithCancel(ctx)
+	alive, err := e.cli.KeepAlive(kctx, g.ID)
+	if err != nil {
+		stop()
+		return false
+	}
+	lost := make(chan struct{})
+	go func() {
+		for range alive { // KeepAlive's answers must be read
+		}
+		close(lost)
+	}()
+	v.lease, v.lost, v.stop = g.ID, lost, stop
+	return true
+}
+
+// withdraw deletes the published verdict (the leader answers again, or
+// the term changed); a failed delete is tried again at the next call.
+func (v *verdictLease) withdraw(ctx context.Context, e *Election) {
+	if v.term == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, etcdStep)
+	defer cancel()
+	if _, err := e.cli.Delete(ctx, v.key); err == nil {
+		v.term, v.key = 0, ""
+	}
+}
+
+// close revokes the lease when the watch ends: the verdicts go at once.
+func (v *verdictLease) close(ctx context.Context, e *Election) {
+	if v.lease == 0 {
+		return
+	}
+	v.stop()
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	e.cli.Revoke(rctx, v.lease)
+	cancel()
 }
 
 // etcdStep bounds one etcd call of the deposition: short, so that a call
 // stuck on a member that was cut off is given up and tried again at the
 // next step (etcd's client sends each call to the next member).
 const etcdStep = 500 * time.Millisecond
-
-// suspect publishes this replica's verdict on a lease of its own, so that
-// it goes with this replica; returns the lease, 0 if it failed.
-func (e *Election) suspect(ctx context.Context, l leaderKey, url string) clientv3.LeaseID {
-	ctx, cancel := context.WithTimeout(ctx, 2*etcdStep)
-	defer cancel()
-	ttl := max(int64(e.ttl.Round(time.Second)/time.Second), 2)
-	g, err := e.cli.Grant(ctx, ttl)
-	if err != nil {
-		return 0
-	}
-	data, _ := json.Marshal(suspicion{Replica: e.name, Term: l.rev, Since: time.Now().UTC(), Probe: url})
-	// Only while the term still holds: a verdict on a term already over
-	// would sit there for nothing.
-	resp, err := e.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).
-		Then(clientv3.OpPut(e.keys.Suspect(l.rev, e.name), string(data), clientv3.WithLease(g.ID))).Commit()
-	if err != nil || !resp.Succeeded {
-		e.cli.Revoke(ctx, g.ID)
-		return 0
-	}
-	e.log.Warn("deposition: DHCP leader does not answer; verdict published", "leader", hostile.Clip(l.name, 64), "term", l.rev, "probe", url)
-	return g.ID
-}
-
-// suspicions counts the verdicts on term and the voters.
-func (e *Election) suspicions(ctx context.Context, term int64, d *Deposition) (n, voters int, err error) {
-	ctx, cancel := context.WithTimeout(ctx, etcdStep)
-	defer cancel()
-	resp, err := e.cli.Get(ctx, e.keys.Suspects(term), clientv3.WithPrefix(), clientv3.WithCountOnly())
-	if err != nil {
-		return 0, 0, err
-	}
-	voters, err = d.Voters(ctx)
-	return int(resp.Count), voters, err
-}
 
 // deposeTerm ends l's term: its election key goes in a transaction
 // conditioned on its create revision (so only that term ends, never the
