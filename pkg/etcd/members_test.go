@@ -37,15 +37,27 @@ func TestSilentMemberLeftOut(t *testing.T) {
 	if late := calls(9); late != 0 {
 		t.Fatalf("%d of 9 calls late with every member up", late)
 	}
-	// Member 2 rather than 0: not the one most likely to lead raft (the
-	// test is about the client, not about an etcd election).
-	c.Freeze(2)
-	defer c.Thaw(2)
+	// A member that does not lead raft: the test is about the client,
+	// not about an etcd election.
+	silent := -1
+	for i, ep := range c.Endpoints {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		st, err := cli.Status(ctx, ep)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Leader != st.Header.MemberId {
+			silent = i
+		}
+	}
+	c.Freeze(silent)
+	defer c.Thaw(silent)
 	time.Sleep(1500 * time.Millisecond)
 	if late := calls(12); late != 0 {
 		t.Errorf("%d of 12 calls late 1.5 s after a member went silent: it is still in the client's round robin", late)
 	}
-	c.Thaw(2)
+	c.Thaw(silent)
 	deadline := time.Now().Add(5 * time.Second)
 	for len(cli.Endpoints()) != 3 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
