@@ -307,7 +307,12 @@ keepalived_fail() { # kind host
 keepalived_restore() { # kind host
 	case $1 in
 	kill-9 | sigterm)
+		# Whatever is left of it (a VRRP child still going), then a
+		# fresh start: keepalived refuses to start beside its pid files.
+		local p
+		for p in $(pids_in "$2" keepalived); do stop_pid "$p" KILL; done
 		stop_pid "${KA_PIDS[$2]}" KILL
+		rm -f "$WORK/ka/$2-ka.pid" "$WORK/ka/$2-vrrp.pid"
 		ka_start "$2"
 		;;
 	sigstop) kill -CONT $(pids_in "$2" keepalived dnsmasq) 2>/dev/null || true ;;
