@@ -134,6 +134,13 @@ func (c *Cluster) Kill(i int) {
 	p.Wait()
 }
 
+// Freeze stops member i's process (SIGSTOP): its kernel still holds its
+// connections, as a member whose host's link was cut does. Thaw resumes it.
+func (c *Cluster) Freeze(i int) { c.procs[i].Process.Signal(syscall.SIGSTOP) }
+
+// Thaw resumes a member Freeze stopped.
+func (c *Cluster) Thaw(i int) { c.procs[i].Process.Signal(syscall.SIGCONT) }
+
 func (c *Cluster) waitHealthy() {
 	c.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)

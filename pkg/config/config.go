@@ -45,6 +45,9 @@ const (
 	defaultInstallDisk          = "/dev/sda"
 	defaultBootFilesDir         = "/usr/share/mayu/boot"
 	defaultElectionTTL          = 3 * time.Second
+	defaultProbeInterval        = 100 * time.Millisecond
+	defaultProbeTimeout         = 250 * time.Millisecond
+	defaultSuspectAfter         = 3
 	defaultAuditMaxEntries      = 10000
 	defaultAuditMaxAge          = 90 * 24 * time.Hour
 	defaultBootBIOS             = "undionly.kpxe"
@@ -193,6 +196,13 @@ func (c *Config) applyDefaults() {
 	setDefault(&n.FilesDir, defaultFilesDir)
 	setDefault(&n.BootFilesDir, defaultBootFilesDir)
 	setDefault(&n.ElectionTTL, defaultElectionTTL)
+	if n.Deposition.Enabled == nil {
+		on := true
+		n.Deposition.Enabled = &on
+	}
+	setDefault(&n.Deposition.ProbeInterval, defaultProbeInterval)
+	setDefault(&n.Deposition.ProbeTimeout, defaultProbeTimeout)
+	setDefault(&n.Deposition.SuspectAfter, defaultSuspectAfter)
 	setDefault(&n.Admin.Audit.MaxEntries, defaultAuditMaxEntries)
 	setDefault(&n.Admin.Audit.MaxAge, defaultAuditMaxAge)
 

@@ -376,6 +376,15 @@ func TestValidate(t *testing.T) {
 		{"artifact peer address unspecified", func(c *Config) { c.Node.Artifacts.PeerAddress = netip.IPv4Unspecified() },
 			"node.artifacts.peer_address: 0.0.0.0 cannot be reached"},
 		{"artifact grace", func(c *Config) { c.Node.Artifacts.MissingGrace = time.Second }, "node.artifacts.missing_grace"},
+		// deposition
+		{"deposition probe interval", func(c *Config) { c.Node.Deposition.ProbeInterval = time.Millisecond },
+			"node.deposition.probe_interval: 1ms is out of range (10ms-10s)"},
+		{"deposition probe timeout", func(c *Config) { c.Node.Deposition.ProbeTimeout = time.Minute },
+			"node.deposition.probe_timeout: 1m0s is out of range"},
+		{"deposition suspect after", func(c *Config) { c.Node.Deposition.SuspectAfter = 1000 },
+			"node.deposition.suspect_after: 1000 is out of range (1-100)"},
+		{"deposition slower than the TTL", func(c *Config) { c.Node.Deposition.SuspectAfter = 20 },
+			"node.deposition.suspect_after: 20 probes of 250ms take 5s, not less than node.election_ttl (3s)"},
 
 		// install and templates
 		{"disk relative", func(c *Config) { c.Cluster.Install.Disk = "sda" }, `cluster.install.disk: "sda" is not an absolute device path`},

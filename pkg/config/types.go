@@ -50,6 +50,10 @@ type Node struct {
 	// leader that stops renewing is replaced after at most this long.
 	// Default 3s.
 	ElectionTTL time.Duration `yaml:"election_ttl" json:"election_ttl"`
+	// Deposition is how this replica, as a follower, watches the DHCP
+	// leader and deposes one that has died or frozen long before its
+	// session TTL runs out.
+	Deposition Deposition `yaml:"deposition" json:"deposition"`
 	// AdminTokenFile holds one bearer token of the admin API, with the
 	// admin role. Deprecated: Admin.TokensFile replaces it; it still works
 	// (with a warning in the log) when Admin.TokensFile is not set.
@@ -61,6 +65,28 @@ type Node struct {
 	// Artifacts is this replica's cache of the artifacts in the catalogue.
 	Artifacts Artifacts `yaml:"artifacts" json:"artifacts"`
 }
+
+// Deposition: followers probe the leader on its own address and end the
+// term of a leader that refuses the connection (its process is gone) or
+// that a majority of replicas see time out (frozen, cut off). Safe because
+// every leader-only write is fenced (README "Deposition").
+type Deposition struct {
+	// Enabled: probe and depose. Default true; false leaves a dead
+	// leader to its session TTL (node.election_ttl).
+	Enabled *bool `yaml:"enabled" json:"enabled"`
+	// ProbeInterval is how often the leader is probed. Default 100ms.
+	ProbeInterval time.Duration `yaml:"probe_interval" json:"probe_interval"`
+	// ProbeTimeout is how long one probe waits for the leader's answer.
+	// Default 250ms.
+	ProbeTimeout time.Duration `yaml:"probe_timeout" json:"probe_timeout"`
+	// SuspectAfter is how many probes in a row must time out before this
+	// replica publishes its verdict that the leader is unresponsive; a
+	// majority of verdicts deposes it. Default 3.
+	SuspectAfter int `yaml:"suspect_after" json:"suspect_after"`
+}
+
+// On reports whether deposition is enabled.
+func (d Deposition) On() bool { return d.Enabled == nil || *d.Enabled }
 
 // Artifacts configures this replica's side of the artifact catalogue: the
 // content-addressed cache that holds the bytes, and how the replica

@@ -54,6 +54,7 @@ func (n *Node) validate(p *problems) {
 	if n.ElectionTTL < time.Second || n.ElectionTTL > time.Minute {
 		p.addf("node.election_ttl", "%s is out of range (1s-1m; a few seconds is right: it bounds the DHCP failover)", n.ElectionTTL)
 	}
+	n.Deposition.validate(p, n.ElectionTTL)
 	n.Admin.validate(p, n.AdminTokenFile)
 	n.Ports.validate(p)
 	n.Etcd.validate(p)
@@ -61,6 +62,18 @@ func (n *Node) validate(p *problems) {
 	n.Limits.Admin.validate(p, "node.limits.admin")
 	n.Limits.TFTP.validate(p)
 	n.Artifacts.validate(p)
+}
+
+func (d Deposition) validate(p *problems, ttl time.Duration) {
+	const key = "node.deposition"
+	checkBetween(p, key+".probe_interval", d.ProbeInterval, 10*time.Millisecond, 10*time.Second)
+	checkBetween(p, key+".probe_timeout", d.ProbeTimeout, 10*time.Millisecond, 10*time.Second)
+	checkCount(p, key+".suspect_after", d.SuspectAfter, 1, 100)
+	// Detection slower than the TTL is pointless: the session expires first.
+	if d.On() && d.ProbeTimeout*time.Duration(d.SuspectAfter) >= ttl && ttl > 0 && d.SuspectAfter > 0 {
+		p.addf(key+".suspect_after", "%d probes of %s take %s, not less than node.election_ttl (%s): lower it or the probe timeout",
+			d.SuspectAfter, d.ProbeTimeout, d.ProbeTimeout*time.Duration(d.SuspectAfter), ttl)
+	}
 }
 
 func (a Artifacts) validate(p *problems) {

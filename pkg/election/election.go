@@ -70,7 +70,8 @@ type Election struct {
 
 	metrics *metrics
 
-	gate Gate
+	gate   Gate
+	depose *Deposition // nil: no deposition (SetDeposition)
 
 	mu    sync.Mutex
 	fence *Fence

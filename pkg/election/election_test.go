@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/mayu-boot/mayu/internal/etcdtest"
@@ -82,7 +83,13 @@ func (a *active) enter() {
 
 func start(t *testing.T, cli *clientv3.Client, name string, ttl time.Duration, act *active, setup ...func(*election.Election)) *replica {
 	t.Helper()
-	r := &replica{name: name, el: election.New(cli, prefix, name, ttl, logger(t).With("replica", name), nil),
+	return startWith(t, cli, name, ttl, act, nil, setup...)
+}
+
+// startWith is start with the election's metrics on reg.
+func startWith(t *testing.T, cli *clientv3.Client, name string, ttl time.Duration, act *active, reg prometheus.Registerer, setup ...func(*election.Election)) *replica {
+	t.Helper()
+	r := &replica{name: name, el: election.New(cli, prefix, name, ttl, logger(t).With("replica", name), reg),
 		terms: make(chan *term, 16), done: make(chan struct{})}
 	for _, f := range setup {
 		f(r.el)

@@ -10,6 +10,7 @@ import (
 type metrics struct {
 	leader        *prometheus.GaugeVec
 	leaderChanges *prometheus.CounterVec
+	depositions   *prometheus.CounterVec
 }
 
 // newMetrics registers an Election's metrics on reg (nil: nowhere).
@@ -19,8 +20,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "1 while this replica leads DHCP, else 0."}, nil),
 		leaderChanges: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Name: "leader_changes_total",
 			Help: "Times this replica won or lost DHCP leadership."}, nil),
+		depositions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Subsystem: "election", Name: "depositions_total",
+			Help: "DHCP leaders this replica deposed, by reason: refused (its process was gone) or timeout (a majority saw it stop answering)."}, []string{"reason"}),
 	}
 	m.leaderChanges.WithLabelValues() // 0 from the start
-	mayumetrics.MustRegister(reg, m.leader, m.leaderChanges)
+	for _, r := range []string{"refused", "timeout"} {
+		m.depositions.WithLabelValues(r)
+	}
+	mayumetrics.MustRegister(reg, m.leader, m.leaderChanges, m.depositions)
 	return m
 }

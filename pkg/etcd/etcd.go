@@ -26,6 +26,8 @@ import (
 type Conn struct {
 	Client *clientv3.Client
 	server *embed.Etcd
+
+	stopMembers func() // ends followMembers; nil with one endpoint
 }
 
 // Open connects to the configured etcd, starting the embedded one first if
@@ -51,7 +53,7 @@ func Open(ctx context.Context, node config.Node, log *slog.Logger, reg prometheu
 	if creds.username != "" && creds.tls == nil {
 		log.Warn("the etcd password goes over http:// in the clear; use https:// endpoints (docs/etcd.md)", "user", creds.username)
 	}
-	cli, err := clientv3.New(clientv3.Config{
+	ccfg := clientv3.Config{
 		Endpoints:   endpoints,
 		DialTimeout: node.Etcd.DialTimeout,
 		TLS:         creds.tls,
@@ -62,7 +64,8 @@ func Open(ctx context.Context, node config.Node, log *slog.Logger, reg prometheu
 		DialKeepAliveTime:    2 * time.Second,
 		DialKeepAliveTimeout: 2 * time.Second,
 		DialOptions:          []grpc.DialOption{grpc.WithChainUnaryInterceptor(interceptor(reg))},
-	})
+	}
+	cli, err := clientv3.New(ccfg)
 	if err != nil {
 		// With a user, New authenticates: a wrong password or a refused
 		// handshake fails here.
@@ -79,11 +82,23 @@ func Open(ctx context.Context, node config.Node, log *slog.Logger, reg prometheu
 		c.Close()
 		return nil, explain(ctx, err, node.Etcd, endpoints, creds)
 	}
+	if len(endpoints) > 1 {
+		fctx, stop := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			followMembers(fctx, cli, ccfg, endpoints, node.Etcd.Prefix+"health-probe", log)
+		}()
+		c.stopMembers = func() { stop(); <-done }
+	}
 	return c, nil
 }
 
 // Close stops the client and, if embedded, the server.
 func (c *Conn) Close() {
+	if c.stopMembers != nil {
+		c.stopMembers()
+	}
 	if c.Client != nil {
 		c.Client.Close()
 	}

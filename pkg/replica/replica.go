@@ -56,8 +56,11 @@ type Info struct {
 	HTTP      string            `json:"http"`
 	Admin     string            `json:"admin"`
 	Metrics   string            `json:"metrics"`
-	DHCP      bool              `json:"dhcp"` // takes part in the election
-	Started   time.Time         `json:"started"`
+	// Probe is the URL followers probe while this replica leads DHCP
+	// (election.Deposition): its own address, never a shared one.
+	Probe   string    `json:"probe,omitempty"`
+	DHCP    bool      `json:"dhcp"` // takes part in the election
+	Started time.Time `json:"started"`
 	// Schema is the etcd schema version the replica reads and writes
 	// (registry.SchemaVersion); replicas before version 2 announce none.
 	Schema int `json:"schema,omitempty"`
@@ -416,6 +419,36 @@ func (r *Replica) Leader(ctx context.Context) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	return election.Leader(ctx, r.cli, r.keys)
+}
+
+// ProbeURL is the probe URL the named replica announces ("" if none).
+func (r *Replica) ProbeURL(ctx context.Context, name string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	resp, err := r.cli.Get(ctx, r.keys.Replica(name))
+	if err != nil {
+		return "", state.Unavailable("read a replica's announcement", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return "", nil
+	}
+	var i Info
+	if json.Unmarshal(resp.Kvs[0].Value, &i) != nil {
+		return "", nil
+	}
+	return i.Probe, nil
+}
+
+// Voters counts the announced replicas that take part in the election.
+func (r *Replica) Voters(ctx context.Context) (int, error) {
+	all, err := Announced(ctx, r.cli, r.keys)
+	n := 0
+	for _, i := range all {
+		if i.DHCP {
+			n++
+		}
+	}
+	return n, err
 }
 
 // Config is this replica's own configuration.

@@ -168,6 +168,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		Version: version, Advertise: mayuURL, HTTP: at(cfg.Node.ListenAddress, cfg.Node.Ports.HTTP),
 		Admin: at(cfg.Node.AdminListenAddress, cfg.Node.Ports.Admin), Metrics: at(cfg.Node.MetricsListenAddress, cfg.Node.Ports.Metrics),
 		DHCP: cfg.Node.Ports.DHCP > 0, Started: time.Now().UTC(), Schema: registry.SchemaVersion, Files: served.Digests(),
+		Probe: probeURL(cfg.Node),
 	}, log, s.metrics)
 	s.background(func() { s.replica.Run(runCtx) })
 	s.background(func() { s.artifacts.Run(runCtx) })
@@ -296,6 +297,11 @@ func (s *Server) startDHCP(ctx context.Context, mayuURL string, leases dhcp.Leas
 	// Campaign only while this replica's configuration agrees with the
 	// leader's (or no leader publishes one).
 	s.election.SetGate(s.replica.Eligible)
+	if d := n.Deposition; d.On() {
+		s.election.SetDeposition(election.Deposition{Interval: d.ProbeInterval, Timeout: d.ProbeTimeout, SuspectAfter: d.SuspectAfter,
+			ProbeURL: s.replica.ProbeURL, Voters: s.replica.Voters})
+		s.background(func() { s.election.Watch(ctx) })
+	}
 	s.background(func() {
 		s.election.Run(ctx, func(ctx context.Context, f election.Fence) {
 			if err := s.replica.Publish(ctx, f); err != nil {
@@ -385,11 +391,29 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintln(w, "ready")
 }
 
-// leader answers 200 only on the replica answering DHCP.
+// probeURL is where followers probe this replica while it leads: /leader
+// on the metrics port, at the metrics listen address if it is one, else at
+// the replica's own address (never the shared advertise address, unless
+// nothing else is known).
+func probeURL(n config.Node) string {
+	a := n.MetricsListenAddress
+	if !a.IsValid() || a.IsUnspecified() {
+		a, _ = peerAddress(n)
+	}
+	return "http://" + net.JoinHostPort(a.String(), strconv.Itoa(n.Ports.Metrics)) + "/leader"
+}
+
+// leader answers 200 only on the replica answering DHCP. Followers probe
+// it (election.Deposition): it answers only while the process runs.
 func (s *Server) leader(w http.ResponseWriter, r *http.Request) {
 	if s.election != nil {
-		if f, ok := s.election.Fence(); ok && s.dhcp.Leading() {
-			fmt.Fprintf(w, "leader %s (term %d)\n", s.cfg.Node.Name, f.Rev)
+		if f, ok := s.election.Fence(); ok {
+			if s.dhcp.Leading() {
+				fmt.Fprintf(w, "leader %s (term %d)\n", s.cfg.Node.Name, f.Rev)
+				return
+			}
+			// Elected, still loading its leases: the term is held.
+			http.Error(w, fmt.Sprintf("elected %s (term %d), not answering DHCP yet", s.cfg.Node.Name, f.Rev), http.StatusServiceUnavailable)
 			return
 		}
 	}

@@ -31,6 +31,7 @@ const (
 	schemaKey    = "schema"
 	leasesDir    = "leases/"
 	electionDir  = "election/"
+	suspectsDir  = "suspects/"
 	replicasDir  = "replicas/"
 	configKey    = "config"
 	auditDir     = "audit/"
@@ -64,6 +65,7 @@ var Layout = []Space{
 	{schemaKey, "registry"},
 	{leasesDir + "<ip>", "lease"},
 	{electionDir + "<lease id>", "election"},
+	{suspectsDir + "<term>/<replica>", "election"},
 	{replicasDir + "<name>", "replica"},
 	{configKey, "replica"},
 	{auditDir + "<time>-<random>", "audit"},
@@ -145,6 +147,16 @@ func (k Keys) Lease(ip netip.Addr) string { return k.Leases() + ip.String() }
 // Election is the election's key prefix, without the trailing "/" that
 // concurrency.NewElection adds itself.
 func (k Keys) Election() string { return k.Prefix + electionDir[:len(electionDir)-1] }
+
+// Suspects is the directory of one leadership term's suspicions: the
+// followers that see its leader time out (term: the leader key's create
+// revision).
+func (k Keys) Suspects(term int64) string {
+	return k.Prefix + suspectsDir + strconv.FormatInt(term, 10) + "/"
+}
+
+// Suspect is one follower's verdict that term's leader is unresponsive.
+func (k Keys) Suspect(term int64, replica string) string { return k.Suspects(term) + replica }
 
 // Replicas is the directory of replica announcements.
 func (k Keys) Replicas() string { return k.Prefix + replicasDir }

@@ -1,0 +1,406 @@
+package election
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"syscall"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/mayu-boot/mayu/pkg/hostile"
+)
+
+// Deposition is how a follower watches the leader and ends the term of
+// one that has died or frozen, long before its session TTL (whole
+// seconds, at least 2 s in etcd) would. Every leader-only write is fenced
+// on the term (Fence.Cmp), so ending a term that still runs is safe: that
+// leader can write nothing, and stops answering once it sees its key go.
+//
+//   - Refused: a leader whose probe is refused (or reset) refusedAfter
+//     times in a row has no process listening: any one follower deposes it.
+//   - Timeout: a follower that sees SuspectAfter probes in a row time out
+//     publishes its verdict under suspects/<term>/<self>; when a majority
+//     of the announced replicas (the leader counted) hold that verdict, the
+//     leader is deposed. One follower cut off from the leader alone cannot
+//     depose it; the minority side of a partition cannot reach etcd at all.
+//   - A follower never deposes a leader it has not seen answer in the
+//     term: a probe address that cannot work (a firewall, a wrong address)
+//     costs the fast failover, never a deposition of every new leader.
+type Deposition struct {
+	Interval     time.Duration // between probes
+	Timeout      time.Duration // one probe
+	SuspectAfter int           // timed-out probes in a row before a verdict
+	// ProbeURL is the URL to probe replica at, from its announcement
+	// ("" if it announces none).
+	ProbeURL func(ctx context.Context, replica string) (string, error)
+	// Voters counts the replicas taking part in the election (announced,
+	// DHCP on), the leader included.
+	Voters func(ctx context.Context) (int, error)
+	// Probe overrides the HTTP probe (tests); nil: GET ProbeURL, whose
+	// answer must name the term.
+	Probe func(ctx context.Context, url string, term int64) Outcome
+}
+
+// refusedAfter is how many refused probes in a row mean the process is
+// gone: one more than one, so that a connection reset by a leader's
+// restarting listener alone deposes no one.
+const refusedAfter = 2
+
+// Outcome is what one probe of the leader saw.
+type Outcome int
+
+const (
+	Answered Outcome = iota // any HTTP answer: the process runs
+	Refused                 // connection refused or reset: nothing listens
+	TimedOut                // no answer in time: frozen, cut off, or slow
+)
+
+func (o Outcome) String() string {
+	return [...]string{"answered", "refused", "timeout"}[o]
+}
+
+// verdict is what a follower concludes after a probe.
+type verdict int
+
+const (
+	wait        verdict = iota // nothing yet
+	answering                  // the leader answers: withdraw any suspicion
+	deposeAlone                // its process is gone: depose now
+	suspect                    // publish the suspicion, depose on a majority
+)
+
+// judge turns one term's probe outcomes into verdicts.
+type judge struct {
+	suspectAfter int
+	seen         bool // the leader answered at least once this term
+	refused      int  // in a row
+	timedOut     int  // in a row
+}
+
+func (j *judge) observe(o Outcome) verdict {
+	switch o {
+	case Answered:
+		j.seen, j.refused, j.timedOut = true, 0, 0
+		return answering
+	case Refused:
+		j.refused++
+		j.timedOut = 0
+		if j.seen && j.refused >= refusedAfter {
+			return deposeAlone
+		}
+	case TimedOut:
+		j.timedOut++
+		j.refused = 0
+		if j.seen && j.timedOut >= j.suspectAfter {
+			return suspect
+		}
+	}
+	return wait
+}
+
+// httpProbe GETs url within the context's deadline: an answer that names
+// the term (the leader's /leader, 200 or 503 while it loads its leases)
+// is alive. A frozen process's kernel still completes TCP handshakes on
+// its listening socket, so only an HTTP answer, which needs the process
+// to run, counts.
+func httpProbe(client *http.Client) func(ctx context.Context, url string, term int64) Outcome {
+	return func(ctx context.Context, url string, term int64) Outcome {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return TimedOut
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) {
+				return Refused
+			}
+			return TimedOut
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		if !bytes.Contains(body, []byte(fmt.Sprintf("(term %d)", term))) {
+			// A live process at that address that does not hold the
+			// term: the one that held it is gone (a restart).
+			return Refused
+		}
+		return Answered
+	}
+}
+
+// SetDeposition makes the replica watch the leader while it follows (call
+// before Watch).
+func (e *Election) SetDeposition(d Deposition) {
+	if d.Probe == nil {
+		tr := &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: d.Timeout}).DialContext,
+			MaxIdleConnsPerHost: 1,
+			IdleConnTimeout:     time.Minute,
+		}
+		d.Probe = httpProbe(&http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		}})
+	}
+	e.depose = &d
+}
+
+// leaderKey is the key of the term in force.
+type leaderKey struct {
+	name  string
+	key   string
+	rev   int64
+	lease clientv3.LeaseID
+}
+
+// suspicion is what a follower publishes under suspects/<term>/<self>.
+type suspicion struct {
+	Replica string    `json:"replica"`
+	Term    int64     `json:"term"`
+	Since   time.Time `json:"since"`
+	Probe   string    `json:"probe"`
+}
+
+// Watch probes the leader while this replica follows, and deposes it as
+// Deposition says, until ctx ends. Without SetDeposition it returns at once.
+//
+// Each step costs one etcd call (the leader key and the verdicts on its
+// term, read in one transaction) and one probe; every etcd call is
+// bounded (etcdStep) and a failed one is tried again at the next step, so
+// that a call stuck on an etcd member cut off with the leader's host
+// delays the deposition by one step, not by the call's full timeout.
+func (e *Election) Watch(ctx context.Context) {
+	d := e.depose
+	if d == nil {
+		return
+	}
+	var (
+		cur      leaderKey
+		url      string
+		j        judge
+		verdicts int          // on cur's term, as last read
+		voters   int          // announced replicas taking part, as last read
+		votersAt time.Time    // when voters was read
+		v        verdictLease // this replica's published verdict
+	)
+	defer v.close(ctx, e)
+	// The verdict's lease is granted now, while etcd answers: when a
+	// verdict is due, etcd may be busy electing a leader of its own, and
+	// publishing it is then one transaction.
+	v.ready(ctx, e)
+	t := time.NewTicker(d.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		l, found, n, err := e.observe(ctx, d.Timeout, cur.rev)
+		switch f, leading := e.Fence(); {
+		case err != nil && cur.rev == 0:
+			continue // etcd unreachable, no leader known: nothing to do
+		case err != nil:
+			e.log.Debug("deposition: reading the leader failed; probing the one known", "err", err)
+			// etcd did not answer in time (a member cut off, an etcd
+			// election under way): go on probing the leader known, and
+			// try etcd again at the next step. Forgetting what was seen
+			// would let a leader cut off with an etcd member outlive
+			// its probes.
+		case !found || (leading && f.Rev == l.rev):
+			// No leader, or this replica leads.
+			v.withdraw(ctx, e)
+			cur, url = leaderKey{}, ""
+			continue
+		case l.rev != cur.rev:
+			v.withdraw(ctx, e)
+			cur, url, j, verdicts = l, "", judge{suspectAfter: d.SuspectAfter}, 0
+			votersAt = time.Time{}
+		default:
+			verdicts = n
+		}
+		if url == "" {
+			if url, err = d.ProbeURL(ctx, cur.name); url == "" {
+				continue // announces no probe address (or etcd did not say): left to its TTL
+			}
+		}
+		if time.Since(votersAt) > 5*time.Second {
+			vctx, cancel := context.WithTimeout(ctx, etcdStep)
+			if nv, err := d.Voters(vctx); err == nil {
+				voters, votersAt = nv, time.Now()
+			}
+			cancel()
+		}
+		pctx, cancel := context.WithTimeout(ctx, d.Timeout)
+		o := d.Probe(pctx, url, cur.rev)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		switch j.observe(o) {
+		case answering:
+			v.withdraw(ctx, e)
+		case deposeAlone:
+			e.deposeTerm(ctx, cur, "refused", j.refused, 0, voters)
+		case suspect:
+			if !v.published(cur.rev) {
+				if !v.publish(ctx, e, cur, url) {
+					continue
+				}
+				verdicts++ // this one, not in the last read
+			}
+			if voters > 0 && verdicts > voters/2 {
+				e.deposeTerm(ctx, cur, "timeout", j.timedOut, verdicts, voters)
+			}
+		}
+	}
+}
+
+// observe reads, in one transaction, the term in force (the oldest
+// election key) and how many verdicts term has. The read is bounded by
+// timeout: it is retried at the next step, on another connection if
+// etcd's client has several.
+func (e *Election) observe(ctx context.Context, timeout time.Duration, term int64) (l leaderKey, found bool, verdicts int, err error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, err := e.cli.Txn(ctx).Then(
+		clientv3.OpGet(e.prefix+"/", clientv3.WithFirstCreate()...),
+		clientv3.OpGet(e.keys.Suspects(term), clientv3.WithPrefix(), clientv3.WithCountOnly()),
+	).Commit()
+	if err != nil {
+		return leaderKey{}, false, 0, err
+	}
+	leaders, suspects := resp.Responses[0].GetResponseRange(), resp.Responses[1].GetResponseRange()
+	if len(leaders.Kvs) == 0 {
+		return leaderKey{}, false, 0, nil
+	}
+	kv := leaders.Kvs[0]
+	return leaderKey{name: string(kv.Value), key: string(kv.Key), rev: kv.CreateRevision, lease: clientv3.LeaseID(kv.Lease)},
+		true, int(suspects.Count), nil
+}
+
+// verdictLease is this follower's published verdict: on a lease of its
+// own, granted once and kept alive while the follower runs, so that its
+// verdicts go with it and publishing one is a single transaction.
+type verdictLease struct {
+	lease clientv3.LeaseID
+	lost  <-chan struct{} // closed when the lease is no longer kept alive
+	stop  context.CancelFunc
+	term  int64  // the term of the verdict published, 0: none
+	key   string // its key
+}
+
+func (v *verdictLease) published(term int64) bool { return v.term == term && v.term != 0 }
+
+// publish writes this replica's verdict on l's term, only while that term
+// holds (a verdict on a term already over would sit there for nothing).
+func (v *verdictLease) publish(ctx context.Context, e *Election, l leaderKey, url string) bool {
+	if !v.ready(ctx, e) {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, etcdStep)
+	defer cancel()
+	data, _ := json.Marshal(suspicion{Replica: e.name, Term: l.rev, Since: time.Now().UTC(), Probe: url})
+	key := e.keys.Suspect(l.rev, e.name)
+	resp, err := e.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).
+		Then(clientv3.OpPut(key, string(data), clientv3.WithLease(v.lease))).Commit()
+	if err != nil || !resp.Succeeded {
+		e.log.Debug("deposition: publishing the verdict failed, trying again", "err", err)
+		return false
+	}
+	v.term, v.key = l.rev, key
+	e.log.Warn("deposition: DHCP leader does not answer; verdict published", "leader", hostile.Clip(l.name, 64), "term", l.rev, "probe", url)
+	return true
+}
+
+// ready makes sure the lease exists and is kept alive.
+func (v *verdictLease) ready(ctx context.Context, e *Election) bool {
+	if v.lease != 0 {
+		select {
+		case <-v.lost: // keepalive over: the lease expired or was revoked
+			v.stop()
+			v.lease, v.term = 0, 0
+		default:
+			return true
+		}
+	}
+	gctx, cancel := context.WithTimeout(ctx, etcdStep)
+	g, err := e.cli.Grant(gctx, max(int64(e.ttl.Round(time.Second)/time.Second), 2))
+	cancel()
+	if err != nil {
+		e.log.Debug("deposition: granting the verdict lease failed, trying again", "err", err)
+		return false
+	}
+	kctx, stop := context.WithCancel(ctx)
+	alive, err := e.cli.KeepAlive(kctx, g.ID)
+	if err != nil {
+		stop()
+		return false
+	}
+	lost := make(chan struct{})
+	go func() {
+		for range alive { // KeepAlive's answers must be read
+		}
+		close(lost)
+	}()
+	v.lease, v.lost, v.stop = g.ID, lost, stop
+	return true
+}
+
+// withdraw deletes the published verdict (the leader answers again, or
+// the term changed); a failed delete is tried again at the next call.
+func (v *verdictLease) withdraw(ctx context.Context, e *Election) {
+	if v.term == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, etcdStep)
+	defer cancel()
+	if _, err := e.cli.Delete(ctx, v.key); err == nil {
+		v.term, v.key = 0, ""
+	}
+}
+
+// close revokes the lease when the watch ends: the verdicts go at once.
+func (v *verdictLease) close(ctx context.Context, e *Election) {
+	if v.lease == 0 {
+		return
+	}
+	v.stop()
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	e.cli.Revoke(rctx, v.lease)
+	cancel()
+}
+
+// etcdStep bounds one etcd call of the deposition: short, so that a call
+// stuck on a member that was cut off is given up and tried again at the
+// next step (etcd's client sends each call to the next member).
+const etcdStep = 500 * time.Millisecond
+
+// deposeTerm ends l's term: its election key goes in a transaction
+// conditioned on its create revision (so only that term ends, never the
+// next), then its session lease is revoked, so that the keys it holds go
+// and a leader that thaws finds its session over too.
+func (e *Election) deposeTerm(ctx context.Context, l leaderKey, reason string, inARow, verdicts, voters int) {
+	ctx, cancel := context.WithTimeout(ctx, 2*etcdStep)
+	defer cancel()
+	resp, err := e.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).
+		Then(clientv3.OpDelete(l.key), clientv3.OpDelete(e.keys.Suspects(l.rev), clientv3.WithPrefix())).Commit()
+	if err != nil {
+		e.log.Warn("deposition failed", "leader", hostile.Clip(l.name, 64), "term", l.rev, "err", err)
+		return
+	}
+	if !resp.Succeeded {
+		return // the term is already over (another follower deposed it)
+	}
+	if l.lease != 0 {
+		e.cli.Revoke(ctx, l.lease)
+	}
+	e.metrics.depositions.WithLabelValues(reason).Inc()
+	e.log.Warn("DEPOSED the DHCP leader", "deposed", hostile.Clip(l.name, 64), "by", e.name, "term", l.rev, "reason", reason,
+		"probes_in_a_row", inARow, "verdicts", verdicts, "voters", voters)
+}

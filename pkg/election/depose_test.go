@@ -1,0 +1,368 @@
+package election_test
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/mayu-boot/mayu/internal/etcdtest"
+	"github.com/mayu-boot/mayu/pkg/election"
+	"github.com/mayu-boot/mayu/pkg/state"
+)
+
+// world is what the followers' probes of each replica see (real etcd,
+// real elections; only the network between the replicas is made up).
+type world struct {
+	mu     sync.Mutex
+	out    map[string]election.Outcome // by replica name; absent: answered
+	voters atomic.Int32
+}
+
+func newWorld(voters int) *world {
+	w := &world{out: map[string]election.Outcome{}}
+	w.voters.Store(int32(voters))
+	return w
+}
+
+func (w *world) set(name string, o election.Outcome) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.out[name] = o
+}
+
+func (w *world) probe(ctx context.Context, url string, term int64) election.Outcome {
+	w.mu.Lock()
+	o, ok := w.out[strings.TrimPrefix(url, "probe://")]
+	w.mu.Unlock()
+	if !ok {
+		return election.Answered
+	}
+	if o == election.TimedOut {
+		<-ctx.Done() // as a real probe does: it waits out its timeout
+	}
+	return o
+}
+
+// deposing is a replica that campaigns and watches the leader through w.
+type deposing struct {
+	*replica
+	reg *prometheus.Registry
+}
+
+func startDeposing(t *testing.T, cli *clientv3.Client, name string, w *world) deposing {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	r := startWith(t, cli, name, 5*time.Second, nil, reg, func(e *election.Election) {
+		e.SetDeposition(election.Deposition{Interval: 50 * time.Millisecond, Timeout: 100 * time.Millisecond, SuspectAfter: 3,
+			ProbeURL: func(ctx context.Context, name string) (string, error) { return "probe://" + name, nil },
+			Voters:   func(ctx context.Context) (int, error) { return int(w.voters.Load()), nil },
+			Probe:    w.probe,
+		})
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.el.Watch(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return deposing{replica: r, reg: reg}
+}
+
+func (d deposing) depositions(reason string) float64 {
+	return testutil.ToFloat64(depositionsOf(d.reg, reason))
+}
+
+// sumDepositions waits up to a second for the depositions counted by rs
+// to reach want (the counter moves just after the term ends), and
+// returns what they are.
+func sumDepositions(reason string, want float64, rs ...deposing) float64 {
+	var got float64
+	for deadline := time.Now().Add(time.Second); ; time.Sleep(10 * time.Millisecond) {
+		got = 0
+		for _, r := range rs {
+			got += r.depositions(reason)
+		}
+		if got >= want || time.Now().After(deadline) {
+			return got
+		}
+	}
+}
+
+// depositionsOf reads mayu_election_depositions_total{reason} from reg.
+func depositionsOf(reg *prometheus.Registry, reason string) prometheus.Collector {
+	return collectorFunc(func(ch chan<- prometheus.Metric) {
+		mfs, _ := reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() != "mayu_election_depositions_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				if m.GetLabel()[0].GetValue() == reason {
+					ch <- prometheus.MustNewConstMetric(prometheus.NewDesc("x", "x", nil, nil), prometheus.CounterValue, m.GetCounter().GetValue())
+				}
+			}
+		}
+	})
+}
+
+type collectorFunc func(chan<- prometheus.Metric)
+
+func (f collectorFunc) Describe(chan<- *prometheus.Desc)    {}
+func (f collectorFunc) Collect(ch chan<- prometheus.Metric) { f(ch) }
+
+// leaderOf waits for one of rs to lead and returns it with its term.
+func leaderOf(t *testing.T, within time.Duration, rs ...deposing) (deposing, *term) {
+	t.Helper()
+	deadline := time.After(within)
+	for {
+		for _, r := range rs {
+			select {
+			case tm := <-r.terms:
+				return r, tm
+			default:
+			}
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("nobody led within %s", within)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// A leader whose probes are refused (its process is gone; here its
+// session lives on, as a kill -9's does until the TTL) is deposed by one
+// follower in well under the TTL, and only once; the next replica leads;
+// the old term's fence holds no more.
+func TestDeposedWhenRefused(t *testing.T) {
+	t.Parallel()
+	cli := etcdtest.Start(t)
+	w := newWorld(3)
+	a := startDeposing(t, cli, "a", w)
+	first := a.nextTerm(t, 10*time.Second)
+	b := startDeposing(t, cli, "b", w)
+	c := startDeposing(t, cli, "c", w)
+	time.Sleep(300 * time.Millisecond) // b and c see a answer
+	w.set("a", election.Refused)
+	t0 := time.Now()
+	if !ended(first, 2*time.Second) {
+		t.Fatal("a refused leader was not deposed within 2s (TTL 5s)")
+	}
+	next, tm := leaderOf(t, 2*time.Second, b, c)
+	t.Logf("a deposed after %s; %s leads (term %d)", time.Since(t0).Round(time.Millisecond), next.name, tm.fence.Rev)
+	if fencedPut(t, cli, first.fence, "/mayu/x") {
+		t.Fatal("the deposed term's fence still holds")
+	}
+	if got := sumDepositions("refused", 1, b, c); got != 1 {
+		t.Errorf("depositions{refused} = %v across the followers, want 1", got)
+	}
+	if got := b.depositions("timeout") + c.depositions("timeout"); got != 0 {
+		t.Errorf("depositions{timeout} = %v, want 0", got)
+	}
+	// a campaigns again, behind the others: the new leader stays.
+	a.noTerm(t, 1500*time.Millisecond)
+	if name := leader(t, cli); name != next.name {
+		t.Fatalf("leader %q after the deposition, want %q", name, next.name)
+	}
+}
+
+// A leader that times out for one follower only (that follower is cut off
+// from it) is not deposed: one verdict of three voters is no majority.
+// When the second follower sees it too, it is deposed; the verdicts go
+// with the term.
+func TestDeposedByAMajorityOnTimeout(t *testing.T) {
+	t.Parallel()
+	cli := etcdtest.Start(t)
+	w := newWorld(3)
+	a := startDeposing(t, cli, "a", w)
+	first := a.nextTerm(t, 10*time.Second)
+	b := startDeposing(t, cli, "b", w)
+	time.Sleep(300 * time.Millisecond)
+	w.set("a", election.TimedOut)
+	if ended(first, 2*time.Second) {
+		t.Fatal("one follower of three voters deposed the leader")
+	}
+	keys := state.Keys{Prefix: prefix}
+	resp, err := cli.Get(ctxT(t), keys.Suspects(first.fence.Rev), clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != 1 || !strings.HasSuffix(string(resp.Kvs[0].Key), "/b") {
+		t.Fatalf("verdicts %v, want b's", resp.Kvs)
+	}
+	c := startDeposing(t, cli, "c", w)
+	// c never saw a answer (a already timed out for everyone): c alone
+	// would never depose it; its verdict needs one seen answer. Let c see
+	// one, then lose it.
+	w.set("a", election.Answered)
+	time.Sleep(200 * time.Millisecond)
+	w.set("a", election.TimedOut)
+	t0 := time.Now()
+	if !ended(first, 3*time.Second) {
+		t.Fatal("a leader two of three replicas see time out was not deposed")
+	}
+	t.Logf("deposed %s after both followers timed out", time.Since(t0).Round(time.Millisecond))
+	leaderOf(t, 2*time.Second, b, c)
+	if got := sumDepositions("timeout", 1, b, c); got != 1 {
+		t.Errorf("depositions{timeout} = %v, want 1", got)
+	}
+	resp, err = cli.Get(ctxT(t), keys.Suspects(first.fence.Rev), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Count != 0 {
+		t.Errorf("%d verdicts on the ended term left behind", resp.Count)
+	}
+}
+
+// A pause shorter than suspect_after probes (a GC, a slow disk) deposes
+// no one, and the verdict a follower published is withdrawn once the
+// leader answers again. A leader no follower ever saw answer (a probe
+// address that cannot work) is never deposed.
+func TestNoDepositionForAPauseOrAnUnreachableProbe(t *testing.T) {
+	t.Parallel()
+	cli := etcdtest.Start(t)
+	w := newWorld(2)
+	a := startDeposing(t, cli, "a", w)
+	first := a.nextTerm(t, 10*time.Second)
+	b := startDeposing(t, cli, "b", w)
+	time.Sleep(300 * time.Millisecond)
+	for range 3 {
+		w.set("a", election.TimedOut)
+		time.Sleep(150 * time.Millisecond) // about one timed-out probe
+		w.set("a", election.Answered)
+		time.Sleep(200 * time.Millisecond)
+	}
+	if ended(first, 100*time.Millisecond) {
+		t.Fatal("a paused leader was deposed")
+	}
+	// Timed out long enough for b's verdict, but b is one of two voters:
+	// no majority; when a answers, the verdict goes.
+	w.set("a", election.TimedOut)
+	time.Sleep(800 * time.Millisecond)
+	keys := state.Keys{Prefix: prefix}
+	count := func() int64 {
+		resp, err := cli.Get(ctxT(t), keys.Suspects(first.fence.Rev), clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Count
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("%d verdicts, want b's", n)
+	}
+	w.set("a", election.Answered)
+	time.Sleep(300 * time.Millisecond)
+	if n := count(); n != 0 {
+		t.Fatalf("%d verdicts after the leader answered again, want none", n)
+	}
+	if ended(first, 10*time.Millisecond) || b.depositions("timeout") != 0 {
+		t.Fatal("a leader without a majority against it was deposed")
+	}
+
+	// A new term whose leader b never sees answer.
+	w.set("a", election.Refused)
+	if !ended(first, 2*time.Second) {
+		t.Fatal("not deposed when refused")
+	}
+	second := b.nextTerm(t, 2*time.Second)
+	w.set("b", election.Refused) // from the start of its term
+	a.noTerm(t, 1500*time.Millisecond)
+	if ended(second, 10*time.Millisecond) {
+		t.Fatal("a leader never seen answering was deposed")
+	}
+}
+
+// freezer is a TCP proxy to etcd that can stop passing bytes, as a link
+// to an etcd member that was cut off does: the connection stays up, calls
+// hang until their deadline.
+type freezer struct {
+	ln     net.Listener
+	frozen atomic.Bool
+}
+
+func newFreezer(t *testing.T, target string) *freezer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &freezer{ln: ln}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go f.pipe(c, u)
+			go f.pipe(u, c)
+		}
+	}()
+	return f
+}
+
+func (f *freezer) pipe(dst, src net.Conn) {
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		for f.frozen.Load() {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// A follower whose etcd stops answering for a while (its member cut off,
+// an etcd election) while the leader dies goes on probing the leader it
+// knew, and deposes it once etcd answers again: forgetting what it had
+// seen would leave the dead leader to its TTL.
+func TestDepositionSurvivesAnEtcdHiccup(t *testing.T) {
+	t.Parallel()
+	srv := etcdtest.StartServer(t)
+	w := newWorld(2)
+	a := startDeposing(t, srv.Client, "a", w)
+	first := a.nextTerm(t, 10*time.Second)
+	fr := newFreezer(t, strings.TrimPrefix(srv.ClientURL, "http://"))
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{fr.ln.Addr().String()}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	b := startDeposing(t, cli, "b", w)
+	time.Sleep(300 * time.Millisecond) // b sees a answer
+	fr.frozen.Store(true)
+	w.set("a", election.Refused)
+	time.Sleep(time.Second) // b's etcd calls time out, its probes are refused
+	if ended(first, 10*time.Millisecond) {
+		t.Fatal("deposed while the follower's etcd did not answer")
+	}
+	fr.frozen.Store(false)
+	if !ended(first, 3*time.Second) {
+		t.Fatal("the follower forgot the dead leader it saw while etcd did not answer: not deposed")
+	}
+	b.nextTerm(t, 3*time.Second)
+	if got := sumDepositions("refused", 1, b); got != 1 {
+		t.Errorf("b's depositions{refused} = %v, want 1", got)
+	}
+}

@@ -1,0 +1,101 @@
+package election
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+)
+
+// The verdicts a follower reaches from its probes of one term.
+func TestJudge(t *testing.T) {
+	A, R, T := Answered, Refused, TimedOut
+	for _, c := range []struct {
+		name     string
+		outcomes []Outcome
+		want     verdict // after the last outcome
+	}{
+		{"answering", []Outcome{A, A}, answering},
+		{"refused twice: the process is gone", []Outcome{A, R, R}, deposeAlone},
+		{"refused once: a reset, not yet", []Outcome{A, R}, wait},
+		{"refused, answered, refused: no run", []Outcome{A, R, A, R}, wait},
+		{"never seen answering: never deposed", []Outcome{R, R, R, R}, wait},
+		{"never seen answering: never suspected", []Outcome{T, T, T, T, T}, wait},
+		{"three timeouts: suspected", []Outcome{A, T, T, T}, suspect},
+		{"two timeouts (a pause): not yet", []Outcome{A, T, T}, wait},
+		{"a pause, then answers: cleared", []Outcome{A, T, T, A}, answering},
+		{"a pause, answers, a pause: no run of three", []Outcome{A, T, T, A, T, T}, wait},
+		{"timeouts then refused (a cut link comes back without the process)", []Outcome{A, T, T, R, R}, deposeAlone},
+		{"refused then timeouts: the run starts again", []Outcome{A, R, T, T}, wait},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			j := judge{suspectAfter: 3}
+			var got verdict
+			for _, o := range c.outcomes {
+				got = j.observe(o)
+			}
+			if got != c.want {
+				t.Errorf("after %v: verdict %d, want %d", c.outcomes, got, c.want)
+			}
+		})
+	}
+}
+
+// The HTTP probe against real sockets: a leader that answers naming its
+// term is alive; a closed port, or a process that answers without the
+// term (a restarted replica), means the term's process is gone; a socket
+// the kernel accepts but no process serves (frozen) times out.
+func TestHTTPProbe(t *testing.T) {
+	probe := httpProbe(&http.Client{Transport: &http.Transport{}})
+	at := func(url string, term int64) Outcome {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		return probe(ctx, url, term)
+	}
+
+	leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "leader r1 (term 42)")
+	}))
+	defer leader.Close()
+	if o := at(leader.URL+"/leader", 42); o != Answered {
+		t.Errorf("leader of term 42: %v", o)
+	}
+	if o := at(leader.URL+"/leader", 7); o != Refused {
+		t.Errorf("a replica that does not hold term 7 asked about it: %v, want refused", o)
+	}
+	loading := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "elected r1 (term 42), not answering DHCP yet", http.StatusServiceUnavailable)
+	}))
+	defer loading.Close()
+	if o := at(loading.URL+"/leader", 42); o != Answered {
+		t.Errorf("elected, loading its leases: %v, want answered", o)
+	}
+
+	// Closed: a port nothing listens on.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + ln.Addr().String() + "/leader"
+	ln.Close()
+	if o := at(closed, 42); o != Refused {
+		t.Errorf("closed port: %v, want refused", o)
+	}
+
+	// Frozen: the kernel completes the handshake, nobody reads.
+	frozen, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer frozen.Close()
+	start := time.Now()
+	if o := at("http://"+frozen.Addr().String()+"/leader", 42); o != TimedOut {
+		t.Errorf("frozen: %v, want timeout", o)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("the probe took %s, past its 300ms deadline", d)
+	}
+}
