@@ -18,6 +18,12 @@
 #                     without root or loop devices
 #   kmod xz-utils     depmod/modprobe resolve the installer's kernel modules;
 #                     xz unpacks them where the kernel ships them compressed
+#   mmdebstrap e2fsprogs
+#                     the test OS's systemd root from Debian packages, into an
+#                     ext4 image (mkfs.ext4 -d); debugfs reads what Ignition
+#                     wrote there, without mounting
+#   ignition          the real Ignition (2.14), which the test OS's initramfs
+#                     runs on the final config mayu rendered
 #   dnsmasq-base      IPv6 router advertisements on the lab segment, so iPXE
 #                     does not wait ~13 s for one (no DHCP, no service: -base)
 # Not installed, downloaded by the tests with `apt-get download` instead:
@@ -27,7 +33,8 @@
 set -eu
 
 packages="curl ca-certificates git iproute2 busybox kea-admin atftp ipxe gnupg prometheus keepalived
-qemu-system-x86 ovmf ipxe-qemu syslinux syslinux-common mtools dosfstools kmod xz-utils dnsmasq-base"
+qemu-system-x86 ovmf ipxe-qemu syslinux syslinux-common mtools dosfstools kmod xz-utils dnsmasq-base
+mmdebstrap e2fsprogs ignition"
 
 missing=""
 for p in $packages; do
