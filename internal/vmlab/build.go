@@ -206,10 +206,13 @@ const IgnitionBinary = "/usr/lib/dracut/modules.d/30ignition/ignition"
 // test OS (SELinux disabled) does not need: a no-op that reads its list.
 var (
 	shadowShim = []byte(`#!/bin/sh
-# Ignition's call of a shadow tool with --root DIR: the root's own tool.
+# Ignition's call of a shadow tool with --root DIR: the root's own tool,
+# chrooted there. --root / stays, because usermod refuses a call without
+# any option ("no options"), which is what Ignition sends for an existing
+# user it only adds SSH keys to.
 root=/
 if [ "$1" = --root ]; then root=$2; shift 2; fi
-exec chroot "$root" "/usr/sbin/${0##*/}" "$@"
+exec chroot "$root" "/usr/sbin/${0##*/}" --root / "$@"
 `)
 	setfilesNoop = []byte(`#!/bin/sh
 # The test OS has SELinux disabled: nothing to relabel.

@@ -151,7 +151,7 @@ func TestVMOSRunsIgnition(t *testing.T) {
 		t.Cleanup(func() {
 			v.Stop()
 			if t.Failed() {
-				t.Logf("serial console, boot %d (last 80 lines):\n%s", n, v.Tail(80))
+				t.Logf("serial console, boot %d (last 120 lines):\n%s", n, v.Tail(120))
 			}
 		})
 		return v
@@ -179,7 +179,7 @@ func TestVMOSRunsIgnition(t *testing.T) {
 	}
 
 	v := boot(1)
-	step(v, 2*time.Minute, `MAYU-OS: ignition: first boot, running Ignition 2\.`)
+	step(v, 2*time.Minute, `MAYU-OS: ignition: first boot, running Ignition (Debian )?2\.\d+`)
 	step(v, time.Minute, `MAYU-OS: ignition fetch-offline stage done`)
 	step(v, time.Minute, `MAYU-OS: ignition files stage done`)
 	step(v, time.Minute, `MAYU-OS: switching to the root file system`)
@@ -189,7 +189,6 @@ func TestVMOSRunsIgnition(t *testing.T) {
 	if out, err := seg.Run(10*time.Second, srv, "busybox", "ping", "-c", "1", "-W", "2", addr); err != nil {
 		t.Errorf("the OS's static address %s does not answer ping: %v\n%s", addr, err, out)
 	}
-	step(v, time.Minute, `Finished mayu-boot-complete\.service`)
 	v.Stop()
 
 	root, err := OpenRootFS(t.Context(), disk, t.TempDir())

@@ -84,6 +84,14 @@ func OSRoot(ctx context.Context, cache string, logf func(string, ...any)) (strin
 	if err := run(ctx, "", "mmdebstrap", args...); err != nil {
 		return "", err
 	}
+	// "uninitialized": systemd treats the boot as the first one and
+	// applies the presets, among them Ignition's 20-ignition.preset, which
+	// is how the units Ignition enables start on Flatcar (machine-id(5),
+	// "First Boot Semantics"). Written here: mmdebstrap empties the file
+	// after its customize hooks ran.
+	if err := os.WriteFile(filepath.Join(root, "etc", "machine-id"), []byte("uninitialized\n"), 0o444); err != nil {
+		return "", err
+	}
 	// The file system: what the root holds, a tenth more and 24 MiB
 	// (ext4's own metadata, what Ignition and the first boot write), a
 	// small journal. Every byte of it is written to each VM's disk.

@@ -29,10 +29,13 @@ chroot "$root" useradd -K UID_MIN=500 -u 500 -g 500 -m -d /home/core -s /bin/bas
 chroot "$root" systemctl enable systemd-networkd.service systemd-networkd-wait-online.service \
 	mayu-os-console.service
 
-# "uninitialized": systemd treats the boot as the first one and applies the
-# presets, among them Ignition's 20-ignition.preset, which is how the units
-# Ignition enables start on Flatcar (machine-id(5), "First Boot Semantics").
-echo uninitialized >etc/machine-id
+# Housekeeping a test OS that lives for minutes never needs, and that
+# costs seconds of every boot under TCG.
+chroot "$root" systemctl mask e2scrub_reap.service e2scrub_all.timer apt-daily.timer \
+	apt-daily-upgrade.timer dpkg-db-backup.timer fstrim.timer
+
+# /etc/machine-id: OSRoot writes it after mmdebstrap, whose own clean-up
+# empties it after this hook.
 rm -f var/lib/dbus/machine-id
 echo localhost >etc/hostname
 
