@@ -15,6 +15,7 @@ import (
 
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/etcd"
+	"github.com/mayu-boot/mayu/pkg/ignition"
 	"github.com/mayu-boot/mayu/pkg/render"
 	"github.com/mayu-boot/mayu/pkg/server"
 )
@@ -60,9 +61,22 @@ func run(args []string, stderr io.Writer) int {
 		return 1
 	}
 	if *check {
-		if err := checkConfig(cfg); err != nil {
+		warnings, err := checkConfig(cfg)
+		if err != nil {
 			fmt.Fprintln(stderr, "mayu:", err)
 			return 1
+		}
+		for _, w := range warnings {
+			fmt.Fprintln(stderr, "mayu: warning:", w)
+		}
+		samples := len(render.Samples(cfg.Cluster))
+		for _, t := range []struct{ key, format string }{
+			{"cluster.templates.first_stage", cfg.Cluster.Templates.FirstStageFormat},
+			{"cluster.templates.final_config", cfg.Cluster.Templates.FinalConfigFormat},
+		} {
+			if t.format == config.FormatIgnition {
+				fmt.Fprintf(stderr, "mayu: %s: valid Ignition %s for %d sample machines (one per profile)\n", t.key, ignition.Version, samples)
+			}
 		}
 		fmt.Fprintf(stderr, "mayu: %s is valid (cluster config hash %s)\n", cfg.Path, cfg.ClusterHash())
 		for _, l := range cfg.Node.Limits.Summary() {
@@ -104,18 +118,23 @@ func run(args []string, stderr io.Writer) int {
 	return 0
 }
 
-func checkConfig(cfg *config.Config) error {
+// checkConfig checks what -check promises; the warnings are Ignition's
+// on the sample machine's configs, which do not stop mayu.
+func checkConfig(cfg *config.Config) ([]string, error) {
 	// The etcd certificates and password file are read as at start.
 	if err := etcd.Check(cfg.Node.Etcd); err != nil {
-		return err
+		return nil, err
 	}
 	root, err := os.OpenRoot(cfg.Node.FilesDir)
 	if err != nil {
-		return fmt.Errorf("node.files_dir: %w", err)
+		return nil, fmt.Errorf("node.files_dir: %w", err)
 	}
 	defer root.Close()
-	_, err = render.New(root.FS(), cfg.Cluster)
-	return err
+	r, err := render.New(root.FS(), cfg.Cluster)
+	if err != nil {
+		return nil, err
+	}
+	return r.Warnings(), nil
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {

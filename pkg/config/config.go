@@ -222,6 +222,8 @@ func (c *Config) applyDefaults() {
 	setDefault(&cl.Boot.EFI64, defaultBootEFI64)
 	setDefault(&cl.Install.Timeout, defaultInstallTimeout)
 	setDefault(&cl.Registration, RegistrationOpen)
+	setDefault(&cl.Templates.FirstStageFormat, FormatText)
+	setDefault(&cl.Templates.FinalConfigFormat, FormatText)
 	d := &cl.DHCP
 	setDefault(&d.NewClientsPerSecond, defaultNewClientsPerSecond)
 	setDefault(&d.NewClientsBurst, defaultNewClientsBurst)

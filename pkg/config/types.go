@@ -450,9 +450,23 @@ type Install struct {
 
 // Templates are Go text/template files, relative to FilesDir.
 type Templates struct {
-	FirstStage  string `yaml:"first_stage" json:"first_stage"`   // shell script the installer runs
+	FirstStage  string `yaml:"first_stage" json:"first_stage"`   // what the installer runs
 	FinalConfig string `yaml:"final_config" json:"final_config"` // config written to the installed disk
+	// FirstStageFormat and FinalConfigFormat say what each template
+	// renders: FormatText (any text, served as rendered) or
+	// FormatIgnition (YAML or JSON mirroring Ignition spec 3.3, converted
+	// to Ignition JSON and validated before it is served). A first stage
+	// in Ignition is the installer's Ignition config: the iPXE script
+	// then passes its URL as ignition.config.url (Flatcar's PXE boot).
+	FirstStageFormat  string `yaml:"first_stage_format" json:"first_stage_format"`
+	FinalConfigFormat string `yaml:"final_config_format" json:"final_config_format"`
 }
+
+// What a template renders (cluster.templates.*_format).
+const (
+	FormatText     = "text"
+	FormatIgnition = "ignition"
+)
 
 // Boot says which iPXE build each kind of firmware gets over TFTP. File
 // names are relative to node.boot_files_dir; an empty name means that

@@ -362,6 +362,14 @@ func (c *Cluster) validate(p *problems) {
 	c.Install.validate(p)
 	checkFilePath(p, "cluster.templates.first_stage", c.Templates.FirstStage)
 	checkFilePath(p, "cluster.templates.final_config", c.Templates.FinalConfig)
+	for _, f := range []struct{ key, v string }{
+		{"cluster.templates.first_stage_format", c.Templates.FirstStageFormat},
+		{"cluster.templates.final_config_format", c.Templates.FinalConfigFormat},
+	} {
+		if f.v != FormatText && f.v != FormatIgnition {
+			p.addf(f.key, "%q is neither %q nor %q", f.v, FormatText, FormatIgnition)
+		}
+	}
 	for _, b := range []struct{ key, name string }{
 		{"cluster.boot.bios", c.Boot.BIOS}, {"cluster.boot.efi64", c.Boot.EFI64},
 		{"cluster.boot.efi32", c.Boot.EFI32}, {"cluster.boot.arm64", c.Boot.ARM64},

@@ -215,7 +215,7 @@ func (s *Server) ipxe(w http.ResponseWriter, r *http.Request) {
 			w.Write(render.WaitScript(s.mayuURL, forNode(err)))
 			return
 		}
-		w.Write(render.InstallerScript(c, s.cluster.Install.KernelArgs))
+		w.Write(s.render.InstallerScript(c, s.cluster.Install.KernelArgs))
 	}
 }
 
@@ -491,13 +491,93 @@ func (s *Server) firstStage(c nodeCall) {
 		unavailable(c.w, fmt.Sprintf("the OS image of machine %s (%s) is not ready yet", c.machine.ID, s.cluster.Source(c.machine.Profile, machine.ArtifactImage)))
 		return
 	}
+	if c.machine.State == machine.Failed {
+		// Nothing to render: a 4xx is final to Flatcar's Ignition, which
+		// would retry a 5xx every few seconds until a power cycle.
+		httpError(c.w, http.StatusConflict, fmt.Sprintf("machine %s is failed (%s): run `mayuctl reinstall %s` to try again", c.machine.ID, c.machine.FailReason, c.machine.ID))
+		return
+	}
+	// Both configs are rendered, and validated where they are Ignition,
+	// before the machine becomes installing: one that does not fails the
+	// machine before its installer runs anything, let alone touches the
+	// disk. An installing machine asking again had them checked then; what
+	// is served is checked again as it is rendered.
+	if c.machine.State != machine.Installing && !s.configsRender(c) {
+		return
+	}
 	m, ok := s.change(c, machine.Installing, func(m *machine.Machine) error {
 		return m.StartInstallWith(s.reg.Replica(), s.now(), artifacts)
 	})
 	if ok {
-		s.renderFor(c, m, s.render.FirstStage, "text/x-shellscript")
+		s.renderFor(c, m, s.render.FirstStage, contentType(s.render.FirstStageIsIgnition(), "text/x-shellscript"))
 	}
 }
+
+// IgnitionType is the media type of an Ignition config.
+const IgnitionType = "application/vnd.coreos.ignition+json"
+
+func contentType(ignition bool, text string) string {
+	if ignition {
+		return IgnitionType
+	}
+	return text
+}
+
+// configsRender renders the machine's first stage and final config and
+// reports whether both did; if not, the machine is failed (failConfig)
+// and the node has its answer.
+func (s *Server) configsRender(c nodeCall) bool {
+	rc, err := s.context(c.r.Context(), c.machine)
+	if err != nil {
+		s.storeError(c.w, err)
+		return false
+	}
+	for _, f := range []func(render.Context) ([]byte, error){s.render.FirstStage, s.render.FinalConfig} {
+		if _, err := f(rc); err != nil {
+			s.failConfig(c, err)
+			return false
+		}
+	}
+	return true
+}
+
+// failConfig answers a config that does not render for the machine (a
+// template that fails to execute for it, or an Ignition config that does
+// not validate): the machine becomes failed with the reason, which
+// `mayuctl status` shows, the node gets the message and nothing else.
+// An operator fixes the template or the machine's metadata, then runs
+// `mayuctl reinstall`.
+func (s *Server) failConfig(c nodeCall, renderErr error) {
+	reason := "config: " + renderErr.Error()
+	gen := c.machine.Generation
+	changed := false
+	_, err := s.reg.Update(c.r.Context(), c.machine.ID, func(m *machine.Machine) error {
+		if m.Generation != gen {
+			return errStaleToken
+		}
+		err := m.MarkConfigFailed(reason, s.reg.Replica(), s.now())
+		changed = err == nil
+		return err
+	})
+	if changed {
+		s.installs.CountInstallFailed(failedConfig)
+	}
+	// Logged as an error once, when the machine becomes failed. Flatcar's
+	// Ignition retries a 5xx every few seconds until the machine is power
+	// cycled: those repeats are not news.
+	level := slog.LevelDebug
+	if changed || (err != nil && !errors.Is(err, machine.ErrUnchanged)) {
+		level = slog.LevelError
+	}
+	s.log.Log(c.r.Context(), level, "machine's config does not render: machine failed", "id", c.machine.ID, "err", renderErr,
+		"recorded", err == nil || errors.Is(err, machine.ErrUnchanged), "record_err", err)
+	httpError(c.w, http.StatusInternalServerError, fmt.Sprintf("the config of machine %s does not render, the machine is failed (fix it, then `mayuctl reinstall %s`): %s",
+		c.machine.ID, c.machine.ID, renderErr))
+}
+
+// failedConfig is the mayu_installs_failed_total reason of a machine whose
+// config does not render or validate.
+const failedConfig = "config"
 
 func (s *Server) finalConfig(c nodeCall) {
 	if !installOnly(c) {
@@ -507,7 +587,7 @@ func (s *Server) finalConfig(c nodeCall) {
 		httpError(c.w, http.StatusConflict, fmt.Sprintf("machine %s is %s, not installing: fetch the first-stage script first", c.machine.ID, c.machine.State))
 		return
 	}
-	s.renderFor(c, c.machine, s.render.FinalConfig, "text/plain; charset=utf-8")
+	s.renderFor(c, c.machine, s.render.FinalConfig, contentType(s.render.FinalConfigIsIgnition(), "text/plain; charset=utf-8"))
 }
 
 func (s *Server) installed(c nodeCall) {
@@ -591,8 +671,8 @@ func (s *Server) renderFor(c nodeCall, m *machine.Machine, f func(render.Context
 	}
 	out, err := f(rc)
 	if err != nil {
-		s.log.Error("template render failed", "id", m.ID, "err", err)
-		httpError(c.w, http.StatusInternalServerError, "rendering for machine "+m.ID+" failed: "+err.Error())
+		// Never served: the machine cannot be installed as configured.
+		s.failConfig(nodeCall{w: c.w, r: c.r, machine: m}, err)
 		return
 	}
 	c.w.Header().Set("Content-Type", contentType)

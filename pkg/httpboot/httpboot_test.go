@@ -49,16 +49,27 @@ func newLab(t testing.TB, tweak func(*config.Cluster)) *lab {
 // registry (the registry itself if wrap is nil).
 func newLabOn(t testing.TB, tweak func(*config.Cluster), wrap func(*testfakes.Machines) httpboot.Machines) *lab {
 	t.Helper()
+	return newLabWith(t, tweak, wrap, nil)
+}
+
+// newLabWith is newLabOn with more files in the files directory (name:
+// contents, e.g. a template of the test's own). The Machines wrap makes
+// count the installs if they can (registry.Registry).
+func newLabWith(t testing.TB, tweak func(*config.Cluster), wrap func(*testfakes.Machines) httpboot.Machines, extra map[string]string) *lab {
+	t.Helper()
 	files := t.TempDir()
 	for name, size := range map[string]int{"installer/vmlinuz": 4096, "installer/initrd.img": 8192, "images/os.img": 1 << 20} {
 		writeFile(t, filepath.Join(files, name), bytes.Repeat([]byte(name[:3]), size/3))
 	}
-	for _, name := range []string{"first-stage.sh", "final-config.yaml"} {
+	for _, name := range []string{"first-stage.sh", "final-config.yaml", "final-config.ign.yaml"} {
 		data, err := os.ReadFile(filepath.Join("..", "..", "etc", "templates", name))
 		if err != nil {
 			t.Fatal(err)
 		}
 		writeFile(t, filepath.Join(files, "templates", name), data)
+	}
+	for name, data := range extra {
+		writeFile(t, filepath.Join(files, name), []byte(data))
 	}
 	cluster := config.Cluster{
 		Static: config.Static{
@@ -99,7 +110,8 @@ func newLabOn(t testing.TB, tweak func(*config.Cluster), wrap func(*testfakes.Ma
 	l.srv = httptest.NewUnstartedServer(nil)
 	l.srv.Start()
 	t.Cleanup(l.srv.Close)
-	boot := httpboot.New(httpboot.Options{Machines: machines, Renderer: rend, Files: root, Cluster: cluster,
+	installs, _ := machines.(httpboot.Installs)
+	boot := httpboot.New(httpboot.Options{Machines: machines, Installs: installs, Renderer: rend, Files: root, Cluster: cluster,
 		MayuURL: l.srv.URL, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: l.prom})
 	l.srv.Config.Handler = boot.Handler()
 	return l

@@ -76,8 +76,12 @@ type Machine struct {
 	// of that format (an HMAC of id and generation) handed out for its
 	// current generation still opens its calls, so an install in flight
 	// during the upgrade completes. A reinstall ends it.
-	LegacyToken   bool      `json:"legacyToken,omitempty"`
-	FailReason    string    `json:"failReason,omitempty"`
+	LegacyToken bool   `json:"legacyToken,omitempty"`
+	FailReason  string `json:"failReason,omitempty"`
+	// ConfigFailed marks a failure of the machine's own config (it did
+	// not render or validate): no config was served, so no announcement
+	// of `installed` is believed until a reinstall.
+	ConfigFailed  bool      `json:"configFailed,omitempty"`
 	Registered    time.Time `json:"registered"`
 	LastBoot      time.Time `json:"lastBoot,omitzero"`
 	LastReplica   string    `json:"lastReplica,omitempty"`
@@ -277,6 +281,9 @@ func (m *Machine) StartInstallWith(replica string, now time.Time, artifacts map[
 func (m *Machine) MarkInstalled(replica string, now time.Time) error {
 	switch m.State {
 	case Installing, Failed: // a late success after a timeout still wrote the disk
+		if m.ConfigFailed {
+			return &TransitionError{ID: m.ID, From: m.State, To: Installed}
+		}
 		m.FailReason = ""
 		m.set(Installed, replica, "installer finished", now)
 		return nil
@@ -325,6 +332,7 @@ func (m *Machine) Reinstall(replica string, now time.Time) error {
 	m.Generation++
 	m.LegacyToken = false // the next install gets a token of the current format
 	m.FailReason = ""
+	m.ConfigFailed = false
 	m.set(Configured, replica, "reinstall requested", now)
 	return nil
 }
@@ -397,4 +405,23 @@ func isHex(s string, n int) bool {
 		}
 	}
 	return true
+}
+
+// MarkConfigFailed records that the machine's first stage or final config
+// does not render, or renders an Ignition config that does not validate.
+// It is found when the installer asks for its first stage, before the
+// installer has touched the disk, so a configured machine fails too; the
+// reason is stored escaped and bounded, as MarkFailed's.
+func (m *Machine) MarkConfigFailed(reason, replica string, now time.Time) error {
+	if m.State != Configured {
+		err := m.MarkFailed(reason, replica, now)
+		if err == nil {
+			m.ConfigFailed = true
+		}
+		return err
+	}
+	m.ConfigFailed = true
+	m.FailReason = hostile.Text(reason, MaxReason-3)
+	m.set(Failed, replica, m.FailReason, now)
+	return nil
 }

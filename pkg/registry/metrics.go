@@ -27,7 +27,7 @@ func newMetrics(reg prometheus.Registerer, r *Registry) *metrics {
 		installsCompleted: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Name: "installs_completed_total",
 			Help: "Installs announced as completed to this replica."}, nil),
 		installsFailed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Name: "installs_failed_total",
-			Help: "Installs marked failed by this replica, by reason (installer, timeout)."}, []string{"reason"}),
+			Help: "Installs marked failed by this replica, by reason (installer, timeout, config)."}, []string{"reason"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Name: "registrations_refused_total",
 			Help: "Registrations on first contact refused by this replica, by reason (rate_limited: beyond cluster.self_registration's rate; unfinished: cluster.self_registration.max_unfinished machines not installed yet)."}, []string{"reason"}),
 		expired: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Name: "registrations_expired_total",
@@ -40,7 +40,7 @@ func newMetrics(reg prometheus.Registerer, r *Registry) *metrics {
 	m.refused.WithLabelValues("unfinished")
 	m.expired.WithLabelValues()
 	m.installsCompleted.WithLabelValues()
-	for _, reason := range []string{"installer", "timeout"} {
+	for _, reason := range []string{"installer", "timeout", "config"} {
 		m.installsFailed.WithLabelValues(reason)
 	}
 	machines := &machineCollector{r: r, desc: prometheus.NewDesc("mayu_machines",
@@ -56,7 +56,8 @@ func newMetrics(reg prometheus.Registerer, r *Registry) *metrics {
 func (r *Registry) CountInstallCompleted() { r.metrics.installsCompleted.WithLabelValues().Inc() }
 
 // CountInstallFailed counts an install this replica marked failed, by
-// reason: "installer" (it reported an error) or "timeout"
+// reason: "installer" (it reported an error), "timeout" or "config" (its
+// first stage or final config does not render or validate)
 // (mayu_installs_failed_total).
 func (r *Registry) CountInstallFailed(reason string) {
 	r.metrics.installsFailed.WithLabelValues(reason).Inc()

@@ -28,8 +28,9 @@ func TestMetricsOnTheGivenRegistry(t *testing.T) {
 # HELP mayu_installs_completed_total Installs announced as completed to this replica.
 # TYPE mayu_installs_completed_total counter
 mayu_installs_completed_total COMPLETED
-# HELP mayu_installs_failed_total Installs marked failed by this replica, by reason (installer, timeout).
+# HELP mayu_installs_failed_total Installs marked failed by this replica, by reason (installer, timeout, config).
 # TYPE mayu_installs_failed_total counter
+mayu_installs_failed_total{reason="config"} 0
 mayu_installs_failed_total{reason="installer"} INSTALLER
 mayu_installs_failed_total{reason="timeout"} TIMEOUT
 # HELP mayu_registrations_total Machines registered by this replica (first contact or mayuctl add).

@@ -1,12 +1,17 @@
 package render
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/identity"
 	"github.com/mayu-boot/mayu/pkg/machine"
+	"github.com/mayu-boot/mayu/pkg/token"
 )
 
 // The finding of the review: a failure reason echoed into the iPXE script
@@ -36,6 +41,15 @@ func FuzzWaitScript(f *testing.F) {
 		}
 		c := (&Renderer{cluster: cluster()}).Context(m, "tok", "http://10.0.3.250:4081")
 		checkIPXE(t, string(InstallerScript(c, "console=ttyS0")), 10)
+		// A token or URL holding anything stays one word of the
+		// kernel line, first stage in Ignition or not.
+		for _, format := range []string{config.FormatText, config.FormatIgnition} {
+			r := &Renderer{cluster: cluster(), firstStageFormat: format}
+			c := r.Context(m, why, "http://10.0.3.250:4081/"+why)
+			s := string(r.InstallerScript(c, "flatcar.first_boot=1"))
+			checkIPXE(t, s, 10)
+			kernelWords(t, s)
+		}
 		checkIPXE(t, string(LocalBootScript(why)), 3)
 	})
 }
@@ -100,4 +114,120 @@ func TestScriptsExpandOnlyFormattedSettings(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A first stage in Ignition is handed to the installer's Ignition as
+// ignition.config.url: the machine's own first-stage URL, token and all.
+func TestIgnitionFirstStageOnKernelLine(t *testing.T) {
+	m := Sample()
+	for _, tc := range []struct {
+		format, want, not string
+	}{
+		{config.FormatText, "mayu.first_stage=", "ignition.config.url="},
+		{config.FormatIgnition, "ignition.config.url=", "mayu.first_stage="},
+	} {
+		r := &Renderer{cluster: cluster(), firstStageFormat: tc.format}
+		c := r.Context(m, "0123abcd", "http://10.0.3.250:4081")
+		s := string(r.InstallerScript(c, "flatcar.first_boot=1 console=ttyS0,115200n8"))
+		checkIPXE(t, s, 10)
+		words := kernelWords(t, s)
+		if !slices.Contains(words, tc.want+"http://10.0.3.250:4081/machines/sample-serial/first-stage?token=0123abcd") {
+			t.Errorf("%s: the kernel line lacks %s with the first-stage URL: %q", tc.format, tc.want, words)
+		}
+		if strings.Contains(s, tc.not) {
+			t.Errorf("%s: the kernel line has %s: %q", tc.format, tc.not, words)
+		}
+		if !slices.Contains(words, "flatcar.first_boot=1") {
+			t.Errorf("%s: the operator's kernel arguments are lost: %q", tc.format, words)
+		}
+	}
+}
+
+// What mayu puts on the kernel line is made of what mayu makes: ids that
+// passed identity.Check, hex tokens, URLs on the advertise address. All
+// of it is URL characters, so each reaches the installer unchanged (the
+// installer's Ignition fetches exactly the URL mayu serves), and no word
+// of it means anything to iPXE.
+func TestInstallerWordsPassUnchanged(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 4))
+	const first, rest = "abcdefghijklmnopqrstuvwxyz0123456789", "abcdefghijklmnopqrstuvwxyz0123456789._-"
+	ids := []string{"a", "sample-serial", "5cg1234xyz", "0", "a.b_c-d", strings.Repeat("z", 64), "52-54-00-12-34-56"}
+	for range 200 {
+		b := []byte{first[rng.IntN(len(first))]}
+		for range rng.IntN(64) {
+			b = append(b, rest[rng.IntN(len(rest))])
+		}
+		ids = append(ids, string(b))
+	}
+	secret := make([]byte, 32)
+	for _, base := range []string{"http://10.0.3.250:4081", "http://[fd99::1]:4081", "https://mayu.example.com:4081", "http://mayu-1.lab:80"} {
+		for _, id := range ids {
+			if err := identity.Check(id); err != nil {
+				t.Fatalf("test id %q: %v", id, err)
+			}
+			for i := range secret {
+				secret[i] = byte(rng.Uint32())
+			}
+			tok := token.For(secret, id, fmt.Sprint(rng.Uint64()), rng.IntN(1000))
+			m := Sample()
+			m.ID = id
+			r := &Renderer{cluster: cluster(), firstStageFormat: config.FormatIgnition}
+			c := r.Context(m, tok, base)
+			s := string(r.InstallerScript(c, "flatcar.first_boot=1"))
+			checkIPXE(t, s, 10)
+			words := kernelWords(t, s)
+			for _, want := range []string{"ignition.config.url=" + c.URLs.FirstStage, "mayu.token=" + tok, "mayu.id=" + id, "mayu.url=" + base, c.URLs.Kernel} {
+				if !slices.Contains(words, want) {
+					t.Fatalf("kernel line lacks %q unchanged: %q", want, words)
+				}
+			}
+		}
+	}
+}
+
+// Whatever a token, id or URL held, the installer script's kernel line
+// would keep each of them one plain word.
+func TestInstallerWordsCannotBreakTheLine(t *testing.T) {
+	for _, bad := range []string{"tok || chain http://evil/x", "${net0/mac}", "a;b", "#comment", "&&", "||", "x\nshell", "'\"\\", " ", "a&&b", "\x00\x7f\xff"} {
+		m := Sample()
+		r := &Renderer{cluster: cluster(), firstStageFormat: config.FormatIgnition}
+		c := r.Context(m, bad, "http://10.0.3.250:4081/"+bad)
+		c.URLs.Kernel += bad
+		s := string(r.InstallerScript(c, "flatcar.first_boot=1"))
+		checkIPXE(t, s, 10)
+		kernelWords(t, s)
+	}
+}
+
+// kernelWords checks the kernel line of an installer script by iPXE's
+// rules (exec.c: a line is expanded, then split at whitespace; a word
+// "&&", "||" or ";" ends a command, one starting with # a comment; quotes
+// and backslashes group) and returns the words between `kernel` and its
+// `|| goto failed`: none of them may carry any of that.
+func kernelWords(t *testing.T, script string) []string {
+	t.Helper()
+	for _, l := range strings.Split(script, "\n") {
+		rest, ok := strings.CutPrefix(l, "kernel ")
+		if !ok {
+			continue
+		}
+		words, ok := strings.CutSuffix(rest, " || goto failed")
+		if !ok {
+			t.Fatalf("kernel line does not end in its failure branch: %q", l)
+		}
+		ws := strings.Fields(words)
+		for _, w := range ws {
+			if w == "&&" || w == "||" || w == ";" || strings.HasPrefix(w, "#") || strings.ContainsAny(w, "$\"'\\&|;#") {
+				t.Fatalf("kernel line word %q means something to iPXE: %q", w, l)
+			}
+			for _, r := range w {
+				if r < 0x21 || r > 0x7e {
+					t.Fatalf("kernel line word %q holds %q: %q", w, r, l)
+				}
+			}
+		}
+		return ws
+	}
+	t.Fatalf("no kernel line:\n%s", script)
+	return nil
 }

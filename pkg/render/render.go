@@ -19,6 +19,7 @@ import (
 
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/hostile"
+	"github.com/mayu-boot/mayu/pkg/ignition"
 	"github.com/mayu-boot/mayu/pkg/machine"
 )
 
@@ -77,6 +78,9 @@ type Renderer struct {
 	firstStage  *template.Template
 	finalConfig *template.Template
 	cluster     config.Cluster
+	// What each template renders (config.FormatText or FormatIgnition).
+	firstStageFormat, finalConfigFormat string
+	warnings                            []string // of the sample render
 }
 
 // funcs are the template functions (README, "Templates"); quote.go has
@@ -87,28 +91,83 @@ var funcs = template.FuncMap{
 	"yaml":       toYAML,
 	"shell":      shell,
 	"shellquote": shellquote,
+	"dataurl":    dataURL,
+	"keyvalues":  keyValues,
+	"replicas":   replicas,
 }
 
 // New parses the cluster's templates from files (rooted at the files
-// directory) and test-renders them.
+// directory) and test-renders them for the sample machine: a template
+// that fails to execute, or renders an Ignition config that does not
+// validate, stops mayu at start (and fails `mayu -check`) with the
+// template's key, the path inside the config and Ignition's message.
 func New(files fs.FS, cluster config.Cluster) (*Renderer, error) {
-	r := &Renderer{cluster: cluster}
+	r := &Renderer{cluster: cluster,
+		firstStageFormat:  cluster.Templates.FirstStageFormat,
+		finalConfigFormat: cluster.Templates.FinalConfigFormat}
 	var err error
-	if r.firstStage, err = parse(files, "cluster.templates.first_stage", cluster.Templates.FirstStage); err != nil {
+	if r.firstStage, err = parse(files, keyFirstStage, cluster.Templates.FirstStage); err != nil {
 		return nil, err
 	}
-	if r.finalConfig, err = parse(files, "cluster.templates.final_config", cluster.Templates.FinalConfig); err != nil {
+	if r.finalConfig, err = parse(files, keyFinalConfig, cluster.Templates.FinalConfig); err != nil {
 		return nil, err
 	}
-	sample := r.Context(Sample(), "sample-token", "http://192.0.2.1:4081")
-	if _, err := r.FirstStage(sample); err != nil {
-		return nil, fmt.Errorf("cluster.templates.first_stage: test render failed: %w", err)
-	}
-	if _, err := r.FinalConfig(sample); err != nil {
-		return nil, fmt.Errorf("cluster.templates.final_config: test render failed: %w", err)
+	// One sample machine per profile, with that profile's tags as its
+	// metadata: a template may render a key only for some profile, and a
+	// misspelt one must stop mayu here, not fail every machine of that
+	// profile at install.
+	seen := map[string]bool{}
+	for _, m := range Samples(cluster) {
+		sample := r.Context(m, "sample-token", "http://192.0.2.1:4081")
+		for _, t := range []struct {
+			key    string
+			tmpl   *template.Template
+			format string
+		}{{keyFirstStage, r.firstStage, r.firstStageFormat}, {keyFinalConfig, r.finalConfig, r.finalConfigFormat}} {
+			_, warnings, err := execute(t.key, t.tmpl, t.format, sample)
+			if err != nil {
+				return nil, fmt.Errorf("test render for a sample machine of profile %q failed: %w", m.Profile, err)
+			}
+			for _, w := range warnings {
+				msg := t.key + ": Ignition warning at " + w.String()
+				if !seen[msg] {
+					seen[msg] = true
+					r.warnings = append(r.warnings, msg)
+				}
+			}
+		}
 	}
 	return r, nil
 }
+
+// Samples are the machines New test-renders: the sample machine in the
+// profile "default" and once in each configured profile, with the
+// profile's tags as metadata, as a registered machine of it has.
+func Samples(cluster config.Cluster) []*machine.Machine {
+	out := []*machine.Machine{Sample()}
+	for _, p := range cluster.Profiles {
+		m := Sample()
+		m.Profile = p.Name
+		m.Metadata = make(map[string]string, len(p.Tags))
+		for k, v := range p.Tags {
+			m.Metadata[k] = v
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// The configuration keys of the operator templates, which every render
+// error starts with.
+const (
+	keyFirstStage  = "cluster.templates.first_stage"
+	keyFinalConfig = "cluster.templates.final_config"
+)
+
+// Warnings are what Ignition warned of in the sample machine's configs
+// (key: path: message): they do not stop mayu, `mayu -check` prints them
+// and a replica logs them at start.
+func (r *Renderer) Warnings() []string { return r.warnings }
 
 func parse(files fs.FS, key, name string) (*template.Template, error) {
 	data, err := fs.ReadFile(files, name)
@@ -208,16 +267,52 @@ func netmask(bits int) string {
 	return netip.AddrFrom4(b).String()
 }
 
-// FirstStage renders the script the installer runs.
-func (r *Renderer) FirstStage(c Context) ([]byte, error) { return execute(r.firstStage, c) }
+// FirstStage renders what the installer runs: a script, or the
+// installer's Ignition config. Its errors are *Error.
+func (r *Renderer) FirstStage(c Context) ([]byte, error) {
+	out, _, err := execute(keyFirstStage, r.firstStage, r.firstStageFormat, c)
+	return out, err
+}
 
-// FinalConfig renders the config written to the installed disk.
-func (r *Renderer) FinalConfig(c Context) ([]byte, error) { return execute(r.finalConfig, c) }
+// FinalConfig renders the config written to the installed disk. Its
+// errors are *Error.
+func (r *Renderer) FinalConfig(c Context) ([]byte, error) {
+	out, _, err := execute(keyFinalConfig, r.finalConfig, r.finalConfigFormat, c)
+	return out, err
+}
 
-func execute(t *template.Template, c Context) ([]byte, error) {
+// FirstStageIsIgnition reports whether the first stage is an Ignition
+// config (cluster.templates.first_stage_format).
+func (r *Renderer) FirstStageIsIgnition() bool { return r.firstStageFormat == config.FormatIgnition }
+
+// FinalConfigIsIgnition reports whether the final config is Ignition.
+func (r *Renderer) FinalConfigIsIgnition() bool { return r.finalConfigFormat == config.FormatIgnition }
+
+// Error is a template that could not be rendered for a machine: it failed
+// to execute, or what it rendered is not a valid Ignition config (Err is
+// then an *ignition.InvalidError). Either way nothing may be served: the
+// machine cannot be installed as configured.
+type Error struct {
+	Key string // the template's configuration key
+	Err error
+}
+
+func (e *Error) Error() string { return e.Key + ": " + e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// execute renders t for c; a template declared Ignition is converted and
+// validated (an *ignition.InvalidError names each problem by path).
+func execute(key string, t *template.Template, format string, c Context) ([]byte, []ignition.Problem, error) {
 	var buf bytes.Buffer
 	if err := t.Execute(&buf, c); err != nil {
-		return nil, err
+		return nil, nil, &Error{Key: key, Err: err}
 	}
-	return buf.Bytes(), nil
+	if format != config.FormatIgnition {
+		return buf.Bytes(), nil, nil
+	}
+	res, err := ignition.Convert(buf.Bytes())
+	if err != nil {
+		return nil, nil, &Error{Key: key, Err: err}
+	}
+	return res.JSON, res.Warnings, nil
 }

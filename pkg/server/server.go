@@ -111,6 +111,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 	if err != nil {
 		return nil, fmt.Errorf("%w (files are relative to node.files_dir %s)", err, cfg.Node.FilesDir)
 	}
+	for _, w := range rend.Warnings() {
+		log.Warn("template renders a config Ignition warns about", "warning", w)
+	}
 
 	if s.conn, err = etcd.Open(ctx, cfg.Node, log, s.metrics); err != nil {
 		return nil, err

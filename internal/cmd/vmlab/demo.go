@@ -21,6 +21,9 @@ package main
 //     removes everything it made, also on SIGINT and SIGTERM: processes
 //     by their id, the namespaces it created, its work directory.
 //
+// With -flatcar DIR it installs Flatcar Container Linux from the release
+// files in DIR instead, through etc/examples/flatcar (flatcar.go).
+//
 // Needs root, the binaries in -bin (make demo builds them) and the
 // packages scripts/install-deps.sh installs.
 
@@ -61,6 +64,7 @@ var demoFailure = regexp.MustCompile(`mayu-installer: FAILED|mayu-install\[.*\]:
 type demoRun struct {
 	replicas int
 	fw       vmlab.Firmware
+	flatcar  *flatcarRelease // -flatcar: the release to install
 	top, bin string
 	work     string
 
@@ -87,7 +91,15 @@ func demo(args []string) int {
 	exe, _ := os.Executable()
 	fs.StringVar(&d.bin, "bin", filepath.Dir(exe), "directory of mayu, mayuctl, etcd and etcdctl")
 	cache := fs.String("cache", os.Getenv("MAYU_VMLAB_CACHE"), "cache for the Debian kernel (default: .work/vmlab at the top of the checkout; env MAYU_VMLAB_CACHE)")
+	// No environment defaults here: `make demo` stays the Debian demo
+	// whatever FLATCAR_DIR holds; `make flatcar-demo` passes them.
+	flatcar := fs.String("flatcar", "", "install Flatcar Container Linux from the release files in DIR (make flatcar-demo FLATCAR_DIR=DIR)")
+	flatcarKey := fs.String("flatcar-key", "", "Flatcar's image signing key (make flatcar-demo FLATCAR_KEY=FILE; default DIR/"+flatcarKeyFile+")")
 	fs.Parse(args)
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "unexpected arguments: %q\n", fs.Args())
+		return 2
+	}
 	d.top = filepath.Dir(d.bin)
 	switch *replicas {
 	case "1", "3":
@@ -106,6 +118,17 @@ func demo(args []string) int {
 	if *cache == "" {
 		*cache = filepath.Join(d.top, ".work", "vmlab")
 	}
+	flatcarSet := *flatcarKey != ""
+	fs.Visit(func(f *flag.Flag) { flatcarSet = flatcarSet || f.Name == "flatcar" }) // -flatcar="" too: say what is missing
+	if flatcarSet {
+		// Checked before anything else: the release files are the
+		// operator's to fetch, and a missing one should cost nothing.
+		var err error
+		if d.flatcar, err = checkFlatcarDir(*flatcar, *flatcarKey); err != nil {
+			fmt.Fprintln(os.Stderr, "vmlab demo -flatcar:", err)
+			return 2
+		}
+	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "make demo needs root (network namespaces, tap devices)")
 		return 1
@@ -116,7 +139,11 @@ func demo(args []string) int {
 			return 1
 		}
 	}
-	if miss := append(vmlab.MissingForBuild(), vmlab.MissingForBoot(d.fw)...); len(miss) > 0 {
+	needs := vmlab.MissingForBoot(d.fw)
+	if d.flatcar == nil {
+		needs = append(vmlab.MissingForBuild(), needs...)
+	}
+	if miss := needs; len(miss) > 0 {
 		fmt.Fprintf(os.Stderr, "missing: %s (scripts/install-deps.sh installs them)\n", strings.Join(miss, ", "))
 		return 1
 	}
@@ -205,14 +232,17 @@ func (d *demoRun) run(cache string) error {
 	}
 	d.clean.Add(func() { os.RemoveAll(d.work) })
 
-	step("building the installer and the OS image from Debian packages (kernel cached in %s)", relTo(d.top, cache))
-	build := filepath.Join(d.work, "build")
-	b, err := vmlab.BuildAll(context.Background(), cache, build, func(f string, a ...any) { note(f, a...) })
-	if err != nil {
-		return err
-	}
-	if err := printBuild(os.Stdout, "    ", b); err != nil {
-		return err
+	build := "" // Flatcar's installer and image are the release's
+	if d.flatcar == nil {
+		step("building the installer and the OS image from Debian packages (kernel cached in %s)", relTo(d.top, cache))
+		b, err := vmlab.BuildAll(context.Background(), cache, filepath.Join(d.work, "build"), func(f string, a ...any) { note(f, a...) })
+		if err != nil {
+			return err
+		}
+		if err := printBuild(os.Stdout, "    ", b); err != nil {
+			return err
+		}
+		build = b.Dir
 	}
 
 	if d.replicas == 1 {
@@ -261,10 +291,22 @@ func (d *demoRun) run(cache string) error {
 		urls = []string{"http://" + d.addrs[0] + ":4081"}
 	}
 
-	if err := d.startMayu(b.Dir, etcd, urls); err != nil {
+	if d.flatcar != nil {
+		if err := d.startUpstream(); err != nil {
+			return err
+		}
+		if err := d.startMayu(build, etcd, urls); err != nil {
+			return err
+		}
+		if err := d.addFlatcarArtifacts(); err != nil {
+			return err
+		}
+		return d.flatcarFlow()
+	}
+	if err := d.startMayu(build, etcd, urls); err != nil {
 		return err
 	}
-	if err := d.addImage(b.Dir); err != nil {
+	if err := d.addImage(build); err != nil {
 		return err
 	}
 	return d.flow()
@@ -347,6 +389,11 @@ func (d *demoRun) startMayu(build string, etcd, urls []string) error {
 			}}.Write()
 		if err != nil {
 			return err
+		}
+		if d.flatcar != nil {
+			if err := d.flatcarConfig(dir, path); err != nil {
+				return err
+			}
 		}
 		cmd := d.seg.Command(context.Background(), d.hosts[i], filepath.Join(d.bin, "mayu"), "-config", path, "-log-level", "debug")
 		w := d.log.writer("[" + name + "] ")

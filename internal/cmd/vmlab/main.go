@@ -7,6 +7,11 @@
 //	    `make demo`: a VM network-boots through mayu, is installed, reboots
 //	    into its OS, then is reinstalled; see demo.go.
 //
+//	vmlab demo -flatcar DIR [-flatcar-key FILE] [-replicas 1|3] [-fw bios|uefi]
+//	    `make flatcar-demo FLATCAR_DIR=DIR`: the same through
+//	    etc/examples/flatcar with Flatcar's release files in DIR; see
+//	    flatcar.go.
+//
 //	vmlab build -out DIR [-cache DIR]
 //	    builds DIR/installer/vmlinuz, DIR/installer/initrd.img and
 //	    DIR/images/os.img (mayu's files layout); the Debian kernel is
@@ -63,7 +68,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, `usage: vmlab demo [-replicas 1|3] [-fw bios|uefi]
+	fmt.Fprintln(os.Stderr, `usage: vmlab demo [-replicas 1|3] [-fw bios|uefi] [-flatcar DIR [-flatcar-key FILE]]
        vmlab build -out DIR [-cache DIR]
        vmlab run -netns NS -tap TAP -mac MAC -serial S -disk FILE -dir DIR [-fw bios|uefi] [-firmware-pxe] [-echo]
        vmlab config -dir DIR [flags] (vmlab config -h lists them)`)
