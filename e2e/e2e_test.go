@@ -98,6 +98,7 @@ type replicaOptions struct {
 	kernelArgs string // cluster.install.kernel_args
 	image      string // cluster.install.image; default images/os.img
 	nodeExtra  string // more node keys, indented by two spaces
+	ignition   bool   // the shipped Ignition final config (vm_test.go: the OS runs Ignition)
 }
 
 // startReplica writes a files directory, boot files and a config, and
@@ -116,7 +117,8 @@ func startReplica(t *testing.T, lab *netlab.TLab, ns string, o replicaOptions) *
 	}
 	path, err := fixture.Config{Dir: dir, Name: o.name, Interface: o.iface, Advertise: o.advertise, Etcd: o.etcd,
 		ElectionTTL: "3s", LeaseTime: "10m", RelayPool: true, KernelArgs: o.kernelArgs, TemplateVars: o.vars,
-		AnswerInstalledIPXE: o.answerIPXE, Extra: o.extra, Image: o.image, NodeExtra: o.nodeExtra}.Write()
+		AnswerInstalledIPXE: o.answerIPXE, Extra: o.extra, Image: o.image, NodeExtra: o.nodeExtra,
+		IgnitionFinalConfig: o.ignition}.Write()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -121,3 +121,21 @@ func (r *RootFS) debugfs(request string) (string, error) {
 	}
 	return string(out), nil
 }
+
+var fastLink = regexp.MustCompile(`Fast link dest: "([^"]*)"`)
+
+// Link is the target of the symbolic link at path.
+func (r *RootFS) Link(path string) (string, error) {
+	st, err := r.debugfs("stat " + path)
+	if err != nil {
+		return "", err
+	}
+	if !strings.Contains(st, "Type: symlink") {
+		return "", fmt.Errorf("%s: not a symbolic link in the root file system:\n%s", path, st)
+	}
+	if m := fastLink.FindStringSubmatch(st); m != nil {
+		return m[1], nil
+	}
+	// A target too long for the inode is the link's content.
+	return r.debugfs("cat " + path)
+}

@@ -222,6 +222,13 @@ func TestVMOSRunsIgnition(t *testing.T) {
 		}
 	}
 
+	// systemd applied Ignition's preset on the first boot: the unit that
+	// reported is the one Ignition enabled.
+	wants := "/etc/systemd/system/multi-user.target.wants/mayu-boot-complete.service"
+	if target, err := root.Link(wants); err != nil || target != "/etc/systemd/system/mayu-boot-complete.service" {
+		t.Errorf("%s → %q, %v", wants, target, err)
+	}
+
 	t.Log("boot 2: Ignition does not run again; the enabled unit reports again")
 	if err := os.Remove(requests); err != nil {
 		t.Fatal(err)
