@@ -13,7 +13,8 @@ import (
 // The init scripts run under busybox sh in the VM; a syntax error there
 // shows only as a VM that hangs, so check them here.
 func TestInitScriptsParse(t *testing.T) {
-	for name, data := range map[string][]byte{"common.sh": commonSh, "installer-init": installerInit, "os-init": osInit, "udhcpc.script": udhcpcScript} {
+	for name, data := range map[string][]byte{"common.sh": commonSh, "installer-init": installerInit, "os-init": osInit, "udhcpc.script": udhcpcScript,
+		"customize-root.sh": customizeRoot, "shadow shim": shadowShim, "setfiles": setfilesNoop} {
 		f := filepath.Join(t.TempDir(), name)
 		if err := os.WriteFile(f, data, 0o644); err != nil {
 			t.Fatal(err)
