@@ -296,9 +296,9 @@ func writeInitramfs(r *initramfs, out string) error {
 //     where the installer puts the final config (mayu/final-config);
 //  2. at bootMiB, ext4, labelled MAYU-ROOT: the systemd root (OSRoot).
 //
-// It is built without root and without loop devices (mkfs.fat --offset,
+// It is built without mounts and without loop devices (mkfs.fat --offset,
 // syslinux --offset, mtools, mkfs.ext4 -d), so the build leaves nothing
-// behind on the machine.
+// behind on the machine (the root's first build, mmdebstrap, needs root).
 const (
 	bootMiB     = 32   // the end of the boot partition, where the root starts
 	partStart   = 2048 // sectors: 1 MiB
@@ -308,9 +308,9 @@ const (
 )
 
 // osCmdline is the OS kernel's command line: the console on the serial
-// port the tests read, systemd's unit status there by unit name (the
-// tests follow the units Ignition enabled), the kernel's own messages
-// kept to errors (TCG is slow to print them).
+// port the tests read, systemd's unit status there while it boots, by
+// unit name (a boot that hangs shows on which unit), the kernel's own
+// messages kept to errors (TCG is slow to print them).
 const osCmdline = "console=ttyS0 quiet systemd.show_status=1 systemd.status_unit_format=name"
 
 // BuildOSImage writes the OS disk image to out, with its root file system
