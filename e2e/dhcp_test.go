@@ -209,8 +209,9 @@ func TestDHCPAndTFTPWithRealClients(t *testing.T) {
 }
 
 type leaseValue struct {
-	IP  string `json:"ip"`
-	MAC string `json:"mac"`
+	IP     string `json:"ip"`
+	MAC    string `json:"mac"`
+	Leader string `json:"leader"` // the replica that wrote it
 }
 
 // leasesIn reads the leases in etcd whose address starts with prefix.

@@ -98,7 +98,12 @@ type replicaOptions struct {
 	kernelArgs string // cluster.install.kernel_args
 	image      string // cluster.install.image; default images/os.img
 	nodeExtra  string // more node keys, indented by two spaces
-	ignition   bool   // the shipped Ignition final config (vm_test.go: the OS runs Ignition)
+	// wideSegment: the segment is 10.99.0.0/16 with a pool of several
+	// hundred addresses (fixture.Config.WideSegment).
+	wideSegment bool
+	// ignition: the shipped Ignition final config (vm_test.go: the OS
+	// runs the real Ignition on it).
+	ignition bool
 }
 
 // startReplica writes a files directory, boot files and a config, and
@@ -118,7 +123,7 @@ func startReplica(t *testing.T, lab *netlab.TLab, ns string, o replicaOptions) *
 	path, err := fixture.Config{Dir: dir, Name: o.name, Interface: o.iface, Advertise: o.advertise, Etcd: o.etcd,
 		ElectionTTL: "3s", LeaseTime: "10m", RelayPool: true, KernelArgs: o.kernelArgs, TemplateVars: o.vars,
 		AnswerInstalledIPXE: o.answerIPXE, Extra: o.extra, Image: o.image, NodeExtra: o.nodeExtra,
-		IgnitionFinalConfig: o.ignition}.Write()
+		WideSegment: o.wideSegment, IgnitionFinalConfig: o.ignition}.Write()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,11 +44,15 @@ func newCluster(t *testing.T) *cluster {
 func newClusterWith(t *testing.T, o replicaOptions) *cluster {
 	t.Helper()
 	c := &cluster{t: t, seg: netlab.NewSegmentT(t), addrs: []string{"10.99.0.2", "10.99.0.3", "10.99.0.4"}}
+	prefix := "/24"
+	if o.wideSegment {
+		prefix = "/16"
+	}
 	for i, a := range c.addrs {
-		c.nodes = append(c.nodes, c.seg.AddHost(fmt.Sprintf("n%d", i+1), a+"/24"))
+		c.nodes = append(c.nodes, c.seg.AddHost(fmt.Sprintf("n%d", i+1), a+prefix))
 		c.etcdDirs = append(c.etcdDirs, t.TempDir())
 	}
-	c.cli = c.seg.AddHost("cli", "10.99.0.250/24")
+	c.cli = c.seg.AddHost("cli", "10.99.0.250"+prefix)
 	c.etcd = make([]*exec.Cmd, 3)
 	for i := range c.nodes {
 		c.startEtcd(i)

@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mayu-boot/mayu/internal/dhcpprobe"
 	"github.com/mayu-boot/mayu/internal/netlab"
 )
 
@@ -248,8 +252,10 @@ func renderKeepalived(t *testing.T, tmpl, check, iface, vip string, prio int) st
 		out = re.ReplaceAllLiteralString(out, "$"+r.name+"="+r.value)
 	}
 	const script = "/etc/keepalived/check-mayu.sh"
-	if !strings.Contains(out, `"`+script+`"`) {
-		t.Fatalf("contrib/keepalived/keepalived.conf does not run %s", script)
+	for _, mode := range []string{"alive", "ready"} {
+		if !strings.Contains(out, `"`+script+" "+mode+`"`) {
+			t.Fatalf("contrib/keepalived/keepalived.conf does not run %s %s", script, mode)
+		}
 	}
 	return strings.ReplaceAll(out, script, check)
 }
@@ -278,14 +284,19 @@ func TestKeepalivedMovesTheVirtualAddress(t *testing.T) {
 	}
 
 	// One etcd on its own host: the nodes that die here are mayu's.
-	seg.Start(db, bins.etcd, "--name", "e1", "--data-dir", t.TempDir(),
-		"--listen-client-urls", "http://"+kaEtcd+":2379", "--advertise-client-urls", "http://"+kaEtcd+":2379",
-		"--listen-peer-urls", "http://"+kaEtcd+":2380", "--initial-advertise-peer-urls", "http://"+kaEtcd+":2380",
-		"--initial-cluster", "e1=http://"+kaEtcd+":2380", "--log-level", "error")
-	kaWaitFor(t, 30*time.Second, "etcd healthy", func() bool {
-		out, err := seg.Run(10*time.Second, db, bins.etcdctl, "--endpoints", "http://"+kaEtcd+":2379", "endpoint", "health")
-		return err == nil && strings.Contains(out, "is healthy")
-	})
+	etcdDir := t.TempDir()
+	startEtcd := func() *exec.Cmd {
+		cmd, _ := seg.Start(db, bins.etcd, "--name", "e1", "--data-dir", etcdDir,
+			"--listen-client-urls", "http://"+kaEtcd+":2379", "--advertise-client-urls", "http://"+kaEtcd+":2379",
+			"--listen-peer-urls", "http://"+kaEtcd+":2380", "--initial-advertise-peer-urls", "http://"+kaEtcd+":2380",
+			"--initial-cluster", "e1=http://"+kaEtcd+":2380", "--log-level", "error")
+		kaWaitFor(t, 30*time.Second, "etcd healthy", func() bool {
+			out, err := seg.Run(10*time.Second, db, bins.etcdctl, "--endpoints", "http://"+kaEtcd+":2379", "endpoint", "health")
+			return err == nil && strings.Contains(out, "is healthy")
+		})
+		return cmd
+	}
+	etcd := startEtcd()
 
 	// Three replicas advertising the VIP, each with an image of a few MiB,
 	// in place before they start: each hashes what it serves at start, and
@@ -458,6 +469,136 @@ func TestKeepalivedMovesTheVirtualAddress(t *testing.T) {
 	images.noFailures(t, back, time.Now(), "while it came back")
 	probes.noFailures(t, back, time.Now(), "while it came back")
 
+	// 4. Every etcd member down (this etcd has one). Every replica is
+	// unready, but alive: the check lowers their priorities rather than
+	// fault them, the VIP stays where it is and boot files keep flowing
+	// through it. DHCP goes silent (fail safe) and resumes, fenced, when
+	// etcd is back.
+	dhcp := &prober{out: filepath.Join(t.TempDir(), "probe.log")}
+	dhcp.cmd, _ = seg.Start(cli, bins.dhcpprobe, "-i", "eth0", "-every", "100ms", "-timeout", "500ms", "-macs", "8", "-out", dhcp.out)
+	defer dhcp.cmd.Process.Kill()
+	kaWaitFor(t, 20*time.Second, "a DHCP answer before the outage", func() bool {
+		for _, r := range dhcp.results(t) {
+			if r.OK {
+				return true
+			}
+		}
+		return false
+	})
+	prio, faults := map[int]int{}, map[int]int{}
+	for i, n := range nodes {
+		prio[i] = strings.Count(n.kaLog.String(), "Changing effective priority")
+		faults[i] = strings.Count(n.kaLog.String(), "Entering FAULT STATE")
+	}
+	outage := time.Now()
+	etcd.Process.Signal(syscall.SIGKILL)
+	etcd.Wait()
+	var live []int
+	for i := range nodes {
+		if i != dead {
+			live = append(live, i)
+		}
+	}
+	for _, i := range live {
+		kaWaitFor(t, 20*time.Second, nodes[i].name+"'s /readyz saying etcd is unreachable", func() bool {
+			out, _ := seg.Run(5*time.Second, nodes[i].ns, "curl", "-s", "--max-time", "3", "http://127.0.0.1:4082/readyz")
+			return strings.Contains(out, "etcd unreachable")
+		})
+	}
+	// Well past fall x (interval + the 2 s /readyz takes without etcd)
+	// of both checks.
+	time.Sleep(8 * time.Second)
+	if held := kaVIPHolders(t, nodes); len(held) != 1 || held[0] != h {
+		t.Errorf("with etcd down the VIP is on %v, want %s alone", held, nodes[h].name)
+	}
+	for _, i := range live {
+		log := nodes[i].kaLog.String()
+		if strings.Count(log, "Entering FAULT STATE") > faults[i] {
+			t.Errorf("%s's keepalived entered FAULT with etcd down", nodes[i].name)
+		}
+		if strings.Count(log, "Changing effective priority") == prio[i] {
+			t.Errorf("%s's keepalived did not lower its priority with etcd down", nodes[i].name)
+		}
+	}
+	if out, err := seg.Run(20*time.Second, cli, "curl", "-sS", "--max-time", "10", "-o", tf, "tftp://"+kaVIP+"/undionly.kpxe"); err != nil {
+		t.Errorf("TFTP through the VIP with etcd down: %v %s", err, out)
+	} else if got, _ := os.ReadFile(tf); string(got) != string(want) {
+		t.Errorf("TFTP through the VIP with etcd down: got %d bytes, want %d", len(got), len(want))
+	}
+	images.waitOK(t, outage, 2, 30*time.Second)
+	silentFrom := time.Now()
+	time.Sleep(2 * time.Second)
+	for _, r := range since(dhcp.results(t), silentFrom) {
+		if r.OK {
+			t.Errorf("DHCP answered with etcd down: %s to %s by %s", r.IP, r.MAC, r.Server)
+			break
+		}
+	}
+	restored := time.Now()
+	etcd = startEtcd()
+	images.noFailures(t, outage, restored, "with etcd down")
+	probes.noFailures(t, outage, restored, "with etcd down")
+	okIn, _ := images.between(outage, restored)
+	probesIn, _ := probes.between(outage, restored)
+	t.Logf("etcd down for %.1f s: the VIP stayed on %s, %d image downloads and %d small requests through it, none failed; TFTP served; DHCP silent",
+		restored.Sub(outage).Seconds(), nodes[h].name, len(okIn), len(probesIn))
+
+	// DHCP resumes, fenced: every ACK after the return is from the one
+	// leader and durable in etcd under its name, and no address went to
+	// two clients.
+	var resumed dhcpprobe.Result
+	kaWaitFor(t, 60*time.Second, "DHCP answering again after etcd's return", func() bool {
+		for _, r := range since(dhcp.results(t), restored) {
+			if r.OK {
+				resumed = r
+				return true
+			}
+		}
+		return false
+	})
+	time.Sleep(2 * time.Second)
+	dhcp.cmd.Process.Signal(syscall.SIGTERM)
+	dhcp.cmd.Wait()
+	all := dhcp.results(t)
+	if err := dhcpprobe.CheckUnique(all); err != nil {
+		t.Error(err)
+	}
+	leader := -1
+	for _, i := range live {
+		if out, err := seg.Run(5*time.Second, nodes[i].ns, "curl", "-sf", "--max-time", "2", "http://127.0.0.1:4082/leader"); err == nil && strings.HasPrefix(out, "leader") {
+			leader = i
+		}
+	}
+	if leader < 0 {
+		t.Fatal("no replica leads DHCP after etcd's return")
+	}
+	out, err := seg.Run(20*time.Second, db, bins.etcdctl, "--endpoints", "http://"+kaEtcd+":2379", "get", "--prefix", "/mayu/leases/", "--print-value-only")
+	if err != nil {
+		t.Fatal(err, out)
+	}
+	leases := map[string]leaseValue{}
+	for _, line := range strings.Split(out, "\n") {
+		var l leaseValue
+		if json.Unmarshal([]byte(line), &l) == nil {
+			leases[l.IP] = l
+		}
+	}
+	answered := 0
+	for _, r := range since(all, restored) {
+		if !r.OK {
+			continue
+		}
+		answered++
+		if r.Server != kaAddrs[leader] {
+			t.Errorf("after etcd's return %s was ACKed %s by %s, not by the leader %s", r.MAC, r.IP, r.Server, nodes[leader].name)
+		}
+		if l := leases[r.IP]; l.MAC != r.MAC || l.Leader != fmt.Sprintf("r%d", leader+1) {
+			t.Errorf("the ACK of %s to %s after etcd's return is not in etcd (%+v)", r.IP, r.MAC, l)
+		}
+	}
+	t.Logf("etcd back: DHCP answered again %.1f s later, %d ACKs since, all by the leader r%d and in etcd",
+		resumed.End.Sub(restored).Seconds(), answered, leader+1)
+
 	images.stop()
 	probes.stop()
 	for _, l := range []*kaLoop{images, probes} {
@@ -502,4 +643,73 @@ func kaNsPids(t *testing.T, ns string) []int {
 		}
 	}
 	return pids
+}
+
+// check-mayu.sh's two modes against a stand-in for mayu's metrics port:
+// alive fails only when mayu does not answer /healthz or /readyz says it
+// must not serve; ready fails whenever /readyz is not 200; no argument
+// means ready (an older keepalived.conf's one check).
+func TestCheckMayuScript(t *testing.T) {
+	netlab.Require(t, "curl")
+	for _, c := range []struct {
+		name         string
+		healthz      bool
+		readyz       int
+		body         string
+		alive, ready bool // exit 0 of each mode
+	}{
+		{"ready", true, 200, "ready", true, true},
+		{"etcd unreachable", true, 503, "not ready: etcd unreachable: context deadline exceeded", true, false},
+		{"config differs", true, 503, "not ready: cluster configuration differs from the DHCP leader's: x", false, false},
+		{"lacks an artifact", true, 503, "not ready: this replica still lacks artifacts a peer has held for over 5m0s: a", false, false},
+		{"healthz down", false, 503, "not ready: etcd unreachable: x", false, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				switch r.URL.Path {
+				case "/healthz":
+					if !c.healthz {
+						http.Error(w, "down", http.StatusInternalServerError)
+						return
+					}
+					fmt.Fprintln(w, "ok")
+				case "/readyz":
+					if c.readyz != 200 {
+						http.Error(w, c.body, c.readyz)
+						return
+					}
+					fmt.Fprintln(w, c.body)
+				default:
+					http.NotFound(w, r)
+				}
+			}))
+			defer srv.Close()
+			run := func(env string, args ...string) bool {
+				cmd := exec.Command("sh", append([]string{"../contrib/keepalived/check-mayu.sh"}, args...)...)
+				cmd.Env = append(os.Environ(), env)
+				out, err := cmd.CombinedOutput()
+				t.Logf("check-mayu.sh %v: %v %s", args, err, out)
+				return err == nil
+			}
+			base := "MAYU_HEALTH=" + srv.URL
+			if got := run(base, "alive"); got != c.alive {
+				t.Errorf("alive: exit 0 = %v, want %v", got, c.alive)
+			}
+			if got := run(base, "ready"); got != c.ready {
+				t.Errorf("ready: exit 0 = %v, want %v", got, c.ready)
+			}
+			if got := run("MAYU_READYZ=" + srv.URL + "/readyz"); got != c.ready {
+				t.Errorf("no argument, MAYU_READYZ: exit 0 = %v, want %v", got, c.ready)
+			}
+		})
+	}
+	// Nothing listening: not alive.
+	srv := httptest.NewServer(http.NotFoundHandler())
+	url := srv.URL
+	srv.Close()
+	cmd := exec.Command("sh", "../contrib/keepalived/check-mayu.sh", "alive")
+	cmd.Env = append(os.Environ(), "MAYU_HEALTH="+url)
+	if err := cmd.Run(); err == nil {
+		t.Error("alive with nothing listening: exit 0")
+	}
 }

@@ -154,6 +154,70 @@ func CheckStable(rs []Result) error {
 		func(r Result) string { return canonIP(r.IP) })
 }
 
+// CheckOverlap fails if one IP was ACKed to two different MACs at once:
+// each ACK is taken to give its MAC the IP from the start of the exchange
+// until lease after its end (a client that renews keeps it throughout; a
+// RELEASE is not in the log, so a released lease counts as held to its
+// end). Unlike CheckUnique it allows an address to pass to another client
+// once the first one's lease has run out. The error is a *ConflictError
+// whose holders are the MACs whose intervals overlap another's.
+func CheckOverlap(rs []Result, lease time.Duration) error {
+	type held struct {
+		mac        string
+		from, till time.Time
+		count      int
+		firstACK   time.Time
+		lastACK    time.Time
+	}
+	byIP := map[string][]*held{}
+	var order []string
+	for _, r := range sortedByStart(rs) {
+		if !r.OK {
+			continue
+		}
+		ip, mac := canonIP(r.IP), canonMAC(r.MAC)
+		hs := byIP[ip]
+		if hs == nil {
+			order = append(order, ip)
+		}
+		// One interval per run of ACKs to the same MAC: a renewal before
+		// the lease ran out extends it, a later ACK starts a new one.
+		if n := len(hs); n > 0 && hs[n-1].mac == mac && !r.Start.After(hs[n-1].till) {
+			h := hs[n-1]
+			h.till, h.count, h.lastACK = maxTime(h.till, r.End.Add(lease)), h.count+1, r.Start
+			continue
+		}
+		byIP[ip] = append(hs, &held{mac: mac, from: r.Start, till: r.End.Add(lease), count: 1, firstACK: r.Start, lastACK: r.Start})
+	}
+	var cs []Conflict
+	for _, ip := range order {
+		hs := byIP[ip]
+		var hit []Holder
+		for i, a := range hs {
+			for _, b := range hs[i+1:] {
+				if a.mac != b.mac && b.from.Before(a.till) && a.from.Before(b.till) {
+					hit = append(hit, Holder{Value: a.mac, First: a.firstACK, Last: a.lastACK, Count: a.count},
+						Holder{Value: b.mac, First: b.firstACK, Last: b.lastACK, Count: b.count})
+				}
+			}
+		}
+		if len(hit) > 0 {
+			cs = append(cs, Conflict{Key: ip, Holders: hit})
+		}
+	}
+	if len(cs) == 0 {
+		return nil
+	}
+	return &ConflictError{What: "IP ACKed to two MACs at once", Conflicts: cs}
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 func check(rs []Result, what string, key, value func(Result) string) error {
 	type entry struct {
 		key     string

@@ -183,6 +183,49 @@ func TestCheckUnique(t *testing.T) {
 	}
 }
 
+func TestCheckOverlap(t *testing.T) {
+	const lease = 100 // ms
+	tests := []struct {
+		name     string
+		log      []string
+		wantKeys []string
+		wantMsg  []string
+	}{
+		{name: "empty"},
+		{
+			name: "renewals keep one holder",
+			log:  []string{ok(0, 1, m1, "10.0.0.100"), ok(50, 51, m1, "10.0.0.100"), ok(140, 141, m1, "10.0.0.100")},
+		},
+		{
+			name: "the address passes on after the lease ran out",
+			log:  []string{ok(0, 1, m1, "10.0.0.100"), ok(102, 103, m2, "10.0.0.100")},
+		},
+		{
+			name: "failures are ignored",
+			log:  []string{ok(0, 1, m1, "10.0.0.100"), fail(10, 11, m2, "timeout")},
+		},
+		{
+			name:     "a second MAC while the first one's lease runs",
+			log:      []string{ok(0, 1, m1, "10.0.0.100"), ok(100, 101, m2, "10.0.0.100"), ok(500, 501, m3, "10.0.0.101")},
+			wantKeys: []string{"10.0.0.100"},
+			wantMsg:  []string{"1× IP ACKed to two MACs at once", "10.0.0.100:", m1 + " (1×", m2 + " (1×"},
+		},
+		{
+			name: "a renewal extends the lease into the next holder's",
+			log: []string{ok(0, 1, m1, "10.0.0.100"), ok(90, 91, m1, "10.0.0.100"),
+				ok(150, 151, m2, "10.0.0.100")},
+			wantKeys: []string{"10.0.0.100"},
+			wantMsg:  []string{m1 + " (2×"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := CheckOverlap(logOf(t, tt.log...), lease*time.Millisecond)
+			checkConflicts(t, err, tt.wantKeys, tt.wantMsg)
+		})
+	}
+}
+
 func TestCheckStable(t *testing.T) {
 	tests := []struct {
 		name     string

@@ -41,6 +41,12 @@ type Config struct {
 	Broadcast bool
 	// Server is where DISCOVER and REQUEST go; nil means 255.255.255.255:67.
 	Server *net.UDPAddr
+	// Renew makes every other exchange of a MAC that holds an address a
+	// lone REQUEST for it (INIT-REBOOT: option 50, no server identifier,
+	// broadcast), as a client that verifies its lease: the server must
+	// ACK it from its lease table, or NAK it. A NAK makes the MAC's next
+	// exchange a full one again.
+	Renew bool
 }
 
 // Prober performs DHCP exchanges over one connection. It is not safe for
@@ -50,6 +56,14 @@ type Prober struct {
 	cfg  Config
 	mods []dhcpv4.Modifier
 	buf  []byte
+	held map[string]heldLease // by MAC, with Config.Renew
+}
+
+// heldLease is the address a MAC was last ACKed, and whether its next
+// exchange renews it.
+type heldLease struct {
+	ip    net.IP
+	renew bool
 }
 
 // NewProber returns a prober using conn, typically from ListenRaw; any
@@ -72,7 +86,7 @@ func NewProber(conn net.PacketConn, cfg Config) *Prober {
 	if cfg.Arch >= 0 && cfg.Arch <= 0xffff {
 		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptClientArch(iana.Arch(cfg.Arch))))
 	}
-	return &Prober{conn: conn, cfg: cfg, mods: mods, buf: make([]byte, 4096)}
+	return &Prober{conn: conn, cfg: cfg, mods: mods, buf: make([]byte, 4096), held: map[string]heldLease{}}
 }
 
 // MAC is the index-th probe MAC, 02:00:00:00:<hi>:<lo>: locally
@@ -89,8 +103,23 @@ func (p *Prober) Exchange(ctx context.Context, mac net.HardwareAddr) Result {
 	res := Result{Start: time.Now(), MAC: mac.String()}
 	ctx, cancel := context.WithDeadline(ctx, res.Start.Add(p.cfg.Timeout))
 	defer cancel()
-	ack, err := p.dora(ctx, mac)
+	var ack *dhcpv4.DHCPv4
+	var err error
+	h, renew := p.held[res.MAC]
+	if renew = renew && h.renew; renew {
+		ack, err = p.verify(ctx, mac, h.ip)
+	} else {
+		ack, err = p.dora(ctx, mac)
+	}
 	res.End = time.Now()
+	if p.cfg.Renew {
+		switch {
+		case err == nil:
+			p.held[res.MAC] = heldLease{ip: ack.YourIPAddr, renew: !renew}
+		case errors.Is(err, ErrNak):
+			delete(p.held, res.MAC)
+		}
+	}
 	if err != nil {
 		res.Reason = Reason(err)
 		return res
@@ -146,6 +175,32 @@ func (p *Prober) dora(ctx context.Context, mac net.HardwareAddr) (*dhcpv4.DHCPv4
 		}
 		// Another server's answer to our broadcast REQUEST is not ours.
 		return sid == nil || m.ServerIdentifier() == nil || m.ServerIdentifier().Equal(sid)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if reply.MessageType() == dhcpv4.MessageTypeNak {
+		return nil, ErrNak
+	}
+	if reply.YourIPAddr.To4() == nil || reply.YourIPAddr.IsUnspecified() {
+		return nil, errors.New("ack_without_address")
+	}
+	return reply, nil
+}
+
+// verify asks for ip again with a lone REQUEST (INIT-REBOOT).
+func (p *Prober) verify(ctx context.Context, mac net.HardwareAddr, ip net.IP) (*dhcpv4.DHCPv4, error) {
+	request, err := dhcpv4.New(append([]dhcpv4.Modifier{
+		dhcpv4.WithHwAddr(mac),
+		dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip)),
+	}, p.mods...)...)
+	if err != nil {
+		return nil, fmt.Errorf("building REQUEST: %w", err)
+	}
+	reply, err := p.sendAndWait(ctx, request, func(m *dhcpv4.DHCPv4) bool {
+		t := m.MessageType()
+		return t == dhcpv4.MessageTypeAck || t == dhcpv4.MessageTypeNak
 	})
 	if err != nil {
 		return nil, err

@@ -283,3 +283,58 @@ func TestExchangeSequence(t *testing.T) {
 		}
 	}
 }
+
+// With Renew, a MAC holding an address alternates a lone REQUEST for it
+// (option 50, no server identifier, no DISCOVER) with a full exchange; a
+// NAK sends it back to a full exchange.
+func TestExchangeRenew(t *testing.T) {
+	var mu sync.Mutex
+	nak := false
+	s := newFakeServer(t, func(req *dhcpv4.DHCPv4) []*dhcpv4.DHCPv4 {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case req.MessageType() == dhcpv4.MessageTypeDiscover:
+			return []*dhcpv4.DHCPv4{reply(t, req, dhcpv4.MessageTypeOffer, srvID)}
+		case req.MessageType() == dhcpv4.MessageTypeRequest && nak:
+			return []*dhcpv4.DHCPv4{reply(t, req, dhcpv4.MessageTypeNak, srvID)}
+		default:
+			return []*dhcpv4.DHCPv4{reply(t, req, dhcpv4.MessageTypeAck, srvID)}
+		}
+	})
+	p := s.prober(Config{Timeout: time.Second, Renew: true})
+	var kinds []string
+	exchange := func(wantOK bool) {
+		t.Helper()
+		before := len(s.requests())
+		r := p.Exchange(context.Background(), MAC(1))
+		if r.OK != wantOK || wantOK && r.IP != leased.String() {
+			t.Fatalf("%+v", r)
+		}
+		var k []string
+		for _, req := range s.requests()[before:] {
+			k = append(k, req.MessageType().String())
+			if req.MessageType() == dhcpv4.MessageTypeRequest && len(s.requests())-before == 1 {
+				if !req.RequestedIPAddress().Equal(leased) || req.ServerIdentifier() != nil {
+					t.Fatalf("renewal REQUEST: requested %v, server id %v", req.RequestedIPAddress(), req.ServerIdentifier())
+				}
+			}
+		}
+		kinds = append(kinds, strings.Join(k, "+"))
+	}
+	exchange(true)
+	exchange(true)
+	exchange(true)
+	mu.Lock()
+	nak = true
+	mu.Unlock()
+	exchange(false) // the renewal is NAKed
+	mu.Lock()
+	nak = false
+	mu.Unlock()
+	exchange(true)
+	want := []string{"DISCOVER+REQUEST", "REQUEST", "DISCOVER+REQUEST", "REQUEST", "DISCOVER+REQUEST"}
+	if strings.Join(kinds, " ") != strings.Join(want, " ") {
+		t.Fatalf("exchanges %v, want %v", kinds, want)
+	}
+}

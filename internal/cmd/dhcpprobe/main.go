@@ -8,6 +8,9 @@
 //	<unix_ms_start> <unix_ms_end> ok <mac> <ip> <server_id>
 //	<unix_ms_start> <unix_ms_end> fail <mac> <reason>
 //
+// With -renew, every other exchange of a MAC that holds an address is a
+// lone REQUEST for it (INIT-REBOOT), logged the same way.
+//
 // Attempts never overlap: one taking longer than the interval delays the
 // next, which then starts right away. Each attempt is bounded by -timeout
 // and nothing is retransmitted within it. On SIGINT/SIGTERM or after
@@ -60,6 +63,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.cfg.Vendor, "vendor", "", "vendor class identifier (option 60) to send; empty: none")
 	fs.IntVar(&o.cfg.Arch, "arch", -1, "client system architecture (option 93) to send; -1: none")
 	fs.BoolVar(&o.cfg.Release, "release", false, "send a RELEASE after each ACK")
+	fs.BoolVar(&o.cfg.Renew, "renew", false, "every other exchange of a MAC holding an address is a lone REQUEST for it (INIT-REBOOT), as a client verifying its lease")
 	fs.BoolVar(&o.cfg.Broadcast, "broadcast", true, "set the BROADCAST flag so servers broadcast their replies")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: dhcpprobe -i IFACE [flags]\n\n"+
