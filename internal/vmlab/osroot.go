@@ -108,6 +108,13 @@ func OSRoot(ctx context.Context, cache string, logf func(string, ...any)) (strin
 	if err := os.Rename(part, img); err != nil {
 		return "", err
 	}
+	// The roots of earlier keys: ~140 MiB each, never used again.
+	old, _ := filepath.Glob(filepath.Join(cache, "osroot-*.ext4"))
+	for _, o := range old {
+		if o != img {
+			os.Remove(o)
+		}
+	}
 	return img, nil
 }
 
