@@ -101,6 +101,9 @@ type replicaOptions struct {
 	// wideSegment: the segment is 10.99.0.0/16 with a pool of several
 	// hundred addresses (fixture.Config.WideSegment).
 	wideSegment bool
+	// ignition: the shipped Ignition final config (vm_test.go: the OS
+	// runs the real Ignition on it).
+	ignition bool
 }
 
 // startReplica writes a files directory, boot files and a config, and
@@ -120,7 +123,7 @@ func startReplica(t *testing.T, lab *netlab.TLab, ns string, o replicaOptions) *
 	path, err := fixture.Config{Dir: dir, Name: o.name, Interface: o.iface, Advertise: o.advertise, Etcd: o.etcd,
 		ElectionTTL: "3s", LeaseTime: "10m", RelayPool: true, KernelArgs: o.kernelArgs, TemplateVars: o.vars,
 		AnswerInstalledIPXE: o.answerIPXE, Extra: o.extra, Image: o.image, NodeExtra: o.nodeExtra,
-		WideSegment: o.wideSegment}.Write()
+		WideSegment: o.wideSegment, IgnitionFinalConfig: o.ignition}.Write()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,15 +2,21 @@ package e2e
 
 // Real machines: qemu VMs network-boot through mayu, install the OS image
 // on their disk, reboot into it and report boot-complete, under SeaBIOS
-// and OVMF. The installer and the OS image are built from Debian packages
+// and OVMF. On its first boot the OS runs the real Ignition (Debian's 2.14)
+// from its initramfs on the final config mayu rendered for it, from the
+// shipped template etc/templates/final-config.ign.yaml, and switches to a
+// systemd root where the network comes up as Ignition's files say and the
+// unit Ignition enabled reports boot-complete; what Ignition wrote is then
+// read from the VM's disk. The installer and the OS image are built from Debian packages
 // when the tests start (package internal/vmlab); the VMs run with TCG, one
 // at a time, on a bridge inside namespaces the test creates.
 //
 // Each VM's serial console is read line by line: every step below waits
 // for the marker the flow prints at that moment (iPXE echoes mayu's
 // scripts, the installer and its first-stage script log as
-// mayu-installer: / mayu-install[<id>]:, the OS as MAYU-OS:), and the
-// machine's record in etcd is checked where the flow changes it.
+// mayu-installer: / mayu-install[<id>]:, the OS's initramfs and its
+// console report as MAYU-OS:), and the machine's record in etcd is checked
+// where the flow changes it.
 
 import (
 	"encoding/json"
@@ -32,6 +38,19 @@ import (
 // A console line that ends every wait: the installer, its first stage or
 // the OS says it failed, or the kernel died.
 var vmFailure = regexp.MustCompile(`mayu-installer: FAILED|mayu-install\[.*\]: FAILED|MAYU-OS: FAILED|Kernel panic`)
+
+// vmSSHKey is template var ssh_authorized_key of the VM tests: the
+// shipped final config has Ignition install it for the user core.
+const vmSSHKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE2eVmTestKeyOfMayuE2eOnly vm-test@mayu"
+
+// vmVars are the template variables of the VM tests' replicas, with more.
+func vmVars(more map[string]string) map[string]string {
+	vars := map[string]string{"ssh_authorized_key": vmSSHKey}
+	for k, v := range more {
+		vars[k] = v
+	}
+	return vars
+}
 
 var vmBuild struct {
 	sync.Once
@@ -92,7 +111,8 @@ func newVMLab(t *testing.T, b *vmlab.Build) *vmLab {
 	l := &vmLab{seg: netlab.NewSegmentT(t)}
 	l.srv = l.seg.AddHost("srv", "10.99.0.1/24")
 	startRA(t, l.seg.TLab, l.srv, "eth0")
-	l.r = startReplica(t, l.seg.TLab, l.srv, replicaOptions{iface: "eth0", files: b.Dir, kernelArgs: vmlab.KernelArgs})
+	l.r = startReplica(t, l.seg.TLab, l.srv, replicaOptions{iface: "eth0", files: b.Dir, kernelArgs: vmlab.KernelArgs,
+		ignition: true, vars: vmVars(nil)})
 	l.r.waitLog(t, "answering DHCP", 30*time.Second)
 	l.seg.AddTap("tap0")
 	return l
@@ -101,9 +121,10 @@ func newVMLab(t *testing.T, b *vmlab.Build) *vmLab {
 // vm is a booted VM and the test's view of it.
 type vm struct {
 	*vmlab.VM
-	t   *testing.T
-	id  string
-	mac string
+	t    *testing.T
+	id   string
+	mac  string
+	disk string // its raw disk image
 }
 
 func bootVM(t *testing.T, seg *netlab.TSegment, fw vmlab.Firmware, firmwarePXE bool, serial, mac string) *vm {
@@ -123,7 +144,7 @@ func bootVM(t *testing.T, seg *netlab.TSegment, fw vmlab.Firmware, firmwarePXE b
 		}
 	})
 	t.Logf("qemu %s (%s%s), MAC %s, pid %d; console: %s", serial, fw, map[bool]string{true: ", firmware PXE"}[firmwarePXE], mac, v.Pid(), v.LogPath())
-	return &vm{VM: v, t: t, id: strings.ToLower(serial), mac: mac}
+	return &vm{VM: v, t: t, id: strings.ToLower(serial), mac: mac, disk: filepath.Join(dir, "disk.raw")}
 }
 
 // step waits for the next console line matching pattern and logs it.
@@ -154,31 +175,87 @@ func (v *vm) install(firmware time.Duration) {
 	v.step(30*time.Second, "the installer gets a DHCP lease", `mayu-installer: DHCP lease 10\.99\.0\.1\d\d/`)
 	v.step(30*time.Second, "the first stage runs", `mayu-installer: running the first-stage script`)
 	v.step(30*time.Second, "it writes the OS image", `mayu-install\[`+id+`\]: writing the OS image to /dev/vda`)
-	v.step(120*time.Second, "it puts the final config on the disk", `mayu-install\[`+id+`\]: putting the final config on /dev/vda1`)
+	v.step(300*time.Second, "it puts the final config on the disk", `mayu-install\[`+id+`\]: putting the final config on /dev/vda1`)
 	v.step(30*time.Second, "it announces installed", `mayu-install\[`+id+`\]: announcing installed`)
 	v.step(120*time.Second, "and reboots", `mayu-install\[`+id+`\]: done, rebooting`)
 }
 
 // bootDisk follows the boot after an install: nobody answers the network
-// boot, the firmware falls through to the disk, the OS comes up on its
-// static address and reports boot-complete. It returns the address.
-func (v *vm) bootDisk(fallThrough time.Duration) string {
+// boot, the firmware falls through to the disk, the OS's initramfs runs
+// Ignition on the final config (first boot), switches to the root's
+// systemd, and the OS comes up on its static address. It returns the
+// hostname and address the OS reports on its console; boot-complete is
+// the business of the unit Ignition installed (the caller waits for
+// `running` in etcd).
+func (v *vm) bootDisk(fallThrough time.Duration) (hostname, addr string) {
 	v.t.Helper()
-	id := regexp.QuoteMeta(v.id)
-	up := v.step(fallThrough, "the disk boots: the OS is up", `MAYU-OS: up: id=`+id+` `)
-	addr := regexp.MustCompile(`address=(\S+)/24`).FindStringSubmatch(up.Text)
-	if addr == nil {
-		v.t.Fatalf("the OS names no address: %s", up.Text)
+	first := v.step(fallThrough, "the disk boots: its initramfs runs Ignition", `MAYU-OS: ignition: first boot, running Ignition`)
+	v.step(60*time.Second, "Ignition's files stage applies the final config", `MAYU-OS: ignition files stage done`)
+	v.step(30*time.Second, "the initramfs switches to the systemd root", `MAYU-OS: switching to the root file system`)
+	up := v.step(180*time.Second, "the OS is up", `MAYU-OS: up: hostname=`)
+	m := regexp.MustCompile(`hostname=(\S+) addresses=\S+:([0-9.]+)/24`).FindStringSubmatch(up.Text)
+	if m == nil {
+		v.t.Fatalf("the OS names no hostname and address: %s", up.Text)
 	}
-	v.step(60*time.Second, "it reports boot-complete", `MAYU-OS: boot-complete reported: id=`+id)
 	// The way there: the firmware's network boot got no script this time.
 	from := v.lastInstall()
 	for _, l := range v.Lines() {
-		if l.At > from && l.At < up.At && strings.Contains(l.Text, "mayu: installing machine") {
+		if l.At > from && l.At < first.At && strings.Contains(l.Text, "mayu: installing machine") {
 			v.t.Fatalf("the installed machine was netbooted into the installer again: %s", l)
 		}
 	}
-	return addr[1]
+	return m[1], m[2]
+}
+
+// checkIgnition reads from the VM's disk what the real Ignition wrote
+// from the final config mayu rendered for m (etc/templates/
+// final-config.ign.yaml), and checks that the unit that reported
+// boot-complete is the one Ignition installed and enabled (through its
+// preset, which systemd applied on the first boot), and that the OS
+// answers on its InternalAddr.
+func checkIgnition(t *testing.T, lab *netlab.TLab, ns string, v *vm, m *machine.Machine) {
+	t.Helper()
+	root, err := vmlab.OpenRootFS(t.Context(), v.disk, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		path string
+		mode os.FileMode
+		uid  int
+		want []string // each a substring; the first line-exact when it ends in \n
+	}{
+		{"/etc/hostname", 0o644, 0, []string{m.Hostname + "\n"}},
+		{"/etc/systemd/network/00-mayu.network", 0o644, 0, []string{"[Match]\nMACAddress=" + v.mac,
+			"[Network]\nAddress=" + m.InternalAddr + "/24\n", "Gateway=10.99.0.1\n"}},
+		{"/home/core/.ssh/authorized_keys.d/ignition", 0o600, 500, []string{vmSSHKey + "\n"}},
+		{"/etc/mayu/metadata", 0o644, 0, nil},
+		{"/etc/mayu/boot-complete", 0o600, 0, []string{"/machines/" + v.id + "/boot-complete?token="}},
+		{"/etc/systemd/system/mayu-boot-complete.service", 0o644, 0, []string{"ExecStart=/bin/sh -c", "curl"}},
+		{"/etc/systemd/system-preset/20-ignition.preset", 0o644, 0, []string{"enable mayu-boot-complete.service\n"}},
+	} {
+		f, err := root.File(c.path)
+		if err != nil {
+			t.Errorf("Ignition wrote no %s: %v", c.path, err)
+			continue
+		}
+		for _, w := range c.want {
+			if !strings.Contains(string(f.Data), w) {
+				t.Errorf("%s lacks %q:\n%s", c.path, w, f.Data)
+			}
+		}
+		if f.Mode != c.mode || f.UID != c.uid {
+			t.Errorf("%s: mode %o owner %d, want %o owner %d", c.path, f.Mode, f.UID, c.mode, c.uid)
+		}
+	}
+	wants := "/etc/systemd/system/multi-user.target.wants/mayu-boot-complete.service"
+	if target, err := root.Link(wants); err != nil || target != "/etc/systemd/system/mayu-boot-complete.service" {
+		t.Errorf("systemd did not enable the unit Ignition installed (%s → %q, %v)", wants, target, err)
+	}
+	if out, err := lab.Run(10*time.Second, ns, "busybox", "ping", "-c", "1", "-W", "2", m.InternalAddr); err != nil {
+		t.Errorf("the OS's static address %s does not answer ping: %v\n%s", m.InternalAddr, err, out)
+	}
+	t.Logf("          disk: Ignition wrote hostname %s, networkd file for %s, core's SSH key, metadata, the boot-complete unit (enabled)", m.Hostname, m.InternalAddr)
 }
 
 // lastInstall is when the last first-stage script announced the reboot.
@@ -264,21 +341,19 @@ func fullCycle(t *testing.T, fw vmlab.Firmware, mac string, fallThrough time.Dur
 	m := waitState(t, l.seg.TLab, l.srv, etcd, v.id, machine.Installed, 30*time.Second)
 	boot1 := time.Since(start)
 
-	t.Log("boot 2: the leader stays silent, the firmware falls through to the disk")
-	addr := v.bootDisk(fallThrough)
-	if addr != m.InternalAddr {
-		t.Errorf("the OS brought up %s, its InternalAddr is %s", addr, m.InternalAddr)
+	t.Log("boot 2: the leader stays silent, the firmware falls through to the disk; Ignition configures the OS")
+	hostname, addr := v.bootDisk(fallThrough)
+	if addr != m.InternalAddr || hostname != m.Hostname {
+		t.Errorf("the OS came up as %s on %s; its record says %s on %s", hostname, addr, m.Hostname, m.InternalAddr)
 	}
-	m = waitState(t, l.seg.TLab, l.srv, etcd, v.id, machine.Running, 30*time.Second)
+	m = waitState(t, l.seg.TLab, l.srv, etcd, v.id, machine.Running, 120*time.Second)
 	if m.LastBoot.IsZero() {
 		t.Error("running, but no last boot time")
 	}
 	if !ignoredInstalled(l.r.log.String(), mac) {
 		t.Error("mayu's log shows no DHCP request of the installed machine ignored")
 	}
-	if out, err := l.seg.Run(10*time.Second, l.srv, "busybox", "ping", "-c", "1", "-W", "2", addr); err != nil {
-		t.Errorf("the OS's static address %s does not answer ping: %v\n%s", addr, err, out)
-	}
+	checkIgnition(t, l.seg.TLab, l.srv, v, m)
 	boot2 := time.Since(start) - boot1
 	t.Logf("mayuctl list:\n%s", l.mayuctl(t, "list"))
 
@@ -339,8 +414,8 @@ func TestVMThreeReplicasLeaderKilledDuringInstall(t *testing.T) {
 		urls = append(urls, "http://"+a+":4081")
 	}
 	c := newClusterWith(t, replicaOptions{files: b.Dir,
-		kernelArgs: vmlab.KernelArgs + " mayu.urls=" + strings.Join(urls, ","),
-		vars:       map[string]string{"mayu_urls": strings.Join(urls, " ")}})
+		kernelArgs: vmlab.KernelArgs + " mayu.urls=" + strings.Join(urls, ","), ignition: true,
+		vars: vmVars(map[string]string{"mayu_urls": strings.Join(urls, " ")})})
 	ra := c.seg.AddHost("ra")
 	startRA(t, c.seg.TLab, ra, "eth0")
 	c.seg.AddTap("tap0")
@@ -372,7 +447,7 @@ func TestVMThreeReplicasLeaderKilledDuringInstall(t *testing.T) {
 	// stage retries its calls there (mayu_urls).
 	v.step(60*time.Second, "the installer or the first stage retries on another replica",
 		`(mayu-install\[`+v.id+`\]|mayu-installer): retry 1: `)
-	v.step(120*time.Second, "it announces installed", `mayu-install\[`+v.id+`\]: announcing installed`)
+	v.step(300*time.Second, "it announces installed", `mayu-install\[`+v.id+`\]: announcing installed`)
 	v.step(120*time.Second, "and reboots", `mayu-install\[`+v.id+`\]: done, rebooting`)
 	m := waitState(t, c.seg.TLab, c.nodes[(l+1)%3], etcd, v.id, machine.Installed, 30*time.Second)
 	if m.LastReplica == fmt.Sprintf("r%d", l+1) {
@@ -381,11 +456,14 @@ func TestVMThreeReplicasLeaderKilledDuringInstall(t *testing.T) {
 	nl := c.leader(30 * time.Second)
 	t.Logf("r%d leads DHCP now", nl+1)
 
-	addr := v.bootDisk(90 * time.Second)
-	m = waitState(t, c.seg.TLab, c.nodes[(l+1)%3], etcd, v.id, machine.Running, 30*time.Second)
+	_, addr := v.bootDisk(90 * time.Second)
+	// The unit Ignition installed reports boot-complete to the first
+	// replica of mayu_urls that answers: the killed leader may be first.
+	m = waitState(t, c.seg.TLab, c.nodes[(l+1)%3], etcd, v.id, machine.Running, 120*time.Second)
 	if addr != m.InternalAddr {
 		t.Errorf("the OS brought up %s, its InternalAddr is %s", addr, m.InternalAddr)
 	}
+	checkIgnition(t, c.seg.TLab, c.cli, v, m)
 	if !ignoredInstalled(c.replicas[nl].log.String(), v.mac) {
 		t.Error("the new leader's log shows no DHCP request of the installed machine ignored")
 	}
@@ -402,7 +480,8 @@ func TestVMThreeReplicasLeaderKilledDuringInstall(t *testing.T) {
 // image's digest. The configuration names it, so it cannot be removed.
 func TestVMInstallsArtifactFromPeer(t *testing.T) {
 	b := requireVM(t, vmlab.BIOS)
-	c := newClusterWith(t, replicaOptions{files: b.Dir, kernelArgs: vmlab.KernelArgs, image: "artifact:os-vm"})
+	c := newClusterWith(t, replicaOptions{files: b.Dir, kernelArgs: vmlab.KernelArgs, image: "artifact:os-vm",
+		ignition: true, vars: vmVars(nil)})
 	ra := c.seg.AddHost("ra")
 	startRA(t, c.seg.TLab, ra, "eth0")
 	c.seg.AddTap("tap0")

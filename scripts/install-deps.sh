@@ -10,7 +10,8 @@
 #                     artifact tests (internal/flatcarfixture)
 #   prometheus        promtool, which checks and unit-tests contrib/prometheus/alerts.yml
 #   ignition          ignition-validate, a second, independent check of the
-#                     Ignition configs mayu renders (pkg/ignition, pkg/render)
+#                     Ignition configs mayu renders (pkg/ignition, pkg/render);
+#                     its ignition binary runs in the VM tests' OS (below)
 # The VM tests and the demo (package internal/vmlab; shared/reference/lab.md §1):
 #   qemu-system-x86   the VMs (TCG: this machine's KVM cannot run them)
 #   ovmf              UEFI firmware; SeaBIOS comes with qemu
@@ -20,6 +21,12 @@
 #                     without root or loop devices
 #   kmod xz-utils     depmod/modprobe resolve the installer's kernel modules;
 #                     xz unpacks them where the kernel ships them compressed
+#   mmdebstrap e2fsprogs
+#                     the test OS's systemd root from Debian packages, into an
+#                     ext4 image (mkfs.ext4 -d); debugfs reads what Ignition
+#                     wrote there, without mounting
+#                     (the test OS's initramfs runs the real Ignition, package
+#                     ignition above, on the final config mayu rendered)
 #   dnsmasq-base      IPv6 router advertisements on the lab segment, so iPXE
 #                     does not wait ~13 s for one (no DHCP, no service: -base)
 # Not installed, downloaded by the tests with `apt-get download` instead:
@@ -29,7 +36,8 @@
 set -eu
 
 packages="curl ca-certificates git iproute2 busybox kea-admin atftp ipxe gnupg prometheus keepalived ignition
-qemu-system-x86 ovmf ipxe-qemu syslinux syslinux-common mtools dosfstools kmod xz-utils dnsmasq-base"
+qemu-system-x86 ovmf ipxe-qemu syslinux syslinux-common mtools dosfstools kmod xz-utils dnsmasq-base
+mmdebstrap e2fsprogs"
 
 missing=""
 for p in $packages; do

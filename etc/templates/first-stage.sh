@@ -13,8 +13,10 @@
 # gives the right bytes: a corrupt image is never announced.
 #
 # Template variables it reads (cluster.template_vars):
-#   config_partition  the partition that receives mayu/final-config.yaml
-#                     (default: the install disk's first partition)
+#   config_partition  the partition that receives the final config as
+#                     mayu/final-config, where the installed OS reads it (the
+#                     test OS's initramfs hands it to Ignition on the first
+#                     boot). Default: the install disk's first partition
 #   image_decompress  bzip2, gzip or xz: the image is served compressed
 #                     (Flatcar publishes flatcar_production_image.bin.bz2)
 #                     and is decompressed onto the disk; the digest checked
@@ -221,7 +223,7 @@ done
 mkdir -p /mnt/mayu-root
 if mount "$CONFIG_PART" /mnt/mayu-root; then
 	mkdir -p /mnt/mayu-root/mayu
-	cp /tmp/mayu-final-config /mnt/mayu-root/mayu/final-config.yaml
+	cp /tmp/mayu-final-config /mnt/mayu-root/mayu/final-config
 	umount /mnt/mayu-root
 else
 	fail "cannot mount $CONFIG_PART to place the final config"

@@ -6,6 +6,7 @@ import (
 	_ "embed"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,7 +88,7 @@ func BuildAll(ctx context.Context, cache, dir string, logf func(string, ...any))
 	if err := os.MkdirAll(filepath.Join(dir, "images"), 0o755); err != nil {
 		return nil, err
 	}
-	if err := BuildOSImage(ctx, busybox, k, cache, b.Path(ImageFile)); err != nil {
+	if err := BuildOSImage(ctx, busybox, k, cache, b.Path(ImageFile), logf); err != nil {
 		return nil, fmt.Errorf("OS image: %w", err)
 	}
 	b.ImageTime = time.Since(t0)
@@ -194,15 +195,84 @@ func BuildInstaller(busybox string, k *Kernel, out string) error {
 	return writeInitramfs(r, out)
 }
 
-// osInitramfs is the OS image's initramfs: its /init reads the final
-// config from the disk and reports boot-complete.
-func osInitramfs(busybox string, k *Kernel, out string) error {
+// IgnitionBinary is the real Ignition, from Debian's package ignition
+// (2.14): the binary its dracut module puts in an initramfs.
+const IgnitionBinary = "/usr/lib/dracut/modules.d/30ignition/ignition"
+
+// Ignition's stages exec a few tools. For users it runs `usermod --root
+// /sysroot core` (useradd, groupadd for new ones): the initramfs has no
+// shadow tools, so these run the root's own, chrooted into it. After
+// writing, the files stage relabels for SELinux with setfiles, which the
+// test OS (SELinux disabled) does not need: a no-op that reads its list.
+var (
+	shadowShim = []byte(`#!/bin/sh
+# Ignition's call of a shadow tool with --root DIR: the root's own tool,
+# chrooted there. --root / stays, because usermod refuses a call without
+# any option ("no options"), which is what Ignition sends for an existing
+# user it only adds SSH keys to.
+root=/
+if [ "$1" = --root ]; then root=$2; shift 2; fi
+exec chroot "$root" "/usr/sbin/${0##*/}" --root / "$@"
+`)
+	setfilesNoop = []byte(`#!/bin/sh
+# The test OS has SELinux disabled: nothing to relabel.
+cat >/dev/null
+`)
+)
+
+// osInitramfs is the OS image's initramfs: its /init runs the real
+// Ignition on the final config on the first boot, then switches to the
+// root file system's systemd. Ignition is linked against glibc and
+// libblkid: the libraries ldd names and the ELF interpreter come along.
+func osInitramfs(ctx context.Context, busybox string, k *Kernel, out string) error {
 	r, err := baseInitramfs(busybox, k)
 	if err != nil {
 		return err
 	}
 	r.file("init", 0o755, osInit)
+	if err := r.copyFile("bin/ignition", 0o755, IgnitionBinary); err != nil {
+		return fmt.Errorf("%w (package ignition)", err)
+	}
+	libs, err := sharedLibraries(ctx, IgnitionBinary)
+	if err != nil {
+		return err
+	}
+	for _, lib := range libs {
+		if err := r.copyFile(strings.TrimPrefix(lib, "/"), 0o755, lib); err != nil {
+			return err
+		}
+	}
+	for _, tool := range []string{"usermod", "useradd", "groupadd", "groupmod", "chpasswd"} {
+		r.file("sbin/"+tool, 0o755, shadowShim)
+	}
+	r.file("sbin/setfiles", 0o755, setfilesNoop)
+	r.dir("sysroot")
+	r.dir("boot")
 	return writeInitramfs(r, out)
+}
+
+// sharedLibraries are the files ldd says bin loads, the ELF interpreter
+// among them, each at the path it is looked up by (symlinks resolved into
+// a file there).
+func sharedLibraries(ctx context.Context, bin string) ([]string, error) {
+	out, err := output(ctx, "ldd", bin)
+	if err != nil {
+		return nil, err
+	}
+	var libs []string
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
+			libs = append(libs, f[2])
+		case len(f) >= 1 && strings.HasPrefix(f[0], "/"): // the interpreter
+			libs = append(libs, f[0])
+		}
+	}
+	if len(libs) == 0 {
+		return nil, fmt.Errorf("ldd %s names no libraries:\n%s", bin, out)
+	}
+	return libs, nil
 }
 
 func writeInitramfs(r *initramfs, out string) error {
@@ -217,32 +287,46 @@ func writeInitramfs(r *initramfs, out string) error {
 	return f.Close()
 }
 
-// The OS image: an MBR disk with one active FAT16 partition at 1 MiB,
-// labelled MAYU-OS, that boots on both firmwares:
-//   - BIOS: syslinux's MBR code, SYSLINUX in the partition;
-//   - UEFI: systemd-boot as the removable-media loader \EFI\BOOT\BOOTX64.EFI.
+// The OS image: an MBR disk with two partitions.
 //
-// Both boot the same kernel and the OS initramfs. It is built without root
-// and without loop devices (mkfs.fat --offset, syslinux --offset, mtools),
-// so the build leaves nothing behind on the machine.
+//  1. at 1 MiB, FAT16, active, labelled MAYU-OS: the boot partition, which
+//     boots on both firmwares (BIOS: syslinux's MBR code, SYSLINUX in the
+//     partition; UEFI: systemd-boot as the removable-media loader
+//     \EFI\BOOT\BOOTX64.EFI) the same kernel and the OS initramfs, and
+//     where the installer puts the final config (mayu/final-config);
+//  2. at bootMiB, ext4, labelled MAYU-ROOT: the systemd root (OSRoot).
+//
+// It is built without mounts and without loop devices (mkfs.fat --offset,
+// syslinux --offset, mtools, mkfs.ext4 -d), so the build leaves nothing
+// behind on the machine (the root's first build, mmdebstrap, needs root).
 const (
-	imageMiB    = 32
+	bootMiB     = 32   // the end of the boot partition, where the root starts
 	partStart   = 2048 // sectors: 1 MiB
 	imageLabel  = "MAYU-OS"
-	osCmdline   = "console=ttyS0 quiet"
 	syslinuxMBR = "/usr/lib/syslinux/mbr/mbr.bin"
 	sdBootPath  = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi"
 )
 
-// BuildOSImage writes the OS disk image to out.
-func BuildOSImage(ctx context.Context, busybox string, k *Kernel, cache, out string) error {
+// osCmdline is the OS kernel's command line: the console on the serial
+// port the tests read, systemd's unit status there while it boots, by
+// unit name (a boot that hangs shows on which unit), the kernel's own
+// messages kept to errors (TCG is slow to print them).
+const osCmdline = "console=ttyS0 quiet systemd.show_status=1 systemd.status_unit_format=name"
+
+// BuildOSImage writes the OS disk image to out, with its root file system
+// from the cache (built there the first time).
+func BuildOSImage(ctx context.Context, busybox string, k *Kernel, cache, out string, logf func(string, ...any)) error {
 	tmp, err := os.MkdirTemp(filepath.Dir(out), ".osimage-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp)
+	rootImg, err := OSRoot(ctx, cache, logf)
+	if err != nil {
+		return fmt.Errorf("root file system: %w", err)
+	}
 	initrd := filepath.Join(tmp, "initrd.img")
-	if err := osInitramfs(busybox, k, initrd); err != nil {
+	if err := osInitramfs(ctx, busybox, k, initrd); err != nil {
 		return err
 	}
 	sdboot, err := systemdBoot(ctx, cache)
@@ -250,7 +334,17 @@ func BuildOSImage(ctx context.Context, busybox string, k *Kernel, cache, out str
 		return err
 	}
 
-	sectors := imageMiB*2048 - partStart
+	sectors := bootMiB*2048 - partStart
+	root, err := os.Open(rootImg)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	st, err := root.Stat()
+	if err != nil {
+		return err
+	}
+	rootSectors := (st.Size() + 511) / 512
 	img := filepath.Join(tmp, "os.img")
 	f, err := os.Create(img)
 	if err != nil {
@@ -261,21 +355,35 @@ func BuildOSImage(ctx context.Context, busybox string, k *Kernel, cache, out str
 		f.Close()
 		return fmt.Errorf("%w (package syslinux-common)", err)
 	}
-	// Boot code (440 bytes), one partition entry: active, type 0x0e
-	// (FAT16, LBA), start and length in sectors; CHS fields unused.
+	// Boot code (440 bytes), two partition entries (active FAT16 LBA
+	// 0x0e; Linux 0x83), start and length in sectors; CHS fields unused.
 	sector := make([]byte, 512)
 	copy(sector, mbr[:min(len(mbr), 440)])
-	entry := sector[446:462]
-	entry[0] = 0x80
-	copy(entry[1:4], []byte{0xfe, 0xff, 0xff})
-	entry[4] = 0x0e
-	copy(entry[5:8], []byte{0xfe, 0xff, 0xff})
-	binary.LittleEndian.PutUint32(entry[8:], partStart)
-	binary.LittleEndian.PutUint32(entry[12:], uint32(sectors))
+	for i, p := range []struct {
+		active     bool
+		typ        byte
+		start, len uint32
+	}{{true, 0x0e, partStart, uint32(sectors)}, {false, 0x83, bootMiB * 2048, uint32(rootSectors)}} {
+		entry := sector[446+16*i : 446+16*(i+1)]
+		if p.active {
+			entry[0] = 0x80
+		}
+		copy(entry[1:4], []byte{0xfe, 0xff, 0xff})
+		entry[4] = p.typ
+		copy(entry[5:8], []byte{0xfe, 0xff, 0xff})
+		binary.LittleEndian.PutUint32(entry[8:], p.start)
+		binary.LittleEndian.PutUint32(entry[12:], p.len)
+	}
 	sector[510], sector[511] = 0x55, 0xaa
 	_, err = f.Write(sector)
 	if err == nil {
-		err = f.Truncate(imageMiB << 20)
+		_, err = f.Seek(bootMiB<<20, io.SeekStart)
+	}
+	if err == nil {
+		_, err = io.Copy(f, root)
+	}
+	if err == nil {
+		err = f.Truncate(bootMiB<<20 + rootSectors*512)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr

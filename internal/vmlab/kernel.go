@@ -3,6 +3,8 @@ package vmlab
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -16,8 +18,11 @@ import (
 // virtio_pci is the PCI transport that virtio_net and virtio_blk sit on
 // (without it there is no eth0 even with virtio_net loaded); vfat and the
 // code pages mount the OS image's FAT partition (FAT_DEFAULT_UTF8=y needs
-// nls_utf8).
-var Modules = []string{"virtio_pci", "virtio_net", "virtio_blk", "vfat", "nls_cp437", "nls_ascii", "nls_utf8"}
+// nls_utf8); ext4 mounts its root, whose metadata checksums need crc32c
+// (the kernel asks for it by name at mount time, which a busybox
+// initramfs cannot answer).
+var Modules = []string{"virtio_pci", "virtio_net", "virtio_blk", "vfat", "nls_cp437", "nls_ascii", "nls_utf8",
+	"crc32c_generic", "ext4"}
 
 // Kernel is a Debian kernel, cached with only the modules in Modules.
 type Kernel struct {
@@ -48,7 +53,9 @@ func FetchKernel(ctx context.Context, cache string, logf func(string, ...any)) (
 		}
 	}
 	k := &Kernel{Package: pkg, Version: strings.TrimPrefix(pkg, "linux-image-")}
-	k.dir = filepath.Join(cache, "kernel-"+k.Version)
+	// The cache entry is per kernel and module list: a list that grew
+	// must not find an entry without the new modules.
+	k.dir = filepath.Join(cache, "kernel-"+k.Version+"-"+modulesKey())
 	k.Vmlinuz = filepath.Join(k.dir, "vmlinuz")
 	if order, err := os.ReadFile(filepath.Join(k.dir, "load-order")); err == nil {
 		k.Modules = strings.Fields(string(order))
@@ -119,6 +126,12 @@ func FetchKernel(ctx context.Context, cache string, logf func(string, ...any)) (
 		return nil, err
 	}
 	return k, nil
+}
+
+// modulesKey is a short digest of Modules.
+func modulesKey() string {
+	sum := sha256.Sum256([]byte(strings.Join(Modules, ",")))
+	return hex.EncodeToString(sum[:4])
 }
 
 // kernelPackage is the versioned kernel package linux-image-amd64 depends on.

@@ -50,7 +50,7 @@ type VMConfig struct {
 	// there would be no network boot at all).
 	FirmwarePXE bool
 	Disk        string // raw disk image; created empty (DiskMiB) if missing
-	DiskMiB     int    // default 64
+	DiskMiB     int    // default 512 (sparse): the OS image and room
 	MemoryMiB   int    // default 512
 	Dir         string // OVMF variables, the QMP socket, the serial log
 	// Echo, if set, gets every serial line as it arrives.
@@ -94,7 +94,7 @@ type VM struct {
 // StartVM starts qemu.
 func StartVM(cfg VMConfig) (*VM, error) {
 	if cfg.DiskMiB == 0 {
-		cfg.DiskMiB = 64
+		cfg.DiskMiB = 512
 	}
 	if cfg.MemoryMiB == 0 {
 		cfg.MemoryMiB = 512

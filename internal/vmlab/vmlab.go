@@ -7,8 +7,11 @@
 //     initramfs whose /init gets an address by DHCP and runs the
 //     first-stage script mayu rendered for the machine;
 //   - BuildOSImage: the OS image mayu writes to the machine's disk, which
-//     boots on BIOS and UEFI, brings up its static address from its final
-//     config and reports boot-complete;
+//     boots on BIOS and UEFI; on its first boot its initramfs runs the real
+//     Ignition on the final config (Ignition JSON) the installer put on
+//     the disk, then it switches to a small systemd root (OSRoot), where
+//     the network comes up as Ignition's files say and the unit Ignition
+//     enabled reports boot-complete; OpenRootFS reads what it wrote;
 //   - VM: qemu with SeaBIOS or OVMF, network first and disk second, its
 //     serial console captured line by line, reset like a real machine;
 //   - RouterAdvertiser: IPv6 router advertisements for the lab segment,
@@ -33,6 +36,8 @@ func MissingForBuild() []string {
 		"apt-get": "apt", "apt-cache": "apt", "dpkg-deb": "dpkg",
 		"depmod": "kmod", "modprobe": "kmod",
 		"mkfs.fat": "dosfstools", "syslinux": "syslinux", "mcopy": "mtools", "mmd": "mtools",
+		"mmdebstrap": "mmdebstrap", "mkfs.ext4": "e2fsprogs", "debugfs": "e2fsprogs", "e2fsck": "e2fsprogs",
+		"ldd": "libc-bin",
 	} {
 		if _, err := exec.LookPath(tool); err != nil {
 			miss = append(miss, tool+" ("+pkg+")")
@@ -40,6 +45,9 @@ func MissingForBuild() []string {
 	}
 	if _, err := os.Stat(syslinuxMBR); err != nil {
 		miss = append(miss, syslinuxMBR+" (syslinux-common)")
+	}
+	if _, err := os.Stat(IgnitionBinary); err != nil {
+		miss = append(miss, IgnitionBinary+" (ignition)")
 	}
 	return miss
 }

@@ -2,24 +2,19 @@ package vmlab
 
 import (
 	"bytes"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"testing/fstest"
 	"time"
-
-	"github.com/mayu-boot/mayu/internal/fixture"
-	"github.com/mayu-boot/mayu/pkg/config"
-	"github.com/mayu-boot/mayu/pkg/render"
 )
 
 // The init scripts run under busybox sh in the VM; a syntax error there
 // shows only as a VM that hangs, so check them here.
 func TestInitScriptsParse(t *testing.T) {
-	for name, data := range map[string][]byte{"common.sh": commonSh, "installer-init": installerInit, "os-init": osInit, "udhcpc.script": udhcpcScript} {
+	for name, data := range map[string][]byte{"common.sh": commonSh, "installer-init": installerInit, "os-init": osInit, "udhcpc.script": udhcpcScript,
+		"customize-root.sh": customizeRoot, "shadow shim": shadowShim, "setfiles": setfilesNoop} {
 		f := filepath.Join(t.TempDir(), name)
 		if err := os.WriteFile(f, data, 0o644); err != nil {
 			t.Fatal(err)
@@ -90,53 +85,5 @@ func TestExpectReadsOn(t *testing.T) {
 	}
 	if _, err := v.Expect(time.Second, "boot"); err == nil {
 		t.Fatal("a wait went back")
-	}
-}
-
-// The OS's /init reads the final config the shipped template renders
-// (values quoted by the template's yaml function) with its sed-based
-// value(): checked here, where no VM has to boot.
-func TestOSReadsTheShippedFinalConfig(t *testing.T) {
-	files := fstest.MapFS{}
-	for _, name := range fixture.TemplateFiles {
-		data, err := os.ReadFile(filepath.Join("..", "..", "etc", "templates", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		files[name] = &fstest.MapFile{Data: data}
-	}
-	r, err := render.New(files, config.Cluster{
-		Static:  config.Static{Subnet: netip.MustParsePrefix("10.0.3.0/24"), Gateway: netip.MustParseAddr("10.0.3.1")},
-		Install: config.Install{Disk: "/dev/vda"}, Templates: config.Templates{FirstStage: "first-stage.sh", FinalConfig: "final-config.yaml"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := render.Sample()
-	m.InternalAddr = "10.0.3.31"
-	final, err := r.FinalConfig(r.Context(m, "tok", "http://10.0.3.250:4081"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	cfgFile := filepath.Join(dir, "final-config.yaml")
-	if err := os.WriteFile(cfgFile, final, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var value string
-	for _, line := range strings.Split(string(osInit), "\n") {
-		if strings.HasPrefix(line, "value() {") {
-			value = line
-		}
-	}
-	if value == "" {
-		t.Fatal("os-init has no value() function")
-	}
-	script := "config=" + cfgFile + "\n" + value + "\n" +
-		`printf '%s|%s|%s|%s|%s' "$(value id)" "$(value hostname)" "$(value address)" "$(value gateway)" "$(value boot_complete_url)"`
-	out, err := exec.Command("sh", "-c", script).Output()
-	want := "sample-serial|0000000000000000|10.0.3.31/24|10.0.3.1|http://10.0.3.250:4081/machines/sample-serial/boot-complete?token=tok"
-	if err != nil || string(out) != want {
-		t.Fatalf("os-init reads %q (%v), want %q\n%s", out, err, want, final)
 	}
 }

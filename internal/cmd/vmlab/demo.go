@@ -381,7 +381,7 @@ func (d *demoRun) startMayu(build string, etcd, urls []string) error {
 		path, err := fixture.Config{Dir: dir, Name: name, Interface: "eth0", Advertise: a, Router: d.addrs[0], Etcd: etcd,
 			Image:      config.ArtifactPrefix + demoImage,
 			Profiles:   []fixture.Profile{{Name: "core", Quantity: 3, Tags: map[string]string{"rule-core": "true"}}},
-			KernelArgs: vmlab.KernelArgs,
+			KernelArgs: vmlab.KernelArgs, IgnitionFinalConfig: true,
 			TemplateVars: map[string]string{
 				"ssh_authorized_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDemoKeyOnly demo@mayu",
 				"ntp":                d.addrs[0],
@@ -488,7 +488,7 @@ func (d *demoRun) flow() error {
 	}
 	step("5. the installer gets an address, fetches its first-stage script (state: installing) and runs it")
 	if err := d.follow(onConsole("mayu-installer: DHCP lease"), inLog("state=installing"),
-		onConsole(`mayu-install\[`+id+`\]: writing the OS image`), onConsole(`mayu-install\[`+id+`\]: putting the final config`),
+		onConsole(`mayu-install\[`+id+`\]: writing the OS image`), onConsole(`mayu-install\[`+id+`\]: putting the final config`, 300*time.Second),
 		onConsole(`mayu-install\[`+id+`\]: announcing installed`), inLog("state=installed"),
 		onConsole(`mayu-install\[`+id+`\]: done, rebooting`)); err != nil {
 		return err
@@ -502,12 +502,17 @@ func (d *demoRun) flow() error {
 	if err := d.follow(inLog("dhcp: ignored.*reason=installed", 60*time.Second), onConsole("MAYU-OS: kernel", 300*time.Second)); err != nil {
 		return err
 	}
-	step("7. the installed OS brings up its static address from its final config and reports boot-complete (state: running)")
-	if err := d.follow(onConsole("MAYU-OS: up:"), onConsole("MAYU-OS: boot-complete reported"), inLog("state=running")); err != nil {
+	step("7. first boot: the OS's initramfs runs the real Ignition on the final config mayu rendered (Ignition JSON, on the disk)")
+	if err := d.follow(onConsole("MAYU-OS: ignition: first boot"), onConsole("MAYU-OS: ignition files stage done"),
+		onConsole("MAYU-OS: switching to the root file system")); err != nil {
+		return err
+	}
+	step("   systemd comes up on what Ignition wrote: hostname, static address; the unit Ignition enabled reports boot-complete (state: running)")
+	if err := d.follow(onConsole("MAYU-OS: up:", 180*time.Second), inLog("state=running")); err != nil {
 		return err
 	}
 	addr := ""
-	upRe := regexp.MustCompile(`MAYU-OS: up: .*address=([0-9.]+)`)
+	upRe := regexp.MustCompile(`MAYU-OS: up: .*addresses=\S+:([0-9.]+)/`)
 	for _, l := range vm.Lines() {
 		if s := upRe.FindStringSubmatch(l.Text); s != nil {
 			addr = s[1]
@@ -625,7 +630,7 @@ func (d *demoRun) reinstall() error {
 			return err
 		}
 	}
-	if err := d.follow(onConsole(`mayu-install\[`+id+`\]: announcing installed`), inLog("state=installed")); err != nil {
+	if err := d.follow(onConsole(`mayu-install\[`+id+`\]: announcing installed`, 300*time.Second), inLog("state=installed")); err != nil {
 		return err
 	}
 	if d.replicas == 3 {
