@@ -28,7 +28,7 @@ const (
 	// chaosWatchLag is how long after an install is durable the leader may
 	// still answer the machine: it learns of the install through its etcd
 	// watch. Past it, an answer is a machine about to be installed again.
-	chaosWatchLag = time.Second
+	chaosWatchLag = 3 * time.Second
 	chaosMacBase  = 1000 // the installing machines' prober MAC indexes
 )
 

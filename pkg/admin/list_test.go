@@ -2,6 +2,7 @@ package admin_test
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -87,6 +88,9 @@ func TestListPages(t *testing.T) {
 		{"limit=5001", "give a number from 1 to 5000"},
 		{"limit=x", "give a number from 1 to 5000"},
 		{"continue=not-a-token", "invalid continue token"},
+		// A revision no page handed out (in the future): not an etcd
+		// outage, a bad token.
+		{"continue=" + base64.RawURLEncoding.EncodeToString([]byte(`{"after":"m-01","rev":99999999}`)), "invalid continue token"},
 	} {
 		code, data := e.call(t, http.MethodGet, "/api/v1/machines?"+bad.query, "")
 		wantError(t, bad.query, code, data, http.StatusBadRequest, bad.want)

@@ -384,7 +384,9 @@ func TestValidate(t *testing.T) {
 		{"deposition suspect after", func(c *Config) { c.Node.Deposition.SuspectAfter = 1000 },
 			"node.deposition.suspect_after: 1000 is out of range (1-100)"},
 		{"deposition slower than the TTL", func(c *Config) { c.Node.Deposition.SuspectAfter = 20 },
-			"node.deposition.suspect_after: 20 probes of 250ms take 5s, not less than node.election_ttl (3s)"},
+			"node.deposition.suspect_after: 20 probes of 250ms every 250ms take 5s, not less than node.election_ttl (3s)"},
+		{"deposition interval slower than the TTL", func(c *Config) { c.Node.Deposition.ProbeInterval = 2 * time.Second },
+			"node.deposition.suspect_after: 3 probes of 250ms every 2s take 4.25s, not less than node.election_ttl (3s)"},
 
 		// install and templates
 		{"disk relative", func(c *Config) { c.Cluster.Install.Disk = "sda" }, `cluster.install.disk: "sda" is not an absolute device path`},

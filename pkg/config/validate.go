@@ -55,6 +55,7 @@ func (n *Node) validate(p *problems) {
 		p.addf("node.election_ttl", "%s is out of range (1s-1m; a few seconds is right: it bounds the DHCP failover)", n.ElectionTTL)
 	}
 	n.Deposition.validate(p, n.ElectionTTL)
+
 	n.Admin.validate(p, n.AdminTokenFile)
 	n.Ports.validate(p)
 	n.Etcd.validate(p)
@@ -70,9 +71,13 @@ func (d Deposition) validate(p *problems, ttl time.Duration) {
 	checkBetween(p, key+".probe_timeout", d.ProbeTimeout, 10*time.Millisecond, 10*time.Second)
 	checkCount(p, key+".suspect_after", d.SuspectAfter, 1, 100)
 	// Detection slower than the TTL is pointless: the session expires first.
-	if d.On() && d.ProbeTimeout*time.Duration(d.SuspectAfter) >= ttl && ttl > 0 && d.SuspectAfter > 0 {
-		p.addf(key+".suspect_after", "%d probes of %s take %s, not less than node.election_ttl (%s): lower it or the probe timeout",
-			d.SuspectAfter, d.ProbeTimeout, d.ProbeTimeout*time.Duration(d.SuspectAfter), ttl)
+	// SuspectAfter timed-out probes, one every max(interval, timeout).
+	if d.On() && ttl > 0 && d.SuspectAfter > 0 {
+		step := max(d.ProbeInterval, d.ProbeTimeout)
+		if detect := time.Duration(d.SuspectAfter-1)*step + d.ProbeTimeout; detect >= ttl {
+			p.addf(key+".suspect_after", "%d probes of %s every %s take %s, not less than node.election_ttl (%s): lower it, the probe timeout or the interval",
+				d.SuspectAfter, d.ProbeTimeout, step, detect, ttl)
+		}
 	}
 }
 

@@ -57,13 +57,18 @@ const refusedAfter = 2
 type Outcome int
 
 const (
-	Answered Outcome = iota // any HTTP answer: the process runs
+	Answered Outcome = iota // an answer naming the term: the leader runs
 	Refused                 // connection refused or reset: nothing listens
 	TimedOut                // no answer in time: frozen, cut off, or slow
+	// Stranger is an answer that does not name the term: another process
+	// holds that address (a restarted leader, or a shared virtual address
+	// that moved to a follower). It proves nothing about the leader, so it
+	// counts towards no deposition.
+	Stranger
 )
 
 func (o Outcome) String() string {
-	return [...]string{"answered", "refused", "timeout"}[o]
+	return [...]string{"answered", "refused", "timeout", "stranger"}[o]
 }
 
 // verdict is what a follower concludes after a probe.
@@ -101,6 +106,8 @@ func (j *judge) observe(o Outcome) verdict {
 		if j.seen && j.timedOut >= j.suspectAfter {
 			return suspect
 		}
+	case Stranger:
+		j.refused, j.timedOut = 0, 0
 	}
 	return wait
 }
@@ -127,8 +134,8 @@ func httpProbe(client *http.Client) func(ctx context.Context, url string, term i
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		if !bytes.Contains(body, []byte(fmt.Sprintf("(term %d)", term))) {
 			// A live process at that address that does not hold the
-			// term: the one that held it is gone (a restart).
-			return Refused
+			// term: a restarted leader, or an address that moved.
+			return Stranger
 		}
 		return Answered
 	}

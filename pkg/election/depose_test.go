@@ -222,9 +222,30 @@ func TestDeposedByAMajorityOnTimeout(t *testing.T) {
 }
 
 // A pause shorter than suspect_after probes (a GC, a slow disk) deposes
-// no one, and the verdict a follower published is withdrawn once the
-// leader answers again. A leader no follower ever saw answer (a probe
-// address that cannot work) is never deposed.
+// no one, even where the followers would make a majority.
+func TestNoDepositionForAPause(t *testing.T) {
+	t.Parallel()
+	cli := etcdtest.Start(t)
+	w := newWorld(3)
+	a := startDeposing(t, cli, "a", w)
+	first := a.nextTerm(t, 10*time.Second)
+	startDeposing(t, cli, "b", w)
+	startDeposing(t, cli, "c", w)
+	time.Sleep(300 * time.Millisecond)
+	for range 3 {
+		w.set("a", election.TimedOut)
+		time.Sleep(150 * time.Millisecond) // about one timed-out probe
+		w.set("a", election.Answered)
+		time.Sleep(200 * time.Millisecond)
+	}
+	if ended(first, 100*time.Millisecond) {
+		t.Fatal("a paused leader was deposed by two followers of three voters")
+	}
+}
+
+// The verdict a follower published is withdrawn once the leader answers
+// again. A leader no follower ever saw answer (a probe address that
+// cannot work) is never deposed.
 func TestNoDepositionForAPauseOrAnUnreachableProbe(t *testing.T) {
 	t.Parallel()
 	cli := etcdtest.Start(t)

@@ -12,7 +12,7 @@ import (
 
 // The verdicts a follower reaches from its probes of one term.
 func TestJudge(t *testing.T) {
-	A, R, T := Answered, Refused, TimedOut
+	A, R, T, S := Answered, Refused, TimedOut, Stranger
 	for _, c := range []struct {
 		name     string
 		outcomes []Outcome
@@ -30,6 +30,11 @@ func TestJudge(t *testing.T) {
 		{"a pause, answers, a pause: no run of three", []Outcome{A, T, T, A, T, T}, wait},
 		{"timeouts then refused (a cut link comes back without the process)", []Outcome{A, T, T, R, R}, deposeAlone},
 		{"refused then timeouts: the run starts again", []Outcome{A, R, T, T}, wait},
+		// Another process at the address (a virtual address that moved
+		// to a follower, a restart) proves nothing: never a deposition.
+		{"strangers only", []Outcome{A, S, S, S, S, S}, wait},
+		{"a stranger breaks a run of refusals", []Outcome{A, R, S, R}, wait},
+		{"a stranger breaks a run of timeouts", []Outcome{A, T, T, S, T}, wait},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			j := judge{suspectAfter: 3}
@@ -45,8 +50,8 @@ func TestJudge(t *testing.T) {
 }
 
 // The HTTP probe against real sockets: a leader that answers naming its
-// term is alive; a closed port, or a process that answers without the
-// term (a restarted replica), means the term's process is gone; a socket
+// term is alive; a closed port means the term's process is gone; a
+// process that answers without the term is a stranger (proves nothing); a socket
 // the kernel accepts but no process serves (frozen) times out.
 func TestHTTPProbe(t *testing.T) {
 	probe := httpProbe(&http.Client{Transport: &http.Transport{}})
@@ -63,7 +68,7 @@ func TestHTTPProbe(t *testing.T) {
 	if o := at(leader.URL+"/leader", 42); o != Answered {
 		t.Errorf("leader of term 42: %v", o)
 	}
-	if o := at(leader.URL+"/leader", 7); o != Refused {
+	if o := at(leader.URL+"/leader", 7); o != Stranger {
 		t.Errorf("a replica that does not hold term 7 asked about it: %v, want refused", o)
 	}
 	loading := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -128,6 +128,14 @@ func (s *Store) fromWarm(ctx context.Context) (leases []Lease, bad []error, ok b
 	defer deadline.Stop()
 	for {
 		w.mu.Lock()
+		if w.loaded && w.rev >= want && int64(len(w.leases)+len(w.bad)) != resp.Count {
+			// A copy that lacks a lease etcd holds (an etcd server that
+			// sent the progress notice ahead of queued events: etcd
+			// issue 15220, fixed in 3.5.8) would give its address
+			// again: read etcd instead.
+			w.mu.Unlock()
+			return nil, nil, false, nil
+		}
 		if w.loaded && w.rev >= want {
 			leases = make([]Lease, 0, len(w.leases))
 			for _, l := range w.leases {

@@ -86,3 +86,40 @@ func TestLoadFromFollowedCopy(t *testing.T) {
 		t.Fatalf("corrupt lease: %v, %v", bad, err)
 	}
 }
+
+// A followed copy that lacks a lease etcd holds (an older etcd server can
+// announce progress ahead of events still queued) is not trusted: Load
+// reads etcd, so the lease's address is not given again.
+func TestLoadDistrustsACopyMissingALease(t *testing.T) {
+	t.Parallel()
+	st, f := storeOn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, err := range putAll(st, f, []Lease{leaseN(1), leaseN(2)}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	fctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); st.Follow(fctx, slog.New(slog.DiscardHandler)) }()
+	defer func() { stop(); <-done }()
+	waitFor(t, 10*time.Second, "the copy loaded", func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.warm != nil && st.warm.loaded && len(st.warm.leases) == 2
+	})
+	st.mu.Lock()
+	w := st.warm
+	st.mu.Unlock()
+	w.mu.Lock()
+	for k := range w.leases {
+		delete(w.leases, k) // an event the copy never saw
+		break
+	}
+	w.mu.Unlock()
+	got, _, err := st.Load(ctx)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("Load gave %v, %v: want both leases, read from etcd", got, err)
+	}
+}

@@ -133,6 +133,18 @@ func (e *rebuildError) Error() string { return "rebuild the allocator of " + e.s
 // lowestFree reads the lowest free key of each space in one round trip:
 // free[i] is that position of spaces[i], or -1 if it has none in range.
 // A plain read: the STM checks the key again.
+// countKeys counts the keys under dir (an index: one key per held
+// position).
+func (r *Registry) countKeys(ctx context.Context, dir string) (int64, error) {
+	ctx, cancel := r.ctx(ctx)
+	defer cancel()
+	resp, err := r.cli.Get(ctx, dir, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, state.Unavailable("count "+dir, err)
+	}
+	return resp.Count, nil
+}
+
 func (r *Registry) lowestFree(ctx context.Context, spaces []*space) ([]int64, error) {
 	ops := make([]clientv3.Op, 0, len(spaces))
 	for _, s := range spaces {

@@ -235,3 +235,31 @@ func TestAllocatorRangeStartChange(t *testing.T) {
 		t.Fatalf("full: %v", err)
 	}
 }
+
+// A profile slot freed where no hint was left (here: its quantity was
+// lowered, the machine in the slot above it deleted, the quantity raised
+// again) is found by the next registration: the hints say full, the index
+// holds fewer keys than the quantity, the hints are rebuilt.
+func TestProfileSlotFreedWithoutHintIsFound(t *testing.T) {
+	t.Parallel()
+	cli := etcdtest.Start(t)
+	core := func(q int) config.Profile { return config.Profile{Name: "core", Quantity: q} }
+	r := newRegistry(t, cli, cluster("10.9.0.1", 20, core(3)), "r0")
+	for i := 0; i < 3; i++ {
+		if m := register(t, r, fmt.Sprintf("m-%d", i), mac(9, i)); m.Profile != "core" || m.ProfileSlot != i {
+			t.Fatalf("m-%d: %s slot %d", i, m.Profile, m.ProfileSlot)
+		}
+	}
+	lowered := newRegistry(t, cli, cluster("10.9.0.1", 20, core(2)), "r1")
+	if err := lowered.Delete(ctxT(t), "m-2"); err != nil {
+		t.Fatal(err)
+	}
+	raised := newRegistry(t, cli, cluster("10.9.0.1", 20, core(3)), "r2")
+	if m := register(t, raised, "new", mac(9, 10)); m.Profile != "core" || m.ProfileSlot != 2 {
+		t.Fatalf("new machine got %s slot %d, want core slot 2", m.Profile, m.ProfileSlot)
+	}
+	// Full for real: the next one is default, without a rebuild each time.
+	if m := register(t, raised, "next", mac(9, 11)); m.Profile != "default" {
+		t.Fatalf("next machine got %s slot %d, want default", m.Profile, m.ProfileSlot)
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"golang.org/x/time/rate"
@@ -299,6 +300,8 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (m *machine.M
 	charged := false
 	spaces := r.allocSpaces()
 	rescanned := false // the address index was read in full since the hints said full
+	// The profiles whose hints said full and whose index was read since.
+	rescannedProfiles := map[string]bool{}
 	for rebuilds := 0; ; rebuilds++ {
 		err = r.stm(ctx, "register machine", func(stm concurrency.STM) error {
 			m, created = nil, false
@@ -348,6 +351,20 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (m *machine.M
 					profile, slot = p, int(s)
 					break
 				}
+				// Full by the hints. A slot freed where no hint was
+				// left (its quantity lowered and raised again, or an
+				// older release freed it) is found by a count of the
+				// index: one key per held slot, at most the quantity.
+				sp := spaces[i+1]
+				if !sp.disabled && !rescannedProfiles[sp.name] {
+					held, err := r.countKeys(ctx, sp.holdDir)
+					if err != nil {
+						return err
+					}
+					if held < int64(sp.hi-sp.lo+1) {
+						return &rebuildError{s: sp, full: true}
+					}
+				}
 			}
 			fresh, err := r.newMachine(reg, posAddr(pos), profile, slot)
 			if err != nil {
@@ -377,7 +394,11 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (m *machine.M
 			break
 		}
 		if rb.full {
-			rescanned = true
+			if rb.s.name == spaces[0].name {
+				rescanned = true
+			} else {
+				rescannedProfiles[rb.s.name] = true
+			}
 		}
 		if err = r.rebuild(ctx, rb.s); err != nil {
 			break
@@ -777,6 +798,9 @@ func (r *Registry) ListPage(ctx context.Context, limit int, cont string) (*Page,
 	if err != nil {
 		if state.Compacted(err) {
 			return nil, ErrListExpired
+		}
+		if errors.Is(err, rpctypes.ErrFutureRev) {
+			return nil, ErrBadContinue // a revision no page handed out
 		}
 		return nil, state.Unavailable("list machines", err)
 	}

@@ -164,11 +164,15 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 	runCtx, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	at := func(a netip.Addr, port int) string { return net.JoinHostPort(a.String(), strconv.Itoa(port)) }
+	probe, warning := probeURL(cfg.Node)
+	if warning != "" && cfg.Node.Deposition.On() {
+		log.Warn(warning)
+	}
 	s.replica = replica.New(s.conn.Client, cfg, replica.Info{
 		Version: version, Advertise: mayuURL, HTTP: at(cfg.Node.ListenAddress, cfg.Node.Ports.HTTP),
 		Admin: at(cfg.Node.AdminListenAddress, cfg.Node.Ports.Admin), Metrics: at(cfg.Node.MetricsListenAddress, cfg.Node.Ports.Metrics),
 		DHCP: cfg.Node.Ports.DHCP > 0, Started: time.Now().UTC(), Schema: registry.SchemaVersion, Files: served.Digests(),
-		Probe: probeURL(cfg.Node),
+		Probe: probe,
 	}, log, s.metrics)
 	s.background(func() { s.replica.Run(runCtx) })
 	s.background(func() { s.artifacts.Run(runCtx) })
@@ -395,12 +399,21 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 // on the metrics port, at the metrics listen address if it is one, else at
 // the replica's own address (never the shared advertise address, unless
 // nothing else is known).
-func probeURL(n config.Node) string {
+func probeURL(n config.Node) (url, warning string) {
 	a := n.MetricsListenAddress
-	if !a.IsValid() || a.IsUnspecified() {
-		a, _ = peerAddress(n)
+	if a.IsLoopback() {
+		return "", fmt.Sprintf("followers cannot probe this replica while it leads: its metrics port, which answers the probe, listens on %s (set node.metrics_listen_address to an address the replicas reach): a dead leader here is replaced after node.election_ttl", a)
 	}
-	return "http://" + net.JoinHostPort(a.String(), strconv.Itoa(n.Ports.Metrics)) + "/leader"
+	if !a.IsValid() || a.IsUnspecified() {
+		var shared string
+		if a, shared = peerAddress(n); shared != "" {
+			// A virtual address moves between replicas: probing it could
+			// reach a follower. No probe: this replica, as leader, is
+			// left to its session TTL.
+			return "", "followers cannot probe this replica while it leads (its own address is unknown: set node.metrics_listen_address, node.listen_address, node.interface or node.artifacts.peer_address): a dead leader here is replaced after node.election_ttl"
+		}
+	}
+	return "http://" + net.JoinHostPort(a.String(), strconv.Itoa(n.Ports.Metrics)) + "/leader", ""
 }
 
 // leader answers 200 only on the replica answering DHCP. Followers probe

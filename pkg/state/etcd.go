@@ -112,7 +112,9 @@ func (f Follower) Run(ctx context.Context, cli *clientv3.Client) {
 	var next int64 // the revision to watch from; 0: load first
 	loads, compacted := 0, false
 	broken := func(err error) {
-		compacted = Compacted(err)
+		// Sticky until the reload: a failed reload after a compacted
+		// watch must not make it look like some other break.
+		compacted = compacted || Compacted(err)
 		if f.Broken != nil {
 			f.Broken(err)
 		}
@@ -137,6 +139,7 @@ func (f Follower) Run(ctx context.Context, cli *clientv3.Client) {
 				if loads++; loads > 1 && f.Resynced != nil {
 					f.Resynced(compacted)
 				}
+				compacted = false
 			}
 			next = resp.Header.Revision + 1
 			if f.Progress != nil {
