@@ -3,6 +3,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
+	"github.com/mayu-boot/mayu/pkg/buildinfo"
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/etcd"
 	"github.com/mayu-boot/mayu/pkg/ignition"
@@ -20,14 +22,16 @@ import (
 	"github.com/mayu-boot/mayu/pkg/server"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version is set at build time with -ldflags "-X main.version=..."; when it
+// is not, buildinfo reads what the Go toolchain recorded.
+var version string
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string, stderr io.Writer) int {
+func run(args []string, stdout, stderr io.Writer) int {
+	version := buildinfo.Version(version) // shadows the stamped one
 	fl := flag.NewFlagSet("mayu", flag.ContinueOnError)
 	fl.SetOutput(stderr)
 	configPath := fl.String("config", "/etc/mayu/mayu.yaml", "configuration file")
@@ -35,11 +39,19 @@ func run(args []string, stderr io.Writer) int {
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
 	check := fl.Bool("check", false, "validate the configuration and render the templates, then exit")
 	showVersion := fl.Bool("version", false, "print the version and exit")
-	fl.Usage = func() {
-		fmt.Fprintf(stderr, "usage: mayu [flags]\n\nmayu answers network-booting machines: DHCP, TFTP, iPXE scripts, installer\nfiles and node callbacks, with all state in etcd.\n\n")
+	usage := func(w io.Writer) {
+		fmt.Fprintf(w, "usage: mayu [flags]\n\nmayu answers network-booting machines: DHCP, TFTP, iPXE scripts, installer\nfiles and node callbacks, with all state in etcd.\n\n")
+		fl.SetOutput(w)
 		fl.PrintDefaults()
 	}
+	fl.Usage = func() {} // printed below, where it belongs
 	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			// Asked for: stdout (mayu -help | less), and not an error.
+			usage(stdout)
+			return 0
+		}
+		usage(stderr)
 		return 2
 	}
 	if fl.NArg() > 0 {
@@ -47,7 +59,7 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	if *showVersion {
-		fmt.Fprintln(stderr, "mayu", version)
+		fmt.Fprintln(stdout, "mayu", version)
 		return 0
 	}
 	log, err := newLogger(stderr, *logFormat, *logLevel)

@@ -470,11 +470,11 @@ func TestCompletion(t *testing.T) {
 
 func TestVersion(t *testing.T) {
 	for _, args := range [][]string{{"--version"}, {"-v"}, {"version"}, {"version", "-o", "wide"}} {
-		if code, out, errOut := runArgs(args...); code != 0 || out != "mayuctl dev\n" {
+		if code, out, errOut := runArgs(args...); code != 0 || out != "mayuctl "+version+"\n" {
 			t.Errorf("%v: exit %d, %q %q", args, code, out, errOut)
 		}
 	}
-	if code, out, _ := runArgs("version", "-o", "json"); code != 0 || strings.TrimSpace(out) != "{\n  \"version\": \"dev\"\n}" {
+	if code, out, _ := runArgs("version", "-o", "json"); code != 0 || strings.TrimSpace(out) != "{\n  \"version\": \""+version+"\"\n}" {
 		t.Errorf("version -o json: exit %d, %q", code, out)
 	}
 	if code, _, _ := runArgs("version", "extra"); code != 2 {

@@ -22,10 +22,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mayu-boot/mayu/pkg/api"
+	"github.com/mayu-boot/mayu/pkg/buildinfo"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version is set at build time with -ldflags "-X main.version=..."; when it
+// is not, buildinfo reads what the Go toolchain recorded.
+var version string
+
+func init() { version = buildinfo.Version(version) }
 
 const (
 	defaultServer    = "http://127.0.0.1:4080"

@@ -283,12 +283,12 @@ func TestOfflineCommands(t *testing.T) {
 		code int
 		out  string
 	}{
-		{[]string{"version"}, 0, "mayuctl dev"},
+		{[]string{"version"}, 0, "mayuctl " + version},
 		{[]string{"help"}, 0, "set-metadata"},
 		{[]string{"help", "status"}, 0, "mayuctl status ID [flags]"},
 		{[]string{"--help"}, 0, "Exit status:"},
 		{[]string{"status", "-h"}, 0, "mayuctl status ID [flags]"},
-		{[]string{"--version"}, 0, "mayuctl dev\n"},
+		{[]string{"--version"}, 0, "mayuctl " + version + "\n"},
 	} {
 		code, out, errOut := runArgs(tc.args...)
 		if code != tc.code || !strings.Contains(out, tc.out) {
