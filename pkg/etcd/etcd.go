@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/url"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +18,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
 
 	"github.com/mayu-boot/mayu/pkg/config"
@@ -28,6 +30,9 @@ type Conn struct {
 	server *embed.Etcd
 
 	stopMembers func() // ends followMembers; nil with one endpoint
+	stopOutage  func() // ends watchOutage
+
+	serverStopping *atomic.Bool // set before closing server: see slogCore
 }
 
 // Open connects to the configured etcd, starting the embedded one first if
@@ -41,11 +46,12 @@ func Open(ctx context.Context, node config.Node, log *slog.Logger, reg prometheu
 	}
 	endpoints := node.Etcd.Endpoints
 	if len(endpoints) == 0 {
-		srv, err := StartEmbedded(ctx, filepath.Join(node.DataDir, "etcd"), node.Name, node.Etcd.Embedded)
+		lg, stopping := zapToSlog(log.Handler(), zapcore.WarnLevel)
+		srv, err := StartEmbedded(ctx, filepath.Join(node.DataDir, "etcd"), node.Name, node.Etcd.Embedded, WithLogger(lg))
 		if err != nil {
 			return nil, err
 		}
-		c.server = srv
+		c.server, c.serverStopping = srv, stopping
 		endpoints = []string{node.Etcd.Embedded.ClientURL}
 		log.Info("embedded etcd started", "dir", srv.Config().Dir, "client_url", node.Etcd.Embedded.ClientURL,
 			"client_cert_auth", node.Etcd.Embedded.ClientCAFile != "")
@@ -82,6 +88,13 @@ func Open(ctx context.Context, node config.Node, log *slog.Logger, reg prometheu
 		c.Close()
 		return nil, explain(ctx, err, node.Etcd, endpoints, creds)
 	}
+	octx, stopOutage := context.WithCancel(context.Background())
+	outageDone := make(chan struct{})
+	go func() {
+		defer close(outageDone)
+		watchOutage(octx, cli, node.Etcd.Prefix+"health-probe", log, outageCheck, outageTimeout)
+	}()
+	c.stopOutage = func() { stopOutage(); <-outageDone }
 	if len(endpoints) > 1 {
 		fctx, stop := context.WithCancel(context.Background())
 		done := make(chan struct{})
@@ -96,6 +109,9 @@ func Open(ctx context.Context, node config.Node, log *slog.Logger, reg prometheu
 
 // Close stops the client and, if embedded, the server.
 func (c *Conn) Close() {
+	if c.stopOutage != nil {
+		c.stopOutage()
+	}
 	if c.stopMembers != nil {
 		c.stopMembers()
 	}
@@ -103,6 +119,7 @@ func (c *Conn) Close() {
 		c.Client.Close()
 	}
 	if c.server != nil {
+		c.serverStopping.Store(true)
 		c.server.Close()
 	}
 }
