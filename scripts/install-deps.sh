@@ -27,6 +27,8 @@
 #                     wrote there, without mounting
 #                     (the test OS's initramfs runs the real Ignition, package
 #                     ignition above, on the final config mayu rendered)
+#   systemd           systemd-analyze, which checks systemd/mayu.service (verify,
+#                     security); nothing is started
 #   dnsmasq-base      IPv6 router advertisements on the lab segment, so iPXE
 #                     does not wait ~13 s for one (no DHCP, no service: -base)
 # Not installed, downloaded by the tests with `apt-get download` instead:
@@ -37,7 +39,7 @@ set -eu
 
 packages="curl ca-certificates git iproute2 busybox kea-admin atftp ipxe gnupg prometheus keepalived ignition
 qemu-system-x86 ovmf ipxe-qemu syslinux syslinux-common mtools dosfstools kmod xz-utils dnsmasq-base
-mmdebstrap e2fsprogs"
+mmdebstrap e2fsprogs systemd"
 
 missing=""
 for p in $packages; do

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
@@ -108,6 +109,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 		log.Warn("cannot notify systemd", "err", err)
 	}
+	// systemd (WatchdogSec=): fed while the replica proves it serves.
+	if every, err := daemon.SdWatchdogEnabled(false); err == nil && every > 0 {
+		go watchdog(ctx, every, srv.Alive, notify, log)
+	}
 	// SIGHUP reloads the admin API's tokens and TLS files; a reload that
 	// fails keeps the previous ones (Reload logs why).
 	hup := make(chan os.Signal, 1)
@@ -162,4 +167,47 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("-log-format %q: use text or json", format)
+}
+
+// notify sends one sd_notify state to systemd (NOTIFY_SOCKET).
+func notify(state string) error {
+	_, err := daemon.SdNotify(false, state)
+	return err
+}
+
+// watchdog tells systemd the replica lives, three times per watchdog
+// interval, each time alive answered within a third of it. A replica
+// whose listeners hang (a deadlock, a stuck runtime) stops feeding it and
+// systemd restarts it; an etcd outage does not count: boot files keep
+// flowing, and Restart= would not bring etcd back.
+func watchdog(ctx context.Context, every time.Duration, alive func(context.Context) error, notify func(string) error, log *slog.Logger) {
+	t := time.NewTicker(every / 3)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		actx, cancel := context.WithTimeout(ctx, every/3)
+		err := alive(actx)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			if !failing {
+				log.Warn("the replica does not answer its own health check: systemd's watchdog is not fed and will restart it", "err", err)
+			}
+			failing = true
+			continue
+		case failing:
+			log.Info("the replica answers its health check again")
+			failing = false
+		}
+		if err := notify(daemon.SdNotifyWatchdog); err != nil {
+			log.Warn("cannot notify systemd's watchdog", "err", err)
+		}
+	}
 }

@@ -61,6 +61,7 @@ type Server struct {
 	errc       chan error
 	stop       context.CancelFunc
 	bg         sync.WaitGroup // background loops to join before etcd closes
+	closeOnce  sync.Once
 
 	// Addresses the listeners bound, by name (http, admin, metrics);
 	// useful when a port was 0.
@@ -477,6 +478,36 @@ func (s *Server) sweep(ctx context.Context, every time.Duration, what string, ru
 	}
 }
 
+// Alive proves the replica still serves: its metrics port, which has no
+// connection caps (a flood on the boot port cannot make it fail), answers
+// /healthz. The systemd watchdog is fed only while it does.
+func (s *Server) Alive(ctx context.Context) error {
+	a, ok := s.Addrs["metrics"]
+	if !ok {
+		return nil // no metrics port: nothing more to prove than a running process
+	}
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return err
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/healthz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("/healthz: %s", resp.Status)
+	}
+	return nil
+}
+
 // Reload reads the admin API's tokens file, certificate, key and client
 // CA again (SIGHUP). If any of them cannot be read, the previous ones stay
 // in use and the error says why.
@@ -495,8 +526,10 @@ func (s *Server) Wait(ctx context.Context) error {
 }
 
 // Close stops the listeners (letting requests in flight finish for a few
-// seconds), then etcd.
-func (s *Server) Close() {
+// seconds), then etcd. Calling it again does nothing.
+func (s *Server) Close() { s.closeOnce.Do(s.close) }
+
+func (s *Server) close() {
 	// Stop DHCP first (resigning), then the listeners, then etcd.
 	if s.stop != nil {
 		s.stop()

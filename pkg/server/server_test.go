@@ -93,6 +93,15 @@ func TestReplicaServesEveryListener(t *testing.T) {
 			t.Errorf("GET %s: %d %q", c.url, code, body)
 		}
 	}
+	// What the systemd watchdog is fed on: alive while it serves, not
+	// once it stopped.
+	if err := s.Alive(context.Background()); err != nil {
+		t.Errorf("Alive: %v", err)
+	}
+	s.Close()
+	if err := s.Alive(context.Background()); err == nil {
+		t.Error("Alive after Close")
+	}
 }
 
 func TestStartFailsClearly(t *testing.T) {
@@ -190,6 +199,11 @@ func TestBootPortConnectionCap(t *testing.T) {
 	}
 	if code, _ := get(t, "http://"+s.Addrs["admin"]+"/api/v1/machines"); code != 401 {
 		t.Errorf("admin API: %d", code)
+	}
+	// A full boot port does not starve the watchdog (systemd would
+	// restart a replica under a flood).
+	if err := s.Alive(context.Background()); err != nil {
+		t.Errorf("Alive with the boot port full: %v", err)
 	}
 	_, metrics := get(t, "http://"+s.Addrs["metrics"]+"/metrics")
 	for _, want := range []string{
