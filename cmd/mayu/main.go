@@ -37,7 +37,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fl.SetOutput(stderr)
 	configPath := fl.String("config", "/etc/mayu/mayu.yaml", "configuration file")
 	logFormat := fl.String("log-format", "text", "log format: text or json")
-	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
+	logLevel := fl.String("log-level", "", "log level: debug, info, warn or error (default: node.log_level, or info)")
 	check := fl.Bool("check", false, "validate the configuration and render the templates, then exit")
 	showVersion := fl.Bool("version", false, "print the version and exit")
 	usage := func(w io.Writer) {
@@ -63,7 +63,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "mayu", version)
 		return 0
 	}
-	log, err := newLogger(stderr, *logFormat, *logLevel)
+	// The level can change while mayu runs (SIGHUP, node.log_level); the
+	// flag, when given, wins over the file.
+	level := new(slog.LevelVar)
+	if *logLevel != "" {
+		if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+			fmt.Fprintf(stderr, "mayu: -log-level %q: use debug, info, warn or error\n", *logLevel)
+			return 2
+		}
+	}
+	log, err := newLogger(stderr, *logFormat, level)
 	if err != nil {
 		fmt.Fprintln(stderr, "mayu:", err)
 		return 2
@@ -72,6 +81,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "mayu:", err)
 		return 1
+	}
+	if *logLevel == "" {
+		level.UnmarshalText([]byte(cfg.Node.LogLevel)) // validated by Load
 	}
 	if *check {
 		warnings, err := checkConfig(cfg)
@@ -113,15 +125,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if every, err := daemon.SdWatchdogEnabled(false); err == nil && every > 0 {
 		go watchdog(ctx, every, srv.Alive, notify, log)
 	}
-	// SIGHUP reloads the admin API's tokens and TLS files; a reload that
-	// fails keeps the previous ones (Reload logs why).
+	// SIGHUP: the log level, the admin API's tokens and TLS files (see
+	// reload); a reload that fails keeps what was there.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	go func() {
 		for range hup {
-			log.Info("SIGHUP: reloading the admin credentials")
-			srv.Reload()
+			reload(cfg, level, *logLevel != "", srv, log)
 		}
 	}()
 	err = srv.Wait(ctx)
@@ -154,12 +165,8 @@ func checkConfig(cfg *config.Config) ([]string, error) {
 	return r.Warnings(), nil
 }
 
-func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("-log-level %q: use debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: l}
+func newLogger(w io.Writer, format string, level slog.Leveler) (*slog.Logger, error) {
+	opts := &slog.HandlerOptions{Level: level}
 	switch format {
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil

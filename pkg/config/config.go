@@ -193,6 +193,7 @@ func (c *Config) applyDefaults() {
 		n.MetricsListenAddress = n.ListenAddress
 	}
 	setDefault(&n.DataDir, defaultDataDir)
+	setDefault(&n.LogLevel, "info")
 	setDefault(&n.FilesDir, defaultFilesDir)
 	setDefault(&n.BootFilesDir, defaultBootFilesDir)
 	setDefault(&n.ElectionTTL, defaultElectionTTL)

@@ -28,6 +28,9 @@ type Node struct {
 	Name string `yaml:"name" json:"name"`
 	// Interface is the network interface DHCP listens on.
 	Interface string `yaml:"interface" json:"interface"`
+	// LogLevel is debug, info, warn or error (default info); the -log-level
+	// flag overrides it. SIGHUP applies a new value without a restart.
+	LogLevel string `yaml:"log_level" json:"log_level"`
 	// ListenAddress is the address TFTP, HTTP and admin listeners bind to (default 0.0.0.0).
 	ListenAddress netip.Addr `yaml:"listen_address" json:"listen_address"`
 	// AdminListenAddress and MetricsListenAddress bind the admin API and

@@ -51,6 +51,11 @@ func (n *Node) validate(p *problems) {
 	case a.IsUnspecified():
 		p.addf("node.advertise_address", "%s cannot be reached; give the VRRP virtual address, or this replica's own", a)
 	}
+	switch n.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		p.addf("node.log_level", "%q: use debug, info, warn or error", n.LogLevel)
+	}
 	if n.ElectionTTL < time.Second || n.ElectionTTL > time.Minute {
 		p.addf("node.election_ttl", "%s is out of range (1s-1m; a few seconds is right: it bounds the DHCP failover)", n.ElectionTTL)
 	}
