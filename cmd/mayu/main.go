@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -17,7 +18,6 @@ import (
 
 	"github.com/mayu-boot/mayu/pkg/buildinfo"
 	"github.com/mayu-boot/mayu/pkg/config"
-	"github.com/mayu-boot/mayu/pkg/etcd"
 	"github.com/mayu-boot/mayu/pkg/ignition"
 	"github.com/mayu-boot/mayu/pkg/render"
 	"github.com/mayu-boot/mayu/pkg/server"
@@ -39,6 +39,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	logFormat := fl.String("log-format", "text", "log format: text or json")
 	logLevel := fl.String("log-level", "", "log level: debug, info, warn or error (default: node.log_level, or info)")
 	check := fl.Bool("check", false, "validate the configuration and render the templates, then exit")
+	checkEtcd := fl.Bool("etcd", false, "with -check: also reach etcd as start would, and find the artifacts the configuration names")
 	showVersion := fl.Bool("version", false, "print the version and exit")
 	usage := func(w io.Writer) {
 		fmt.Fprintf(w, "usage: mayu [flags]\n\nmayu answers network-booting machines: DHCP, TFTP, iPXE scripts, installer\nfiles and node callbacks, with all state in etcd.\n\n")
@@ -86,13 +87,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 		level.UnmarshalText([]byte(cfg.Node.LogLevel)) // validated by Load
 	}
 	if *check {
-		warnings, err := checkConfig(cfg)
-		if err != nil {
-			fmt.Fprintln(stderr, "mayu:", err)
-			return 1
-		}
+		warnings, err := server.Check(cfg)
 		for _, w := range warnings {
 			fmt.Fprintln(stderr, "mayu: warning:", w)
+		}
+		if *checkEtcd && err == nil {
+			var note string
+			if note, err = server.CheckEtcd(context.Background(), cfg); note != "" {
+				fmt.Fprintln(stderr, "mayu:", note)
+			}
+		}
+		if err != nil {
+			// Every problem on a line of its own.
+			for _, line := range strings.Split(err.Error(), "\n") {
+				fmt.Fprintln(stderr, "mayu:", line)
+			}
+			fmt.Fprintf(stderr, "mayu: %s: %d problems\n", cfg.Path, strings.Count(err.Error(), "\n")+1)
+			return 1
 		}
 		samples := len(render.Samples(cfg.Cluster))
 		for _, t := range []struct{ key, format string }{
@@ -144,25 +155,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
-}
-
-// checkConfig checks what -check promises; the warnings are Ignition's
-// on the sample machine's configs, which do not stop mayu.
-func checkConfig(cfg *config.Config) ([]string, error) {
-	// The etcd certificates and password file are read as at start.
-	if err := etcd.Check(cfg.Node.Etcd); err != nil {
-		return nil, err
-	}
-	root, err := os.OpenRoot(cfg.Node.FilesDir)
-	if err != nil {
-		return nil, fmt.Errorf("node.files_dir: %w", err)
-	}
-	defer root.Close()
-	r, err := render.New(root.FS(), cfg.Cluster)
-	if err != nil {
-		return nil, err
-	}
-	return r.Warnings(), nil
 }
 
 func newLogger(w io.Writer, format string, level slog.Leveler) (*slog.Logger, error) {

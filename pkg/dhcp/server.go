@@ -717,3 +717,10 @@ func typeLabel(t dhcpv4.MessageType) string {
 	}
 	return "other"
 }
+
+// CheckInterface says whether DHCP could answer from the interface: it
+// exists and has an IPv4 address (mayu -check).
+func CheckInterface(name string, pools []config.Pool) error {
+	_, err := interfaceIPv4(name, pools)
+	return err
+}

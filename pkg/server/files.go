@@ -19,6 +19,7 @@ import (
 // that has not.
 func hashFiles(files, boot *os.Root, cl config.Cluster) (digest.Set, error) {
 	set := digest.Set{}
+	var problems []error
 	for _, f := range []struct{ key, name string }{
 		{"cluster.install.kernel", cl.Install.Kernel},
 		{"cluster.install.initrd", cl.Install.Initrd},
@@ -31,11 +32,15 @@ func hashFiles(files, boot *os.Root, cl config.Cluster) (digest.Set, error) {
 		}
 		d, err := digest.Of(files, f.key, f.name)
 		if err != nil {
-			return nil, err
+			problems = append(problems, err) // every missing file named at once
+			continue
 		}
 		set[f.key] = d
 	}
 	if boot == nil {
+		if len(problems) > 0 {
+			return nil, errors.Join(problems...)
+		}
 		return set, nil
 	}
 	for key, name := range bootFiles(cl.Boot) {
@@ -47,9 +52,13 @@ func hashFiles(files, boot *os.Root, cl config.Cluster) (digest.Set, error) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%w (under node.boot_files_dir)", err)
+			problems = append(problems, fmt.Errorf("%w (under node.boot_files_dir)", err))
+			continue
 		}
 		set[key] = d
+	}
+	if len(problems) > 0 {
+		return nil, errors.Join(problems...)
 	}
 	return set, nil
 }
