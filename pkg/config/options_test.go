@@ -226,7 +226,7 @@ func FuzzEncodeOptionValue(f *testing.F) {
 			t.Fatalf("string %q accepted with unprintable bytes", s)
 		}
 		if typ == OptionHex {
-			again, err := ParseHex(strings.ToUpper(s))
+			again, err := ParseHex(strings.ToUpper(strings.TrimSpace(s)))
 			if err != nil || !bytes.Equal(again, data) {
 				t.Fatalf("hex %q: %x, upper case %x %v", s, data, again, err)
 			}
