@@ -441,7 +441,9 @@ func (s *Server) discover(x *exchange) {
 	ip, err := x.pool.offer(x.mac, requested, x.now)
 	if errors.Is(err, ErrReservationTaken) {
 		s.metrics.ignored.WithLabelValues("reservation_unavailable").Inc()
-		x.log.Warn("dhcp: this client's reserved address is held by another client or quarantined; no other address is offered",
+		// Debug: a client retrying would flood the log; the metric
+		// counts it.
+		x.log.Debug("dhcp: this client's reserved address is held by another client or quarantined; no other address is offered",
 			"pool", x.pool.cfg.Subnet)
 		return
 	}
