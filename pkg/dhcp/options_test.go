@@ -100,6 +100,15 @@ func TestPoolOptionsInAnswers(t *testing.T) {
 			}
 		}
 	})
+	t.Run("an INFORM is answered with them", func(t *testing.T) {
+		r.t = t
+		inf := newPacket(t, dhcpv4.WithHwAddr(hw(5)), dhcpv4.WithMessageType(dhcpv4.MessageTypeInform),
+			dhcpv4.WithClientIP(net.IPv4(127, 0, 0, 120)), requesting(42))
+		ack := r.expect(inf, dhcpv4.MessageTypeAck)
+		if got := ack.NTPServers(); len(got) != 1 || !ack.YourIPAddr.IsUnspecified() || has(ack, 15) {
+			t.Errorf("ACK to INFORM: %s", ack.Summary())
+		}
+	})
 	t.Run("a NAK carries none", func(t *testing.T) {
 		r.t = t
 		nak := r.expect(requestFor(t, hw(4), net.IPv4(127, 0, 0, 120), loopback, noPRL), dhcpv4.MessageTypeNak)
