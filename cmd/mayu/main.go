@@ -18,6 +18,7 @@ import (
 
 	"github.com/mayu-boot/mayu/pkg/buildinfo"
 	"github.com/mayu-boot/mayu/pkg/config"
+	"github.com/mayu-boot/mayu/pkg/dhcp"
 	"github.com/mayu-boot/mayu/pkg/ignition"
 	"github.com/mayu-boot/mayu/pkg/render"
 	"github.com/mayu-boot/mayu/pkg/server"
@@ -118,6 +119,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		for _, l := range cfg.Node.Limits.Summary() {
 			fmt.Fprintln(stderr, "mayu:", l)
 		}
+		printOffers(stderr, cfg)
 		return 0
 	}
 
@@ -155,6 +157,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// printOffers shows, per pool, the OFFER each kind of boot client gets:
+// the reply the leader's own code builds for a sample DISCOVER of that
+// firmware, options by code, and the configured options it leaves out.
+func printOffers(w io.Writer, cfg *config.Config) {
+	for i, pool := range server.PreviewDHCP(cfg) {
+		pc := cfg.Cluster.Pools[i]
+		fmt.Fprintf(w, "mayu: cluster.pools[%d] %s: the OFFER each kind of client gets (server identifier: the leader's own address; %s here)\n",
+			i, pc.Subnet, cfg.Node.AdvertiseAddress)
+		for _, pv := range pool {
+			if pv.Offer == nil {
+				fmt.Fprintf(w, "mayu:   %s: no answer (%s)\n", pv.Client, pv.Why)
+				continue
+			}
+			o := pv.Offer
+			fmt.Fprintf(w, "mayu:   %s: yiaddr %s, siaddr %s, file %q\n", pv.Client, o.YourIPAddr, o.ServerIPAddr, o.BootFileName)
+			for _, l := range dhcp.DescribeOptions(o, pc) {
+				fmt.Fprintf(w, "mayu:     %s\n", l)
+			}
+			for _, l := range pv.NotSent {
+				fmt.Fprintf(w, "mayu:     not sent: %s\n", l)
+			}
+		}
+	}
 }
 
 func newLogger(w io.Writer, format string, level slog.Leveler) (*slog.Logger, error) {

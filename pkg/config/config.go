@@ -226,7 +226,15 @@ func (c *Config) applyDefaults() {
 
 	cl := &c.Cluster
 	for i := range cl.Pools {
-		setDefault(&cl.Pools[i].LeaseTime, defaultLeaseTime)
+		pool := &cl.Pools[i]
+		setDefault(&pool.LeaseTime, defaultLeaseTime)
+		for j, r := range pool.Reservations {
+			// One spelling everywhere (hash, -check, lookups): the
+			// one DHCP clients' MACs are compared in.
+			if mac, err := ParseMAC(r.MAC); err == nil {
+				pool.Reservations[j].MAC = mac
+			}
+		}
 	}
 	setDefault(&cl.Install.Disk, defaultInstallDisk)
 	setDefault(&cl.Boot.BIOS, defaultBootBIOS)
@@ -334,7 +342,15 @@ func (c *Config) Redacted() Cluster {
 func (c Cluster) clone() Cluster {
 	c.Pools = cloneSlice(c.Pools)
 	for i := range c.Pools {
-		c.Pools[i].DNS = cloneSlice(c.Pools[i].DNS)
+		pl := &c.Pools[i]
+		pl.DNS = cloneSlice(pl.DNS)
+		pl.DomainSearch = cloneSlice(pl.DomainSearch)
+		pl.NTP = cloneSlice(pl.NTP)
+		pl.Options = cloneSlice(pl.Options)
+		for j := range pl.Options {
+			pl.Options[j].Value = cloneSlice(pl.Options[j].Value)
+		}
+		pl.Reservations = cloneSlice(pl.Reservations)
 	}
 	c.Static.DNS = cloneSlice(c.Static.DNS)
 	c.Profiles = cloneSlice(c.Profiles)

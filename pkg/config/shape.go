@@ -34,6 +34,7 @@ var (
 	durationType = reflect.TypeFor[time.Duration]()
 	addrType     = reflect.TypeFor[netip.Addr]()
 	prefixType   = reflect.TypeFor[netip.Prefix]()
+	optValueType = reflect.TypeFor[OptionValue]()
 )
 
 func (s *shapeChecker) addf(n *yaml.Node, path, format string, args ...any) {
@@ -71,6 +72,15 @@ func (s *shapeChecker) walk(n *yaml.Node, t reflect.Type, path string) {
 			if _, err := netip.ParsePrefix(n.Value); err != nil {
 				s.addf(n, path, "%q is not a subnet in CIDR notation, e.g. 10.99.0.0/24", n.Value)
 			}
+		}
+	case t == optValueType:
+		// One value, or a list of values (type ips).
+		if n.Kind == yaml.SequenceNode {
+			for i, item := range n.Content {
+				s.scalar(item, fmt.Sprintf("%s[%d]", path, i))
+			}
+		} else {
+			s.scalar(n, path)
 		}
 	case t.Kind() == reflect.Struct:
 		s.mapping(n, t, path)

@@ -359,6 +359,48 @@ type Pool struct {
 	Router    netip.Addr    `yaml:"router" json:"router"`
 	DNS       []netip.Addr  `yaml:"dns" json:"dns"`
 	LeaseTime time.Duration `yaml:"lease_time" json:"lease_time"` // default 1h
+
+	// The options below go to a client only in the OFFER and ACK of a
+	// full-mode pool, and only when it asks for them in its parameter
+	// request list (option 55), as dnsmasq and Kea do; an entry of
+	// Options marked Always goes unasked (Kea's always-send, dnsmasq's
+	// dhcp-option-force). What does not fit the client's maximum
+	// message size is left out, last configured first.
+
+	// DomainName is option 15: the machines' DNS domain.
+	DomainName string `yaml:"domain_name" json:"domain_name,omitempty"`
+	// DomainSearch is option 119 (RFC 3397): the DNS search list.
+	DomainSearch []string `yaml:"domain_search" json:"domain_search,omitempty"`
+	// NTP is option 42: NTP servers, IPv4.
+	NTP []netip.Addr `yaml:"ntp" json:"ntp,omitempty"`
+	// MTU is option 26, the interface MTU (68-65535); 0: not sent.
+	MTU int `yaml:"mtu" json:"mtu,omitempty"`
+	// Options are more options by code, each with a typed value.
+	Options []DHCPOption `yaml:"options" json:"options,omitempty"`
+	// Reservations give a MAC a fixed boot address, outside Range. It is
+	// leased like any other (written to etcd before the ACK, fenced), and
+	// to nobody else.
+	Reservations []Reservation `yaml:"reservations" json:"reservations,omitempty"`
+}
+
+// DHCPOption is one option of cluster.pools[].options.
+type DHCPOption struct {
+	Code int `yaml:"code" json:"code"`
+	// Type is how Value is written and encoded: one of OptionTypes.
+	Type  string      `yaml:"type" json:"type"`
+	Value OptionValue `yaml:"value" json:"value"`
+	// Always sends the option to clients that did not ask for it.
+	Always bool `yaml:"always" json:"always,omitempty"`
+}
+
+// OptionValue is an option's value as written: one scalar, or (for type
+// ips) a list of them.
+type OptionValue []string
+
+// Reservation is a fixed boot address for one MAC.
+type Reservation struct {
+	MAC     string     `yaml:"mac" json:"mac"`
+	Address netip.Addr `yaml:"address" json:"address"`
 }
 
 // Range is an inclusive address range inside a subnet.

@@ -27,6 +27,13 @@ func (c *Config) Validate() error {
 			p.addf("node.advertise_address", "%s is inside cluster.pools[%d].range %s: it could be leased to a machine", a, i, pool.Range)
 		}
 	}
+	for i, pool := range c.Cluster.Pools {
+		for j, r := range pool.Reservations {
+			if a := c.Node.AdvertiseAddress; a.IsValid() && r.Address == a {
+				p.addf(fmt.Sprintf("cluster.pools[%d].reservations[%d].address", i, j), "%s is node.advertise_address, where machines reach mayu", a)
+			}
+		}
+	}
 	if a := c.Node.AdvertiseAddress; a.IsValid() && c.Cluster.Static.Range.Contains(a) {
 		p.addf("node.advertise_address", "%s is inside cluster.static.range %s: it could become a machine's address", a, c.Cluster.Static.Range)
 	}
@@ -359,7 +366,7 @@ func (c *Cluster) validate(p *problems) {
 	}
 	poolOK := make([]bool, len(c.Pools))
 	for i, pool := range c.Pools {
-		poolOK[i] = pool.validate(p, fmt.Sprintf("cluster.pools[%d]", i))
+		poolOK[i] = pool.validate(p, fmt.Sprintf("cluster.pools[%d]", i), c.Static.Range)
 	}
 	// A request is matched to its pool by subnet, so subnets must not
 	// overlap: an address would belong to two pools.
@@ -418,7 +425,7 @@ func (c *Cluster) validate(p *problems) {
 
 // validate reports whether the pool's subnet and range are usable, so that
 // checks across pools can skip one that is not.
-func (pool Pool) validate(p *problems, key string) bool {
+func (pool Pool) validate(p *problems, key string, static Range) bool {
 	subnetOK := checkSubnet(p, key+".subnet", pool.Subnet)
 	rangeOK := checkRange(p, key+".range", pool.Range, pool.Subnet, subnetOK)
 	if pool.Router.IsValid() && checkHostAddr(p, key+".router", pool.Router, pool.Subnet, subnetOK) &&
@@ -427,6 +434,11 @@ func (pool Pool) validate(p *problems, key string) bool {
 	}
 	checkDNS(p, key+".dns", pool.DNS)
 	checkAtLeast(p, key+".lease_time", pool.LeaseTime, time.Minute)
+	// TODO(issue 14, lead): a proxy pool (mode: proxy) hands out no
+	// address: refuse reservations and the address options (domain_name,
+	// domain_search, ntp, mtu, options) there.
+	pool.validateOptions(p, key)
+	pool.validateReservations(p, key, subnetOK, rangeOK, static)
 	return subnetOK && rangeOK
 }
 

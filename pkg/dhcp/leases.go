@@ -14,6 +14,10 @@ import (
 var (
 	ErrPoolExhausted = errors.New("pool exhausted")
 	ErrNotAvailable  = errors.New("address not available to this client")
+	// ErrReservationTaken: the client's reserved address is held by
+	// another client (a lease from before the reservation) or
+	// quarantined after a DECLINE. It gets no other address.
+	ErrReservationTaken = errors.New("the client's reserved address is not available")
 )
 
 // How long an offered address stays reserved for its client. (How long a
@@ -38,11 +42,45 @@ type pool struct {
 	declined map[netip.Addr]time.Time // until when to avoid
 	cursor   netip.Addr               // where the next free-address scan starts
 	reserved map[netip.Addr]bool      // never leased: the replicas' own addresses
+
+	// cluster.pools[].reservations, read-only once built: the fixed
+	// address of a MAC, and the MAC of a fixed address. Outside Range.
+	fixed   map[string]netip.Addr
+	fixedIP map[netip.Addr]string
+	// opts are the pool's configured options, encoded (options.go).
+	opts []poolOption
 }
 
 func newPool(cfg config.Pool) *pool {
-	return &pool{cfg: cfg, byIP: map[netip.Addr]*lease.Lease{}, byMAC: map[string]*lease.Lease{},
-		held: map[netip.Addr]hold{}, heldMAC: map[string]netip.Addr{}, declined: map[netip.Addr]time.Time{}, cursor: cfg.Range.Start}
+	p := &pool{cfg: cfg, byIP: map[netip.Addr]*lease.Lease{}, byMAC: map[string]*lease.Lease{},
+		held: map[netip.Addr]hold{}, heldMAC: map[string]netip.Addr{}, declined: map[netip.Addr]time.Time{}, cursor: cfg.Range.Start,
+		fixed: map[string]netip.Addr{}, fixedIP: map[netip.Addr]string{}, opts: poolOptions(cfg)}
+	for _, r := range cfg.Reservations {
+		if mac, err := config.ParseMAC(r.MAC); err == nil && r.Address.IsValid() {
+			p.fixed[mac] = r.Address
+			p.fixedIP[r.Address] = mac
+		}
+	}
+	return p
+}
+
+// reservedTo is the MAC ip is reserved for, if any.
+func (p *pool) reservedTo(ip netip.Addr) (string, bool) {
+	mac, ok := p.fixedIP[ip]
+	return mac, ok
+}
+
+// reservationOf is mac's reserved address, if it has one.
+func (p *pool) reservationOf(mac string) (netip.Addr, bool) {
+	ip, ok := p.fixed[mac]
+	return ip, ok
+}
+
+// leasable reports whether ip is an address this pool hands out: in its
+// dynamic range, or reserved for some MAC.
+func (p *pool) leasable(ip netip.Addr) bool {
+	_, fixed := p.fixedIP[ip]
+	return fixed || p.cfg.Range.Contains(ip)
 }
 
 // load puts a lease read from etcd into the table.
@@ -88,7 +126,15 @@ func (p *pool) dropHold(ip netip.Addr) {
 
 // freeFor reports whether ip may go to mac now.
 func (p *pool) freeFor(ip netip.Addr, mac string, now time.Time) bool {
-	if !p.cfg.Range.Contains(ip) || p.reserved[ip] {
+	// A reserved address goes to its MAC only, and a MAC with a
+	// reservation gets nothing else.
+	if owner, ok := p.fixedIP[ip]; ok && owner != mac {
+		return false
+	}
+	if fixed, ok := p.fixed[mac]; ok && fixed != ip {
+		return false
+	}
+	if !p.leasable(ip) || p.reserved[ip] {
 		return false
 	}
 	if until, ok := p.declined[ip]; ok {
@@ -115,6 +161,12 @@ func (p *pool) offer(mac string, requested netip.Addr, now time.Time) (netip.Add
 	pick := func(ip netip.Addr) netip.Addr {
 		p.setHold(ip, mac, now.Add(offerHold))
 		return ip
+	}
+	if ip, ok := p.fixed[mac]; ok {
+		if p.freeFor(ip, mac, now) {
+			return pick(ip), nil
+		}
+		return netip.Addr{}, ErrReservationTaken
 	}
 	if l := p.byMAC[mac]; l != nil && p.freeFor(l.IP, mac, now) {
 		return pick(l.IP), nil
@@ -238,7 +290,7 @@ func (p *pool) knows(mac string, now time.Time) bool {
 // decline forgets mac's hold on ip and avoids ip until then: something
 // else may answer on it.
 func (p *pool) decline(mac string, ip netip.Addr, until time.Time) {
-	if !p.cfg.Range.Contains(ip) {
+	if !p.leasable(ip) {
 		return // never offered; remembering it would let a flood grow the map
 	}
 	p.forget(mac, ip)
@@ -248,7 +300,7 @@ func (p *pool) decline(mac string, ip netip.Addr, until time.Time) {
 // avoid keeps ip from being offered until then; a zero time gives it
 // back at once.
 func (p *pool) avoid(ip netip.Addr, until time.Time) {
-	if !p.cfg.Range.Contains(ip) {
+	if !p.leasable(ip) {
 		return
 	}
 	p.mu.Lock()
@@ -260,14 +312,46 @@ func (p *pool) avoid(ip netip.Addr, until time.Time) {
 	p.declined[ip] = until
 }
 
-// stats counts active leases and free addresses.
+// stats counts active leases and the free addresses of the dynamic
+// range (reserved addresses lie outside it, and are nobody else's).
 func (p *pool) stats(now time.Time) (active, free int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	inRange := 0
 	for _, l := range p.byIP {
 		if now.Before(l.Expiry) {
 			active++
+			if p.cfg.Range.Contains(l.IP) {
+				inRange++
+			}
 		}
 	}
-	return active, p.cfg.Range.Size() - active
+	return active, p.cfg.Range.Size() - inRange
+}
+
+// leaseOfMAC is mac's lease in this pool, if it holds one.
+func (p *pool) leaseOfMAC(mac string) (lease.Lease, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l := p.byMAC[mac]; l != nil {
+		return *l, true
+	}
+	return lease.Lease{}, false
+}
+
+// holdToGiveUp keeps ip, mac's previous lease, from every other client
+// while its key is deleted from etcd, and reports whether it may be
+// deleted: only while it is still mac's and nobody else holds it, so the
+// delete never takes another client's lease.
+func (p *pool) holdToGiveUp(mac string, ip netip.Addr, now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l := p.byIP[ip]; l == nil || l.MAC != mac {
+		return false
+	}
+	if h, ok := p.held[ip]; ok && h.mac != mac && now.Before(h.until) {
+		return false
+	}
+	p.setHold(ip, mac, now.Add(offerHold))
+	return true
 }

@@ -1,6 +1,7 @@
 package dhcp
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +16,7 @@ type metrics struct {
 	ignored            *prometheus.CounterVec
 	naks               *prometheus.CounterVec
 	declines           *prometheus.CounterVec
+	optionsDropped     *prometheus.CounterVec
 	leaseWriteDuration *prometheus.HistogramVec
 	leaderReady        prometheus.Gauge
 }
@@ -28,9 +30,11 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		answered: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "packets_answered_total",
 			Help: "DHCP answers sent, by message type (offer, ack, nak)."}, []string{"type"}),
 		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "packets_ignored_total",
-			Help: "DHCP packets not answered, by reason: installed, not_leader, pool_exhausted, malformed, no_pool, other_server, queue_full, not_durable, deposed, unlisted_relay, new_client_budget, unknown_client."}, []string{"reason"}),
+			Help: "DHCP packets not answered, by reason: installed, not_leader, pool_exhausted, malformed, no_pool, other_server, queue_full, not_durable, deposed, unlisted_relay, new_client_budget, unknown_client, reservation_unavailable."}, []string{"reason"}),
 		naks: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "naks_total",
-			Help: "REQUESTs refused with a NAK, by reason: outside_pool, in_use, unknown_client (no offer or lease)."}, []string{"reason"}),
+			Help: "REQUESTs refused with a NAK, by reason: outside_pool, in_use, unknown_client (no offer or lease), reserved (another MAC's reserved address), has_reservation (a MAC with a reservation asking for another address)."}, []string{"reason"}),
+		optionsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "options_dropped_total",
+			Help: "Configured options left out of an answer because it would exceed the client's maximum message size, by option code."}, []string{"code"}),
 		declines: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "declines_total",
 			Help: "DECLINEs, by outcome: quarantined (a probe found the address in use), unconfirmed (nobody answered: back in the pool), probe_busy, probe_failed, not_holder."}, []string{"outcome"}),
 		leaseWriteDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "lease_write_duration_seconds",
@@ -47,11 +51,16 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		m.answered.WithLabelValues(t)
 	}
 	for _, r := range []string{"installed", "not_leader", "pool_exhausted", "malformed", "no_pool", "other_server", "queue_full", "not_durable", "deposed",
-		"unlisted_relay", "new_client_budget", "unknown_client"} {
+		"unlisted_relay", "new_client_budget", "unknown_client", "reservation_unavailable"} {
 		m.ignored.WithLabelValues(r)
 	}
-	for _, r := range []string{"outside_pool", "in_use", "unknown_client"} {
+	for _, r := range []string{"outside_pool", "in_use", "unknown_client", "reserved", "has_reservation"} {
 		m.naks.WithLabelValues(r)
+	}
+	for _, pc := range s.o.Pools {
+		for _, o := range poolOptions(pc) {
+			m.optionsDropped.WithLabelValues(strconv.Itoa(int(o.code.Code())))
+		}
 	}
 	for _, o := range []string{"quarantined", "unconfirmed", "probe_busy", "probe_failed", "not_holder"} {
 		m.declines.WithLabelValues(o)
@@ -63,7 +72,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			"Addresses of a pool not held by an unexpired lease (0 on followers).", []string{"pool"}, nil),
 	}
 	m.leaseWriteDuration.WithLabelValues()
-	mayumetrics.MustRegister(reg, m.received, m.answered, m.ignored, m.naks, m.declines, m.leaseWriteDuration, m.leaderReady, pools)
+	mayumetrics.MustRegister(reg, m.received, m.answered, m.ignored, m.naks, m.declines, m.optionsDropped, m.leaseWriteDuration, m.leaderReady, pools)
 	return m
 }
 

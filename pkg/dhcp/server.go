@@ -439,6 +439,14 @@ func (s *Server) discover(x *exchange) {
 	}
 	requested, _ := netip.AddrFromSlice(x.req.RequestedIPAddress().To4())
 	ip, err := x.pool.offer(x.mac, requested, x.now)
+	if errors.Is(err, ErrReservationTaken) {
+		s.metrics.ignored.WithLabelValues("reservation_unavailable").Inc()
+		// Debug: a client retrying would flood the log; the metric
+		// counts it.
+		x.log.Debug("dhcp: this client's reserved address is held by another client or quarantined; no other address is offered",
+			"pool", x.pool.cfg.Subnet)
+		return
+	}
 	if err != nil {
 		// Debug, not warn: a storm of clients would flood the log;
 		// mayu_dhcp_addresses_free and its alert tell the operator.
@@ -474,8 +482,17 @@ func (s *Server) request(x *exchange) {
 		x.log.Debug("dhcp: nak", "ip", ip, "why", why)
 		s.reply(x, s.nak(x.req, why))
 	}
-	if !pl.cfg.Subnet.Contains(ip) || !pl.cfg.Range.Contains(ip) {
+	if !pl.cfg.Subnet.Contains(ip) || !pl.leasable(ip) {
 		nak("outside_pool", "address not in this network's pool")
+		return
+	}
+	if owner, ok := pl.reservedTo(ip); ok && owner != x.mac {
+		nak("reserved", "address reserved for another client")
+		return
+	}
+	if fixed, ok := pl.reservationOf(x.mac); ok && fixed != ip {
+		// Its old dynamic address, say: it starts over and gets its own.
+		nak("has_reservation", "this client has a reserved address; start over with DISCOVER")
 		return
 	}
 	if !s.known(x) {
@@ -503,6 +520,7 @@ func (s *Server) request(x *exchange) {
 	// The hostname (option 12) is the client's text: stored escaped and
 	// bounded, so etcdctl, mayuctl and logs never print its raw bytes.
 	l := lease.Lease{IP: ip, MAC: x.mac, Expiry: x.now.Add(pl.cfg.LeaseTime), Hostname: hostile.Text(x.req.HostName(), lease.MaxHostname), Leader: s.o.Replica}
+	old, hadOld := pl.leaseOfMAC(x.mac)
 	start := time.Now()
 	err := s.o.Leases.Put(x.ctx, x.term.fence, l)
 	s.metrics.leaseWriteDuration.WithLabelValues().Observe(time.Since(start).Seconds())
@@ -518,9 +536,20 @@ func (s *Server) request(x *exchange) {
 		x.log.Warn("dhcp: lease not durable, not acknowledging (the client will retry)", "ip", ip, "err", err)
 		return
 	}
+	giveUp := hadOld && old.IP != ip && pl.holdToGiveUp(x.mac, old.IP, x.now)
 	pl.commit(l)
 	x.log.Debug("dhcp: ack", "ip", ip, "boot", x.dec.Reason)
 	s.reply(x, s.answer(x, dhcpv4.MessageTypeAck, ip))
+	if giveUp {
+		// One address per client: its previous lease (a dynamic one,
+		// before it got its reservation) is given up, durably, so that
+		// etcd and mayuctl leases do not show it holding two.
+		// (commit dropped it from the table already.)
+		if err := s.o.Leases.Remove(x.ctx, x.term.fence, old.IP); err != nil {
+			x.log.Warn("dhcp: previous lease not given up in etcd", "ip", old.IP, "err", err)
+		}
+		pl.unhold(old.IP, x.mac)
+	}
 }
 
 // release forgets the client's lease, durably first.
@@ -651,6 +680,9 @@ func (s *Server) answer(x *exchange, typ dhcpv4.MessageType, ip netip.Addr) *dhc
 	if len(dec.BootFile) < 128 {
 		resp.BootFileName = dec.BootFile // the BOOTP field, which PXE ROMs read
 	}
+	// TODO(issue 14, lead): not in proxy mode: a proxy answer carries
+	// boot options only.
+	s.addPoolOptions(x, resp)
 	return resp
 }
 

@@ -149,7 +149,8 @@ node:
     embedded: {client_url: "http://127.0.0.1:` + freePort() + `", peer_url: "http://127.0.0.1:` + freePort() + `"}
   ports: {dhcp: ` + freeUDPPort() + `, tftp: ` + freeUDPPort() + `, http: ` + freePort() + `, admin: ` + freePort() + `, metrics: ` + freePort() + `}
 cluster:
-  pools: [{subnet: 127.0.0.0/24, range: {start: 127.0.0.100, end: 127.0.0.150}}]
+  # ntp: the pool has a configured option, so that mayu_dhcp_options_dropped_total has a label.
+  pools: [{subnet: 127.0.0.0/24, range: {start: 127.0.0.100, end: 127.0.0.150}, ntp: [127.0.0.1]}]
   static: {subnet: 10.99.0.0/24, range: {start: 10.99.0.10, end: 10.99.0.20}}
   install: {kernel: installer/vmlinuz, initrd: installer/initrd.img, image: images/os.img}
   templates: {first_stage: templates/first-stage.sh, final_config: templates/final-config.yaml}

@@ -281,11 +281,7 @@ func (s *Server) startDHCP(ctx context.Context, mayuURL string, leases dhcp.Leas
 	}
 	s.dhcp = dhcp.New(dhcp.Options{
 		Interface: n.Interface, Port: n.Ports.DHCP, Advertise: n.AdvertiseAddress, Pools: cl.Pools,
-		Policy: dhcp.Policy{
-			BIOS: cl.Boot.BIOS, EFI64: cl.Boot.EFI64, EFI32: cl.Boot.EFI32, ARM64: cl.Boot.ARM64,
-			ScriptURL: mayuURL + "/boot.ipxe", HTTPBase: mayuURL + "/tftp/",
-			AnswerInstalledIPXE: cl.Boot.AnswerInstalledIPXE,
-		},
+		Policy:  dhcpPolicy(cl, mayuURL),
 		Replica: n.Name, Leases: leases, Installed: installed, Known: s.known, Limits: cl.DHCP,
 		Log: s.log, Registerer: s.metrics,
 	})
