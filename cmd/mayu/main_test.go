@@ -207,3 +207,37 @@ func TestCheckShowsTheOffers(t *testing.T) {
 		}
 	}
 }
+
+// In a proxy pool -check shows the proxy's answers: boot options, no
+// address, no 175.
+func TestCheckShowsTheProxyOffers(t *testing.T) {
+	dir := t.TempDir()
+	if err := fixture.WriteFiles(dir, fixture.Files{Token: "check-test-token-0123456789"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := fixture.Loopback(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Advertise, c.Listen, c.Proxy = "10.99.0.1", "", true
+	path, err := c.Write()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if code := run([]string{"-config", path, "-check"}, &out, &out); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out.String())
+	}
+	s := out.String()
+	if n := strings.Count(s, "yiaddr 0.0.0.0"); n != 4 {
+		t.Errorf("%d of 4 sample clients offered no address:\n%s", n, s)
+	}
+	for _, d := range []string{"175 ", "51 IP Addresses Lease Time", "1 Subnet Mask", "3 Router"} {
+		if strings.Contains(s, "mayu:     "+d) {
+			t.Errorf("a proxy offer carries %q:\n%s", d, s)
+		}
+	}
+	if !strings.Contains(s, "60 Class Identifier: PXEClient") {
+		t.Errorf("no PXEClient class in:\n%s", s)
+	}
+}

@@ -83,7 +83,7 @@ var (
 // defaultPorts are in place before the file is decoded rather than filled in
 // afterwards, because an explicit 0 disables DHCP or TFTP: only keys that
 // are absent keep these values.
-var defaultPorts = Ports{DHCP: 67, TFTP: 69, HTTP: 4081, Admin: 4080, Metrics: 4082}
+var defaultPorts = Ports{DHCP: 67, TFTP: 69, HTTP: 4081, Admin: 4080, Metrics: 4082, ProxyDHCP: 4011}
 
 // Load reads, decodes, completes with defaults and validates the config
 // file at path. Every error names the file; a file with several problems
@@ -227,7 +227,12 @@ func (c *Config) applyDefaults() {
 	cl := &c.Cluster
 	for i := range cl.Pools {
 		pool := &cl.Pools[i]
-		setDefault(&pool.LeaseTime, defaultLeaseTime)
+		setDefault(&pool.Mode, PoolFull)
+		// A proxy pool leases nothing: a lease_time there is a mistake
+		// that Validate names, not something to fill in.
+		if !pool.Proxy() {
+			setDefault(&pool.LeaseTime, defaultLeaseTime)
+		}
 		for j, r := range pool.Reservations {
 			// One spelling everywhere (hash, -check, lookups): the
 			// one DHCP clients' MACs are compared in.
@@ -315,7 +320,16 @@ func normalisePrefix(p string) string {
 // noticed like any other change; a SHA-256 over the whole cluster part
 // reveals nothing practical about a secret of any real entropy.
 func (c *Config) ClusterHash() string {
-	b, err := json.Marshal(c.Cluster.clone())
+	cl := c.Cluster.clone()
+	for i := range cl.Pools {
+		if cl.Pools[i].Mode == PoolFull {
+			// The default, left out: a configuration written before
+			// pools had modes keeps its hash, so replicas upgraded one
+			// by one still agree with those not yet upgraded.
+			cl.Pools[i].Mode = ""
+		}
+	}
+	b, err := json.Marshal(cl)
 	if err != nil {
 		// Cluster holds only strings, numbers, addresses and durations.
 		panic(fmt.Sprintf("config: encoding the cluster part: %v", err))

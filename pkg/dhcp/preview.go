@@ -113,6 +113,18 @@ func (s *Server) preview(pc config.Pool, c SampleClient, i int) Preview {
 	p.reserved = map[netip.Addr]bool{s.serverIP: true, s.o.Advertise: true}
 	x := &exchange{ctx: context.Background(), log: s.o.Log, req: req, mac: mac.String(), pool: p, now: now,
 		dec: Decide(Classify(req), false, s.o.Policy)}
+	if pc.Proxy() {
+		// What the proxy sends on port 67: boot options, no address.
+		if x.dec.BootFile == "" {
+			pv.Why = "no boot file for this client (" + x.dec.Reason + ")"
+			return pv
+		}
+		pv.Offer = s.proxyAnswer(x, Classify(req), dhcpv4.MessageTypeOffer, false)
+		if pv.Offer == nil {
+			pv.Why = "the answer could not be built"
+		}
+		return pv
+	}
 	ip, err := p.offer(x.mac, netip.Addr{}, now)
 	if err != nil {
 		pv.Why = err.Error()
