@@ -276,3 +276,48 @@ func TestMoveTheEmbeddedEtcdToACluster(t *testing.T) {
 	serves(t, startWith(t, cfg), f, false)
 	serves(t, startReplica(t, "r2", c.Endpoints, prefix), f, true)
 }
+
+// docs/operations.md "Backup and restore", one replica on its embedded
+// etcd: the snapshot restored into node.data_dir/etcd with etcdutl, under
+// the replica's node.name and embedded peer URL, and mayu started again.
+func TestRestoreTheEmbeddedEtcd(t *testing.T) {
+	cfg := replicaConfig(t, "")
+	cfg.Node.Name = "r1"
+	s1 := startWith(t, cfg)
+	embedded := cfg.Node.Etcd.Embedded
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{embedded.ClientURL}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	prefix := cfg.Node.Etcd.Prefix
+	f := makeFleet(t, "http://"+s1.Addrs["http"], cli, prefix)
+	before := durable(t, cli, prefix)
+	snap := filepath.Join(t.TempDir(), "mayu-backup.db")
+	if out, err := exec.Command(etcdtest.Binary(t, "etcdctl"), "--endpoints", embedded.ClientURL,
+		"snapshot", "save", snap).CombinedOutput(); err != nil {
+		t.Fatalf("etcdctl snapshot save: %v\n%s", err, out)
+	}
+	s1.Close()
+	cli.Close()
+
+	// The data directory is lost; the snapshot goes back in its place.
+	dir := filepath.Join(cfg.Node.DataDir, "etcd")
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(etcdtest.Binary(t, "etcdutl"), "snapshot", "restore", snap,
+		"--data-dir", dir, "--name", cfg.Node.Name,
+		"--initial-cluster", cfg.Node.Name+"="+embedded.PeerURL,
+		"--initial-advertise-peer-urls", embedded.PeerURL).CombinedOutput(); err != nil {
+		t.Fatalf("etcdutl snapshot restore: %v\n%s", err, out)
+	}
+	s2 := startWith(t, cfg)
+	cli2, err := clientv3.New(clientv3.Config{Endpoints: []string{embedded.ClientURL}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli2.Close()
+	sameState(t, before, durable(t, cli2, prefix))
+	serves(t, s2, f, true)
+}
