@@ -1,17 +1,20 @@
-package admin_test
+package admin
 
 import (
+	"context"
+	"net/http"
 	"os"
 	"reflect"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/mayu-boot/mayu/pkg/admin"
 	"github.com/mayu-boot/mayu/pkg/api"
 	"github.com/mayu-boot/mayu/pkg/machine"
 )
@@ -40,6 +43,54 @@ func readOpenAPI(t *testing.T) (openAPI, []byte) {
 	return doc, b
 }
 
+// operations are the documented operations: method (lower case) and path
+// template, and the operation.
+func (doc openAPI) operations() map[[2]string]map[string]any {
+	ops := map[[2]string]map[string]any{}
+	for path, item := range doc.Paths {
+		for key, op := range item {
+			if slices.Contains(httpMethods, key) {
+				o, _ := op.(map[string]any)
+				ops[[2]string{key, path}] = o
+			}
+		}
+	}
+	return ops
+}
+
+// Each operation's x-mayu-role is the role the admin API really asks
+// for it: a viewer's token is refused (403) on exactly the operations
+// documented as admin's.
+func TestOpenAPIRolesAreTheGuards(t *testing.T) {
+	doc, _ := readOpenAPI(t)
+	env := newAuthEnv(t, nil)
+	for k, op := range doc.operations() {
+		method, path := strings.ToUpper(k[0]), k[1]
+		role, _ := op["x-mayu-role"].(string)
+		want := api.RoleAdmin
+		if isRead(method) {
+			want = api.RoleViewer
+		}
+		if role != want {
+			t.Errorf("%s %s: x-mayu-role %q, the guard asks for %s", method, path, role, want)
+		}
+		url := env.srv.URL + strings.NewReplacer("{id}", "m1", "{name}", "a1").Replace(path)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		req, _ := http.NewRequestWithContext(ctx, method, url, strings.NewReader("{}"))
+		req.Header.Set("Authorization", "Bearer "+viewerToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			cancel()
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		resp.Body.Close()
+		cancel()
+		if refused := resp.StatusCode == http.StatusForbidden; refused != (role == api.RoleAdmin) || resp.StatusCode == http.StatusUnauthorized {
+			t.Errorf("%s %s with a viewer's token: %s (documented role %s)", method, path, resp.Status, role)
+		}
+	}
+}
+
 var httpMethods = []string{"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 
 // Every route the admin API registers is in docs/admin-api.yaml with its
@@ -47,7 +98,8 @@ var httpMethods = []string{"get", "put", "post", "delete", "patch", "head", "opt
 func TestOpenAPIHasEveryRoute(t *testing.T) {
 	doc, _ := readOpenAPI(t)
 	routes := map[string]bool{}
-	err := admin.Router().Walk(func(r *mux.Route, _ *mux.Router, _ []*mux.Route) error {
+	a, _ := build(Options{})
+	err := a.router(prometheus.NewRegistry()).Walk(func(r *mux.Route, _ *mux.Router, _ []*mux.Route) error {
 		tmpl, err := r.GetPathTemplate()
 		if err != nil {
 			return err
@@ -69,15 +121,10 @@ func TestOpenAPIHasEveryRoute(t *testing.T) {
 		t.Fatalf("only %d routes walked: %v", len(routes), routes)
 	}
 	documented := map[string]bool{}
-	for path, item := range doc.Paths {
-		for key, op := range item {
-			if !slices.Contains(httpMethods, key) {
-				continue // parameters, summary
-			}
-			documented[key+" "+path] = true
-			if o, _ := op.(map[string]any); o["responses"] == nil {
-				t.Errorf("%s %s: no responses", key, path)
-			}
+	for k, op := range doc.operations() {
+		documented[k[0]+" "+k[1]] = true
+		if op["responses"] == nil {
+			t.Errorf("%s %s: no responses", k[0], k[1])
 		}
 	}
 	for r := range routes {
