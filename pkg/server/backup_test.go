@@ -93,12 +93,16 @@ func makeFleet(t *testing.T, httpURL string, cli *clientv3.Client, prefix string
 
 // durable is every key under prefix that outlives the replicas: those
 // without an etcd lease (election and announcements expire with their
-// sessions).
-func durable(t *testing.T, cli *clientv3.Client, prefix string) map[string]string {
+// sessions); at revision rev if not 0.
+func durable(t *testing.T, cli *clientv3.Client, prefix string, rev ...int64) map[string]string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix())
+	opts := []clientv3.OpOption{clientv3.WithPrefix()}
+	if len(rev) > 0 {
+		opts = append(opts, clientv3.WithRev(rev[0]))
+	}
+	resp, err := cli.Get(ctx, prefix, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,6 +138,28 @@ func sameState(t *testing.T, before, after map[string]string) {
 			t.Errorf("no key with %q in the state backed up: the test proves less than it says", k)
 		}
 	}
+}
+
+// snapshotSave backs the etcd at endpoint up into a new file with
+// `etcdctl snapshot save`, as docs/operations.md says, and returns the
+// file and the revision it holds (`etcdutl snapshot status`): the
+// replicas go on writing while it runs.
+func snapshotSave(t *testing.T, endpoint string) (string, int64) {
+	t.Helper()
+	snap := filepath.Join(t.TempDir(), "mayu-backup.db")
+	if out, err := exec.Command(etcdtest.Binary(t, "etcdctl"), "--endpoints", endpoint,
+		"snapshot", "save", snap).CombinedOutput(); err != nil {
+		t.Fatalf("etcdctl snapshot save: %v\n%s", err, out)
+	}
+	out, err := exec.Command(etcdtest.Binary(t, "etcdutl"), "snapshot", "status", snap, "-w", "json").Output()
+	if err != nil {
+		t.Fatalf("etcdutl snapshot status: %v\n%s", err, out)
+	}
+	var status struct{ Revision int64 }
+	if err := json.Unmarshal(out, &status); err != nil || status.Revision == 0 {
+		t.Fatalf("etcdutl snapshot status: %v: %s", err, out)
+	}
+	return snap, status.Revision
 }
 
 // startReplica starts a replica named name on the etcd at endpoints.
@@ -209,12 +235,8 @@ func TestBackupAndRestore(t *testing.T) {
 
 	// The backup, taken while the replica runs (a snapshot is one
 	// consistent revision).
-	snap := filepath.Join(t.TempDir(), "mayu-backup.db")
-	if out, err := exec.Command(etcdtest.Binary(t, "etcdctl"), "--endpoints", etcd.ClientURL,
-		"snapshot", "save", snap).CombinedOutput(); err != nil {
-		t.Fatalf("etcdctl snapshot save: %v\n%s", err, out)
-	}
-	before := durable(t, etcd.Client, prefix)
+	snap, rev := snapshotSave(t, etcd.ClientURL)
+	before := durable(t, etcd.Client, prefix, rev)
 	s1.Close()
 	etcd.Stop() // the etcd is lost
 
@@ -292,12 +314,8 @@ func TestRestoreTheEmbeddedEtcd(t *testing.T) {
 	defer cli.Close()
 	prefix := cfg.Node.Etcd.Prefix
 	f := makeFleet(t, "http://"+s1.Addrs["http"], cli, prefix)
-	before := durable(t, cli, prefix)
-	snap := filepath.Join(t.TempDir(), "mayu-backup.db")
-	if out, err := exec.Command(etcdtest.Binary(t, "etcdctl"), "--endpoints", embedded.ClientURL,
-		"snapshot", "save", snap).CombinedOutput(); err != nil {
-		t.Fatalf("etcdctl snapshot save: %v\n%s", err, out)
-	}
+	snap, rev := snapshotSave(t, embedded.ClientURL)
+	before := durable(t, cli, prefix, rev)
 	s1.Close()
 	cli.Close()
 
