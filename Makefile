@@ -29,14 +29,17 @@ fleetgen:
 upstream:
 	$(GO) build -o bin/upstream ./internal/cmd/upstream
 
-# Real etcd and etcdctl for tests and the demo, built from the versions
-# pinned in go.mod (`go install pkg@version` refuses their replace
-# directives, so they are built inside this module).
-etcd: bin/etcd bin/etcdctl
+# Real etcd, etcdctl and etcdutl (snapshot restore, docs/operations.md)
+# for tests and the demo, built from the versions pinned in go.mod (`go
+# install pkg@version` refuses their replace directives, so they are built
+# inside this module, listed as tools in go.mod).
+etcd: bin/etcd bin/etcdctl bin/etcdutl
 bin/etcd: go.mod go.sum
 	$(GO) build -o bin/etcd go.etcd.io/etcd/server/v3
 bin/etcdctl: go.mod go.sum
 	$(GO) build -o bin/etcdctl go.etcd.io/etcd/etcdctl/v3
+bin/etcdutl: go.mod go.sum
+	$(GO) build -o bin/etcdutl go.etcd.io/etcd/etcdutl/v3
 
 # System packages and Go modules.
 deps:

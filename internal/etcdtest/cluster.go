@@ -30,10 +30,21 @@ type ClusterOptions struct {
 	// authentication (--client-cert-auth, --peer-client-cert-auth), with
 	// certificates from a CA made for the cluster.
 	TLS bool
+	// Members is the number of members. Default 3.
+	Members int
+	// Snapshot restores every member's data directory from this file with
+	// bin/etcdutl before the member starts, as docs/operations.md tells an
+	// operator to (a backup restored; the embedded etcd moved to a
+	// cluster). Empty: fresh members.
+	Snapshot string
+	// SkipHashCheck restores a db file copied out of a stopped etcd's data
+	// directory, which carries no integrity hash (`etcdctl snapshot save`
+	// writes one).
+	SkipHashCheck bool
 }
 
-// Cluster is a real 3-member etcd cluster: bin/etcd processes (`make etcd`
-// builds them), removed when the test ends.
+// Cluster is a real etcd cluster (3 members unless told otherwise): bin/etcd processes (`make etcd`
+// builds them, and bin/etcdutl for Snapshot), removed when the test ends.
 type Cluster struct {
 	// Endpoints are the members' client URLs.
 	Endpoints []string
@@ -51,7 +62,7 @@ type Cluster struct {
 	logs  []*netlab.Output
 }
 
-// StartCluster starts a 3-member etcd and waits until every member is
+// StartCluster starts an etcd cluster and waits until every member is
 // healthy.
 func StartCluster(t testing.TB, o ClusterOptions) *Cluster {
 	t.Helper()
@@ -60,6 +71,9 @@ func StartCluster(t testing.TB, o ClusterOptions) *Cluster {
 	}
 	if o.Exec == nil {
 		o.Exec = exec.Command
+	}
+	if o.Members == 0 {
+		o.Members = 3
 	}
 	c := &Cluster{t: t, o: o}
 	scheme := "http"
@@ -71,7 +85,7 @@ func StartCluster(t testing.TB, o ClusterOptions) *Cluster {
 	type member struct{ client, peer string }
 	var members []member
 	var peers []string
-	for i := range 3 {
+	for i := range o.Members {
 		var m member
 		if o.BasePort > 0 {
 			m.client = fmt.Sprintf("%s://%s:%d", scheme, o.Host, o.BasePort+2*i)
@@ -87,6 +101,21 @@ func StartCluster(t testing.TB, o ClusterOptions) *Cluster {
 	etcd := Binary(t, "etcd")
 	dir := t.TempDir()
 	for i, m := range members {
+		if o.Snapshot != "" {
+			// What the operator runs on each member's host: the same
+			// snapshot, the member's own name and peer URL, the whole
+			// new cluster.
+			args := []string{"snapshot", "restore", o.Snapshot,
+				"--name", fmt.Sprintf("m%d", i), "--data-dir", filepath.Join(dir, fmt.Sprint("m", i)),
+				"--initial-cluster", strings.Join(peers, ","), "--initial-cluster-token", "etcdtest",
+				"--initial-advertise-peer-urls", m.peer}
+			if o.SkipHashCheck {
+				args = append(args, "--skip-hash-check")
+			}
+			if out, err := o.Exec(Binary(t, "etcdutl"), args...).CombinedOutput(); err != nil {
+				t.Fatalf("etcdtest: etcdutl %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+		}
 		args := []string{
 			"--name", fmt.Sprintf("m%d", i), "--data-dir", filepath.Join(dir, fmt.Sprint("m", i)),
 			"--listen-client-urls", m.client, "--advertise-client-urls", m.client,
@@ -148,7 +177,7 @@ func (c *Cluster) waitHealthy() {
 	var err error
 	for time.Now().Before(deadline) {
 		out, err = c.Etcdctl("endpoint", "health")
-		if err == nil && strings.Count(out, "is healthy") == 3 {
+		if err == nil && strings.Count(out, "is healthy") == c.o.Members {
 			return
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -231,7 +260,7 @@ func Binary(t testing.TB, name string) string {
 	}
 	p := filepath.Join(dir, "bin", name)
 	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("etcdtest: %v (run `make etcd`: it builds bin/etcd and bin/etcdctl from the versions in go.mod)", err)
+		t.Fatalf("etcdtest: %v (run `make etcd`: it builds bin/etcd, bin/etcdctl and bin/etcdutl from the versions in go.mod)", err)
 	}
 	return p
 }

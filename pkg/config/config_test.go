@@ -76,9 +76,12 @@ func TestExampleFile(t *testing.T) {
 		{"static range size", c.Static.Range.Size(), 51},
 		{"profiles", len(c.Profiles), 2},
 		{"worker tags", c.Profiles[1].Tags["stack-compute"], "true"},
-		{"disk", c.Install.Disk, "/dev/vda"},
+		// Production values (issue 15): the lab's (a virtio disk, a serial
+		// console, open registration) are internal/fixture's.
+		{"disk", c.Install.Disk, "/dev/sda"},
+		{"kernel args", c.Install.KernelArgs, ""},
 		{"timeout", c.Install.Timeout, 30 * time.Minute},
-		{"registration", c.Registration, RegistrationOpen},
+		{"registration", c.Registration, RegistrationPreregistered},
 		{"redacted password", cfg.Redacted().TemplateVars["root_password_hash"], SecretMask},
 	}
 	for _, ch := range checks {
