@@ -82,6 +82,10 @@ func Open(ctx context.Context, node config.Node, log *slog.Logger, reg prometheu
 		c.Close()
 		return nil, explain(ctx, err, node.Etcd, endpoints, creds)
 	}
+	if err := CheckVersions(ctx, cli, endpoints, node.Etcd.DialTimeout); err != nil {
+		c.Close()
+		return nil, err
+	}
 	if len(endpoints) > 1 {
 		fctx, stop := context.WithCancel(context.Background())
 		done := make(chan struct{})
