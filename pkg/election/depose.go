@@ -298,6 +298,7 @@ func (e *Election) follow(ctx context.Context, d *Deposition, w *watched) {
 		cur      leaderKey
 		url      string
 		verdicts int          // on cur's term, as last read
+		inARow   int          // timed-out probes in a row behind this replica's verdict
 		voters   int          // announced replicas taking part, as last read
 		votersAt time.Time    // when voters was read
 		v        verdictLease // this replica's published verdict
@@ -349,6 +350,14 @@ func (e *Election) follow(ctx context.Context, d *Deposition, w *watched) {
 				cancel()
 			}
 			w.setTarget(cur, url)
+			if v.published(cur.rev) && voters > 0 && verdicts > voters/2 {
+				// This replica's verdict stands (it is withdrawn as
+				// soon as the leader answers) and the read shows a
+				// majority: depose now, not after the next probe
+				// times out.
+				e.deposeTerm(ctx, cur, "timeout", inARow, verdicts, voters)
+				continue
+			}
 		}
 		f := w.take()
 		if f.term == 0 || f.term != cur.rev {
@@ -360,11 +369,13 @@ func (e *Election) follow(ctx context.Context, d *Deposition, w *watched) {
 		case deposeAlone:
 			e.deposeTerm(ctx, cur, "refused", f.inARow, 0, voters)
 		case suspect:
+			inARow = f.inARow
 			if !v.published(cur.rev) {
-				if !v.publish(ctx, e, cur, url) {
+				n, ok := v.publish(ctx, e, cur, url)
+				if !ok {
 					continue // tried again at the next verdict
 				}
-				verdicts++ // this one, not in the last read
+				verdicts = max(verdicts, n)
 			}
 			if voters > 0 && verdicts > voters/2 {
 				e.deposeTerm(ctx, cur, "timeout", f.inARow, verdicts, voters)
@@ -411,23 +422,29 @@ func (v *verdictLease) published(term int64) bool { return v.term == term && v.t
 
 // publish writes this replica's verdict on l's term, only while that term
 // holds (a verdict on a term already over would sit there for nothing).
-func (v *verdictLease) publish(ctx context.Context, e *Election, l leaderKey, url string) bool {
+//
+// It returns how many verdicts the term holds once this one is in, read
+// in the same transaction: of two followers publishing at once, the
+// second sees both and deposes at once, rather than after its next probe
+// times out.
+func (v *verdictLease) publish(ctx context.Context, e *Election, l leaderKey, url string) (verdicts int, ok bool) {
 	if !v.ready(ctx, e) {
-		return false
+		return 0, false
 	}
 	ctx, cancel := context.WithTimeout(ctx, etcdStep)
 	defer cancel()
 	data, _ := json.Marshal(suspicion{Replica: e.name, Term: l.rev, Since: time.Now().UTC(), Probe: url})
 	key := e.keys.Suspect(l.rev, e.name)
 	resp, err := e.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).
-		Then(clientv3.OpPut(key, string(data), clientv3.WithLease(v.lease))).Commit()
+		Then(clientv3.OpPut(key, string(data), clientv3.WithLease(v.lease)),
+			clientv3.OpGet(e.keys.Suspects(l.rev), clientv3.WithPrefix(), clientv3.WithCountOnly())).Commit()
 	if err != nil || !resp.Succeeded {
 		e.log.Debug("deposition: publishing the verdict failed, trying again", "err", err)
-		return false
+		return 0, false
 	}
 	v.term, v.key = l.rev, key
 	e.log.Warn("deposition: DHCP leader does not answer; verdict published", "leader", hostile.Clip(l.name, 64), "term", l.rev, "probe", url)
-	return true
+	return int(resp.Responses[1].GetResponseRange().Count), true
 }
 
 // ready makes sure the lease exists and is kept alive.

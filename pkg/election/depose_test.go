@@ -427,3 +427,56 @@ func TestProbesGoOnWhileEtcdHangs(t *testing.T) {
 		t.Fatal("not deposed once etcd answered again")
 	}
 }
+
+// A follower whose verdict stands deposes the leader as soon as it reads
+// a majority of verdicts, not after its next probe times out: here the
+// second verdict (c's, written as c would) lands just after b's, and a
+// probe takes 3 s to time out. The second of two followers publishing at
+// once reads both in its own transaction, so it deposes at once too.
+func TestMajorityOfVerdictsDeposesAtOnce(t *testing.T) {
+	t.Parallel()
+	cli := etcdtest.Start(t)
+	w := newWorld(3)
+	const timeout = 3 * time.Second // a probe's timeout: what the count waited for
+	start := func(name string) deposing {
+		reg := prometheus.NewRegistry()
+		r := startWith(t, cli, name, 10*time.Second, nil, reg, func(e *election.Election) {
+			e.SetDeposition(election.Deposition{Interval: 50 * time.Millisecond, Timeout: timeout, SuspectAfter: 1,
+				ProbeURL: func(ctx context.Context, name string) (string, error) { return "probe://" + name, nil },
+				Voters:   func(ctx context.Context) (int, error) { return int(w.voters.Load()), nil },
+				Probe:    w.probe,
+			})
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); r.el.Watch(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+		return deposing{replica: r, reg: reg}
+	}
+	a := start("a")
+	first := a.nextTerm(t, 10*time.Second)
+	b := start("b")
+	time.Sleep(500 * time.Millisecond) // b sees a answer
+	w.set("a", election.TimedOut)
+	keys := state.Keys{Prefix: prefix}
+	for deadline := time.Now().Add(2 * timeout); ; time.Sleep(10 * time.Millisecond) {
+		resp, err := cli.Get(ctxT(t), keys.Suspects(first.fence.Rev), clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err == nil && resp.Count == 1 {
+			break // b's verdict: one of three voters
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no verdict from b")
+		}
+	}
+	if _, err := cli.Put(ctxT(t), keys.Suspect(first.fence.Rev, "c"), `{"replica":"c"}`); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	if !ended(first, time.Second) {
+		t.Fatalf("not deposed within 1s of the second verdict (b's next probe times out %v after its first)", timeout)
+	}
+	t.Logf("deposed %v after the second verdict", time.Since(t0).Round(time.Millisecond))
+	if got := sumDepositions("timeout", 1, b); got != 1 {
+		t.Errorf("depositions{timeout} = %v, want 1", got)
+	}
+}
