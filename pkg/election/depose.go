@@ -243,6 +243,14 @@ func (w *watched) post(f finding) {
 	}
 }
 
+// answered reports whether the verdict waiting to be acted on is that
+// term's leader answering.
+func (w *watched) answered(term int64) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.pending.term == term && w.pending.v == answering
+}
+
 func (w *watched) take() finding {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -332,7 +340,7 @@ func (e *Election) follow(ctx context.Context, d *Deposition, w *watched) {
 				cur, url = leaderKey{}, ""
 			case l.rev != cur.rev:
 				v.withdraw(ctx, e)
-				cur, url, verdicts = l, "", 0
+				cur, url, verdicts, inARow = l, "", 0, 0
 				votersAt = time.Time{}
 			default:
 				verdicts = n
@@ -350,9 +358,10 @@ func (e *Election) follow(ctx context.Context, d *Deposition, w *watched) {
 				cancel()
 			}
 			w.setTarget(cur, url)
-			if v.published(cur.rev) && voters > 0 && verdicts > voters/2 {
+			if v.published(cur.rev) && voters > 0 && verdicts > voters/2 && !w.answered(cur.rev) {
 				// This replica's verdict stands (it is withdrawn as
-				// soon as the leader answers) and the read shows a
+				// soon as the leader answers: not if an answer is
+				// waiting to be acted on) and the read shows a
 				// majority: depose now, not after the next probe
 				// times out.
 				e.deposeTerm(ctx, cur, "timeout", inARow, verdicts, voters)
