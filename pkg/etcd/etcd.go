@@ -82,7 +82,8 @@ func Open(ctx context.Context, node config.Node, log *slog.Logger, reg prometheu
 		c.Close()
 		return nil, explain(ctx, err, node.Etcd, endpoints, creds)
 	}
-	if err := CheckVersions(ctx, cli, endpoints, node.Etcd.DialTimeout); err != nil {
+	// A member down at start costs at most versionTimeout.
+	if err := CheckVersions(ctx, cli, endpoints, min(node.Etcd.DialTimeout, versionTimeout)); err != nil {
 		c.Close()
 		return nil, err
 	}

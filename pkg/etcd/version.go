@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -21,18 +22,35 @@ import (
 // than warn.
 const MinVersion = "3.5.8"
 
+// versionTimeout bounds reading one member's version at start.
+const versionTimeout = 2 * time.Second
+
 // statusFunc reads the server version of one endpoint.
 type statusFunc func(ctx context.Context, endpoint string) (string, error)
 
 // checkVersions refuses etcd members older than MinVersion, naming the
-// endpoint and its version. An endpoint that does not answer is left out
-// (its member is checked at the next start): a replica must be able to
-// start while one member of three is down.
+// endpoint and its version. The endpoints are asked at once, each for at
+// most timeout; one that does not answer is left out (its member is
+// checked at the next start): a replica must start, without waiting
+// long, while one member of three is down.
 func checkVersions(ctx context.Context, endpoints []string, status statusFunc, timeout time.Duration) error {
-	for _, ep := range endpoints {
-		sctx, cancel := context.WithTimeout(ctx, timeout)
-		v, err := status(sctx, ep)
-		cancel()
+	type answer struct {
+		version string
+		err     error
+	}
+	answers := make([]answer, len(endpoints))
+	var wg sync.WaitGroup
+	for i, ep := range endpoints {
+		wg.Go(func() {
+			sctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			v, err := status(sctx, ep)
+			answers[i] = answer{v, err}
+		})
+	}
+	wg.Wait()
+	for i, ep := range endpoints {
+		v, err := answers[i].version, answers[i].err
 		if err != nil {
 			continue
 		}

@@ -43,15 +43,24 @@ func TestCheckVersionsRefusesAnOldMember(t *testing.T) {
 		if v, ok := versions[ep]; ok {
 			return v, nil
 		}
+		<-ctx.Done() // a member down: its dial waits out the timeout
 		return "", errors.New("connection refused")
 	}
-	err := checkVersions(context.Background(), []string{"http://down:2379", "http://a:2379", "http://b:2379"}, status, time.Second)
+	err := checkVersions(context.Background(), []string{"http://down:2379", "http://a:2379", "http://b:2379"}, status, 100*time.Millisecond)
 	if err == nil || !strings.Contains(err.Error(), "http://b:2379 runs version 3.5.7, older than 3.5.8") {
 		t.Fatalf("err = %v, want b's 3.5.7 named", err)
 	}
 	versions["http://b:2379"] = "3.5.8"
-	if err := checkVersions(context.Background(), []string{"http://down:2379", "http://a:2379", "http://b:2379"}, status, time.Second); err != nil {
+	if err := checkVersions(context.Background(), []string{"http://down:2379", "http://a:2379", "http://b:2379"}, status, 100*time.Millisecond); err != nil {
 		t.Fatalf("new enough members refused: %v", err)
+	}
+	// Members down cost one timeout together, not one each.
+	t0 := time.Now()
+	if err := checkVersions(context.Background(), []string{"http://down1:2379", "http://down2:2379", "http://down3:2379", "http://a:2379"}, status, 300*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(t0); took > 800*time.Millisecond {
+		t.Errorf("three members down took %v to check, want about one timeout (300ms)", took)
 	}
 	versions["http://b:2379"] = "garbage"
 	if err := checkVersions(context.Background(), []string{"http://b:2379"}, status, time.Second); err == nil || !strings.Contains(err.Error(), `"garbage"`) {
