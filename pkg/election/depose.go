@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"syscall"
 	"time"
 
@@ -176,21 +177,136 @@ type suspicion struct {
 // Watch probes the leader while this replica follows, and deposes it as
 // Deposition says, until ctx ends. Without SetDeposition it returns at once.
 //
-// Each step costs one etcd call (the leader key and the verdicts on its
-// term, read in one transaction) and one probe; every etcd call is
-// bounded (etcdStep) and a failed one is tried again at the next step, so
-// that a call stuck on an etcd member cut off with the leader's host
-// delays the deposition by one step, not by the call's full timeout.
+// Two loops run: the probes of the leader on their own ticker, and the
+// etcd calls (reading the term and the verdicts on it, publishing a
+// verdict, deposing) on another. They meet only in watched, under a
+// mutex. While etcd elects a leader of its own (a member cut off with the
+// leader's host), an etcd call can hang for its whole timeout; the probes
+// must not wait behind it, or a leader cut off with an etcd member
+// outlives its probes by every call that hung. Every etcd call is bounded
+// (etcdStep) and a failed one is tried again at the next step, on another
+// connection if etcd's client has several; the probe loop keeps probing
+// the leader last read, so a call that failed costs a step, not what was
+// seen.
 func (e *Election) Watch(ctx context.Context) {
 	d := e.depose
 	if d == nil {
 		return
 	}
+	w := &watched{kick: make(chan struct{}, 1)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.probe(ctx, d)
+	}()
+	e.follow(ctx, d, w)
+	<-done
+}
+
+// watched is what Watch's two loops share.
+type watched struct {
+	mu      sync.Mutex
+	cur     leaderKey // the term in force as last read from etcd (rev 0: none, or this replica leads)
+	url     string    // where its leader answers probes ("": nowhere known)
+	pending finding   // the probes' latest verdict not yet acted on
+	kick    chan struct{}
+}
+
+// finding is a verdict of the probe loop on one term.
+type finding struct {
+	term   int64
+	v      verdict
+	inARow int // probes in a row that led to it
+}
+
+func (w *watched) target() (leaderKey, string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.cur, w.url
+}
+
+func (w *watched) setTarget(cur leaderKey, url string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.cur, w.url = cur, url
+}
+
+// post hands a verdict to the etcd loop and wakes it; a verdict not yet
+// acted on is replaced by the newer one.
+func (w *watched) post(f finding) {
+	w.mu.Lock()
+	w.pending = f
+	w.mu.Unlock()
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+// answered reports whether the verdict waiting to be acted on is that
+// term's leader answering.
+func (w *watched) answered(term int64) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.pending.term == term && w.pending.v == answering
+}
+
+func (w *watched) take() finding {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	f := w.pending
+	w.pending = finding{}
+	return f
+}
+
+// probe is the probe loop: it probes the leader last read every
+// Interval and judges what it sees. It makes no etcd call.
+func (w *watched) probe(ctx context.Context, d *Deposition) {
+	var (
+		j    judge
+		term int64 // the term j judges
+	)
+	t := time.NewTicker(d.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cur, url := w.target()
+		if cur.rev == 0 || url == "" {
+			term = 0 // no leader to probe, or this replica leads
+			continue
+		}
+		if cur.rev != term {
+			term, j = cur.rev, judge{suspectAfter: d.SuspectAfter}
+		}
+		pctx, cancel := context.WithTimeout(ctx, d.Timeout)
+		o := d.Probe(pctx, url, cur.rev)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		switch v := j.observe(o); v {
+		case wait:
+		case deposeAlone:
+			w.post(finding{term: term, v: v, inARow: j.refused})
+		default:
+			w.post(finding{term: term, v: v, inARow: j.timedOut})
+		}
+	}
+}
+
+// follow is the etcd loop: every Interval it reads the term and its
+// verdicts, and it acts on each verdict of the probe loop as soon as it
+// is posted.
+func (e *Election) follow(ctx context.Context, d *Deposition, w *watched) {
 	var (
 		cur      leaderKey
 		url      string
-		j        judge
 		verdicts int          // on cur's term, as last read
+		inARow   int          // timed-out probes in a row behind this replica's verdict
 		voters   int          // announced replicas taking part, as last read
 		votersAt time.Time    // when voters was read
 		v        verdictLease // this replica's published verdict
@@ -206,63 +322,72 @@ func (e *Election) Watch(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-w.kick:
 		case <-t.C:
-		}
-		l, found, n, err := e.observe(ctx, d.Timeout, cur.rev)
-		switch f, leading := e.Fence(); {
-		case err != nil && cur.rev == 0:
-			continue // etcd unreachable, no leader known: nothing to do
-		case err != nil:
-			e.log.Debug("deposition: reading the leader failed; probing the one known", "err", err)
-			// etcd did not answer in time (a member cut off, an etcd
-			// election under way): go on probing the leader known, and
-			// try etcd again at the next step. Forgetting what was seen
-			// would let a leader cut off with an etcd member outlive
-			// its probes.
-		case !found || (leading && f.Rev == l.rev):
-			// No leader, or this replica leads.
-			v.withdraw(ctx, e)
-			cur, url = leaderKey{}, ""
-			continue
-		case l.rev != cur.rev:
-			v.withdraw(ctx, e)
-			cur, url, j, verdicts = l, "", judge{suspectAfter: d.SuspectAfter}, 0
-			votersAt = time.Time{}
-		default:
-			verdicts = n
-		}
-		if url == "" {
-			if url, err = d.ProbeURL(ctx, cur.name); url == "" {
-				continue // announces no probe address (or etcd did not say): left to its TTL
+			l, found, n, err := e.observe(ctx, min(d.Timeout, etcdStep), cur.rev)
+			switch f, leading := e.Fence(); {
+			case err != nil:
+				// etcd did not answer in time (a member cut off, an
+				// etcd election under way): the probes go on with
+				// the leader known, and etcd is tried again at the
+				// next step. Forgetting what was seen would let a
+				// leader cut off with an etcd member outlive its
+				// probes.
+				e.log.Debug("deposition: reading the leader failed; probing the one known", "err", err)
+			case !found || (leading && f.Rev == l.rev):
+				// No leader, or this replica leads.
+				v.withdraw(ctx, e)
+				cur, url = leaderKey{}, ""
+			case l.rev != cur.rev:
+				v.withdraw(ctx, e)
+				cur, url, verdicts, inARow = l, "", 0, 0
+				votersAt = time.Time{}
+			default:
+				verdicts = n
+			}
+			if cur.rev != 0 && url == "" {
+				pctx, cancel := context.WithTimeout(ctx, etcdStep)
+				url, _ = d.ProbeURL(pctx, cur.name) // "": announces none (or etcd did not say): left to its TTL
+				cancel()
+			}
+			if cur.rev != 0 && time.Since(votersAt) > 5*time.Second {
+				vctx, cancel := context.WithTimeout(ctx, etcdStep)
+				if nv, err := d.Voters(vctx); err == nil {
+					voters, votersAt = nv, time.Now()
+				}
+				cancel()
+			}
+			w.setTarget(cur, url)
+			if v.published(cur.rev) && voters > 0 && verdicts > voters/2 && !w.answered(cur.rev) {
+				// This replica's verdict stands (it is withdrawn as
+				// soon as the leader answers: not if an answer is
+				// waiting to be acted on) and the read shows a
+				// majority: depose now, not after the next probe
+				// times out.
+				e.deposeTerm(ctx, cur, "timeout", inARow, verdicts, voters)
+				continue
 			}
 		}
-		if time.Since(votersAt) > 5*time.Second {
-			vctx, cancel := context.WithTimeout(ctx, etcdStep)
-			if nv, err := d.Voters(vctx); err == nil {
-				voters, votersAt = nv, time.Now()
-			}
-			cancel()
+		f := w.take()
+		if f.term == 0 || f.term != cur.rev {
+			continue // nothing posted, or on a term already over
 		}
-		pctx, cancel := context.WithTimeout(ctx, d.Timeout)
-		o := d.Probe(pctx, url, cur.rev)
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		switch j.observe(o) {
+		switch f.v {
 		case answering:
 			v.withdraw(ctx, e)
 		case deposeAlone:
-			e.deposeTerm(ctx, cur, "refused", j.refused, 0, voters)
+			e.deposeTerm(ctx, cur, "refused", f.inARow, 0, voters)
 		case suspect:
+			inARow = f.inARow
 			if !v.published(cur.rev) {
-				if !v.publish(ctx, e, cur, url) {
-					continue
+				n, ok := v.publish(ctx, e, cur, url)
+				if !ok {
+					continue // tried again at the next verdict
 				}
-				verdicts++ // this one, not in the last read
+				verdicts = max(verdicts, n)
 			}
 			if voters > 0 && verdicts > voters/2 {
-				e.deposeTerm(ctx, cur, "timeout", j.timedOut, verdicts, voters)
+				e.deposeTerm(ctx, cur, "timeout", f.inARow, verdicts, voters)
 			}
 		}
 	}
@@ -306,23 +431,29 @@ func (v *verdictLease) published(term int64) bool { return v.term == term && v.t
 
 // publish writes this replica's verdict on l's term, only while that term
 // holds (a verdict on a term already over would sit there for nothing).
-func (v *verdictLease) publish(ctx context.Context, e *Election, l leaderKey, url string) bool {
+//
+// It returns how many verdicts the term holds once this one is in, read
+// in the same transaction: of two followers publishing at once, the
+// second sees both and deposes at once, rather than after its next probe
+// times out.
+func (v *verdictLease) publish(ctx context.Context, e *Election, l leaderKey, url string) (verdicts int, ok bool) {
 	if !v.ready(ctx, e) {
-		return false
+		return 0, false
 	}
 	ctx, cancel := context.WithTimeout(ctx, etcdStep)
 	defer cancel()
 	data, _ := json.Marshal(suspicion{Replica: e.name, Term: l.rev, Since: time.Now().UTC(), Probe: url})
 	key := e.keys.Suspect(l.rev, e.name)
 	resp, err := e.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).
-		Then(clientv3.OpPut(key, string(data), clientv3.WithLease(v.lease))).Commit()
+		Then(clientv3.OpPut(key, string(data), clientv3.WithLease(v.lease)),
+			clientv3.OpGet(e.keys.Suspects(l.rev), clientv3.WithPrefix(), clientv3.WithCountOnly())).Commit()
 	if err != nil || !resp.Succeeded {
 		e.log.Debug("deposition: publishing the verdict failed, trying again", "err", err)
-		return false
+		return 0, false
 	}
 	v.term, v.key = l.rev, key
 	e.log.Warn("deposition: DHCP leader does not answer; verdict published", "leader", hostile.Clip(l.name, 64), "term", l.rev, "probe", url)
-	return true
+	return int(resp.Responses[1].GetResponseRange().Count), true
 }
 
 // ready makes sure the lease exists and is kept alive.

@@ -24,6 +24,7 @@ type world struct {
 	mu     sync.Mutex
 	out    map[string]election.Outcome // by replica name; absent: answered
 	voters atomic.Int32
+	probes atomic.Int64 // probes made, by any replica
 }
 
 func newWorld(voters int) *world {
@@ -39,6 +40,7 @@ func (w *world) set(name string, o election.Outcome) {
 }
 
 func (w *world) probe(ctx context.Context, url string, term int64) election.Outcome {
+	w.probes.Add(1)
 	w.mu.Lock()
 	o, ok := w.out[strings.TrimPrefix(url, "probe://")]
 	w.mu.Unlock()
@@ -385,5 +387,96 @@ func TestDepositionSurvivesAnEtcdHiccup(t *testing.T) {
 	b.nextTerm(t, 3*time.Second)
 	if got := sumDepositions("refused", 1, b); got != 1 {
 		t.Errorf("b's depositions{refused} = %v, want 1", got)
+	}
+}
+
+// The probes of the leader run on their own: a follower whose etcd calls
+// hang (its member cut off with the leader's host, etcd electing a leader
+// of its own) goes on probing every interval, rather than once per etcd
+// call that hung. Before, one loop made both, and each deposition that
+// hung (a second) held back the next probe: a leader cut off with an etcd
+// member outlived its probes by every call that hung.
+func TestProbesGoOnWhileEtcdHangs(t *testing.T) {
+	t.Parallel()
+	srv := etcdtest.StartServer(t)
+	w := newWorld(2)
+	a := startDeposing(t, srv.Client, "a", w)
+	first := a.nextTerm(t, 10*time.Second)
+	fr := newFreezer(t, strings.TrimPrefix(srv.ClientURL, "http://"))
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{fr.ln.Addr().String()}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	startDeposing(t, cli, "b", w)      // the only follower: every probe is b's
+	time.Sleep(300 * time.Millisecond) // b sees a answer
+	fr.frozen.Store(true)
+	w.set("a", election.Refused) // b's verdict: depose now, in an etcd call that hangs
+	time.Sleep(200 * time.Millisecond)
+	before := w.probes.Load()
+	const during = 1500 * time.Millisecond
+	time.Sleep(during)
+	got := w.probes.Load() - before
+	fr.frozen.Store(false)
+	// Every 50 ms: about 30; one loop managed 2 or 3 (each deposition
+	// that hung took a second).
+	if want := int64(during / (50 * time.Millisecond) / 3); got < want {
+		t.Errorf("%d probes of the leader in %v while etcd hung, want at least %d (one every 50ms)", got, during, want)
+	}
+	if !ended(first, 3*time.Second) {
+		t.Fatal("not deposed once etcd answered again")
+	}
+}
+
+// A follower whose verdict stands deposes the leader as soon as it reads
+// a majority of verdicts, not after its next probe times out: here the
+// second verdict (c's, written as c would) lands just after b's, and a
+// probe takes 3 s to time out. The second of two followers publishing at
+// once reads both in its own transaction, so it deposes at once too.
+func TestMajorityOfVerdictsDeposesAtOnce(t *testing.T) {
+	t.Parallel()
+	cli := etcdtest.Start(t)
+	w := newWorld(3)
+	const timeout = 3 * time.Second // a probe's timeout: what the count waited for
+	start := func(name string) deposing {
+		reg := prometheus.NewRegistry()
+		r := startWith(t, cli, name, 10*time.Second, nil, reg, func(e *election.Election) {
+			e.SetDeposition(election.Deposition{Interval: 50 * time.Millisecond, Timeout: timeout, SuspectAfter: 1,
+				ProbeURL: func(ctx context.Context, name string) (string, error) { return "probe://" + name, nil },
+				Voters:   func(ctx context.Context) (int, error) { return int(w.voters.Load()), nil },
+				Probe:    w.probe,
+			})
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); r.el.Watch(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+		return deposing{replica: r, reg: reg}
+	}
+	a := start("a")
+	first := a.nextTerm(t, 10*time.Second)
+	b := start("b")
+	time.Sleep(500 * time.Millisecond) // b sees a answer
+	w.set("a", election.TimedOut)
+	keys := state.Keys{Prefix: prefix}
+	for deadline := time.Now().Add(2 * timeout); ; time.Sleep(10 * time.Millisecond) {
+		resp, err := cli.Get(ctxT(t), keys.Suspects(first.fence.Rev), clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err == nil && resp.Count == 1 {
+			break // b's verdict: one of three voters
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no verdict from b")
+		}
+	}
+	if _, err := cli.Put(ctxT(t), keys.Suspect(first.fence.Rev, "c"), `{"replica":"c"}`); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	if !ended(first, time.Second) {
+		t.Fatalf("not deposed within 1s of the second verdict (b's next probe times out %v after its first)", timeout)
+	}
+	t.Logf("deposed %v after the second verdict", time.Since(t0).Round(time.Millisecond))
+	if got := sumDepositions("timeout", 1, b); got != 1 {
+		t.Errorf("depositions{timeout} = %v, want 1", got)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/mayu-boot/mayu/pkg/election"
@@ -106,19 +107,22 @@ func (s *Store) read(ctx context.Context) ([]Lease, []error, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	dir := s.keys.Leases()
-	resp, err := s.cli.Get(ctx, dir, clientv3.WithPrefix())
-	if err != nil {
-		return nil, nil, state.Unavailable("load leases", err)
-	}
 	var leases []Lease
 	var bad []error
-	for _, kv := range resp.Kvs {
-		l, err := s.decode(dir, kv)
-		if err != nil {
-			bad = append(bad, err)
-			continue
+	// Page by page at one revision (state.Paged): 100,000 leases in one
+	// etcd response would be tens of MB.
+	_, err := state.Paged(ctx, s.cli, dir, 0, func(kvs []*mvccpb.KeyValue) {
+		for _, kv := range kvs {
+			l, err := s.decode(dir, kv)
+			if err != nil {
+				bad = append(bad, err)
+				continue
+			}
+			leases = append(leases, l)
 		}
-		leases = append(leases, l)
+	})
+	if err != nil {
+		return nil, nil, state.Unavailable("load leases", err)
 	}
 	return leases, bad, nil
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mayu-boot/mayu/pkg/machine"
 	mayumetrics "github.com/mayu-boot/mayu/pkg/metrics"
 )
 
@@ -95,16 +96,15 @@ func (c *machineCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *machineCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	ms, bad, err := c.r.List(ctx)
+	// Counted page by page: a scrape holds one page of records, not
+	// the fleet.
+	counts, bad := map[[2]string]int{}, 0
+	err := c.r.each(ctx, func(m *machine.Machine) { counts[[2]string{string(m.State), m.Profile}]++ }, func(*CorruptError) { bad++ })
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(c.desc, err)
 		return
 	}
-	ch <- prometheus.MustNewConstMetric(c.corrupt, prometheus.GaugeValue, float64(len(bad)))
-	counts := map[[2]string]int{}
-	for _, m := range ms {
-		counts[[2]string{string(m.State), m.Profile}]++
-	}
+	ch <- prometheus.MustNewConstMetric(c.corrupt, prometheus.GaugeValue, float64(bad))
 	for k, n := range counts {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), k[0], k[1])
 	}

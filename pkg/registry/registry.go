@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -211,24 +212,36 @@ func (r *Registry) ByMAC(ctx context.Context, mac string) (*machine.Machine, err
 // List returns every readable machine sorted by id, and the corrupt records
 // it had to skip.
 func (r *Registry) List(ctx context.Context) ([]*machine.Machine, []*CorruptError, error) {
-	ctx, cancel := r.ctx(ctx)
-	defer cancel()
-	resp, err := r.cli.Get(ctx, r.keys.Machines(), clientv3.WithPrefix())
-	if err != nil {
-		return nil, nil, state.Unavailable("list machines", err)
-	}
 	var ms []*machine.Machine
 	var bad []*CorruptError
-	for _, kv := range resp.Kvs {
-		m, err := r.decode(string(kv.Key), kv.Value)
-		if err != nil {
-			bad = append(bad, err.(*CorruptError))
-			continue
-		}
-		ms = append(ms, m)
+	err := r.each(ctx, func(m *machine.Machine) { ms = append(ms, m) }, func(c *CorruptError) { bad = append(bad, c) })
+	if err != nil {
+		return nil, nil, err
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].ID < ms[j].ID })
 	return ms, bad, nil
+}
+
+// each hands every machine record to f (and every unreadable one to
+// corrupt), read page by page at one revision (state.Paged): one etcd
+// response never holds the whole fleet.
+func (r *Registry) each(ctx context.Context, f func(*machine.Machine), corrupt func(*CorruptError)) error {
+	ctx, cancel := r.ctx(ctx)
+	defer cancel()
+	_, err := state.Paged(ctx, r.cli, r.keys.Machines(), 0, func(kvs []*mvccpb.KeyValue) {
+		for _, kv := range kvs {
+			m, err := r.decode(string(kv.Key), kv.Value)
+			if err != nil {
+				corrupt(err.(*CorruptError))
+				continue
+			}
+			f(m)
+		}
+	})
+	if err != nil {
+		return state.Unavailable("list machines", err)
+	}
+	return nil
 }
 
 // Registration is what is known of a machine at first contact.

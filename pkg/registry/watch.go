@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/mayu-boot/mayu/pkg/machine"
@@ -49,16 +50,19 @@ func (r *Registry) MACOwners(ctx context.Context) (map[string]string, error) {
 	ctx, cancel := r.ctx(ctx)
 	defer cancel()
 	dir := r.keys.MACs()
-	resp, err := r.cli.Get(ctx, dir, clientv3.WithPrefix())
+	owners := map[string]string{}
+	// Page by page at one revision (state.Paged): the index has a key
+	// per MAC of the fleet.
+	_, err := state.Paged(ctx, r.cli, dir, 0, func(kvs []*mvccpb.KeyValue) {
+		for _, kv := range kvs {
+			var o owner
+			if json.Unmarshal(kv.Value, &o) == nil {
+				owners[strings.TrimPrefix(string(kv.Key), dir)] = o.Machine
+			}
+		}
+	})
 	if err != nil {
 		return nil, state.Unavailable("read MAC index", err)
-	}
-	owners := make(map[string]string, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		var o owner
-		if json.Unmarshal(kv.Value, &o) == nil {
-			owners[strings.TrimPrefix(string(kv.Key), dir)] = o.Machine
-		}
 	}
 	return owners, nil
 }
