@@ -8,7 +8,7 @@
 #   mayu_VERSION_oci.tar                   that layout as a tar (oci-archive)
 #   SHA256SUMS                             sha256sum of each file above
 # Environment: VERSION (default: git describe), ARCHES (default: amd64
-# arm64), DIST (default: dist), GO, SOURCE_DATE_EPOCH (default: the time of
+# arm64), DIST (default: dist), GO, DEB_COMPRESSION, SOURCE_DATE_EPOCH (default: the time of
 # the last commit; every file and the image carry it, so a release is
 # reproducible). Needs dpkg-deb; no container daemon.
 set -eu
@@ -20,15 +20,18 @@ GO=${GO:-go}
 VERSION=${VERSION:-$(git describe --always --dirty 2>/dev/null || echo dev)}
 ARCHES=${ARCHES:-amd64 arm64}
 DIST=${DIST:-dist}
+# gzip builds faster (the tests use it); xz makes the smaller package.
+DEB_COMPRESSION=${DEB_COMPRESSION:-xz}
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 export SOURCE_DATE_EPOCH
 
 # A Debian version starts with a digit and, in a native package, has no
 # hyphen: v0.2.0 → 0.2.0, v0.2.0-3-gabc → 0.2.0+3+gabc, an untagged
-# c004b1e → 0~c004b1e (sorts before any tagged release).
+# c004b1e (or 1d3bc4f: no dot, not a release) → 0~c004b1e, which sorts
+# before any tagged release.
 debversion=${VERSION#v}
 case $debversion in
-[0-9]*) ;;
+[0-9]*.*) ;;
 *) debversion="0~$debversion" ;;
 esac
 debversion=$(printf '%s' "$debversion" | tr -- - +)
@@ -92,7 +95,16 @@ deb() { # ARCH
 	install -m 0644 etc/templates/* "$root/etc/mayu/templates/"
 	# Docs.
 	install -m 0644 README.md docs/*.md packaging/debian/copyright "$root/usr/share/doc/mayu/"
-	gzip -9n <CHANGELOG.md >"$root/usr/share/doc/mayu/changelog.gz"
+	gzip -9n <CHANGELOG.md >"$root/usr/share/doc/mayu/CHANGELOG.md.gz"
+	# A native package's changelog.gz is in Debian's format: one entry
+	# that points at the project's own.
+	{
+		printf 'mayu (%s) unstable; urgency=medium\n\n' "$debversion"
+		printf '  * Release %s: see /usr/share/doc/mayu/CHANGELOG.md.gz.\n\n' "$VERSION"
+		printf ' -- mayu maintainers <maintainers@mayu-boot.org>  %s\n' "$(date -u -R -d "@$SOURCE_DATE_EPOCH")"
+	} | gzip -9n >"$root/usr/share/doc/mayu/changelog.gz"
+	install -d "$root/usr/share/lintian/overrides"
+	install -m 0644 packaging/debian/lintian-overrides "$root/usr/share/lintian/overrides/mayu"
 	install -m 0644 "$work/gen/mayuctl.bash" "$root/usr/share/bash-completion/completions/mayuctl"
 	install -m 0644 "$work/gen/_mayuctl" "$root/usr/share/zsh/vendor-completions/_mayuctl"
 	install -m 0644 "$work/gen/mayuctl.fish" "$root/usr/share/fish/vendor_completions.d/mayuctl.fish"
@@ -107,7 +119,7 @@ deb() { # ARCH
 		packaging/debian/control.in >"$root/DEBIAN/control"
 	chmod 0644 "$root/DEBIAN/conffiles" "$root/DEBIAN/md5sums" "$root/DEBIAN/control"
 	find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
-	dpkg-deb --root-owner-group -Zxz --build "$root" "$DIST/mayu_${debversion}_$arch.deb" >/dev/null
+	dpkg-deb --root-owner-group "-Z$DEB_COMPRESSION" --build "$root" "$DIST/mayu_${debversion}_$arch.deb" >/dev/null
 	echo "release: $DIST/mayu_${debversion}_$arch.deb"
 }
 for arch in $ARCHES; do
