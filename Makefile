@@ -8,7 +8,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # starving each other.
 TESTFLAGS ?= -count=1 -timeout 45m -p 1
 
-.PHONY: all build vmlab upstream fleetgen etcd deps test test-short fuzz lint demo flatcar-demo clean bench bench-deps
+.PHONY: all build vmlab upstream fleetgen etcd deps test test-short fuzz lint demo flatcar-demo clean bench bench-deps release
 
 all: build
 
@@ -90,5 +90,13 @@ bench: deps bench-deps build vmlab upstream fleetgen etcd
 bench-deps:
 	bench/install-deps.sh
 
+# A release into dist/ (scripts/release.sh; README "Installing from a
+# release"): static, stripped mayu and mayuctl for linux/amd64 and arm64,
+# a Debian package per architecture, an OCI image (layout and tar, built
+# without a container daemon) and SHA256SUMS. ARCHES="amd64" builds one.
+ARCHES ?= amd64 arm64
+release:
+	GO=$(GO) VERSION=$(VERSION) ARCHES="$(ARCHES)" DIST=dist scripts/release.sh
+
 clean:
-	rm -rf bin .demo
+	rm -rf bin .demo dist

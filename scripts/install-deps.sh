@@ -29,6 +29,10 @@
 #                     ignition above, on the final config mayu rendered)
 #   systemd           systemd-analyze, which checks systemd/mayu.service (verify,
 #                     security); nothing is started
+#   lintian           checks the Debian package `make release` builds (package
+#                     packaging's test, which also installs and purges it)
+#   skopeo umoci      read the OCI image `make release` builds: skopeo inspects
+#                     it, umoci unpacks it (no container daemon)
 #   dnsmasq-base      IPv6 router advertisements on the lab segment, so iPXE
 #                     does not wait ~13 s for one (no DHCP, no service: -base)
 # Not installed, downloaded by the tests with `apt-get download` instead:
@@ -39,7 +43,7 @@ set -eu
 
 packages="curl ca-certificates git iproute2 busybox kea-admin atftp ipxe gnupg prometheus keepalived ignition
 qemu-system-x86 ovmf ipxe-qemu syslinux syslinux-common mtools dosfstools kmod xz-utils dnsmasq-base
-mmdebstrap e2fsprogs systemd"
+mmdebstrap e2fsprogs systemd lintian skopeo umoci"
 
 missing=""
 for p in $packages; do

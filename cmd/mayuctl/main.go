@@ -181,6 +181,7 @@ func (c *cli) newRoot() *cobra.Command {
 
 	root.AddCommand(c.listCmd(), c.statusCmd(), c.watchCmd(), c.addCmd(), c.addMACCmd(), c.reinstallCmd(), c.setMetadataCmd(),
 		c.deleteCmd(), c.leasesCmd(), c.replicasCmd(), c.configCmd(), c.rotateSecretCmd(), c.auditCmd(), c.artifactCmd(), c.versionCmd())
+	root.AddCommand(c.manCmd(root))
 	root.SetHelpCommand(c.helpCmd(root))
 	return root
 }
