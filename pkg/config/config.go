@@ -461,6 +461,16 @@ func uint32ToAddr(v uint32) netip.Addr {
 	return netip.AddrFrom4(b)
 }
 
+// IsHostAddr reports whether a host in subnet can have the address a:
+// inside it, and neither its network nor its broadcast address (which /31
+// and /32 do not have, RFC 3021).
+func IsHostAddr(a netip.Addr, subnet netip.Prefix) bool {
+	if !a.Is4() || !subnet.Contains(a) {
+		return false
+	}
+	return subnet.Bits() > 30 || (a != subnet.Masked().Addr() && a != lastAddr(subnet))
+}
+
 // lastAddr is the highest address of IPv4 prefix p: its broadcast address.
 func lastAddr(p netip.Prefix) netip.Addr {
 	host := uint32(uint64(1)<<(32-p.Bits()) - 1)

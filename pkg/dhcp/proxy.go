@@ -1,6 +1,7 @@
 package dhcp
 
 import (
+	"github.com/mayu-boot/mayu/pkg/config"
 	"net"
 	"net/netip"
 
@@ -182,6 +183,11 @@ func (s *Server) bootServer(x *exchange, t *term) (*dhcpv4.DHCPv4, *net.UDPAddr,
 	}
 	if x.pool = t.poolOf(ci); x.pool == nil || !x.pool.cfg.Proxy() {
 		return nil, nil, "no_pool"
+	}
+	if !config.IsHostAddr(ci, x.pool.cfg.Subnet) {
+		// Not a host: an answer there would reach every host of the
+		// subnet (a spoofed source, where rp_filter lets one in).
+		return nil, nil, "bad_source"
 	}
 	if reason := proxyRefusal(c, x.dec); reason != "" {
 		return nil, nil, reason

@@ -247,6 +247,10 @@ func TestBootServerRequests(t *testing.T) {
 	}{
 		{"ciaddr is not the sender", "edk2-pxe-x64", "127.0.0.9", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 8), Port: 4011}, benchMAC(1), "bad_source"},
 		{"no ciaddr", "edk2-pxe-x64", "0.0.0.0", &net.UDPAddr{IP: net.IPv4zero, Port: 4011}, benchMAC(1), "bad_source"},
+		// Where rp_filter lets a spoofed source in, an answer to the
+		// subnet's broadcast or network address would reach every host.
+		{"the subnet's broadcast address", "edk2-pxe-x64", "127.255.255.255", &net.UDPAddr{IP: net.IPv4(127, 255, 255, 255), Port: 4011}, benchMAC(1), "bad_source"},
+		{"the subnet's network address", "edk2-pxe-x64", "127.0.0.0", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 0), Port: 4011}, benchMAC(1), "bad_source"},
 		{"another port", "edk2-pxe-x64", "127.0.0.9", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 9), Port: 53}, benchMAC(1), "bad_source"},
 		{"installed", "edk2-pxe-x64", "127.0.0.9", nil, benchMAC(9), "installed"},
 		{"plain client", "plain", "127.0.0.9", nil, benchMAC(1), "not_boot_client"},

@@ -454,6 +454,15 @@ func (s *Server) handle(ctx context.Context, p packet) {
 		s.o.Log.Debug("dhcp: giaddr not in cluster.dhcp.relays, ignoring", "giaddr", gi, "from", p.peer)
 		return
 	}
+	if ci, ok := netip.AddrFromSlice(req.ClientIPAddr.To4()); ok && !ci.IsUnspecified() && req.GatewayIPAddr.IsUnspecified() && !fromAddr(p.peer, ci) {
+		// An answer to a packet with ciaddr goes to ciaddr (RFC 2131
+		// 4.1). A client that has an address sends from it; a packet
+		// naming another one would aim the answer at a third host
+		// (reflection, and with the pool's options an amplified one).
+		s.metrics.ignored.WithLabelValues("ciaddr_mismatch").Inc()
+		s.o.Log.Debug("dhcp: ciaddr is not the sender's address, ignoring", "ciaddr", ci, "from", p.peer)
+		return
+	}
 	x := &exchange{ctx: ctx, term: t, req: req, peer: p.peer, mac: req.ClientHWAddr.String(), now: time.Now()}
 	client := Classify(req)
 	installed := s.o.Installed != nil && s.o.Installed.Has(x.mac)
@@ -483,7 +492,14 @@ func (s *Server) handle(ctx context.Context, p packet) {
 	case dhcpv4.MessageTypeDecline:
 		s.decline(x)
 	case dhcpv4.MessageTypeInform:
-		// The client has its address; it wants only the options.
+		// The client has its address; it wants only the options. Its
+		// answer can be far bigger than the request: a client the
+		// leader does not know pays from the new-client budget, like a
+		// DISCOVER.
+		if !s.known(x) && !s.budget.allow(s.source(x), x.now) {
+			s.metrics.ignored.WithLabelValues("new_client_budget").Inc()
+			return
+		}
 		s.reply(x, s.answer(x, dhcpv4.MessageTypeAck, netip.Addr{}))
 	}
 }
@@ -867,4 +883,13 @@ func typeLabel(t dhcpv4.MessageType) string {
 func CheckInterface(name string, pools []config.Pool) error {
 	_, err := interfaceIPv4(name, pools)
 	return err
+}
+
+// fromAddr reports whether a packet came from the address a.
+func fromAddr(peer *net.UDPAddr, a netip.Addr) bool {
+	if peer == nil {
+		return false
+	}
+	from, ok := netip.AddrFromSlice(peer.IP.To4())
+	return ok && from == a
 }
