@@ -94,7 +94,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		if *checkEtcd && err == nil {
 			var note string
-			if note, err = server.CheckEtcd(context.Background(), cfg); note != "" {
+			warnings, note, err = server.CheckEtcd(context.Background(), cfg)
+			for _, w := range warnings {
+				fmt.Fprintln(stderr, "mayu: warning:", w)
+			}
+			if note != "" {
 				fmt.Fprintln(stderr, "mayu:", note)
 			}
 		}
@@ -125,6 +129,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP is caught before the (possibly long) start, so that a
+	// `systemctl reload` meanwhile does not kill mayu (the default for
+	// SIGHUP); it is acted on once the replica runs.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	srv, err := server.Start(ctx, cfg, log, version)
 	if err != nil {
 		log.Error("mayu cannot start", "err", err)
@@ -140,9 +150,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	// SIGHUP: the log level, the admin API's tokens and TLS files (see
 	// reload); a reload that fails keeps what was there.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	go func() {
 		for range hup {
 			reload(cfg, level, *logLevel != "", srv, log)

@@ -23,8 +23,9 @@ type slogCore struct {
 	// stopping is set when mayu closes the embedded etcd: etcd then
 	// reports each listener it closes as an error ("setting up serving
 	// from embedded etcd failed": "use of closed network connection"),
-	// which would make every clean stop look like a failure. While
-	// stopping, errors are written at debug level.
+	// and its gRPC server's stop as a warning, which would make every
+	// clean stop look like a failure. While stopping, warnings and errors
+	// are written at debug level.
 	stopping *atomic.Bool
 }
 
@@ -40,7 +41,7 @@ func (c *slogCore) Enabled(l zapcore.Level) bool {
 }
 
 func (c *slogCore) level(l zapcore.Level) slog.Level {
-	if l >= zapcore.ErrorLevel && c.stopping.Load() {
+	if l >= zapcore.WarnLevel && c.stopping.Load() {
 		return slog.LevelDebug
 	}
 	return slogLevel(l)

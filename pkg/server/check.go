@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -98,7 +102,17 @@ func Check(cfg *config.Config) (warnings []string, err error) {
 	}
 	if cfg.Node.Ports.DHCP > 0 {
 		add(dhcp.CheckInterface(cfg.Node.Interface, cfg.Cluster.Pools))
+		if w := interfaceOutsidePools(cfg); w != "" {
+			warnings = append(warnings, w)
+		}
 	}
+	// The directories start creates and writes: the embedded etcd's and
+	// the artifact cache.
+	if len(cfg.Node.Etcd.Endpoints) == 0 {
+		add(checkWritableDir("node.data_dir", cfg.Node.DataDir))
+	}
+	add(checkWritableDir("node.artifacts.cache_dir", cfg.Node.Artifacts.CacheDir))
+	warnings = append(warnings, exposedPorts(cfg)...)
 	if _, how := peerAddress(cfg.Node); how != "" && len(cfg.Cluster.Artifacts()) > 0 {
 		warnings = append(warnings, "node.artifacts.peer_address is not set: "+how)
 	}
@@ -109,13 +123,16 @@ func Check(cfg *config.Config) (warnings []string, err error) {
 // -etcd): the endpoints answer, the credentials are accepted, and every
 // artifact the configuration names is in the catalogue. The embedded etcd
 // is started by mayu itself: nothing to reach before.
-func CheckEtcd(ctx context.Context, cfg *config.Config) (note string, err error) {
+func CheckEtcd(ctx context.Context, cfg *config.Config) (warnings []string, note string, err error) {
 	if len(cfg.Node.Etcd.Endpoints) == 0 {
-		return "etcd: embedded (no node.etcd.endpoints): mayu starts it, nothing to reach yet", nil
+		return nil, "etcd: embedded (no node.etcd.endpoints): mayu starts it, nothing to reach yet", nil
 	}
-	conn, err := etcd.Open(ctx, cfg.Node, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	// What start would warn about (a password over http://) is shown.
+	var logged warningsHandler
+	conn, err := etcd.Open(ctx, cfg.Node, slog.New(&logged), nil)
+	warnings = logged.lines
 	if err != nil {
-		return "", err
+		return warnings, "", err
 	}
 	defer conn.Close()
 	keys := state.Keys{Prefix: cfg.Node.Etcd.Prefix}
@@ -132,9 +149,9 @@ func CheckEtcd(ctx context.Context, cfg *config.Config) (note string, err error)
 		}
 	}
 	if len(problems) > 0 {
-		return "", errors.Join(problems...)
+		return warnings, "", errors.Join(problems...)
 	}
-	return fmt.Sprintf("etcd: %v answers; %d artifacts named are in the catalogue", cfg.Node.Etcd.Endpoints, len(cfg.Cluster.Artifacts())), nil
+	return warnings, fmt.Sprintf("etcd: %v answers; %d artifacts named are in the catalogue", cfg.Node.Etcd.Endpoints, len(cfg.Cluster.Artifacts())), nil
 }
 
 // split undoes errors.Join: one error per problem.
@@ -151,3 +168,113 @@ func split(err error) []error {
 	}
 	return []error{err}
 }
+
+// checkWritableDir says whether start could create and write dir: it is
+// a directory, or the nearest part of its path that exists is, and that
+// is writable (access(2): a read-only file system or missing permission
+// fail; -check creates nothing).
+func checkWritableDir(key, dir string) error {
+	for p := filepath.Clean(dir); ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		switch {
+		case (errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)) && p != filepath.Dir(p):
+			continue // created at start, if its parent allows: look there
+		case err != nil:
+			return fmt.Errorf("%s: %w", key, err)
+		case !fi.IsDir():
+			return fmt.Errorf("%s: %s is not a directory", key, p)
+		}
+		if err := syscall.Access(p, 2 /* W_OK */); err != nil {
+			return fmt.Errorf("%s: %s is not writable: %w", key, p, err)
+		}
+		return nil
+	}
+}
+
+// interfaceOutsidePools warns when node.interface has no address in a
+// full pool's subnet: the leader then answers from its first address,
+// and only relayed requests land in a pool.
+func interfaceOutsidePools(cfg *config.Config) string {
+	ifc, err := net.InterfaceByName(cfg.Node.Interface)
+	if err != nil {
+		return "" // an error of its own
+	}
+	addrs, _ := ifc.Addrs()
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			for _, pool := range cfg.Cluster.Pools {
+				if pool.Subnet.Contains(p.Addr().Unmap()) {
+					return ""
+				}
+			}
+		}
+	}
+	return fmt.Sprintf("node.interface %s has no address in any pool's subnet: only relayed requests are answered", cfg.Node.Interface)
+}
+
+// exposedPorts warns when the admin API or the metrics port listens on
+// every address or on the boot network: the metrics port has no
+// connection caps (Prometheus and health checks must always get in), so a
+// host on the boot network could fill it; the admin API belongs on a
+// management network too.
+func exposedPorts(cfg *config.Config) []string {
+	var out []string
+	for _, l := range []struct {
+		key  string
+		addr netip.Addr
+	}{{"node.metrics_listen_address", cfg.Node.MetricsListenAddress}, {"node.admin_listen_address", cfg.Node.AdminListenAddress}} {
+		if l.addr.IsUnspecified() {
+			out = append(out, fmt.Sprintf("%s is %s: the port is reachable from the boot network; bind it to a management address", l.key, l.addr))
+			continue
+		}
+		for _, pool := range cfg.Cluster.Pools {
+			if pool.Subnet.Contains(l.addr) {
+				out = append(out, fmt.Sprintf("%s %s is in the boot network %s: bind it to a management address", l.key, l.addr, pool.Subnet))
+				break
+			}
+		}
+	}
+	return out
+}
+
+// warningsHandler keeps the warnings logged through it, as lines for
+// -check to print.
+type warningsHandler struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (h *warningsHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+
+func (h *warningsHandler) Handle(_ context.Context, r slog.Record) error {
+	line := r.Message
+	r.Attrs(func(a slog.Attr) bool { line += " " + a.String(); return true })
+	h.mu.Lock()
+	h.lines = append(h.lines, line)
+	h.mu.Unlock()
+	return nil
+}
+
+func (h *warningsHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	// Records through the derived handler land in the same list.
+	return &derivedHandler{h, as}
+}
+
+func (h *warningsHandler) WithGroup(string) slog.Handler { return h }
+
+type derivedHandler struct {
+	root  *warningsHandler
+	attrs []slog.Attr
+}
+
+func (d *derivedHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return d.root.Enabled(ctx, l)
+}
+func (d *derivedHandler) Handle(ctx context.Context, r slog.Record) error {
+	r.AddAttrs(d.attrs...)
+	return d.root.Handle(ctx, r)
+}
+func (d *derivedHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &derivedHandler{d.root, append(append([]slog.Attr(nil), d.attrs...), as...)}
+}
+func (d *derivedHandler) WithGroup(string) slog.Handler { return d }

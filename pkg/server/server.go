@@ -337,10 +337,10 @@ func (s *Server) listen(ctx context.Context, name string, addr netip.Addr, port 
 		// TLS above the limiter: the caps count connections before their
 		// handshake, so a handshake flood is refused like any other.
 		ln = tls.NewListener(ln, tlsCfg)
-		// Failed handshakes (a scanner, a client that distrusts the
-		// certificate) are logged here rather than on the standard logger.
-		srv.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
 	}
+	// The server's own errors (accept errors when descriptors run out,
+	// failed TLS handshakes) in mayu's log, not the standard logger's.
+	srv.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
 	srv.BaseContext = func(net.Listener) context.Context { return ctx }
 	s.servers = append(s.servers, srv)
 	go func() {
