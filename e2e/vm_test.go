@@ -125,15 +125,27 @@ type vm struct {
 	id   string
 	mac  string
 	disk string // its raw disk image
+	// lease matches the address the installer's DHCP gets: from mayu's
+	// pool, or from the site's DHCP server in proxy mode.
+	lease string
 }
 
 func bootVM(t *testing.T, seg *netlab.TSegment, fw vmlab.Firmware, firmwarePXE bool, serial, mac string) *vm {
 	t.Helper()
+	// OVMF's PXE boot options only add a firmware timeout each to every
+	// unanswered network boot, unless the machine boots through them.
+	return bootVMWith(t, seg, vmlab.VMConfig{Firmware: fw, FirmwarePXE: firmwarePXE,
+		NoFirmwarePXE: fw == vmlab.UEFI && !firmwarePXE, NoIPv6PXE: fw == vmlab.UEFI && firmwarePXE}, serial, mac)
+}
+
+// bootVMWith boots the VM cfg describes (its firmware and how it boots
+// from the network) as machine serial with mac, on seg's tap0.
+func bootVMWith(t *testing.T, seg *netlab.TSegment, cfg vmlab.VMConfig, serial, mac string) *vm {
+	t.Helper()
 	dir := t.TempDir()
-	v, err := vmlab.StartVM(vmlab.VMConfig{
-		Name: serial, Netns: seg.Switch, Tap: "tap0", MAC: mac, Serial: serial,
-		Firmware: fw, FirmwarePXE: firmwarePXE, Disk: filepath.Join(dir, "disk.raw"), Dir: dir, FailOn: vmFailure,
-	})
+	cfg.Name, cfg.Netns, cfg.Tap, cfg.MAC, cfg.Serial = serial, seg.Switch, "tap0", mac, serial
+	cfg.Disk, cfg.Dir, cfg.FailOn = filepath.Join(dir, "disk.raw"), dir, vmFailure
+	v, err := vmlab.StartVM(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,8 +155,15 @@ func bootVM(t *testing.T, seg *netlab.TSegment, fw vmlab.Firmware, firmwarePXE b
 			t.Logf("serial console of %s (last 60 lines):\n%s", serial, v.Tail(60))
 		}
 	})
-	t.Logf("qemu %s (%s%s), MAC %s, pid %d; console: %s", serial, fw, map[bool]string{true: ", firmware PXE"}[firmwarePXE], mac, v.Pid(), v.LogPath())
-	return &vm{VM: v, t: t, id: strings.ToLower(serial), mac: mac, disk: filepath.Join(dir, "disk.raw")}
+	how := ""
+	switch {
+	case cfg.HTTPBoot:
+		how = ", UEFI HTTP boot"
+	case cfg.FirmwarePXE:
+		how = ", firmware PXE"
+	}
+	t.Logf("qemu %s (%s%s), MAC %s, pid %d; console: %s", serial, cfg.Firmware, how, mac, v.Pid(), v.LogPath())
+	return &vm{VM: v, t: t, id: strings.ToLower(serial), mac: mac, disk: filepath.Join(dir, "disk.raw"), lease: `10\.99\.0\.1\d\d`}
 }
 
 // step waits for the next console line matching pattern and logs it.
@@ -172,7 +191,7 @@ func (v *vm) install(firmware time.Duration) {
 	v.step(firmware, "iPXE runs mayu's chain script", `mayu: identifying`)
 	v.step(30*time.Second, "mayu answers the installer script", `mayu: installing machine `+id)
 	v.step(60*time.Second, "the installer kernel runs /init", `mayu-installer: kernel`)
-	v.step(30*time.Second, "the installer gets a DHCP lease", `mayu-installer: DHCP lease 10\.99\.0\.1\d\d/`)
+	v.step(30*time.Second, "the installer gets a DHCP lease", `mayu-installer: DHCP lease `+v.lease+`/`)
 	v.step(30*time.Second, "the first stage runs", `mayu-installer: running the first-stage script`)
 	v.step(30*time.Second, "it writes the OS image", `mayu-install\[`+id+`\]: writing the OS image to /dev/vda`)
 	v.step(300*time.Second, "it puts the final config on the disk", `mayu-install\[`+id+`\]: putting the final config on /dev/vda1`)
@@ -507,4 +526,49 @@ func TestVMInstallsArtifactFromPeer(t *testing.T) {
 	if log := c.replicas[l].log.String(); strings.Contains(log, "machine sent to a peer") {
 		t.Errorf("the leader sent the machine elsewhere instead of serving the image it holds:\n%s", tail(log, 20))
 	}
+}
+
+// OVMF without the NIC's iPXE ROM and without its PXE boot options boots
+// through its own UEFI HTTP boot: it asks DHCP as vendor class HTTPClient,
+// gets the URL of ipxe.efi from mayu (no next-server, no TFTP), fetches
+// it over HTTP (it aborts its first GET and fetches the file again), and
+// that iPXE goes on as ever: install, the disk boot with the leader
+// silent to the firmware's HTTP boot, `running`.
+func TestVMUEFIHTTPBootInstallRunning(t *testing.T) {
+	b := requireVM(t, vmlab.UEFI)
+	l := newVMLab(t, b)
+	const etcd = "http://127.0.0.1:2379"
+	start := time.Now()
+	mac := "52:54:00:00:05:08"
+	v := bootVMWith(t, l.seg, vmlab.VMConfig{Firmware: vmlab.UEFI, HTTPBoot: true}, "VM-UEFI-HTTP-0001", mac)
+	v.install(120 * time.Second)
+	m := waitState(t, l.seg.TLab, l.srv, etcd, v.id, machine.Installed, 30*time.Second)
+	boot1 := time.Since(start)
+
+	log := l.r.log.String()
+	if !regexp.MustCompile(`dhcp: ack.*` + mac + `.*firmware=httpboot.*boot="http boot"`).MatchString(log) {
+		t.Errorf("mayu's log shows no DHCP answer to the firmware's HTTP boot:\n%s", tail(log, 40))
+	}
+	samples, _ := scrape(t, l.seg.TLab, l.srv)
+	if got := samples[`mayu_http_requests_total{code="200",route="/tftp/{name}"}`]; got < 1 {
+		t.Errorf("mayu served ipxe.efi over HTTP %v times, want at least once", got)
+	}
+	for _, r := range []string{"ok", "failed", "refused", "not_found"} {
+		if got := samples[`mayu_tftp_transfers_total{result="`+r+`"}`]; got != 0 {
+			t.Errorf("mayu_tftp_transfers_total{result=%q} = %v: the firmware used TFTP", r, got)
+		}
+	}
+	if strings.Contains(log, "tftp: ") {
+		t.Errorf("mayu's log shows TFTP traffic:\n%s", tail(log, 40))
+	}
+
+	hostname, addr := v.bootDisk(150 * time.Second)
+	if addr != m.InternalAddr || hostname != m.Hostname {
+		t.Errorf("the OS came up as %s on %s; its record says %s on %s", hostname, addr, m.Hostname, m.InternalAddr)
+	}
+	waitState(t, l.seg.TLab, l.srv, etcd, v.id, machine.Running, 120*time.Second)
+	if !ignoredInstalled(l.r.log.String(), mac) {
+		t.Error("mayu's log shows no DHCP request of the installed machine ignored")
+	}
+	t.Logf("UEFI HTTP boot: installed after %s, running after %s", boot1.Round(100*time.Millisecond), time.Since(start).Round(100*time.Millisecond))
 }

@@ -49,10 +49,22 @@ type VMConfig struct {
 	// the firmware's own PXE then fetches ipxe.efi over TFTP (under BIOS
 	// there would be no network boot at all).
 	FirmwarePXE bool
-	Disk        string // raw disk image; created empty (DiskMiB) if missing
-	DiskMiB     int    // default 512 (sparse): the OS image and room
-	MemoryMiB   int    // default 512
-	Dir         string // OVMF variables, the QMP socket, the serial log
+	// HTTPBoot (UEFI) boots the NIC without its iPXE option ROM and
+	// without OVMF's PXE boot options: the firmware's first network boot
+	// option is then its own UEFI HTTP boot (IPv4), which asks DHCP as
+	// vendor class HTTPClient and fetches the boot file from the URL it
+	// gets, no TFTP.
+	HTTPBoot bool
+	// NoFirmwarePXE (UEFI) removes OVMF's "UEFI PXEv4" and "UEFI PXEv6"
+	// boot options, so that a network boot nobody answers costs two
+	// firmware timeouts less before the disk (NoIPv6PXE only the PXEv6
+	// one, for a machine that boots through OVMF's own PXE).
+	NoFirmwarePXE bool
+	NoIPv6PXE     bool
+	Disk          string // raw disk image; created empty (DiskMiB) if missing
+	DiskMiB       int    // default 512 (sparse): the OS image and room
+	MemoryMiB     int    // default 512
+	Dir           string // OVMF variables, the QMP socket, the serial log
 	// Echo, if set, gets every serial line as it arrives.
 	Echo func(Line)
 	// FailOn ends every wait at once when a line matches: an installer or
@@ -102,6 +114,9 @@ func StartVM(cfg VMConfig) (*VM, error) {
 	if cfg.Firmware == "" {
 		cfg.Firmware = BIOS
 	}
+	if cfg.Firmware != UEFI && (cfg.HTTPBoot || cfg.NoFirmwarePXE || cfg.NoIPv6PXE) {
+		return nil, fmt.Errorf("%s: HTTP boot and the PXE switches are OVMF's (UEFI), not %s's", cfg.Name, cfg.Firmware)
+	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -135,12 +150,23 @@ func StartVM(cfg VMConfig) (*VM, error) {
 		args = append(args, "-machine", "q35",
 			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+ovmfCode,
 			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
+		// OVMF reads these switches from fw_cfg at each start (edk2
+		// OvmfPkg's PxeBcPcdLib); without them it creates PXEv4, PXEv6,
+		// HTTPv4 and HTTPv6 options for the NIC, in that order, each
+		// with its own ~60 s timeout when nobody answers (lab.md §7).
+		// Debian 12's OVMF has no switch for the HTTP ones.
+		if cfg.NoFirmwarePXE || cfg.HTTPBoot {
+			args = append(args, "-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n")
+		}
+		if cfg.NoFirmwarePXE || cfg.HTTPBoot || cfg.NoIPv6PXE {
+			args = append(args, "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n")
+		}
 	default:
 		return nil, fmt.Errorf("unknown firmware %q", cfg.Firmware)
 	}
 	// Network first, disk second, as mayu expects of every machine.
 	nic := "virtio-net-pci,netdev=n0,mac=" + cfg.MAC + ",bootindex=1"
-	if cfg.FirmwarePXE {
+	if cfg.FirmwarePXE || cfg.HTTPBoot {
 		nic += ",romfile="
 	}
 	args = append(args,
