@@ -104,6 +104,9 @@ type replicaOptions struct {
 	// ignition: the shipped Ignition final config (vm_test.go: the OS
 	// runs the real Ignition on it).
 	ignition bool
+	// proxy: the segment's pool is a proxy pool (fixture.Config.Proxy);
+	// a site DHCP server hands out the addresses.
+	proxy bool
 }
 
 // startReplica writes a files directory, boot files and a config, and
@@ -123,7 +126,7 @@ func startReplica(t *testing.T, lab *netlab.TLab, ns string, o replicaOptions) *
 	path, err := fixture.Config{Dir: dir, Name: o.name, Interface: o.iface, Advertise: o.advertise, Etcd: o.etcd,
 		ElectionTTL: "3s", LeaseTime: "10m", RelayPool: true, KernelArgs: o.kernelArgs, TemplateVars: o.vars,
 		AnswerInstalledIPXE: o.answerIPXE, Extra: o.extra, Image: o.image, NodeExtra: o.nodeExtra,
-		WideSegment: o.wideSegment, IgnitionFinalConfig: o.ignition}.Write()
+		WideSegment: o.wideSegment, IgnitionFinalConfig: o.ignition, Proxy: o.proxy}.Write()
 	if err != nil {
 		t.Fatal(err)
 	}

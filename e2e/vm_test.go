@@ -99,23 +99,76 @@ func startRA(t *testing.T, lab *netlab.TLab, ns, iface string) {
 // for the VM:
 //
 //	netns <id>-sw: br0 ─┬─ tap0 ── qemu
-//	                    └─ veth ── netns <id>-srv: eth0 10.99.0.1/24 (mayu, dnsmasq RA)
+//	                    ├─ veth ── netns <id>-srv: eth0 10.99.0.1/24 (mayu, dnsmasq RA)
+//	                    └─ veth ── netns <id>-site: eth0 10.99.0.2/24 (proxy labs: the site's DHCP server)
 type vmLab struct {
-	seg *netlab.TSegment
-	srv string
-	r   *replica
+	seg  *netlab.TSegment
+	srv  string
+	r    *replica
+	site *siteDHCP // proxy labs only
 }
 
 func newVMLab(t *testing.T, b *vmlab.Build) *vmLab {
 	t.Helper()
+	return newVMLabWith(t, b, false)
+}
+
+// newVMLabWith is newVMLab; with proxy, mayu runs in proxy mode and a
+// site DHCP server that is not mayu (dnsmasq) hands out the addresses.
+func newVMLabWith(t *testing.T, b *vmlab.Build, proxy bool) *vmLab {
+	t.Helper()
 	l := &vmLab{seg: netlab.NewSegmentT(t)}
 	l.srv = l.seg.AddHost("srv", "10.99.0.1/24")
 	startRA(t, l.seg.TLab, l.srv, "eth0")
+	if proxy {
+		l.site = startSiteDHCP(t, l.seg)
+	}
 	l.r = startReplica(t, l.seg.TLab, l.srv, replicaOptions{iface: "eth0", files: b.Dir, kernelArgs: vmlab.KernelArgs,
-		ignition: true, vars: vmVars(nil)})
+		ignition: true, vars: vmVars(nil), proxy: proxy})
 	l.r.waitLog(t, "answering DHCP", 30*time.Second)
 	l.seg.AddTap("tap0")
 	return l
+}
+
+// siteDHCP is the site's own DHCP server on the lab segment: plain DHCP,
+// addresses 10.99.0.200 to 10.99.0.249 (outside mayu's pool and static
+// range), no boot options.
+type siteDHCP struct {
+	ns  string
+	cfg vmlab.SiteDHCP
+	log *netlab.Output
+}
+
+// siteLease matches an address of the site DHCP server's range.
+const siteLease = `10\.99\.0\.2[0-4]\d`
+
+func startSiteDHCP(t *testing.T, seg *netlab.TSegment) *siteDHCP {
+	t.Helper()
+	s := &siteDHCP{ns: seg.AddHost("site", "10.99.0.2/24"),
+		cfg: vmlab.SiteDHCP{Interface: "eth0", First: "10.99.0.200", Last: "10.99.0.249", Router: "10.99.0.1", Dir: t.TempDir()}}
+	argv := s.cfg.Command()
+	_, s.log = seg.Start(s.ns, argv[0], argv[1:]...)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("site DHCP server (dnsmasq) log:\n%s", tail(s.log.String(), 40))
+		}
+	})
+	return s
+}
+
+// leaseOf is the address the site DHCP server leased to mac, if any.
+func (s *siteDHCP) leaseOf(t *testing.T, mac string) string {
+	t.Helper()
+	data, err := os.ReadFile(s.cfg.Leases())
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 3 && strings.EqualFold(f[1], mac) {
+			return f[2]
+		}
+	}
+	return ""
 }
 
 // vm is a booted VM and the test's view of it.
@@ -132,10 +185,7 @@ type vm struct {
 
 func bootVM(t *testing.T, seg *netlab.TSegment, fw vmlab.Firmware, firmwarePXE bool, serial, mac string) *vm {
 	t.Helper()
-	// OVMF's PXE boot options only add a firmware timeout each to every
-	// unanswered network boot, unless the machine boots through them.
-	return bootVMWith(t, seg, vmlab.VMConfig{Firmware: fw, FirmwarePXE: firmwarePXE,
-		NoFirmwarePXE: fw == vmlab.UEFI && !firmwarePXE, NoIPv6PXE: fw == vmlab.UEFI && firmwarePXE}, serial, mac)
+	return bootVMWith(t, seg, vmlab.VMConfig{Firmware: fw, FirmwarePXE: firmwarePXE}, serial, mac)
 }
 
 // bootVMWith boots the VM cfg describes (its firmware and how it boots
@@ -571,4 +621,83 @@ func TestVMUEFIHTTPBootInstallRunning(t *testing.T) {
 		t.Error("mayu's log shows no DHCP request of the installed machine ignored")
 	}
 	t.Logf("UEFI HTTP boot: installed after %s, running after %s", boot1.Round(100*time.Millisecond), time.Since(start).Round(100*time.Millisecond))
+}
+
+// proxyCycle is the flow of one machine on a segment whose addresses a
+// site DHCP server hands out (dnsmasq, plain DHCP) while mayu runs in
+// proxy mode: the firmware and iPXE get their address from dnsmasq and
+// only the boot information from mayu; the machine installs, its next
+// boot gets nothing from mayu and falls through to the disk, and it
+// reaches `running`. mayu writes no lease at any point.
+func proxyCycle(t *testing.T, cfg vmlab.VMConfig, serial, mac string, firmware, fallThrough time.Duration) (*vmLab, *vm) {
+	t.Helper()
+	b := requireVM(t, cfg.Firmware)
+	l := newVMLabWith(t, b, true)
+	const etcd = "http://127.0.0.1:2379"
+	start := time.Now()
+	v := bootVMWith(t, l.seg, cfg, serial, mac)
+	v.lease = siteLease
+	v.install(firmware)
+	m := waitState(t, l.seg.TLab, l.srv, etcd, v.id, machine.Installed, 30*time.Second)
+	boot1 := time.Since(start)
+
+	// The boot address came from the site's server: iPXE's, which it
+	// prints when it has configured the NIC, is in dnsmasq's range and
+	// is the one dnsmasq leased to the MAC.
+	ipxe := ""
+	for _, line := range v.Lines() {
+		if f := regexp.MustCompile(`net0: (10\.99\.0\.\d+)/`).FindStringSubmatch(line.Text); f != nil {
+			ipxe = f[1]
+			break
+		}
+	}
+	leased := l.site.leaseOf(t, mac)
+	if !regexp.MustCompile(`^` + siteLease + `$`).MatchString(leased) {
+		t.Errorf("the site DHCP server leased %q to %s, want an address of its range 10.99.0.200-249", leased, mac)
+	}
+	if ipxe != "" && ipxe != leased {
+		t.Errorf("iPXE configured %s, the site DHCP server leased %s", ipxe, leased)
+	}
+	t.Logf("          boot address %s (iPXE: %q) leased by the site DHCP server", leased, ipxe)
+	noLeases(t, l)
+
+	hostname, addr := v.bootDisk(fallThrough)
+	if addr != m.InternalAddr || hostname != m.Hostname {
+		t.Errorf("the OS came up as %s on %s; its record says %s on %s", hostname, addr, m.Hostname, m.InternalAddr)
+	}
+	waitState(t, l.seg.TLab, l.srv, etcd, v.id, machine.Running, 120*time.Second)
+	if !ignoredInstalled(l.r.log.String(), mac) {
+		t.Error("mayu's log shows no DHCP request of the installed machine ignored")
+	}
+	noLeases(t, l)
+	t.Logf("proxy mode, %s: installed after %s, running after %s", cfg.Firmware,
+		boot1.Round(100*time.Millisecond), time.Since(start).Round(100*time.Millisecond))
+	return l, v
+}
+
+// noLeases fails the test if mayu wrote any DHCP lease to etcd.
+func noLeases(t *testing.T, l *vmLab) {
+	t.Helper()
+	if out := strings.TrimSpace(l.r.etcdctl(t, "get", "--prefix", "--keys-only", "/mayu/leases/")); out != "" {
+		t.Errorf("mayu in proxy mode wrote leases:\n%s", out)
+	}
+}
+
+// SeaBIOS with qemu's iPXE ROM, mayu in proxy mode: the ROM's iPXE gets
+// its address from the site's dnsmasq and mayu's script URL from mayu's
+// proxy answer.
+func TestVMProxyBIOSInstallRunning(t *testing.T) {
+	proxyCycle(t, vmlab.VMConfig{Firmware: vmlab.BIOS}, "VM-PROXY-BIOS-0001", "52:54:00:00:05:09", 90*time.Second, 90*time.Second)
+}
+
+// OVMF without the iPXE ROM, mayu in proxy mode: OVMF's own PXE gets its
+// address from the site's dnsmasq and, from mayu's proxy answer and its
+// boot-server request on port 4011, ipxe.efi, which it fetches over TFTP;
+// that iPXE goes on as in full mode.
+func TestVMProxyUEFIFirmwarePXEInstallRunning(t *testing.T) {
+	l, _ := proxyCycle(t, vmlab.VMConfig{Firmware: vmlab.UEFI, FirmwarePXE: true, NoIPv6PXE: true},
+		"VM-PROXY-UEFI-0001", "52:54:00:00:05:0a", 120*time.Second, 300*time.Second)
+	if log := l.r.log.String(); !regexp.MustCompile(`tftp: sent.* file=ipxe.efi`).MatchString(log) {
+		t.Errorf("mayu's log shows no TFTP transfer of ipxe.efi:\n%s", tail(log, 30))
+	}
 }
