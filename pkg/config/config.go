@@ -83,7 +83,7 @@ var (
 // defaultPorts are in place before the file is decoded rather than filled in
 // afterwards, because an explicit 0 disables DHCP or TFTP: only keys that
 // are absent keep these values.
-var defaultPorts = Ports{DHCP: 67, TFTP: 69, HTTP: 4081, Admin: 4080, Metrics: 4082}
+var defaultPorts = Ports{DHCP: 67, TFTP: 69, HTTP: 4081, Admin: 4080, Metrics: 4082, ProxyDHCP: 4011}
 
 // Load reads, decodes, completes with defaults and validates the config
 // file at path. Every error names the file; a file with several problems
@@ -225,7 +225,13 @@ func (c *Config) applyDefaults() {
 
 	cl := &c.Cluster
 	for i := range cl.Pools {
-		setDefault(&cl.Pools[i].LeaseTime, defaultLeaseTime)
+		pl := &cl.Pools[i]
+		setDefault(&pl.Mode, PoolFull)
+		// A proxy pool leases nothing: a lease_time there is a mistake
+		// that Validate names, not something to fill in.
+		if !pl.Proxy() {
+			setDefault(&pl.LeaseTime, defaultLeaseTime)
+		}
 	}
 	setDefault(&cl.Install.Disk, defaultInstallDisk)
 	setDefault(&cl.Boot.BIOS, defaultBootBIOS)

@@ -69,7 +69,7 @@ func TestExampleFile(t *testing.T) {
 	}{
 		{"advertise_address", n.AdvertiseAddress, netip.MustParseAddr("10.99.0.1")},
 		{"interface", n.Interface, "srv0"},
-		{"ports", n.Ports, Ports{DHCP: 67, TFTP: 69, HTTP: 4081, Admin: 4080, Metrics: 4082}},
+		{"ports", n.Ports, Ports{DHCP: 67, TFTP: 69, HTTP: 4081, Admin: 4080, Metrics: 4082, ProxyDHCP: 4011}},
 		{"pools", len(c.Pools), 1},
 		{"pool subnet", c.Pools[0].Subnet, netip.MustParsePrefix("10.99.0.0/24")},
 		{"pool range size", c.Pools[0].Range.Size(), 100},
@@ -593,7 +593,7 @@ func TestDefaults(t *testing.T) {
 		{"embedded.peer_url", n.Etcd.Embedded.PeerURL, "http://127.0.0.1:2380"},
 		{"embedded.quota_bytes", n.Etcd.Embedded.QuotaBytes, int64(2 << 30)},
 		{"embedded.compaction_retention", n.Etcd.Embedded.CompactionRetention, time.Hour},
-		{"ports", n.Ports, Ports{DHCP: 67, TFTP: 69, HTTP: 4081, Admin: 4080, Metrics: 4082}},
+		{"ports", n.Ports, Ports{DHCP: 67, TFTP: 69, HTTP: 4081, Admin: 4080, Metrics: 4082, ProxyDHCP: 4011}},
 		{"pools[0].lease_time", c.Pools[0].LeaseTime, time.Hour},
 		{"pools[1].lease_time (set)", c.Pools[1].LeaseTime, 2 * time.Hour},
 		{"install.disk", c.Install.Disk, "/dev/sda"},
@@ -657,13 +657,13 @@ func TestPorts(t *testing.T) {
 		ports string
 		want  Ports
 	}{
-		{"absent", "", Ports{67, 69, 4081, 4080, 4082}},
-		{"empty block", "  ports:\n", Ports{67, 69, 4081, 4080, 4082}},
-		{"dhcp disabled", "  ports:\n    dhcp: 0\n", Ports{0, 69, 4081, 4080, 4082}},
-		{"both disabled", "  ports: {dhcp: 0, tftp: 0}\n", Ports{0, 0, 4081, 4080, 4082}},
-		{"some set", "  ports: {tftp: 6969, http: 8080}\n", Ports{67, 6969, 8080, 4080, 4082}},
-		{"null value keeps default", "  ports: {dhcp: ~}\n", Ports{67, 69, 4081, 4080, 4082}},
-		{"udp and tcp may share a number", "  ports: {dhcp: 4081}\n", Ports{4081, 69, 4081, 4080, 4082}},
+		{"absent", "", Ports{67, 69, 4081, 4080, 4082, 4011}},
+		{"empty block", "  ports:\n", Ports{67, 69, 4081, 4080, 4082, 4011}},
+		{"dhcp disabled", "  ports:\n    dhcp: 0\n", Ports{0, 69, 4081, 4080, 4082, 4011}},
+		{"both disabled", "  ports: {dhcp: 0, tftp: 0}\n", Ports{0, 0, 4081, 4080, 4082, 4011}},
+		{"some set", "  ports: {tftp: 6969, http: 8080}\n", Ports{67, 6969, 8080, 4080, 4082, 4011}},
+		{"null value keeps default", "  ports: {dhcp: ~}\n", Ports{67, 69, 4081, 4080, 4082, 4011}},
+		{"udp and tcp may share a number", "  ports: {dhcp: 4081}\n", Ports{4081, 69, 4081, 4080, 4082, 4011}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -886,5 +886,47 @@ func TestArtifactSources(t *testing.T) {
 	}
 	if got, want := strings.Join(c.Artifacts(), " "), "img-1 img-2 initrd-1"; got != want {
 		t.Errorf("Artifacts() = %q, want %q", got, want)
+	}
+}
+
+// A pool in proxy mode has only its subnet: what belongs to the site's
+// DHCP server is refused, each by its key; a pool's mode defaults to
+// full, and a misspelt mode is named.
+func TestProxyPool(t *testing.T) {
+	proxy := strings.Replace(baseYAML, `    - subnet: 10.0.3.0/24
+      range: {start: 10.0.3.100, end: 10.0.3.199}
+      router: 10.0.3.1
+      lease_time: 2h
+`, `    - subnet: 10.0.3.0/24
+      mode: proxy
+`, 1)
+	cfg := mustParse(t, proxy)
+	if p := cfg.Cluster.Pools[1]; !p.Proxy() || p.LeaseTime != 0 || p.Range.Size() != 0 {
+		t.Fatalf("proxy pool %+v", p)
+	}
+	if p := cfg.Cluster.Pools[0]; p.Mode != PoolFull || p.Proxy() || p.LeaseTime != time.Hour {
+		t.Fatalf("default pool %+v", p)
+	}
+	if cfg.Node.Ports.ProxyDHCP != 4011 {
+		t.Fatalf("node.ports.proxy_dhcp = %d, want 4011", cfg.Node.Ports.ProxyDHCP)
+	}
+	_, err := Parse([]byte(strings.Replace(baseYAML, "      lease_time: 2h\n", "      lease_time: 2h\n      mode: proxy\n      dns: [10.0.3.1]\n", 1)), "test.yaml")
+	for _, want := range []string{
+		"cluster.pools[1].range: a proxy pool hands out no addresses",
+		"cluster.pools[1].router: a proxy pool hands out no addresses",
+		"cluster.pools[1].dns: a proxy pool hands out no addresses",
+		"cluster.pools[1].lease_time: a proxy pool hands out no addresses",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v, want %q", err, want)
+		}
+	}
+	_, err = Parse([]byte(strings.Replace(baseYAML, "      lease_time: 2h\n", "      lease_time: 2h\n      mode: proxydhcp\n", 1)), "test.yaml")
+	if want := `cluster.pools[1].mode: "proxydhcp" is neither "full" nor "proxy"`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("error %v, want %q", err, want)
+	}
+	_, err = Parse([]byte(strings.Replace(baseYAML, "cluster:\n", "  ports: {proxy_dhcp: 69}\ncluster:\n", 1)), "test.yaml")
+	if want := "node.ports.proxy_dhcp: 69 is already used by node.ports.tftp"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("error %v, want %q", err, want)
 	}
 }

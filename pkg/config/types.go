@@ -269,6 +269,11 @@ type Ports struct {
 	HTTP    int `yaml:"http" json:"http"`       // boot files and node callbacks; default 4081
 	Admin   int `yaml:"admin" json:"admin"`     // admin API; default 4080
 	Metrics int `yaml:"metrics" json:"metrics"` // /metrics and health; default 4082
+	// ProxyDHCP is the PXE boot-server port where the leader answers the
+	// boot-file requests of clients in proxy pools (UEFI PXE asks there
+	// after a proxy offer); opened only when a pool is in proxy mode.
+	// Default 4011; 0 disables it.
+	ProxyDHCP int `yaml:"proxy_dhcp" json:"proxy_dhcp"`
 }
 
 // Registration policy values.
@@ -351,12 +356,28 @@ type SelfRegistration struct {
 
 // Pool is one DHCP subnet, for the short-lived boot addresses.
 type Pool struct {
-	Subnet    netip.Prefix  `yaml:"subnet" json:"subnet"`
+	Subnet netip.Prefix `yaml:"subnet" json:"subnet"`
+	// Mode is PoolFull (mayu hands out the addresses and the boot options,
+	// the default) or PoolProxy (the site's DHCP server hands out the
+	// addresses; mayu answers boot clients with boot options only, as a
+	// PXE proxyDHCP server). A proxy pool has no range, router, dns or
+	// lease_time.
+	Mode      string        `yaml:"mode" json:"mode"`
 	Range     Range         `yaml:"range" json:"range"`
 	Router    netip.Addr    `yaml:"router" json:"router"`
 	DNS       []netip.Addr  `yaml:"dns" json:"dns"`
 	LeaseTime time.Duration `yaml:"lease_time" json:"lease_time"` // default 1h
 }
+
+// Pool modes (cluster.pools[].mode).
+const (
+	PoolFull  = "full"
+	PoolProxy = "proxy"
+)
+
+// Proxy reports whether the pool is a proxyDHCP pool: boot options only,
+// no addresses.
+func (p Pool) Proxy() bool { return p.Mode == PoolProxy }
 
 // Range is an inclusive address range inside a subnet.
 type Range struct {

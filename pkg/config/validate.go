@@ -181,7 +181,7 @@ type port struct {
 
 func (ps Ports) validate(p *problems) {
 	// 0 disables the UDP listeners; the TCP ones are always on.
-	udp := []port{{"node.ports.dhcp", ps.DHCP}, {"node.ports.tftp", ps.TFTP}}
+	udp := []port{{"node.ports.dhcp", ps.DHCP}, {"node.ports.tftp", ps.TFTP}, {"node.ports.proxy_dhcp", ps.ProxyDHCP}}
 	tcp := []port{{"node.ports.http", ps.HTTP}, {"node.ports.admin", ps.Admin}, {"node.ports.metrics", ps.Metrics}}
 	for _, u := range udp {
 		if u.value < 0 || u.value > 65535 {
@@ -370,7 +370,7 @@ func (c *Cluster) validate(p *problems) {
 		// A static address inside a pool range could be leased to a booting
 		// machine while an installed one uses it.
 		for i, pool := range c.Pools {
-			if poolOK[i] && c.Static.Range.overlaps(pool.Range) {
+			if poolOK[i] && !pool.Proxy() && c.Static.Range.overlaps(pool.Range) {
 				p.addf("cluster.static.range", "%s overlaps cluster.pools[%d].range %s", c.Static.Range, i, pool.Range)
 			}
 		}
@@ -415,6 +415,13 @@ func (c *Cluster) validate(p *problems) {
 // checks across pools can skip one that is not.
 func (pool Pool) validate(p *problems, key string) bool {
 	subnetOK := checkSubnet(p, key+".subnet", pool.Subnet)
+	switch pool.Mode {
+	case PoolFull:
+	case PoolProxy:
+		return pool.validateProxy(p, key) && subnetOK
+	default:
+		p.addf(key+".mode", "%q is neither %q nor %q", pool.Mode, PoolFull, PoolProxy)
+	}
 	rangeOK := checkRange(p, key+".range", pool.Range, pool.Subnet, subnetOK)
 	if pool.Router.IsValid() && checkHostAddr(p, key+".router", pool.Router, pool.Subnet, subnetOK) &&
 		rangeOK && pool.Range.Contains(pool.Router) {
@@ -423,6 +430,28 @@ func (pool Pool) validate(p *problems, key string) bool {
 	checkDNS(p, key+".dns", pool.DNS)
 	checkAtLeast(p, key+".lease_time", pool.LeaseTime, time.Minute)
 	return subnetOK && rangeOK
+}
+
+// validateProxy refuses in a proxy pool what belongs to the site's DHCP
+// server, which hands out the addresses and their options there: mayu
+// would never send them, and a reader would think it does.
+func (pool Pool) validateProxy(p *problems, key string) bool {
+	const why = "a proxy pool hands out no addresses; the site's DHCP server does (remove it, or use mode: full)"
+	ok := true
+	if pool.Range.Start.IsValid() || pool.Range.End.IsValid() {
+		p.addf(key+".range", "%s", why)
+		ok = false
+	}
+	if pool.Router.IsValid() {
+		p.addf(key+".router", "%s", why)
+	}
+	if len(pool.DNS) > 0 {
+		p.addf(key+".dns", "%s", why)
+	}
+	if pool.LeaseTime != 0 {
+		p.addf(key+".lease_time", "%s", why)
+	}
+	return ok
 }
 
 // validate reports whether the static subnet and range are usable.

@@ -38,11 +38,17 @@ type pool struct {
 	declined map[netip.Addr]time.Time // until when to avoid
 	cursor   netip.Addr               // where the next free-address scan starts
 	reserved map[netip.Addr]bool      // never leased: the replicas' own addresses
+	// answered are the clients a proxy pool answered lately, until when:
+	// the rest of their boot (the 4011 request, iPXE's DHCP) is not
+	// charged to the new-client budget again. Only clients that passed
+	// the budget get in, so it is bounded like the offers are.
+	answered map[string]time.Time
 }
 
 func newPool(cfg config.Pool) *pool {
 	return &pool{cfg: cfg, byIP: map[netip.Addr]*lease.Lease{}, byMAC: map[string]*lease.Lease{},
-		held: map[netip.Addr]hold{}, heldMAC: map[string]netip.Addr{}, declined: map[netip.Addr]time.Time{}, cursor: cfg.Range.Start}
+		held: map[netip.Addr]hold{}, heldMAC: map[string]netip.Addr{}, declined: map[netip.Addr]time.Time{}, cursor: cfg.Range.Start,
+		answered: map[string]time.Time{}}
 }
 
 // load puts a lease read from etcd into the table.
@@ -227,12 +233,34 @@ func (p *pool) knows(mac string, now time.Time) bool {
 	if p.byMAC[mac] != nil {
 		return true
 	}
+	if until, ok := p.answered[mac]; ok && now.Before(until) {
+		return true
+	}
 	ip, ok := p.heldMAC[mac]
 	if !ok {
 		return false
 	}
 	h := p.held[ip]
 	return h.mac == mac && now.Before(h.until)
+}
+
+// proxyMemory is how long a proxy pool remembers a client it answered:
+// a whole PXE, 4011 and iPXE round, with the firmware's retries.
+const proxyMemory = 2 * time.Minute
+
+// remember records that a proxy pool answered mac, sweeping the expired
+// entries when the map has grown.
+func (p *pool) remember(mac string, now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.answered) >= 1024 {
+		for m, until := range p.answered {
+			if !now.Before(until) {
+				delete(p.answered, m)
+			}
+		}
+	}
+	p.answered[mac] = now.Add(proxyMemory)
 }
 
 // decline forgets mac's hold on ip and avoids ip until then: something

@@ -17,6 +17,8 @@ type metrics struct {
 	declines           *prometheus.CounterVec
 	leaseWriteDuration *prometheus.HistogramVec
 	leaderReady        prometheus.Gauge
+	proxyAnswered      *prometheus.CounterVec
+	bootServer         *prometheus.CounterVec
 }
 
 // newMetrics registers s's metrics on reg (nil: nowhere), with the pool
@@ -28,7 +30,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		answered: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "packets_answered_total",
 			Help: "DHCP answers sent, by message type (offer, ack, nak)."}, []string{"type"}),
 		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "packets_ignored_total",
-			Help: "DHCP packets not answered, by reason: installed, not_leader, pool_exhausted, malformed, no_pool, other_server, queue_full, not_durable, deposed, unlisted_relay, new_client_budget, unknown_client."}, []string{"reason"}),
+			Help: "DHCP packets not answered, by reason: installed, not_leader, pool_exhausted, malformed, no_pool, other_server, queue_full, not_durable, deposed, unlisted_relay, new_client_budget, unknown_client, and in proxy pools not_boot_client, no_boot_file."}, []string{"reason"}),
 		naks: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "naks_total",
 			Help: "REQUESTs refused with a NAK, by reason: outside_pool, in_use, unknown_client (no offer or lease)."}, []string{"reason"}),
 		declines: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "declines_total",
@@ -37,6 +39,19 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			Help: "Time to make a lease durable in etcd before its ACK.", Buckets: mayumetrics.Latency()}, nil),
 		leaderReady: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "leader_ready_seconds",
 			Help: "How long this replica's last DHCP leadership took from winning the election to answering: the installed MACs ready, every lease loaded from etcd and the pools built."}),
+	}
+	m.proxyAnswered = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "proxy_answers_total",
+		Help: "proxyDHCP answers sent in proxy pools (boot options, no address), by port (67, 4011) and firmware (pxe, httpboot, ipxe)."}, []string{"port", "firmware"})
+	m.bootServer = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "boot_server_requests_total",
+		Help: "Requests to the PXE boot-server port (node.ports.proxy_dhcp, 4011), by outcome: answered, or why not: not_leader, malformed, other_type, bad_source (ciaddr not the sender, a port other than 68 or 4011, or a giaddr), installed, no_pool (not in a proxy pool), not_boot_client, no_boot_file, new_client_budget, queue_full, send_failed."}, []string{"outcome"})
+	for _, port := range []string{"67", "4011"} {
+		for _, fw := range []string{"pxe", "httpboot", "ipxe"} {
+			m.proxyAnswered.WithLabelValues(port, fw)
+		}
+	}
+	for _, o := range []string{"answered", "not_leader", "malformed", "other_type", "bad_source", "installed", "no_pool", "not_boot_client",
+		"no_boot_file", "new_client_budget", "queue_full", "send_failed"} {
+		m.bootServer.WithLabelValues(o)
 	}
 	// Every label value starts at 0, so that rate() and increase() see the
 	// first packet of each kind.
@@ -47,7 +62,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		m.answered.WithLabelValues(t)
 	}
 	for _, r := range []string{"installed", "not_leader", "pool_exhausted", "malformed", "no_pool", "other_server", "queue_full", "not_durable", "deposed",
-		"unlisted_relay", "new_client_budget", "unknown_client"} {
+		"unlisted_relay", "new_client_budget", "unknown_client", "not_boot_client", "no_boot_file"} {
 		m.ignored.WithLabelValues(r)
 	}
 	for _, r := range []string{"outside_pool", "in_use", "unknown_client"} {
@@ -63,7 +78,8 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			"Addresses of a pool not held by an unexpired lease (0 on followers).", []string{"pool"}, nil),
 	}
 	m.leaseWriteDuration.WithLabelValues()
-	mayumetrics.MustRegister(reg, m.received, m.answered, m.ignored, m.naks, m.declines, m.leaseWriteDuration, m.leaderReady, pools)
+	mayumetrics.MustRegister(reg, m.received, m.answered, m.ignored, m.naks, m.declines, m.leaseWriteDuration, m.leaderReady,
+		m.proxyAnswered, m.bootServer, pools)
 	return m
 }
 

@@ -54,6 +54,10 @@ type KnownMACs interface {
 type Options struct {
 	Interface string // where DHCP listens (SO_BINDTODEVICE)
 	Port      int    // 67 in production
+	// BootServerPort is where the leader answers the PXE boot-server
+	// requests of clients in proxy pools (4011 in production); opened
+	// only if a pool is in proxy mode. 0: not at all.
+	BootServerPort int
 	// ServerIP is the server identifier: this replica's own address on the
 	// interface. Zero means the interface's first IPv4 address.
 	ServerIP  netip.Addr
@@ -84,6 +88,7 @@ type Server struct {
 	o        Options
 	serverIP netip.Addr
 	conn     *net.UDPConn
+	bsConn   *net.UDPConn // the boot-server port (4011), for proxy pools; nil: none
 	metrics  *metrics
 
 	// term is set while leading: the fence and the leases it loaded.
@@ -107,6 +112,8 @@ type term struct {
 type packet struct {
 	data []byte
 	peer *net.UDPAddr
+	// bootServer: the packet came to the boot-server port (4011).
+	bootServer bool
 }
 
 // New prepares a server; Serve opens the socket.
@@ -163,6 +170,14 @@ func (s *Server) Listen() error {
 		return fmt.Errorf("node.interface %s, node.ports.dhcp %d: %w", s.o.Interface, s.o.Port, err)
 	}
 	s.conn = conn
+	if s.o.BootServerPort > 0 && hasProxyPool(s.o.Pools) {
+		bs, err := server4.NewIPv4UDPConn(s.o.Interface, &net.UDPAddr{Port: s.o.BootServerPort})
+		if err != nil {
+			conn.Close()
+			return fmt.Errorf("node.interface %s, node.ports.proxy_dhcp %d: %w", s.o.Interface, s.o.BootServerPort, err)
+		}
+		s.bsConn = bs
+	}
 	if s.prober == nil {
 		// Opened here, with the DHCP socket: in the same network
 		// namespace, and once for every probe.
@@ -174,6 +189,24 @@ func (s *Server) Listen() error {
 
 // Addr is the bound socket address.
 func (s *Server) Addr() net.Addr { return s.conn.LocalAddr() }
+
+// BootServerAddr is the bound boot-server (4011) socket address, nil if
+// none is open.
+func (s *Server) BootServerAddr() net.Addr {
+	if s.bsConn == nil {
+		return nil
+	}
+	return s.bsConn.LocalAddr()
+}
+
+func hasProxyPool(pools []config.Pool) bool {
+	for _, p := range pools {
+		if p.Proxy() {
+			return true
+		}
+	}
+	return false
+}
 
 // ServerIP is the server identifier this replica answers with.
 func (s *Server) ServerIP() netip.Addr { return s.serverIP }
@@ -228,24 +261,34 @@ func (s *Server) Serve(ctx context.Context) error {
 	go func() {
 		<-ctx.Done()
 		s.conn.Close()
-	}()
-	var err error
-	for {
-		buf := make([]byte, 1500)
-		n, peer, rerr := s.conn.ReadFromUDP(buf)
-		if rerr != nil {
-			if ctx.Err() == nil {
-				err = fmt.Errorf("dhcp read: %w", rerr)
-			}
-			break
+		if s.bsConn != nil {
+			s.bsConn.Close()
 		}
-		select {
-		case queue <- packet{data: buf[:n], peer: peer}:
-		default:
-			s.dropped.Add(1)
-			s.metrics.ignored.WithLabelValues("queue_full").Inc()
+	}()
+	// The first socket to fail stops the other; Serve returns its error.
+	var err error
+	var failed sync.Once
+	fail := func(e error) {
+		if e != nil {
+			failed.Do(func() {
+				err = e
+				s.conn.Close()
+				if s.bsConn != nil {
+					s.bsConn.Close()
+				}
+			})
 		}
 	}
+	var readers sync.WaitGroup
+	if s.bsConn != nil {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			fail(s.read(ctx, s.bsConn, true, queue))
+		}()
+	}
+	fail(s.read(ctx, s.conn, false, queue))
+	readers.Wait()
 	close(queue)
 	wg.Wait()
 	s.probing.Wait()
@@ -253,6 +296,31 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.opened.Close()
 	}
 	return err
+}
+
+// read queues the packets of conn until it is closed; the error is nil
+// if ctx ended.
+func (s *Server) read(ctx context.Context, conn *net.UDPConn, bootServer bool, queue chan<- packet) error {
+	for {
+		buf := make([]byte, 1500)
+		n, peer, err := conn.ReadFromUDP(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("dhcp read (%s): %w", conn.LocalAddr(), err)
+		}
+		select {
+		case queue <- packet{data: buf[:n], peer: peer, bootServer: bootServer}:
+		default:
+			s.dropped.Add(1)
+			if bootServer {
+				s.metrics.bootServer.WithLabelValues("queue_full").Inc()
+			} else {
+				s.metrics.ignored.WithLabelValues("queue_full").Inc()
+			}
+		}
+	}
 }
 
 // Lead runs while this replica leads: it loads every lease from etcd before
@@ -290,7 +358,9 @@ func (s *Server) Lead(ctx context.Context, f election.Fence) {
 	}
 	n := 0
 	for _, l := range leases {
-		if p := t.poolOf(l.IP); p != nil {
+		// A proxy pool leases nothing: a lease there is left from when
+		// the pool was in full mode, and the site's server owns it now.
+		if p := t.poolOf(l.IP); p != nil && !p.cfg.Proxy() {
 			p.load(l)
 			n++
 		}
@@ -356,6 +426,10 @@ type exchange struct {
 }
 
 func (s *Server) handle(ctx context.Context, p packet) {
+	if p.bootServer {
+		s.handleBootServer(ctx, p)
+		return
+	}
 	req, err := dhcpv4.FromBytes(p.data)
 	if err != nil || req.OpCode != dhcpv4.OpcodeBootRequest || len(req.ClientHWAddr) != 6 {
 		s.metrics.received.WithLabelValues("malformed").Inc()
@@ -392,6 +466,10 @@ func (s *Server) handle(ctx context.Context, p packet) {
 		x.log.Debug("dhcp: no pool for this request", "giaddr", req.GatewayIPAddr)
 		return
 	}
+	if x.pool.cfg.Proxy() {
+		s.proxy(x, client)
+		return
+	}
 	switch req.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
 		s.discover(x)
@@ -405,6 +483,37 @@ func (s *Server) handle(ctx context.Context, p packet) {
 		// The client has its address; it wants only the options.
 		s.reply(x, s.answer(x, dhcpv4.MessageTypeAck, netip.Addr{}))
 	}
+}
+
+// handleBootServer answers a request to the boot-server port (4011), if
+// this replica leads.
+func (s *Server) handleBootServer(ctx context.Context, p packet) {
+	req, err := dhcpv4.FromBytes(p.data)
+	if err != nil || req.OpCode != dhcpv4.OpcodeBootRequest || len(req.ClientHWAddr) != 6 || p.peer == nil {
+		s.metrics.bootServer.WithLabelValues("malformed").Inc()
+		return
+	}
+	t := s.term.Load()
+	if t == nil {
+		s.metrics.bootServer.WithLabelValues("not_leader").Inc()
+		return
+	}
+	x := &exchange{ctx: ctx, term: t, req: req, peer: p.peer, mac: req.ClientHWAddr.String(), now: time.Now()}
+	x.log = s.o.Log.With("mac", x.mac, "type", req.MessageType().String(), "port", BootServerPort)
+	resp, dst, outcome := s.bootServer(x, t)
+	if resp == nil {
+		s.metrics.bootServer.WithLabelValues(outcome).Inc()
+		x.log.Debug("dhcp: boot-server request not answered", "reason", outcome, "from", p.peer)
+		return
+	}
+	if _, err := s.bsConn.WriteToUDP(resp.ToBytes(), dst); err != nil {
+		s.metrics.bootServer.WithLabelValues("send_failed").Inc()
+		x.log.Debug("dhcp: send failed", "to", dst, "err", err)
+		return
+	}
+	s.metrics.bootServer.WithLabelValues(outcome).Inc()
+	s.metrics.proxyAnswered.WithLabelValues("4011", Classify(req).Firmware.String()).Inc()
+	x.log.Debug("dhcp: boot-server ack", "to", dst, "boot", x.dec.Reason)
 }
 
 // known reports whether the client is one the leader knows: it has a
@@ -674,9 +783,10 @@ func (s *Server) nak(req *dhcpv4.DHCPv4, why string) *dhcpv4.DHCPv4 {
 // NAKs broadcast; to ciaddr if the client has an address; broadcast if the
 // client asked for it; else unicast to the new address and the client's
 // MAC, which needs an ARP entry since the client cannot answer ARP yet.
-func (s *Server) reply(x *exchange, resp *dhcpv4.DHCPv4) {
+// It reports whether the answer went out.
+func (s *Server) reply(x *exchange, resp *dhcpv4.DHCPv4) bool {
 	if resp == nil {
-		return
+		return false
 	}
 	req, peer := x.req, x.peer
 	data := resp.ToBytes()
@@ -703,9 +813,10 @@ func (s *Server) reply(x *exchange, resp *dhcpv4.DHCPv4) {
 	}
 	if _, err := s.conn.WriteToUDP(data, dst); err != nil {
 		s.o.Log.Debug("dhcp: send failed", "to", dst, "err", err)
-		return
+		return false
 	}
 	s.metrics.answered.WithLabelValues(typeLabel(resp.MessageType())).Inc()
+	return true
 }
 
 // typeLabel is a message type as a metric label: "discover", "request", …

@@ -279,7 +279,7 @@ func (s *Server) startDHCP(ctx context.Context, mayuURL string, leases dhcp.Leas
 		s.background(func() { st.Follow(ctx, s.log) })
 	}
 	s.dhcp = dhcp.New(dhcp.Options{
-		Interface: n.Interface, Port: n.Ports.DHCP, Advertise: n.AdvertiseAddress, Pools: cl.Pools,
+		Interface: n.Interface, Port: n.Ports.DHCP, BootServerPort: n.Ports.ProxyDHCP, Advertise: n.AdvertiseAddress, Pools: cl.Pools,
 		Policy: dhcp.Policy{
 			BIOS: cl.Boot.BIOS, EFI64: cl.Boot.EFI64, EFI32: cl.Boot.EFI32, ARM64: cl.Boot.ARM64,
 			ScriptURL: mayuURL + "/boot.ipxe", HTTPBase: mayuURL + "/tftp/",
@@ -292,6 +292,9 @@ func (s *Server) startDHCP(ctx context.Context, mayuURL string, leases dhcp.Leas
 		return err
 	}
 	s.Addrs["dhcp"] = s.dhcp.Addr().String()
+	if a := s.dhcp.BootServerAddr(); a != nil {
+		s.Addrs["proxy_dhcp"] = a.String()
+	}
 	s.background(func() {
 		if err := s.dhcp.Serve(ctx); err != nil {
 			s.errc <- err
