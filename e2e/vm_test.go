@@ -687,7 +687,11 @@ func noLeases(t *testing.T, l *vmLab) {
 // its address from the site's dnsmasq and mayu's script URL from mayu's
 // proxy answer.
 func TestVMProxyBIOSInstallRunning(t *testing.T) {
-	proxyCycle(t, vmlab.VMConfig{Firmware: vmlab.BIOS}, "VM-PROXY-BIOS-0001", "52:54:00:00:05:09", 90*time.Second, 90*time.Second)
+	l, _ := proxyCycle(t, vmlab.VMConfig{Firmware: vmlab.BIOS}, "VM-PROXY-BIOS-0001", "52:54:00:00:05:09", 90*time.Second, 90*time.Second)
+	samples, _ := scrape(t, l.seg.TLab, l.srv)
+	if got := samples[`mayu_dhcp_proxy_answers_total{firmware="ipxe",port="67"}`]; got < 1 {
+		t.Errorf("mayu_dhcp_proxy_answers_total{firmware=ipxe,port=67} = %v, want at least 1", got)
+	}
 }
 
 // OVMF without the iPXE ROM, mayu in proxy mode: OVMF's own PXE gets its
@@ -699,5 +703,15 @@ func TestVMProxyUEFIFirmwarePXEInstallRunning(t *testing.T) {
 		"VM-PROXY-UEFI-0001", "52:54:00:00:05:0a", 120*time.Second, 300*time.Second)
 	if log := l.r.log.String(); !regexp.MustCompile(`tftp: sent.* file=ipxe.efi`).MatchString(log) {
 		t.Errorf("mayu's log shows no TFTP transfer of ipxe.efi:\n%s", tail(log, 30))
+	}
+	samples, _ := scrape(t, l.seg.TLab, l.srv)
+	for _, c := range []string{
+		`mayu_dhcp_proxy_answers_total{firmware="pxe",port="67"}`,  // OVMF's DISCOVER
+		`mayu_dhcp_boot_server_requests_total{outcome="answered"}`, // its request to 4011
+		`mayu_dhcp_proxy_answers_total{firmware="ipxe",port="67"}`, // the chained ipxe.efi
+	} {
+		if samples[c] < 1 {
+			t.Errorf("%s = %v, want at least 1", c, samples[c])
+		}
 	}
 }
