@@ -175,6 +175,7 @@ func (s *siteDHCP) leaseOf(t *testing.T, mac string) string {
 type vm struct {
 	*vmlab.VM
 	t    *testing.T
+	cfg  vmlab.VMConfig
 	id   string
 	mac  string
 	disk string // its raw disk image
@@ -195,12 +196,13 @@ func bootVMWith(t *testing.T, seg *netlab.TSegment, cfg vmlab.VMConfig, serial, 
 	dir := t.TempDir()
 	cfg.Name, cfg.Netns, cfg.Tap, cfg.MAC, cfg.Serial = serial, seg.Switch, "tap0", mac, serial
 	cfg.Disk, cfg.Dir, cfg.FailOn = filepath.Join(dir, "disk.raw"), dir, vmFailure
-	v, err := vmlab.StartVM(cfg)
+	vv, err := vmlab.StartVM(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	v := &vm{VM: vv, t: t, cfg: cfg, id: strings.ToLower(serial), mac: mac, disk: cfg.Disk, lease: `10\.99\.0\.1\d\d`}
 	t.Cleanup(func() {
-		v.Stop()
+		v.Stop() // the qemu running now (restartDiskFirst starts another)
 		if t.Failed() {
 			t.Logf("serial console of %s (last 60 lines):\n%s", serial, v.Tail(60))
 		}
@@ -213,7 +215,35 @@ func bootVMWith(t *testing.T, seg *netlab.TSegment, cfg vmlab.VMConfig, serial, 
 		how = ", firmware PXE"
 	}
 	t.Logf("qemu %s (%s%s), MAC %s, pid %d; console: %s", serial, cfg.Firmware, how, mac, v.Pid(), v.LogPath())
-	return &vm{VM: v, t: t, id: strings.ToLower(serial), mac: mac, disk: filepath.Join(dir, "disk.raw"), lease: `10\.99\.0\.1\d\d`}
+	return v
+}
+
+// restartDiskFirst stands in for the rest of the firmware's fall-through
+// where it costs minutes: OVMF tries each of its network boot options in
+// turn, each waiting ~60 s for a DHCP answer that never comes, before the
+// disk (TestVMUEFIInstallBootReinstall goes through all of it). Once the
+// leader has been seen ignoring the installed machine's network boot, the
+// machine is powered off and started again, same disk and NVRAM, with
+// its disk first.
+func (v *vm) restartDiskFirst(r *replica, within time.Duration) {
+	v.t.Helper()
+	deadline := time.Now().Add(within)
+	for !ignoredInstalled(r.log.String(), v.mac) {
+		if time.Now().After(deadline) {
+			v.t.Fatalf("mayu's log shows no network boot of the installed machine ignored within %s", within)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	v.t.Logf("%7.1fs  %-44s", v.Since().Seconds(), "the leader ignores its network boot: power off")
+	v.VM.Stop()
+	cfg := v.cfg
+	cfg.DiskFirst = true
+	vv, err := vmlab.StartVM(cfg)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	v.VM = vv
+	v.t.Logf("          started again with the disk first, pid %d", v.Pid())
 }
 
 // step waits for the next console line matching pattern and logs it.
@@ -582,8 +612,8 @@ func TestVMInstallsArtifactFromPeer(t *testing.T) {
 // through its own UEFI HTTP boot: it asks DHCP as vendor class HTTPClient,
 // gets the URL of ipxe.efi from mayu (no next-server, no TFTP), fetches
 // it over HTTP (it aborts its first GET and fetches the file again), and
-// that iPXE goes on as ever: install, the disk boot with the leader
-// silent to the firmware's HTTP boot, `running`.
+// that iPXE goes on as ever: install; the leader is silent to the
+// firmware's next HTTP boot; the disk boots (restartDiskFirst); `running`.
 func TestVMUEFIHTTPBootInstallRunning(t *testing.T) {
 	b := requireVM(t, vmlab.UEFI)
 	l := newVMLab(t, b)
@@ -591,7 +621,9 @@ func TestVMUEFIHTTPBootInstallRunning(t *testing.T) {
 	start := time.Now()
 	mac := "52:54:00:00:05:08"
 	v := bootVMWith(t, l.seg, vmlab.VMConfig{Firmware: vmlab.UEFI, HTTPBoot: true}, "VM-UEFI-HTTP-0001", mac)
-	v.install(120 * time.Second)
+	v.step(90*time.Second, "OVMF's HTTP boot starts", `>>Start HTTP Boot over IPv4`)
+	v.step(30*time.Second, "it gets the URL of ipxe.efi from mayu", `URI: http://10\.99\.0\.1:4081/tftp/ipxe\.efi`)
+	v.install(60 * time.Second)
 	m := waitState(t, l.seg.TLab, l.srv, etcd, v.id, machine.Installed, 30*time.Second)
 	boot1 := time.Since(start)
 
@@ -612,13 +644,16 @@ func TestVMUEFIHTTPBootInstallRunning(t *testing.T) {
 		t.Errorf("mayu's log shows TFTP traffic:\n%s", tail(log, 40))
 	}
 
-	hostname, addr := v.bootDisk(150 * time.Second)
+	// The firmware's HTTP boot asks again and gets nothing; its fall-
+	// through (HTTPv4, then HTTPv6: ~170 s) is TestVMUEFIInstallBootReinstall's.
+	v.restartDiskFirst(l.r, 90*time.Second)
+	hostname, addr := v.bootDisk(90 * time.Second)
 	if addr != m.InternalAddr || hostname != m.Hostname {
 		t.Errorf("the OS came up as %s on %s; its record says %s on %s", hostname, addr, m.Hostname, m.InternalAddr)
 	}
 	waitState(t, l.seg.TLab, l.srv, etcd, v.id, machine.Running, 120*time.Second)
-	if !ignoredInstalled(l.r.log.String(), mac) {
-		t.Error("mayu's log shows no DHCP request of the installed machine ignored")
+	if !regexp.MustCompile(`dhcp: ignored.*` + mac + `.*firmware=httpboot.*reason=installed`).MatchString(l.r.log.String()) {
+		t.Error("mayu's log shows no HTTP boot request of the installed machine ignored")
 	}
 	t.Logf("UEFI HTTP boot: installed after %s, running after %s", boot1.Round(100*time.Millisecond), time.Since(start).Round(100*time.Millisecond))
 }
@@ -628,7 +663,8 @@ func TestVMUEFIHTTPBootInstallRunning(t *testing.T) {
 // proxy mode: the firmware and iPXE get their address from dnsmasq and
 // only the boot information from mayu; the machine installs, its next
 // boot gets nothing from mayu and falls through to the disk, and it
-// reaches `running`. mayu writes no lease at any point.
+// reaches `running`. mayu writes no lease at any point. A fallThrough of
+// 0: restartDiskFirst once the leader has ignored the installed machine.
 func proxyCycle(t *testing.T, cfg vmlab.VMConfig, serial, mac string, firmware, fallThrough time.Duration) (*vmLab, *vm) {
 	t.Helper()
 	b := requireVM(t, cfg.Firmware)
@@ -661,6 +697,10 @@ func proxyCycle(t *testing.T, cfg vmlab.VMConfig, serial, mac string, firmware, 
 	t.Logf("          boot address %s (iPXE: %q) leased by the site DHCP server", leased, ipxe)
 	noLeases(t, l)
 
+	if fallThrough == 0 {
+		v.restartDiskFirst(l.r, 90*time.Second)
+		fallThrough = 90 * time.Second
+	}
 	hostname, addr := v.bootDisk(fallThrough)
 	if addr != m.InternalAddr || hostname != m.Hostname {
 		t.Errorf("the OS came up as %s on %s; its record says %s on %s", hostname, addr, m.Hostname, m.InternalAddr)
@@ -699,8 +739,8 @@ func TestVMProxyBIOSInstallRunning(t *testing.T) {
 // boot-server request on port 4011, ipxe.efi, which it fetches over TFTP;
 // that iPXE goes on as in full mode.
 func TestVMProxyUEFIFirmwarePXEInstallRunning(t *testing.T) {
-	l, _ := proxyCycle(t, vmlab.VMConfig{Firmware: vmlab.UEFI, FirmwarePXE: true, NoIPv6PXE: true},
-		"VM-PROXY-UEFI-0001", "52:54:00:00:05:0a", 120*time.Second, 300*time.Second)
+	l, _ := proxyCycle(t, vmlab.VMConfig{Firmware: vmlab.UEFI, FirmwarePXE: true},
+		"VM-PROXY-UEFI-0001", "52:54:00:00:05:0a", 120*time.Second, 0)
 	if log := l.r.log.String(); !regexp.MustCompile(`tftp: sent.* file=ipxe.efi`).MatchString(log) {
 		t.Errorf("mayu's log shows no TFTP transfer of ipxe.efi:\n%s", tail(log, 30))
 	}

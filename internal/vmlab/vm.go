@@ -55,16 +55,14 @@ type VMConfig struct {
 	// vendor class HTTPClient and fetches the boot file from the URL it
 	// gets, no TFTP.
 	HTTPBoot bool
-	// NoFirmwarePXE (UEFI) removes OVMF's "UEFI PXEv4" and "UEFI PXEv6"
-	// boot options, so that a network boot nobody answers costs two
-	// firmware timeouts less before the disk (NoIPv6PXE only the PXEv6
-	// one, for a machine that boots through OVMF's own PXE).
-	NoFirmwarePXE bool
-	NoIPv6PXE     bool
-	Disk          string // raw disk image; created empty (DiskMiB) if missing
-	DiskMiB       int    // default 512 (sparse): the OS image and room
-	MemoryMiB     int    // default 512
-	Dir           string // OVMF variables, the QMP socket, the serial log
+	// DiskFirst boots the disk first and the network second: the
+	// machine's next start after an install where waiting for the
+	// firmware to give up on the network would only cost its timeouts.
+	DiskFirst bool
+	Disk      string // raw disk image; created empty (DiskMiB) if missing
+	DiskMiB   int    // default 512 (sparse): the OS image and room
+	MemoryMiB int    // default 512
+	Dir       string // OVMF variables, the QMP socket, the serial log
 	// Echo, if set, gets every serial line as it arrives.
 	Echo func(Line)
 	// FailOn ends every wait at once when a line matches: an installer or
@@ -114,8 +112,8 @@ func StartVM(cfg VMConfig) (*VM, error) {
 	if cfg.Firmware == "" {
 		cfg.Firmware = BIOS
 	}
-	if cfg.Firmware != UEFI && (cfg.HTTPBoot || cfg.NoFirmwarePXE || cfg.NoIPv6PXE) {
-		return nil, fmt.Errorf("%s: HTTP boot and the PXE switches are OVMF's (UEFI), not %s's", cfg.Name, cfg.Firmware)
+	if cfg.Firmware != UEFI && cfg.HTTPBoot {
+		return nil, fmt.Errorf("%s: UEFI HTTP boot is OVMF's (uefi), not %s's", cfg.Name, cfg.Firmware)
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err
@@ -150,22 +148,26 @@ func StartVM(cfg VMConfig) (*VM, error) {
 		args = append(args, "-machine", "q35",
 			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+ovmfCode,
 			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
-		// OVMF reads these switches from fw_cfg at each start (edk2
-		// OvmfPkg's PxeBcPcdLib); without them it creates PXEv4, PXEv6,
-		// HTTPv4 and HTTPv6 options for the NIC, in that order, each
-		// with its own ~60 s timeout when nobody answers (lab.md §7).
-		// Debian 12's OVMF has no switch for the HTTP ones.
-		if cfg.NoFirmwarePXE || cfg.HTTPBoot {
-			args = append(args, "-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n")
-		}
-		if cfg.NoFirmwarePXE || cfg.HTTPBoot || cfg.NoIPv6PXE {
-			args = append(args, "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n")
+		// Without these switches OVMF creates PXEv4, PXEv6, HTTPv4 and
+		// HTTPv6 boot options for the NIC, in that order; it reads them
+		// from fw_cfg at each start (edk2 OvmfPkg's PxeBcPcdLib). Debian
+		// 12's OVMF has none for the HTTP ones. They do not shorten a
+		// network boot nobody answers: measured in the lab with an IPv6
+		// router advertiser, each remaining option, IPv6 ones included,
+		// then waits ~60-75 s (lab.md §7).
+		if cfg.HTTPBoot {
+			args = append(args, "-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+				"-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n")
 		}
 	default:
 		return nil, fmt.Errorf("unknown firmware %q", cfg.Firmware)
 	}
 	// Network first, disk second, as mayu expects of every machine.
-	nic := "virtio-net-pci,netdev=n0,mac=" + cfg.MAC + ",bootindex=1"
+	netIndex, diskIndex := "1", "2"
+	if cfg.DiskFirst {
+		netIndex, diskIndex = "2", "1"
+	}
+	nic := "virtio-net-pci,netdev=n0,mac=" + cfg.MAC + ",bootindex=" + netIndex
 	if cfg.FirmwarePXE || cfg.HTTPBoot {
 		nic += ",romfile="
 	}
@@ -173,7 +175,7 @@ func StartVM(cfg VMConfig) (*VM, error) {
 		"-netdev", "tap,id=n0,ifname="+cfg.Tap+",script=no,downscript=no",
 		"-device", nic,
 		"-drive", "file="+cfg.Disk+",format=raw,if=none,id=d0",
-		"-device", "virtio-blk-pci,drive=d0,bootindex=2")
+		"-device", "virtio-blk-pci,drive=d0,bootindex="+diskIndex)
 	name, argv := QEMU, args
 	if cfg.Netns != "" {
 		name, argv = "ip", append([]string{"netns", "exec", cfg.Netns, QEMU}, args...)
@@ -184,7 +186,8 @@ func StartVM(cfg VMConfig) (*VM, error) {
 		return nil, err
 	}
 	v.cmd.Stdout, v.cmd.Stderr = w, w
-	if v.logFile, err = os.Create(filepath.Join(cfg.Dir, "serial.log")); err != nil {
+	// Appended to: a machine started again in the same Dir keeps one log.
+	if v.logFile, err = os.OpenFile(filepath.Join(cfg.Dir, "serial.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(v.logFile, "# %s %s\n", name, strings.Join(argv, " "))
