@@ -427,8 +427,10 @@ func (l *vmLab) mayuctl(t *testing.T, args ...string) string {
 }
 
 // fullCycle is item 3 of the flow for one firmware: install, the disk
-// boot while the leader stays silent, `running`, and a reinstall.
-func fullCycle(t *testing.T, fw vmlab.Firmware, mac string, fallThrough time.Duration) {
+// boot while the leader stays silent, `running`, and a reinstall; with
+// shortReinstall the reinstall ends when its first stage writes the image
+// (the rest is the first install's again).
+func fullCycle(t *testing.T, fw vmlab.Firmware, mac string, fallThrough time.Duration, shortReinstall bool) {
 	b := requireVM(t, fw)
 	l := newVMLab(t, b)
 	const etcd = "http://127.0.0.1:2379"
@@ -462,8 +464,16 @@ func fullCycle(t *testing.T, fw vmlab.Firmware, mac string, fallThrough time.Dur
 	if err := v.Reset(); err != nil {
 		t.Fatal(err)
 	}
-	v.install(90 * time.Second)
-	m2 := waitState(t, l.seg.TLab, l.srv, etcd, v.id, machine.Installed, 30*time.Second)
+	var m2 *machine.Machine
+	if shortReinstall {
+		v.step(90*time.Second, "iPXE runs mayu's chain script", `mayu: identifying`)
+		v.step(30*time.Second, "mayu answers the installer script", `mayu: installing machine `+regexp.QuoteMeta(v.id))
+		v.step(120*time.Second, "the first stage writes the OS image", `mayu-install\[`+regexp.QuoteMeta(v.id)+`\]: writing the OS image`)
+		m2 = waitState(t, l.seg.TLab, l.srv, etcd, v.id, machine.Installing, 30*time.Second)
+	} else {
+		v.install(90 * time.Second)
+		m2 = waitState(t, l.seg.TLab, l.srv, etcd, v.id, machine.Installed, 30*time.Second)
+	}
 	if m2.Generation != m.Generation+1 || m2.InternalAddr != m.InternalAddr || m2.MachineID != m.MachineID {
 		t.Errorf("after the reinstall: generation %d → %d, address %s → %s, machine-id %s → %s",
 			m.Generation, m2.Generation, m.InternalAddr, m2.InternalAddr, m.MachineID, m2.MachineID)
@@ -476,29 +486,36 @@ func fullCycle(t *testing.T, fw vmlab.Firmware, mac string, fallThrough time.Dur
 // SeaBIOS with qemu's iPXE NIC ROM. An unanswered network boot costs
 // ~20 s before SeaBIOS tries the disk.
 func TestVMBIOSInstallBootReinstall(t *testing.T) {
-	fullCycle(t, vmlab.BIOS, "52:54:00:00:05:01", 90*time.Second)
+	fullCycle(t, vmlab.BIOS, "52:54:00:00:05:01", 90*time.Second, false)
 }
 
 // OVMF with the iPXE EFI ROM. When nobody answers, OVMF goes on through
 // its own PXEv4, PXEv6 and HTTP boot options, each with its own timeout,
-// before it tries the disk: ~150 s (lab.md §7).
+// before it tries the disk: ~150 s (lab.md §7). The reinstall stops when
+// the first stage writes the image: the BIOS test follows it to the end.
 func TestVMUEFIInstallBootReinstall(t *testing.T) {
-	fullCycle(t, vmlab.UEFI, "52:54:00:00:05:02", 300*time.Second)
+	fullCycle(t, vmlab.UEFI, "52:54:00:00:05:02", 300*time.Second, true)
 }
 
 // OVMF without the NIC's iPXE ROM: the firmware's own PXE gets ipxe.efi
-// from mayu over TFTP, that iPXE asks DHCP again and gets the script.
+// from mayu over TFTP, that iPXE asks DHCP again and gets the script. It
+// stops when the installer asks for its first stage: from there on the
+// install is the same as every other (TestVMProxyUEFIFirmwarePXEInstallRunning
+// follows this firmware's to `running`).
 func TestVMUEFIFirmwarePXEInstall(t *testing.T) {
 	b := requireVM(t, vmlab.UEFI)
 	l := newVMLab(t, b)
 	start := time.Now()
 	v := bootVM(t, l.seg, vmlab.UEFI, true, "VM-UEFI-PXE-0001", "52:54:00:00:05:03")
-	v.install(120 * time.Second)
-	waitState(t, l.seg.TLab, l.srv, "http://127.0.0.1:2379", v.id, machine.Installed, 30*time.Second)
+	v.step(120*time.Second, "iPXE runs mayu's chain script", `mayu: identifying`)
+	v.step(30*time.Second, "mayu answers the installer script", `mayu: installing machine `+regexp.QuoteMeta(v.id))
+	v.step(60*time.Second, "the installer kernel runs /init", `mayu-installer: kernel`)
+	v.step(30*time.Second, "the first stage runs", `mayu-installer: running the first-stage script`)
+	waitState(t, l.seg.TLab, l.srv, "http://127.0.0.1:2379", v.id, machine.Installing, 30*time.Second)
 	if log := l.r.log.String(); !regexp.MustCompile(`tftp: sent.* file=ipxe.efi`).MatchString(log) {
 		t.Errorf("mayu's log shows no TFTP transfer of ipxe.efi:\n%s", tail(log, 30))
 	}
-	t.Logf("UEFI firmware PXE: installed after %s", time.Since(start).Round(100*time.Millisecond))
+	t.Logf("UEFI firmware PXE: installing after %s", time.Since(start).Round(100*time.Millisecond))
 }
 
 // Three replicas on a 3-member etcd: the DHCP leader, which served the
