@@ -35,15 +35,25 @@
 # every client is new and comes from one relay: the config sets both to
 # 1000000 (internal/fixture RelayBudget), and the tables say so.
 #
+# proxyDHCP, in the same run: mayu with both pools in proxy mode
+# (cluster.pools[].mode: proxy) next to dnsmasq in proxy mode
+# (dhcp-range=...,proxy with pxe-service). A proxy hands out no address,
+# so the exchange measured is DISCOVER → proxy OFFER (perfdhcp -i): the
+# answered PXE DISCOVERs per second at under 2.5 % unanswered, by the same
+# rate search. No boot storm for them (an avalanche waits for addresses).
+#
 # Usage: bench/dhcp.sh [server...]   (default: all; names: mayu mayu3
-#        dnsmasq kea kea-mt kea-ha)
+#        dnsmasq kea kea-mt kea-ha mayu-proxy dnsmasq-proxy)
 . "$(dirname "$0")/lib.sh"
 
 need_root
 need perfdhcp kea-dhcp4 dnsmasq curl "$MAYU" "$BIN/etcd" "$BIN/etcdctl"
 
 servers=("$@")
-[ ${#servers[@]} -gt 0 ] || servers=(mayu mayu3 dnsmasq kea kea-mt kea-ha)
+[ ${#servers[@]} -gt 0 ] || servers=(mayu mayu3 dnsmasq kea kea-mt kea-ha mayu-proxy dnsmasq-proxy)
+# EXCHANGE: dora (4-way, the servers that lease) or do (DISCOVER-OFFER
+# only, -i: the proxies); each start_X sets it.
+EXCHANGE=dora
 if [ "$BENCH_QUICK" = 1 ]; then
 	runs=1 period=2 storm=1
 else
@@ -62,13 +72,15 @@ seg_host n3 10.99.0.4/24 10.98.0.13/16
 # perf RATE SECONDS TARGET: one perfdhcp run; prints "achieved fail%".
 perf() {
 	local rate=$1 secs=$2 target=$3 out
-	out=$(on cli perfdhcp -4 -l 10.98.0.2 -r "$rate" -R "$clients" -p "$secs" "${pxe[@]}" "$target" 2>&1) || true
-	awk '
+	local only=()
+	[ "$EXCHANGE" = do ] && only=(-i)
+	out=$(on cli perfdhcp -4 -l 10.98.0.2 -r "$rate" -R "$clients" -p "$secs" "${only[@]}" "${pxe[@]}" "$target" 2>&1) || true
+	awk -v ex="$EXCHANGE" '
 		/^Rate:/ { rate = $2 }
 		/Statistics for: DISCOVER-OFFER/ { sec = "do" }
 		/Statistics for: REQUEST-ACK/ { sec = "ra" }
 		/^sent packets:/ && sec == "do" { disc = $3 }
-		/^received packets:/ && sec == "ra" { acks = $3 }
+		/^received packets:/ && sec == (ex == "do" ? "do" : "ra") { acks = $3 }
 		END {
 			if (disc == "" || disc == 0) { print "0 100"; exit }
 			printf "%.0f %.2f\n", rate, 100 * (1 - acks / disc)
@@ -118,6 +130,10 @@ search() {
 # avalanche TARGET: seconds until 1000 PXE clients all have an address.
 avalanche() {
 	local target=$1 out t
+	[ "$EXCHANGE" = do ] && {
+		echo -
+		return
+	}
 	out=$(on cli timeout 300 perfdhcp -4 -l 10.98.0.2 --scenario avalanche -R 1000 "${pxe[@]}" "$target" 2>&1) || true
 	t=$(sed -n 's/^It took \([0-9:.]*\) to provision.*/\1/p' <<<"$out" | awk -F: '{ printf "%.2f", $1 * 3600 + $2 * 60 + $3 }')
 	echo "${t:--}"
@@ -134,6 +150,7 @@ stop_all() {
 	RUNNING=()
 	rm -rf "$WORK/srv" "$WORK"/etcd-n*
 	mkdir -p "$WORK/srv"
+	EXCHANGE=dora
 }
 
 start_mayu() {
@@ -147,6 +164,12 @@ start_mayu() {
 	wait_log "$d/mayu.log" "answering DHCP" 60 "$STARTED"
 	TARGET=10.99.0.2
 	log "  mayu runs with $(mayu_dhcp_limits "$d")"
+}
+
+# start_mayu_proxy: one replica whose pools are both in proxy mode.
+start_mayu_proxy() {
+	MAYU_PROXY=1 start_mayu
+	EXCHANGE=do
 }
 
 # mayu_dhcp_limits DIR: the cluster.dhcp line of DIR/mayu.yaml.
@@ -191,6 +214,25 @@ start_dnsmasq() {
 		die "dnsmasq did not start"
 	}
 	TARGET=10.99.0.2
+}
+
+# start_dnsmasq_proxy: dnsmasq as a proxyDHCP server of both networks,
+# answering BIOS PXE with undionly.kpxe from 10.99.0.2 as mayu does.
+start_dnsmasq_proxy() {
+	local d=$WORK/srv/dnsmasq-proxy
+	mkdir -p "$d"
+	start_in n1 "$d/log" dnsmasq --keep-in-foreground --conf-file=/dev/null --port=0 \
+		--interface=eth0 --bind-interfaces --pid-file="$d/pid" --dhcp-leasefile="$d/leases" \
+		--dhcp-range=10.98.0.0,proxy,255.255.0.0 --dhcp-range=10.99.0.0,proxy,255.255.255.0 \
+		--no-ping --quiet-dhcp --pxe-service=x86PC,"mayu",undionly,10.99.0.2
+	RUNNING+=("$STARTED")
+	sleep 1
+	kill -0 "$STARTED" 2>/dev/null || {
+		cat "$d/log" >&2
+		die "dnsmasq (proxy) did not start"
+	}
+	TARGET=10.99.0.2
+	EXCHANGE=do
 }
 
 # kea_conf NAME THREADS [HA_JSON]: a kea-dhcp4 configuration, all of its
@@ -292,6 +334,8 @@ label() {
 	kea) echo "Kea $(kea-dhcp4 -v) memfile, 1 thread" ;;
 	kea-mt) echo "Kea $(kea-dhcp4 -v) memfile, 2 threads" ;;
 	kea-ha) echo "Kea $(kea-dhcp4 -v) HA hot-standby pair (HA+MT)" ;;
+	mayu-proxy) echo "mayu proxy mode, 1 replica, embedded etcd" ;;
+	dnsmasq-proxy) echo "dnsmasq $(dnsmasq -v | sed -n '1s/.*version \([^ ]*\).*/\1/p') proxy mode" ;;
 	esac
 }
 
@@ -307,7 +351,9 @@ for s in "${servers[@]}"; do
 		rates+=("$(search "$TARGET")")
 		log "  run $run: best ${rates[-1]} exchanges/s"
 	done
-	for run in $(seq 1 "$storm"); do
+	storms_of=$storm
+	case $s in *-proxy) storms_of=0 ;; esac # no avalanche without addresses
+	for run in $(seq 1 "$storms_of"); do
 		stop_all
 		"start_${s//-/_}"
 		storms+=("$(avalanche "$TARGET")")
@@ -325,6 +371,15 @@ done
 # --- the tables ------------------------------------------------------------
 
 med() { median $1; }
+leasing=0
+for s in "${servers[@]}"; do
+	case $s in *-proxy) ;; *) leasing=1 ;; esac
+done
+proxies=()
+for s in "${servers[@]}"; do
+	case $s in *-proxy) proxies+=("$s") ;; esac
+done
+if [ $leasing = 1 ]; then
 echo
 echo "### DHCP: DORA rate at under 2.5 % failed exchanges (perfdhcp, 4-way exchanges/s)"
 echo
@@ -342,6 +397,7 @@ echo "|---|---|---:|---:|---:|"
 m1=$(med "${RATE[mayu]:-}")
 m3=$(med "${RATE[mayu3]:-}")
 for s in "${servers[@]}"; do
+	case $s in *-proxy) continue ;; esac
 	m=$(med "${RATE[$s]}")
 	echo "| $(label "$s") | ${RATE[$s]// / · } | $m | $(ratio "$m1" "$m") | $(ratio "$m3" "$m") |"
 done
@@ -355,7 +411,24 @@ echo "|---|---|---:|---:|---:|"
 s1=$(med "${STORM[mayu]:-}")
 s3=$(med "${STORM[mayu3]:-}")
 for s in "${servers[@]}"; do
+	case $s in *-proxy) continue ;; esac
 	m=$(med "${STORM[$s]}")
 	echo "| $(label "$s") | ${STORM[$s]// / · } | $m | $(ratio "$s1" "$m") | $(ratio "$s3" "$m") |"
 done
 echo
+fi
+if [ ${#proxies[@]} -gt 0 ]; then
+	echo
+	echo "### proxyDHCP: answered PXE DISCOVERs per second at under 2.5 % unanswered (perfdhcp -i, DISCOVER → proxy OFFER)"
+	echo
+	echo "Both servers answer BIOS PXE clients (relayed, giaddr 10.98.0.2) with boot options only, no address. Runs of ${period} s; best passing rate of each search."
+	echo
+	echo "| server | runs | median | mayu proxy / server |"
+	echo "|---|---|---:|---:|"
+	mp=$(med "${RATE[mayu-proxy]:-}")
+	for s in "${proxies[@]}"; do
+		m=$(med "${RATE[$s]}")
+		echo "| $(label "$s") | ${RATE[$s]// / · } | $m | $(ratio "$mp" "$m") |"
+	done
+	echo
+fi

@@ -192,8 +192,9 @@ mayu_config() {
 	[ -x "$BIN/vmlab" ] || die "$BIN/vmlab is missing (make bench builds it)"
 	head -c 24 /dev/urandom | base64 >"$dir/admin-token"
 	chmod 600 "$dir/admin-token"
+	# MAYU_PROXY=1: every pool in proxy mode (cluster.pools[].mode: proxy).
 	"$BIN/vmlab" config -dir "$dir" -name "$name" -interface eth0 -advertise "$adv" -etcd "$eps" \
-		-election-ttl "${MAYU_ELECTION_TTL:-3s}" -lease-time 1h -relay-pool >"$dir/mayu.yaml"
+		-election-ttl "${MAYU_ELECTION_TTL:-3s}" -lease-time 1h -relay-pool -proxy="${MAYU_PROXY:-0}" >"$dir/mayu.yaml"
 }
 
 # mayu_limits DIR: the limits the mayu of DIR/mayu.yaml runs with

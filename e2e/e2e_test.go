@@ -104,8 +104,7 @@ type replicaOptions struct {
 	// ignition: the shipped Ignition final config (vm_test.go: the OS
 	// runs the real Ignition on it).
 	ignition bool
-	// proxy: the segment's pool is a proxy pool (fixture.Config.Proxy);
-	// a site DHCP server hands out the addresses.
+	// proxy: every pool in proxy mode (fixture.Config.Proxy).
 	proxy bool
 }
 

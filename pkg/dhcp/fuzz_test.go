@@ -68,3 +68,67 @@ func FuzzHandle(f *testing.F) {
 		}
 	})
 }
+
+// FuzzProxy runs any datagram through a proxy pool's two paths: port 67
+// (as FuzzHandle, giaddr forced to loopback) and the boot-server port
+// (4011), as if sent from its own ciaddr. It never panics, and an answer
+// is a BOOTREPLY to the same transaction with no address in it, no lease
+// time and no option 175.176; nothing is leased.
+func FuzzProxy(f *testing.F) {
+	s, relay, leases := fakeProxyServer(f, Options{Limits: config.DHCP{NewClientsPerSecond: 1e9, NewClientsBurst: 1 << 30}})
+	for _, kind := range []string{"bios-pxe", "edk2-pxe-x64", "http-x64", "ipxe-efi", "plain"} {
+		for _, typ := range []dhcpv4.MessageType{dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest} {
+			req, err := dhcpv4.New(append([]dhcpv4.Modifier{dhcpv4.WithHwAddr(net.HardwareAddr{0x52, 0x54, 0, 0, 0, byte(typ)}),
+				dhcpv4.WithMessageType(typ), dhcpv4.WithClientIP(net.IPv4(127, 0, 0, 9)),
+				dhcpv4.WithOption(dhcpv4.OptServerIdentifier(loopback))}, firmware[kind]...)...)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(req.ToBytes())
+		}
+	}
+	f.Add(make([]byte, 240))
+	buf := make([]byte, 4096)
+	check := func(t *testing.T, req, resp *dhcpv4.DHCPv4, port string) {
+		t.Helper()
+		if resp.OpCode != dhcpv4.OpcodeBootReply || resp.TransactionID != req.TransactionID {
+			t.Fatalf("%s: answer %s to %s", port, resp.Summary(), req.Summary())
+		}
+		if !resp.YourIPAddr.IsUnspecified() || resp.Options.Has(dhcpv4.OptionIPAddressLeaseTime) || resp.Options.Has(optIPXE) {
+			t.Fatalf("%s: a proxy answer with an address, a lease time or 175: %s", port, resp.Summary())
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		req, perr := dhcpv4.FromBytes(data)
+		// The boot-server path, from the packet's own ciaddr.
+		if perr == nil && len(req.ClientHWAddr) == 6 && req.ClientIPAddr.To4() != nil {
+			x := &exchange{ctx: context.Background(), log: s.o.Log, req: req, mac: req.ClientHWAddr.String(), now: time.Now(),
+				peer: &net.UDPAddr{IP: req.ClientIPAddr, Port: BootServerPort}}
+			if resp, _, _ := s.bootServer(x, s.term.Load()); resp != nil {
+				check(t, req, resp, "4011")
+			}
+		}
+		if len(data) >= 28 {
+			data = append([]byte(nil), data...)
+			copy(data[24:28], loopback.To4())
+		}
+		s.handle(context.Background(), packet{data: data, peer: relay.LocalAddr().(*net.UDPAddr)})
+		relay.SetReadDeadline(time.Now().Add(time.Millisecond))
+		n, _, err := relay.ReadFromUDP(buf)
+		if err != nil {
+			return
+		}
+		req, perr = dhcpv4.FromBytes(data)
+		if perr != nil {
+			t.Fatalf("an answer to a packet that does not parse: %x", data)
+		}
+		resp, err := dhcpv4.FromBytes(buf[:n])
+		if err != nil {
+			t.Fatalf("undecodable answer to %s: %v", req.Summary(), err)
+		}
+		check(t, req, resp, "67")
+		if leases.Puts != 0 {
+			t.Fatalf("a lease written in a proxy pool, for %s", req.Summary())
+		}
+	})
+}

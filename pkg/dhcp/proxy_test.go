@@ -25,7 +25,7 @@ func proxyLoPool() config.Pool {
 // fakeProxyServer is fakeServerWith whose one pool is in proxy mode. The
 // advertise address (127.0.0.2) differs from the server identifier
 // (127.0.0.1), so that an answer shows which one it names.
-func fakeProxyServer(t *testing.T, o Options) (*Server, *net.UDPConn, *testfakes.Leases) {
+func fakeProxyServer(t testing.TB, o Options) (*Server, *net.UDPConn, *testfakes.Leases) {
 	t.Helper()
 	leases := testfakes.NewLeases()
 	o.Leases = leases

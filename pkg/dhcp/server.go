@@ -170,6 +170,9 @@ func (s *Server) Listen() error {
 		return fmt.Errorf("node.interface %s, node.ports.dhcp %d: %w", s.o.Interface, s.o.Port, err)
 	}
 	s.conn = conn
+	if s.o.BootServerPort <= 0 && hasProxyPool(s.o.Pools) {
+		s.o.Log.Warn("a pool is in proxy mode but node.ports.proxy_dhcp is 0: UEFI PXE firmware cannot get its boot file there")
+	}
 	if s.o.BootServerPort > 0 && hasProxyPool(s.o.Pools) {
 		bs, err := server4.NewIPv4UDPConn(s.o.Interface, &net.UDPAddr{Port: s.o.BootServerPort})
 		if err != nil {
