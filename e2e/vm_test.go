@@ -99,52 +99,151 @@ func startRA(t *testing.T, lab *netlab.TLab, ns, iface string) {
 // for the VM:
 //
 //	netns <id>-sw: br0 ─┬─ tap0 ── qemu
-//	                    └─ veth ── netns <id>-srv: eth0 10.99.0.1/24 (mayu, dnsmasq RA)
+//	                    ├─ veth ── netns <id>-srv: eth0 10.99.0.1/24 (mayu, dnsmasq RA)
+//	                    └─ veth ── netns <id>-site: eth0 10.99.0.2/24 (proxy labs: the site's DHCP server)
 type vmLab struct {
-	seg *netlab.TSegment
-	srv string
-	r   *replica
+	seg  *netlab.TSegment
+	srv  string
+	r    *replica
+	site *siteDHCP // proxy labs only
 }
 
 func newVMLab(t *testing.T, b *vmlab.Build) *vmLab {
 	t.Helper()
+	return newVMLabWith(t, b, false)
+}
+
+// newVMLabWith is newVMLab; with proxy, mayu runs in proxy mode and a
+// site DHCP server that is not mayu (dnsmasq) hands out the addresses.
+func newVMLabWith(t *testing.T, b *vmlab.Build, proxy bool) *vmLab {
+	t.Helper()
 	l := &vmLab{seg: netlab.NewSegmentT(t)}
 	l.srv = l.seg.AddHost("srv", "10.99.0.1/24")
 	startRA(t, l.seg.TLab, l.srv, "eth0")
+	if proxy {
+		l.site = startSiteDHCP(t, l.seg)
+	}
 	l.r = startReplica(t, l.seg.TLab, l.srv, replicaOptions{iface: "eth0", files: b.Dir, kernelArgs: vmlab.KernelArgs,
-		ignition: true, vars: vmVars(nil)})
+		ignition: true, vars: vmVars(nil), proxy: proxy})
 	l.r.waitLog(t, "answering DHCP", 30*time.Second)
 	l.seg.AddTap("tap0")
 	return l
+}
+
+// siteDHCP is the site's own DHCP server on the lab segment: plain DHCP,
+// addresses 10.99.0.200 to 10.99.0.249 (outside mayu's pool and static
+// range), no boot options.
+type siteDHCP struct {
+	ns  string
+	cfg vmlab.SiteDHCP
+	log *netlab.Output
+}
+
+// siteLease matches an address of the site DHCP server's range.
+const siteLease = `10\.99\.0\.2[0-4]\d`
+
+func startSiteDHCP(t *testing.T, seg *netlab.TSegment) *siteDHCP {
+	t.Helper()
+	s := &siteDHCP{ns: seg.AddHost("site", "10.99.0.2/24"),
+		cfg: vmlab.SiteDHCP{Interface: "eth0", First: "10.99.0.200", Last: "10.99.0.249", Router: "10.99.0.1", Dir: t.TempDir()}}
+	argv := s.cfg.Command()
+	_, s.log = seg.Start(s.ns, argv[0], argv[1:]...)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("site DHCP server (dnsmasq) log:\n%s", tail(s.log.String(), 40))
+		}
+	})
+	return s
+}
+
+// leaseOf is the address the site DHCP server leased to mac, if any.
+func (s *siteDHCP) leaseOf(t *testing.T, mac string) string {
+	t.Helper()
+	data, err := os.ReadFile(s.cfg.Leases())
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 3 && strings.EqualFold(f[1], mac) {
+			return f[2]
+		}
+	}
+	return ""
 }
 
 // vm is a booted VM and the test's view of it.
 type vm struct {
 	*vmlab.VM
 	t    *testing.T
+	cfg  vmlab.VMConfig
 	id   string
 	mac  string
 	disk string // its raw disk image
+	// lease matches the address the installer's DHCP gets: from mayu's
+	// pool, or from the site's DHCP server in proxy mode.
+	lease string
 }
 
 func bootVM(t *testing.T, seg *netlab.TSegment, fw vmlab.Firmware, firmwarePXE bool, serial, mac string) *vm {
 	t.Helper()
+	return bootVMWith(t, seg, vmlab.VMConfig{Firmware: fw, FirmwarePXE: firmwarePXE}, serial, mac)
+}
+
+// bootVMWith boots the VM cfg describes (its firmware and how it boots
+// from the network) as machine serial with mac, on seg's tap0.
+func bootVMWith(t *testing.T, seg *netlab.TSegment, cfg vmlab.VMConfig, serial, mac string) *vm {
+	t.Helper()
 	dir := t.TempDir()
-	v, err := vmlab.StartVM(vmlab.VMConfig{
-		Name: serial, Netns: seg.Switch, Tap: "tap0", MAC: mac, Serial: serial,
-		Firmware: fw, FirmwarePXE: firmwarePXE, Disk: filepath.Join(dir, "disk.raw"), Dir: dir, FailOn: vmFailure,
-	})
+	cfg.Name, cfg.Netns, cfg.Tap, cfg.MAC, cfg.Serial = serial, seg.Switch, "tap0", mac, serial
+	cfg.Disk, cfg.Dir, cfg.FailOn = filepath.Join(dir, "disk.raw"), dir, vmFailure
+	vv, err := vmlab.StartVM(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	v := &vm{VM: vv, t: t, cfg: cfg, id: strings.ToLower(serial), mac: mac, disk: cfg.Disk, lease: `10\.99\.0\.1\d\d`}
 	t.Cleanup(func() {
-		v.Stop()
+		v.Stop() // the qemu running now (restartDiskFirst starts another)
 		if t.Failed() {
 			t.Logf("serial console of %s (last 60 lines):\n%s", serial, v.Tail(60))
 		}
 	})
-	t.Logf("qemu %s (%s%s), MAC %s, pid %d; console: %s", serial, fw, map[bool]string{true: ", firmware PXE"}[firmwarePXE], mac, v.Pid(), v.LogPath())
-	return &vm{VM: v, t: t, id: strings.ToLower(serial), mac: mac, disk: filepath.Join(dir, "disk.raw")}
+	how := ""
+	switch {
+	case cfg.HTTPBoot:
+		how = ", UEFI HTTP boot"
+	case cfg.FirmwarePXE:
+		how = ", firmware PXE"
+	}
+	t.Logf("qemu %s (%s%s), MAC %s, pid %d; console: %s", serial, cfg.Firmware, how, mac, v.Pid(), v.LogPath())
+	return v
+}
+
+// restartDiskFirst stands in for the rest of the firmware's fall-through
+// where it costs minutes: OVMF tries each of its network boot options in
+// turn, each waiting ~60 s for a DHCP answer that never comes, before the
+// disk (TestVMUEFIInstallBootReinstall goes through all of it). Once the
+// leader has been seen ignoring the installed machine's network boot, the
+// machine is powered off and started again, same disk and NVRAM, with
+// its disk first.
+func (v *vm) restartDiskFirst(r *replica, within time.Duration) {
+	v.t.Helper()
+	deadline := time.Now().Add(within)
+	for !ignoredInstalled(r.log.String(), v.mac) {
+		if time.Now().After(deadline) {
+			v.t.Fatalf("mayu's log shows no network boot of the installed machine ignored within %s", within)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	v.t.Logf("%7.1fs  %-44s", v.Since().Seconds(), "the leader ignores its network boot: power off")
+	v.VM.Stop()
+	cfg := v.cfg
+	cfg.DiskFirst = true
+	vv, err := vmlab.StartVM(cfg)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	v.VM = vv
+	v.t.Logf("          started again with the disk first, pid %d", v.Pid())
 }
 
 // step waits for the next console line matching pattern and logs it.
@@ -172,7 +271,7 @@ func (v *vm) install(firmware time.Duration) {
 	v.step(firmware, "iPXE runs mayu's chain script", `mayu: identifying`)
 	v.step(30*time.Second, "mayu answers the installer script", `mayu: installing machine `+id)
 	v.step(60*time.Second, "the installer kernel runs /init", `mayu-installer: kernel`)
-	v.step(30*time.Second, "the installer gets a DHCP lease", `mayu-installer: DHCP lease 10\.99\.0\.1\d\d/`)
+	v.step(30*time.Second, "the installer gets a DHCP lease", `mayu-installer: DHCP lease `+v.lease+`/`)
 	v.step(30*time.Second, "the first stage runs", `mayu-installer: running the first-stage script`)
 	v.step(30*time.Second, "it writes the OS image", `mayu-install\[`+id+`\]: writing the OS image to /dev/vda`)
 	v.step(300*time.Second, "it puts the final config on the disk", `mayu-install\[`+id+`\]: putting the final config on /dev/vda1`)
@@ -328,8 +427,10 @@ func (l *vmLab) mayuctl(t *testing.T, args ...string) string {
 }
 
 // fullCycle is item 3 of the flow for one firmware: install, the disk
-// boot while the leader stays silent, `running`, and a reinstall.
-func fullCycle(t *testing.T, fw vmlab.Firmware, mac string, fallThrough time.Duration) {
+// boot while the leader stays silent, `running`, and a reinstall; with
+// shortReinstall the reinstall ends when its first stage writes the image
+// (the rest is the first install's again).
+func fullCycle(t *testing.T, fw vmlab.Firmware, mac string, fallThrough time.Duration, shortReinstall bool) {
 	b := requireVM(t, fw)
 	l := newVMLab(t, b)
 	const etcd = "http://127.0.0.1:2379"
@@ -363,8 +464,16 @@ func fullCycle(t *testing.T, fw vmlab.Firmware, mac string, fallThrough time.Dur
 	if err := v.Reset(); err != nil {
 		t.Fatal(err)
 	}
-	v.install(90 * time.Second)
-	m2 := waitState(t, l.seg.TLab, l.srv, etcd, v.id, machine.Installed, 30*time.Second)
+	var m2 *machine.Machine
+	if shortReinstall {
+		v.step(90*time.Second, "iPXE runs mayu's chain script", `mayu: identifying`)
+		v.step(30*time.Second, "mayu answers the installer script", `mayu: installing machine `+regexp.QuoteMeta(v.id))
+		v.step(120*time.Second, "the first stage writes the OS image", `mayu-install\[`+regexp.QuoteMeta(v.id)+`\]: writing the OS image`)
+		m2 = waitState(t, l.seg.TLab, l.srv, etcd, v.id, machine.Installing, 30*time.Second)
+	} else {
+		v.install(90 * time.Second)
+		m2 = waitState(t, l.seg.TLab, l.srv, etcd, v.id, machine.Installed, 30*time.Second)
+	}
 	if m2.Generation != m.Generation+1 || m2.InternalAddr != m.InternalAddr || m2.MachineID != m.MachineID {
 		t.Errorf("after the reinstall: generation %d → %d, address %s → %s, machine-id %s → %s",
 			m.Generation, m2.Generation, m.InternalAddr, m2.InternalAddr, m.MachineID, m2.MachineID)
@@ -377,29 +486,36 @@ func fullCycle(t *testing.T, fw vmlab.Firmware, mac string, fallThrough time.Dur
 // SeaBIOS with qemu's iPXE NIC ROM. An unanswered network boot costs
 // ~20 s before SeaBIOS tries the disk.
 func TestVMBIOSInstallBootReinstall(t *testing.T) {
-	fullCycle(t, vmlab.BIOS, "52:54:00:00:05:01", 90*time.Second)
+	fullCycle(t, vmlab.BIOS, "52:54:00:00:05:01", 90*time.Second, false)
 }
 
 // OVMF with the iPXE EFI ROM. When nobody answers, OVMF goes on through
 // its own PXEv4, PXEv6 and HTTP boot options, each with its own timeout,
-// before it tries the disk: ~150 s (lab.md §7).
+// before it tries the disk: ~150 s (lab.md §7). The reinstall stops when
+// the first stage writes the image: the BIOS test follows it to the end.
 func TestVMUEFIInstallBootReinstall(t *testing.T) {
-	fullCycle(t, vmlab.UEFI, "52:54:00:00:05:02", 300*time.Second)
+	fullCycle(t, vmlab.UEFI, "52:54:00:00:05:02", 300*time.Second, true)
 }
 
 // OVMF without the NIC's iPXE ROM: the firmware's own PXE gets ipxe.efi
-// from mayu over TFTP, that iPXE asks DHCP again and gets the script.
+// from mayu over TFTP, that iPXE asks DHCP again and gets the script. It
+// stops when the installer asks for its first stage: from there on the
+// install is the same as every other (TestVMProxyUEFIFirmwarePXEInstallRunning
+// follows this firmware's to `running`).
 func TestVMUEFIFirmwarePXEInstall(t *testing.T) {
 	b := requireVM(t, vmlab.UEFI)
 	l := newVMLab(t, b)
 	start := time.Now()
 	v := bootVM(t, l.seg, vmlab.UEFI, true, "VM-UEFI-PXE-0001", "52:54:00:00:05:03")
-	v.install(120 * time.Second)
-	waitState(t, l.seg.TLab, l.srv, "http://127.0.0.1:2379", v.id, machine.Installed, 30*time.Second)
+	v.step(120*time.Second, "iPXE runs mayu's chain script", `mayu: identifying`)
+	v.step(30*time.Second, "mayu answers the installer script", `mayu: installing machine `+regexp.QuoteMeta(v.id))
+	v.step(60*time.Second, "the installer kernel runs /init", `mayu-installer: kernel`)
+	v.step(30*time.Second, "the first stage runs", `mayu-installer: running the first-stage script`)
+	waitState(t, l.seg.TLab, l.srv, "http://127.0.0.1:2379", v.id, machine.Installing, 30*time.Second)
 	if log := l.r.log.String(); !regexp.MustCompile(`tftp: sent.* file=ipxe.efi`).MatchString(log) {
 		t.Errorf("mayu's log shows no TFTP transfer of ipxe.efi:\n%s", tail(log, 30))
 	}
-	t.Logf("UEFI firmware PXE: installed after %s", time.Since(start).Round(100*time.Millisecond))
+	t.Logf("UEFI firmware PXE: installing after %s", time.Since(start).Round(100*time.Millisecond))
 }
 
 // Three replicas on a 3-member etcd: the DHCP leader, which served the
@@ -506,5 +622,153 @@ func TestVMInstallsArtifactFromPeer(t *testing.T) {
 	// The leader served the image from its own cache, copied from a peer.
 	if log := c.replicas[l].log.String(); strings.Contains(log, "machine sent to a peer") {
 		t.Errorf("the leader sent the machine elsewhere instead of serving the image it holds:\n%s", tail(log, 20))
+	}
+}
+
+// OVMF without the NIC's iPXE ROM and without its PXE boot options boots
+// through its own UEFI HTTP boot: it asks DHCP as vendor class HTTPClient,
+// gets the URL of ipxe.efi from mayu (no next-server, no TFTP), fetches
+// it over HTTP (it aborts its first GET and fetches the file again), and
+// that iPXE goes on as ever: install; the leader is silent to the
+// firmware's next HTTP boot; the disk boots (restartDiskFirst); `running`.
+func TestVMUEFIHTTPBootInstallRunning(t *testing.T) {
+	b := requireVM(t, vmlab.UEFI)
+	l := newVMLab(t, b)
+	const etcd = "http://127.0.0.1:2379"
+	start := time.Now()
+	mac := "52:54:00:00:05:08"
+	v := bootVMWith(t, l.seg, vmlab.VMConfig{Firmware: vmlab.UEFI, HTTPBoot: true}, "VM-UEFI-HTTP-0001", mac)
+	v.step(90*time.Second, "OVMF's HTTP boot starts", `>>Start HTTP Boot over IPv4`)
+	v.step(30*time.Second, "it gets the URL of ipxe.efi from mayu", `URI: http://10\.99\.0\.1:4081/tftp/ipxe\.efi`)
+	v.install(60 * time.Second)
+	m := waitState(t, l.seg.TLab, l.srv, etcd, v.id, machine.Installed, 30*time.Second)
+	boot1 := time.Since(start)
+
+	log := l.r.log.String()
+	if !regexp.MustCompile(`dhcp: ack.*` + mac + `.*firmware=httpboot.*boot="http boot"`).MatchString(log) {
+		t.Errorf("mayu's log shows no DHCP answer to the firmware's HTTP boot:\n%s", tail(log, 40))
+	}
+	samples, _ := scrape(t, l.seg.TLab, l.srv)
+	if got := samples[`mayu_http_requests_total{code="200",route="/tftp/{name}"}`]; got < 1 {
+		t.Errorf("mayu served ipxe.efi over HTTP %v times, want at least once", got)
+	}
+	for _, r := range []string{"ok", "failed", "refused", "not_found"} {
+		if got := samples[`mayu_tftp_transfers_total{result="`+r+`"}`]; got != 0 {
+			t.Errorf("mayu_tftp_transfers_total{result=%q} = %v: the firmware used TFTP", r, got)
+		}
+	}
+	if strings.Contains(log, "tftp: ") {
+		t.Errorf("mayu's log shows TFTP traffic:\n%s", tail(log, 40))
+	}
+
+	// The firmware's HTTP boot asks again and gets nothing; its fall-
+	// through (HTTPv4, then HTTPv6: ~170 s) is TestVMUEFIInstallBootReinstall's.
+	v.restartDiskFirst(l.r, 90*time.Second)
+	hostname, addr := v.bootDisk(90 * time.Second)
+	if addr != m.InternalAddr || hostname != m.Hostname {
+		t.Errorf("the OS came up as %s on %s; its record says %s on %s", hostname, addr, m.Hostname, m.InternalAddr)
+	}
+	waitState(t, l.seg.TLab, l.srv, etcd, v.id, machine.Running, 120*time.Second)
+	if !regexp.MustCompile(`dhcp: ignored.*` + mac + `.*firmware=httpboot.*reason=installed`).MatchString(l.r.log.String()) {
+		t.Error("mayu's log shows no HTTP boot request of the installed machine ignored")
+	}
+	t.Logf("UEFI HTTP boot: installed after %s, running after %s", boot1.Round(100*time.Millisecond), time.Since(start).Round(100*time.Millisecond))
+}
+
+// proxyCycle is the flow of one machine on a segment whose addresses a
+// site DHCP server hands out (dnsmasq, plain DHCP) while mayu runs in
+// proxy mode: the firmware and iPXE get their address from dnsmasq and
+// only the boot information from mayu; the machine installs, its next
+// boot gets nothing from mayu and falls through to the disk, and it
+// reaches `running`. mayu writes no lease at any point. A fallThrough of
+// 0: restartDiskFirst once the leader has ignored the installed machine.
+func proxyCycle(t *testing.T, cfg vmlab.VMConfig, serial, mac string, firmware, fallThrough time.Duration) (*vmLab, *vm) {
+	t.Helper()
+	b := requireVM(t, cfg.Firmware)
+	l := newVMLabWith(t, b, true)
+	const etcd = "http://127.0.0.1:2379"
+	start := time.Now()
+	v := bootVMWith(t, l.seg, cfg, serial, mac)
+	v.lease = siteLease
+	v.install(firmware)
+	m := waitState(t, l.seg.TLab, l.srv, etcd, v.id, machine.Installed, 30*time.Second)
+	boot1 := time.Since(start)
+
+	// The boot address came from the site's server: iPXE's, which it
+	// prints when it has configured the NIC, is in dnsmasq's range and
+	// is the one dnsmasq leased to the MAC.
+	ipxe := ""
+	for _, line := range v.Lines() {
+		if f := regexp.MustCompile(`net0: (10\.99\.0\.\d+)/`).FindStringSubmatch(line.Text); f != nil {
+			ipxe = f[1]
+			break
+		}
+	}
+	leased := l.site.leaseOf(t, mac)
+	if !regexp.MustCompile(`^` + siteLease + `$`).MatchString(leased) {
+		t.Errorf("the site DHCP server leased %q to %s, want an address of its range 10.99.0.200-249", leased, mac)
+	}
+	if ipxe != "" && ipxe != leased {
+		t.Errorf("iPXE configured %s, the site DHCP server leased %s", ipxe, leased)
+	}
+	t.Logf("          boot address %s (iPXE: %q) leased by the site DHCP server", leased, ipxe)
+	noLeases(t, l)
+
+	if fallThrough == 0 {
+		v.restartDiskFirst(l.r, 90*time.Second)
+		fallThrough = 90 * time.Second
+	}
+	hostname, addr := v.bootDisk(fallThrough)
+	if addr != m.InternalAddr || hostname != m.Hostname {
+		t.Errorf("the OS came up as %s on %s; its record says %s on %s", hostname, addr, m.Hostname, m.InternalAddr)
+	}
+	waitState(t, l.seg.TLab, l.srv, etcd, v.id, machine.Running, 120*time.Second)
+	if !ignoredInstalled(l.r.log.String(), mac) {
+		t.Error("mayu's log shows no DHCP request of the installed machine ignored")
+	}
+	noLeases(t, l)
+	t.Logf("proxy mode, %s: installed after %s, running after %s", cfg.Firmware,
+		boot1.Round(100*time.Millisecond), time.Since(start).Round(100*time.Millisecond))
+	return l, v
+}
+
+// noLeases fails the test if mayu wrote any DHCP lease to etcd.
+func noLeases(t *testing.T, l *vmLab) {
+	t.Helper()
+	if out := strings.TrimSpace(l.r.etcdctl(t, "get", "--prefix", "--keys-only", "/mayu/leases/")); out != "" {
+		t.Errorf("mayu in proxy mode wrote leases:\n%s", out)
+	}
+}
+
+// SeaBIOS with qemu's iPXE ROM, mayu in proxy mode: the ROM's iPXE gets
+// its address from the site's dnsmasq and mayu's script URL from mayu's
+// proxy answer.
+func TestVMProxyBIOSInstallRunning(t *testing.T) {
+	l, _ := proxyCycle(t, vmlab.VMConfig{Firmware: vmlab.BIOS}, "VM-PROXY-BIOS-0001", "52:54:00:00:05:09", 90*time.Second, 90*time.Second)
+	samples, _ := scrape(t, l.seg.TLab, l.srv)
+	if got := samples[`mayu_dhcp_proxy_answers_total{firmware="ipxe",port="67"}`]; got < 1 {
+		t.Errorf("mayu_dhcp_proxy_answers_total{firmware=ipxe,port=67} = %v, want at least 1", got)
+	}
+}
+
+// OVMF without the iPXE ROM, mayu in proxy mode: OVMF's own PXE gets its
+// address from the site's dnsmasq and, from mayu's proxy answer and its
+// boot-server request on port 4011, ipxe.efi, which it fetches over TFTP;
+// that iPXE goes on as in full mode.
+func TestVMProxyUEFIFirmwarePXEInstallRunning(t *testing.T) {
+	l, _ := proxyCycle(t, vmlab.VMConfig{Firmware: vmlab.UEFI, FirmwarePXE: true},
+		"VM-PROXY-UEFI-0001", "52:54:00:00:05:0a", 120*time.Second, 0)
+	if log := l.r.log.String(); !regexp.MustCompile(`tftp: sent.* file=ipxe.efi`).MatchString(log) {
+		t.Errorf("mayu's log shows no TFTP transfer of ipxe.efi:\n%s", tail(log, 30))
+	}
+	samples, _ := scrape(t, l.seg.TLab, l.srv)
+	for _, c := range []string{
+		`mayu_dhcp_proxy_answers_total{firmware="pxe",port="67"}`,  // OVMF's DISCOVER
+		`mayu_dhcp_boot_server_requests_total{outcome="answered"}`, // its request to 4011
+		`mayu_dhcp_proxy_answers_total{firmware="ipxe",port="67"}`, // the chained ipxe.efi
+	} {
+		if samples[c] < 1 {
+			t.Errorf("%s = %v, want at least 1", c, samples[c])
+		}
 	}
 }

@@ -49,10 +49,20 @@ type VMConfig struct {
 	// the firmware's own PXE then fetches ipxe.efi over TFTP (under BIOS
 	// there would be no network boot at all).
 	FirmwarePXE bool
-	Disk        string // raw disk image; created empty (DiskMiB) if missing
-	DiskMiB     int    // default 512 (sparse): the OS image and room
-	MemoryMiB   int    // default 512
-	Dir         string // OVMF variables, the QMP socket, the serial log
+	// HTTPBoot (UEFI) boots the NIC without its iPXE option ROM and
+	// without OVMF's PXE boot options: the firmware's first network boot
+	// option is then its own UEFI HTTP boot (IPv4), which asks DHCP as
+	// vendor class HTTPClient and fetches the boot file from the URL it
+	// gets, no TFTP.
+	HTTPBoot bool
+	// DiskFirst boots the disk first and the network second: the
+	// machine's next start after an install where waiting for the
+	// firmware to give up on the network would only cost its timeouts.
+	DiskFirst bool
+	Disk      string // raw disk image; created empty (DiskMiB) if missing
+	DiskMiB   int    // default 512 (sparse): the OS image and room
+	MemoryMiB int    // default 512
+	Dir       string // OVMF variables, the QMP socket, the serial log
 	// Echo, if set, gets every serial line as it arrives.
 	Echo func(Line)
 	// FailOn ends every wait at once when a line matches: an installer or
@@ -102,6 +112,9 @@ func StartVM(cfg VMConfig) (*VM, error) {
 	if cfg.Firmware == "" {
 		cfg.Firmware = BIOS
 	}
+	if cfg.Firmware != UEFI && cfg.HTTPBoot {
+		return nil, fmt.Errorf("%s: UEFI HTTP boot is OVMF's (uefi), not %s's", cfg.Name, cfg.Firmware)
+	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -135,19 +148,34 @@ func StartVM(cfg VMConfig) (*VM, error) {
 		args = append(args, "-machine", "q35",
 			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+ovmfCode,
 			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
+		// Without these switches OVMF creates PXEv4, PXEv6, HTTPv4 and
+		// HTTPv6 boot options for the NIC, in that order; it reads them
+		// from fw_cfg at each start (edk2 OvmfPkg's PxeBcPcdLib). Debian
+		// 12's OVMF has none for the HTTP ones. They do not shorten a
+		// network boot nobody answers: measured in the lab with an IPv6
+		// router advertiser, each remaining option, IPv6 ones included,
+		// then waits ~60-75 s (lab.md §7).
+		if cfg.HTTPBoot {
+			args = append(args, "-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+				"-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n")
+		}
 	default:
 		return nil, fmt.Errorf("unknown firmware %q", cfg.Firmware)
 	}
 	// Network first, disk second, as mayu expects of every machine.
-	nic := "virtio-net-pci,netdev=n0,mac=" + cfg.MAC + ",bootindex=1"
-	if cfg.FirmwarePXE {
+	netIndex, diskIndex := "1", "2"
+	if cfg.DiskFirst {
+		netIndex, diskIndex = "2", "1"
+	}
+	nic := "virtio-net-pci,netdev=n0,mac=" + cfg.MAC + ",bootindex=" + netIndex
+	if cfg.FirmwarePXE || cfg.HTTPBoot {
 		nic += ",romfile="
 	}
 	args = append(args,
 		"-netdev", "tap,id=n0,ifname="+cfg.Tap+",script=no,downscript=no",
 		"-device", nic,
 		"-drive", "file="+cfg.Disk+",format=raw,if=none,id=d0",
-		"-device", "virtio-blk-pci,drive=d0,bootindex=2")
+		"-device", "virtio-blk-pci,drive=d0,bootindex="+diskIndex)
 	name, argv := QEMU, args
 	if cfg.Netns != "" {
 		name, argv = "ip", append([]string{"netns", "exec", cfg.Netns, QEMU}, args...)
@@ -158,7 +186,8 @@ func StartVM(cfg VMConfig) (*VM, error) {
 		return nil, err
 	}
 	v.cmd.Stdout, v.cmd.Stderr = w, w
-	if v.logFile, err = os.Create(filepath.Join(cfg.Dir, "serial.log")); err != nil {
+	// Appended to: a machine started again in the same Dir keeps one log.
+	if v.logFile, err = os.OpenFile(filepath.Join(cfg.Dir, "serial.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(v.logFile, "# %s %s\n", name, strings.Join(argv, " "))

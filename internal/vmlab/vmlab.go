@@ -97,3 +97,39 @@ func RouterAdvertiser(iface, dir string) []string {
 		"--pid-file=" + filepath.Join(dir, "ra.pid"), "--dhcp-leasefile=" + filepath.Join(dir, "ra.leases"),
 		"--log-facility=-"}
 }
+
+// SiteDHCP is a site's own DHCP server, which is not mayu: a dnsmasq
+// that hands out addresses First to Last on its interface and nothing
+// else a network boot could use (no next-server, no boot file, no PXE
+// service, no DNS), as a corporate DHCP server beside mayu in proxy
+// mode. Its leases and its log (--log-dhcp) say who got which address.
+type SiteDHCP struct {
+	Interface   string // in the namespace the caller runs it in
+	First, Last string // the dynamic range, e.g. 10.99.0.200 and 10.99.0.249
+	Netmask     string // default 255.255.255.0
+	Router      string // option 3, if set
+	Dir         string // its lease and pid files
+}
+
+// Leases is dnsmasq's lease file: one line per lease, "expiry MAC IP
+// hostname client-id".
+func (s SiteDHCP) Leases() string { return filepath.Join(s.Dir, "site-dhcp.leases") }
+
+// Command is its command line, run in foreground (logging to stderr).
+func (s SiteDHCP) Command() []string {
+	mask := s.Netmask
+	if mask == "" {
+		mask = "255.255.255.0"
+	}
+	argv := []string{"dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+		"--port=0", "--interface=" + s.Interface, "--bind-interfaces", "--user=root", "--group=root",
+		"--dhcp-range=" + s.First + "," + s.Last + "," + mask + ",1h",
+		// Answer at once: the firmware's DHCP is what the VM tests time.
+		"--no-ping", "--dhcp-authoritative", "--log-dhcp",
+		"--pid-file=" + filepath.Join(s.Dir, "site-dhcp.pid"), "--dhcp-leasefile=" + s.Leases(),
+		"--log-facility=-"}
+	if s.Router != "" {
+		argv = append(argv, "--dhcp-option=option:router,"+s.Router)
+	}
+	return argv
+}

@@ -135,7 +135,13 @@ func (s *Server) proxyAnswer(x *exchange, c Client, typ dhcpv4.MessageType, boot
 	case !bootServer && c.Firmware == PXE && !biosPXE(c):
 		// UEFI PXE asks siaddr:4011 next: it must be the leader.
 		mods = append(mods, dhcpv4.WithServerIP(s.serverIP.AsSlice()))
-	case dec.NextServer:
+	case dec.NextServer || c.Firmware == IPXE:
+		// iPXE takes the boot file of a proxy answer only with a
+		// next-server beside it (its dhcp_has_pxeopts: siaddr and a
+		// file, or a PXE boot menu): without one it ignores the OFFER's
+		// file, asks port 4011, and drops that ACK too (qemu's iPXE ROM,
+		// TestVMProxyBIOSInstallRunning). For a script URL siaddr names
+		// no server iPXE uses, only the answer's kind.
 		mods = append(mods, dhcpv4.WithServerIP(s.o.Advertise.AsSlice()))
 	}
 	if !bootServer && (biosPXE(c) || c.Firmware == IPXE) {

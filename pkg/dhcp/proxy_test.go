@@ -60,8 +60,9 @@ func TestProxyOfferBootOptionsOnly(t *testing.T) {
 		{"edk2-pxe-x64", "ipxe.efi", "PXEClient", "127.0.0.1", false},
 		{"efi-bc-pxe", "ipxe.efi", "PXEClient", "127.0.0.1", false},
 		{"http-x64", "http://127.0.0.1:4081/tftp/ipxe.efi", "HTTPClient", "0.0.0.0", false},
-		{"ipxe-bios-rom", scriptURL, "PXEClient", "0.0.0.0", true},
-		{"ipxe-efi", scriptURL, "PXEClient", "0.0.0.0", true},
+		// iPXE: siaddr set, or it drops the boot file (dhcp_has_pxeopts).
+		{"ipxe-bios-rom", scriptURL, "PXEClient", "127.0.0.2", true},
+		{"ipxe-efi", scriptURL, "PXEClient", "127.0.0.2", true},
 	} {
 		t.Run(tc.kind, func(t *testing.T) {
 			s, relay, leases := fakeProxyServer(t, Options{})
@@ -235,7 +236,9 @@ func TestBootServerRequests(t *testing.T) {
 	t.Run("ipxe from 68", func(t *testing.T) {
 		x := bootServerRequest(t, s, benchMAC(2), "ipxe-efi", "127.0.0.10", dhcpv4.ClientPort)
 		resp, dst, outcome := s.bootServer(x, s.term.Load())
-		if resp == nil || resp.BootFileName != scriptURL || dst.String() != "127.0.0.10:68" || resp.Options.Has(optIPXE) {
+		// siaddr set: iPXE drops a ProxyDHCP ACK without one.
+		if resp == nil || resp.BootFileName != scriptURL || dst.String() != "127.0.0.10:68" || resp.Options.Has(optIPXE) ||
+			resp.ServerIPAddr.IsUnspecified() {
 			t.Fatalf("answer %v to %v (%s)", resp, dst, outcome)
 		}
 	})
