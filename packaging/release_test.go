@@ -448,6 +448,25 @@ func TestDebInstallPurge(t *testing.T) {
 	if err := os.WriteFile(edited, []byte("# the operator's\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+
+	// An upgrade (the same package again) keeps the operator's template
+	// and the mode the admin chose for mayu.yaml.
+	if out, err := exec.Command("dpkg-statoverride", "--remove", "/etc/mayu/mayu.yaml").CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-statoverride --remove: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("dpkg-statoverride", "--update", "--add", "mayu", "mayu", "0600", "/etc/mayu/mayu.yaml").CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-statoverride: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("dpkg", "-i", filepath.Join(dist, deb())).CombinedOutput(); err != nil {
+		t.Fatalf("dpkg -i again: %v\n%s", err, out)
+	}
+	if b, _ := os.ReadFile(edited); string(b) != "# the operator's\n" {
+		t.Errorf("the upgrade replaced the operator's %s: %q", edited, b)
+	}
+	if st, err := os.Stat("/etc/mayu/mayu.yaml"); err != nil || st.Mode() != 0o600 || fmt.Sprint(st.Sys().(*syscall.Stat_t).Uid) != u.Uid {
+		t.Errorf("the upgrade changed the admin's mode of mayu.yaml: %v %v", st.Mode(), err)
+	}
+
 	out2, err := purge()
 	purged = true
 	if err != nil {
