@@ -15,7 +15,9 @@ import (
 	"os/user"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -137,6 +139,40 @@ func TestBinaries(t *testing.T) {
 	}
 }
 
+// A Debian version sorts as the releases do: a release candidate before
+// its release, a build after a tag after that tag.
+func TestDebVersion(t *testing.T) {
+	if _, err := exec.LookPath("dpkg"); err != nil {
+		t.Skip("dpkg not installed")
+	}
+	debversion := func(v string) string {
+		t.Helper()
+		out, err := exec.Command("../scripts/release.sh", "--debversion", v).Output()
+		if err != nil {
+			t.Fatalf("release.sh --debversion %s: %v %s", v, err, stderr(err))
+		}
+		return strings.TrimSpace(string(out))
+	}
+	for v, want := range map[string]string{
+		"v0.2.0": "0.2.0", "v0.2.0-rc1": "0.2.0~rc1", "v0.2.0-rc1-3-gabc1234": "0.2.0~rc1+3+gabc1234",
+		"v0.2.0-3-gabc1234": "0.2.0+3+gabc1234", "v1.0.0-alpha": "1.0.0~alpha", "v1.0.0-beta.2": "1.0.0~beta.2",
+		"c004b1e": "0~c004b1e", "c004b1e-dirty": "0~c004b1e+dirty", version: debVersion,
+	} {
+		if got := debversion(v); got != want {
+			t.Errorf("%s: %s, want %s", v, got, want)
+		}
+	}
+	// In the order git describe gives them over a release's life.
+	order := []string{"c004b1e", "v0.1.0", "v0.2.0-alpha", "v0.2.0-beta.2", "v0.2.0-rc1", "v0.2.0-rc1-3-gabc1234",
+		"v0.2.0-rc2", "v0.2.0", "v0.2.0-3-gabc1234", "v0.2.1-rc1", "v0.2.1"}
+	for i := 1; i < len(order); i++ {
+		a, b := debversion(order[i-1]), debversion(order[i])
+		if err := exec.Command("dpkg", "--compare-versions", a, "lt", b).Run(); err != nil {
+			t.Errorf("%s (%s) does not sort before %s (%s)", order[i-1], a, order[i], b)
+		}
+	}
+}
+
 func deb() string { return "mayu_" + debVersion + "_" + runtime.GOARCH + ".deb" }
 
 func mustGetwd(t *testing.T) string {
@@ -150,8 +186,8 @@ func mustGetwd(t *testing.T) string {
 // packaged are files the .deb must carry.
 var packaged = []string{
 	"/usr/bin/mayu", "/usr/bin/mayuctl", "/lib/systemd/system/mayu.service",
-	"/etc/mayu/mayu.yaml", "/etc/mayu/templates/first-stage.sh",
-	"/etc/mayu/templates/final-config.ign.yaml", "/etc/mayu/templates/final-config.yaml",
+	"/etc/mayu/mayu.yaml", "/usr/share/mayu/templates/first-stage.sh",
+	"/usr/share/mayu/templates/final-config.ign.yaml", "/usr/share/mayu/templates/final-config.yaml",
 	"/usr/share/doc/mayu/README.md", "/usr/share/doc/mayu/changelog.gz", "/usr/share/doc/mayu/CHANGELOG.md.gz", "/usr/share/doc/mayu/copyright",
 	"/usr/share/doc/mayu/etcd.md", "/usr/share/doc/mayu/security.md",
 	"/usr/share/bash-completion/completions/mayuctl", "/usr/share/zsh/vendor-completions/_mayuctl",
@@ -192,13 +228,14 @@ func TestDebContents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"/etc/mayu/mayu.yaml", "/etc/mayu/templates/first-stage.sh"} {
-		if !strings.Contains(string(out), want+"\n") {
-			t.Errorf("conffiles lacks %s:\n%s", want, out)
-		}
+	// The configuration only: the templates are package data, copied by
+	// postinst to where mayu reads them.
+	if string(out) != "/etc/mayu/mayu.yaml\n" {
+		t.Errorf("conffiles: %q, want /etc/mayu/mayu.yaml alone", out)
 	}
-	if strings.Contains(string(out), "/usr/") {
-		t.Errorf("a file outside /etc is a conffile:\n%s", out)
+	// Debian packages ship nothing in /srv (site data): postinst makes it.
+	if strings.Contains(contents, " ./srv/") {
+		t.Error("the package ships files in /srv")
 	}
 	// The maintainer scripts never start or enable mayu.
 	for _, script := range []string{"postinst", "prerm", "postrm"} {
@@ -233,9 +270,11 @@ func TestDebLintian(t *testing.T) {
 }
 
 // The package installs on this Debian (CI runs as root; a test machine),
-// creates the mayu user, never enables or starts mayu, carries a unit
-// systemd accepts and a mayu that checks a configuration from the packaged
-// paths; a purge takes all of it away again, the user and its state too.
+// creates the mayu user, keeps the configuration from other users, never
+// enables or starts mayu, carries a unit systemd accepts and a
+// configuration that mayu checks from the packaged paths with nothing
+// missing but what the operator supplies; a purge takes the package's
+// files away and keeps the user, the state and the operator's files.
 func TestDebInstallPurge(t *testing.T) {
 	dist := build(t)
 	if os.Geteuid() != 0 {
@@ -247,12 +286,26 @@ func TestDebInstallPurge(t *testing.T) {
 	if out, _ := exec.Command("dpkg-query", "-W", "-f=${Status}", "mayu").Output(); strings.Contains(string(out), "installed") {
 		t.Skipf("a mayu package is installed already (%s): not this test's to remove", out)
 	}
-	if _, err := user.Lookup("mayu"); err == nil {
-		t.Skip("a mayu user exists already: a purge would remove it")
+	if _, err := os.Lstat("/srv/mayu"); err == nil {
+		t.Skip("/srv/mayu exists already: not this test's to fill and remove")
 	}
-	if _, err := os.Stat("/var/lib/mayu"); err == nil {
-		t.Skip("/var/lib/mayu exists already: a purge would remove it")
-	}
+	// What the test makes (through the package) it removes at the end:
+	// the purge keeps the user and /var/lib/mayu on purpose.
+	_, errUser := user.Lookup("mayu")
+	_, errGroup := user.LookupGroup("mayu")
+	_, errState := os.Lstat("/var/lib/mayu")
+	t.Cleanup(func() {
+		os.RemoveAll("/srv/mayu")
+		if errState != nil {
+			os.RemoveAll("/var/lib/mayu")
+		}
+		if errUser != nil {
+			exec.Command("deluser", "--quiet", "--system", "mayu").Run()
+		}
+		if errGroup != nil {
+			exec.Command("delgroup", "--quiet", "--system", "mayu").Run()
+		}
+	})
 
 	purge := func() ([]byte, error) { return exec.Command("dpkg", "--purge", "mayu").CombinedOutput() }
 	if out, err := exec.Command("dpkg", "-i", filepath.Join(dist, deb())).CombinedOutput(); err != nil {
@@ -278,8 +331,33 @@ func TestDebInstallPurge(t *testing.T) {
 	if u.HomeDir != "/var/lib/mayu" {
 		t.Errorf("mayu's home is %s, want /var/lib/mayu", u.HomeDir)
 	}
-	if _, err := user.LookupGroup("mayu"); err != nil {
-		t.Errorf("postinst made no mayu group: %v", err)
+	g, err := user.LookupGroup("mayu")
+	if err != nil {
+		t.Fatalf("postinst made no mayu group: %v", err)
+	}
+	// mayu.yaml holds secrets (cluster.template_vars): root writes it,
+	// mayu reads it, nobody else.
+	for path, mode := range map[string]os.FileMode{"/etc/mayu": os.ModeDir | 0o750, "/etc/mayu/mayu.yaml": 0o640} {
+		if st, err := os.Stat(path); err != nil {
+			t.Error(err)
+		} else if sys := st.Sys().(*syscall.Stat_t); st.Mode() != mode || sys.Uid != 0 || fmt.Sprint(sys.Gid) != g.Gid {
+			t.Errorf("%s: %v %d:%d, want %v root:mayu", path, st.Mode(), sys.Uid, sys.Gid, mode)
+		}
+	}
+	if out, err := exec.Command("dpkg-statoverride", "--list", "/etc/mayu*").Output(); err != nil ||
+		!strings.Contains(string(out), "root mayu 640 /etc/mayu/mayu.yaml\n") || !strings.Contains(string(out), "root mayu 750 /etc/mayu\n") {
+		t.Errorf("dpkg-statoverride --list: %v\n%s", err, out)
+	}
+	// The templates, copied where mayu reads them (node.files_dir).
+	shipped, err := filepath.Glob("/usr/share/mayu/templates/*")
+	if err != nil || len(shipped) == 0 {
+		t.Fatalf("no packaged templates: %v", err)
+	}
+	for _, tpl := range shipped {
+		want, _ := os.ReadFile(tpl)
+		if got, err := os.ReadFile(filepath.Join("/srv/mayu/files/templates", filepath.Base(tpl))); err != nil || string(got) != string(want) {
+			t.Errorf("postinst did not copy %s to /srv/mayu/files/templates: %v", tpl, err)
+		}
 	}
 	// Neither enabled (no link in any .wants directory) nor started.
 	if links, _ := filepath.Glob("/etc/systemd/system/*.wants/mayu.service"); len(links) != 0 {
@@ -313,53 +391,156 @@ func TestDebInstallPurge(t *testing.T) {
 		t.Errorf("/usr/bin/mayu -version: %v %q", err, out)
 	}
 
-	// The skeleton as shipped: -check tells the operator what is missing
-	// (the installer files, the tokens file), each by name; it never
-	// passes silently on a skeleton without them, nor crashes.
-	out, err := exec.Command("/usr/bin/mayu", "-check", "-config", "/etc/mayu/mayu.yaml").CombinedOutput()
-	t.Logf("mayu -check on the shipped skeleton: %v\n%s", err, out)
-	if err == nil {
-		t.Error("mayu -check passes the skeleton, which names files the package does not ship")
-	} else if strings.Contains(string(out), "panic") || !strings.Contains(string(out), "mayu: ") {
-		t.Errorf("mayu -check on the skeleton: no clear error:\n%s", out)
+	// The configuration as shipped, checked as the unit's ExecStartPre
+	// does (as mayu): it fails for what the operator must supply (the
+	// installer files, the tokens file, the interface) and for nothing
+	// else: the templates are found and render, the configuration is
+	// readable by mayu.
+	out := checkShipped(t)
+	t.Logf("mayu -check on the shipped configuration:\n%s", out)
+	operators := []string{"cluster.install.kernel", "cluster.install.initrd", "cluster.install.image",
+		"node.admin.tokens_file", "node.interface", "warning: cluster.boot."}
+	missing := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		key, ok := "", false
+		for _, k := range operators {
+			if strings.Contains(line, k) {
+				key, ok = k, true
+			}
+		}
+		if !ok && strings.HasPrefix(line, "mayu: ") && !strings.HasPrefix(line, "mayu: warning: ") && !strings.HasSuffix(line, " problems") {
+			t.Errorf("mayu -check on the shipped configuration fails for more than the operator's files: %s", line)
+		}
+		if strings.Contains(line, "templates") {
+			t.Errorf("mayu -check: the shipped templates are not read: %s", line)
+		}
+		missing[key] = ok
+	}
+	for _, k := range operators[:5] {
+		if !missing[k] {
+			t.Errorf("mayu -check on the shipped configuration does not name %s:\n%s", k, out)
+		}
 	}
 
-	// The skeleton completed as an operator would: the packaged templates
-	// copied under node.files_dir, installer and iPXE files, a tokens file.
-	cfgPath := completeSkeleton(t)
+	// The operator's part supplied at the packaged paths (the interface
+	// and the tokens file in a copy of the configuration): -check passes
+	// with the templates postinst copied, unedited.
+	cfgPath := completeShipped(t)
 	if out, err := exec.Command("/usr/bin/mayu", "-check", "-config", cfgPath).CombinedOutput(); err != nil {
-		t.Errorf("mayu -check on the completed skeleton: %v\n%s", err, out)
+		t.Errorf("mayu -check on the completed configuration: %v\n%s", err, out)
 	}
 
-	// A replica would have written its state: the purge removes it.
-	if err := os.MkdirAll("/var/lib/mayu/member", 0o700); err != nil {
+	// A replica would have written its state; the operator edited a
+	// template. The purge keeps both, and the installer files.
+	if errState != nil {
+		if err := os.MkdirAll("/var/lib/mayu/member", 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The iPXE binaries gone again: the purge removes the empty
+	// /srv/mayu/boot it made.
+	for _, f := range []string{"/srv/mayu/boot/undionly.kpxe", "/srv/mayu/boot/ipxe.efi"} {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	edited := filepath.Join("/srv/mayu/files/templates", filepath.Base(shipped[0]))
+	if err := os.WriteFile(edited, []byte("# the operator's\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err = purge()
+
+	// An upgrade (the same package again) keeps the operator's template
+	// and the mode the admin chose for mayu.yaml.
+	if out, err := exec.Command("dpkg-statoverride", "--remove", "/etc/mayu/mayu.yaml").CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-statoverride --remove: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("dpkg-statoverride", "--update", "--add", "mayu", "mayu", "0600", "/etc/mayu/mayu.yaml").CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-statoverride: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("dpkg", "-i", filepath.Join(dist, deb())).CombinedOutput(); err != nil {
+		t.Fatalf("dpkg -i again: %v\n%s", err, out)
+	}
+	if b, _ := os.ReadFile(edited); string(b) != "# the operator's\n" {
+		t.Errorf("the upgrade replaced the operator's %s: %q", edited, b)
+	}
+	if st, err := os.Stat("/etc/mayu/mayu.yaml"); err != nil || st.Mode() != 0o600 || fmt.Sprint(st.Sys().(*syscall.Stat_t).Uid) != u.Uid {
+		t.Errorf("the upgrade changed the admin's mode of mayu.yaml: %v %v", st.Mode(), err)
+	}
+
+	out2, err := purge()
 	purged = true
 	if err != nil {
-		t.Fatalf("dpkg --purge: %v\n%s", err, out)
+		t.Fatalf("dpkg --purge: %v\n%s", err, out2)
 	}
-	for _, f := range append(packaged, "/etc/mayu", "/var/lib/mayu", "/usr/share/doc/mayu") {
+	for _, f := range append(packaged, "/etc/mayu", "/usr/share/doc/mayu", "/usr/share/mayu", "/srv/mayu/boot") {
 		if _, err := os.Lstat(f); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("after the purge: %s: %v", f, err)
 		}
 	}
-	if _, err := user.Lookup("mayu"); err == nil {
-		t.Error("the purge left the mayu user")
+	for _, tpl := range shipped[1:] {
+		if f := filepath.Join("/srv/mayu/files/templates", filepath.Base(tpl)); fileExists(f) {
+			t.Errorf("after the purge: the unedited copy %s is left", f)
+		}
 	}
-	if _, err := user.LookupGroup("mayu"); err == nil {
-		t.Error("the purge left the mayu group")
+	kept := []string{edited, "/srv/mayu/files/installer/vmlinuz", "/srv/mayu/files/images/os.img"}
+	if errState != nil {
+		kept = append(kept, "/var/lib/mayu/member")
+	}
+	for _, f := range kept {
+		if !fileExists(f) {
+			t.Errorf("the purge removed %s", f)
+		}
+	}
+	if _, err := user.Lookup("mayu"); err != nil {
+		t.Errorf("the purge removed the mayu user: %v", err)
+	}
+	if _, err := user.LookupGroup("mayu"); err != nil {
+		t.Errorf("the purge removed the mayu group: %v", err)
+	}
+	if out, _ := exec.Command("dpkg-statoverride", "--list", "/etc/mayu*").Output(); len(out) != 0 {
+		t.Errorf("the purge left stat overrides:\n%s", out)
 	}
 }
 
-// completeSkeleton writes a copy of the packaged /etc/mayu/mayu.yaml whose
-// files, templates and tokens are in a temporary directory, and returns
-// its path.
-func completeSkeleton(t *testing.T) string {
+func fileExists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
+}
+
+// checkShipped runs `mayu -check -config /etc/mayu/mayu.yaml` as the mayu
+// user, as the unit's ExecStartPre does, and returns its output; it must
+// fail (the operator's files are missing) with a clear error.
+func checkShipped(t *testing.T) string {
+	t.Helper()
+	cmd := exec.Command("/usr/bin/mayu", "-check", "-config", "/etc/mayu/mayu.yaml")
+	u, err := user.Lookup("mayu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	cmd.Dir = "/"
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Error("mayu -check passes the shipped configuration, which names files the package does not ship")
+	} else if strings.Contains(string(out), "panic") || !strings.Contains(string(out), "mayu: ") {
+		t.Errorf("mayu -check on the shipped configuration: no clear error:\n%s", out)
+	}
+	if strings.Contains(string(out), "permission denied") {
+		t.Errorf("mayu cannot read its configuration:\n%s", out)
+	}
+	return string(out)
+}
+
+// completeShipped supplies what the operator must, as the operator would:
+// installer files under /srv/mayu/files, iPXE binaries under
+// /srv/mayu/boot; the interface, the tokens file and the state in a copy
+// of the packaged /etc/mayu/mayu.yaml, whose path it returns. The
+// templates stay where the package put them.
+func completeShipped(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	files, boot := filepath.Join(dir, "files"), filepath.Join(dir, "boot")
 	write := func(path, content string) {
 		t.Helper()
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -369,22 +550,11 @@ func completeSkeleton(t *testing.T) string {
 			t.Fatal(err)
 		}
 	}
-	templates, err := filepath.Glob("/etc/mayu/templates/*")
-	if err != nil || len(templates) == 0 {
-		t.Fatalf("no packaged templates: %v", err)
-	}
-	for _, tpl := range templates {
-		b, err := os.ReadFile(tpl)
-		if err != nil {
-			t.Fatal(err)
-		}
-		write(filepath.Join(files, "templates", filepath.Base(tpl)), string(b))
-	}
-	write(filepath.Join(files, "installer/vmlinuz"), "kernel")
-	write(filepath.Join(files, "installer/initrd.img"), "initrd")
-	write(filepath.Join(files, "images/os.img"), "image")
-	write(filepath.Join(boot, "undionly.kpxe"), "ipxe")
-	write(filepath.Join(boot, "ipxe.efi"), "ipxe")
+	write("/srv/mayu/files/installer/vmlinuz", "kernel")
+	write("/srv/mayu/files/installer/initrd.img", "initrd")
+	write("/srv/mayu/files/images/os.img", "image")
+	write("/srv/mayu/boot/undionly.kpxe", "ipxe")
+	write("/srv/mayu/boot/ipxe.efi", "ipxe")
 	tokens := filepath.Join(dir, "admin-tokens.yaml")
 	write(tokens, "tokens:\n  - {name: test, role: admin, token: \"0123456789abcdef0123456789abcdef\"}\n")
 
@@ -393,10 +563,13 @@ func completeSkeleton(t *testing.T) string {
 		t.Fatal(err)
 	}
 	cfg := string(b)
+	for _, want := range []string{"  files_dir: /srv/mayu/files\n", "  boot_files_dir: /srv/mayu/boot\n"} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("the packaged mayu.yaml lacks %q", want)
+		}
+	}
 	for old, repl := range map[string]string{
 		"interface: srv0":                          "interface: lo", // exists, with an address, on every machine
-		"files_dir: /usr/share/mayu/files":         "files_dir: " + files,
-		"boot_files_dir: /usr/share/mayu/boot":     "boot_files_dir: " + boot,
 		"tokens_file: /etc/mayu/admin-tokens.yaml": "tokens_file: " + tokens,
 		"data_dir: /var/lib/mayu":                  "data_dir: " + filepath.Join(dir, "data"),
 		"cache_dir: /var/lib/mayu/artifacts":       "cache_dir: " + filepath.Join(dir, "artifacts"),
@@ -546,6 +719,12 @@ func TestOCIImage(t *testing.T) {
 		if h.Uid != 0 || h.Gid != 0 {
 			t.Errorf("%s is owned by %d:%d", h.Name, h.Uid, h.Gid)
 		}
+		if h.Name == "etc/mayu/mayu.yaml" {
+			// The templates it names are where the image has them.
+			if b, err := io.ReadAll(tr); err != nil || !strings.Contains(string(b), "\n  files_dir: /srv/mayu/files\n") {
+				t.Errorf("the image's mayu.yaml does not set files_dir: /srv/mayu/files (%v)", err)
+			}
+		}
 		if h.Name == "usr/bin/mayu" {
 			b, err := io.ReadAll(tr)
 			if err != nil {
@@ -556,7 +735,7 @@ func TestOCIImage(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"usr/bin/mayu", "usr/bin/mayuctl", "etc/mayu/mayu.yaml", "etc/mayu/templates/first-stage.sh", "var/lib/mayu/"} {
+	for _, want := range []string{"usr/bin/mayu", "usr/bin/mayuctl", "etc/mayu/mayu.yaml", "srv/mayu/files/templates/first-stage.sh", "srv/mayu/boot/", "var/lib/mayu/"} {
 		if !found[want] {
 			t.Errorf("the layer lacks %s", want)
 		}

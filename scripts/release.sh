@@ -25,16 +25,28 @@ DEB_COMPRESSION=${DEB_COMPRESSION:-xz}
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 export SOURCE_DATE_EPOCH
 
-# A Debian version starts with a digit and, in a native package, has no
-# hyphen: v0.2.0 → 0.2.0, v0.2.0-3-gabc → 0.2.0+3+gabc, an untagged
+# debversion VERSION: its Debian spelling. A Debian version starts with a
+# digit and, in a native package, has no hyphen: v0.2.0 → 0.2.0,
+# v0.2.0-3-gabc → 0.2.0+3+gabc (after 0.2.0). A pre-release (-rcN, -alpha,
+# -beta, -pre) takes "~", which sorts before everything, so the release
+# candidate comes before its release: v0.2.0-rc1 → 0.2.0~rc1,
+# v0.2.0-rc1-3-gabc → 0.2.0~rc1+3+gabc (between the two). An untagged
 # c004b1e (or 1d3bc4f: no dot, not a release) → 0~c004b1e, which sorts
-# before any tagged release.
-debversion=${VERSION#v}
-case $debversion in
-[0-9]*.*) ;;
-*) debversion="0~$debversion" ;;
-esac
-debversion=$(printf '%s' "$debversion" | tr -- - +)
+# before any tagged release. packaging/release_test.go checks the order with
+# dpkg --compare-versions.
+debversion() {
+	v=${1#v}
+	case $v in
+	[0-9]*.*) ;;
+	*) v="0~$v" ;;
+	esac
+	printf '%s\n' "$v" | sed -E 's/^([0-9][^-]*)-(rc|alpha|beta|pre)/\1~\2/' | tr -- - +
+}
+if [ "${1:-}" = --debversion ]; then
+	debversion "$2"
+	exit 0
+fi
+debversion=$(debversion "$VERSION")
 
 command -v dpkg-deb >/dev/null || { echo "release: dpkg-deb missing (package dpkg)" >&2; exit 1; }
 mkdir -p "$DIST"
@@ -68,17 +80,28 @@ mayuctl completion zsh >"$work/gen/_mayuctl"
 mayuctl completion fish >"$work/gen/mayuctl.fish"
 mayuctl man >"$work/gen/mayuctl.1"
 
+# The packaged configuration: etc/mayu.yaml with the files mayu serves
+# under /srv/mayu (site data this host serves, FHS), where the package's
+# postinst makes the directories and copies the templates, and the image
+# carries them. Both files_dir and boot_files_dir must be replaced.
+sed -e 's#^  files_dir: /usr/share/mayu/files$#  \# Debian package and image: /srv/mayu/files (templates/ copied there).\n  files_dir: /srv/mayu/files#' \
+	-e 's#^  boot_files_dir: /usr/share/mayu/boot$#  \# Debian package and image: /srv/mayu/boot.\n  boot_files_dir: /srv/mayu/boot#' \
+	etc/mayu.yaml >"$work/mayu.yaml"
+if [ "$(grep -c -e '^  files_dir: /srv/mayu/files$' -e '^  boot_files_dir: /srv/mayu/boot$' "$work/mayu.yaml")" != 2 ]; then
+	echo "release: etc/mayu.yaml: no files_dir or boot_files_dir line to set to /srv/mayu" >&2
+	exit 1
+fi
+
 deb() { # ARCH
 	arch=$1
 	root=$work/deb-$arch
 	rm -rf "$root"
 	install -d "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" \
-		"$root/etc/mayu/templates" "$root/usr/share/doc/mayu" \
+		"$root/etc/mayu" "$root/usr/share/mayu/templates" "$root/usr/share/doc/mayu" \
 		"$root/usr/share/bash-completion/completions" \
 		"$root/usr/share/zsh/vendor-completions" \
 		"$root/usr/share/fish/vendor_completions.d" \
-		"$root/usr/share/man/man1" "$root/usr/share/man/man8" \
-		"$root/usr/share/mayu/files" "$root/usr/share/mayu/boot"
+		"$root/usr/share/man/man1" "$root/usr/share/man/man8"
 	install -m 0755 "$DIST/mayu-linux-$arch" "$root/usr/bin/mayu"
 	install -m 0755 "$DIST/mayuctl-linux-$arch" "$root/usr/bin/mayuctl"
 	# The unit as the repository has it, with the packaged binary's path
@@ -88,11 +111,14 @@ deb() { # ARCH
 		sed -e '1,/^\[Unit\]/{/^\[Unit\]/!d}' -e 's#/usr/local/bin/#/usr/bin/#g' systemd/mayu.service
 	} >"$root/lib/systemd/system/mayu.service"
 	chmod 0644 "$root/lib/systemd/system/mayu.service"
-	# The configuration skeleton (conffiles: an upgrade keeps the
-	# operator's edits). The admin tokens file is the operator's: it holds
-	# secrets and is not shipped.
-	install -m 0644 etc/mayu.yaml "$root/etc/mayu/mayu.yaml"
-	install -m 0644 etc/templates/* "$root/etc/mayu/templates/"
+	# The configuration (a conffile: an upgrade keeps the operator's
+	# edits; postinst makes it 0640 root:mayu, it holds secrets). The
+	# templates are package data: postinst copies them to
+	# /srv/mayu/files/templates, under node.files_dir, where mayu reads
+	# them and the operator edits them. The admin tokens file is the
+	# operator's: it holds secrets and is not shipped.
+	install -m 0644 "$work/mayu.yaml" "$root/etc/mayu/mayu.yaml"
+	install -m 0644 etc/templates/* "$root/usr/share/mayu/templates/"
 	# Docs.
 	install -m 0644 README.md docs/*.md packaging/debian/copyright "$root/usr/share/doc/mayu/"
 	gzip -9n <CHANGELOG.md >"$root/usr/share/doc/mayu/CHANGELOG.md.gz"
@@ -111,7 +137,13 @@ deb() { # ARCH
 	gzip -9n <packaging/debian/mayu.8 >"$root/usr/share/man/man8/mayu.8.gz"
 	gzip -9n <"$work/gen/mayuctl.1" >"$root/usr/share/man/man1/mayuctl.1.gz"
 	# Maintainer scripts and metadata.
-	install -m 0755 packaging/debian/postinst packaging/debian/prerm packaging/debian/postrm "$root/DEBIAN/"
+	install -m 0755 packaging/debian/postinst packaging/debian/prerm "$root/DEBIAN/"
+	# postrm removes on purge the template copies postinst made, if
+	# unchanged: it knows them by their digests.
+	sums=$(cd etc/templates && sha256sum -- * | sed 's/  / /')
+	awk -v sums="$sums" '{ if (index($0, "@TEMPLATE_SUMS@")) { sub(/@TEMPLATE_SUMS@/, sums) } print }' \
+		packaging/debian/postrm >"$root/DEBIAN/postrm"
+	chmod 0755 "$root/DEBIAN/postrm"
 	(cd "$root" && find etc -type f | sort | sed 's#^#/#') >"$root/DEBIAN/conffiles"
 	(cd "$root" && find . -path ./DEBIAN -prune -o -type f -print | sed 's#^\./##' | sort | xargs md5sum) >"$root/DEBIAN/md5sums"
 	size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
@@ -129,8 +161,13 @@ done
 # The image, built by packaging/oci (a module of its own: its
 # go-containerregistry stays out of mayu's go.mod).
 arches=$(echo $ARCHES | tr ' ' ,)
+# The image's CA bundle (HTTPS artifact upstreams) is this host's
+# /etc/ssl/certs/ca-certificates.crt: the image is reproducible only on a
+# host with the same ca-certificates version, which the image names in its
+# label org.mayu-boot.ca-certificates.
+ca_version=$(dpkg-query -W -f='ca-certificates ${Version}' ca-certificates 2>/dev/null || echo unknown)
 (cd packaging/oci && $GO run . -version "$VERSION" -arch "$arches" \
-	-binaries "$DIST/%s-linux-%s" -etc "$top/etc" -epoch "$SOURCE_DATE_EPOCH" \
+	-binaries "$DIST/%s-linux-%s" -config "$work/mayu.yaml" -templates "$top/etc/templates" -epoch "$SOURCE_DATE_EPOCH" -ca-version "$ca_version" \
 	-layout "$DIST/oci" -archive "$DIST/mayu_${VERSION}_oci.tar")
 echo "release: $DIST/oci (oci:$DIST/oci:$VERSION), $DIST/mayu_${VERSION}_oci.tar"
 

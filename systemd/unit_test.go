@@ -1,5 +1,5 @@
 // Package systemd holds mayu's systemd unit; its test checks the unit
-// with systemd's own tools.
+// with systemd's own tools, and the backup units of contrib/systemd too.
 package systemd
 
 import (

@@ -1,6 +1,7 @@
 // Command oci builds mayu's OCI image without a container daemon: one
-// layer per architecture with the static binaries and the /etc/mayu
-// skeleton, an image index over the architectures, written as an OCI image
+// layer per architecture with the static binaries, the packaged
+// /etc/mayu/mayu.yaml and the templates under /srv/mayu/files/templates
+// (where that configuration's node.files_dir is), an image index over the architectures, written as an OCI image
 // layout directory and as a tar of that directory (an "oci-archive" that
 // skopeo, podman and docker load).
 //
@@ -41,11 +42,17 @@ type options struct {
 	version, source string
 	arches          []string
 	binaries        string // fmt pattern: program, arch
-	etcDir          string // the repository's etc/: mayu.yaml, templates/
-	caFile          string // CA bundle for HTTPS upstreams; "" leaves it out
-	layoutDir       string
-	archive         string
-	epoch           time.Time
+	config          string // mayu.yaml: the Debian package's (files under /srv/mayu)
+	templates       string // directory of the shipped templates
+	// caFile is the CA bundle for HTTPS artifact upstreams, copied from the
+	// build host (Debian's ca-certificates): the image's bytes, and so its
+	// digest, depend on the version installed there. A release records it
+	// (README "Installing from a release"); "" leaves the bundle out.
+	caFile    string
+	caVersion string // where the bundle came from, e.g. "ca-certificates 20230311"
+	layoutDir string
+	archive   string
+	epoch     time.Time
 }
 
 func run(args []string) error {
@@ -57,8 +64,10 @@ func run(args []string) error {
 	fl.StringVar(&o.source, "source", "https://github.com/mayu-boot/mayu", "source repository label")
 	fl.StringVar(&arches, "arch", "amd64", "comma-separated GOARCH values")
 	fl.StringVar(&o.binaries, "binaries", "dist/%s-linux-%s", "path of each binary: a fmt pattern of program and arch")
-	fl.StringVar(&o.etcDir, "etc", "etc", "directory holding mayu.yaml and templates/")
+	fl.StringVar(&o.config, "config", "etc/mayu.yaml", "mayu.yaml the image carries as /etc/mayu/mayu.yaml")
+	fl.StringVar(&o.templates, "templates", "etc/templates", "directory of the templates the image carries in /srv/mayu/files/templates")
 	fl.StringVar(&o.caFile, "ca-certificates", "/etc/ssl/certs/ca-certificates.crt", "CA bundle copied to the image (artifact upstreams over HTTPS); empty: none")
+	fl.StringVar(&o.caVersion, "ca-version", "", "origin of the CA bundle (label org.mayu-boot.ca-certificates); empty: no label")
 	fl.StringVar(&o.layoutDir, "layout", "dist/oci", "OCI image layout directory to write (replaced)")
 	fl.StringVar(&o.archive, "archive", "", "tar of the layout to write (oci-archive); empty: none")
 	fl.Int64Var(&epoch, "epoch", 0, "timestamp of every file and of the image, in Unix seconds (SOURCE_DATE_EPOCH)")
@@ -111,8 +120,8 @@ func build(o options) error {
 // non-root user only through ambient capabilities most do not set.
 func image(o options, arch string) (v1.Image, error) {
 	var files []file
-	for _, d := range []string{"etc/", "etc/mayu/", "etc/mayu/templates/", "usr/", "usr/bin/",
-		"usr/share/", "usr/share/mayu/", "usr/share/mayu/files/", "usr/share/mayu/boot/",
+	for _, d := range []string{"etc/", "etc/mayu/", "usr/", "usr/bin/",
+		"srv/", "srv/mayu/", "srv/mayu/files/", "srv/mayu/files/templates/", "srv/mayu/boot/",
 		"var/", "var/lib/", "var/lib/mayu/", "tmp/"} {
 		mode := int64(0o755)
 		switch d {
@@ -130,21 +139,21 @@ func image(o options, arch string) (v1.Image, error) {
 		}
 		files = append(files, file{name: "usr/bin/" + prog, mode: 0o755, data: b})
 	}
-	b, err := os.ReadFile(filepath.Join(o.etcDir, "mayu.yaml"))
+	b, err := os.ReadFile(o.config)
 	if err != nil {
 		return nil, err
 	}
 	files = append(files, file{name: "etc/mayu/mayu.yaml", mode: 0o644, data: b})
-	templates, err := os.ReadDir(filepath.Join(o.etcDir, "templates"))
+	templates, err := os.ReadDir(o.templates)
 	if err != nil {
 		return nil, err
 	}
 	for _, t := range templates {
-		b, err := os.ReadFile(filepath.Join(o.etcDir, "templates", t.Name()))
+		b, err := os.ReadFile(filepath.Join(o.templates, t.Name()))
 		if err != nil {
 			return nil, err
 		}
-		files = append(files, file{name: "etc/mayu/templates/" + t.Name(), mode: 0o644, data: b})
+		files = append(files, file{name: "srv/mayu/files/templates/" + t.Name(), mode: 0o644, data: b})
 	}
 	if o.caFile != "" {
 		b, err := os.ReadFile(o.caFile)
@@ -196,6 +205,9 @@ func image(o options, arch string) (v1.Image, error) {
 			"org.opencontainers.image.licenses":    "Apache-2.0",
 			"org.opencontainers.image.created":     o.epoch.Format(time.RFC3339),
 		},
+	}
+	if o.caFile != "" && o.caVersion != "" {
+		cf.Config.Labels["org.mayu-boot.ca-certificates"] = o.caVersion
 	}
 	return mutate.ConfigFile(img, cf)
 }
