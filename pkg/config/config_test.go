@@ -542,7 +542,31 @@ func TestParseErrors(t *testing.T) {
 		{"expiry without unit", baseYAML + "  self_registration: {expire_after: 3600}\n",
 			[]string{`cluster.self_registration.expire_after: "3600" is not a duration`}},
 		{"not a number", strings.Replace(baseYAML, "quantity: 3", "quantity: three", 1),
-			[]string{"config test.yaml: line 21: cannot unmarshal !!str `three` into int"}},
+			[]string{`config test.yaml: line 21: cluster.profiles[0].quantity: "three" is not a whole number`}},
+		{"port not a number", strings.Replace(baseYAML, "interface: eth0", "interface: eth0\n  ports: {proxy_dhcp: x}", 1),
+			[]string{`config test.yaml: line 4: node.ports.proxy_dhcp: "x" is not a whole number`}},
+		{"mtu with a suffix", strings.Replace(baseYAML, "dns: [10.0.2.1]", "dns: [10.0.2.1]\n      mtu: 1500x", 1),
+			[]string{`config test.yaml: line 12: cluster.pools[0].mtu: "1500x" is not a whole number`}},
+		{"option code not a number", strings.Replace(baseYAML, "dns: [10.0.2.1]", "dns: [10.0.2.1]\n      options: [{code: abc, type: string, value: x}]", 1),
+			[]string{`config test.yaml: line 12: cluster.pools[0].options[0].code: "abc" is not a whole number`}},
+		{"always not a bool", strings.Replace(baseYAML, "dns: [10.0.2.1]", "dns: [10.0.2.1]\n      options: [{code: 224, type: string, value: x, always: sometimes}]", 1),
+			[]string{`config test.yaml: line 12: cluster.pools[0].options[0].always: "sometimes" is not true or false`}},
+		{"deposition switch not a bool", strings.Replace(baseYAML, "interface: eth0", "interface: eth0\n  deposition: {enabled: maybe}", 1),
+			[]string{`config test.yaml: line 4: node.deposition.enabled: "maybe" is not true or false`}},
+		{"rate not a number", baseYAML + "  dhcp: {new_clients_per_second: fast}\n",
+			[]string{`config test.yaml: line 27: cluster.dhcp.new_clients_per_second: "fast" is not a number`}},
+		{"number too large", strings.Replace(baseYAML, "quantity: 3", "quantity: 99999999999999999999", 1),
+			[]string{`line 21: cluster.profiles[0].quantity: "99999999999999999999" is out of range`}},
+		// One bad number used to stop the decoder, hiding the rest of the
+		// file's problems; now every one is listed.
+		{"every bad number and key", strings.Replace(strings.Replace(strings.Replace(baseYAML,
+			"quantity: 3", "quantity: three", 1),
+			"interface: eth0", "interface: eth0\n  ports: {proxy_dhcp: x, tftp: 69.5}", 1),
+			"lease_time: 2h", "lease_tme: 2h", 1),
+			[]string{`line 22: cluster.profiles[0].quantity: "three" is not a whole number`,
+				`line 4: node.ports.proxy_dhcp: "x" is not a whole number`,
+				`line 4: node.ports.tftp: "69.5" is not a whole number`,
+				`line 16: unknown key "lease_tme" in cluster.pools[1]`}},
 		{"duplicate key", strings.Replace(baseYAML, "interface: eth0", "interface: eth0\n  interface: eth1", 1),
 			[]string{`config test.yaml: `, `"interface" already defined`}},
 		{"validation names the file on every line", strings.Replace(baseYAML, "quantity: 3", "quantity: 0", 1) +
@@ -939,5 +963,74 @@ func TestProxyPool(t *testing.T) {
 	_, err = Parse([]byte(strings.Replace(baseYAML, "cluster:\n", "  ports: {proxy_dhcp: 69}\ncluster:\n", 1)), "test.yaml")
 	if want := "node.ports.proxy_dhcp: 69 is already used by node.ports.tftp"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("error %v, want %q", err, want)
+	}
+}
+
+// TestShapeScalars checks the number and true/false cases of the shape
+// checker on every kind the config could use: what yaml decodes passes
+// (checked against yaml itself), what it refuses is named by key, and so
+// is a fraction yaml would silently truncate into a whole number.
+func TestShapeScalars(t *testing.T) {
+	type scalars struct {
+		Int   int     `yaml:"int"`
+		Int8  int8    `yaml:"int8"`
+		Uint  uint    `yaml:"uint"`
+		Uint8 uint8   `yaml:"uint8"`
+		Float float64 `yaml:"float"`
+		Bool  bool    `yaml:"bool"`
+		Opt   *bool   `yaml:"opt"`
+		Big   int64   `yaml:"big"`
+	}
+	tests := []struct {
+		yaml string
+		want string // "" when yaml decodes it
+	}{
+		{"int: 12", ""},
+		{"int: -12", ""},
+		{"int: 0x1f", ""},
+		{"int: 1_000", ""},
+		{"int: 12x", `int: "12x" is not a whole number`},
+		{"int: 1.5", `int: "1.5" is not a whole number`}, // yaml would make it 1
+		{"int: 1e3", `int: "1e3" is not a whole number`},
+		{"int: 99999999999999999999", `int: "99999999999999999999" is out of range`},
+		{"int: true", `int: "true" is not a whole number`},
+		{`int: "12"`, `int: "12" is not a whole number`},
+		{"int8: 127", ""},
+		{"int8: 128", `int8: "128" is out of range`},
+		{"uint: 7", ""},
+		{"uint: -1", `uint: "-1" is negative; it must be 0 or more`},
+		{"uint8: 256", `uint8: "256" is out of range`},
+		{"float: 2.5", ""},
+		{"float: 3", ""},
+		{"float: fast", `float: "fast" is not a number`},
+		{"bool: true", ""},
+		{"bool: false", ""},
+		{"bool: yes", ""}, // yaml 1.1 words, accepted by yaml when decoding into a bool
+		{"bool: sometimes", `bool: "sometimes" is not true or false`},
+		{"bool: 1", `bool: "1" is not true or false`},
+		{"opt: false", ""},
+		{"opt: maybe", `opt: "maybe" is not true or false`},
+		{"big: 9223372036854775807", ""},
+		{"big: 9223372036854775808", `big: "9223372036854775808" is out of range`},
+		{"int: [1, 2]", `int: expected a single value, found a list`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.yaml, func(t *testing.T) {
+			var root yaml.Node
+			if err := yaml.Unmarshal([]byte(tt.yaml), &root); err != nil {
+				t.Fatal(err)
+			}
+			var s shapeChecker
+			s.walk(root.Content[0], reflect.TypeFor[scalars](), "")
+			decodeErr := root.Content[0].Decode(new(scalars))
+			switch {
+			case tt.want == "" && len(s.errs) > 0:
+				t.Errorf("shape errors %v, want none", s.errs)
+			case tt.want == "" && decodeErr != nil:
+				t.Errorf("yaml refuses %q (%v): the table is wrong", tt.yaml, decodeErr)
+			case tt.want != "" && (len(s.errs) != 1 || !strings.Contains(s.errs[0].Error(), "line 1: "+tt.want)):
+				t.Errorf("shape errors %v, want one containing %q", s.errs, "line 1: "+tt.want)
+			}
+		})
 	}
 }

@@ -12,8 +12,8 @@ import (
 
 // checkShape walks the parsed YAML alongside the Go type it is about to be
 // decoded into and reports, each with its line and key path, the mistakes an
-// operator makes most: a misspelt key, a malformed address, subnet or
-// duration, a single value where a list belongs.
+// operator makes most: a misspelt key, a malformed address, subnet,
+// duration, number or true/false, a single value where a list belongs.
 //
 // yaml's decoder (run afterwards, with KnownFields) refuses the same things,
 // but it names a Go type ("field lease_tme not found in type config.Pool")
@@ -82,6 +82,12 @@ func (s *shapeChecker) walk(n *yaml.Node, t reflect.Type, path string) {
 		} else {
 			s.scalar(n, path)
 		}
+	case t.Kind() == reflect.Pointer:
+		s.walk(n, t.Elem(), path) // an optional value: checked like the value itself
+	case isNumber(t.Kind()), t.Kind() == reflect.Bool:
+		if s.scalar(n, path) {
+			s.number(n, t, path)
+		}
 	case t.Kind() == reflect.Struct:
 		s.mapping(n, t, path)
 	case t.Kind() == reflect.Slice:
@@ -103,6 +109,45 @@ func (s *shapeChecker) walk(n *yaml.Node, t reflect.Type, path string) {
 	default:
 		s.scalar(n, path)
 	}
+}
+
+// number checks a whole number, a number or a bool by decoding it the way
+// yaml will (so "0x10" and "yes" stay accepted exactly where yaml accepts
+// them), and says what was wanted instead of yaml's "cannot unmarshal !!str
+// into int", which names neither the key nor, after the first, any other
+// problem in the file. It is stricter than yaml in one place: yaml
+// truncates 1500.5 into an int without a word; here it is refused.
+func (s *shapeChecker) number(n *yaml.Node, t reflect.Type, path string) {
+	k := t.Kind()
+	whole := k >= reflect.Int && k <= reflect.Uint64
+	if whole && n.ShortTag() == "!!float" {
+		if strings.Trim(n.Value, "+-0123456789_") == "" {
+			// Digits only, yet not an int to yaml: too long for 64 bits.
+			s.addf(n, path, "%q is out of range", n.Value)
+		} else {
+			s.addf(n, path, "%q is not a whole number", n.Value)
+		}
+		return
+	}
+	if err := n.Decode(reflect.New(t).Interface()); err == nil {
+		return
+	}
+	switch {
+	case k == reflect.Bool:
+		s.addf(n, path, "%q is not true or false", n.Value)
+	case whole && n.ShortTag() == "!!int" && k >= reflect.Uint && strings.HasPrefix(n.Value, "-"):
+		s.addf(n, path, "%q is negative; it must be 0 or more", n.Value)
+	case whole && n.ShortTag() == "!!int":
+		s.addf(n, path, "%q is out of range", n.Value)
+	case whole:
+		s.addf(n, path, "%q is not a whole number", n.Value)
+	default:
+		s.addf(n, path, "%q is not a number", n.Value)
+	}
+}
+
+func isNumber(k reflect.Kind) bool {
+	return (k >= reflect.Int && k <= reflect.Uint64) || k == reflect.Float32 || k == reflect.Float64
 }
 
 // scalar reports whether n is a single value, as every leaf of the config is.
