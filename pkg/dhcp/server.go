@@ -170,8 +170,8 @@ func (s *Server) Listen() error {
 		return fmt.Errorf("node.interface %s, node.ports.dhcp %d: %w", s.o.Interface, s.o.Port, err)
 	}
 	s.conn = conn
-	if s.o.BootServerPort <= 0 && hasProxyPool(s.o.Pools) {
-		s.o.Log.Warn("a pool is in proxy mode but node.ports.proxy_dhcp is 0: UEFI PXE firmware cannot get its boot file there")
+	if w := BootServerWarning(s.o.Pools, s.o.BootServerPort); w != "" {
+		s.o.Log.Warn(w)
 	}
 	if s.o.BootServerPort > 0 && hasProxyPool(s.o.Pools) {
 		bs, err := server4.NewIPv4UDPConn(s.o.Interface, &net.UDPAddr{Port: s.o.BootServerPort})
@@ -200,6 +200,18 @@ func (s *Server) BootServerAddr() net.Addr {
 		return nil
 	}
 	return s.bsConn.LocalAddr()
+}
+
+// BootServerWarning is what goes wrong, if anything, with the boot-server
+// port bootServerPort (node.ports.proxy_dhcp) for pools: a proxy pool
+// without it leaves UEFI PXE firmware, which asks for its boot file on
+// port 4011 only, without one. Listen logs it and mayu -check prints it:
+// one condition, said the same way in both.
+func BootServerWarning(pools []config.Pool, bootServerPort int) string {
+	if bootServerPort > 0 || !hasProxyPool(pools) {
+		return ""
+	}
+	return "a pool is in proxy mode but node.ports.proxy_dhcp is 0: UEFI PXE firmware cannot get its boot file there"
 }
 
 func hasProxyPool(pools []config.Pool) bool {

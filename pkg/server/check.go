@@ -105,6 +105,9 @@ func Check(cfg *config.Config) (warnings []string, err error) {
 		if w := interfaceOutsidePools(cfg); w != "" {
 			warnings = append(warnings, w)
 		}
+		if w := dhcp.BootServerWarning(cfg.Cluster.Pools, cfg.Node.Ports.ProxyDHCP); w != "" {
+			warnings = append(warnings, w)
+		}
 	}
 	// The directories start creates and writes: the embedded etcd's and
 	// the artifact cache.
