@@ -21,16 +21,89 @@ import (
 // world is what the followers' probes of each replica see (real etcd,
 // real elections; only the network between the replicas is made up).
 type world struct {
-	mu     sync.Mutex
-	out    map[string]election.Outcome // by replica name; absent: answered
-	voters atomic.Int32
-	probes atomic.Int64 // probes made, by any replica
+	mu       sync.Mutex
+	out      map[string]election.Outcome // by replica name; absent: answered
+	answered map[[2]string]int           // answers seen, by {prober, probed}
+	paused   map[[2]string]int           // probes still to time out, by {prober, probed}
+	voters   atomic.Int32
+	probes   atomic.Int64 // probes made, by any replica
 }
 
 func newWorld(voters int) *world {
-	w := &world{out: map[string]election.Outcome{}}
+	w := &world{out: map[string]election.Outcome{}, answered: map[[2]string]int{}, paused: map[[2]string]int{}}
 	w.voters.Store(int32(voters))
 	return w
+}
+
+// proberFor is the probe of replica name: w.probe, counting the answers
+// name sees.
+func (w *world) proberFor(name string) func(ctx context.Context, url string, term int64) election.Outcome {
+	return func(ctx context.Context, url string, term int64) election.Outcome {
+		key := [2]string{name, strings.TrimPrefix(url, "probe://")}
+		w.mu.Lock()
+		paused := w.paused[key] > 0
+		if paused {
+			w.paused[key]--
+		}
+		w.mu.Unlock()
+		if paused {
+			w.probes.Add(1)
+			<-ctx.Done()
+			return election.TimedOut
+		}
+		o := w.probe(ctx, url, term)
+		if o == election.Answered {
+			w.mu.Lock()
+			w.answered[key]++
+			w.mu.Unlock()
+		}
+		return o
+	}
+}
+
+// pause makes the next probe of leader by each follower time out, as a
+// leader paused for about one probe would, and waits until each has
+// seen the leader answer again. (Sleeping for "about one probe" made a
+// loaded machine's followers see several, and depose a paused leader.)
+func (w *world) pause(t *testing.T, leader string, followers ...string) {
+	t.Helper()
+	before := map[string]int{}
+	w.mu.Lock()
+	for _, f := range followers {
+		w.paused[[2]string{f, leader}] = 1
+		before[f] = w.answered[[2]string{f, leader}]
+	}
+	w.mu.Unlock()
+	for _, f := range followers {
+		w.waitAnswers(t, f, leader, before[f]+2)
+	}
+}
+
+// waitSeen waits until follower has seen leader answer, and has judged
+// that answer: a follower deposes only a leader it saw answer. A
+// replica's probes run one after the other and each is judged before the
+// next starts, so the answer of one probe has been judged once a second
+// one has started; waiting for two answers covers it. (A sleep was used
+// before: on a loaded machine the follower had not always probed yet.)
+func (w *world) waitSeen(t *testing.T, follower, leader string) {
+	t.Helper()
+	w.waitAnswers(t, follower, leader, 2)
+}
+
+// waitAnswers waits until follower has seen leader answer n times in all.
+func (w *world) waitAnswers(t *testing.T, follower, leader string, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		w.mu.Lock()
+		got := w.answered[[2]string{follower, leader}]
+		w.mu.Unlock()
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s saw %s answer %d times within 10s, want %d", follower, leader, got, n)
+		}
+	}
 }
 
 func (w *world) set(name string, o election.Outcome) {
@@ -66,7 +139,7 @@ func startDeposing(t *testing.T, cli *clientv3.Client, name string, w *world) de
 		e.SetDeposition(election.Deposition{Interval: 50 * time.Millisecond, Timeout: 100 * time.Millisecond, SuspectAfter: 3,
 			ProbeURL: func(ctx context.Context, name string) (string, error) { return "probe://" + name, nil },
 			Voters:   func(ctx context.Context) (int, error) { return int(w.voters.Load()), nil },
-			Probe:    w.probe,
+			Probe:    w.proberFor(name),
 		})
 	})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -150,7 +223,8 @@ func TestDeposedWhenRefused(t *testing.T) {
 	first := a.nextTerm(t, 10*time.Second)
 	b := startDeposing(t, cli, "b", w)
 	c := startDeposing(t, cli, "c", w)
-	time.Sleep(300 * time.Millisecond) // b and c see a answer
+	w.waitSeen(t, "b", "a")
+	w.waitSeen(t, "c", "a")
 	w.set("a", election.Refused)
 	t0 := time.Now()
 	if !ended(first, 2*time.Second) {
@@ -185,7 +259,7 @@ func TestDeposedByAMajorityOnTimeout(t *testing.T) {
 	a := startDeposing(t, cli, "a", w)
 	first := a.nextTerm(t, 10*time.Second)
 	b := startDeposing(t, cli, "b", w)
-	time.Sleep(300 * time.Millisecond)
+	w.waitSeen(t, "b", "a")
 	w.set("a", election.TimedOut)
 	if ended(first, 2*time.Second) {
 		t.Fatal("one follower of three voters deposed the leader")
@@ -203,7 +277,7 @@ func TestDeposedByAMajorityOnTimeout(t *testing.T) {
 	// would never depose it; its verdict needs one seen answer. Let c see
 	// one, then lose it.
 	w.set("a", election.Answered)
-	time.Sleep(200 * time.Millisecond)
+	w.waitSeen(t, "c", "a")
 	w.set("a", election.TimedOut)
 	t0 := time.Now()
 	if !ended(first, 3*time.Second) {
@@ -233,12 +307,10 @@ func TestNoDepositionForAPause(t *testing.T) {
 	first := a.nextTerm(t, 10*time.Second)
 	startDeposing(t, cli, "b", w)
 	startDeposing(t, cli, "c", w)
-	time.Sleep(300 * time.Millisecond)
+	w.waitSeen(t, "b", "a")
+	w.waitSeen(t, "c", "a")
 	for range 3 {
-		w.set("a", election.TimedOut)
-		time.Sleep(150 * time.Millisecond) // about one timed-out probe
-		w.set("a", election.Answered)
-		time.Sleep(200 * time.Millisecond)
+		w.pause(t, "a", "b", "c") // one timed-out probe each, then answers
 	}
 	if ended(first, 100*time.Millisecond) {
 		t.Fatal("a paused leader was deposed by two followers of three voters")
@@ -255,20 +327,15 @@ func TestNoDepositionForAPauseOrAnUnreachableProbe(t *testing.T) {
 	a := startDeposing(t, cli, "a", w)
 	first := a.nextTerm(t, 10*time.Second)
 	b := startDeposing(t, cli, "b", w)
-	time.Sleep(300 * time.Millisecond)
+	w.waitSeen(t, "b", "a")
 	for range 3 {
-		w.set("a", election.TimedOut)
-		time.Sleep(150 * time.Millisecond) // about one timed-out probe
-		w.set("a", election.Answered)
-		time.Sleep(200 * time.Millisecond)
+		w.pause(t, "a", "b")
 	}
 	if ended(first, 100*time.Millisecond) {
 		t.Fatal("a paused leader was deposed")
 	}
 	// Timed out long enough for b's verdict, but b is one of two voters:
 	// no majority; when a answers, the verdict goes.
-	w.set("a", election.TimedOut)
-	time.Sleep(800 * time.Millisecond)
 	keys := state.Keys{Prefix: prefix}
 	count := func() int64 {
 		resp, err := cli.Get(ctxT(t), keys.Suspects(first.fence.Rev), clientv3.WithPrefix(), clientv3.WithCountOnly())
@@ -277,12 +344,20 @@ func TestNoDepositionForAPauseOrAnUnreachableProbe(t *testing.T) {
 		}
 		return resp.Count
 	}
-	if n := count(); n != 1 {
+	// until waits up to 3s for the verdicts to number want.
+	until := func(want int64) int64 {
+		n := count()
+		for deadline := time.Now().Add(3 * time.Second); n != want && time.Now().Before(deadline); n = count() {
+			time.Sleep(10 * time.Millisecond)
+		}
+		return n
+	}
+	w.set("a", election.TimedOut)
+	if n := until(1); n != 1 {
 		t.Fatalf("%d verdicts, want b's", n)
 	}
 	w.set("a", election.Answered)
-	time.Sleep(300 * time.Millisecond)
-	if n := count(); n != 0 {
+	if n := until(0); n != 0 {
 		t.Fatalf("%d verdicts after the leader answered again, want none", n)
 	}
 	if ended(first, 10*time.Millisecond) || b.depositions("timeout") != 0 {
@@ -373,7 +448,7 @@ func TestDepositionSurvivesAnEtcdHiccup(t *testing.T) {
 	}
 	t.Cleanup(func() { cli.Close() })
 	b := startDeposing(t, cli, "b", w)
-	time.Sleep(300 * time.Millisecond) // b sees a answer
+	w.waitSeen(t, "b", "a")
 	fr.frozen.Store(true)
 	w.set("a", election.Refused)
 	time.Sleep(time.Second) // b's etcd calls time out, its probes are refused
@@ -408,8 +483,8 @@ func TestProbesGoOnWhileEtcdHangs(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	startDeposing(t, cli, "b", w)      // the only follower: every probe is b's
-	time.Sleep(300 * time.Millisecond) // b sees a answer
+	startDeposing(t, cli, "b", w) // the only follower: every probe is b's
+	w.waitSeen(t, "b", "a")
 	fr.frozen.Store(true)
 	w.set("a", election.Refused) // b's verdict: depose now, in an etcd call that hangs
 	time.Sleep(200 * time.Millisecond)
@@ -444,7 +519,7 @@ func TestMajorityOfVerdictsDeposesAtOnce(t *testing.T) {
 			e.SetDeposition(election.Deposition{Interval: 50 * time.Millisecond, Timeout: timeout, SuspectAfter: 1,
 				ProbeURL: func(ctx context.Context, name string) (string, error) { return "probe://" + name, nil },
 				Voters:   func(ctx context.Context) (int, error) { return int(w.voters.Load()), nil },
-				Probe:    w.probe,
+				Probe:    w.proberFor(name),
 			})
 		})
 		ctx, cancel := context.WithCancel(context.Background())
@@ -456,7 +531,7 @@ func TestMajorityOfVerdictsDeposesAtOnce(t *testing.T) {
 	a := start("a")
 	first := a.nextTerm(t, 10*time.Second)
 	b := start("b")
-	time.Sleep(500 * time.Millisecond) // b sees a answer
+	w.waitSeen(t, "b", "a")
 	w.set("a", election.TimedOut)
 	keys := state.Keys{Prefix: prefix}
 	for deadline := time.Now().Add(2 * timeout); ; time.Sleep(10 * time.Millisecond) {
