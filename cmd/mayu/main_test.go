@@ -61,12 +61,24 @@ func TestHelpAndVersion(t *testing.T) {
 func TestWatchdog(t *testing.T) {
 	var mu sync.Mutex
 	var fed int
+	// failedAt is fed when alive first failed, failures how often it has
+	// since: the watchdog calls alive and notify from one goroutine, so
+	// once alive has failed every later feed follows an alive that
+	// answered. (A sleep stood for this before: a tick that had read
+	// healthy and was descheduled past it fed after the count was taken.)
+	failedAt, failures := -1, 0
 	var healthy atomic.Bool
 	healthy.Store(true)
 	alive := func(context.Context) error {
 		if healthy.Load() {
 			return nil
 		}
+		mu.Lock()
+		defer mu.Unlock()
+		if failedAt < 0 {
+			failedAt = fed
+		}
+		failures++
 		return errors.New("listener stuck")
 	}
 	notify := func(state string) error {
@@ -91,9 +103,10 @@ func TestWatchdog(t *testing.T) {
 	go func() { watchdog(ctx, 30*time.Millisecond, alive, notify, log); close(done) }()
 	waitFor(t, func() bool { return count() >= 3 })
 	healthy.Store(false)
-	time.Sleep(50 * time.Millisecond) // a tick in flight may still feed
-	stuck := count()
-	time.Sleep(200 * time.Millisecond)
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return failures >= 6 })
+	mu.Lock()
+	stuck := failedAt
+	mu.Unlock()
 	if n := count(); n != stuck {
 		t.Errorf("fed %d times while the replica did not answer", n-stuck)
 	}
