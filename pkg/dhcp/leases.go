@@ -20,7 +20,7 @@ var (
 	ErrReservationTaken = errors.New("the client's reserved address is not available")
 )
 
-// How long an offered address stays reserved for its client. (How long a
+// How long an offered address stays held for its client. (How long a
 // declined one is avoided is cluster.dhcp.decline_quarantine.)
 const offerHold = 30 * time.Second
 
@@ -41,12 +41,12 @@ type pool struct {
 	heldMAC  map[string]netip.Addr    // mac → its entry in held: no scan of held per DISCOVER
 	declined map[netip.Addr]time.Time // until when to avoid
 	cursor   netip.Addr               // where the next free-address scan starts
-	reserved map[netip.Addr]bool      // never leased: the replicas' own addresses
+	own      map[netip.Addr]bool      // never leased: the replicas' own addresses
 
-	// cluster.pools[].reservations, read-only once built: the fixed
-	// address of a MAC, and the MAC of a fixed address. Outside Range.
-	fixed   map[string]netip.Addr
-	fixedIP map[netip.Addr]string
+	// cluster.pools[].reservations, read-only once built: the reserved
+	// address of a MAC, and the MAC of a reserved address. Outside Range.
+	reservationByMAC map[string]netip.Addr
+	reservationByIP  map[netip.Addr]string
 	// opts are the pool's configured options, encoded (options.go).
 	opts []poolOption
 	// answered are the clients a proxy pool answered lately, until when:
@@ -59,11 +59,11 @@ type pool struct {
 func newPool(cfg config.Pool) *pool {
 	p := &pool{cfg: cfg, byIP: map[netip.Addr]*lease.Lease{}, byMAC: map[string]*lease.Lease{},
 		held: map[netip.Addr]hold{}, heldMAC: map[string]netip.Addr{}, declined: map[netip.Addr]time.Time{}, cursor: cfg.Range.Start,
-		fixed: map[string]netip.Addr{}, fixedIP: map[netip.Addr]string{}, opts: poolOptions(cfg), answered: map[string]time.Time{}}
+		reservationByMAC: map[string]netip.Addr{}, reservationByIP: map[netip.Addr]string{}, opts: poolOptions(cfg), answered: map[string]time.Time{}}
 	for _, r := range cfg.Reservations {
 		if mac, err := config.ParseMAC(r.MAC); err == nil && r.Address.IsValid() {
-			p.fixed[mac] = r.Address
-			p.fixedIP[r.Address] = mac
+			p.reservationByMAC[mac] = r.Address
+			p.reservationByIP[r.Address] = mac
 		}
 	}
 	return p
@@ -71,21 +71,21 @@ func newPool(cfg config.Pool) *pool {
 
 // reservedTo is the MAC ip is reserved for, if any.
 func (p *pool) reservedTo(ip netip.Addr) (string, bool) {
-	mac, ok := p.fixedIP[ip]
+	mac, ok := p.reservationByIP[ip]
 	return mac, ok
 }
 
 // reservationOf is mac's reserved address, if it has one.
 func (p *pool) reservationOf(mac string) (netip.Addr, bool) {
-	ip, ok := p.fixed[mac]
+	ip, ok := p.reservationByMAC[mac]
 	return ip, ok
 }
 
 // leasable reports whether ip is an address this pool hands out: in its
 // dynamic range, or reserved for some MAC.
 func (p *pool) leasable(ip netip.Addr) bool {
-	_, fixed := p.fixedIP[ip]
-	return fixed || p.cfg.Range.Contains(ip)
+	_, reserved := p.reservationByIP[ip]
+	return reserved || p.cfg.Range.Contains(ip)
 }
 
 // load puts a lease read from etcd into the table.
@@ -133,13 +133,13 @@ func (p *pool) dropHold(ip netip.Addr) {
 func (p *pool) freeFor(ip netip.Addr, mac string, now time.Time) bool {
 	// A reserved address goes to its MAC only, and a MAC with a
 	// reservation gets nothing else.
-	if owner, ok := p.fixedIP[ip]; ok && owner != mac {
+	if owner, ok := p.reservationByIP[ip]; ok && owner != mac {
 		return false
 	}
-	if fixed, ok := p.fixed[mac]; ok && fixed != ip {
+	if reserved, ok := p.reservationByMAC[mac]; ok && reserved != ip {
 		return false
 	}
-	if !p.leasable(ip) || p.reserved[ip] {
+	if !p.leasable(ip) || p.own[ip] {
 		return false
 	}
 	if until, ok := p.declined[ip]; ok {
@@ -167,7 +167,7 @@ func (p *pool) offer(mac string, requested netip.Addr, now time.Time) (netip.Add
 		p.setHold(ip, mac, now.Add(offerHold))
 		return ip
 	}
-	if ip, ok := p.fixed[mac]; ok {
+	if ip, ok := p.reservationByMAC[mac]; ok {
 		if p.freeFor(ip, mac, now) {
 			return pick(ip), nil
 		}

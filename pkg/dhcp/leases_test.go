@@ -410,7 +410,7 @@ func TestReservedAddressesAreNeverOffered(t *testing.T) {
 		t.Fatal(err)
 	}
 	p2 := testPool()
-	p2.reserved = map[netip.Addr]bool{first: true}
+	p2.own = map[netip.Addr]bool{first: true}
 	got, err := p2.offer("52:54:00:00:00:01", first, now)
 	if err != nil || got == first {
 		t.Fatalf("offered the reserved %s: %s %v", first, got, err)

@@ -110,7 +110,7 @@ func (s *Server) preview(pc config.Pool, c SampleClient, i int) Preview {
 	}
 	now := time.Now()
 	p := newPool(pc)
-	p.reserved = map[netip.Addr]bool{s.serverIP: true, s.o.Advertise: true}
+	p.own = map[netip.Addr]bool{s.serverIP: true, s.o.Advertise: true}
 	x := &exchange{ctx: context.Background(), log: s.o.Log, req: req, mac: mac.String(), pool: p, now: now,
 		dec: Decide(Classify(req), false, s.o.Policy)}
 	if pc.Proxy() {

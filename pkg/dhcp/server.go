@@ -368,7 +368,7 @@ func (s *Server) Lead(ctx context.Context, f election.Fence) {
 		p := newPool(pc)
 		// Whatever the configuration, never lease this replica's own
 		// address nor the one machines reach mayu at.
-		p.reserved = map[netip.Addr]bool{s.serverIP: true, s.o.Advertise: true}
+		p.own = map[netip.Addr]bool{s.serverIP: true, s.o.Advertise: true}
 		t.pools = append(t.pools, p)
 	}
 	n := 0
@@ -630,7 +630,7 @@ func (s *Server) request(x *exchange) {
 		nak("reserved", "address reserved for another client")
 		return
 	}
-	if fixed, ok := pl.reservationOf(x.mac); ok && fixed != ip {
+	if reserved, ok := pl.reservationOf(x.mac); ok && reserved != ip {
 		// Its old dynamic address, say: it starts over and gets its own.
 		nak("has_reservation", "this client has a reserved address; start over with DISCOVER")
 		return
