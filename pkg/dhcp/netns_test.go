@@ -4,12 +4,10 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
-	"golang.org/x/sys/unix"
 
 	"github.com/mayu-boot/mayu/internal/etcdtest"
 	"github.com/mayu-boot/mayu/internal/netlab"
@@ -20,40 +18,10 @@ import (
 	"github.com/mayu-boot/mayu/pkg/state"
 )
 
-// inNetns runs f on an OS thread that joined network namespace ns, and
-// brings the thread back to this process's namespace afterwards (else the
-// thread dies with the goroutine). Sockets f opens stay in ns. The thread
-// must come back: if it were the process's main thread, `ip netns pids`
-// would count the whole test as a process of ns, and the lab's cleanup
-// would kill it.
+// inNetns is netlab.InNetns, failing the test if ns cannot be joined.
 func inNetns(t *testing.T, ns string, f func()) {
 	t.Helper()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer unix.Close(home)
-		fd, err := unix.Open("/var/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			errc <- err
-			return
-		}
-		f()
-		if unix.Setns(home, unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- nil
-	}()
-	if err := <-errc; err != nil {
+	if err := netlab.InNetns(ns, f); err != nil {
 		t.Fatalf("netns %s: %v", ns, err)
 	}
 }

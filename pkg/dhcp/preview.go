@@ -109,8 +109,7 @@ func (s *Server) preview(pc config.Pool, c SampleClient, i int) Preview {
 		return pv
 	}
 	now := time.Now()
-	p := newPool(pc)
-	p.own = map[netip.Addr]bool{s.serverIP: true, s.o.Advertise: true}
+	p := s.leaderPool(pc)
 	x := &exchange{ctx: context.Background(), log: s.o.Log, req: req, mac: mac.String(), pool: p, now: now,
 		dec: Decide(Classify(req), false, s.o.Policy)}
 	if pc.Proxy() {

@@ -365,11 +365,7 @@ func (s *Server) Lead(ctx context.Context, f election.Fence) {
 	}
 	t := &term{fence: f}
 	for _, pc := range s.o.Pools {
-		p := newPool(pc)
-		// Whatever the configuration, never lease this replica's own
-		// address nor the one machines reach mayu at.
-		p.own = map[netip.Addr]bool{s.serverIP: true, s.o.Advertise: true}
-		t.pools = append(t.pools, p)
+		t.pools = append(t.pools, s.leaderPool(pc))
 	}
 	n := 0
 	for _, l := range leases {
@@ -388,6 +384,17 @@ func (s *Server) Lead(ctx context.Context, f election.Fence) {
 	<-ctx.Done()
 	s.term.CompareAndSwap(t, nil)
 	s.o.Log.Info("stopped answering DHCP", "replica", s.o.Replica, "term", f.Rev)
+}
+
+// leaderPool is the empty lease table of pool pc, as the leader starts
+// it (and as mayu -check previews it: the same call, so the preview
+// cannot drift from what the leader answers).
+func (s *Server) leaderPool(pc config.Pool) *pool {
+	p := newPool(pc)
+	// Whatever the configuration, never lease this replica's own address
+	// nor the one machines reach mayu at.
+	p.own = map[netip.Addr]bool{s.serverIP: true, s.o.Advertise: true}
+	return p
 }
 
 // Leading reports whether the server is answering now.
