@@ -88,8 +88,9 @@ func Open(ctx context.Context, node config.Node, log *slog.Logger, reg prometheu
 		c.Close()
 		return nil, explain(ctx, err, node.Etcd, endpoints, creds)
 	}
-	// A member down at start costs at most versionTimeout.
-	if err := CheckVersions(ctx, cli, endpoints, min(node.Etcd.DialTimeout, versionTimeout)); err != nil {
+	// A member down at start costs at most versionTimeout (and the member
+	// list, read first, as much).
+	if err := checkClusterVersions(ctx, cli, endpoints, min(node.Etcd.DialTimeout, versionTimeout)); err != nil {
 		c.Close()
 		return nil, err
 	}

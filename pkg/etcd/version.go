@@ -3,6 +3,8 @@ package etcd
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,7 +34,9 @@ type statusFunc func(ctx context.Context, endpoint string) (string, error)
 // endpoint and its version. The endpoints are asked at once, each for at
 // most timeout; one that does not answer is left out (its member is
 // checked at the next start): a replica must start, without waiting
-// long, while one member of three is down.
+// long, while one member of three is down. That is the one gap: a member
+// down while every replica starts, and started again on an old version,
+// is not refused until a replica next starts.
 func checkVersions(ctx context.Context, endpoints []string, status statusFunc, timeout time.Duration) error {
 	type answer struct {
 		version string
@@ -65,10 +69,64 @@ func checkVersions(ctx context.Context, endpoints []string, status statusFunc, t
 	return nil
 }
 
-// CheckVersions refuses, naming it, any of endpoints that runs an etcd
-// older than MinVersion (Open calls it; each endpoint is given timeout).
-func CheckVersions(ctx context.Context, cli *clientv3.Client, endpoints []string, timeout time.Duration) error {
-	return checkVersions(ctx, endpoints, clientStatus(cli), timeout)
+// checkClusterVersions refuses, naming it, any member that runs an etcd
+// older than MinVersion (Open calls it): the endpoints configured and
+// every other member of the cluster, which a replica's watch may be
+// served by after a failover just the same. Each call is given timeout.
+func checkClusterVersions(ctx context.Context, cli *clientv3.Client, endpoints []string, timeout time.Duration) error {
+	return checkVersions(ctx, versionTargets(ctx, endpoints, clientMembers(cli), timeout), clientStatus(cli), timeout)
+}
+
+// memberLister lists the client URLs of the cluster's members.
+type memberLister func(ctx context.Context) ([]string, error)
+
+// versionTargets is every endpoint whose version to read: endpoints, and
+// the client URLs of the members not among them (one MemberList call). If
+// the member list cannot be read (etcd busy, a user not allowed to), the
+// endpoints are still checked: the start does not fail for it.
+func versionTargets(ctx context.Context, endpoints []string, members memberLister, timeout time.Duration) []string {
+	targets := slices.Clone(endpoints)
+	mctx, cancel := context.WithTimeout(ctx, timeout)
+	urls, err := members(mctx)
+	cancel()
+	if err != nil {
+		return targets
+	}
+	seen := map[string]bool{}
+	for _, ep := range endpoints {
+		seen[hostPort(ep)] = true
+	}
+	for _, u := range urls {
+		if !seen[hostPort(u)] {
+			seen[hostPort(u)] = true
+			targets = append(targets, u)
+		}
+	}
+	return targets
+}
+
+// hostPort is where an endpoint or client URL leads, without its scheme:
+// an endpoint may be configured with or without one.
+func hostPort(endpoint string) string {
+	if u, err := url.Parse(endpoint); err == nil && u.Host != "" {
+		return u.Host
+	}
+	return endpoint
+}
+
+// clientMembers lists the members' client URLs through cli.
+func clientMembers(cli *clientv3.Client) memberLister {
+	return func(ctx context.Context) ([]string, error) {
+		resp, err := cli.MemberList(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var urls []string
+		for _, m := range resp.Members {
+			urls = append(urls, m.ClientURLs...) // none yet: a member not started
+		}
+		return urls, nil
+	}
 }
 
 // clientStatus reads versions through cli's maintenance API.

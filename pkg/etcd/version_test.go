@@ -3,6 +3,7 @@ package etcd
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -65,5 +66,33 @@ func TestCheckVersionsRefusesAnOldMember(t *testing.T) {
 	versions["http://b:2379"] = "garbage"
 	if err := checkVersions(context.Background(), []string{"http://b:2379"}, status, time.Second); err == nil || !strings.Contains(err.Error(), `"garbage"`) {
 		t.Fatalf("err = %v, want the unreadable version named", err)
+	}
+}
+
+// A member that is not among the endpoints is checked too: the member
+// list names it. Each member is read once, whether its URL is written
+// with a scheme or without; a member list that cannot be read leaves the
+// endpoints checked.
+func TestVersionTargetsAddTheOtherMembers(t *testing.T) {
+	members := func(ctx context.Context) ([]string, error) {
+		return []string{"http://a:2379", "http://b:2379", "https://c:2379"}, nil
+	}
+	got := versionTargets(context.Background(), []string{"a:2379"}, members, time.Second)
+	if want := []string{"a:2379", "http://b:2379", "https://c:2379"}; !slices.Equal(got, want) {
+		t.Errorf("targets %v, want %v", got, want)
+	}
+	status := func(ctx context.Context, ep string) (string, error) {
+		if ep == "http://b:2379" {
+			return "3.5.7", nil
+		}
+		return "3.6.4", nil
+	}
+	err := checkVersions(context.Background(), got, status, time.Second)
+	if err == nil || !strings.Contains(err.Error(), "http://b:2379 runs version 3.5.7") {
+		t.Errorf("err = %v, want the unlisted member b named", err)
+	}
+	failing := func(ctx context.Context) ([]string, error) { return nil, errors.New("permission denied") }
+	if got := versionTargets(context.Background(), []string{"a:2379"}, failing, time.Second); !slices.Equal(got, []string{"a:2379"}) {
+		t.Errorf("targets %v without a member list, want the endpoints", got)
 	}
 }
