@@ -28,8 +28,8 @@ const (
 // OptionTypes lists the option types, as messages name them.
 var OptionTypes = []string{OptionIP, OptionIPs, OptionString, OptionUint8, OptionUint16, OptionUint32, OptionHex, OptionBool}
 
-// MaxOptionLen is the most data one option carries: its length is one byte.
-const MaxOptionLen = 255
+// maxOptionLen is the most data one option carries: its length is one byte.
+const maxOptionLen = 255
 
 // Option codes a pool's own keys set: options: refuses them and names the
 // key to use instead.
@@ -98,12 +98,12 @@ func (v OptionValue) String() string { return strings.Join(v, ", ") }
 // Encode is the option's data as it goes on the wire, or why the value
 // does not fit its type.
 func (o DHCPOption) Encode() ([]byte, error) {
-	return EncodeOptionValue(o.Type, o.Value)
+	return encodeOptionValue(o.Type, o.Value)
 }
 
-// EncodeOptionValue encodes v as an option of type typ. It takes text an
+// encodeOptionValue encodes v as an option of type typ. It takes text an
 // operator wrote, and says in words what is wrong with it.
-func EncodeOptionValue(typ string, v OptionValue) ([]byte, error) {
+func encodeOptionValue(typ string, v OptionValue) ([]byte, error) {
 	if len(v) == 0 {
 		return nil, errors.New("required")
 	}
@@ -157,7 +157,7 @@ func EncodeOptionValue(typ string, v OptionValue) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if data, err = ParseHex(s); err != nil {
+		if data, err = parseHex(s); err != nil {
 			return nil, err
 		}
 	case OptionBool:
@@ -179,16 +179,16 @@ func EncodeOptionValue(typ string, v OptionValue) ([]byte, error) {
 	if len(data) == 0 {
 		return nil, errors.New("empty")
 	}
-	if len(data) > MaxOptionLen {
-		return nil, fmt.Errorf("%d bytes long; an option holds at most %d", len(data), MaxOptionLen)
+	if len(data) > maxOptionLen {
+		return nil, fmt.Errorf("%d bytes long; an option holds at most %d", len(data), maxOptionLen)
 	}
 	return data, nil
 }
 
-// ParseHex reads bytes written as hex digits, in pairs separated by ":"
+// parseHex reads bytes written as hex digits, in pairs separated by ":"
 // (01:02:ff, as dnsmasq and Kea print them) or not at all (0102ff), with
 // or without a leading 0x.
-func ParseHex(s string) ([]byte, error) {
+func parseHex(s string) ([]byte, error) {
 	digits := strings.TrimPrefix(strings.TrimPrefix(s, "0x"), "0X")
 	if strings.Contains(digits, ":") {
 		var b strings.Builder
@@ -231,11 +231,11 @@ func describeByte(c byte) string {
 	return fmt.Sprintf("the non-ASCII byte 0x%02x", c)
 }
 
-// CheckDomainName reports whether s is a DNS name a client can use: labels
+// checkDomainName reports whether s is a DNS name a client can use: labels
 // of letters, digits and hyphens (and underscores, which sites use), none
 // empty, starting or ending with a hyphen, longer than 63 bytes; at most
 // 253 bytes in all. One trailing dot is allowed.
-func CheckDomainName(s string) error {
+func checkDomainName(s string) error {
 	if err := checkPrintable(s); err != nil {
 		return err
 	}
@@ -264,10 +264,10 @@ func CheckDomainName(s string) error {
 	return nil
 }
 
-// DomainSearchLen is the length of option 119 for names (RFC 3397,
+// domainSearchLen is the length of option 119 for names (RFC 3397,
 // without compression): each name's labels with their length bytes and a
 // closing zero, len(name)+2 for a name without trailing dot.
-func DomainSearchLen(names []string) int {
+func domainSearchLen(names []string) int {
 	n := 0
 	for _, s := range names {
 		n += len(strings.TrimSuffix(s, ".")) + 2
@@ -279,27 +279,27 @@ func DomainSearchLen(names []string) int {
 // options: by code.
 func (pool Pool) validateOptions(p *problems, key string) {
 	if pool.DomainName != "" {
-		if err := CheckDomainName(pool.DomainName); err != nil {
+		if err := checkDomainName(pool.DomainName); err != nil {
 			p.addf(key+".domain_name", "%v", err)
 		}
 	}
 	searchOK := true
 	for i, name := range pool.DomainSearch {
-		if err := CheckDomainName(name); err != nil {
+		if err := checkDomainName(name); err != nil {
 			p.addf(fmt.Sprintf("%s.domain_search[%d]", key, i), "%v", err)
 			searchOK = false
 		}
 	}
-	if n := DomainSearchLen(pool.DomainSearch); searchOK && n > MaxOptionLen {
-		p.addf(key+".domain_search", "encodes to %d bytes; option 119 holds at most %d here: list fewer or shorter names", n, MaxOptionLen)
+	if n := domainSearchLen(pool.DomainSearch); searchOK && n > maxOptionLen {
+		p.addf(key+".domain_search", "encodes to %d bytes; option 119 holds at most %d here: list fewer or shorter names", n, maxOptionLen)
 	}
 	for i, a := range pool.NTP {
 		if !a.IsValid() || !a.Is4() {
 			p.addf(fmt.Sprintf("%s.ntp[%d]", key, i), "%s is not an IPv4 address", a)
 		}
 	}
-	if len(pool.NTP) > MaxOptionLen/4 {
-		p.addf(key+".ntp", "%d servers; option 42 holds at most %d", len(pool.NTP), MaxOptionLen/4)
+	if len(pool.NTP) > maxOptionLen/4 {
+		p.addf(key+".ntp", "%d servers; option 42 holds at most %d", len(pool.NTP), maxOptionLen/4)
 	}
 	if pool.MTU != 0 && (pool.MTU < 68 || pool.MTU > 65535) {
 		p.addf(key+".mtu", "%d is out of range (68-65535; 0 or absent: not sent)", pool.MTU)

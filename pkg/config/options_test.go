@@ -62,8 +62,8 @@ func TestPoolOptionsParse(t *testing.T) {
 	if p.Reservations[0].MAC != "52:54:00:aa:bb:01" || p.Reservations[1].MAC != "52:54:00:aa:bb:02" {
 		t.Errorf("reservations %+v", p.Reservations)
 	}
-	if got := DomainSearchLen(p.DomainSearch); got != len("lab.example.com")+2+len("example.com")+2 {
-		t.Errorf("DomainSearchLen = %d", got)
+	if got := domainSearchLen(p.DomainSearch); got != len("lab.example.com")+2+len("example.com")+2 {
+		t.Errorf("domainSearchLen = %d", got)
 	}
 	// The hash does not depend on how a MAC is spelt.
 	other := mustParse(t, withPoolKeys(strings.Replace(poolYAML, "52:54:00:AA:BB:01", "52:54:00:aa:bb:01", 1)))
@@ -215,18 +215,18 @@ func FuzzEncodeOptionValue(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, typ, s string) {
-		data, err := EncodeOptionValue(typ, OptionValue{s})
+		data, err := encodeOptionValue(typ, OptionValue{s})
 		if err != nil {
 			return
 		}
-		if len(data) == 0 || len(data) > MaxOptionLen {
+		if len(data) == 0 || len(data) > maxOptionLen {
 			t.Fatalf("%s %q: %d bytes", typ, s, len(data))
 		}
 		if typ == OptionString && checkPrintable(string(data)) != nil {
 			t.Fatalf("string %q accepted with unprintable bytes", s)
 		}
 		if typ == OptionHex {
-			again, err := ParseHex(strings.ToUpper(strings.TrimSpace(s)))
+			again, err := parseHex(strings.ToUpper(strings.TrimSpace(s)))
 			if err != nil || !bytes.Equal(again, data) {
 				t.Fatalf("hex %q: %x, upper case %x %v", s, data, again, err)
 			}
@@ -239,7 +239,7 @@ func FuzzCheckDomainName(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		if CheckDomainName(s) != nil {
+		if checkDomainName(s) != nil {
 			return
 		}
 		if n := len(strings.TrimSuffix(s, ".")); n == 0 || n > 253 {

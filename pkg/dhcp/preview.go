@@ -15,9 +15,9 @@ import (
 	"github.com/mayu-boot/mayu/pkg/config"
 )
 
-// SampleClient is a kind of boot client whose answer `mayu -check` shows:
+// sampleClient is a kind of boot client whose answer `mayu -check` shows:
 // the DHCPDISCOVER its firmware broadcasts.
-type SampleClient struct {
+type sampleClient struct {
 	Name     string
 	Discover []dhcpv4.Modifier
 }
@@ -33,11 +33,11 @@ func codes(cs ...uint8) dhcpv4.Modifier {
 // pxeServerOptions are the PXE-specific codes every PXE client lists.
 var pxeServerOptions = []uint8{128, 129, 130, 131, 132, 133, 134, 135}
 
-// SampleClients are four kinds of boot client, each with the parameter
+// sampleClients are four kinds of boot client, each with the parameter
 // request list (option 55) and maximum message size (option 57) its
 // firmware sends: Intel's BIOS PXE ROM, EDK2's (OVMF's) PXE and HTTP boot
 // (PxeBcDhcp4.c, HttpBootDhcp4.c), and iPXE (net/udp/dhcp.c).
-var SampleClients = []SampleClient{
+var sampleClients = []sampleClient{
 	{"BIOS PXE (arch 0)", []dhcpv4.Modifier{
 		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001")),
 		dhcpv4.WithOption(dhcpv4.OptClientArch(iana.INTEL_X86PC)),
@@ -89,7 +89,7 @@ func PreviewOffers(o Options) [][]Preview {
 	var out [][]Preview
 	for _, pc := range o.Pools {
 		var pool []Preview
-		for i, c := range SampleClients {
+		for i, c := range sampleClients {
 			pool = append(pool, s.preview(pc, c, i))
 		}
 		out = append(out, pool)
@@ -97,7 +97,7 @@ func PreviewOffers(o Options) [][]Preview {
 	return out
 }
 
-func (s *Server) preview(pc config.Pool, c SampleClient, i int) Preview {
+func (s *Server) preview(pc config.Pool, c sampleClient, i int) Preview {
 	pv := Preview{Client: c.Name}
 	mac := net.HardwareAddr{0x02, 0, 0, 0, 0, byte(i)} // locally administered: no real machine's
 	req, err := dhcpv4.NewDiscovery(mac, c.Discover...)
