@@ -363,8 +363,8 @@ type Pool struct {
 	// Mode is PoolFull (mayu hands out the addresses and the boot options,
 	// the default) or PoolProxy (the site's DHCP server hands out the
 	// addresses; mayu answers boot clients with boot options only, as a
-	// PXE proxyDHCP server). A proxy pool has no range, router, dns or
-	// lease_time.
+	// PXE proxyDHCP server). A proxy pool takes every key but subnet and
+	// mode (validateProxy refuses the others by key).
 	Mode      string        `yaml:"mode" json:"mode,omitempty"`
 	Range     Range         `yaml:"range" json:"range"`
 	Router    netip.Addr    `yaml:"router" json:"router"`
