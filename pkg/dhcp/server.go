@@ -537,7 +537,7 @@ func (s *Server) handleBootServer(ctx context.Context, p packet) {
 		return
 	}
 	x := &exchange{ctx: ctx, term: t, req: req, peer: p.peer, mac: req.ClientHWAddr.String(), now: time.Now()}
-	x.log = s.o.Log.With("mac", x.mac, "type", req.MessageType().String(), "port", BootServerPort)
+	x.log = s.o.Log.With("mac", x.mac, "type", req.MessageType().String(), "port", s.o.BootServerPort)
 	resp, dst, outcome := s.bootServer(x, t)
 	if resp == nil {
 		s.metrics.bootServer.WithLabelValues(outcome).Inc()
@@ -550,6 +550,8 @@ func (s *Server) handleBootServer(ctx context.Context, p packet) {
 		return
 	}
 	s.metrics.bootServer.WithLabelValues(outcome).Inc()
+	// The label names the protocol's port, whatever node.ports.proxy_dhcp
+	// is (firmware asks on 4011 only): dashboards keep their queries.
 	s.metrics.proxyAnswered.WithLabelValues("4011", Classify(req).Firmware.String()).Inc()
 	x.log.Debug("dhcp: boot-server ack", "to", dst, "boot", x.dec.Reason)
 }
