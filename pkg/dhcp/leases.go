@@ -52,8 +52,13 @@ type pool struct {
 	// answered are the clients a proxy pool answered lately, until when:
 	// the rest of their boot (the 4011 request, iPXE's DHCP) is not
 	// charged to the new-client budget again. Only clients that passed
-	// the budget get in, so it is bounded like the offers are.
-	answered map[string]time.Time
+	// the budget get in, so it holds at most about the budget's burst
+	// plus its rate times proxyMemory (2,600 with the defaults); a budget
+	// raised for a relay (64,000/s) could make that millions, hence
+	// maxRemembered. Expired entries go at a sweep every proxyMemory/4
+	// (nextSweep), not at every new client.
+	answered  map[string]time.Time
+	nextSweep time.Time
 }
 
 func newPool(cfg config.Pool) *pool {
@@ -299,17 +304,27 @@ func (p *pool) knows(mac string, now time.Time) bool {
 // a whole PXE, 4011 and iPXE round, with the firmware's retries.
 const proxyMemory = 2 * time.Minute
 
-// remember records that a proxy pool answered mac, sweeping the expired
-// entries when the map has grown.
+// maxRemembered bounds a proxy pool's memory of the clients it answered.
+// A client it cannot remember is charged to the new-client budget again
+// for the rest of its boot: slower under a flood, never wrong.
+const maxRemembered = 1 << 16
+
+// remember records that a proxy pool answered mac. Expired entries are
+// swept at most every proxyMemory/4: sweeping whenever the map was big
+// scanned all of it for every new client of a boot storm.
 func (p *pool) remember(mac string, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.answered) >= 1024 {
+	if !now.Before(p.nextSweep) {
 		for m, until := range p.answered {
 			if !now.Before(until) {
 				delete(p.answered, m)
 			}
 		}
+		p.nextSweep = now.Add(proxyMemory / 4)
+	}
+	if _, ok := p.answered[mac]; !ok && len(p.answered) >= maxRemembered {
+		return
 	}
 	p.answered[mac] = now.Add(proxyMemory)
 }

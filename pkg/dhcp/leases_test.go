@@ -435,3 +435,44 @@ func TestOnlyTheHolderMayDecline(t *testing.T) {
 		t.Fatal("lease holder check")
 	}
 }
+
+// A proxy pool sweeps the clients it remembers at most every
+// proxyMemory/4, not for every new client once it knows 1024 (a boot
+// storm's every DISCOVER scanned the whole map), and remembers no more
+// than maxRemembered.
+func TestProxyMemorySweepsNowAndThen(t *testing.T) {
+	p := newPool(config.Pool{Subnet: netip.MustParsePrefix("10.20.0.0/22"), Mode: config.PoolProxy})
+	t0 := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	p.remember("02:00:00:00:00:00", t0) // the first sweep: the next is due at t0 + proxyMemory/4
+	// 2000 clients whose memory ran out a while ago.
+	for i := range 2000 {
+		p.answered[fmt.Sprintf("expired-%d", i)] = t0.Add(-time.Second)
+	}
+	p.remember("02:00:00:00:00:01", t0.Add(time.Second))
+	if n := len(p.answered); n != 2002 {
+		t.Fatalf("%d clients remembered after a new one before the sweep is due, want 2002 (no sweep)", n)
+	}
+	if !p.knows("02:00:00:00:00:01", t0.Add(time.Second)) {
+		t.Fatal("the client just answered is not known")
+	}
+	p.remember("02:00:00:00:00:02", t0.Add(proxyMemory/4))
+	if n := len(p.answered); n != 3 {
+		t.Fatalf("%d clients remembered after the sweep, want the 3 unexpired", n)
+	}
+
+	// At the cap a new client is not remembered; one already there is
+	// remembered again.
+	later := t0.Add(proxyMemory / 2)
+	for i := len(p.answered); i < maxRemembered; i++ {
+		p.answered[fmt.Sprintf("cap-%d", i)] = later.Add(proxyMemory)
+	}
+	p.remember("02:00:00:00:00:03", later)
+	if len(p.answered) != maxRemembered || p.knows("02:00:00:00:00:03", later) {
+		t.Errorf("%d remembered, new client known %v: want the cap %d and the new client not remembered",
+			len(p.answered), p.knows("02:00:00:00:00:03", later), maxRemembered)
+	}
+	p.remember("02:00:00:00:00:01", later)
+	if until := p.answered["02:00:00:00:00:01"]; !until.Equal(later.Add(proxyMemory)) {
+		t.Errorf("a remembered client answered again is remembered until %v, want %v", until, later.Add(proxyMemory))
+	}
+}
