@@ -21,6 +21,7 @@ type metrics struct {
 	leaderReady        prometheus.Gauge
 	proxyAnswered      *prometheus.CounterVec
 	bootServer         *prometheus.CounterVec
+	staleRemoved       prometheus.Counter
 }
 
 // newMetrics registers s's metrics on reg (nil: nowhere), with the pool
@@ -44,6 +45,8 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		leaderReady: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "leader_ready_seconds",
 			Help: "How long this replica's last DHCP leadership took from winning the election to answering: the installed MACs ready, every lease loaded from etcd and the pools built."}),
 	}
+	m.staleRemoved = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "stale_leases_removed_total",
+		Help: "Expired leases a new leader deleted from etcd because no full-mode pool holds their address any more (the pool is in proxy mode now, or gone)."})
 	m.proxyAnswered = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "proxy_answers_total",
 		Help: "proxyDHCP answers sent in proxy pools (boot options, no address), by port (67, 4011) and firmware (pxe, httpboot, ipxe)."}, []string{"port", "firmware"})
 	m.bootServer = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "boot_server_requests_total",
@@ -87,7 +90,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			"Addresses of a pool not held by an unexpired lease (0 on followers).", []string{"pool"}, nil),
 	}
 	m.leaseWriteDuration.WithLabelValues()
-	mayumetrics.MustRegister(reg, m.received, m.answered, m.ignored, m.naks, m.declines, m.optionsDropped, m.leaseWriteDuration, m.leaderReady,
+	mayumetrics.MustRegister(reg, m.received, m.answered, m.ignored, m.naks, m.declines, m.optionsDropped, m.leaseWriteDuration, m.leaderReady, m.staleRemoved,
 		m.proxyAnswered, m.bootServer, pools)
 	return m
 }

@@ -368,22 +368,60 @@ func (s *Server) Lead(ctx context.Context, f election.Fence) {
 		t.pools = append(t.pools, s.leaderPool(pc))
 	}
 	n := 0
+	var stale []netip.Addr
 	for _, l := range leases {
-		// A proxy pool leases nothing: a lease there is left from when
-		// the pool was in full mode, and the site's server owns it now.
-		if p := t.poolOf(l.IP); p != nil && !p.cfg.Proxy() {
+		switch p := t.poolOf(l.IP); {
+		case p != nil && !p.cfg.Proxy():
 			p.load(l)
 			n++
+		case won.After(l.Expiry.Add(staleGrace)):
+			// A proxy pool leases nothing: a lease there is left from
+			// when the pool was in full mode, and the site's server
+			// owns the address now; a lease in no pool is left from a
+			// pool since removed. Nothing renews it, and once expired
+			// nobody holds it: it goes (below), or `mayuctl leases`
+			// would list it for ever.
+			stale = append(stale, l.IP)
 		}
+		// Such a lease not expired yet is only skipped: its client may
+		// still use the address, were the pool put back in full mode.
+		// A later leader deletes it.
 	}
 	s.term.Store(t)
 	ready := time.Since(won)
 	s.metrics.leaderReady.Set(ready.Seconds())
 	s.o.Log.Info("answering DHCP", "replica", s.o.Replica, "term", f.Rev, "leases", n, "server_ip", s.serverIP,
 		"ready_ms", ready.Milliseconds())
+	removed := make(chan struct{})
+	go func() { defer close(removed); s.removeStale(ctx, f, stale) }() // not in the way of the first answer
 	<-ctx.Done()
+	<-removed
 	s.term.CompareAndSwap(t, nil)
 	s.o.Log.Info("stopped answering DHCP", "replica", s.o.Replica, "term", f.Rev)
+}
+
+// staleGrace is how long past its expiry a lease no pool loads is kept:
+// the replicas' clocks need not agree to the second.
+const staleGrace = time.Minute
+
+// removeStale deletes the leases of ips, expired and in no full pool, each
+// under the term's fence: a deposed leader deletes nothing. What it cannot
+// delete (etcd busy, the term over) is left to the next leader.
+func (s *Server) removeStale(ctx context.Context, f election.Fence, ips []netip.Addr) {
+	removed := 0
+	for _, ip := range ips {
+		if err := s.o.Leases.Remove(ctx, f, ip); err != nil {
+			if ctx.Err() == nil {
+				s.o.Log.Warn("cannot delete a lease no pool holds; the next leader tries again", "ip", ip, "err", err)
+			}
+			break
+		}
+		s.metrics.staleRemoved.Inc()
+		removed++
+	}
+	if removed > 0 {
+		s.o.Log.Info("deleted expired leases that no full-mode pool holds (pool in proxy mode, or removed)", "leases", removed)
+	}
 }
 
 // leaderPool is the empty lease table of pool pc, as the leader starts
