@@ -132,7 +132,13 @@ func (s *shapeChecker) number(n *yaml.Node, t reflect.Type, path string) {
 	if err := n.Decode(reflect.New(t).Interface()); err == nil {
 		return
 	}
+	plain := *n
+	plain.Tag, plain.Style = "", 0
 	switch {
+	case n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 && plain.Decode(reflect.New(t).Interface()) == nil &&
+		!(whole && plain.ShortTag() == "!!float"):
+		// "4011": text to yaml, whatever it looks like.
+		s.addf(n, path, "%q is in quotes, which makes it text; write it without them", n.Value)
 	case k == reflect.Bool:
 		s.addf(n, path, "%q is not true or false", n.Value)
 	case whole && n.ShortTag() == "!!int" && k >= reflect.Uint && strings.HasPrefix(n.Value, "-"):
