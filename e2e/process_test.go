@@ -21,6 +21,12 @@ import (
 // DHCP and TFTP off, and returns its path.
 func loopbackConfig(t *testing.T, extra string) string {
 	t.Helper()
+	return loopbackConfigWith(t, func(c *fixture.Config) { c.Name, c.Extra = "proc", extra })
+}
+
+// loopbackConfigWith is loopbackConfig changed by edit.
+func loopbackConfigWith(t *testing.T, edit func(*fixture.Config)) string {
+	t.Helper()
 	dir := t.TempDir()
 	if err := fixture.WriteFiles(dir, fixture.Files{Token: "process-test-token-0123456789"}); err != nil {
 		t.Fatal(err)
@@ -29,7 +35,7 @@ func loopbackConfig(t *testing.T, extra string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Name, c.Extra = "proc", extra
+	edit(&c)
 	path, err := c.Write()
 	if err != nil {
 		t.Fatal(err)
@@ -138,21 +144,11 @@ func TestCheckListsEveryProblem(t *testing.T) {
 	if bins.mayu == "" {
 		t.Skip("needs root (see TestMain)")
 	}
-	dir := t.TempDir()
-	if err := fixture.WriteFiles(dir, fixture.Files{Token: "process-test-token-0123456789"}); err != nil {
-		t.Fatal(err)
-	}
-	c, err := fixture.Loopback(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// A DHCP port (high, and on an interface that does not exist: nothing
 	// could ever answer) so that -check looks at the interface.
-	c.Name, c.Interface, c.Ports.DHCP = "check", "mayu-nosuch0", 16767
-	path, err := c.Write()
-	if err != nil {
-		t.Fatal(err)
-	}
+	path := loopbackConfigWith(t, func(c *fixture.Config) {
+		c.Name, c.Interface, c.Ports.DHCP = "check", "mayu-nosuch0", 16767
+	})
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
@@ -191,19 +187,7 @@ func TestCheckEtcd(t *testing.T) {
 	}
 	etcd := etcdtest.StartServer(t)
 	run := func(endpoint, image string) (string, error) {
-		dir := t.TempDir()
-		if err := fixture.WriteFiles(dir, fixture.Files{Token: "process-test-token-0123456789"}); err != nil {
-			t.Fatal(err)
-		}
-		c, err := fixture.Loopback(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Name, c.Etcd, c.Image = "check", []string{endpoint}, image
-		path, err := c.Write()
-		if err != nil {
-			t.Fatal(err)
-		}
+		path := loopbackConfigWith(t, func(c *fixture.Config) { c.Name, c.Etcd, c.Image = "check", []string{endpoint}, image })
 		out, err := exec.Command(bins.mayu, "-check", "-etcd", "-config", path).CombinedOutput()
 		return string(out), err
 	}

@@ -140,6 +140,12 @@ func waitFor(t *testing.T, cond func() bool) {
 // its pool, and returns what it printed.
 func checkOutput(t *testing.T, poolExtra string) (string, int) {
 	t.Helper()
+	return checkOutputWith(t, func(c *fixture.Config) { c.PoolExtra = poolExtra })
+}
+
+// checkOutputWith is checkOutput on the lab's config changed by edit.
+func checkOutputWith(t *testing.T, edit func(*fixture.Config)) (string, int) {
+	t.Helper()
 	dir := t.TempDir()
 	if err := fixture.WriteFiles(dir, fixture.Files{Token: "check-test-token-0123456789"}); err != nil {
 		t.Fatal(err)
@@ -149,7 +155,8 @@ func checkOutput(t *testing.T, poolExtra string) (string, int) {
 		t.Fatal(err)
 	}
 	// The lab's segment, so that the pool and the advertise address fit.
-	c.Advertise, c.Listen, c.PoolExtra = "10.99.0.1", "", poolExtra
+	c.Advertise, c.Listen = "10.99.0.1", ""
+	edit(&c)
 	path, err := c.Write()
 	if err != nil {
 		t.Fatal(err)
@@ -224,24 +231,10 @@ func TestCheckShowsTheOffers(t *testing.T) {
 // In a proxy pool -check shows the proxy's answers: boot options, no
 // address, no 175.
 func TestCheckShowsTheProxyOffers(t *testing.T) {
-	dir := t.TempDir()
-	if err := fixture.WriteFiles(dir, fixture.Files{Token: "check-test-token-0123456789"}); err != nil {
-		t.Fatal(err)
+	s, code := checkOutputWith(t, func(c *fixture.Config) { c.Proxy = true })
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, s)
 	}
-	c, err := fixture.Loopback(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Advertise, c.Listen, c.Proxy = "10.99.0.1", "", true
-	path, err := c.Write()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	if code := run([]string{"-config", path, "-check"}, &out, &out); code != 0 {
-		t.Fatalf("exit %d:\n%s", code, out.String())
-	}
-	s := out.String()
 	if n := strings.Count(s, "yiaddr 0.0.0.0"); n != 4 {
 		t.Errorf("%d of 4 sample clients offered no address:\n%s", n, s)
 	}
