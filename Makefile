@@ -12,7 +12,7 @@ TESTFLAGS ?= -count=1 -timeout 45m -p 1
 # part of each package's build-cache key, so building `make build` and the
 # tests the same way lets the release test (packaging/) only link, rather
 # than compile every package a second time (minutes on 2 cores).
-export CGO_ENABLED := 0
+export CGO_ENABLED ?= 0
 export GOFLAGS := $(strip $(GOFLAGS) -trimpath)
 
 .PHONY: all build vmlab upstream fleetgen etcd deps test test-short fuzz lint demo flatcar-demo clean bench bench-deps release

@@ -4,12 +4,14 @@ import (
 	"context"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/mayu-boot/mayu/internal/testfakes"
 	"github.com/mayu-boot/mayu/pkg/config"
+	"github.com/mayu-boot/mayu/pkg/lease"
 )
 
 // A packet on port 67 that is not relayed and names a ciaddr other than
@@ -70,5 +72,28 @@ func TestInformChargedToTheBudget(t *testing.T) {
 	}
 	if v := testutil.ToFloat64(s.metrics.ignored.WithLabelValues("new_client_budget")); v != 8 {
 		t.Errorf("new_client_budget counted %v, want 8", v)
+	}
+}
+
+// Older busybox udhcpc rebinds from 0.0.0.0 with its ciaddr set: let
+// through when ciaddr is that MAC's own unexpired lease (the answer goes
+// to the lease's holder), not otherwise.
+func TestRebindFromZeroSourceAllowedForItsOwnLease(t *testing.T) {
+	s, _, _ := fakeServer(t, testfakes.NewLeases(), testfakes.NewInstalled())
+	ip := benchIP(7)
+	s.term.Load().pools[0].load(lease.Lease{IP: ip, MAC: benchMAC(7).String(), Expiry: time.Now().Add(time.Hour)})
+	zero := &net.UDPAddr{IP: net.IPv4zero, Port: dhcpv4.ClientPort}
+	send := func(mac net.HardwareAddr) {
+		req := discover(t, mac, "pxe-bios", dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest))
+		req.ClientIPAddr = ip.AsSlice()
+		s.handle(context.Background(), packet{data: req.ToBytes(), peer: zero})
+	}
+	send(benchMAC(7))
+	if v := testutil.ToFloat64(s.metrics.ignored.WithLabelValues("ciaddr_mismatch")); v != 0 {
+		t.Errorf("the lease's own MAC rebinding from 0.0.0.0 was dropped")
+	}
+	send(benchMAC(8))
+	if v := testutil.ToFloat64(s.metrics.ignored.WithLabelValues("ciaddr_mismatch")); v != 1 {
+		t.Errorf("another MAC naming that lease from 0.0.0.0: ciaddr_mismatch %v, want 1", v)
 	}
 }

@@ -401,8 +401,9 @@ func (s *Server) Lead(ctx context.Context, f election.Fence) {
 }
 
 // staleGrace is how long past its expiry a lease no pool loads is kept:
-// the replicas' clocks need not agree to the second.
-const staleGrace = time.Minute
+// the expiry is the old leader's clock, and the replicas' clocks need not
+// agree; an hour (the default lease time) covers any skew worth having.
+const staleGrace = time.Hour
 
 // removeStale deletes the leases of ips, expired and in no full pool, each
 // under the term's fence: a deposed leader deletes nothing. What it cannot
@@ -511,11 +512,15 @@ func (s *Server) handle(ctx context.Context, p packet) {
 		s.o.Log.Debug("dhcp: giaddr not in cluster.dhcp.relays, ignoring", "giaddr", gi, "from", p.peer)
 		return
 	}
-	if ci, ok := netip.AddrFromSlice(req.ClientIPAddr.To4()); ok && !ci.IsUnspecified() && req.GatewayIPAddr.IsUnspecified() && !fromAddr(p.peer, ci) {
+	if ci, ok := netip.AddrFromSlice(req.ClientIPAddr.To4()); ok && !ci.IsUnspecified() && req.GatewayIPAddr.IsUnspecified() &&
+		!fromAddr(p.peer, ci) && !(fromAddr(p.peer, netip.IPv4Unspecified()) && t.holds(req.ClientHWAddr.String(), ci)) {
 		// An answer to a packet with ciaddr goes to ciaddr (RFC 2131
 		// 4.1). A client that has an address sends from it; a packet
 		// naming another one would aim the answer at a third host
 		// (reflection, and with the pool's options an amplified one).
+		// Older busybox udhcpc rebinds from 0.0.0.0: let that through
+		// when ciaddr is the MAC's own lease, where the answer goes to
+		// the lease's holder anyway.
 		s.metrics.ignored.WithLabelValues("ciaddr_mismatch").Inc()
 		s.o.Log.Debug("dhcp: ciaddr is not the sender's address, ignoring", "ciaddr", ci, "from", p.peer)
 		return
@@ -951,4 +956,15 @@ func fromAddr(peer *net.UDPAddr, a netip.Addr) bool {
 	}
 	from, ok := netip.AddrFromSlice(peer.IP.To4())
 	return ok && from == a
+}
+
+// holds reports whether mac holds an unexpired lease on ip in one of the
+// term's pools.
+func (t *term) holds(mac string, ip netip.Addr) bool {
+	p := t.poolOf(ip)
+	if p == nil {
+		return false
+	}
+	l, ok := p.leaseOf(mac, ip)
+	return ok && time.Now().Before(l.Expiry)
 }

@@ -39,10 +39,10 @@ func TestNewLeaderRemovesStaleLeases(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	put("10.20.0.5", now.Add(-time.Hour))   // proxy pool, expired: goes
+	put("10.20.0.5", now.Add(-2*time.Hour)) // proxy pool, expired: goes
 	put("10.20.0.6", now.Add(time.Hour))    // proxy pool, not expired: stays
-	put("10.30.0.5", now.Add(-time.Hour))   // no pool, expired: goes
-	put("10.30.0.6", now.Add(-time.Second)) // no pool, expired within the grace: stays
+	put("10.30.0.5", now.Add(-2*time.Hour)) // no pool, expired: goes
+	put("10.30.0.6", now.Add(-time.Minute)) // no pool, expired within the grace: stays
 	put("10.99.0.100", now.Add(-time.Hour)) // full pool, expired: stays (the same client gets it back)
 	put("10.99.0.101", now.Add(time.Hour))  // full pool: stays
 	remaining := func() []string {

@@ -41,7 +41,9 @@ func (c *slogCore) Enabled(l zapcore.Level) bool {
 }
 
 func (c *slogCore) level(l zapcore.Level) slog.Level {
-	if l >= zapcore.WarnLevel && c.stopping.Load() {
+	// Never DPanic and above: a real failure while stopping (a WAL or
+	// backend error) must still say why mayu exits.
+	if (l == zapcore.WarnLevel || l == zapcore.ErrorLevel) && c.stopping.Load() {
 		return slog.LevelDebug
 	}
 	return slogLevel(l)

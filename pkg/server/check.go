@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -111,10 +112,20 @@ func Check(cfg *config.Config) (warnings []string, err error) {
 	}
 	// The directories start creates and writes: the embedded etcd's and
 	// the artifact cache.
+	dirs := [][2]string{{"node.artifacts.cache_dir", cfg.Node.Artifacts.CacheDir}}
 	if len(cfg.Node.Etcd.Endpoints) == 0 {
-		add(checkWritableDir("node.data_dir", cfg.Node.DataDir))
+		dirs = append(dirs, [2]string{"node.data_dir", cfg.Node.DataDir})
 	}
-	add(checkWritableDir("node.artifacts.cache_dir", cfg.Node.Artifacts.CacheDir))
+	for _, d := range dirs {
+		switch err := checkWritableDir(d[0], d[1]); {
+		case errors.Is(err, fs.ErrPermission):
+			// The answer holds for who runs -check, which need not be
+			// the user the service runs as (a CI job, a workstation).
+			warnings = append(warnings, fmt.Sprintf("%v (as uid %d; the service's user may differ)", err, os.Geteuid()))
+		default:
+			add(err)
+		}
+	}
 	warnings = append(warnings, exposedPorts(cfg)...)
 	if _, how := peerAddress(cfg.Node); how != "" && len(cfg.Cluster.Artifacts()) > 0 {
 		warnings = append(warnings, "node.artifacts.peer_address is not set: "+how)
