@@ -55,7 +55,7 @@ deps:
 	cd packaging/oci && $(GO) mod download
 
 # FUZZTIME: how long each fuzz target runs in `make test` (0 skips them).
-FUZZTIME ?= 8s
+FUZZTIME ?= 4s
 test: deps build etcd
 	PATH="$(CURDIR)/bin:$$PATH" $(GO) test $(TESTFLAGS) ./...
 	@if [ "$(FUZZTIME)" != 0 ]; then GO=$(GO) FUZZFLAGS=-fuzzminimizetime=1x scripts/fuzz.sh $(FUZZTIME); fi

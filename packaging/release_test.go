@@ -527,8 +527,14 @@ func checkShipped(t *testing.T) string {
 	} else if strings.Contains(string(out), "panic") || !strings.Contains(string(out), "mayu: ") {
 		t.Errorf("mayu -check on the shipped configuration: no clear error:\n%s", out)
 	}
-	if strings.Contains(string(out), "permission denied") {
-		t.Errorf("mayu cannot read its configuration:\n%s", out)
+	// Only errors count: -check warns that /var/lib/mayu cannot be made
+	// by the mayu user (systemd's StateDirectory= makes it before
+	// ExecStartPre runs).
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "permission denied") && !strings.HasPrefix(line, "mayu: warning: ") {
+			t.Errorf("mayu cannot read its configuration:\n%s", out)
+			break
+		}
 	}
 	return string(out)
 }
