@@ -88,6 +88,18 @@ func FuzzProxy(f *testing.F) {
 		}
 	}
 	f.Add(make([]byte, 240))
+	// A proxy request with any opcode but BOOTREQUEST (CI's fuzzing found
+	// the boot-server path answering opcode 255) gets no answer.
+	for _, op := range []dhcpv4.OpcodeType{dhcpv4.OpcodeBootReply, 255} {
+		req, err := dhcpv4.New(append([]dhcpv4.Modifier{dhcpv4.WithHwAddr(net.HardwareAddr{0x52, 0x54, 0, 0, 0, 3}),
+			dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), dhcpv4.WithClientIP(net.IPv4(127, 0, 0, 9)),
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(loopback))}, firmware["bios-pxe"]...)...)
+		if err != nil {
+			f.Fatal(err)
+		}
+		req.OpCode = op
+		f.Add(req.ToBytes())
+	}
 	buf := make([]byte, 4096)
 	check := func(t *testing.T, req, resp *dhcpv4.DHCPv4, port string) {
 		t.Helper()
@@ -99,9 +111,9 @@ func FuzzProxy(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		req, perr := dhcpv4.FromBytes(data)
-		// The boot-server path, from the packet's own ciaddr.
-		if perr == nil && len(req.ClientHWAddr) == 6 && req.ClientIPAddr.To4() != nil {
+		// The boot-server path, from the packet's own ciaddr, past the
+		// same check handleBootServer makes.
+		if req, err := parseRequest(data); err == nil && req.ClientIPAddr.To4() != nil {
 			x := &exchange{ctx: context.Background(), log: s.o.Log, req: req, mac: req.ClientHWAddr.String(), now: time.Now(),
 				peer: &net.UDPAddr{IP: req.ClientIPAddr, Port: BootServerPort}}
 			if resp, _, _ := s.bootServer(x, s.term.Load()); resp != nil {
@@ -118,7 +130,7 @@ func FuzzProxy(f *testing.F) {
 		if err != nil {
 			return
 		}
-		req, perr = dhcpv4.FromBytes(data)
+		req, perr := dhcpv4.FromBytes(data)
 		if perr != nil {
 			t.Fatalf("an answer to a packet that does not parse: %x", data)
 		}

@@ -486,13 +486,29 @@ type exchange struct {
 	now  time.Time
 }
 
+// parseRequest decodes a datagram a client sent: a BOOTREQUEST with an
+// Ethernet MAC. Anything else (a BOOTREPLY, an unknown opcode, another
+// hardware type's address) is refused before any rule looks at it.
+func parseRequest(data []byte) (*dhcpv4.DHCPv4, error) {
+	req, err := dhcpv4.FromBytes(data)
+	switch {
+	case err != nil:
+		return nil, err
+	case req.OpCode != dhcpv4.OpcodeBootRequest:
+		return nil, fmt.Errorf("opcode %s is not a request", req.OpCode)
+	case len(req.ClientHWAddr) != 6:
+		return nil, fmt.Errorf("hardware address of %d bytes, not an Ethernet MAC", len(req.ClientHWAddr))
+	}
+	return req, nil
+}
+
 func (s *Server) handle(ctx context.Context, p packet) {
 	if p.bootServer {
 		s.handleBootServer(ctx, p)
 		return
 	}
-	req, err := dhcpv4.FromBytes(p.data)
-	if err != nil || req.OpCode != dhcpv4.OpcodeBootRequest || len(req.ClientHWAddr) != 6 {
+	req, err := parseRequest(p.data)
+	if err != nil {
 		s.metrics.received.WithLabelValues("malformed").Inc()
 		s.metrics.ignored.WithLabelValues("malformed").Inc()
 		s.o.Log.Debug("dhcp: malformed packet ignored", "from", p.peer, "err", err)
@@ -569,8 +585,8 @@ func (s *Server) handle(ctx context.Context, p packet) {
 // handleBootServer answers a request to the boot-server port (4011), if
 // this replica leads.
 func (s *Server) handleBootServer(ctx context.Context, p packet) {
-	req, err := dhcpv4.FromBytes(p.data)
-	if err != nil || req.OpCode != dhcpv4.OpcodeBootRequest || len(req.ClientHWAddr) != 6 || p.peer == nil {
+	req, err := parseRequest(p.data)
+	if err != nil || p.peer == nil {
 		s.metrics.bootServer.WithLabelValues("malformed").Inc()
 		return
 	}
