@@ -42,6 +42,11 @@
 # answered PXE DISCOVERs per second at under 2.5 % unanswered, by the same
 # rate search. No boot storm for them (an avalanche waits for addresses).
 #
+# DHCP_CPU_RATE=N adds, after each server's rate searches, a fixed-rate
+# run at N exchanges/s and the CPU time each process of the lab spent per
+# completed exchange (the etcd members, each replica, perfdhcp, Kea),
+# with mayu's lease grouping over that run.
+#
 # Usage: bench/dhcp.sh [server...]   (default: all; names: mayu mayu3
 #        dnsmasq kea kea-mt kea-ha mayu-proxy dnsmasq-proxy)
 . "$(dirname "$0")/lib.sh"
@@ -125,6 +130,49 @@ search() {
 		fi
 	done
 	echo "$best"
+}
+
+# cpu_profile TARGET RATE: one perfdhcp run of DHCP_CPU_SECONDS (10) at
+# RATE against the server running now, and the CPU each process of the
+# lab used per completed exchange (ACK received), perfdhcp's own
+# included: where the CPU goes, which the rate alone does not say. For
+# mayu, the leader's lease grouping (mayu_dhcp_lease_transaction_leases)
+# over the same run.
+cpu_profile() {
+	local target=$1 rate=$2 secs=${DHCP_CPU_SECONDS:-10} before after out acks pc h g0 g1
+	h=$(lab_host_of "$target")
+	g0=$(lease_groups "$h")
+	before=$(lab_cpu)
+	out=$(on cli bash -c '"$@" 2>&1; times' _ perfdhcp -4 -l 10.98.0.2 -r "$rate" -R "$clients" -p "$secs" "${pxe[@]}" "$target") || true
+	after=$(lab_cpu)
+	g1=$(lease_groups "$h")
+	acks=$(awk '/Statistics for: REQUEST-ACK/ { s = 1 } /^received packets:/ && s { print $3; exit }' <<<"$out")
+	[ "${acks:-0}" -gt 0 ] || {
+		log "  CPU at -r $rate: no exchange completed"
+		return
+	}
+	log "  CPU at -r $rate for ${secs} s: $acks exchanges ($((acks / secs))/s), µs of CPU per exchange:"
+	# times: the shell's own line, then its children's (perfdhcp).
+	pc=$(tail -1 <<<"$out" | awk '{ for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } } END { print t }')
+	log "    cli perfdhcp $(awk -v t="$pc" -v n="$acks" 'BEGIN { printf "%.0f", t * 1e6 / n }')"
+	while read -r line; do log "    $line"; done < <(cpu_delta "$before" "$after" "$acks")
+	[ -n "$g0" ] && [ -n "$g1" ] && awk -v a="$g0" -v b="$g1" 'BEGIN {
+		split(a, x, " "); split(b, y, " "); n = y[2] - x[2]
+		if (n > 0) printf "    leader: %d lease transactions, %.1f leases each\n", n, (y[1] - x[1]) / n
+	}' >&2
+	return 0
+}
+
+# lab_host_of ADDR: the lab host whose address on the segment ADDR is.
+lab_host_of() {
+	case $1 in 10.99.0.2) echo n1 ;; 10.99.0.3) echo n2 ;; 10.99.0.4) echo n3 ;; esac
+}
+
+# lease_groups HOST: "SUM COUNT" of HOST's mayu_dhcp_lease_transaction_leases
+# (empty where mayu does not export it, or no mayu runs).
+lease_groups() {
+	on "$1" curl -sf --max-time 2 http://127.0.0.1:4082/metrics 2>/dev/null |
+		awk '/^mayu_dhcp_lease_transaction_leases_sum/ { s = $2 } /^mayu_dhcp_lease_transaction_leases_count/ { c = $2 } END { if (c != "") print s, c }' || true
 }
 
 # avalanche TARGET: seconds until 1000 PXE clients all have an address.
@@ -351,6 +399,15 @@ for s in "${servers[@]}"; do
 		rates+=("$(search "$TARGET")")
 		log "  run $run: best ${rates[-1]} exchanges/s"
 	done
+	# DHCP_CPU_RATE=N: where the CPU goes at N exchanges/s (cpu_profile).
+	# DHCP_RUNS=0 DHCP_STORMS=0: that run alone.
+	if [ -n "${DHCP_CPU_RATE:-}" ]; then
+		[ "$runs" = 0 ] && {
+			stop_all
+			"start_${s//-/_}"
+		}
+		[ "$EXCHANGE" = dora ] && cpu_profile "$TARGET" "$DHCP_CPU_RATE"
+	fi
 	storms_of=$storm
 	case $s in *-proxy) storms_of=0 ;; esac # no avalanche without addresses
 	for run in $(seq 1 "$storms_of"); do

@@ -279,6 +279,34 @@ leader_of() {
 	die "no mayu replica leads DHCP"
 }
 
+# lab_cpu: "HOST PID COMM TICKS" for every process in the lab's namespaces,
+# TICKS its user + system CPU time so far (clock ticks, getconf CLK_TCK).
+lab_cpu() {
+	local ns pid st
+	for ns in "${_lab_ns[@]}"; do
+		for pid in $(ip netns pids "$ns" 2>/dev/null); do
+			st=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+			# comm may hold spaces: fields after its closing parenthesis.
+			awk -v host="${ns#"$LAB"-}" -v pid="$pid" '{
+				c = $0; sub(/^[^(]*\(/, "", c); sub(/\).*$/, "", c)
+				r = $0; sub(/^.*\) /, "", r); split(r, f, " ")
+				print host, pid, c, f[12] + f[13]
+			}' <<<"$st"
+		done
+	done
+}
+
+# cpu_delta BEFORE AFTER N: per process (by pid) of the lab_cpu outputs
+# BEFORE and AFTER, "HOST COMM: X µs" of CPU per one of N (exchanges, say).
+cpu_delta() {
+	local hz
+	hz=$(getconf CLK_TCK)
+	awk -v n="$3" -v hz="$hz" '
+		NR == FNR { t[$2] = $4; next }
+		($2 in t) && $4 > t[$2] { printf "%s %s %.0f\n", $1, $3, ($4 - t[$2]) / hz * 1e6 / n }
+	' <(echo "$1") <(echo "$2") | sort
+}
+
 # --- numbers and tables ----------------------------------------------------
 
 # ratio A B: A / B with two decimals, "-" if either is missing or B is 0.

@@ -78,7 +78,11 @@ type Options struct {
 
 	Workers int // concurrent packet handlers; default 64
 	Queue   int // packets waiting for a worker; default 1024
-	Log     *slog.Logger
+	// PendingACKs bounds the REQUESTs whose lease is being made durable
+	// aside from the workers; default 1024. Beyond it a worker waits
+	// itself.
+	PendingACKs int
+	Log         *slog.Logger
 	// Registerer is where the server's metrics go (nil: nowhere).
 	Registerer prometheus.Registerer
 }
@@ -102,6 +106,8 @@ type Server struct {
 	opened  *netProber    // the prober Listen opened, closed by Serve
 	probes  chan struct{} // a slot per decline probe in flight
 	probing sync.WaitGroup
+	acking  chan struct{} // a slot per ACK waiting aside for its lease (aside)
+	acks    sync.WaitGroup
 }
 
 type term struct {
@@ -114,6 +120,9 @@ type packet struct {
 	peer *net.UDPAddr
 	// bootServer: the packet came to the boot-server port (4011).
 	bootServer bool
+	// aside: its ACK may wait for the lease aside from the worker
+	// (Serve's packets); false, handle returns after the ACK (tests).
+	aside bool
 }
 
 // New prepares a server; Serve opens the socket.
@@ -123,6 +132,9 @@ func New(o Options) *Server {
 	}
 	if o.Queue <= 0 {
 		o.Queue = 1024
+	}
+	if o.PendingACKs <= 0 {
+		o.PendingACKs = 1024
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -144,7 +156,7 @@ func New(o Options) *Server {
 		l.DeclineQuarantine = 10 * time.Minute
 	}
 	s := &Server{o: o, budget: newBudget(l.NewClientsPerSecond, l.NewClientsBurst), prober: o.Prober,
-		probes: make(chan struct{}, l.DeclineProbes)}
+		probes: make(chan struct{}, l.DeclineProbes), acking: make(chan struct{}, o.PendingACKs)}
 	if len(l.Relays) > 0 {
 		s.relays = map[netip.Addr]bool{}
 		for _, a := range l.Relays {
@@ -269,6 +281,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			for p := range queue {
+				p.aside = true
 				s.handle(ctx, p)
 			}
 		}()
@@ -306,6 +319,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	readers.Wait()
 	close(queue)
 	wg.Wait()
+	s.acks.Wait()
 	s.probing.Wait()
 	if s.opened != nil {
 		s.opened.Close()
@@ -484,6 +498,8 @@ type exchange struct {
 	mac  string
 	dec  Decision
 	now  time.Time
+	// aside: the wait for the lease may leave the worker (packet.aside).
+	aside bool
 }
 
 // parseRequest decodes a datagram a client sent: a BOOTREQUEST with an
@@ -541,7 +557,7 @@ func (s *Server) handle(ctx context.Context, p packet) {
 		s.o.Log.Debug("dhcp: ciaddr is not the sender's address, ignoring", "ciaddr", ci, "from", p.peer)
 		return
 	}
-	x := &exchange{ctx: ctx, term: t, req: req, peer: p.peer, mac: req.ClientHWAddr.String(), now: time.Now()}
+	x := &exchange{ctx: ctx, term: t, req: req, peer: p.peer, mac: req.ClientHWAddr.String(), now: time.Now(), aside: p.aside}
 	client := Classify(req)
 	installed := s.o.Installed != nil && s.o.Installed.Has(x.mac)
 	x.dec = Decide(client, installed, s.o.Policy)
@@ -728,6 +744,39 @@ func (s *Server) request(x *exchange) {
 	// The hostname (option 12) is the client's text: stored escaped and
 	// bounded, so etcdctl, mayuctl and logs never print its raw bytes.
 	l := lease.Lease{IP: ip, MAC: x.mac, Expiry: x.now.Add(pl.cfg.LeaseTime), Hostname: hostile.Text(x.req.HostName(), lease.MaxHostname), Leader: s.o.Replica}
+	s.aside(x, func() { s.acknowledge(x, l) })
+}
+
+// aside runs write, which waits until a lease is durable, in a goroutine
+// of its own while a slot of Options.PendingACKs is free, so that the
+// worker goes on to the next packet. Were every worker to wait for etcd
+// itself, the workers would bound the leases in flight, and so the groups
+// the store can write in one transaction: under load, etcd would pay a
+// raft entry for every few leases (bench/README.md). With every slot
+// taken the worker waits itself: memory stays bounded, and the packets
+// behind it wait in the queue, as before.
+func (s *Server) aside(x *exchange, write func()) {
+	if x.aside {
+		select {
+		case s.acking <- struct{}{}:
+			s.acks.Add(1)
+			go func() {
+				defer func() {
+					<-s.acking
+					s.acks.Done()
+				}()
+				write()
+			}()
+			return
+		default:
+		}
+	}
+	write()
+}
+
+// acknowledge makes l durable, fenced, and then ACKs it.
+func (s *Server) acknowledge(x *exchange, l lease.Lease) {
+	pl, ip := x.pool, l.IP
 	old, hadOld := pl.leaseOfMAC(x.mac)
 	start := time.Now()
 	err := s.o.Leases.Put(x.ctx, x.term.fence, l)

@@ -54,6 +54,7 @@ type Store struct {
 	timeout time.Duration
 
 	queueWait time.Duration // maxQueueWait if 0 (tests set it)
+	metrics   *metrics
 
 	mu       sync.Mutex
 	warm     *warm    // the followed copy, while Follow runs
@@ -90,7 +91,7 @@ func NewStore(cli *clientv3.Client, keys state.Keys, timeout time.Duration) *Sto
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
-	return &Store{cli: cli, keys: keys, timeout: timeout}
+	return &Store{cli: cli, keys: keys, timeout: timeout, metrics: newMetrics()}
 }
 
 // Load reads every lease, and the keys it had to skip as corrupt; a new
@@ -147,6 +148,7 @@ func (s *Store) Put(ctx context.Context, f election.Fence, l Lease) error {
 	if s.inflight < maxInflight && len(s.queue) == 0 {
 		s.inflight++
 		s.mu.Unlock()
+		s.metrics.group.Observe(1)
 		err := s.fenced(ctx, f, op)
 		s.done()
 		return err
@@ -224,6 +226,7 @@ func (s *Store) startLocked(b *batch) {
 	s.queue = slices.Delete(s.queue, i, i+1)
 	b.timer.Stop()
 	s.inflight++
+	s.metrics.group.Observe(float64(len(b.ops)))
 	go func() {
 		// The batch serves several clients: none of their contexts may
 		// cut it short, only the store's timeout.

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/mayu-boot/mayu/internal/etcdtest"
@@ -95,6 +97,12 @@ func TestStoreGroupsConcurrentLeases(t *testing.T) {
 	t.Logf("%d leases in %d transactions", n, txns)
 	if txns >= n {
 		t.Errorf("%d leases took %d transactions: none were grouped", n, txns)
+	}
+	// mayu_dhcp_lease_transaction_leases saw every transaction and lease.
+	reg := prometheus.NewPedanticRegistry()
+	st.Register(reg)
+	if got := histogramOf(t, reg, "mayu_dhcp_lease_transaction_leases"); got.GetSampleCount() != uint64(txns) || got.GetSampleSum() != n {
+		t.Errorf("lease groups: %d transactions of %v leases in all, want %d of %d", got.GetSampleCount(), got.GetSampleSum(), txns, n)
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -233,4 +241,20 @@ func BenchmarkLeaseWrite(b *testing.B) {
 			})
 		})
 	}
+}
+
+// histogramOf is the histogram name of reg.
+func histogramOf(t *testing.T, reg *prometheus.Registry, name string) *dto.Histogram {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetHistogram()
+		}
+	}
+	t.Fatalf("no %s", name)
+	return nil
 }

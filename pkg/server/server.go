@@ -181,6 +181,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 	// of them reaches all at once.
 	s.background(func() { s.registry.FollowSecret(runCtx, log) })
 	leases := lease.NewStore(s.conn.Client, state.Keys{Prefix: cfg.Node.Etcd.Prefix}, cfg.Node.Etcd.RequestTimeout)
+	leases.Register(s.metrics)
 	trail := audit.New(s.conn.Client, audit.Options{Prefix: cfg.Node.Etcd.Prefix, Replica: cfg.Node.Name,
 		Timeout: cfg.Node.Etcd.RequestTimeout, MaxEntries: cfg.Node.Admin.Audit.MaxEntries, MaxAge: cfg.Node.Admin.Audit.MaxAge,
 		Log: log, Registerer: s.metrics})
