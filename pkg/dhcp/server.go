@@ -79,8 +79,8 @@ type Options struct {
 	Workers int // concurrent packet handlers; default 64
 	Queue   int // packets waiting for a worker; default 1024
 	// PendingACKs bounds the REQUESTs whose lease is being made durable
-	// aside from the workers; default 1024. Beyond it a worker waits
-	// itself.
+	// aside from the workers, once half the workers wait for theirs;
+	// default 1024. Beyond it a worker waits itself.
 	PendingACKs int
 	Log         *slog.Logger
 	// Registerer is where the server's metrics go (nil: nowhere).
@@ -108,6 +108,7 @@ type Server struct {
 	probing sync.WaitGroup
 	acking  chan struct{} // a slot per ACK waiting aside for its lease (aside)
 	acks    sync.WaitGroup
+	waiting atomic.Int32 // workers waiting for a lease themselves (aside)
 }
 
 type term struct {
@@ -747,16 +748,18 @@ func (s *Server) request(x *exchange) {
 	s.aside(x, func() { s.acknowledge(x, l) })
 }
 
-// aside runs write, which waits until a lease is durable, in a goroutine
-// of its own while a slot of Options.PendingACKs is free, so that the
-// worker goes on to the next packet. Were every worker to wait for etcd
-// itself, the workers would bound the leases in flight, and so the groups
-// the store can write in one transaction: under load, etcd would pay a
-// raft entry for every few leases (bench/README.md). With every slot
-// taken the worker waits itself: memory stays bounded, and the packets
-// behind it wait in the queue, as before.
+// aside runs write, which waits until a lease is durable. While fewer
+// than half the workers wait so, the worker waits itself (a goroutine per
+// ACK costs the leader CPU that a light load need not pay). Beyond that,
+// write runs in a goroutine of its own while a slot of
+// Options.PendingACKs is free, and the worker goes on to the next packet:
+// were every worker to wait for etcd, the workers would bound the leases
+// in flight, and so the groups the store can write in one transaction,
+// and the DISCOVERs behind them would wait too. With every slot taken the
+// worker waits itself: memory stays bounded, and the packets behind it
+// wait in the queue, as before.
 func (s *Server) aside(x *exchange, write func()) {
-	if x.aside {
+	if x.aside && int(s.waiting.Load()) >= max(s.o.Workers/2, 1) {
 		select {
 		case s.acking <- struct{}{}:
 			s.acks.Add(1)
@@ -771,6 +774,8 @@ func (s *Server) aside(x *exchange, write func()) {
 		default:
 		}
 	}
+	s.waiting.Add(1)
+	defer s.waiting.Add(-1)
 	write()
 }
 
