@@ -156,6 +156,12 @@ cpu_profile() {
 	pc=$(tail -1 <<<"$out" | awk '{ for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } } END { print t }')
 	log "    cli perfdhcp $(awk -v t="$pc" -v n="$acks" 'BEGIN { printf "%.0f", t * 1e6 / n }')"
 	while read -r line; do log "    $line"; done < <(cpu_delta "$before" "$after" "$acks")
+	# perfdhcp's drops and delays: a server may keep the rate and still
+	# fail the 2.5 % of a search run by the exchanges it has not finished
+	# when the run ends (its latency), not only by the ones it dropped.
+	awk '/Statistics for: DISCOVER-OFFER/ { s = "DISCOVER-OFFER" } /Statistics for: REQUEST-ACK/ { s = "REQUEST-ACK" }
+		s && /^drops:/ { d[s] = $2 } s && /^avg delay:/ { a[s] = $3 } s && /^max delay:/ { m[s] = $3 }
+		END { for (k in d) printf "    %s: %s dropped, delay avg %s ms, max %s ms\n", k, d[k], a[k], m[k] }' <<<"$out" | sort >&2
 	[ -n "$g0" ] && [ -n "$g1" ] && awk -v a="$g0" -v b="$g1" 'BEGIN {
 		split(a, x, " "); split(b, y, " "); n = y[2] - x[2]
 		if (n > 0) printf "    leader: %d lease transactions, %.1f leases each\n", n, (y[1] - x[1]) / n
