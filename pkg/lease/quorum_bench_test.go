@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/mayu-boot/mayu/internal/etcdtest"
@@ -52,4 +53,8 @@ func BenchmarkLeaseWriteQuorum(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "acks/s")
+	var m dto.Metric
+	if err := st.metrics.group.Write(&m); err == nil && m.GetHistogram().GetSampleCount() > 0 {
+		b.ReportMetric(m.GetHistogram().GetSampleSum()/float64(m.GetHistogram().GetSampleCount()), "leases/txn")
+	}
 }
