@@ -452,12 +452,18 @@ for sys in "${systems[@]}"; do
 	SUMMARY[$sys]=$(grep '^summary' "$WORK/$sys.gaps")
 	log "  $(tr '\n' ';' <<<"${SUMMARY[$sys]}")"
 	if [ -s "$ETCD_BACK" ]; then
+		# Each cut beside etcd's own recovery from it: the target is the
+		# gap no more than that plus 0.5 s, in every run.
+		paste -d ' ' <(grep '^event' "$WORK/$sys.gaps") "$EVENTS" |
+			awk 'NR == FNR { back[$1] = $2 / 1000; raft[$1] = $3; next }
+				$3 == "link-cut" && ($6 in back) {
+					printf "  link-cut at %s: gap %.3f s, etcd takes writes after %.3f s (raft leader cut: %s): %+.3f s\n", $2, $5, back[$6], raft[$6], $5 - back[$6] }' "$ETCD_BACK" - >&2
 		ETCD_RECOVERY[$sys]=$(sort -k2,2n "$ETCD_BACK" | awk '{ n++; s[n] = $2 / 1000; if ($3 == "yes") r++ } END {
 			m = (n % 2) ? s[(n + 1) / 2] : (s[n / 2] + s[n / 2 + 1]) / 2
 			printf "etcd takes writes again %.3f s (median) / %.3f s (max) after the cut; the cut host held the raft leader %d of %d times", m, s[n], r, n }')
 		log "  ${ETCD_RECOVERY[$sys]}"
 	fi
-	[ -z "${FAILOVER_KEEP:-}" ] || cp "$PROBE" "$EVENTS" "$WORK/$sys.gaps" "$FAILOVER_KEEP/" 2>/dev/null || true
+	[ -z "${FAILOVER_KEEP:-}" ] || cp "$PROBE" "$EVENTS" "$ETCD_BACK" "$WORK/$sys.gaps" "$FAILOVER_KEEP/" 2>/dev/null || true
 	"${sys}_down"
 done
 
