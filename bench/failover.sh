@@ -129,7 +129,15 @@ mayu_up() {
 	etcd_cluster n1:10.99.0.2 n2:10.99.0.3 n3:10.99.0.4
 	for i in 1 2 3; do
 		mkdir -p "$WORK/mayu/m$i"
-		mayu_files "$WORK/mayu/m$i" 1
+		if [ "$i" = 1 ]; then
+			mayu_files "$WORK/mayu/m$i" 1
+		else
+			# The same files on every replica, as an operator deploys
+			# them: replicas whose files differ do not campaign while a
+			# leader publishes its own (a configuration mismatch), so a
+			# failover would not be the one a real cluster goes through.
+			cp -a "$WORK/mayu/m1/files" "$WORK/mayu/m1/boot" "$WORK/mayu/m$i/"
+		fi
 		MAYU_ELECTION_TTL=$ttl mayu_config "$WORK/mayu/m$i" "r$i" "10.99.0.$((i + 1))" "$ETCD_ENDPOINTS"
 		mayu_replica_start "$i"
 	done
