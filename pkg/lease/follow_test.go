@@ -6,15 +6,18 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"sync"
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/mayu-boot/mayu/internal/etcdtest"
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/election"
 	"github.com/mayu-boot/mayu/pkg/etcd"
+	"github.com/mayu-boot/mayu/pkg/state"
 )
 
 // A store that follows the leases answers Load from its copy, caught up
@@ -214,4 +217,53 @@ func TestCatchUpPastASilentMember(t *testing.T) {
 		t.Errorf("Load returned %s after a member went silent, want under 1.5 s (catchUpTimeout is %s)", took.Round(time.Millisecond), catchUpTimeout)
 	}
 	t.Logf("Load returned %s after a member went silent", took.Round(time.Millisecond))
+}
+
+// Another watch opened on the same client just after the last write (a
+// new leader's watch on its own election key is one) does not hold back
+// the catch-up: etcd answers a progress request on a stream only once
+// every watch on it has reached its start revision, so the followed
+// leases' watch has a stream of its own. Before, Load waited out
+// catchUpTimeout whenever nothing was written after such a watch opened.
+func TestCatchUpBesideAFreshWatch(t *testing.T) {
+	t.Parallel()
+	st, f := storeOn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := st.Put(ctx, f, leaseN(1)); err != nil {
+		t.Fatal(err)
+	}
+	fctx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan struct{})
+	go func() { defer close(done); st.Follow(fctx, slog.New(slog.DiscardHandler)) }()
+	defer func() { stop(); <-done }()
+	waitFor(t, 10*time.Second, "the copy loaded", func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.warm != nil && st.warm.loaded
+	})
+	// A write elsewhere (the copy has not seen its revision), then a
+	// watch that starts after it, as keyGone's does.
+	if _, err := st.cli.Put(ctx, prefix+"elsewhere", "x"); err != nil {
+		t.Fatal(err)
+	}
+	seen := make(chan struct{})
+	var once sync.Once
+	go state.Follower{Key: prefix + "election/t",
+		Load:     func([]*mvccpb.KeyValue) {},
+		Change:   func(*clientv3.Event) {},
+		Progress: func(int64) { once.Do(func() { close(seen) }) },
+	}.Run(fctx, st.cli)
+	<-seen
+	time.Sleep(100 * time.Millisecond) // its watch opened
+	start := time.Now()
+	got, _, err := st.Load(ctx)
+	took := time.Since(start)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("Load: %v, %v", got, err)
+	}
+	if took > catchUpTimeout/2 {
+		t.Errorf("Load took %s: the copy's catch-up was held back by another watch (catchUpTimeout %s)", took.Round(time.Millisecond), catchUpTimeout)
+	}
 }
