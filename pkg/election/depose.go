@@ -486,13 +486,15 @@ func (v *verdictLease) publish(ctx context.Context, e *Election, l leaderKey, ur
 	if !v.ready(ctx, e) {
 		return 0, false
 	}
-	ctx, cancel := context.WithTimeout(ctx, etcdStep)
-	defer cancel()
 	data, _ := json.Marshal(suspicion{Replica: e.name, Term: l.rev, Since: time.Now().UTC(), Probe: url})
 	key := e.keys.Suspect(l.rev, e.name)
-	resp, err := e.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).
-		Then(clientv3.OpPut(key, string(data), clientv3.WithLease(v.lease)),
-			clientv3.OpGet(e.keys.Suspects(l.rev), clientv3.WithPrefix(), clientv3.WithCountOnly())).Commit()
+	var resp *clientv3.TxnResponse
+	err := twice(ctx, etcdStep, func(ctx context.Context) (err error) {
+		resp, err = e.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).
+			Then(clientv3.OpPut(key, string(data), clientv3.WithLease(v.lease)),
+				clientv3.OpGet(e.keys.Suspects(l.rev), clientv3.WithPrefix(), clientv3.WithCountOnly())).Commit()
+		return err
+	})
 	if err != nil || !resp.Succeeded {
 		e.log.Debug("deposition: publishing the verdict failed, trying again", "err", err)
 		return 0, false
@@ -565,24 +567,48 @@ func (v *verdictLease) close(ctx context.Context, e *Election) {
 // next step (etcd's client sends each call to the next member).
 const etcdStep = 500 * time.Millisecond
 
+// twice calls f within total: first for half of it, then, if that failed
+// (a member that was cut off with the leader's host takes a call and
+// never answers it, until the client leaves it out), once more with the
+// rest, which etcd's client's round robin sends to the next member. Only
+// for calls that may be repeated: conditional writes of one term.
+func twice(ctx context.Context, total time.Duration, f func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, total)
+	defer cancel()
+	first, cancelFirst := context.WithTimeout(ctx, total/2)
+	err := f(first)
+	cancelFirst()
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
+	return f(ctx)
+}
+
 // deposeTerm ends l's term: its election key goes in a transaction
 // conditioned on its create revision (so only that term ends, never the
 // next), then its session lease is revoked, so that the keys it holds go
 // and a leader that thaws finds its session over too.
 func (e *Election) deposeTerm(ctx context.Context, l leaderKey, reason string, inARow, verdicts, voters int) {
-	ctx, cancel := context.WithTimeout(ctx, 2*etcdStep)
-	defer cancel()
-	resp, err := e.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).
-		Then(clientv3.OpDelete(l.key), clientv3.OpDelete(e.keys.Suspects(l.rev), clientv3.WithPrefix())).Commit()
+	var resp *clientv3.TxnResponse
+	err := twice(ctx, 2*etcdStep, func(ctx context.Context) (err error) {
+		resp, err = e.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).
+			Then(clientv3.OpDelete(l.key), clientv3.OpDelete(e.keys.Suspects(l.rev), clientv3.WithPrefix())).Commit()
+		return err
+	})
 	if err != nil {
 		e.log.Warn("deposition failed", "leader", hostile.Clip(l.name, 64), "term", l.rev, "err", err)
 		return
 	}
 	if !resp.Succeeded {
-		return // the term is already over (another follower deposed it)
+		// The term is already over: another follower deposed it (or,
+		// rarely, this one did in a first attempt whose answer was lost;
+		// its key is gone all the same, and its lease runs out).
+		return
 	}
 	if l.lease != 0 {
-		e.cli.Revoke(ctx, l.lease)
+		rctx, cancel := context.WithTimeout(ctx, etcdStep)
+		e.cli.Revoke(rctx, l.lease)
+		cancel()
 	}
 	e.metrics.depositions.WithLabelValues(reason).Inc()
 	e.log.Warn("DEPOSED the DHCP leader", "deposed", hostile.Clip(l.name, 64), "by", e.name, "term", l.rev, "reason", reason,

@@ -160,3 +160,29 @@ func fullListener(t *testing.T) string {
 	t.Fatal("the accept queue never filled")
 	return ""
 }
+
+// A deposition's write that a silent etcd member swallowed is sent again
+// within its bound rather than failing at it: the first attempt gets half.
+func TestTwiceRetriesAStuckCall(t *testing.T) {
+	calls := 0
+	start := time.Now()
+	err := twice(context.Background(), 400*time.Millisecond, func(ctx context.Context) error {
+		calls++
+		if calls == 1 {
+			<-ctx.Done() // a member that never answers
+			return ctx.Err()
+		}
+		return nil
+	})
+	if err != nil || calls != 2 {
+		t.Fatalf("err %v after %d calls, want the second to succeed", err, calls)
+	}
+	if d := time.Since(start); d < 150*time.Millisecond || d > 350*time.Millisecond {
+		t.Errorf("took %s, want the first attempt cut at 200ms", d)
+	}
+	calls = 0
+	twice(context.Background(), 400*time.Millisecond, func(ctx context.Context) error { calls++; return nil })
+	if calls != 1 {
+		t.Errorf("%d calls for one that succeeded at once", calls)
+	}
+}
