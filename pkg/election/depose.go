@@ -567,15 +567,21 @@ func (v *verdictLease) close(ctx context.Context, e *Election) {
 // next step (etcd's client sends each call to the next member).
 const etcdStep = 500 * time.Millisecond
 
-// twice calls f within total: first for half of it, then, if that failed
-// (a member that was cut off with the leader's host takes a call and
-// never answers it, until the client leaves it out), once more with the
-// rest, which etcd's client's round robin sends to the next member. Only
-// for calls that may be repeated: conditional writes of one term.
+// firstTry is how long the first attempt of a deposition's write waits
+// for an answer before twice sends it again: a small write takes a few
+// ms, tens on a loaded host.
+const firstTry = 150 * time.Millisecond
+
+// twice calls f within total: first for firstTry (at most half of
+// total), then, if that failed (a member that was cut off with the
+// leader's host takes a call and never answers it, until the client
+// leaves it out), once more with the rest, which etcd's client's round
+// robin sends to the next member. Only for calls that may be repeated:
+// conditional writes of one term.
 func twice(ctx context.Context, total time.Duration, f func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, total)
 	defer cancel()
-	first, cancelFirst := context.WithTimeout(ctx, total/2)
+	first, cancelFirst := context.WithTimeout(ctx, min(firstTry, total/2))
 	err := f(first)
 	cancelFirst()
 	if err == nil || ctx.Err() != nil {
