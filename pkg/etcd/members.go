@@ -39,7 +39,7 @@ import (
 // answers (a watch resumes from its next revision, the keepalives restart
 // after half a second).
 //
-// A member is left out about 0.45 s after it went silent: a serializable
+// A member is left out about 0.35 s after it went silent: a serializable
 // read of one key answers within a few ms, tens on a loaded host, and two
 // misses in a row are asked for, so that one slow answer moves nothing.
 // Sooner matters: until then a third of the calls of a failover (a
@@ -47,7 +47,7 @@ import (
 // to the silent member and wait.
 const (
 	memberCheck   = 100 * time.Millisecond
-	memberTimeout = 200 * time.Millisecond
+	memberTimeout = 150 * time.Millisecond
 	memberMisses  = 2
 )
 
