@@ -31,6 +31,12 @@ import (
 //     of the announced replicas (the leader counted) hold that verdict, the
 //     leader is deposed. One follower cut off from the leader alone cannot
 //     depose it; the minority side of a partition cannot reach etcd at all.
+//   - Unreachable: a probe whose TCP handshake does not complete within
+//     half the probe timeout found no kernel at the leader's address (a
+//     frozen or slow process still has its kernel complete handshakes):
+//     the leader's host is cut off or down. unreachableAfter such probes in
+//     a row are a verdict as SuspectAfter timeouts are, sooner, and the
+//     same majority deposes.
 //   - A follower never deposes a leader it has not seen answer in the
 //     term: a probe address that cannot work (a firewall, a wrong address)
 //     costs the fast failover, never a deposition of every new leader.
@@ -54,6 +60,15 @@ type Deposition struct {
 // restarting listener alone deposes no one.
 const refusedAfter = 2
 
+// unreachableAfter is how many probes in a row that found no kernel at the
+// leader's address make a verdict: one more than one, so that a single
+// lost handshake packet suspects no one. With the defaults (a probe every
+// 100 ms, handshakes bounded to 125 ms) a cut-off leader is suspected
+// about 0.35 s after its link went, where three timed-out probes take
+// 0.85 s: a link cut is then bounded by etcd's own recovery, not by the
+// probes.
+const unreachableAfter = 2
+
 // Outcome is what one probe of the leader saw.
 type Outcome int
 
@@ -66,10 +81,14 @@ const (
 	// that moved to a follower). It proves nothing about the leader, so it
 	// counts towards no deposition.
 	Stranger
+	// Unreachable is a probe whose TCP handshake did not complete in time:
+	// no kernel answers at the address (its host's link cut, the host
+	// down). It counts as a timeout too.
+	Unreachable
 )
 
 func (o Outcome) String() string {
-	return [...]string{"answered", "refused", "timeout", "stranger"}[o]
+	return [...]string{"answered", "refused", "timeout", "stranger", "unreachable"}[o]
 }
 
 // verdict is what a follower concludes after a probe.
@@ -87,28 +106,34 @@ type judge struct {
 	suspectAfter int
 	seen         bool // the leader answered at least once this term
 	refused      int  // in a row
-	timedOut     int  // in a row
+	timedOut     int  // in a row, unreachable ones included
+	unreachable  int  // in a row
 }
 
 func (j *judge) observe(o Outcome) verdict {
 	switch o {
 	case Answered:
-		j.seen, j.refused, j.timedOut = true, 0, 0
+		j.seen, j.refused, j.timedOut, j.unreachable = true, 0, 0, 0
 		return answering
 	case Refused:
 		j.refused++
-		j.timedOut = 0
+		j.timedOut, j.unreachable = 0, 0
 		if j.seen && j.refused >= refusedAfter {
 			return deposeAlone
 		}
-	case TimedOut:
+	case TimedOut, Unreachable:
 		j.timedOut++
 		j.refused = 0
-		if j.seen && j.timedOut >= j.suspectAfter {
+		if o == Unreachable {
+			j.unreachable++
+		} else {
+			j.unreachable = 0
+		}
+		if j.seen && (j.timedOut >= j.suspectAfter || j.unreachable >= unreachableAfter) {
 			return suspect
 		}
 	case Stranger:
-		j.refused, j.timedOut = 0, 0
+		j.refused, j.timedOut, j.unreachable = 0, 0, 0
 	}
 	return wait
 }
@@ -117,7 +142,9 @@ func (j *judge) observe(o Outcome) verdict {
 // the term (the leader's /leader, 200 or 503 while it loads its leases)
 // is alive. A frozen process's kernel still completes TCP handshakes on
 // its listening socket, so only an HTTP answer, which needs the process
-// to run, counts.
+// to run, counts. client's transport should dial each probe afresh
+// (probeTransport), so that a handshake that does not complete tells a
+// host cut off (Unreachable) from a process that does not answer.
 func httpProbe(client *http.Client) func(ctx context.Context, url string, term int64) Outcome {
 	return func(ctx context.Context, url string, term int64) Outcome {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -126,8 +153,11 @@ func httpProbe(client *http.Client) func(ctx context.Context, url string, term i
 		}
 		resp, err := client.Do(req)
 		if err != nil {
-			if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) {
+			switch {
+			case errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET):
 				return Refused
+			case errors.Is(err, errUnreachable):
+				return Unreachable
 			}
 			return TimedOut
 		}
@@ -142,16 +172,32 @@ func httpProbe(client *http.Client) func(ctx context.Context, url string, term i
 	}
 }
 
+// errUnreachable marks a probe whose TCP handshake did not complete in
+// time.
+var errUnreachable = errors.New("no TCP handshake: the leader's host is unreachable")
+
+// probeTransport dials every probe afresh, the handshake bounded to
+// handshake: a connection kept from the last probe would hide whether the
+// leader's kernel still answers (a request on it just times out).
+func probeTransport(handshake time.Duration) *http.Transport {
+	return &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{Timeout: handshake}).DialContext(ctx, network, addr)
+			var ne net.Error
+			if err != nil && ctx.Err() == nil && errors.As(err, &ne) && ne.Timeout() {
+				return nil, fmt.Errorf("%w: %w", errUnreachable, err)
+			}
+			return c, err
+		},
+		DisableKeepAlives: true,
+	}
+}
+
 // SetDeposition makes the replica watch the leader while it follows (call
 // before Watch).
 func (e *Election) SetDeposition(d Deposition) {
 	if d.Probe == nil {
-		tr := &http.Transport{
-			DialContext:         (&net.Dialer{Timeout: d.Timeout}).DialContext,
-			MaxIdleConnsPerHost: 1,
-			IdleConnTimeout:     time.Minute,
-		}
-		d.Probe = httpProbe(&http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error {
+		d.Probe = httpProbe(&http.Client{Transport: probeTransport(d.Timeout / 2), CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		}})
 	}
@@ -440,13 +486,15 @@ func (v *verdictLease) publish(ctx context.Context, e *Election, l leaderKey, ur
 	if !v.ready(ctx, e) {
 		return 0, false
 	}
-	ctx, cancel := context.WithTimeout(ctx, etcdStep)
-	defer cancel()
 	data, _ := json.Marshal(suspicion{Replica: e.name, Term: l.rev, Since: time.Now().UTC(), Probe: url})
 	key := e.keys.Suspect(l.rev, e.name)
-	resp, err := e.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).
-		Then(clientv3.OpPut(key, string(data), clientv3.WithLease(v.lease)),
-			clientv3.OpGet(e.keys.Suspects(l.rev), clientv3.WithPrefix(), clientv3.WithCountOnly())).Commit()
+	var resp *clientv3.TxnResponse
+	err := twice(ctx, etcdStep, func(ctx context.Context) (err error) {
+		resp, err = e.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).
+			Then(clientv3.OpPut(key, string(data), clientv3.WithLease(v.lease)),
+				clientv3.OpGet(e.keys.Suspects(l.rev), clientv3.WithPrefix(), clientv3.WithCountOnly())).Commit()
+		return err
+	})
 	if err != nil || !resp.Succeeded {
 		e.log.Debug("deposition: publishing the verdict failed, trying again", "err", err)
 		return 0, false
@@ -519,10 +567,39 @@ func (v *verdictLease) close(ctx context.Context, e *Election) {
 // next step (etcd's client sends each call to the next member).
 const etcdStep = 500 * time.Millisecond
 
+// firstTry is how long the first attempt of a verdict's write waits
+// for an answer before twice sends it again: a small write takes a few
+// ms, tens on a loaded host.
+const firstTry = 150 * time.Millisecond
+
+// twice calls f within total: first for firstTry (at most half of
+// total), then, if that failed (a member that was cut off with the
+// leader's host takes a call and never answers it, until the client
+// leaves it out), once more with the rest, which etcd's client's round
+// robin sends to the next member. Only for calls whose repetition changes
+// nothing, not even what the caller learns: publishing a verdict.
+func twice(ctx context.Context, total time.Duration, f func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, total)
+	defer cancel()
+	first, cancelFirst := context.WithTimeout(ctx, min(firstTry, total/2))
+	err := f(first)
+	cancelFirst()
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
+	return f(ctx)
+}
+
 // deposeTerm ends l's term: its election key goes in a transaction
 // conditioned on its create revision (so only that term ends, never the
 // next), then its session lease is revoked, so that the keys it holds go
 // and a leader that thaws finds its session over too.
+//
+// It is one attempt, not twice: a first attempt that a member took late (a
+// frozen one thawed) would succeed unseen, and the second, finding the
+// term over, could not tell that this follower deposed it (no log, no
+// count). A silent member is left out of the client within ~0.35 s, its
+// call failing then, and the next step deposes again.
 func (e *Election) deposeTerm(ctx context.Context, l leaderKey, reason string, inARow, verdicts, voters int) {
 	ctx, cancel := context.WithTimeout(ctx, 2*etcdStep)
 	defer cancel()

@@ -6,13 +6,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"syscall"
 	"testing"
 	"time"
 )
 
 // The verdicts a follower reaches from its probes of one term.
 func TestJudge(t *testing.T) {
-	A, R, T, S := Answered, Refused, TimedOut, Stranger
+	A, R, T, S, U := Answered, Refused, TimedOut, Stranger, Unreachable
 	for _, c := range []struct {
 		name     string
 		outcomes []Outcome
@@ -35,6 +36,14 @@ func TestJudge(t *testing.T) {
 		{"strangers only", []Outcome{A, S, S, S, S, S}, wait},
 		{"a stranger breaks a run of refusals", []Outcome{A, R, S, R}, wait},
 		{"a stranger breaks a run of timeouts", []Outcome{A, T, T, S, T}, wait},
+		// No handshake: the host is cut off, suspected after two.
+		{"unreachable twice: suspected", []Outcome{A, U, U}, suspect},
+		{"unreachable once: a lost packet, not yet", []Outcome{A, U}, wait},
+		{"never seen answering: unreachable never suspected", []Outcome{U, U, U, U}, wait},
+		{"unreachable, answered, unreachable: no run", []Outcome{A, U, A, U}, wait},
+		{"a timeout then unreachable: counts as timeouts, not yet", []Outcome{A, T, U}, wait},
+		{"timeouts and unreachable make three timeouts", []Outcome{A, U, T, U}, suspect},
+		{"a stranger breaks a run of unreachable", []Outcome{A, U, S, U}, wait},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			j := judge{suspectAfter: 3}
@@ -54,7 +63,7 @@ func TestJudge(t *testing.T) {
 // process that answers without the term is a stranger (proves nothing); a socket
 // the kernel accepts but no process serves (frozen) times out.
 func TestHTTPProbe(t *testing.T) {
-	probe := httpProbe(&http.Client{Transport: &http.Transport{}})
+	probe := httpProbe(&http.Client{Transport: probeTransport(150 * time.Millisecond)})
 	at := func(url string, term int64) Outcome {
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel()
@@ -102,5 +111,78 @@ func TestHTTPProbe(t *testing.T) {
 	}
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("the probe took %s, past its 300ms deadline", d)
+	}
+
+	// Unreachable: no handshake at all, as from a host whose link was
+	// cut. A listening socket whose accept queue is full drops SYNs.
+	full := fullListener(t)
+	start = time.Now()
+	if o := at("http://"+full+"/leader", 42); o != Unreachable {
+		t.Errorf("no handshake: %v, want unreachable", o)
+	}
+	if d := time.Since(start); d > 250*time.Millisecond {
+		t.Errorf("the probe took %s: the handshake is bounded to 150ms", d)
+	}
+	// A probe after one that answered still dials afresh: a connection
+	// kept from it would hide the host going away.
+	if o := at(leader.URL+"/leader", 42); o != Answered {
+		t.Fatalf("leader of term 42: %v", o)
+	}
+}
+
+// fullListener is a listening socket (backlog 0) whose accept queue is
+// full: Linux drops further SYNs, as a host cut off answers none.
+func fullListener(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	for range 10 {
+		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+		if err != nil {
+			return addr // the queue is full: SYNs go unanswered
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Fatal("the accept queue never filled")
+	return ""
+}
+
+// A deposition's write that a silent etcd member swallowed is sent again
+// within its bound rather than failing at it: the first attempt gets half.
+func TestTwiceRetriesAStuckCall(t *testing.T) {
+	calls := 0
+	start := time.Now()
+	err := twice(context.Background(), 400*time.Millisecond, func(ctx context.Context) error {
+		calls++
+		if calls == 1 {
+			<-ctx.Done() // a member that never answers
+			return ctx.Err()
+		}
+		return nil
+	})
+	if err != nil || calls != 2 {
+		t.Fatalf("err %v after %d calls, want the second to succeed", err, calls)
+	}
+	if d := time.Since(start); d < firstTry || d > firstTry+150*time.Millisecond {
+		t.Errorf("took %s, want the first attempt cut at %s", d, firstTry)
+	}
+	calls = 0
+	twice(context.Background(), 400*time.Millisecond, func(ctx context.Context) error { calls++; return nil })
+	if calls != 1 {
+		t.Errorf("%d calls for one that succeeded at once", calls)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"path/filepath"
 	"sync/atomic"
@@ -71,6 +72,13 @@ func Open(ctx context.Context, node config.Node, log *slog.Logger, reg prometheu
 		DialKeepAliveTimeout: 2 * time.Second,
 		DialOptions:          []grpc.DialOption{grpc.WithChainUnaryInterceptor(interceptor(reg))},
 	}
+	var conns *dialed
+	if len(endpoints) > 1 {
+		// followMembers closes the connections of a member that went
+		// silent: it needs to know them.
+		conns = &dialed{conns: map[string][]net.Conn{}}
+		ccfg.DialOptions = append(ccfg.DialOptions, grpc.WithContextDialer(conns.dial))
+	}
 	cli, err := clientv3.New(ccfg)
 	if err != nil {
 		// With a user, New authenticates: a wrong password or a refused
@@ -106,7 +114,7 @@ func Open(ctx context.Context, node config.Node, log *slog.Logger, reg prometheu
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			followMembers(fctx, cli, ccfg, endpoints, node.Etcd.Prefix+"health-probe", log)
+			followMembers(fctx, cli, ccfg, endpoints, conns, node.Etcd.Prefix+"health-probe", log)
 		}()
 		c.stopMembers = func() { stop(); <-done }
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
+	"net/url"
 	"slices"
 	"sync"
 	"time"
@@ -23,15 +25,82 @@ import (
 // put back as soon as it answers. The client always keeps at least one
 // endpoint, and a member that refuses (its process gone) is left to gRPC,
 // which notices that at once.
+//
+// Taking a member out of the endpoints is not enough for the streams
+// already open on it: gRPC closes a removed member's connection only once
+// its last stream ends (GracefulClose), and a stream to a silent member
+// never ends. On it sit the calls a failover needs most: the session's
+// lease keepalives (the session ends TTL after its last answer), the
+// campaign's watch for its predecessor's deletion (the new leader does
+// not learn it won), and the followed leases' watch (the new leader's
+// catch-up waits for a progress notice that never comes). So the
+// connections to a member taken out are closed as well: every stream on
+// it fails at once, and etcd's client opens it again on a member that
+// answers (a watch resumes from its next revision, the keepalives restart
+// after half a second).
+//
+// A member is left out about 0.35 s after it went silent: a serializable
+// read of one key answers within a few ms, tens on a loaded host, and two
+// misses in a row are asked for, so that one slow answer moves nothing.
+// Sooner matters: until then a third of the calls of a failover (a
+// follower's verdict, the deposition, the new leader's first writes) go
+// to the silent member and wait.
 const (
-	memberCheck   = 200 * time.Millisecond
-	memberTimeout = 300 * time.Millisecond
+	memberCheck   = 100 * time.Millisecond
+	memberTimeout = 150 * time.Millisecond
 	memberMisses  = 2
 )
 
+// dialed remembers the connections the client dialed, by address, so that
+// those of a silent member can be closed. It hands gRPC the *net.TCPConn
+// itself (gRPC sets TCP_USER_TIMEOUT only on one) and keeps the last few
+// per address: gRPC holds one connection per member at a time, and
+// closing one that gRPC already closed does nothing.
+type dialed struct {
+	mu    sync.Mutex
+	conns map[string][]net.Conn
+}
+
+// keptPerAddress bounds what dialed remembers of one member.
+const keptPerAddress = 4
+
+func (d *dialed) dial(ctx context.Context, addr string) (net.Conn, error) {
+	// The net.Dialer's defaults, as gRPC's own dialer (TCP keepalives on).
+	c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	kept := d.conns[addr]
+	if len(kept) >= keptPerAddress {
+		kept = slices.Delete(kept, 0, len(kept)-keptPerAddress+1)
+	}
+	d.conns[addr] = append(kept, c)
+	return c, nil
+}
+
+// cut closes every connection to the member at endpoint ep (an http:// or
+// https:// URL: gRPC dials its host:port).
+func (d *dialed) cut(ep string) {
+	u, err := url.Parse(ep)
+	if d == nil || err != nil {
+		return
+	}
+	addr := u.Host
+	d.mu.Lock()
+	conns := d.conns[addr]
+	delete(d.conns, addr)
+	d.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
 // followMembers runs until ctx ends; cfg is the client's configuration,
-// endpoints its members.
-func followMembers(ctx context.Context, cli *clientv3.Client, cfg clientv3.Config, endpoints []string, probeKey string, log *slog.Logger) {
+// endpoints its members, conns what the client dialed (nil: nothing to
+// close).
+func followMembers(ctx context.Context, cli *clientv3.Client, cfg clientv3.Config, endpoints []string, conns *dialed, probeKey string, log *slog.Logger) {
 	type member struct {
 		cli    *clientv3.Client
 		misses int
@@ -106,5 +175,14 @@ func followMembers(ctx context.Context, cli *clientv3.Client, cfg clientv3.Confi
 			in = slices.Clone(endpoints) // none answers: keep them all
 		}
 		cli.SetEndpoints(in...)
+		if len(in) < len(endpoints) {
+			// Out of the endpoints first, so that gRPC does not dial it
+			// again, then its streams moved (see above).
+			for i, m := range members {
+				if m.out {
+					conns.cut(endpoints[i])
+				}
+			}
+		}
 	}
 }

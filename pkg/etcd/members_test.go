@@ -2,8 +2,11 @@ package etcd_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/mayu-boot/mayu/internal/etcdtest"
 	"github.com/mayu-boot/mayu/pkg/config"
@@ -65,4 +68,124 @@ func TestSilentMemberLeftOut(t *testing.T) {
 	if got := cli.Endpoints(); len(got) != 3 {
 		t.Errorf("endpoints %v after the member answered again, want all three", got)
 	}
+}
+
+// The streams already open on a member that goes silent move to one that
+// answers: a watch (with and without WithRequireLeader, as the followers
+// and the campaign open theirs) sees the next change, and a session's
+// lease keepalives go on, well before gRPC's keepalive would notice (10
+// s) and before the session's TTL runs out. Taking the member out of the
+// endpoints alone leaves them hanging on it (gRPC's GracefulClose waits
+// for them to end).
+func TestStreamsLeaveSilentMember(t *testing.T) {
+	c := etcdtest.StartCluster(t, etcdtest.ClusterOptions{})
+	conn, err := open(t, node(config.Etcd{Endpoints: c.Endpoints}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cli := conn.Client
+	silent := nonLeader(t, cli, c.Endpoints)
+	others, err := clientv3.New(clientv3.Config{Endpoints: slices.Delete(slices.Clone(c.Endpoints), silent, silent+1), DialTimeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer others.Close()
+
+	// Every stream opened on the member about to go silent: only its
+	// endpoint is in the client while they open.
+	cli.SetEndpoints(c.Endpoints[silent])
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	watches := map[string]clientv3.WatchChan{
+		"watch":                  cli.Watch(ctx, "/mayu/streams-test"),
+		"watch (require leader)": cli.Watch(clientv3.WithRequireLeader(ctx), "/mayu/streams-test"),
+	}
+	grant, err := cli.Grant(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alive, err := cli.KeepAlive(ctx, grant.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, "/mayu/streams-test", "before"); err != nil {
+		t.Fatal(err)
+	}
+	for name, ch := range watches {
+		select {
+		case <-ch:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: no event with every member up", name)
+		}
+	}
+	select {
+	case <-alive:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no keepalive answer with every member up")
+	}
+	cli.SetEndpoints(c.Endpoints...)
+
+	c.Freeze(silent)
+	defer c.Thaw(silent)
+	frozen := time.Now()
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer wcancel()
+	if _, err := others.Put(wctx, "/mayu/streams-test", "after"); err != nil {
+		t.Fatal(err)
+	}
+	const bound = 1500 * time.Millisecond
+	for name, ch := range watches {
+		select {
+		case resp := <-ch:
+			if err := resp.Err(); err != nil {
+				t.Errorf("%s: %v", name, err)
+			} else if d := time.Since(frozen); d > bound {
+				t.Errorf("%s: the change came %s after the member went silent, want under %s", name, d.Round(time.Millisecond), bound)
+			} else {
+				t.Logf("%s: the change came %s after the member went silent", name, d.Round(time.Millisecond))
+			}
+		case <-time.After(bound - time.Since(frozen)):
+			t.Errorf("%s: no change %s after a member went silent: the watch still hangs on it", name, bound)
+		}
+	}
+	// The lease's keepalives go on past its TTL: its session would end
+	// when the client stops hearing them.
+	heard := time.Time{}
+	for until := time.After(4 * time.Second); ; {
+		select {
+		case resp, ok := <-alive:
+			if !ok {
+				t.Fatalf("the lease's keepalives stopped %s after a member went silent (TTL 3 s; answers heard since: %v)",
+					time.Since(frozen).Round(time.Millisecond), !heard.IsZero())
+			}
+			if resp != nil {
+				heard = time.Now()
+			}
+			continue
+		case <-until:
+		}
+		break
+	}
+	if heard.IsZero() {
+		t.Fatal("no keepalive answer in the 4 s after a member went silent")
+	}
+}
+
+// nonLeader is the index of a member that does not lead raft.
+func nonLeader(t *testing.T, cli *clientv3.Client, endpoints []string) int {
+	t.Helper()
+	for i, ep := range endpoints {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		st, err := cli.Status(ctx, ep)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Leader != st.Header.MemberId {
+			return i
+		}
+	}
+	t.Fatal("every member leads")
+	return -1
 }

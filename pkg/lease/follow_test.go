@@ -4,9 +4,20 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sort"
+	"sync"
 	"testing"
 	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/mayu-boot/mayu/internal/etcdtest"
+	"github.com/mayu-boot/mayu/pkg/config"
+	"github.com/mayu-boot/mayu/pkg/election"
+	"github.com/mayu-boot/mayu/pkg/etcd"
+	"github.com/mayu-boot/mayu/pkg/state"
 )
 
 // A store that follows the leases answers Load from its copy, caught up
@@ -121,5 +132,138 @@ func TestLoadDistrustsACopyMissingALease(t *testing.T) {
 	got, _, err := st.Load(ctx)
 	if err != nil || len(got) != 2 {
 		t.Fatalf("Load gave %v, %v: want both leases, read from etcd", got, err)
+	}
+}
+
+// A new leader's catch-up does not wait on an etcd member that went
+// silent (its host's link cut: a frozen member stands in for it) while
+// the followed copy's watch was open on it: the watch moves to a member
+// that answers (the replica's etcd client closes its connections to the
+// silent one, pkg/etcd), and Load returns the copy, with a lease written
+// after the member went silent, well before catchUpTimeout. Before, the
+// watch stayed on the silent member and Load waited out catchUpTimeout.
+func TestCatchUpPastASilentMember(t *testing.T) {
+	c := etcdtest.StartCluster(t, etcdtest.ClusterOptions{})
+	node := config.Node{Name: "t", Etcd: config.Etcd{Endpoints: c.Endpoints, Prefix: prefix,
+		DialTimeout: 3 * time.Second, RequestTimeout: 3 * time.Second}}
+	conn, err := etcd.Open(context.Background(), node, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cli := conn.Client
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	silent := -1
+	for i, ep := range c.Endpoints {
+		st, err := cli.Status(ctx, ep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Leader != st.Header.MemberId {
+			silent = i // not raft's leader: etcd itself goes on at once
+		}
+	}
+	resp, err := cli.Put(ctx, prefix+"election/t", "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := election.Fence{Key: prefix + "election/t", Rev: resp.Header.Revision}
+	st := NewStore(cli, keys, 10*time.Second)
+	for _, err := range putAll(st, f, []Lease{leaseN(1), leaseN(2)}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The watch opens on the member about to go silent: the only one in
+	// the client then.
+	cli.SetEndpoints(c.Endpoints[silent])
+	fctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); st.Follow(fctx, slog.New(slog.DiscardHandler)) }()
+	defer func() { stop(); <-done }()
+	waitFor(t, 10*time.Second, "the copy loaded", func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.warm != nil && st.warm.loaded
+	})
+	if got, _, err := st.Load(ctx); err != nil || len(got) != 2 {
+		t.Fatalf("Load with every member up: %v, %v", got, err)
+	}
+	cli.SetEndpoints(c.Endpoints...)
+
+	c.Freeze(silent)
+	defer c.Thaw(silent)
+	frozen := time.Now()
+	others, err := clientv3.New(clientv3.Config{Endpoints: slices.Delete(slices.Clone(c.Endpoints), silent, silent+1), DialTimeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer others.Close()
+	op, err := st.PutOp(leaseN(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := others.Txn(ctx).If(f.Cmp()).Then(op).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := st.Load(ctx)
+	took := time.Since(frozen)
+	if err != nil || len(got) != 3 {
+		t.Fatalf("Load after a member went silent: %v, %v; want 3 leases", got, err)
+	}
+	if took > 1500*time.Millisecond {
+		t.Errorf("Load returned %s after a member went silent, want under 1.5 s (catchUpTimeout is %s)", took.Round(time.Millisecond), catchUpTimeout)
+	}
+	t.Logf("Load returned %s after a member went silent", took.Round(time.Millisecond))
+}
+
+// Another watch opened on the same client just after the last write (a
+// new leader's watch on its own election key is one) does not hold back
+// the catch-up: etcd answers a progress request on a stream only once
+// every watch on it has reached its start revision, so the followed
+// leases' watch has a stream of its own. Before, Load waited out
+// catchUpTimeout whenever nothing was written after such a watch opened.
+func TestCatchUpBesideAFreshWatch(t *testing.T) {
+	t.Parallel()
+	st, f := storeOn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := st.Put(ctx, f, leaseN(1)); err != nil {
+		t.Fatal(err)
+	}
+	fctx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan struct{})
+	go func() { defer close(done); st.Follow(fctx, slog.New(slog.DiscardHandler)) }()
+	defer func() { stop(); <-done }()
+	waitFor(t, 10*time.Second, "the copy loaded", func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.warm != nil && st.warm.loaded
+	})
+	// A write elsewhere (the copy has not seen its revision), then a
+	// watch that starts after it, as keyGone's does.
+	if _, err := st.cli.Put(ctx, prefix+"elsewhere", "x"); err != nil {
+		t.Fatal(err)
+	}
+	seen := make(chan struct{})
+	var once sync.Once
+	go state.Follower{Key: prefix + "election/t",
+		Load:     func([]*mvccpb.KeyValue) {},
+		Change:   func(*clientv3.Event) {},
+		Progress: func(int64) { once.Do(func() { close(seen) }) },
+	}.Run(fctx, st.cli)
+	<-seen
+	time.Sleep(100 * time.Millisecond) // its watch opened
+	start := time.Now()
+	got, _, err := st.Load(ctx)
+	took := time.Since(start)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("Load: %v, %v", got, err)
+	}
+	if took > catchUpTimeout/2 {
+		t.Errorf("Load took %s: the copy's catch-up was held back by another watch (catchUpTimeout %s)", took.Round(time.Millisecond), catchUpTimeout)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/metadata"
 )
 
 // ErrUnavailable marks every error that came from etcd itself rather than
@@ -89,14 +90,39 @@ type Follower struct {
 	// has been given to Load or Change: after a load, after each watch
 	// answer, and at each progress notification (RequestProgress).
 	Progress func(rev int64)
+	// Stream, if not empty, gives the watch a gRPC stream of its own,
+	// named so, instead of the one every other Follower on the client
+	// shares. A Follower whose Progress is awaited needs one: etcd answers
+	// a progress request on a stream only once every watch on it has
+	// reached its start revision (watchableStore.progressIfSync), so a
+	// watch opened just after the last write (a new leader's watch on its
+	// own key) would hold back every other's progress until the next
+	// write.
+	Stream string
 }
 
-// RequestProgress asks etcd to tell every Follower on cli how far its
-// watch is (Follower.Progress), also one that has seen no change for a
-// while. The context carries what the followers' watches carry, so the
-// request reaches their stream.
-func RequestProgress(ctx context.Context, cli *clientv3.Client) {
-	cli.RequestProgress(clientv3.WithRequireLeader(ctx))
+// streamKey is the gRPC metadata that names a Follower's own stream:
+// etcd's client puts watches whose contexts carry different metadata on
+// different streams.
+const streamKey = "mayu-watch-stream"
+
+// watchContext is the context of a Follower's watch, and of the progress
+// requests meant for it.
+func watchContext(ctx context.Context, stream string) context.Context {
+	// WithRequireLeader: a member cut off from its cluster ends the
+	// watch instead of keeping it silently stale.
+	ctx = clientv3.WithRequireLeader(ctx)
+	if stream != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, streamKey, stream)
+	}
+	return ctx
+}
+
+// RequestProgress asks etcd to tell the Followers on cli's stream named
+// stream ("": the shared one) how far their watches are
+// (Follower.Progress), also one that has seen no change for a while.
+func RequestProgress(ctx context.Context, cli *clientv3.Client, stream string) {
+	cli.RequestProgress(watchContext(ctx, stream))
 }
 
 // Compacted reports whether err says that etcd compacted away the
@@ -146,9 +172,7 @@ func (f Follower) Run(ctx context.Context, cli *clientv3.Client) {
 				f.Progress(resp.Header.Revision)
 			}
 		}
-		// WithRequireLeader: a member cut off from its cluster ends the
-		// watch instead of keeping it silently stale.
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		wctx, cancel := context.WithCancel(watchContext(ctx, f.Stream))
 		defer cancel()
 		opts := []clientv3.OpOption{clientv3.WithRev(next)}
 		if f.PrevKV {
