@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"syscall"
 	"time"
@@ -81,9 +82,10 @@ const (
 	// that moved to a follower). It proves nothing about the leader, so it
 	// counts towards no deposition.
 	Stranger
-	// Unreachable is a probe whose TCP handshake did not complete in time:
-	// no kernel answers at the address (its host's link cut, the host
-	// down). It counts as a timeout too.
+	// Unreachable is a probe whose fresh TCP handshake did not complete
+	// in time while the kept connection did not answer either: no kernel
+	// answers at the address (its host's link cut, the host down). It
+	// counts as a timeout too.
 	Unreachable
 )
 
@@ -138,68 +140,109 @@ func (j *judge) observe(o Outcome) verdict {
 	return wait
 }
 
-// httpProbe GETs url within the context's deadline: an answer that names
-// the term (the leader's /leader, 200 or 503 while it loads its leases)
-// is alive. A frozen process's kernel still completes TCP handshakes on
-// its listening socket, so only an HTTP answer, which needs the process
-// to run, counts. client's transport should dial each probe afresh
-// (probeTransport), so that a handshake that does not complete tells a
-// host cut off (Unreachable) from a process that does not answer.
-func httpProbe(client *http.Client) func(ctx context.Context, url string, term int64) Outcome {
+// httpProbe asks the leader's /leader at url, within the context's
+// deadline, over a connection kept from the last probe: an answer that
+// names the term (200, or 503 while it loads its leases) is alive. A
+// frozen process's kernel still completes TCP handshakes on its listening
+// socket, so only an HTTP answer, which needs the process to run, counts.
+//
+// Beside the request, every probe makes a fresh TCP handshake with the
+// leader's address, bounded to handshake: when it does not complete and
+// the kept connection has not answered either by then, no kernel answers
+// at that address (its host's link cut, the host down), and the probe
+// says Unreachable at once rather than at its deadline. Both must fail: a
+// host on the boot network can fill the leader's accept queue (idle
+// connections until it runs out of descriptors), which makes fresh
+// handshakes fail while the leader runs; the kept connection still
+// answers then, so a flood alone never makes a verdict.
+func httpProbe(handshake time.Duration) func(ctx context.Context, url string, term int64) Outcome {
+	client := &http.Client{
+		Transport: &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: handshake}).DialContext,
+			MaxIdleConnsPerHost: 1,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 	return func(ctx context.Context, url string, term int64) Outcome {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return TimedOut
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			switch {
-			case errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET):
-				return Refused
-			case errors.Is(err, errUnreachable):
-				return Unreachable
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel() // ends whichever of the two is still waiting
+		asked := make(chan Outcome, 1)
+		go func() { asked <- ask(ctx, client, url, term) }()
+		shook := make(chan bool, 1)
+		go func() { shook <- handshakes(ctx, url, handshake) }()
+		// An answer (or a refusal) on the request decides; a handshake
+		// that failed decides while the request has no answer; a request
+		// that timed out waits for the handshake's word.
+		var o Outcome
+		for asked != nil || shook != nil {
+			select {
+			case o = <-asked:
+				if o != TimedOut {
+					return o
+				}
+				asked = nil
+			case ok := <-shook:
+				if !ok {
+					return Unreachable
+				}
+				shook = nil // a kernel answers: the request decides
 			}
-			return TimedOut
 		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		if !bytes.Contains(body, []byte(fmt.Sprintf("(term %d)", term))) {
-			// A live process at that address that does not hold the
-			// term: a restarted leader, or an address that moved.
-			return Stranger
-		}
-		return Answered
+		return o
 	}
 }
 
-// errUnreachable marks a probe whose TCP handshake did not complete in
-// time.
-var errUnreachable = errors.New("no TCP handshake: the leader's host is unreachable")
-
-// probeTransport dials every probe afresh, the handshake bounded to
-// handshake: a connection kept from the last probe would hide whether the
-// leader's kernel still answers (a request on it just times out).
-func probeTransport(handshake time.Duration) *http.Transport {
-	return &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := (&net.Dialer{Timeout: handshake}).DialContext(ctx, network, addr)
-			var ne net.Error
-			if err != nil && ctx.Err() == nil && errors.As(err, &ne) && ne.Timeout() {
-				return nil, fmt.Errorf("%w: %w", errUnreachable, err)
-			}
-			return c, err
-		},
-		DisableKeepAlives: true,
+// ask GETs url with client.
+func ask(ctx context.Context, client *http.Client, url string, term int64) Outcome {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return TimedOut
 	}
+	resp, err := client.Do(req)
+	if err != nil {
+		// A kept connection that its process's end closed is retried by
+		// the transport on a fresh one, which is refused.
+		if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) {
+			return Refused
+		}
+		return TimedOut
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	if !bytes.Contains(body, []byte(fmt.Sprintf("(term %d)", term))) {
+		// A live process at that address that does not hold the
+		// term: a restarted leader, or an address that moved.
+		return Stranger
+	}
+	return Answered
+}
+
+// handshakes reports whether a TCP handshake with url's host completes (or
+// is refused: a kernel answered) within bound; false only when nothing
+// answered in time.
+func handshakes(ctx context.Context, rawURL string, bound time.Duration) bool {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return true // nothing learnt: leave it to the request
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(u.Hostname(), "80")
+	}
+	c, err := (&net.Dialer{Timeout: bound}).DialContext(ctx, "tcp", addr)
+	if err == nil {
+		c.Close()
+		return true
+	}
+	var ne net.Error
+	return ctx.Err() != nil || !errors.As(err, &ne) || !ne.Timeout()
 }
 
 // SetDeposition makes the replica watch the leader while it follows (call
 // before Watch).
 func (e *Election) SetDeposition(d Deposition) {
 	if d.Probe == nil {
-		d.Probe = httpProbe(&http.Client{Transport: probeTransport(d.Timeout / 2), CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		}})
+		d.Probe = httpProbe(d.Timeout / 2)
 	}
 	e.depose = &d
 }

@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -63,7 +65,7 @@ func TestJudge(t *testing.T) {
 // process that answers without the term is a stranger (proves nothing); a socket
 // the kernel accepts but no process serves (frozen) times out.
 func TestHTTPProbe(t *testing.T) {
-	probe := httpProbe(&http.Client{Transport: probeTransport(150 * time.Millisecond)})
+	probe := httpProbe(150 * time.Millisecond)
 	at := func(url string, term int64) Outcome {
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel()
@@ -123,11 +125,115 @@ func TestHTTPProbe(t *testing.T) {
 	if d := time.Since(start); d > 250*time.Millisecond {
 		t.Errorf("the probe took %s: the handshake is bounded to 150ms", d)
 	}
-	// A probe after one that answered still dials afresh: a connection
-	// kept from it would hide the host going away.
 	if o := at(leader.URL+"/leader", 42); o != Answered {
 		t.Fatalf("leader of term 42: %v", o)
 	}
+
+	// Gone after answering: the connection kept from the last probe is
+	// closed by its end, the next one is refused.
+	gone := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "leader r1 (term 42)")
+	}))
+	if o := at(gone.URL+"/leader", 42); o != Answered {
+		t.Fatalf("leader of term 42: %v", o)
+	}
+	gone.Close()
+	if o := at(gone.URL+"/leader", 42); o != Refused {
+		t.Errorf("a leader gone since the last probe: %v, want refused", o)
+	}
+}
+
+// A hostile host fills the leader's accept queue: fresh handshakes fail
+// while the leader runs. The connection the probes keep still answers, so
+// the probe says Answered, never Unreachable (two of which would be a
+// verdict): a flood alone does not depose a healthy leader.
+func TestProbeThroughAFloodedAcceptQueue(t *testing.T) {
+	addr, accept := queuedListener(t)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "leader r1 (term 42)")
+	})}
+	go srv.Serve(accept)
+	defer srv.Close()
+	probe := httpProbe(150 * time.Millisecond)
+	at := func() Outcome {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		return probe(ctx, "http://"+addr+"/leader", 42)
+	}
+	if o := at(); o != Answered {
+		t.Fatalf("before the flood: %v", o)
+	}
+	accept.stop() // the process takes no new connection (out of descriptors)
+	full := false
+	for i := range 10 {
+		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+		if err != nil {
+			t.Logf("connection %d: %v", i, err)
+			full = true // the queue is full: SYNs go unanswered
+			break
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	if !full {
+		t.Fatal("the accept queue never filled")
+	}
+	for i := range 3 {
+		if o := at(); o != Answered {
+			t.Errorf("probe %d during the flood: %v, want answered (the kept connection)", i, o)
+		}
+	}
+}
+
+// stoppable is a listener whose Accept waits, after stop, until it is
+// closed: a process out of file descriptors accepts nothing more.
+type stoppable struct {
+	net.Listener
+	stopped, closed chan struct{}
+	stopOnce        sync.Once
+	closeOnce       sync.Once
+}
+
+func (l *stoppable) stop() { l.stopOnce.Do(func() { close(l.stopped) }) }
+
+func (l *stoppable) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return l.Listener.Close()
+}
+
+func (l *stoppable) Accept() (net.Conn, error) {
+	select {
+	case <-l.stopped:
+		<-l.closed
+		return nil, net.ErrClosed
+	default:
+	}
+	return l.Listener.Accept()
+}
+
+// queuedListener listens on loopback with a backlog of 0, so that its
+// accept queue fills after a connection or two (fullListener's socket,
+// here served).
+func queuedListener(t *testing.T) (string, *stoppable) {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "queued")
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &stoppable{Listener: ln, stopped: make(chan struct{}), closed: make(chan struct{})}
+	t.Cleanup(func() { l.Close() })
+	return ln.Addr().String(), l
 }
 
 // fullListener is a listening socket (backlog 0) whose accept queue is
