@@ -42,6 +42,13 @@ type pool struct {
 	declined map[netip.Addr]time.Time // until when to avoid
 	cursor   netip.Addr               // where the next free-address scan starts
 	own      map[netip.Addr]bool      // never leased: the replicas' own addresses
+	// writing are the addresses whose lease write is in flight, by MAC:
+	// no one else's until every such write has ended, however long etcd
+	// takes. A hold is not enough: it expires, and a failed write drops
+	// it while a retransmitted REQUEST's write of the same lease may
+	// still land (then another client offered the address meanwhile
+	// would be ACKed it too).
+	writing map[netip.Addr]writer
 
 	// cluster.pools[].reservations, read-only once built: the reserved
 	// address of a MAC, and the MAC of a reserved address. Outside Range.
@@ -63,7 +70,7 @@ type pool struct {
 
 func newPool(cfg config.Pool) *pool {
 	p := &pool{cfg: cfg, byIP: map[netip.Addr]*lease.Lease{}, byMAC: map[string]*lease.Lease{},
-		held: map[netip.Addr]hold{}, heldMAC: map[string]netip.Addr{}, declined: map[netip.Addr]time.Time{}, cursor: cfg.Range.Start,
+		held: map[netip.Addr]hold{}, heldMAC: map[string]netip.Addr{}, writing: map[netip.Addr]writer{}, declined: map[netip.Addr]time.Time{}, cursor: cfg.Range.Start,
 		reservationByMAC: map[string]netip.Addr{}, reservationByIP: map[netip.Addr]string{}, opts: poolOptions(cfg), answered: map[string]time.Time{}}
 	for _, r := range cfg.Reservations {
 		if mac, err := config.ParseMAC(r.MAC); err == nil && r.Address.IsValid() {
@@ -156,6 +163,9 @@ func (p *pool) freeFor(ip netip.Addr, mac string, now time.Time) bool {
 	if h, ok := p.held[ip]; ok && h.mac != mac && now.Before(h.until) {
 		return false
 	}
+	if w, ok := p.writing[ip]; ok && w.mac != mac {
+		return false
+	}
 	if l := p.byIP[ip]; l != nil && l.MAC != mac && now.Before(l.Expiry) {
 		return false
 	}
@@ -217,7 +227,8 @@ func (p *pool) expireHolds(now time.Time) {
 }
 
 // reserve checks that ip may be leased to mac and holds it while the
-// lease is written to etcd, so two clients cannot both be ACKed it.
+// lease is written to etcd, so two clients cannot both be ACKed it: the
+// write begins here (writing) and ends with commit or failed.
 func (p *pool) reserve(mac string, ip netip.Addr, now time.Time) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -225,21 +236,59 @@ func (p *pool) reserve(mac string, ip netip.Addr, now time.Time) error {
 		return ErrNotAvailable
 	}
 	p.setHold(ip, mac, now.Add(offerHold))
+	w := p.writing[ip]
+	w.mac, w.n = mac, w.n+1
+	p.writing[ip] = w
 	return nil
 }
 
-// commit records a lease that etcd accepted.
+// writer is who writes a lease on an address, and how many writes of it
+// are in flight (a client's retransmitted REQUESTs).
+type writer struct {
+	mac string
+	n   int
+}
+
+// endWriteLocked ends one write of ip by mac that reserve began.
+func (p *pool) endWriteLocked(ip netip.Addr, mac string) {
+	if w, ok := p.writing[ip]; ok && w.mac == mac {
+		if w.n--; w.n > 0 {
+			p.writing[ip] = w
+		} else {
+			delete(p.writing, ip)
+		}
+	}
+}
+
+// commit records a lease that etcd accepted, and ends its write.
 func (p *pool) commit(l lease.Lease) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.setLocked(l)
-	p.dropHold(l.IP)
+	if h, ok := p.held[l.IP]; ok && h.mac == l.MAC {
+		p.dropHold(l.IP)
+	}
+	p.endWriteLocked(l.IP, l.MAC)
 }
 
-// unhold drops a hold after a failed write.
+// failed ends a write that etcd did not take: the hold goes, and the
+// address is free again once no other write of mac's is in flight.
+func (p *pool) failed(ip netip.Addr, mac string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.unholdLocked(ip, mac)
+	p.endWriteLocked(ip, mac)
+}
+
+// unhold drops mac's hold on ip (the client chose another server, or
+// gave the address up).
 func (p *pool) unhold(ip netip.Addr, mac string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.unholdLocked(ip, mac)
+}
+
+func (p *pool) unholdLocked(ip netip.Addr, mac string) {
 	if h, ok := p.held[ip]; ok && h.mac == mac {
 		p.dropHold(ip)
 	}

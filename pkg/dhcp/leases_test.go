@@ -202,7 +202,7 @@ func TestPoolReserve(t *testing.T) {
 	if err := p.reserve(macN(6), other, t0); !errors.Is(err, ErrNotAvailable) {
 		t.Fatalf("unhold by another MAC dropped the hold: %v", err)
 	}
-	p.unhold(other, macN(5))
+	p.failed(other, macN(5))
 	if err := p.reserve(macN(6), other, t0); err != nil {
 		t.Fatalf("after unhold: %v", err)
 	}

@@ -90,8 +90,13 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			"Addresses of a pool not held by an unexpired lease (0 on followers).", []string{"pool"}, nil),
 	}
 	m.leaseWriteDuration.WithLabelValues()
+	// Read at each scrape: how full the room for ACKs waiting aside is
+	// (when full, the workers wait for etcd themselves again).
+	acksWaiting := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "acks_waiting",
+		Help: "REQUESTs whose ACK waits, aside from the packet workers, for its lease to be durable (at most 1024; beyond, a worker waits itself)."},
+		func() float64 { return float64(len(s.acking)) })
 	mayumetrics.MustRegister(reg, m.received, m.answered, m.ignored, m.naks, m.declines, m.optionsDropped, m.leaseWriteDuration, m.leaderReady, m.staleRemoved,
-		m.proxyAnswered, m.bootServer, pools)
+		m.proxyAnswered, m.bootServer, pools, acksWaiting)
 	return m
 }
 

@@ -779,7 +779,8 @@ func (s *Server) aside(x *exchange, write func()) {
 	write()
 }
 
-// acknowledge makes l durable, fenced, and then ACKs it.
+// acknowledge makes l durable, fenced, and then ACKs it. It ends the
+// write that request's reserve began (commit or failed).
 func (s *Server) acknowledge(x *exchange, l lease.Lease) {
 	pl, ip := x.pool, l.IP
 	old, hadOld := pl.leaseOfMAC(x.mac)
@@ -787,7 +788,7 @@ func (s *Server) acknowledge(x *exchange, l lease.Lease) {
 	err := s.o.Leases.Put(x.ctx, x.term.fence, l)
 	s.metrics.leaseWriteDuration.WithLabelValues().Observe(time.Since(start).Seconds())
 	if err != nil {
-		pl.unhold(ip, x.mac)
+		pl.failed(ip, x.mac)
 		if errors.Is(err, lease.ErrDeposed) {
 			s.metrics.ignored.WithLabelValues("deposed").Inc()
 			s.term.CompareAndSwap(x.term, nil) // stop at once; the election notices too
