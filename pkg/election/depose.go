@@ -33,12 +33,16 @@ import (
 //     of the announced replicas (the leader counted) hold that verdict, the
 //     leader is deposed. One follower cut off from the leader alone cannot
 //     depose it; the minority side of a partition cannot reach etcd at all.
-//   - Unreachable: a probe whose TCP handshake does not complete within
-//     half the probe timeout found no kernel at the leader's address (a
-//     frozen or slow process still has its kernel complete handshakes):
-//     the leader's host is cut off or down. unreachableAfter such probes in
-//     a row are a verdict as SuspectAfter timeouts are, sooner, and the
-//     same majority deposes.
+//   - Unreachable: a probe whose fresh TCP handshake does not complete
+//     within half the probe timeout, while the connection kept from the
+//     last probe does not answer either, found no kernel at the leader's
+//     address (a frozen or slow process still has its kernel complete
+//     handshakes; a flooded accept queue fails fresh handshakes only): the
+//     leader's host is cut off or down. unreachableAfter such probes in a
+//     row are a verdict as SuspectAfter timeouts are, sooner, and the same
+//     majority deposes (counted as reason "unreachable").
+//   - Every deposition is logged and counted once by the follower that
+//     made it, also one etcd applied after the call gave up (deposer).
 //   - A follower never deposes a leader it has not seen answer in the
 //     term: a probe address that cannot work (a firewall, a wrong address)
 //     costs the fast failover, never a deposition of every new leader.
