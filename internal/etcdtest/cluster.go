@@ -1,15 +1,19 @@
 package etcdtest
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/mayu-boot/mayu/internal/netlab"
 )
@@ -263,4 +267,46 @@ func Binary(t testing.TB, name string) string {
 		t.Fatalf("etcdtest: %v (run `make etcd`: it builds bin/etcd, bin/etcdctl and bin/etcdutl from the versions in go.mod)", err)
 	}
 	return p
+}
+
+// NonLeader is the index of a member that does not lead raft: when it
+// goes silent, etcd itself goes on at once. Not for TLS clusters.
+func (c *Cluster) NonLeader() int {
+	c.t.Helper()
+	cli := c.client(c.Endpoints)
+	defer cli.Close()
+	for i, ep := range c.Endpoints {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		st, err := cli.Status(ctx, ep)
+		cancel()
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		if st.Leader != st.Header.MemberId {
+			return i
+		}
+	}
+	c.t.Fatal("every member leads")
+	return -1
+}
+
+// ClientWithout is a client of every member but member i (one that a test
+// silences), closed when the test ends. Not for TLS clusters.
+func (c *Cluster) ClientWithout(i int) *clientv3.Client {
+	c.t.Helper()
+	cli := c.client(slices.Delete(slices.Clone(c.Endpoints), i, i+1))
+	c.t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+func (c *Cluster) client(endpoints []string) *clientv3.Client {
+	c.t.Helper()
+	if c.CA != nil {
+		c.t.Fatal("etcdtest: a TLS cluster's clients need its certificates")
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 3 * time.Second})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return cli
 }

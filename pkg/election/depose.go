@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/mayu-boot/mayu/pkg/hostile"
@@ -32,12 +33,16 @@ import (
 //     of the announced replicas (the leader counted) hold that verdict, the
 //     leader is deposed. One follower cut off from the leader alone cannot
 //     depose it; the minority side of a partition cannot reach etcd at all.
-//   - Unreachable: a probe whose TCP handshake does not complete within
-//     half the probe timeout found no kernel at the leader's address (a
-//     frozen or slow process still has its kernel complete handshakes):
-//     the leader's host is cut off or down. unreachableAfter such probes in
-//     a row are a verdict as SuspectAfter timeouts are, sooner, and the
-//     same majority deposes.
+//   - Unreachable: a probe whose fresh TCP handshake does not complete
+//     within half the probe timeout, while the connection kept from the
+//     last probe does not answer either, found no kernel at the leader's
+//     address (a frozen or slow process still has its kernel complete
+//     handshakes; a flooded accept queue fails fresh handshakes only): the
+//     leader's host is cut off or down. unreachableAfter such probes in a
+//     row are a verdict as SuspectAfter timeouts are, sooner, and the same
+//     majority deposes (counted as reason "unreachable").
+//   - Every deposition is logged and counted once by the follower that
+//     made it, also one etcd applied after the call gave up (deposer).
 //   - A follower never deposes a leader it has not seen answer in the
 //     term: a probe address that cannot work (a firewall, a wrong address)
 //     costs the fast failover, never a deposition of every new leader.
@@ -303,9 +308,29 @@ type watched struct {
 
 // finding is a verdict of the probe loop on one term.
 type finding struct {
-	term   int64
-	v      verdict
-	inARow int // probes in a row that led to it
+	term int64
+	v    verdict
+	cause
+}
+
+// cause is what led to a verdict, as the deposition's log line and metric
+// say it.
+type cause struct {
+	reason string // refused, timeout or unreachable
+	inARow int    // probes in a row that led to it
+}
+
+// cause says why the judge's latest verdict was reached.
+func (j *judge) cause(v verdict) cause {
+	switch {
+	case v == deposeAlone:
+		return cause{"refused", j.refused}
+	case j.unreachable >= unreachableAfter:
+		// The last probes found no kernel at the leader's address: its
+		// host is cut off or down, not only its process frozen.
+		return cause{"unreachable", j.unreachable}
+	}
+	return cause{"timeout", j.timedOut}
 }
 
 func (w *watched) target() (leaderKey, string) {
@@ -377,12 +402,8 @@ func (w *watched) probe(ctx context.Context, d *Deposition) {
 		if ctx.Err() != nil {
 			return
 		}
-		switch v := j.observe(o); v {
-		case wait:
-		case deposeAlone:
-			w.post(finding{term: term, v: v, inARow: j.refused})
-		default:
-			w.post(finding{term: term, v: v, inARow: j.timedOut})
+		if v := j.observe(o); v != wait {
+			w.post(finding{term: term, v: v, cause: j.cause(v)})
 		}
 	}
 }
@@ -395,11 +416,12 @@ func (e *Election) follow(ctx context.Context, d *Deposition, w *watched) {
 		cur      leaderKey
 		url      string
 		verdicts int          // on cur's term, as last read
-		inARow   int          // timed-out probes in a row behind this replica's verdict
+		why      cause        // behind this replica's verdict
 		voters   int          // announced replicas taking part, as last read
 		votersAt time.Time    // when voters was read
 		v        verdictLease // this replica's published verdict
 	)
+	p := &deposer{e: e, v: &v}
 	defer v.close(ctx, e)
 	// The verdict's lease is granted now, while etcd answers: when a
 	// verdict is due, etcd may be busy electing a leader of its own, and
@@ -413,6 +435,7 @@ func (e *Election) follow(ctx context.Context, d *Deposition, w *watched) {
 			return
 		case <-w.kick:
 		case <-t.C:
+			p.settle(ctx)
 			l, found, n, err := e.observe(ctx, min(d.Timeout, etcdStep), cur.rev)
 			switch f, leading := e.Fence(); {
 			case err != nil:
@@ -429,7 +452,7 @@ func (e *Election) follow(ctx context.Context, d *Deposition, w *watched) {
 				cur, url = leaderKey{}, ""
 			case l.rev != cur.rev:
 				v.withdraw(ctx, e)
-				cur, url, verdicts, inARow = l, "", 0, 0
+				cur, url, verdicts, why = l, "", 0, cause{}
 				votersAt = time.Time{}
 			default:
 				verdicts = n
@@ -453,7 +476,7 @@ func (e *Election) follow(ctx context.Context, d *Deposition, w *watched) {
 				// waiting to be acted on) and the read shows a
 				// majority: depose now, not after the next probe
 				// times out.
-				e.deposeTerm(ctx, cur, "timeout", inARow, verdicts, voters)
+				p.depose(ctx, deposition{l: cur, cause: why, verdicts: verdicts, voters: voters})
 				continue
 			}
 		}
@@ -465,9 +488,9 @@ func (e *Election) follow(ctx context.Context, d *Deposition, w *watched) {
 		case answering:
 			v.withdraw(ctx, e)
 		case deposeAlone:
-			e.deposeTerm(ctx, cur, "refused", f.inARow, 0, voters)
+			p.depose(ctx, deposition{l: cur, cause: f.cause, voters: voters})
 		case suspect:
-			inARow = f.inARow
+			why = f.cause
 			if !v.published(cur.rev) {
 				n, ok := v.publish(ctx, e, cur, url)
 				if !ok {
@@ -476,7 +499,7 @@ func (e *Election) follow(ctx context.Context, d *Deposition, w *watched) {
 				verdicts = max(verdicts, n)
 			}
 			if voters > 0 && verdicts > voters/2 {
-				e.deposeTerm(ctx, cur, "timeout", f.inARow, verdicts, voters)
+				p.depose(ctx, deposition{l: cur, cause: why, verdicts: verdicts, voters: voters})
 			}
 		}
 	}
@@ -512,10 +535,17 @@ type verdictLease struct {
 	lease clientv3.LeaseID
 	lost  <-chan struct{} // closed when the lease is no longer kept alive
 	stop  context.CancelFunc
-	term  int64  // the term of the verdict published, 0: none
-	key   string // its key
+	term  int64 // the term of the verdict known published, 0: none
+	// key is the verdict's key from the moment its write is sent: a write
+	// whose call failed may still have been applied (a member that took it
+	// and answered after the deadline, or a first try that twice gave up
+	// on), and such a verdict would count towards a majority for the
+	// whole term. withdraw deletes it whatever came of the call.
+	key string
 }
 
+// published reports whether this replica's verdict on term is known to
+// be in etcd (a write that is only sent does not count).
 func (v *verdictLease) published(term int64) bool { return v.term == term && v.term != 0 }
 
 // publish writes this replica's verdict on l's term, only while that term
@@ -531,6 +561,7 @@ func (v *verdictLease) publish(ctx context.Context, e *Election, l leaderKey, ur
 	}
 	data, _ := json.Marshal(suspicion{Replica: e.name, Term: l.rev, Since: time.Now().UTC(), Probe: url})
 	key := e.keys.Suspect(l.rev, e.name)
+	v.key = key // before the call: uncertain until it answers
 	var resp *clientv3.TxnResponse
 	err := twice(ctx, etcdStep, func(ctx context.Context) (err error) {
 		resp, err = e.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).
@@ -542,7 +573,7 @@ func (v *verdictLease) publish(ctx context.Context, e *Election, l leaderKey, ur
 		e.log.Debug("deposition: publishing the verdict failed, trying again", "err", err)
 		return 0, false
 	}
-	v.term, v.key = l.rev, key
+	v.term = l.rev
 	e.log.Warn("deposition: DHCP leader does not answer; verdict published", "leader", hostile.Clip(l.name, 64), "term", l.rev, "probe", url)
 	return int(resp.Responses[1].GetResponseRange().Count), true
 }
@@ -553,7 +584,7 @@ func (v *verdictLease) ready(ctx context.Context, e *Election) bool {
 		select {
 		case <-v.lost: // keepalive over: the lease expired or was revoked
 			v.stop()
-			v.lease, v.term = 0, 0
+			v.lease, v.term, v.key = 0, 0, "" // its verdict went with it
 		default:
 			return true
 		}
@@ -581,10 +612,12 @@ func (v *verdictLease) ready(ctx context.Context, e *Election) bool {
 	return true
 }
 
-// withdraw deletes the published verdict (the leader answers again, or
-// the term changed); a failed delete is tried again at the next call.
+// withdraw deletes the verdict published, or sent and perhaps applied
+// (the leader answers again, or the term changed); a delete of a key that
+// is not there changes nothing, and a failed one is tried again at the
+// next call.
 func (v *verdictLease) withdraw(ctx context.Context, e *Election) {
-	if v.term == 0 {
+	if v.key == "" {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, etcdStep)
@@ -620,7 +653,9 @@ const firstTry = 150 * time.Millisecond
 // leader's host takes a call and never answers it, until the client
 // leaves it out), once more with the rest, which etcd's client's round
 // robin sends to the next member. Only for calls whose repetition changes
-// nothing, not even what the caller learns: publishing a verdict.
+// nothing, not even what the caller learns: publishing a verdict, and a
+// deposition (whose marker tells a repeated attempt that the first one
+// ended the term).
 func twice(ctx context.Context, total time.Duration, f func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, total)
 	defer cancel()
@@ -633,32 +668,123 @@ func twice(ctx context.Context, total time.Duration, f func(context.Context) err
 	return f(ctx)
 }
 
-// deposeTerm ends l's term: its election key goes in a transaction
-// conditioned on its create revision (so only that term ends, never the
-// next), then its session lease is revoked, so that the keys it holds go
-// and a leader that thaws finds its session over too.
+// deposition is one follower's attempt to end a term, with what led to
+// it.
+type deposition struct {
+	l leaderKey
+	cause
+	verdicts, voters int
+}
+
+// deposer ends terms for follow, and makes sure that each term this
+// follower ended is logged and counted once, also when etcd applied the
+// deposition after the call gave up on it (a member that took it late).
+type deposer struct {
+	e      *Election
+	v      *verdictLease // the marker goes on its lease
+	logged int64         // the last term logged as deposed by this follower
+	unsure *deposition   // sent, its outcome unknown: settled at the next step
+}
+
+// depose ends d's term: its election key goes in a transaction conditioned
+// on its create revision (so only that term ends, never the next), with a
+// marker deposed/<term> naming this follower; then its session lease is
+// revoked, so that the keys it holds go and a leader that thaws finds its
+// session over too.
 //
-// It is one attempt, not twice: a first attempt that a member took late (a
-// frozen one thawed) would succeed unseen, and the second, finding the
-// term over, could not tell that this follower deposed it (no log, no
-// count). A silent member is left out of the client within ~0.35 s, its
-// call failing then, and the next step deposes again.
-func (e *Election) deposeTerm(ctx context.Context, l leaderKey, reason string, inARow, verdicts, voters int) {
-	ctx, cancel := context.WithTimeout(ctx, 2*etcdStep)
-	defer cancel()
-	resp, err := e.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).
-		Then(clientv3.OpDelete(l.key), clientv3.OpDelete(e.keys.Suspects(l.rev), clientv3.WithPrefix())).Commit()
-	if err != nil {
-		e.log.Warn("deposition failed", "leader", hostile.Clip(l.name, 64), "term", l.rev, "err", err)
+// The marker makes a repeated attempt safe: one that finds the term over
+// reads it, and if it names this follower, an earlier attempt (applied
+// late) ended the term, which is logged and counted then. The marker is
+// on this follower's verdict lease: it goes by itself.
+func (p *deposer) depose(ctx context.Context, d deposition) {
+	e := p.e
+	if !p.v.ready(ctx, e) {
+		e.log.Debug("deposition: no verdict lease for the marker, trying again", "term", d.l.rev)
 		return
 	}
-	if !resp.Succeeded {
-		return // the term is already over (another follower deposed it)
+	data, _ := json.Marshal(deposedMarker{Replica: e.name, Term: d.l.rev, Reason: d.reason, At: time.Now().UTC()})
+	marker := e.keys.Deposed(d.l.rev)
+	var resp *clientv3.TxnResponse
+	err := twice(ctx, 2*etcdStep, func(ctx context.Context) (err error) {
+		resp, err = e.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(d.l.key), "=", d.l.rev)).
+			Then(clientv3.OpDelete(d.l.key), clientv3.OpDelete(e.keys.Suspects(d.l.rev), clientv3.WithPrefix()),
+				clientv3.OpPut(marker, string(data), clientv3.WithLease(p.v.lease))).
+			Else(clientv3.OpGet(marker)).Commit()
+		return err
+	})
+	if err != nil {
+		// Perhaps applied all the same: the next step reads the marker.
+		p.unsure = &d
+		e.log.Warn("deposition failed", "leader", hostile.Clip(d.l.name, 64), "term", d.l.rev, "err", err)
+		return
 	}
-	if l.lease != 0 {
-		e.cli.Revoke(ctx, l.lease)
+	p.unsure = nil
+	if resp.Succeeded || p.mine(resp.Responses[0].GetResponseRange().Kvs) {
+		p.deposed(ctx, d)
 	}
-	e.metrics.depositions.WithLabelValues(reason).Inc()
-	e.log.Warn("DEPOSED the DHCP leader", "deposed", hostile.Clip(l.name, 64), "by", e.name, "term", l.rev, "reason", reason,
-		"probes_in_a_row", inARow, "verdicts", verdicts, "voters", voters)
+	// Else the term is already over: another follower deposed it, or it
+	// ended otherwise.
+}
+
+// settle finds out what came of a deposition whose call failed: its
+// marker names this follower if etcd applied it. While the term still
+// holds, the deposition may yet be applied, and is asked about again at
+// the next step (the next verdict sends it again, too); once a read finds
+// the term over without this follower's marker, it never will be.
+func (p *deposer) settle(ctx context.Context) {
+	d := p.unsure
+	if d == nil {
+		return
+	}
+	e := p.e
+	ctx, cancel := context.WithTimeout(ctx, etcdStep)
+	defer cancel()
+	resp, err := e.cli.Txn(ctx).Then(clientv3.OpGet(e.keys.Deposed(d.l.rev)), clientv3.OpGet(d.l.key)).Commit()
+	if err != nil {
+		return // asked again at the next step
+	}
+	term := resp.Responses[1].GetResponseRange().Kvs
+	switch {
+	case p.mine(resp.Responses[0].GetResponseRange().Kvs):
+		p.unsure = nil
+		p.deposed(ctx, *d)
+	case len(term) == 0 || term[0].CreateRevision != d.l.rev:
+		p.unsure = nil // over, and not by this follower
+	}
+}
+
+// mine reports whether kvs (a read of a deposed/<term> marker) holds one
+// that names this follower.
+func (p *deposer) mine(kvs []*mvccpb.KeyValue) bool {
+	if len(kvs) == 0 {
+		return false
+	}
+	var m deposedMarker
+	return json.Unmarshal(kvs[0].Value, &m) == nil && m.Replica == p.e.name
+}
+
+// deposed logs and counts d's deposition, once per term, and revokes the
+// deposed leader's session.
+func (p *deposer) deposed(ctx context.Context, d deposition) {
+	if p.logged == d.l.rev {
+		return
+	}
+	p.logged = d.l.rev
+	e := p.e
+	if d.l.lease != 0 {
+		rctx, cancel := context.WithTimeout(ctx, etcdStep)
+		e.cli.Revoke(rctx, d.l.lease) // already gone if it was revoked before
+		cancel()
+	}
+	e.metrics.depositions.WithLabelValues(d.reason).Inc()
+	e.log.Warn("DEPOSED the DHCP leader", "deposed", hostile.Clip(d.l.name, 64), "by", e.name, "term", d.l.rev, "reason", d.reason,
+		"probes_in_a_row", d.inARow, "verdicts", d.verdicts, "voters", d.voters)
+}
+
+// deposedMarker is what a deposing follower writes under deposed/<term>.
+type deposedMarker struct {
+	Replica string    `json:"replica"`
+	Term    int64     `json:"term"`
+	Reason  string    `json:"reason"`
+	At      time.Time `json:"at"`
 }

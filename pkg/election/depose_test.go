@@ -11,7 +11,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 
 	"github.com/mayu-boot/mayu/internal/etcdtest"
 	"github.com/mayu-boot/mayu/pkg/election"
@@ -297,6 +299,31 @@ func TestDeposedByAMajorityOnTimeout(t *testing.T) {
 	}
 }
 
+// A leader whose probes find no TCP handshake (its host cut off) is
+// deposed by a majority as a timed-out one is, and the deposition says
+// why: reason "unreachable", not "timeout".
+func TestDeposedByAMajorityWhenUnreachable(t *testing.T) {
+	t.Parallel()
+	cli := etcdtest.Start(t)
+	w := newWorld(3)
+	a := startDeposing(t, cli, "a", w)
+	first := a.nextTerm(t, 10*time.Second)
+	b := startDeposing(t, cli, "b", w)
+	c := startDeposing(t, cli, "c", w)
+	w.waitSeen(t, "b", "a")
+	w.waitSeen(t, "c", "a")
+	w.set("a", election.Unreachable)
+	if !ended(first, 3*time.Second) {
+		t.Fatal("a leader two of three replicas find unreachable was not deposed")
+	}
+	if got := sumDepositions("unreachable", 1, b, c); got != 1 {
+		t.Errorf("depositions{unreachable} = %v, want 1", got)
+	}
+	if got := b.depositions("timeout") + c.depositions("timeout"); got != 0 {
+		t.Errorf("depositions{timeout} = %v, want 0", got)
+	}
+}
+
 // A pause shorter than suspect_after probes (a GC, a slow disk) deposes
 // no one, even where the followers would make a majority.
 func TestNoDepositionForAPause(t *testing.T) {
@@ -451,7 +478,12 @@ func TestDepositionSurvivesAnEtcdHiccup(t *testing.T) {
 	w.waitSeen(t, "b", "a")
 	fr.frozen.Store(true)
 	w.set("a", election.Refused)
-	time.Sleep(time.Second) // b's etcd calls time out, its probes are refused
+	// b's etcd calls time out, its probes are refused. Its deposition is
+	// sent into the frozen link and may be applied when it thaws, after
+	// the call gave up: the marker it writes lets b count it all the same
+	// (TestDepositionAppliedLateIsCounted), so the outcome does not hang on
+	// whether the thaw comes before the call's deadline.
+	time.Sleep(1300 * time.Millisecond)
 	if ended(first, 10*time.Millisecond) {
 		t.Fatal("deposed while the follower's etcd did not answer")
 	}
@@ -554,4 +586,72 @@ func TestMajorityOfVerdictsDeposesAtOnce(t *testing.T) {
 	if got := sumDepositions("timeout", 1, b); got != 1 {
 		t.Errorf("depositions{timeout} = %v, want 1", got)
 	}
+}
+
+// A deposition that etcd applied while its call failed (a member that took
+// it and answered after the deadline) is logged and counted all the same,
+// once: by the second try, which finds the term over and the marker naming
+// this follower, or, when every try failed, by the next step's read of the
+// marker. Before, a first attempt applied late left the term over with no
+// DEPOSED line and no count.
+func TestDepositionAppliedLateIsCounted(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		tries int64 // deposition calls that fail after etcd applied them (-1: all)
+	}{{"first try", 1}, {"every try", -1}} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			srv := etcdtest.StartServer(t)
+			w := newWorld(2)
+			a := startDeposing(t, srv.Client, "a", w)
+			first := a.nextTerm(t, 10*time.Second)
+			var late atomic.Int64 // deposition calls still to fail
+			cli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.ClientURL}, DialTimeout: 5 * time.Second,
+				DialOptions: []grpc.DialOption{grpc.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any,
+					cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+					if !isDeposition(req) || late.Load() == 0 {
+						return invoker(ctx, method, req, reply, cc, opts...)
+					}
+					late.Add(-1)
+					if err := invoker(context.WithoutCancel(ctx), method, req, reply, cc, opts...); err != nil {
+						return err
+					}
+					return context.DeadlineExceeded // applied, answered too late
+				})}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cli.Close() })
+			b := startDeposing(t, cli, "b", w)
+			w.waitSeen(t, "b", "a")
+			late.Store(c.tries)
+			w.set("a", election.Refused)
+			if !ended(first, 3*time.Second) {
+				t.Fatal("not deposed")
+			}
+			b.nextTerm(t, 3*time.Second)
+			if got := sumDepositions("refused", 1, b); got != 1 {
+				t.Errorf("b's depositions{refused} = %v, want 1", got)
+			}
+			time.Sleep(300 * time.Millisecond) // later steps count it no more
+			if got := b.depositions("refused"); got != 1 {
+				t.Errorf("b's depositions{refused} = %v after a while, want 1", got)
+			}
+		})
+	}
+}
+
+// isDeposition reports whether req is a follower's deposition: a
+// transaction that deletes an election key.
+func isDeposition(req any) bool {
+	txn, ok := req.(*etcdserverpb.TxnRequest)
+	if !ok {
+		return false
+	}
+	for _, op := range txn.Success {
+		if d := op.GetRequestDeleteRange(); d != nil && strings.HasPrefix(string(d.Key), prefix+"election/") {
+			return true
+		}
+	}
+	return false
 }

@@ -268,7 +268,8 @@ func fullListener(t *testing.T) string {
 }
 
 // A deposition's write that a silent etcd member swallowed is sent again
-// within its bound rather than failing at it: the first attempt gets half.
+// within its bound rather than failing at it: the first attempt gets
+// min(firstTry, total/2), here firstTry.
 func TestTwiceRetriesAStuckCall(t *testing.T) {
 	calls := 0
 	start := time.Now()

@@ -21,10 +21,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		leaderChanges: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Name: "leader_changes_total",
 			Help: "Times this replica won or lost DHCP leadership."}, nil),
 		depositions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Subsystem: "election", Name: "depositions_total",
-			Help: "DHCP leaders this replica deposed, by reason: refused (its process was gone) or timeout (a majority saw it stop answering)."}, []string{"reason"}),
+			Help: "DHCP leaders this replica deposed, by reason: refused (its process was gone), timeout (a majority saw it stop answering) or unreachable (a majority found no TCP handshake at its address)."}, []string{"reason"}),
 	}
 	m.leaderChanges.WithLabelValues() // 0 from the start
-	for _, r := range []string{"refused", "timeout"} {
+	for _, r := range []string{"refused", "timeout", "unreachable"} {
 		m.depositions.WithLabelValues(r)
 	}
 	mayumetrics.MustRegister(reg, m.leader, m.leaderChanges, m.depositions)

@@ -2,7 +2,6 @@ package etcd_test
 
 import (
 	"context"
-	"slices"
 	"testing"
 	"time"
 
@@ -85,12 +84,8 @@ func TestStreamsLeaveSilentMember(t *testing.T) {
 	}
 	defer conn.Close()
 	cli := conn.Client
-	silent := nonLeader(t, cli, c.Endpoints)
-	others, err := clientv3.New(clientv3.Config{Endpoints: slices.Delete(slices.Clone(c.Endpoints), silent, silent+1), DialTimeout: 3 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer others.Close()
+	silent := c.NonLeader()
+	others := c.ClientWithout(silent)
 
 	// Every stream opened on the member about to go silent: only its
 	// endpoint is in the client while they open.
@@ -170,22 +165,4 @@ func TestStreamsLeaveSilentMember(t *testing.T) {
 	if heard.IsZero() {
 		t.Fatal("no keepalive answer in the 4 s after a member went silent")
 	}
-}
-
-// nonLeader is the index of a member that does not lead raft.
-func nonLeader(t *testing.T, cli *clientv3.Client, endpoints []string) int {
-	t.Helper()
-	for i, ep := range endpoints {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		st, err := cli.Status(ctx, ep)
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.Leader != st.Header.MemberId {
-			return i
-		}
-	}
-	t.Fatal("every member leads")
-	return -1
 }

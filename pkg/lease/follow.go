@@ -42,11 +42,6 @@ func (w *warm) moved(rev int64) {
 	}
 }
 
-// leasesStream is the followed copy's own watch stream: fromWarm waits for
-// its progress, which another watch on a shared stream could hold back
-// (state.Follower.Stream).
-const leasesStream = "leases"
-
 // catchUpTimeout bounds how long Load waits for the followed copy to
 // reach the current revision before it reads every lease instead.
 const catchUpTimeout = 2 * time.Second
@@ -66,7 +61,7 @@ func (s *Store) Follow(ctx context.Context, log *slog.Logger) {
 	}()
 	dir := s.keys.Leases()
 	state.Follower{
-		Key: dir, Prefix: true, Stream: leasesStream,
+		Key: dir, Prefix: true,
 		Load: func(kvs []*mvccpb.KeyValue) {
 			leases, bad := make(map[string]Lease, len(kvs)), map[string]error{}
 			for _, kv := range kvs {
@@ -155,7 +150,8 @@ func (s *Store) fromWarm(ctx context.Context) (leases []Lease, bad []error, ok b
 		advance := w.advance
 		w.mu.Unlock()
 		// An idle watch says how far it is only when asked.
-		state.RequestProgress(ctx, s.cli, leasesStream)
+		// (Its watch is on a stream of its own: state.Follower.Progress.)
+		state.RequestProgress(ctx, s.cli, s.keys.Leases())
 		select {
 		case <-advance:
 		case <-time.After(20 * time.Millisecond):

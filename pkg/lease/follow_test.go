@@ -4,20 +4,16 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
-	"slices"
 	"sort"
-	"sync"
 	"testing"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/mayu-boot/mayu/internal/etcdtest"
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/election"
 	"github.com/mayu-boot/mayu/pkg/etcd"
-	"github.com/mayu-boot/mayu/pkg/state"
 )
 
 // A store that follows the leases answers Load from its copy, caught up
@@ -35,15 +31,7 @@ func TestLoadFromFollowedCopy(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	fctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); st.Follow(fctx, slog.New(slog.DiscardHandler)) }()
-	defer func() { stop(); <-done }()
-	waitFor(t, 10*time.Second, "the copy loaded", func() bool {
-		st.mu.Lock()
-		defer st.mu.Unlock()
-		return st.warm != nil && st.warm.loaded
-	})
+	follow(t, ctx, st, 0)
 
 	check := func(what string, want ...Lease) {
 		t.Helper()
@@ -111,15 +99,7 @@ func TestLoadDistrustsACopyMissingALease(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	fctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); st.Follow(fctx, slog.New(slog.DiscardHandler)) }()
-	defer func() { stop(); <-done }()
-	waitFor(t, 10*time.Second, "the copy loaded", func() bool {
-		st.mu.Lock()
-		defer st.mu.Unlock()
-		return st.warm != nil && st.warm.loaded && len(st.warm.leases) == 2
-	})
+	follow(t, ctx, st, 2)
 	st.mu.Lock()
 	w := st.warm
 	st.mu.Unlock()
@@ -154,16 +134,7 @@ func TestCatchUpPastASilentMember(t *testing.T) {
 	cli := conn.Client
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	silent := -1
-	for i, ep := range c.Endpoints {
-		st, err := cli.Status(ctx, ep)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.Leader != st.Header.MemberId {
-			silent = i // not raft's leader: etcd itself goes on at once
-		}
-	}
+	silent := c.NonLeader() // etcd itself goes on at once
 	resp, err := cli.Put(ctx, prefix+"election/t", "t")
 	if err != nil {
 		t.Fatal(err)
@@ -179,15 +150,7 @@ func TestCatchUpPastASilentMember(t *testing.T) {
 	// The watch opens on the member about to go silent: the only one in
 	// the client then.
 	cli.SetEndpoints(c.Endpoints[silent])
-	fctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); st.Follow(fctx, slog.New(slog.DiscardHandler)) }()
-	defer func() { stop(); <-done }()
-	waitFor(t, 10*time.Second, "the copy loaded", func() bool {
-		st.mu.Lock()
-		defer st.mu.Unlock()
-		return st.warm != nil && st.warm.loaded
-	})
+	follow(t, ctx, st, 0)
 	if got, _, err := st.Load(ctx); err != nil || len(got) != 2 {
 		t.Fatalf("Load with every member up: %v, %v", got, err)
 	}
@@ -196,11 +159,7 @@ func TestCatchUpPastASilentMember(t *testing.T) {
 	c.Freeze(silent)
 	defer c.Thaw(silent)
 	frozen := time.Now()
-	others, err := clientv3.New(clientv3.Config{Endpoints: slices.Delete(slices.Clone(c.Endpoints), silent, silent+1), DialTimeout: 3 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer others.Close()
+	others := c.ClientWithout(silent)
 	op, err := st.PutOp(leaseN(3))
 	if err != nil {
 		t.Fatal(err)
@@ -233,30 +192,29 @@ func TestCatchUpBesideAFreshWatch(t *testing.T) {
 	if err := st.Put(ctx, f, leaseN(1)); err != nil {
 		t.Fatal(err)
 	}
-	fctx, stop := context.WithCancel(ctx)
-	defer stop()
-	done := make(chan struct{})
-	go func() { defer close(done); st.Follow(fctx, slog.New(slog.DiscardHandler)) }()
-	defer func() { stop(); <-done }()
-	waitFor(t, 10*time.Second, "the copy loaded", func() bool {
-		st.mu.Lock()
-		defer st.mu.Unlock()
-		return st.warm != nil && st.warm.loaded
-	})
+	follow(t, ctx, st, 0)
 	// A write elsewhere (the copy has not seen its revision), then a
 	// watch that starts after it, as keyGone's does.
 	if _, err := st.cli.Put(ctx, prefix+"elsewhere", "x"); err != nil {
 		t.Fatal(err)
 	}
-	seen := make(chan struct{})
-	var once sync.Once
-	go state.Follower{Key: prefix + "election/t",
-		Load:     func([]*mvccpb.KeyValue) {},
-		Change:   func(*clientv3.Event) {},
-		Progress: func(int64) { once.Do(func() { close(seen) }) },
-	}.Run(fctx, st.cli)
-	<-seen
-	time.Sleep(100 * time.Millisecond) // its watch opened
+	// On the client's shared stream, as every watch but the followed
+	// copy's is (state.Follower.Progress); open once etcd says it was
+	// created.
+	resp, err := st.cli.Get(ctx, prefix+"election/t", clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, wstop := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer wstop()
+	select {
+	case wr := <-st.cli.Watch(wctx, prefix+"election/t", clientv3.WithRev(resp.Header.Revision+1), clientv3.WithCreatedNotify()):
+		if !wr.Created {
+			t.Fatalf("the fresh watch: %+v", wr)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the fresh watch did not open within 10s")
+	}
 	start := time.Now()
 	got, _, err := st.Load(ctx)
 	took := time.Since(start)
@@ -266,4 +224,19 @@ func TestCatchUpBesideAFreshWatch(t *testing.T) {
 	if took > catchUpTimeout/2 {
 		t.Errorf("Load took %s: the copy's catch-up was held back by another watch (catchUpTimeout %s)", took.Round(time.Millisecond), catchUpTimeout)
 	}
+}
+
+// follow runs st.Follow until the test ends and waits until its copy has
+// loaded (with at least leases leases).
+func follow(t *testing.T, ctx context.Context, st *Store, leases int) {
+	t.Helper()
+	fctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); st.Follow(fctx, slog.New(slog.DiscardHandler)) }()
+	t.Cleanup(func() { stop(); <-done })
+	waitFor(t, 10*time.Second, "the copy loaded", func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.warm != nil && st.warm.loaded && len(st.warm.leases) >= leases
+	})
 }

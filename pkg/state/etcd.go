@@ -89,16 +89,15 @@ type Follower struct {
 	// Progress (may be nil) hears each revision up to which every change
 	// has been given to Load or Change: after a load, after each watch
 	// answer, and at each progress notification (RequestProgress).
+	//
+	// A Follower with Progress watches on a gRPC stream of its own, named
+	// by its Key, rather than on the one every other Follower on the
+	// client shares: etcd answers a progress request on a stream only
+	// once every watch on it has reached its start revision
+	// (watchableStore.progressIfSync), so a watch opened just after the
+	// last write (a new leader's watch on its own key) would hold back the
+	// progress awaited until the next write.
 	Progress func(rev int64)
-	// Stream, if not empty, gives the watch a gRPC stream of its own,
-	// named so, instead of the one every other Follower on the client
-	// shares. A Follower whose Progress is awaited needs one: etcd answers
-	// a progress request on a stream only once every watch on it has
-	// reached its start revision (watchableStore.progressIfSync), so a
-	// watch opened just after the last write (a new leader's watch on its
-	// own key) would hold back every other's progress until the next
-	// write.
-	Stream string
 }
 
 // streamKey is the gRPC metadata that names a Follower's own stream:
@@ -106,23 +105,23 @@ type Follower struct {
 // different streams.
 const streamKey = "mayu-watch-stream"
 
-// watchContext is the context of a Follower's watch, and of the progress
-// requests meant for it.
-func watchContext(ctx context.Context, stream string) context.Context {
+// watchContext is the context of the watch of the Follower of key, and
+// of the progress requests meant for it; own: on a stream of its own.
+func watchContext(ctx context.Context, key string, own bool) context.Context {
 	// WithRequireLeader: a member cut off from its cluster ends the
 	// watch instead of keeping it silently stale.
 	ctx = clientv3.WithRequireLeader(ctx)
-	if stream != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, streamKey, stream)
+	if own {
+		ctx = metadata.AppendToOutgoingContext(ctx, streamKey, key)
 	}
 	return ctx
 }
 
-// RequestProgress asks etcd to tell the Followers on cli's stream named
-// stream ("": the shared one) how far their watches are
-// (Follower.Progress), also one that has seen no change for a while.
-func RequestProgress(ctx context.Context, cli *clientv3.Client, stream string) {
-	cli.RequestProgress(watchContext(ctx, stream))
+// RequestProgress asks etcd to tell the Follower of key (one with
+// Progress) on cli how far its watch is, also when it has seen no change
+// for a while.
+func RequestProgress(ctx context.Context, cli *clientv3.Client, key string) {
+	cli.RequestProgress(watchContext(ctx, key, true))
 }
 
 // Compacted reports whether err says that etcd compacted away the
@@ -172,7 +171,7 @@ func (f Follower) Run(ctx context.Context, cli *clientv3.Client) {
 				f.Progress(resp.Header.Revision)
 			}
 		}
-		wctx, cancel := context.WithCancel(watchContext(ctx, f.Stream))
+		wctx, cancel := context.WithCancel(watchContext(ctx, f.Key, f.Progress != nil))
 		defer cancel()
 		opts := []clientv3.OpOption{clientv3.WithRev(next)}
 		if f.PrevKV {

@@ -131,3 +131,78 @@ func TestFollowerResyncsAfterCompaction(t *testing.T) {
 		t.Fatalf("%d resyncs, %d after a compaction; want 1 and 1", resyncs, compactedResyncs)
 	}
 }
+
+// A Follower with Progress hears how far its watch is when asked
+// (RequestProgress with its key), also beside a watch on the client's
+// shared stream that opened just after the last write: etcd holds back a
+// stream's progress until every watch on it has reached its start
+// revision, so such a Follower watches on a stream of its own. Before, it
+// had one only when it named one (Stream), and one that did not stalled
+// until the next write.
+func TestFollowerProgressBesideAFreshWatch(t *testing.T) {
+	t.Parallel()
+	cli := etcdtest.Start(t)
+	prefix := etcdtest.Prefix(t)
+	dir := prefix + "follow/"
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := cli.Put(ctx, dir+"a", "v"); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var rev int64 // as far as the follower has heard
+	heard := func() int64 {
+		mu.Lock()
+		defer mu.Unlock()
+		return rev
+	}
+	fctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		state.Follower{Key: dir, Prefix: true,
+			Load:   func([]*mvccpb.KeyValue) {},
+			Change: func(*clientv3.Event) {},
+			Progress: func(r int64) {
+				mu.Lock()
+				defer mu.Unlock()
+				rev = max(rev, r)
+			},
+		}.Run(fctx, cli)
+	}()
+	defer func() { stop(); <-done }()
+	for deadline := time.Now().Add(10 * time.Second); heard() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the follower did not load")
+		}
+	}
+
+	// A write the follower's watch does not see, then a watch on the
+	// shared stream (as every Follower without Progress has) that starts
+	// after it: open once etcd says it was created.
+	resp, err := cli.Put(ctx, prefix+"elsewhere", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := resp.Header.Revision
+	wctx, wstop := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer wstop()
+	select {
+	case wr := <-cli.Watch(wctx, prefix+"fresh", clientv3.WithRev(want+1), clientv3.WithCreatedNotify()):
+		if !wr.Created {
+			t.Fatalf("the fresh watch: %+v", wr)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the fresh watch did not open")
+	}
+
+	start := time.Now()
+	for heard() < want {
+		if time.Since(start) > time.Second {
+			t.Fatalf("the follower heard revision %d after %s of progress requests, want %d: held back by the fresh watch", heard(), time.Since(start).Round(time.Millisecond), want)
+		}
+		state.RequestProgress(ctx, cli, dir)
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("revision %d heard %s after the first progress request", want, time.Since(start).Round(time.Millisecond))
+}

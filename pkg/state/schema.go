@@ -32,6 +32,7 @@ const (
 	leasesDir    = "leases/"
 	electionDir  = "election/"
 	suspectsDir  = "suspects/"
+	deposedDir   = "deposed/"
 	replicasDir  = "replicas/"
 	configKey    = "config"
 	auditDir     = "audit/"
@@ -66,6 +67,7 @@ var Layout = []Space{
 	{leasesDir + "<ip>", "lease"},
 	{electionDir + "<lease id>", "election"},
 	{suspectsDir + "<term>/<replica>", "election"},
+	{deposedDir + "<term>", "election"},
 	{replicasDir + "<name>", "replica"},
 	{configKey, "replica"},
 	{auditDir + "<time>-<random>", "audit"},
@@ -157,6 +159,13 @@ func (k Keys) Suspects(term int64) string {
 
 // Suspect is one follower's verdict that term's leader is unresponsive.
 func (k Keys) Suspect(term int64, replica string) string { return k.Suspects(term) + replica }
+
+// Deposed marks that a follower ended term (its value names which): a
+// repeated deposition that finds the term over reads it to learn whether
+// its own earlier attempt did.
+func (k Keys) Deposed(term int64) string {
+	return k.Prefix + deposedDir + strconv.FormatInt(term, 10)
+}
 
 // Replicas is the directory of replica announcements.
 func (k Keys) Replicas() string { return k.Prefix + replicasDir }
