@@ -2,6 +2,8 @@ package state
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -112,7 +114,10 @@ func watchContext(ctx context.Context, key string, own bool) context.Context {
 	// watch instead of keeping it silently stale.
 	ctx = clientv3.WithRequireLeader(ctx)
 	if own {
-		ctx = metadata.AppendToOutgoingContext(ctx, streamKey, key)
+		// Named by a hash of the key: gRPC metadata values must be
+		// printable ASCII, and node.etcd.prefix may hold any character.
+		sum := sha256.Sum256([]byte(key))
+		ctx = metadata.AppendToOutgoingContext(ctx, streamKey, hex.EncodeToString(sum[:8]))
 	}
 	return ctx
 }

@@ -206,3 +206,42 @@ func TestFollowerProgressBesideAFreshWatch(t *testing.T) {
 	}
 	t.Logf("revision %d heard %s after the first progress request", want, time.Since(start).Round(time.Millisecond))
 }
+
+// A Follower with Progress watches on a stream named after its key, in
+// gRPC metadata, which must be printable ASCII; node.etcd.prefix may hold
+// any character (it did: a prefix with "ü" left the watch silent).
+func TestFollowerOwnStreamAnyKey(t *testing.T) {
+	t.Parallel()
+	cli := etcdtest.Start(t)
+	dir := etcdtest.Prefix(t) + "mayu-ü/leases/"
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	changed := make(chan string, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		state.Follower{Key: dir, Prefix: true,
+			Load:     func([]*mvccpb.KeyValue) {},
+			Change:   func(ev *clientv3.Event) { changed <- string(ev.Kv.Key) },
+			Progress: func(int64) {},
+			Broken:   func(err error) { t.Errorf("watch broken: %v", err) },
+		}.Run(ctx, cli)
+	}()
+	defer func() { cancel(); <-done }()
+	deadline := time.After(10 * time.Second)
+	for {
+		if _, err := cli.Put(ctx, dir+"a", "v"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case k := <-changed:
+			if k != dir+"a" {
+				t.Fatalf("change of %q", k)
+			}
+			return
+		case <-time.After(200 * time.Millisecond): // the watch may open after the put
+		case <-deadline:
+			t.Fatal("no change heard in 10 s")
+		}
+	}
+}
