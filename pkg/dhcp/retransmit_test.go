@@ -94,3 +94,36 @@ func TestRetransmittedRequestKeepsItsAddress(t *testing.T) {
 		t.Fatalf("REQUEST of %s (leased to %s) by %s: %v, want a NAK", a, mac1, mac2, nak)
 	}
 }
+
+// A lease write whose call failed without etcd refusing it (a timeout on
+// a slow member) may still be applied: the address stays its client's for
+// the rest of the term, and another client is offered another one.
+func TestUncertainWriteKeepsItsAddress(t *testing.T) {
+	sl := &scriptedLeases{Leases: testfakes.NewLeases(), calls: make(chan chan error, 8)}
+	s, relay, _ := fakeServerWith(t, Options{Leases: sl, Installed: testfakes.NewInstalled(), Workers: 8})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Serve(ctx)
+	to := s.conn.LocalAddr().(*net.UDPAddr)
+	send := func(typ dhcpv4.MessageType, mac net.HardwareAddr, ip net.IP) {
+		t.Helper()
+		if _, err := relay.WriteToUDP(pxeRelayed(t, typ, mac, ip), to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mac1, mac2 := benchMAC(1), benchMAC(2)
+	send(dhcpv4.MessageTypeDiscover, mac1, nil)
+	a := readAnswers(t, relay, 1, 5*time.Second)[mac1.String()].YourIPAddr
+	send(dhcpv4.MessageTypeRequest, mac1, a)
+	select {
+	case c := <-sl.calls:
+		c <- context.DeadlineExceeded // the call gave up; etcd may apply it later
+	case <-time.After(5 * time.Second):
+		t.Fatal("no lease write")
+	}
+	send(dhcpv4.MessageTypeDiscover, mac2, a)
+	o2 := readAnswers(t, relay, 1, 5*time.Second)[mac2.String()]
+	if o2 == nil || o2.YourIPAddr.Equal(a) {
+		t.Fatalf("offer to %s after %s's uncertain write of %s: %v", mac2, mac1, a, o2)
+	}
+}

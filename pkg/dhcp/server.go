@@ -788,7 +788,16 @@ func (s *Server) acknowledge(x *exchange, l lease.Lease) {
 	err := s.o.Leases.Put(x.ctx, x.term.fence, l)
 	s.metrics.leaseWriteDuration.WithLabelValues().Observe(time.Since(start).Seconds())
 	if err != nil {
-		pl.failed(ip, x.mac)
+		if errors.Is(err, lease.ErrDeposed) {
+			pl.failed(ip, x.mac) // refused by etcd: nothing was written
+		} else {
+			// The write may still land (a member that applies it after
+			// the call gave up): the address stays this client's for
+			// the rest of the term (its write never ends), or etcd
+			// could name it as the lease's owner while another client
+			// is ACKed the address.
+			pl.unhold(ip, x.mac)
+		}
 		if errors.Is(err, lease.ErrDeposed) {
 			s.metrics.ignored.WithLabelValues("deposed").Inc()
 			s.term.CompareAndSwap(x.term, nil) // stop at once; the election notices too
