@@ -44,9 +44,9 @@ func fakeServerWith(t testing.TB, o Options) (*Server, *net.UDPConn, election.Fe
 	return s, relay, f
 }
 
-// exchange sends one relayed packet of type typ from mac through the
-// server and returns its answer, nil if none came.
-func sendRelayed(t *testing.T, s *Server, relay *net.UDPConn, typ dhcpv4.MessageType, mac net.HardwareAddr, ip net.IP) *dhcpv4.DHCPv4 {
+// pxeRequest is a PXE packet of type typ from mac (asking for ip, if set,
+// from this server).
+func pxeRequest(t *testing.T, typ dhcpv4.MessageType, mac net.HardwareAddr, ip net.IP) *dhcpv4.DHCPv4 {
 	t.Helper()
 	mods := []dhcpv4.Modifier{dhcpv4.WithHwAddr(mac), dhcpv4.WithMessageType(typ),
 		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001")),
@@ -59,7 +59,14 @@ func sendRelayed(t *testing.T, s *Server, relay *net.UDPConn, typ dhcpv4.Message
 	if err != nil {
 		t.Fatal(err)
 	}
-	return handleRelayed(t, s, relay, req)
+	return req
+}
+
+// sendRelayed sends one relayed packet of type typ from mac through the
+// server and returns its answer, nil if none came.
+func sendRelayed(t *testing.T, s *Server, relay *net.UDPConn, typ dhcpv4.MessageType, mac net.HardwareAddr, ip net.IP) *dhcpv4.DHCPv4 {
+	t.Helper()
+	return handleRelayed(t, s, relay, pxeRequest(t, typ, mac, ip))
 }
 
 // An exchange on the fakes: the OFFER writes nothing, the ACK only after

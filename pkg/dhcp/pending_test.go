@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
-	"github.com/insomniacslk/dhcp/iana"
 
 	"github.com/mayu-boot/mayu/internal/testfakes"
 	"github.com/mayu-boot/mayu/pkg/election"
@@ -43,21 +42,10 @@ func (h *heldLeases) counts() (waiting, most int) {
 	return h.waiting, h.most
 }
 
-// pxeRelayed is a relayed PXE packet of type typ from mac (asking for ip,
-// if set, from this server).
+// pxeRelayed is pxeRequest's packet as a relay forwards it.
 func pxeRelayed(t *testing.T, typ dhcpv4.MessageType, mac net.HardwareAddr, ip net.IP) []byte {
 	t.Helper()
-	mods := []dhcpv4.Modifier{dhcpv4.WithHwAddr(mac), dhcpv4.WithMessageType(typ),
-		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001")),
-		dhcpv4.WithOption(dhcpv4.OptClientArch(iana.INTEL_X86PC))}
-	if ip != nil {
-		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip)),
-			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(loopback)))
-	}
-	req, err := dhcpv4.New(mods...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	req := pxeRequest(t, typ, mac, ip)
 	req.GatewayIPAddr, req.HopCount = loopback, 1
 	return req.ToBytes()
 }

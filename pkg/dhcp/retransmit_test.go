@@ -30,6 +30,23 @@ func (s *scriptedLeases) Put(ctx context.Context, f election.Fence, l lease.Leas
 	return s.Leases.Put(ctx, f, l)
 }
 
+// scriptedServer serves on loopback with scriptedLeases until the test
+// ends; send sends a relayed PXE packet to it.
+func scriptedServer(t *testing.T) (*scriptedLeases, *net.UDPConn, func(dhcpv4.MessageType, net.HardwareAddr, net.IP)) {
+	sl := &scriptedLeases{Leases: testfakes.NewLeases(), calls: make(chan chan error, 8)}
+	s, relay, _ := fakeServerWith(t, Options{Leases: sl, Installed: testfakes.NewInstalled(), Workers: 8})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go s.Serve(ctx)
+	to := s.conn.LocalAddr().(*net.UDPAddr)
+	return sl, relay, func(typ dhcpv4.MessageType, mac net.HardwareAddr, ip net.IP) {
+		t.Helper()
+		if _, err := relay.WriteToUDP(pxeRelayed(t, typ, mac, ip), to); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // A client retransmits its REQUEST while the first one's lease write
 // hangs (a silent etcd member); the first write then fails, the second
 // is still on its way. The address stays the client's until that write
@@ -38,18 +55,7 @@ func (s *scriptedLeases) Put(ctx context.Context, f election.Fence, l lease.Leas
 // dropped the hold, the address was offered to the second client, and
 // both writes landed.)
 func TestRetransmittedRequestKeepsItsAddress(t *testing.T) {
-	sl := &scriptedLeases{Leases: testfakes.NewLeases(), calls: make(chan chan error, 8)}
-	s, relay, _ := fakeServerWith(t, Options{Leases: sl, Installed: testfakes.NewInstalled(), Workers: 8})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go s.Serve(ctx)
-	to := s.conn.LocalAddr().(*net.UDPAddr)
-	send := func(typ dhcpv4.MessageType, mac net.HardwareAddr, ip net.IP) {
-		t.Helper()
-		if _, err := relay.WriteToUDP(pxeRelayed(t, typ, mac, ip), to); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sl, relay, send := scriptedServer(t)
 	next := func() chan error {
 		t.Helper()
 		select {
@@ -99,18 +105,7 @@ func TestRetransmittedRequestKeepsItsAddress(t *testing.T) {
 // a slow member) may still be applied: the address stays its client's for
 // the rest of the term, and another client is offered another one.
 func TestUncertainWriteKeepsItsAddress(t *testing.T) {
-	sl := &scriptedLeases{Leases: testfakes.NewLeases(), calls: make(chan chan error, 8)}
-	s, relay, _ := fakeServerWith(t, Options{Leases: sl, Installed: testfakes.NewInstalled(), Workers: 8})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go s.Serve(ctx)
-	to := s.conn.LocalAddr().(*net.UDPAddr)
-	send := func(typ dhcpv4.MessageType, mac net.HardwareAddr, ip net.IP) {
-		t.Helper()
-		if _, err := relay.WriteToUDP(pxeRelayed(t, typ, mac, ip), to); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sl, relay, send := scriptedServer(t)
 	mac1, mac2 := benchMAC(1), benchMAC(2)
 	send(dhcpv4.MessageTypeDiscover, mac1, nil)
 	a := readAnswers(t, relay, 1, 5*time.Second)[mac1.String()].YourIPAddr
