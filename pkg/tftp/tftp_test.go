@@ -112,7 +112,16 @@ mayu_tftp_transfers_total{result="not_found"} 1
 mayu_tftp_transfers_total{result="ok"} 1
 mayu_tftp_transfers_total{result="refused"} 2
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "mayu_tftp_sent_bytes_total", "mayu_tftp_transfers_total"); err != nil {
-		t.Error(err)
+	// The server counts a transfer once its handler returns, which can be
+	// just after the client has its last block: wait for it, within a bound.
+	var cmp error
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		cmp = testutil.GatherAndCompare(reg, strings.NewReader(want), "mayu_tftp_sent_bytes_total", "mayu_tftp_transfers_total")
+		if cmp == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if cmp != nil {
+		t.Error(cmp)
 	}
 }
