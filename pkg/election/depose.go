@@ -1,17 +1,9 @@
 package election
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
-	"net"
-	"net/http"
-	"net/url"
 	"sync"
-	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -34,11 +26,12 @@ import (
 //     leader is deposed. One follower cut off from the leader alone cannot
 //     depose it; the minority side of a partition cannot reach etcd at all.
 //   - Unreachable: a probe whose fresh TCP handshake does not complete
-//     within half the probe timeout, while the connection kept from the
-//     last probe does not answer either, found no kernel at the leader's
-//     address (a frozen or slow process still has its kernel complete
-//     handshakes; a flooded accept queue fails fresh handshakes only): the
-//     leader's host is cut off or down. unreachableAfter such probes in a
+//     within half the probe timeout, while on the connection kept from
+//     earlier probes the leader's kernel neither answered nor acknowledged
+//     the request, found no kernel at the leader's address (a frozen or
+//     slow process still has its kernel complete handshakes and acknowledge
+//     data; a flooded accept queue fails fresh handshakes only; probe.go):
+//     the leader's host is cut off or down. unreachableAfter such probes in a
 //     row are a verdict as SuspectAfter timeouts are, sooner, and the same
 //     majority deposes (counted as reason "unreachable").
 //   - Every deposition is logged and counted once by the follower that
@@ -143,104 +136,6 @@ func (j *judge) observe(o Outcome) verdict {
 		j.refused, j.timedOut, j.unreachable = 0, 0, 0
 	}
 	return wait
-}
-
-// httpProbe asks the leader's /leader at url, within the context's
-// deadline, over a connection kept from the last probe: an answer that
-// names the term (200, or 503 while it loads its leases) is alive. A
-// frozen process's kernel still completes TCP handshakes on its listening
-// socket, so only an HTTP answer, which needs the process to run, counts.
-//
-// Beside the request, every probe makes a fresh TCP handshake with the
-// leader's address, bounded to handshake: when it does not complete and
-// the kept connection has not answered either by then, no kernel answers
-// at that address (its host's link cut, the host down), and the probe
-// says Unreachable at once rather than at its deadline. Both must fail: a
-// host on the boot network can fill the leader's accept queue (idle
-// connections until it runs out of descriptors), which makes fresh
-// handshakes fail while the leader runs; the kept connection still
-// answers then, so a flood alone never makes a verdict.
-func httpProbe(handshake time.Duration) func(ctx context.Context, url string, term int64) Outcome {
-	client := &http.Client{
-		Transport: &http.Transport{
-			DialContext:         (&net.Dialer{Timeout: handshake}).DialContext,
-			MaxIdleConnsPerHost: 1,
-		},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	return func(ctx context.Context, url string, term int64) Outcome {
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel() // ends whichever of the two is still waiting
-		asked := make(chan Outcome, 1)
-		go func() { asked <- ask(ctx, client, url, term) }()
-		shook := make(chan bool, 1)
-		go func() { shook <- handshakes(ctx, url, handshake) }()
-		// An answer (or a refusal) on the request decides; a handshake
-		// that failed decides while the request has no answer; a request
-		// that timed out waits for the handshake's word.
-		var o Outcome
-		for asked != nil || shook != nil {
-			select {
-			case o = <-asked:
-				if o != TimedOut {
-					return o
-				}
-				asked = nil
-			case ok := <-shook:
-				if !ok {
-					return Unreachable
-				}
-				shook = nil // a kernel answers: the request decides
-			}
-		}
-		return o
-	}
-}
-
-// ask GETs url with client.
-func ask(ctx context.Context, client *http.Client, url string, term int64) Outcome {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return TimedOut
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		// A kept connection that its process's end closed is retried by
-		// the transport on a fresh one, which is refused.
-		if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) {
-			return Refused
-		}
-		return TimedOut
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	if !bytes.Contains(body, []byte(fmt.Sprintf("(term %d)", term))) {
-		// A live process at that address that does not hold the
-		// term: a restarted leader, or an address that moved.
-		return Stranger
-	}
-	return Answered
-}
-
-// handshakes reports whether a TCP handshake with url's host completes (or
-// is refused: a kernel answered) within bound; false only when nothing
-// answered in time.
-func handshakes(ctx context.Context, rawURL string, bound time.Duration) bool {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return true // nothing learnt: leave it to the request
-	}
-	addr := u.Host
-	if u.Port() == "" {
-		addr = net.JoinHostPort(u.Hostname(), "80")
-	}
-	c, err := (&net.Dialer{Timeout: bound}).DialContext(ctx, "tcp", addr)
-	if err == nil {
-		c.Close()
-		return true
-	}
-	var ne net.Error
-	return ctx.Err() != nil || !errors.As(err, &ne) || !ne.Timeout()
 }
 
 // SetDeposition makes the replica watch the leader while it follows (call

@@ -293,3 +293,64 @@ func TestTwiceRetriesAStuckCall(t *testing.T) {
 		t.Errorf("%d calls for one that succeeded at once", calls)
 	}
 }
+
+// The flood of TestProbeThroughAFloodedAcceptQueue, and then the leader
+// pauses for longer than a probe's deadline (a long GC, a slow disk): its
+// probes time out, and no new connection gets through. The connection the
+// probes keep is not given up with a late probe, and the leader's kernel
+// acknowledges its requests, so no probe says Unreachable (two of which
+// would be a verdict): only the timeouts count, as for any slow leader, and
+// once it runs again it answers on that connection.
+func TestProbeThroughAFloodAndAPause(t *testing.T) {
+	addr, accept := queuedListener(t)
+	var paused sync.RWMutex // held for writing while the leader pauses
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		paused.RLock()
+		defer paused.RUnlock()
+		fmt.Fprintln(w, "leader r1 (term 42)")
+	})}
+	go srv.Serve(accept)
+	defer srv.Close()
+	probe := httpProbe(125 * time.Millisecond)
+	at := func() Outcome {
+		ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
+		defer cancel()
+		return probe(ctx, "http://"+addr+"/leader", 42)
+	}
+	if o := at(); o != Answered {
+		t.Fatalf("before the flood: %v", o)
+	}
+	accept.stop()
+	for i := 0; ; i++ {
+		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+		if err != nil {
+			break // the queue is full: SYNs go unanswered
+		}
+		if i == 20 {
+			t.Fatal("the accept queue never filled")
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	paused.Lock()
+	var during []Outcome
+	for range 4 { // 4 probes of 250 ms: a pause of a second
+		o := at()
+		during = append(during, o)
+		if o == Unreachable {
+			t.Errorf("a paused leader behind a flood: %v, want timeouts", during)
+			break
+		}
+	}
+	paused.Unlock()
+	t.Logf("during the pause: %v", during)
+	answered := false
+	for range 3 {
+		if o := at(); o == Answered {
+			answered = true
+			break
+		}
+	}
+	if !answered {
+		t.Error("the leader runs again and was not heard on the kept connection")
+	}
+}

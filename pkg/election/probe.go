@@ -1,0 +1,268 @@
+package election
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The probe asks the leader's /leader over one TCP connection that it keeps
+// from probe to probe, whatever a probe's outcome: an answer that names the
+// term (200, or 503 while the leader loads its leases) is alive. A frozen
+// process's kernel still completes TCP handshakes on its listening socket,
+// so only an HTTP answer, which needs the process to run, counts.
+//
+// A probe whose answer is late does not give its connection up: its
+// request stays outstanding and the next probe writes its own behind it
+// (HTTP/1.1 pipelining, answered in order), so an answer that arrives
+// later still proves the leader runs. This matters under a flood: a host
+// on the boot network can fill the leader's accept queue (idle connections
+// until it runs out of descriptors), and then no new connection gets
+// through while the leader runs. A prober that closed its connection at a
+// probe's deadline, as an HTTP client does when its request is cancelled,
+// would have none left after the leader's first pause of a few hundred
+// milliseconds.
+//
+// Unreachable: a probe decides that no kernel answers at the leader's
+// address (its host's link cut, the host down) when, within the handshake
+// bound, a fresh TCP handshake beside the request does not complete and
+// the kept connection neither answered nor had its request acknowledged
+// by the leader's kernel (TCP_INFO: segments unacknowledged). Both must
+// fail: a flooded accept queue fails fresh handshakes only, and the
+// leader's kernel acknowledges the request on the kept connection even
+// while its process is frozen.
+
+// maxPending bounds the requests a kept connection carries unanswered;
+// past it the leader has not answered for that many probes (timeouts that
+// make a verdict long before), and the connection is dropped.
+const maxPending = 16
+
+// maxAnswer bounds the answer read: the leader's is one line.
+const maxAnswer = 4096
+
+// prober is the probe of one replica's follower.
+type prober struct {
+	handshake time.Duration
+
+	mu   sync.Mutex // one probe at a time
+	kept *kept
+}
+
+// httpProbe returns the probe that Deposition uses unless a test sets one.
+func httpProbe(handshake time.Duration) func(ctx context.Context, url string, term int64) Outcome {
+	p := &prober{handshake: handshake}
+	return p.probe
+}
+
+// kept is a connection to the leader's probe address and the reader of
+// its answers.
+type kept struct {
+	addr    string // host:port
+	conn    *net.TCPConn
+	answers chan []byte   // answer bodies, in the order asked
+	dead    chan struct{} // closed when the connection ends
+	pending int           // requests written and not yet answered
+}
+
+func (p *prober) probe(ctx context.Context, rawURL string, term int64) Outcome {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Host == "" {
+		return TimedOut // nothing learnt
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(u.Hostname(), "80")
+	}
+	req := []byte(fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: mayu-probe\r\n\r\n", u.RequestURI(), u.Host))
+
+	if k := p.kept; k != nil && (k.addr != addr || k.closed() || k.pending >= maxPending) {
+		k.close()
+		p.kept = nil
+	}
+	fresh := false
+	if p.kept == nil {
+		// The dial is the handshake: nothing to keep yet.
+		k, o := p.dial(ctx, addr)
+		if k == nil {
+			return o
+		}
+		p.kept, fresh = k, true
+	}
+	k := p.kept
+	if !k.ask(ctx, req) {
+		k.close()
+	}
+
+	// Beside the request, on a connection kept from earlier probes: a
+	// fresh handshake, to tell "no kernel answers" from "the process is
+	// slow" within the handshake bound.
+	hctx, hcancel := context.WithCancel(ctx)
+	defer hcancel()
+	var shook chan bool
+	if !fresh {
+		shook = make(chan bool, 1)
+		go func() { shook <- handshakes(hctx, addr, p.handshake) }()
+	}
+	redialed := false
+	for {
+		select {
+		case body := <-k.answers:
+			k.pending--
+			return judgeAnswer(body, term)
+		case <-k.dead:
+			select {
+			case body := <-k.answers: // an answer before the end
+				k.pending--
+				return judgeAnswer(body, term)
+			default:
+			}
+			// Closed by its other end (a leader process gone, or one
+			// that restarted its listener): one fresh connection says
+			// which.
+			k.close()
+			p.kept = nil
+			if redialed {
+				return TimedOut
+			}
+			redialed = true
+			nk, o := p.dial(ctx, addr)
+			if nk == nil {
+				return o
+			}
+			p.kept, k = nk, nk
+			if !k.ask(ctx, req) {
+				k.close()
+			}
+		case ok := <-shook:
+			shook = nil
+			if !ok && k.unacked() {
+				return Unreachable
+			}
+		case <-ctx.Done():
+			// Late: the request stays outstanding on the connection.
+			return TimedOut
+		}
+	}
+}
+
+// judgeAnswer: an answer that names the term is the leader's; any other
+// comes from a live process at that address that does not hold the term
+// (a restarted leader, or an address that moved).
+func judgeAnswer(body []byte, term int64) Outcome {
+	if !bytes.Contains(body, []byte(fmt.Sprintf("(term %d)", term))) {
+		return Stranger
+	}
+	return Answered
+}
+
+// dial opens a connection to addr within the handshake bound; when it
+// cannot, o says why: Refused (a kernel refused: nothing listens),
+// Unreachable (no answer to the handshake) or TimedOut.
+func (p *prober) dial(ctx context.Context, addr string) (k *kept, o Outcome) {
+	c, err := (&net.Dialer{Timeout: p.handshake}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		var ne net.Error
+		switch {
+		case errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET):
+			return nil, Refused
+		case ctx.Err() == nil && errors.As(err, &ne) && ne.Timeout():
+			return nil, Unreachable
+		}
+		return nil, TimedOut
+	}
+	k = &kept{addr: addr, conn: c.(*net.TCPConn), answers: make(chan []byte, maxPending), dead: make(chan struct{})}
+	go k.read()
+	return k, 0
+}
+
+// ask writes one request; false if the connection cannot take it.
+func (k *kept) ask(ctx context.Context, req []byte) bool {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(time.Second)
+	}
+	k.conn.SetWriteDeadline(deadline)
+	if _, err := k.conn.Write(req); err != nil {
+		return false
+	}
+	k.pending++
+	return true
+}
+
+// read hands every answer's body to answers, in order, until the
+// connection ends or carries something that is not a short HTTP answer.
+func (k *kept) read() {
+	defer close(k.dead)
+	br := bufio.NewReaderSize(k.conn, maxAnswer)
+	for {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
+		resp.Body.Close()
+		if err != nil || len(body) > maxAnswer {
+			return
+		}
+		select {
+		case k.answers <- body:
+		default:
+			return // more answers than requests: not the leader's server
+		}
+		if resp.Close {
+			return
+		}
+	}
+}
+
+func (k *kept) closed() bool {
+	select {
+	case <-k.dead:
+		return true
+	default:
+		return false
+	}
+}
+
+func (k *kept) close() { k.conn.Close() }
+
+// unacked reports whether the leader's kernel has yet to acknowledge
+// something written on the connection; when it cannot tell, false (a
+// kernel answered, as far as it knows).
+func (k *kept) unacked() bool {
+	raw, err := k.conn.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var info *unix.TCPInfo
+	raw.Control(func(fd uintptr) {
+		info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	})
+	return err == nil && info != nil && info.Unacked > 0
+}
+
+// handshakes reports whether a TCP handshake with addr completes (or is
+// refused: a kernel answered) within bound; false only when nothing
+// answered in time.
+func handshakes(ctx context.Context, addr string, bound time.Duration) bool {
+	c, err := (&net.Dialer{Timeout: bound}).DialContext(ctx, "tcp", addr)
+	if err == nil {
+		c.Close()
+		return true
+	}
+	var ne net.Error
+	return ctx.Err() != nil || !errors.As(err, &ne) || !ne.Timeout()
+}
