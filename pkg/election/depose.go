@@ -52,6 +52,10 @@ type Deposition struct {
 	// Probe overrides the HTTP probe (tests); nil: GET ProbeURL, whose
 	// answer must name the term.
 	Probe func(ctx context.Context, url string, term int64) Outcome
+
+	// release ends what the probe keeps between probes (the HTTP probe's
+	// connection to the leader): no leader to probe, or the watch ended.
+	release func()
 }
 
 // refusedAfter is how many refused probes in a row mean the process is
@@ -141,8 +145,10 @@ func (j *judge) observe(o Outcome) verdict {
 // SetDeposition makes the replica watch the leader while it follows (call
 // before Watch).
 func (e *Election) SetDeposition(d Deposition) {
+	d.release = func() {}
 	if d.Probe == nil {
-		d.Probe = httpProbe(d.Timeout / 2)
+		p := newProber(d.Timeout / 2)
+		d.Probe, d.release = p.probe, p.release
 	}
 	e.depose = &d
 }
@@ -277,6 +283,7 @@ func (w *watched) probe(ctx context.Context, d *Deposition) {
 	)
 	t := time.NewTicker(d.Interval)
 	defer t.Stop()
+	defer d.release()
 	for {
 		select {
 		case <-ctx.Done():
@@ -285,6 +292,9 @@ func (w *watched) probe(ctx context.Context, d *Deposition) {
 		}
 		cur, url := w.target()
 		if cur.rev == 0 || url == "" {
+			if term != 0 {
+				d.release()
+			}
 			term = 0 // no leader to probe, or this replica leads
 			continue
 		}
@@ -457,12 +467,10 @@ func (v *verdictLease) publish(ctx context.Context, e *Election, l leaderKey, ur
 	data, _ := json.Marshal(suspicion{Replica: e.name, Term: l.rev, Since: time.Now().UTC(), Probe: url})
 	key := e.keys.Suspect(l.rev, e.name)
 	v.key = key // before the call: uncertain until it answers
-	var resp *clientv3.TxnResponse
-	err := twice(ctx, etcdStep, func(ctx context.Context) (err error) {
-		resp, err = e.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).
+	resp, err := twice(ctx, etcdStep, func(ctx context.Context) (*clientv3.TxnResponse, error) {
+		return e.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).
 			Then(clientv3.OpPut(key, string(data), clientv3.WithLease(v.lease)),
 				clientv3.OpGet(e.keys.Suspects(l.rev), clientv3.WithPrefix(), clientv3.WithCountOnly())).Commit()
-		return err
 	})
 	if err != nil || !resp.Succeeded {
 		e.log.Debug("deposition: publishing the verdict failed, trying again", "err", err)
@@ -538,29 +546,55 @@ func (v *verdictLease) close(ctx context.Context, e *Election) {
 // next step (etcd's client sends each call to the next member).
 const etcdStep = 500 * time.Millisecond
 
-// firstTry is how long the first attempt of a verdict's write waits
-// for an answer before twice sends it again: a small write takes a few
+// hedgeAfter is how long the first attempt of a verdict's write runs
+// alone before twice sends a second beside it: a small write takes a few
 // ms, tens on a loaded host.
-const firstTry = 150 * time.Millisecond
+const hedgeAfter = 50 * time.Millisecond
 
-// twice calls f within total: first for firstTry (at most half of
-// total), then, if that failed (a member that was cut off with the
-// leader's host takes a call and never answers it, until the client
-// leaves it out), once more with the rest, which etcd's client's round
-// robin sends to the next member. Only for calls whose repetition changes
-// nothing, not even what the caller learns: publishing a verdict, and a
-// deposition (whose marker tells a repeated attempt that the first one
-// ended the term).
-func twice(ctx context.Context, total time.Duration, f func(context.Context) error) error {
+// twice calls f within total, and, when the first call has not succeeded
+// after hedgeAfter (at most half of total), a second beside it, which
+// etcd's client's round robin sends to the next member: a member that was
+// cut off with the leader's host takes a call and never answers it, until
+// the client leaves it out (about as long as the probes take to find the
+// leader's host cut off, so the verdicts are written just then). The
+// first success is returned, the other call cancelled. Only for calls
+// whose repetition changes nothing, not even what the caller learns:
+// publishing a verdict, and a deposition (whose marker tells a repeated
+// attempt that the first one ended the term).
+func twice[T any](ctx context.Context, total time.Duration, f func(context.Context) (T, error)) (T, error) {
 	ctx, cancel := context.WithTimeout(ctx, total)
 	defer cancel()
-	first, cancelFirst := context.WithTimeout(ctx, min(firstTry, total/2))
-	err := f(first)
-	cancelFirst()
-	if err == nil || ctx.Err() != nil {
-		return err
+	type result struct {
+		v   T
+		err error
 	}
-	return f(ctx)
+	results := make(chan result, 2) // neither call waits to be heard
+	call := func() {
+		v, err := f(ctx)
+		results <- result{v, err}
+	}
+	go call()
+	hedge := time.NewTimer(min(hedgeAfter, total/2))
+	defer hedge.Stop()
+	calls, done := 1, 0
+	for {
+		select {
+		case r := <-results:
+			done++
+			if r.err == nil || ctx.Err() != nil || (calls == 2 && done == 2) {
+				return r.v, r.err
+			}
+			if calls == 1 { // failed at once: the second now
+				calls++
+				go call()
+			}
+		case <-hedge.C:
+			if calls == 1 {
+				calls++
+				go call()
+			}
+		}
+	}
 }
 
 // deposition is one follower's attempt to end a term, with what led to
@@ -599,13 +633,11 @@ func (p *deposer) depose(ctx context.Context, d deposition) {
 	}
 	data, _ := json.Marshal(deposedMarker{Replica: e.name, Term: d.l.rev, Reason: d.reason, At: time.Now().UTC()})
 	marker := e.keys.Deposed(d.l.rev)
-	var resp *clientv3.TxnResponse
-	err := twice(ctx, 2*etcdStep, func(ctx context.Context) (err error) {
-		resp, err = e.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(d.l.key), "=", d.l.rev)).
+	resp, err := twice(ctx, 2*etcdStep, func(ctx context.Context) (*clientv3.TxnResponse, error) {
+		return e.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(d.l.key), "=", d.l.rev)).
 			Then(clientv3.OpDelete(d.l.key), clientv3.OpDelete(e.keys.Suspects(d.l.rev), clientv3.WithPrefix()),
 				clientv3.OpPut(marker, string(data), clientv3.WithLease(p.v.lease))).
 			Else(clientv3.OpGet(marker)).Commit()
-		return err
 	})
 	if err != nil {
 		// Perhaps applied all the same: the next step reads the marker.

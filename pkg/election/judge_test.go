@@ -1,13 +1,16 @@
 package election
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -115,12 +118,15 @@ func TestHTTPProbe(t *testing.T) {
 		t.Errorf("the probe took %s, past its 300ms deadline", d)
 	}
 
-	// Unreachable: no handshake at all, as from a host whose link was
-	// cut. A listening socket whose accept queue is full drops SYNs.
+	// No handshake at all and no connection kept: a host whose link was
+	// cut, or a leader whose accept queue a flood filled (a listening
+	// socket whose accept queue is full drops SYNs). Only a timeout:
+	// Unreachable needs a kept connection that the leader's kernel does
+	// not acknowledge (TestProbeFindsACutLinkOnTheKeptConnection).
 	full := fullListener(t)
 	start = time.Now()
-	if o := at("http://"+full+"/leader", 42); o != Unreachable {
-		t.Errorf("no handshake: %v, want unreachable", o)
+	if o := at("http://"+full+"/leader", 42); o != TimedOut {
+		t.Errorf("no handshake: %v, want timeout", o)
 	}
 	if d := time.Since(start); d > 250*time.Millisecond {
 		t.Errorf("the probe took %s: the handshake is bounded to 150ms", d)
@@ -268,29 +274,49 @@ func fullListener(t *testing.T) string {
 }
 
 // A deposition's write that a silent etcd member swallowed is sent again
-// within its bound rather than failing at it: the first attempt gets
-// min(firstTry, total/2), here firstTry.
-func TestTwiceRetriesAStuckCall(t *testing.T) {
-	calls := 0
+// beside it after hedgeAfter rather than failing at its bound; one that
+// failed at once is sent again at once; one that succeeded is not.
+func TestTwiceHedgesAStuckCall(t *testing.T) {
+	var calls atomic.Int32
 	start := time.Now()
-	err := twice(context.Background(), 400*time.Millisecond, func(ctx context.Context) error {
-		calls++
-		if calls == 1 {
+	v, err := twice(context.Background(), 400*time.Millisecond, func(ctx context.Context) (int32, error) {
+		n := calls.Add(1)
+		if n == 1 {
 			<-ctx.Done() // a member that never answers
-			return ctx.Err()
+			return 0, ctx.Err()
 		}
-		return nil
+		return n, nil
 	})
-	if err != nil || calls != 2 {
-		t.Fatalf("err %v after %d calls, want the second to succeed", err, calls)
+	if err != nil || v != 2 {
+		t.Fatalf("%d, %v after %d calls, want the second to succeed", v, err, calls.Load())
 	}
-	if d := time.Since(start); d < firstTry || d > firstTry+150*time.Millisecond {
-		t.Errorf("took %s, want the first attempt cut at %s", d, firstTry)
+	if d := time.Since(start); d < hedgeAfter || d > hedgeAfter+150*time.Millisecond {
+		t.Errorf("took %s, want the second call sent at %s", d, hedgeAfter)
 	}
-	calls = 0
-	twice(context.Background(), 400*time.Millisecond, func(ctx context.Context) error { calls++; return nil })
-	if calls != 1 {
-		t.Errorf("%d calls for one that succeeded at once", calls)
+	calls.Store(0)
+	start = time.Now()
+	twice(context.Background(), 400*time.Millisecond, func(ctx context.Context) (int32, error) {
+		if calls.Add(1) == 1 {
+			return 0, errors.New("unavailable")
+		}
+		return 0, nil
+	})
+	if d := time.Since(start); calls.Load() != 2 || d > hedgeAfter/2 {
+		t.Errorf("a call that failed at once: %d calls, %s", calls.Load(), d)
+	}
+	calls.Store(0)
+	twice(context.Background(), 400*time.Millisecond, func(ctx context.Context) (int32, error) { calls.Add(1); return 0, nil })
+	if calls.Load() != 1 {
+		t.Errorf("%d calls for one that succeeded at once", calls.Load())
+	}
+	calls.Store(0)
+	_, err = twice(context.Background(), 200*time.Millisecond, func(ctx context.Context) (int32, error) {
+		calls.Add(1)
+		<-ctx.Done()
+		return 0, ctx.Err()
+	})
+	if err == nil || calls.Load() != 2 {
+		t.Errorf("both stuck: %v after %d calls", err, calls.Load())
 	}
 }
 
@@ -353,4 +379,154 @@ func TestProbeThroughAFloodAndAPause(t *testing.T) {
 	if !answered {
 		t.Error("the leader runs again and was not heard on the kept connection")
 	}
+}
+
+// floodedLeader is a leader behind a flood: its accept queue full, so no
+// new connection reaches it, after one probe got a connection to keep.
+// Its handler holds paused for reading, and then takes delay.
+func floodedLeader(t *testing.T, probe func(context.Context, string, int64) Outcome, paused *sync.RWMutex, delay time.Duration) func() Outcome {
+	t.Helper()
+	addr, accept := queuedListener(t)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		paused.RLock()
+		defer paused.RUnlock()
+		time.Sleep(delay)
+		fmt.Fprintln(w, "leader r1 (term 42)")
+	})}
+	go srv.Serve(accept)
+	t.Cleanup(func() { srv.Close() })
+	at := func() Outcome {
+		ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
+		defer cancel()
+		return probe(ctx, "http://"+addr+"/leader", 42)
+	}
+	for i := 0; at() != Answered; i++ { // a slow one answers a later probe
+		if i == 3 {
+			t.Fatal("no answer before the flood")
+		}
+	}
+	accept.stop()
+	for i := 0; ; i++ {
+		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+		if err != nil {
+			break // the queue is full: SYNs go unanswered
+		}
+		if i == 20 {
+			t.Fatal("the accept queue never filled")
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	return at
+}
+
+// After a pause the leader answers every request the late probes left on
+// the kept connection at once. Those answers are of the past: when it
+// freezes again, the first probes after must time out, as if there had
+// been no pause (else a backlog of old answers hides a frozen leader for
+// as many probes as the pause lasted).
+func TestProbeOldAnswersDoNotHideAFreeze(t *testing.T) {
+	var paused sync.RWMutex
+	at := floodedLeader(t, httpProbe(125*time.Millisecond), &paused, 0)
+	paused.Lock()
+	for range 6 { // a pause of 1.5 s: six requests outstanding
+		if o := at(); o != TimedOut {
+			t.Fatalf("during the pause: %v", o)
+		}
+	}
+	paused.Unlock()
+	for i := range 3 {
+		if o := at(); o != Answered {
+			t.Fatalf("probe %d after the pause: %v", i, o)
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // every old answer is in
+	paused.Lock()
+	defer paused.Unlock()
+	var after []Outcome
+	for range 3 {
+		after = append(after, at())
+	}
+	for _, o := range after {
+		if o != TimedOut {
+			t.Errorf("frozen again: %v, want three timeouts", after)
+			break
+		}
+	}
+}
+
+// A leader that answers more slowly than it is probed (its CPU starved),
+// behind a flood: the requests pile up to the cap on the kept connection,
+// which the probes then wait on rather than drop (a new one would not get
+// through the flood). Answers and timeouts, never unreachable.
+func TestProbeSlowLeaderBehindAFlood(t *testing.T) {
+	var paused sync.RWMutex
+	p := newProber(125 * time.Millisecond)
+	p.maxPending = 3
+	at := floodedLeader(t, p.probe, &paused, 300*time.Millisecond)
+	var seen []Outcome
+	answered := 0
+	for range 16 {
+		o := at()
+		seen = append(seen, o)
+		if o == Answered {
+			answered++
+		}
+		if o == Unreachable || o == Refused {
+			t.Fatalf("a slow leader: %v", seen)
+		}
+	}
+	if p.kept == nil || p.kept.pending > p.maxPending {
+		t.Errorf("the connection: %+v", p.kept)
+	}
+	if answered < 4 {
+		t.Errorf("a leader answering every 300 ms: %v", seen)
+	}
+	t.Logf("%v", seen)
+}
+
+// Whatever answers at the probe address may be hostile (an address taken
+// over on the boot network): an endless status line or headers cost the
+// follower no more than maxResponse, and the connection is dropped.
+func TestProbeBoundsAHostileAnswer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	sent := make(chan int64, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		line := bytes.Repeat([]byte("X"), 64<<10)
+		var n int64
+		c.Write([]byte("HTTP/1.1 200 OK\r\nX-A: "))
+		for n < 64<<20 {
+			c.SetWriteDeadline(time.Now().Add(2 * time.Second))
+			m, err := c.Write(line)
+			n += int64(m)
+			if err != nil {
+				break
+			}
+		}
+		sent <- n
+	}()
+	p := newProber(125 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
+	o := p.probe(ctx, "http://"+ln.Addr().String()+"/leader", 42)
+	cancel()
+	if o == Answered {
+		t.Errorf("an endless header: %v", o)
+	}
+	select {
+	case n := <-sent:
+		if n >= 64<<20 {
+			t.Errorf("the follower read %d bytes of one answer", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the follower kept reading")
+	}
+	p.release()
 }

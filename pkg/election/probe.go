@@ -44,25 +44,43 @@ import (
 // while its process is frozen.
 
 // maxPending bounds the requests a kept connection carries unanswered;
-// past it the leader has not answered for that many probes (timeouts that
-// make a verdict long before), and the connection is dropped.
+// at it, a probe writes nothing more and only waits for answers: a leader
+// that answers slower than it is probed (a starved CPU) keeps its
+// connection.
 const maxPending = 16
 
-// maxAnswer bounds the answer read: the leader's is one line.
-const maxAnswer = 4096
+// maxResponse bounds what one answer may take on the connection, its
+// status line and headers included: the leader's is a few hundred bytes.
+// Past it the connection is closed (not the leader's server).
+const maxResponse = 8 << 10
 
 // prober is the probe of one replica's follower.
 type prober struct {
-	handshake time.Duration
+	handshake  time.Duration
+	maxPending int
 
 	mu   sync.Mutex // one probe at a time
 	kept *kept
 }
 
+func newProber(handshake time.Duration) *prober {
+	return &prober{handshake: handshake, maxPending: maxPending}
+}
+
 // httpProbe returns the probe that Deposition uses unless a test sets one.
 func httpProbe(handshake time.Duration) func(ctx context.Context, url string, term int64) Outcome {
-	p := &prober{handshake: handshake}
-	return p.probe
+	return newProber(handshake).probe
+}
+
+// release closes the kept connection: there is no leader to probe, this
+// replica leads, or the watch ended.
+func (p *prober) release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.kept != nil {
+		p.kept.close()
+		p.kept = nil
+	}
 }
 
 // kept is a connection to the leader's probe address and the reader of
@@ -70,14 +88,21 @@ func httpProbe(handshake time.Duration) func(ctx context.Context, url string, te
 type kept struct {
 	addr    string // host:port
 	conn    *net.TCPConn
-	answers chan []byte   // answer bodies, in the order asked
+	answers chan answer
 	dead    chan struct{} // closed when the connection ends
 	pending int           // requests written and not yet answered
+}
+
+// answer is one answer's body and when it was read.
+type answer struct {
+	body []byte
+	at   time.Time
 }
 
 func (p *prober) probe(ctx context.Context, rawURL string, term int64) Outcome {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	start := time.Now()
 	u, err := url.Parse(rawURL)
 	if err != nil || u.Host == "" {
 		return TimedOut // nothing learnt
@@ -88,7 +113,7 @@ func (p *prober) probe(ctx context.Context, rawURL string, term int64) Outcome {
 	}
 	req := []byte(fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: mayu-probe\r\n\r\n", u.RequestURI(), u.Host))
 
-	if k := p.kept; k != nil && (k.addr != addr || k.closed() || k.pending >= maxPending) {
+	if k := p.kept; k != nil && (k.addr != addr || k.closed()) {
 		k.close()
 		p.kept = nil
 	}
@@ -102,7 +127,7 @@ func (p *prober) probe(ctx context.Context, rawURL string, term int64) Outcome {
 		p.kept, fresh = k, true
 	}
 	k := p.kept
-	if !k.ask(ctx, req) {
+	if k.pending < p.maxPending && !k.ask(ctx, req) {
 		k.close()
 	}
 
@@ -119,15 +144,17 @@ func (p *prober) probe(ctx context.Context, rawURL string, term int64) Outcome {
 	redialed := false
 	for {
 		select {
-		case body := <-k.answers:
+		case a := <-k.answers:
 			k.pending--
-			return judgeAnswer(body, term)
+			if a.at.Before(start) {
+				// Read before this probe began: it answered an earlier
+				// probe's request and says nothing of the leader now.
+				continue
+			}
+			return judgeAnswer(a.body, term)
 		case <-k.dead:
-			select {
-			case body := <-k.answers: // an answer before the end
-				k.pending--
-				return judgeAnswer(body, term)
-			default:
+			if len(k.answers) > 0 {
+				continue // the answers it read before its end first
 			}
 			// Closed by its other end (a leader process gone, or one
 			// that restarted its listener): one fresh connection says
@@ -169,21 +196,19 @@ func judgeAnswer(body []byte, term int64) Outcome {
 }
 
 // dial opens a connection to addr within the handshake bound; when it
-// cannot, o says why: Refused (a kernel refused: nothing listens),
-// Unreachable (no answer to the handshake) or TimedOut.
+// cannot, o is Refused (a kernel refused: nothing listens) or TimedOut. A
+// handshake that goes unanswered is not Unreachable on its own: a flooded
+// accept queue drops handshakes of a leader that runs; only a connection
+// kept open says more (probe).
 func (p *prober) dial(ctx context.Context, addr string) (k *kept, o Outcome) {
 	c, err := (&net.Dialer{Timeout: p.handshake}).DialContext(ctx, "tcp", addr)
 	if err != nil {
-		var ne net.Error
-		switch {
-		case errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET):
+		if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) {
 			return nil, Refused
-		case ctx.Err() == nil && errors.As(err, &ne) && ne.Timeout():
-			return nil, Unreachable
 		}
 		return nil, TimedOut
 	}
-	k = &kept{addr: addr, conn: c.(*net.TCPConn), answers: make(chan []byte, maxPending), dead: make(chan struct{})}
+	k = &kept{addr: addr, conn: c.(*net.TCPConn), answers: make(chan answer, p.maxPending), dead: make(chan struct{})}
 	go k.read()
 	return k, 0
 }
@@ -202,23 +227,28 @@ func (k *kept) ask(ctx context.Context, req []byte) bool {
 	return true
 }
 
-// read hands every answer's body to answers, in order, until the
-// connection ends or carries something that is not a short HTTP answer.
+// read hands every answer to answers, in order, until the connection ends
+// or carries something that is not a short HTTP answer.
 func (k *kept) read() {
 	defer close(k.dead)
-	br := bufio.NewReaderSize(k.conn, maxAnswer)
+	defer k.conn.Close()
+	// Each answer may read maxResponse bytes from the connection (what
+	// the buffer holds of the next one was read on the last's account).
+	lr := &io.LimitedReader{R: k.conn}
+	br := bufio.NewReaderSize(lr, 1024)
 	for {
+		lr.N = maxResponse
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
 			return
 		}
-		body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
-		resp.Body.Close()
-		if err != nil || len(body) > maxAnswer {
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		resp.Body.Close() // what is left of the body, within lr
+		if err != nil || lr.N <= 0 {
 			return
 		}
 		select {
-		case k.answers <- body:
+		case k.answers <- answer{body: body, at: time.Now()}:
 		default:
 			return // more answers than requests: not the leader's server
 		}
