@@ -341,7 +341,7 @@ func (e *Election) follow(ctx context.Context, d *Deposition, w *watched) {
 		case <-w.kick:
 		case <-t.C:
 			p.settle(ctx)
-			l, found, n, err := e.observe(ctx, min(d.Timeout, etcdStep), cur.rev)
+			l, found, n, mine, err := e.observe(ctx, min(d.Timeout, etcdStep), cur.rev)
 			switch f, leading := e.Fence(); {
 			case err != nil:
 				// etcd did not answer in time (a member cut off, an
@@ -359,6 +359,13 @@ func (e *Election) follow(ctx context.Context, d *Deposition, w *watched) {
 				v.withdraw(ctx, e)
 				cur, url, verdicts, why = l, "", 0, cause{}
 				votersAt = time.Time{}
+			case mine && v.key == "":
+				// A verdict of this follower that it does not hold
+				// (withdrawn, or never known written): one of its
+				// writes landed late. It goes again.
+				v.key = e.keys.Suspect(cur.rev, e.name)
+				v.withdraw(ctx, e)
+				verdicts = n - 1
 			default:
 				verdicts = n
 			}
@@ -414,23 +421,30 @@ func (e *Election) follow(ctx context.Context, d *Deposition, w *watched) {
 // election key) and how many verdicts term has. The read is bounded by
 // timeout: it is retried at the next step, on another connection if
 // etcd's client has several.
-func (e *Election) observe(ctx context.Context, timeout time.Duration, term int64) (l leaderKey, found bool, verdicts int, err error) {
+//
+// mine says whether this follower's own verdict on term is among them: a
+// write of it that etcd applied after it was withdrawn (a call that a
+// member took and answered late, or the hedged copy of one) is found
+// there, and withdrawn again.
+func (e *Election) observe(ctx context.Context, timeout time.Duration, term int64) (l leaderKey, found bool, verdicts int, mine bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	resp, err := e.cli.Txn(ctx).Then(
 		clientv3.OpGet(e.prefix+"/", clientv3.WithFirstCreate()...),
 		clientv3.OpGet(e.keys.Suspects(term), clientv3.WithPrefix(), clientv3.WithCountOnly()),
+		clientv3.OpGet(e.keys.Suspect(term, e.name), clientv3.WithCountOnly()),
 	).Commit()
 	if err != nil {
-		return leaderKey{}, false, 0, err
+		return leaderKey{}, false, 0, false, err
 	}
 	leaders, suspects := resp.Responses[0].GetResponseRange(), resp.Responses[1].GetResponseRange()
+	mine = resp.Responses[2].GetResponseRange().Count > 0
 	if len(leaders.Kvs) == 0 {
-		return leaderKey{}, false, 0, nil
+		return leaderKey{}, false, 0, mine, nil
 	}
 	kv := leaders.Kvs[0]
 	return leaderKey{name: string(kv.Value), key: string(kv.Key), rev: kv.CreateRevision, lease: clientv3.LeaseID(kv.Lease)},
-		true, int(suspects.Count), nil
+		true, int(suspects.Count), mine, nil
 }
 
 // verdictLease is this follower's published verdict: on a lease of its
@@ -466,10 +480,11 @@ func (v *verdictLease) publish(ctx context.Context, e *Election, l leaderKey, ur
 	}
 	data, _ := json.Marshal(suspicion{Replica: e.name, Term: l.rev, Since: time.Now().UTC(), Probe: url})
 	key := e.keys.Suspect(l.rev, e.name)
-	v.key = key // before the call: uncertain until it answers
+	v.key = key      // before the call: uncertain until it answers
+	lease := v.lease // the calls may outlive this one (twice)
 	resp, err := twice(ctx, etcdStep, func(ctx context.Context) (*clientv3.TxnResponse, error) {
 		return e.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).
-			Then(clientv3.OpPut(key, string(data), clientv3.WithLease(v.lease)),
+			Then(clientv3.OpPut(key, string(data), clientv3.WithLease(lease)),
 				clientv3.OpGet(e.keys.Suspects(l.rev), clientv3.WithPrefix(), clientv3.WithCountOnly())).Commit()
 	})
 	if err != nil || !resp.Succeeded {
@@ -633,10 +648,11 @@ func (p *deposer) depose(ctx context.Context, d deposition) {
 	}
 	data, _ := json.Marshal(deposedMarker{Replica: e.name, Term: d.l.rev, Reason: d.reason, At: time.Now().UTC()})
 	marker := e.keys.Deposed(d.l.rev)
+	lease := p.v.lease // the calls may outlive this one (twice)
 	resp, err := twice(ctx, 2*etcdStep, func(ctx context.Context) (*clientv3.TxnResponse, error) {
 		return e.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(d.l.key), "=", d.l.rev)).
 			Then(clientv3.OpDelete(d.l.key), clientv3.OpDelete(e.keys.Suspects(d.l.rev), clientv3.WithPrefix()),
-				clientv3.OpPut(marker, string(data), clientv3.WithLease(p.v.lease))).
+				clientv3.OpPut(marker, string(data), clientv3.WithLease(lease))).
 			Else(clientv3.OpGet(marker)).Commit()
 	})
 	if err != nil {

@@ -655,3 +655,41 @@ func isDeposition(req any) bool {
 	}
 	return false
 }
+
+// A verdict of a follower that etcd applies after the follower withdrew
+// it (a write a member took and answered late, or the hedged copy of one)
+// would count towards a majority for the whole term: a transient
+// suspicion of another follower would then depose a healthy leader. The
+// follower finds its own verdict at its next read of the term, and
+// withdraws it again.
+func TestAVerdictLandingLateIsWithdrawnAgain(t *testing.T) {
+	t.Parallel()
+	cli := etcdtest.Start(t)
+	w := newWorld(3)
+	a := startDeposing(t, cli, "a", w)
+	first := a.nextTerm(t, 10*time.Second)
+	startDeposing(t, cli, "b", w)
+	w.waitSeen(t, "b", "a")
+	keys := state.Keys{Prefix: prefix}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	late := keys.Suspect(first.fence.Rev, "b")
+	if _, err := cli.Put(ctx, late, `{"replica":"b"}`); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		resp, err := cli.Get(ctx, late, clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Count == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("b's verdict, landed while b sees a answer, is still there after 2s")
+		}
+	}
+	if ended(first, 200*time.Millisecond) {
+		t.Fatal("a healthy leader was deposed")
+	}
+}

@@ -310,6 +310,20 @@ func TestTwiceHedgesAStuckCall(t *testing.T) {
 		t.Errorf("%d calls for one that succeeded at once", calls.Load())
 	}
 	calls.Store(0)
+	start = time.Now()
+	v, err = twice(context.Background(), 400*time.Millisecond, func(ctx context.Context) (int32, error) {
+		n := calls.Add(1)
+		if n == 1 { // slow, but it answers before the copy beside it
+			time.Sleep(80 * time.Millisecond)
+			return n, nil
+		}
+		<-ctx.Done()
+		return 0, ctx.Err()
+	})
+	if d := time.Since(start); err != nil || v != 1 || d > 150*time.Millisecond {
+		t.Errorf("a first call that answers after the hedge: %d, %v after %s", v, err, d)
+	}
+	calls.Store(0)
 	_, err = twice(context.Background(), 200*time.Millisecond, func(ctx context.Context) (int32, error) {
 		calls.Add(1)
 		<-ctx.Done()
@@ -493,7 +507,11 @@ func TestProbeBoundsAHostileAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	sent := make(chan int64, 1)
+	type result struct {
+		n   int64
+		err error
+	}
+	sent := make(chan result, 1)
 	go func() {
 		c, err := ln.Accept()
 		if err != nil {
@@ -508,10 +526,11 @@ func TestProbeBoundsAHostileAnswer(t *testing.T) {
 			m, err := c.Write(line)
 			n += int64(m)
 			if err != nil {
-				break
+				sent <- result{n, err}
+				return
 			}
 		}
-		sent <- n
+		sent <- result{n, nil}
 	}()
 	p := newProber(125 * time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
@@ -521,12 +540,46 @@ func TestProbeBoundsAHostileAnswer(t *testing.T) {
 		t.Errorf("an endless header: %v", o)
 	}
 	select {
-	case n := <-sent:
-		if n >= 64<<20 {
-			t.Errorf("the follower read %d bytes of one answer", n)
+	case r := <-sent:
+		if r.n >= 64<<20 {
+			t.Errorf("the follower read %d bytes of one answer", r.n)
+		}
+		if errors.Is(r.err, os.ErrDeadlineExceeded) {
+			t.Errorf("the follower stopped reading after %d bytes but kept the connection open", r.n)
 		}
 	case <-time.After(10 * time.Second):
 		t.Error("the follower kept reading")
 	}
 	p.release()
+}
+
+// release closes the kept connection (this replica leads, or there is no
+// leader): nothing stays open to a leader of the past.
+func TestProbeReleaseClosesTheConnection(t *testing.T) {
+	closed := make(chan struct{})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "leader r1 (term 42)")
+	}))
+	srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			close(closed)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	p := newProber(125 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
+	defer cancel()
+	if o := p.probe(ctx, srv.URL+"/leader", 42); o != Answered {
+		t.Fatalf("the leader: %v", o)
+	}
+	p.release()
+	select {
+	case <-closed:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the kept connection is still open after release")
+	}
+	if p.kept != nil {
+		t.Error("release left a connection kept")
+	}
 }

@@ -127,6 +127,19 @@ func (p *prober) probe(ctx context.Context, rawURL string, term int64) Outcome {
 		p.kept, fresh = k, true
 	}
 	k := p.kept
+	// Answers read before this probe began answered earlier probes'
+	// requests and say nothing of the leader now; one read since does.
+	for len(k.answers) > 0 {
+		a := <-k.answers
+		k.pending--
+		if !a.at.Before(start) {
+			return judgeAnswer(a.body, term)
+		}
+	}
+	// At the cap (every request unanswered), nothing more is written: a
+	// leader slower than its probes keeps its connection, and its link
+	// cut is then found by the timeouts alone (nothing new to be left
+	// unacknowledged).
 	if k.pending < p.maxPending && !k.ask(ctx, req) {
 		k.close()
 	}
