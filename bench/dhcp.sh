@@ -48,7 +48,8 @@
 # with mayu's lease grouping over that run.
 #
 # Usage: bench/dhcp.sh [server...]   (default: all; names: mayu mayu3
-#        dnsmasq kea kea-mt kea-ha mayu-proxy dnsmasq-proxy)
+#        dnsmasq kea kea-mt kea-ha mayu-proxy dnsmasq-proxy; and, not in
+#        the default, mayu-fleet0 mayu-fleet: bench/fleet.sh's)
 . "$(dirname "$0")/lib.sh"
 
 need_root
@@ -226,6 +227,37 @@ start_mayu_proxy() {
 	EXCHANGE=do
 }
 
+# start_mayu_fleet0 and start_mayu_fleet: one replica with the pool of
+# bin/fleetgen's leases (10.128.0.0/10) beside perfdhcp's; for mayu-fleet
+# its etcd holds DHCP_FLEET_LEASES (100000) leases there, written by
+# fleetgen while a first start of mayu ran, and mayu is started again, so
+# that the leader measured loaded them all (cold: its own start).
+# bench/fleet.sh compares the two: the rate with a fleet's leases against
+# the rate with none, the same config.
+start_mayu_fleet0() {
+	MAYU_FLEET_POOL=1 start_mayu
+}
+
+start_mayu_fleet() {
+	local d=$WORK/srv/m1 n=${DHCP_FLEET_LEASES:-100000} out ready
+	MAYU_FLEET_POOL=1 start_mayu
+	# DHCP_FLEET_PREFIX: another key prefix puts the same data in etcd
+	# where mayu does not read it (etcd's share of the cost alone).
+	out=$(on n1 "$BIN/fleetgen" -endpoints 127.0.0.1:2379 -prefix "${DHCP_FLEET_PREFIX:-/mayu/}" -machines 0 -leases "$n" 2>&1) ||
+		die "fleetgen: $out"
+	log "  $out"
+	stop_pid "$STARTED"
+	local p kept=()
+	for p in "${RUNNING[@]}"; do [ "$p" = "$STARTED" ] || kept+=("$p"); done
+	RUNNING=("${kept[@]}")
+	mv "$d/mayu.log" "$d/mayu-first.log"
+	mayu_start n1 "$d"
+	RUNNING+=("$STARTED")
+	wait_log "$d/mayu.log" "answering DHCP" 120 "$STARTED"
+	ready=$(sed -n 's/.*answering DHCP.*ready_ms=\([0-9]*\).*/\1/p' "$d/mayu.log" | head -1)
+	log "  mayu restarted on $n leases: answering ${ready:-?} ms after winning (cold: it read every lease)"
+}
+
 # mayu_dhcp_limits DIR: the cluster.dhcp line of DIR/mayu.yaml.
 mayu_dhcp_limits() {
 	local l
@@ -389,6 +421,8 @@ label() {
 	kea-mt) echo "Kea $(kea-dhcp4 -v) memfile, 2 threads" ;;
 	kea-ha) echo "Kea $(kea-dhcp4 -v) HA hot-standby pair (HA+MT)" ;;
 	mayu-proxy) echo "mayu proxy mode, 1 replica, embedded etcd" ;;
+	mayu-fleet0) echo "mayu, 1 replica, embedded etcd, fleet pool, no leases" ;;
+	mayu-fleet) echo "mayu, 1 replica, embedded etcd, fleet pool, ${DHCP_FLEET_LEASES:-100000} leases" ;;
 	dnsmasq-proxy) echo "dnsmasq $(dnsmasq -v | sed -n '1s/.*version \([^ ]*\).*/\1/p') proxy mode" ;;
 	esac
 }
@@ -479,6 +513,21 @@ for s in "${servers[@]}"; do
 	echo "| $(label "$s") | ${STORM[$s]// / · } | $m | $(ratio "$s1" "$m") | $(ratio "$s3" "$m") |"
 done
 echo
+fi
+if [ -n "${RATE[mayu-fleet]:-}" ] && [ -n "${RATE[mayu-fleet0]:-}" ]; then
+	f=$(med "${RATE[mayu-fleet]}") f0=$(med "${RATE[mayu-fleet0]}")
+	echo
+	echo "### DHCP with a fleet's leases in etcd (issue 16, item 4)"
+	echo
+	echo "One replica on its embedded etcd, the same config (perfdhcp's pool and the fleet's pool); once with ${DHCP_FLEET_LEASES:-100000} leases in the fleet's pool (bin/fleetgen), once with none. Target: at least 0.9."
+	echo
+	echo "| leases | runs | median |"
+	echo "|---|---|---:|"
+	echo "| none | ${RATE[mayu-fleet0]// / · } | $f0 |"
+	echo "| ${DHCP_FLEET_LEASES:-100000} | ${RATE[mayu-fleet]// / · } | $f |"
+	echo
+	echo "Rate with the leases / rate without: **$(ratio "$f" "$f0")**"
+	echo
 fi
 if [ ${#proxies[@]} -gt 0 ]; then
 	echo

@@ -10,7 +10,9 @@
 #     leases followed all along, as every replica does), and the heap its
 #     lease table takes per lease;
 #   - the DISCOVER path with 100,000 leases vs none (target rate ratio
-#     >= 0.9);
+#     >= 0.9), in process, and the DHCP rate perfdhcp reaches against a
+#     replica on an etcd holding them vs none (bench/dhcp.sh mayu-fleet0
+#     mayu-fleet; FLEET_DHCP=0 leaves it out);
 #   - the admin API paging through 20,000 machines with the client
 #     `mayuctl list` uses, and in pages of 5000.
 #
@@ -63,3 +65,11 @@ cat <<TABLE
 | admin API, $machines machines, pages of 5000 | $(ms "$(ns BenchmarkListFleet/pages=5000)") | |
 
 TABLE
+
+# The DHCP rate with a fleet's leases in etcd, end to end: perfdhcp against
+# one replica whose etcd holds $leases leases, and against the same
+# replica with none (bench/dhcp.sh mayu-fleet0 mayu-fleet, the ratio).
+# FLEET_DHCP=0 leaves it out.
+if [ "${FLEET_DHCP:-1}" = 1 ]; then
+	DHCP_FLEET_LEASES=$leases DHCP_STORMS=0 DHCP_RUNS=${FLEET_DHCP_RUNS:-2} bench/dhcp.sh mayu-fleet0 mayu-fleet
+fi

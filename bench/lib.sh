@@ -193,8 +193,10 @@ mayu_config() {
 	head -c 24 /dev/urandom | base64 >"$dir/admin-token"
 	chmod 600 "$dir/admin-token"
 	# MAYU_PROXY=1: every pool in proxy mode (cluster.pools[].mode: proxy).
+	# MAYU_FLEET_POOL=1: the pool of bin/fleetgen's leases too.
 	"$BIN/vmlab" config -dir "$dir" -name "$name" -interface eth0 -advertise "$adv" -etcd "$eps" \
-		-election-ttl "${MAYU_ELECTION_TTL:-3s}" -lease-time 1h -relay-pool -proxy="${MAYU_PROXY:-0}" >"$dir/mayu.yaml"
+		-election-ttl "${MAYU_ELECTION_TTL:-3s}" -lease-time 1h -relay-pool -proxy="${MAYU_PROXY:-0}" \
+		-fleet-pool="${MAYU_FLEET_POOL:-0}" >"$dir/mayu.yaml"
 }
 
 # mayu_limits DIR: the limits the mayu of DIR/mayu.yaml runs with

@@ -34,6 +34,11 @@ type LeaseStore interface {
 	Remove(ctx context.Context, f election.Fence, ip netip.Addr) error
 }
 
+// leading is a LeaseStore that follows the leases for a later term
+// (lease.Store): told when this replica leads, it stops following, since
+// the leader's own table is the truth then.
+type leading interface{ Leading(bool) }
+
 // InstalledMACs is the set of MACs of installed or running machines, which
 // DHCP stays silent to; registry.Installed follows it in etcd.
 type InstalledMACs interface {
@@ -403,6 +408,10 @@ func (s *Server) Lead(ctx context.Context, f election.Fence) {
 		// A later leader deletes it.
 	}
 	s.term.Store(t)
+	if l, ok := s.o.Leases.(leading); ok {
+		l.Leading(true)
+		defer l.Leading(false)
+	}
 	ready := time.Since(won)
 	s.metrics.leaderReady.Set(ready.Seconds())
 	s.o.Log.Info("answering DHCP", "replica", s.o.Replica, "term", f.Rev, "leases", n, "server_ip", s.serverIP,

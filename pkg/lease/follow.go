@@ -49,7 +49,52 @@ const catchUpTimeout = 2 * time.Second
 // Follow keeps a copy of every lease current until ctx ends; Load uses
 // it from its first load on. A broken watch loads every lease again
 // (state.Follower), a compacted one included.
+//
+// While this replica leads (Leading), the copy is dropped and the watch
+// stopped: the leader's own table is the truth then, and the copy would
+// cost it a second set of every lease on its heap (a longer garbage
+// collection under load: with 100,000 leases, DHCP answers up to 230 ms
+// late instead of 100) and a decode of each lease it writes. Once it no
+// longer leads, the copy is loaded again, ready for a later term.
 func (s *Store) Follow(ctx context.Context, log *slog.Logger) {
+	for ctx.Err() == nil {
+		s.mu.Lock()
+		leading, changed := s.leading, s.led
+		s.mu.Unlock()
+		if leading {
+			select {
+			case <-changed:
+			case <-ctx.Done():
+			}
+			continue
+		}
+		fctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-changed:
+				cancel()
+			case <-fctx.Done():
+			}
+		}()
+		s.follow(fctx, log)
+		cancel()
+	}
+}
+
+// Leading tells Follow whether this replica leads (the DHCP leader's
+// term, from its first answer to its last).
+func (s *Store) Leading(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.leading != on {
+		s.leading = on
+		close(s.led)
+		s.led = make(chan struct{})
+	}
+}
+
+// follow is Follow until ctx ends.
+func (s *Store) follow(ctx context.Context, log *slog.Logger) {
 	w := &warm{leases: map[string]Lease{}, bad: map[string]error{}, advance: make(chan struct{})}
 	s.mu.Lock()
 	s.warm = w
@@ -114,6 +159,14 @@ func (s *Store) fromWarm(ctx context.Context) (leases []Lease, bad []error, ok b
 	w := s.warm
 	s.mu.Unlock()
 	if w == nil {
+		return nil, nil, false, nil
+	}
+	w.mu.Lock()
+	loaded := w.loaded
+	w.mu.Unlock()
+	if !loaded {
+		// Not loaded yet (a replica just started, or its watch broke):
+		// waiting for that load is no faster than reading the leases.
 		return nil, nil, false, nil
 	}
 	// etcd's current revision: one key, not the leases.

@@ -240,3 +240,41 @@ func follow(t *testing.T, ctx context.Context, st *Store, leases int) {
 		return st.warm != nil && st.warm.loaded && len(st.warm.leases) >= leases
 	})
 }
+
+// While this replica leads, the followed copy goes (the leader's table is
+// the truth, and a second copy of every lease costs its heap and CPU);
+// once it no longer leads, the copy comes back with what was written
+// meanwhile, and a later term loads from it.
+func TestFollowPausesWhileLeading(t *testing.T) {
+	t.Parallel()
+	st, f := storeOn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := st.Put(ctx, f, leaseN(1)); err != nil {
+		t.Fatal(err)
+	}
+	follow(t, ctx, st, 1)
+	st.Leading(true)
+	waitFor(t, 5*time.Second, "the copy dropped while leading", func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.warm == nil
+	})
+	if err := st.Put(ctx, f, leaseN(2)); err != nil { // written while leading
+		t.Fatal(err)
+	}
+	st.Leading(false)
+	waitFor(t, 10*time.Second, "the copy back, with the lease written meanwhile", func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.warm != nil && st.warm.loaded && len(st.warm.leases) == 2
+	})
+	start := time.Now()
+	got, _, err := st.Load(ctx)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("Load: %v, %v", got, err)
+	}
+	if took := time.Since(start); took >= catchUpTimeout {
+		t.Errorf("Load took %v: not from the copy", took)
+	}
+}

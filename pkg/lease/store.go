@@ -57,9 +57,11 @@ type Store struct {
 	metrics   *metrics
 
 	mu       sync.Mutex
-	warm     *warm    // the followed copy, while Follow runs
-	inflight int      // lease transactions in flight
-	queue    []*batch // leases waiting for a transaction, in order
+	warm     *warm         // the followed copy, while Follow runs
+	leading  bool          // Leading(true): Follow pauses
+	led      chan struct{} // closed (and replaced) when leading changes
+	inflight int           // lease transactions in flight
+	queue    []*batch      // leases waiting for a transaction, in order
 }
 
 const (
@@ -91,7 +93,7 @@ func NewStore(cli *clientv3.Client, keys state.Keys, timeout time.Duration) *Sto
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
-	return &Store{cli: cli, keys: keys, timeout: timeout, metrics: newMetrics()}
+	return &Store{cli: cli, keys: keys, timeout: timeout, metrics: newMetrics(), led: make(chan struct{})}
 }
 
 // Load reads every lease, and the keys it had to skip as corrupt; a new

@@ -181,6 +181,7 @@ func printConfig(args []string) error {
 	fs.StringVar(&c.Router, "router", "10.99.0.1", "the segment's router, DNS server and static gateway")
 	fs.StringVar(&c.LeaseTime, "lease-time", "", "the segment pool's lease time")
 	fs.BoolVar(&c.RelayPool, "relay-pool", false, "add the pool 10.98.0.0/16 (perfdhcp's relay network)")
+	fs.BoolVar(&c.FleetPool, "fleet-pool", false, "add the pool 10.128.0.0/10 that holds bin/fleetgen's leases")
 	fs.BoolVar(&c.Proxy, "proxy", false, "every pool in proxy mode: a site DHCP server hands out the addresses")
 	fs.StringVar(&c.KernelArgs, "kernel-args", "", "cluster.install.kernel_args")
 	vars := map[string]string{}
