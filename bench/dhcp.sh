@@ -422,7 +422,7 @@ label() {
 	kea-ha) echo "Kea $(kea-dhcp4 -v) HA hot-standby pair (HA+MT)" ;;
 	mayu-proxy) echo "mayu proxy mode, 1 replica, embedded etcd" ;;
 	mayu-fleet0) echo "mayu, 1 replica, embedded etcd, fleet pool, no leases" ;;
-	mayu-fleet) echo "mayu, 1 replica, embedded etcd, fleet pool, ${DHCP_FLEET_LEASES:-100000} leases" ;;
+	mayu-fleet) echo "mayu, 1 replica, embedded etcd, fleet pool, ${DHCP_FLEET_LEASES:-100000} leases under ${DHCP_FLEET_PREFIX:-/mayu/}" ;;
 	dnsmasq-proxy) echo "dnsmasq $(dnsmasq -v | sed -n '1s/.*version \([^ ]*\).*/\1/p') proxy mode" ;;
 	esac
 }

@@ -55,7 +55,9 @@ const catchUpTimeout = 2 * time.Second
 // cost it a second set of every lease on its heap (a longer garbage
 // collection under load: with 100,000 leases, DHCP answers up to 230 ms
 // late instead of 100) and a decode of each lease it writes. Once it no
-// longer leads, the copy is loaded again, ready for a later term.
+// longer leads, the copy is loaded again, ready for a later term; a
+// replica that wins again before that load is done reads every lease
+// itself (as a replica just started does).
 func (s *Store) Follow(ctx context.Context, log *slog.Logger) {
 	for ctx.Err() == nil {
 		s.mu.Lock()
@@ -79,6 +81,20 @@ func (s *Store) Follow(ctx context.Context, log *slog.Logger) {
 		s.follow(fctx, log)
 		cancel()
 	}
+}
+
+// Followed reports whether the followed copy is loaded (Load may answer
+// from it once it has caught up).
+func (s *Store) Followed() bool {
+	s.mu.Lock()
+	w := s.warm
+	s.mu.Unlock()
+	if w == nil {
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.loaded
 }
 
 // Leading tells Follow whether this replica leads (the DHCP leader's
@@ -171,7 +187,7 @@ func (s *Store) fromWarm(ctx context.Context) (leases []Lease, bad []error, ok b
 	}
 	// etcd's current revision: one key, not the leases.
 	cctx, cancel := context.WithTimeout(ctx, s.timeout)
-	resp, err := s.cli.Get(cctx, s.keys.Leases(), clientv3.WithCountOnly())
+	resp, err := s.cli.Get(cctx, s.keys.Leases(), clientv3.WithPrefix(), clientv3.WithCountOnly())
 	cancel()
 	if err != nil {
 		return nil, nil, false, state.Unavailable("read the current revision", err)

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sort"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,6 +33,7 @@ func TestLoadFromFollowedCopy(t *testing.T) {
 		}
 	}
 	follow(t, ctx, st, 0)
+	reads := fullReads(st)
 
 	check := func(what string, want ...Lease) {
 		t.Helper()
@@ -40,6 +42,9 @@ func TestLoadFromFollowedCopy(t *testing.T) {
 		took := time.Since(start)
 		if err != nil || len(bad) != 0 {
 			t.Fatalf("%s: %v, %v", what, err, bad)
+		}
+		if reads.Load() != 0 {
+			t.Fatalf("%s: Load read every lease from etcd, not the copy", what)
 		}
 		if took >= catchUpTimeout {
 			t.Fatalf("%s: Load took %v: the copy did not catch up, etcd was read instead", what, took)
@@ -234,11 +239,32 @@ func follow(t *testing.T, ctx context.Context, st *Store, leases int) {
 	done := make(chan struct{})
 	go func() { defer close(done); st.Follow(fctx, slog.New(slog.DiscardHandler)) }()
 	t.Cleanup(func() { stop(); <-done })
-	waitFor(t, 10*time.Second, "the copy loaded", func() bool {
-		st.mu.Lock()
-		defer st.mu.Unlock()
-		return st.warm != nil && st.warm.loaded && len(st.warm.leases) >= leases
-	})
+	waitFor(t, 10*time.Second, "the copy loaded", func() bool { return copied(st) >= leases })
+}
+
+// copied is how many leases the followed copy holds once loaded, -1 if
+// there is none.
+func copied(st *Store) int {
+	st.mu.Lock()
+	w := st.warm
+	st.mu.Unlock()
+	if w == nil {
+		return -1
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.loaded {
+		return -1
+	}
+	return len(w.leases)
+}
+
+// fullReads counts the full reads of the leases (Load not answered from
+// the copy) that st makes.
+func fullReads(st *Store) *atomic.Int32 {
+	var n atomic.Int32
+	st.fullRead = func() { n.Add(1) }
+	return &n
 }
 
 // While this replica leads, the followed copy goes (the leader's table is
@@ -263,18 +289,18 @@ func TestFollowPausesWhileLeading(t *testing.T) {
 	if err := st.Put(ctx, f, leaseN(2)); err != nil { // written while leading
 		t.Fatal(err)
 	}
+	reads := fullReads(st)
 	st.Leading(false)
-	waitFor(t, 10*time.Second, "the copy back, with the lease written meanwhile", func() bool {
-		st.mu.Lock()
-		defer st.mu.Unlock()
-		return st.warm != nil && st.warm.loaded && len(st.warm.leases) == 2
-	})
-	start := time.Now()
+	if got, _, err := st.Load(ctx); err != nil || len(got) != 2 || reads.Load() != 1 {
+		// Right after, the copy is not loaded yet: etcd is read.
+		t.Fatalf("Load at once: %v, %v, %d full reads", got, err, reads.Load())
+	}
+	waitFor(t, 10*time.Second, "the copy back, with the lease written meanwhile", func() bool { return copied(st) == 2 })
 	got, _, err := st.Load(ctx)
 	if err != nil || len(got) != 2 {
 		t.Fatalf("Load: %v, %v", got, err)
 	}
-	if took := time.Since(start); took >= catchUpTimeout {
-		t.Errorf("Load took %v: not from the copy", took)
+	if reads.Load() != 1 {
+		t.Errorf("Load read etcd (%d full reads): not from the copy", reads.Load())
 	}
 }

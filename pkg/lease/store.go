@@ -54,6 +54,7 @@ type Store struct {
 	timeout time.Duration
 
 	queueWait time.Duration // maxQueueWait if 0 (tests set it)
+	fullRead  func()        // tests: called for each Load that reads etcd
 	metrics   *metrics
 
 	mu       sync.Mutex
@@ -101,6 +102,9 @@ func NewStore(cli *clientv3.Client, keys state.Keys, timeout time.Duration) *Sto
 func (s *Store) Load(ctx context.Context) ([]Lease, []error, error) {
 	if leases, bad, ok, err := s.fromWarm(ctx); ok || err != nil {
 		return leases, bad, err
+	}
+	if s.fullRead != nil {
+		s.fullRead()
 	}
 	return s.read(ctx)
 }
