@@ -154,35 +154,8 @@ func TestHTTPProbe(t *testing.T) {
 // the probe says Answered, never Unreachable (two of which would be a
 // verdict): a flood alone does not depose a healthy leader.
 func TestProbeThroughAFloodedAcceptQueue(t *testing.T) {
-	addr, accept := queuedListener(t)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintln(w, "leader r1 (term 42)")
-	})}
-	go srv.Serve(accept)
-	defer srv.Close()
-	probe := httpProbe(150 * time.Millisecond)
-	at := func() Outcome {
-		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-		defer cancel()
-		return probe(ctx, "http://"+addr+"/leader", 42)
-	}
-	if o := at(); o != Answered {
-		t.Fatalf("before the flood: %v", o)
-	}
-	accept.stop() // the process takes no new connection (out of descriptors)
-	full := false
-	for i := range 20 {
-		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
-		if err != nil {
-			t.Logf("connection %d: %v", i, err)
-			full = true // the queue is full: SYNs go unanswered
-			break
-		}
-		t.Cleanup(func() { c.Close() })
-	}
-	if !full {
-		t.Fatal("the accept queue never filled")
-	}
+	var running sync.RWMutex
+	at := floodedLeader(t, httpProbe(125*time.Millisecond), &running, 0)
 	for i := range 3 {
 		if o := at(); o != Answered {
 			t.Errorf("probe %d during the flood: %v, want answered (the kept connection)", i, o)
@@ -342,35 +315,8 @@ func TestTwiceHedgesAStuckCall(t *testing.T) {
 // would be a verdict): only the timeouts count, as for any slow leader, and
 // once it runs again it answers on that connection.
 func TestProbeThroughAFloodAndAPause(t *testing.T) {
-	addr, accept := queuedListener(t)
 	var paused sync.RWMutex // held for writing while the leader pauses
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		paused.RLock()
-		defer paused.RUnlock()
-		fmt.Fprintln(w, "leader r1 (term 42)")
-	})}
-	go srv.Serve(accept)
-	defer srv.Close()
-	probe := httpProbe(125 * time.Millisecond)
-	at := func() Outcome {
-		ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
-		defer cancel()
-		return probe(ctx, "http://"+addr+"/leader", 42)
-	}
-	if o := at(); o != Answered {
-		t.Fatalf("before the flood: %v", o)
-	}
-	accept.stop()
-	for i := 0; ; i++ {
-		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
-		if err != nil {
-			break // the queue is full: SYNs go unanswered
-		}
-		if i == 20 {
-			t.Fatal("the accept queue never filled")
-		}
-		t.Cleanup(func() { c.Close() })
-	}
+	at := floodedLeader(t, httpProbe(125*time.Millisecond), &paused, 0)
 	paused.Lock()
 	var during []Outcome
 	for range 4 { // 4 probes of 250 ms: a pause of a second
