@@ -255,7 +255,7 @@ start_mayu_fleet() {
 	RUNNING+=("$STARTED")
 	wait_log "$d/mayu.log" "answering DHCP" 120 "$STARTED"
 	ready=$(sed -n 's/.*answering DHCP.*ready_ms=\([0-9]*\).*/\1/p' "$d/mayu.log" | head -1)
-	log "  mayu restarted on $n leases: answering ${ready:-?} ms after winning (cold: it read every lease)"
+	log "  mayu restarted on $n leases under ${DHCP_FLEET_PREFIX:-/mayu/}: answering ${ready:-?} ms after winning (cold)"
 }
 
 # mayu_dhcp_limits DIR: the cluster.dhcp line of DIR/mayu.yaml.

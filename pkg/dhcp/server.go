@@ -34,10 +34,10 @@ type LeaseStore interface {
 	Remove(ctx context.Context, f election.Fence, ip netip.Addr) error
 }
 
-// leading is a LeaseStore that follows the leases for a later term
+// leadAware is a LeaseStore that follows the leases for a later term
 // (lease.Store): told when this replica leads, it stops following, since
 // the leader's own table is the truth then.
-type leading interface{ Leading(bool) }
+type leadAware interface{ Leading(bool) }
 
 // InstalledMACs is the set of MACs of installed or running machines, which
 // DHCP stays silent to; registry.Installed follows it in etcd.
@@ -408,7 +408,7 @@ func (s *Server) Lead(ctx context.Context, f election.Fence) {
 		// A later leader deletes it.
 	}
 	s.term.Store(t)
-	if l, ok := s.o.Leases.(leading); ok {
+	if l, ok := s.o.Leases.(leadAware); ok {
 		l.Leading(true)
 		defer l.Leading(false)
 	}

@@ -85,9 +85,10 @@ const (
 	// counts towards no deposition.
 	Stranger
 	// Unreachable is a probe whose fresh TCP handshake did not complete
-	// in time while the kept connection did not answer either: no kernel
-	// answers at the address (its host's link cut, the host down). It
-	// counts as a timeout too.
+	// in time while on the kept connection the leader's kernel neither
+	// answered nor acknowledged the request: no kernel answers at the
+	// address (its host's link cut, the host down). It counts as a
+	// timeout too.
 	Unreachable
 )
 

@@ -315,29 +315,35 @@ func TestTwiceHedgesAStuckCall(t *testing.T) {
 // would be a verdict): only the timeouts count, as for any slow leader, and
 // once it runs again it answers on that connection.
 func TestProbeThroughAFloodAndAPause(t *testing.T) {
-	var paused sync.RWMutex // held for writing while the leader pauses
-	at := floodedLeader(t, httpProbe(125*time.Millisecond), &paused, 0)
-	paused.Lock()
-	var during []Outcome
-	for range 4 { // 4 probes of 250 ms: a pause of a second
-		o := at()
-		during = append(during, o)
-		if o == Unreachable {
-			t.Errorf("a paused leader behind a flood: %v, want timeouts", during)
-			break
-		}
-	}
-	paused.Unlock()
-	t.Logf("during the pause: %v", during)
-	answered := false
-	for range 3 {
-		if o := at(); o == Answered {
-			answered = true
-			break
-		}
-	}
-	if !answered {
-		t.Error("the leader runs again and was not heard on the kept connection")
+	// 125 ms: the default probe_timeout's bound; 25 ms: one shorter than
+	// the leader kernel's delayed acknowledgement (minUnacked).
+	for _, bound := range []time.Duration{125 * time.Millisecond, 25 * time.Millisecond} {
+		t.Run(bound.String(), func(t *testing.T) {
+			var paused sync.RWMutex // held for writing while the leader pauses
+			at := floodedLeader(t, httpProbe(bound), &paused, 0)
+			paused.Lock()
+			var during []Outcome
+			for range 4 { // 4 probes of 250 ms: a pause of a second
+				o := at()
+				during = append(during, o)
+				if o != TimedOut {
+					t.Errorf("a paused leader behind a flood: %v, want timeouts", during)
+					break
+				}
+			}
+			paused.Unlock()
+			t.Logf("during the pause: %v", during)
+			answered := false
+			for range 3 {
+				if o := at(); o == Answered {
+					answered = true
+					break
+				}
+			}
+			if !answered {
+				t.Error("the leader runs again and was not heard on the kept connection")
+			}
+		})
 	}
 }
 
@@ -435,8 +441,8 @@ func TestProbeSlowLeaderBehindAFlood(t *testing.T) {
 			t.Fatalf("a slow leader: %v", seen)
 		}
 	}
-	if p.kept == nil || p.kept.pending > p.maxPending {
-		t.Errorf("the connection: %+v", p.kept)
+	if p.kept == nil {
+		t.Error("the connection to the slow leader was dropped")
 	}
 	if answered < 4 {
 		t.Errorf("a leader answering every 300 ms: %v", seen)

@@ -13,8 +13,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // The probe asks the leader's /leader over one TCP connection that it keeps
@@ -49,6 +47,13 @@ import (
 // connection.
 const maxPending = 16
 
+// minUnacked is how long a request must have gone unacknowledged before
+// a probe takes it for no kernel at the leader's address: a kernel delays
+// its acknowledgement (40 ms, more on some paths) while its process has
+// not answered. With the default probe_timeout (250 ms) the handshake
+// bound (125 ms) is longer, and this changes nothing.
+const minUnacked = 100 * time.Millisecond
+
 // maxResponse bounds what one answer may take on the connection, its
 // status line and headers included: the leader's is a few hundred bytes.
 // Past it the connection is closed (not the leader's server).
@@ -67,7 +72,8 @@ func newProber(handshake time.Duration) *prober {
 	return &prober{handshake: handshake, maxPending: maxPending}
 }
 
-// httpProbe returns the probe that Deposition uses unless a test sets one.
+// httpProbe is a prober's probe (tests; SetDeposition keeps the prober
+// to release it).
 func httpProbe(handshake time.Duration) func(ctx context.Context, url string, term int64) Outcome {
 	return newProber(handshake).probe
 }
@@ -91,6 +97,7 @@ type kept struct {
 	answers chan answer
 	dead    chan struct{} // closed when the connection ends
 	pending int           // requests written and not yet answered
+	wrote   time.Time     // when the last request was written
 }
 
 // answer is one answer's body and when it was read.
@@ -155,6 +162,7 @@ func (p *prober) probe(ctx context.Context, rawURL string, term int64) Outcome {
 		go func() { shook <- handshakes(hctx, addr, p.handshake) }()
 	}
 	redialed := false
+	var recheck <-chan time.Time
 	for {
 		select {
 		case a := <-k.answers:
@@ -188,7 +196,41 @@ func (p *prober) probe(ctx context.Context, rawURL string, term int64) Outcome {
 			}
 		case ok := <-shook:
 			shook = nil
-			if !ok && k.unacked() {
+			tcp := k.tcp()
+			switch {
+			case ok && tcp.retransmitting:
+				// A kernel answers a fresh handshake while the kept
+				// connection waits out its retransmission backoff (the
+				// network was down for a while): that connection would
+				// answer only at its next retransmission, seconds
+				// away. A new one asks now.
+				k.close()
+				p.kept = nil
+				if redialed {
+					return TimedOut
+				}
+				redialed = true
+				nk, o := p.dial(ctx, addr)
+				if nk == nil {
+					return o
+				}
+				p.kept, k = nk, nk
+				if !k.ask(ctx, req) {
+					k.close()
+				}
+			case !ok && tcp.unacked:
+				// Only once the leader's kernel had minUnacked to
+				// acknowledge: a kernel delays its ACK up to 40 ms
+				// while its process has not answered.
+				if wait := minUnacked - time.Since(k.wrote); wait > 0 {
+					recheck = time.After(wait)
+				} else {
+					return Unreachable
+				}
+			}
+		case <-recheck:
+			recheck = nil
+			if k.tcp().unacked {
 				return Unreachable
 			}
 		case <-ctx.Done():
@@ -237,6 +279,7 @@ func (k *kept) ask(ctx context.Context, req []byte) bool {
 		return false
 	}
 	k.pending++
+	k.wrote = time.Now()
 	return true
 }
 
@@ -282,21 +325,6 @@ func (k *kept) closed() bool {
 
 func (k *kept) close() { k.conn.Close() }
 
-// unacked reports whether the leader's kernel has yet to acknowledge
-// something written on the connection; when it cannot tell, false (a
-// kernel answered, as far as it knows).
-func (k *kept) unacked() bool {
-	raw, err := k.conn.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var info *unix.TCPInfo
-	raw.Control(func(fd uintptr) {
-		info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-	})
-	return err == nil && info != nil && info.Unacked > 0
-}
-
 // handshakes reports whether a TCP handshake with addr completes (or is
 // refused: a kernel answered) within bound; false only when nothing
 // answered in time.
@@ -308,4 +336,10 @@ func handshakes(ctx context.Context, addr string, bound time.Duration) bool {
 	}
 	var ne net.Error
 	return ctx.Err() != nil || !errors.As(err, &ne) || !ne.Timeout()
+}
+
+// tcpState is what the kernel knows of a kept connection.
+type tcpState struct {
+	unacked        bool // something written is not acknowledged yet
+	retransmitting bool // and was sent again after a timeout, unanswered
 }

@@ -54,14 +54,14 @@ const catchUpTimeout = 2 * time.Second
 // stopped: the leader's own table is the truth then, and the copy would
 // cost it a second set of every lease on its heap (a longer garbage
 // collection under load: with 100,000 leases, DHCP answers up to 230 ms
-// late instead of 100) and a decode of each lease it writes. Once it no
+// late instead of 76) and a decode of each lease it writes. Once it no
 // longer leads, the copy is loaded again, ready for a later term; a
 // replica that wins again before that load is done reads every lease
 // itself (as a replica just started does).
 func (s *Store) Follow(ctx context.Context, log *slog.Logger) {
 	for ctx.Err() == nil {
 		s.mu.Lock()
-		leading, changed := s.leading, s.led
+		leading, changed := s.leading, s.leadingChange
 		s.mu.Unlock()
 		if leading {
 			select {
@@ -104,8 +104,8 @@ func (s *Store) Leading(on bool) {
 	defer s.mu.Unlock()
 	if s.leading != on {
 		s.leading = on
-		close(s.led)
-		s.led = make(chan struct{})
+		close(s.leadingChange)
+		s.leadingChange = make(chan struct{})
 	}
 }
 

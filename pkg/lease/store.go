@@ -57,12 +57,12 @@ type Store struct {
 	fullRead  func()        // tests: called for each Load that reads etcd
 	metrics   *metrics
 
-	mu       sync.Mutex
-	warm     *warm         // the followed copy, while Follow runs
-	leading  bool          // Leading(true): Follow pauses
-	led      chan struct{} // closed (and replaced) when leading changes
-	inflight int           // lease transactions in flight
-	queue    []*batch      // leases waiting for a transaction, in order
+	mu            sync.Mutex
+	warm          *warm         // the followed copy, while Follow runs and this replica does not lead
+	leading       bool          // Leading(true): Follow pauses
+	leadingChange chan struct{} // closed (and replaced) when leading changes
+	inflight      int           // lease transactions in flight
+	queue         []*batch      // leases waiting for a transaction, in order
 }
 
 const (
@@ -94,7 +94,7 @@ func NewStore(cli *clientv3.Client, keys state.Keys, timeout time.Duration) *Sto
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
-	return &Store{cli: cli, keys: keys, timeout: timeout, metrics: newMetrics(), led: make(chan struct{})}
+	return &Store{cli: cli, keys: keys, timeout: timeout, metrics: newMetrics(), leadingChange: make(chan struct{})}
 }
 
 // Load reads every lease, and the keys it had to skip as corrupt; a new
