@@ -161,7 +161,26 @@ func (p *prober) probe(ctx context.Context, rawURL string, term int64) Outcome {
 		shook = make(chan bool, 1)
 		go func() { shook <- handshakes(hctx, addr, p.handshake) }()
 	}
+	// replace gives the kept connection up for a new one, once a probe,
+	// and asks on it; over when the probe's outcome is known without.
 	redialed := false
+	replace := func() (o Outcome, over bool) {
+		k.close()
+		p.kept = nil
+		if redialed {
+			return TimedOut, true
+		}
+		redialed = true
+		nk, o := p.dial(ctx, addr)
+		if nk == nil {
+			return o, true
+		}
+		p.kept, k = nk, nk
+		if !k.ask(ctx, req) {
+			k.close()
+		}
+		return 0, false
+	}
 	var recheck <-chan time.Time
 	for {
 		select {
@@ -180,19 +199,8 @@ func (p *prober) probe(ctx context.Context, rawURL string, term int64) Outcome {
 			// Closed by its other end (a leader process gone, or one
 			// that restarted its listener): one fresh connection says
 			// which.
-			k.close()
-			p.kept = nil
-			if redialed {
-				return TimedOut
-			}
-			redialed = true
-			nk, o := p.dial(ctx, addr)
-			if nk == nil {
+			if o, over := replace(); over {
 				return o
-			}
-			p.kept, k = nk, nk
-			if !k.ask(ctx, req) {
-				k.close()
 			}
 		case ok := <-shook:
 			shook = nil
@@ -204,19 +212,8 @@ func (p *prober) probe(ctx context.Context, rawURL string, term int64) Outcome {
 				// network was down for a while): that connection would
 				// answer only at its next retransmission, seconds
 				// away. A new one asks now.
-				k.close()
-				p.kept = nil
-				if redialed {
-					return TimedOut
-				}
-				redialed = true
-				nk, o := p.dial(ctx, addr)
-				if nk == nil {
+				if o, over := replace(); over {
 					return o
-				}
-				p.kept, k = nk, nk
-				if !k.ask(ctx, req) {
-					k.close()
 				}
 			case !ok && tcp.unacked:
 				// Only once the leader's kernel had minUnacked to
