@@ -19,8 +19,9 @@ import (
 
 // The whole-fleet reads (the mayu_machines gauge, machine listing, the
 // MAC index and the leases behind `mayuctl leases`) go to etcd page by
-// page, never more than state.PageSize keys in one read, and give what
-// one read of every key gives.
+// page: a first page of state.PageSize keys, then the rest in at most
+// eight larger pages (state.Paged), and give what one read of every key
+// gives.
 func TestWholeFleetReadsArePaged(t *testing.T) {
 	t.Parallel()
 	srv := etcdtest.StartServer(t)
@@ -46,17 +47,20 @@ func TestWholeFleetReadsArePaged(t *testing.T) {
 		return out
 	}
 	cli, ranges := srv.RecordingClient(t)
-	// paged fails unless every read under dir asked for a page, and
-	// there were as many pages as n keys need.
+	// paged fails unless every read under dir asked for a page, the first
+	// for state.PageSize keys and the others for at most an eighth of
+	// the rest, and there were as many pages as that makes.
 	paged := func(what, dir string, n int) {
 		t.Helper()
 		reads := ranges.Under(dir)
-		for _, q := range reads {
-			if q.Limit <= 0 || q.Limit > state.PageSize {
-				t.Errorf("%s: a read of %s with limit %d (want at most %d)", what, dir, q.Limit, state.PageSize)
+		rest := max(n-state.PageSize, 0)
+		most := max(int64(state.PageSize), int64((rest+7)/8))
+		for i, q := range reads {
+			if q.Limit <= 0 || i == 0 && q.Limit != state.PageSize || q.Limit > most {
+				t.Errorf("%s: read %d of %s asked for %d keys (want %d first, then at most %d)", what, i, dir, q.Limit, state.PageSize, most)
 			}
 		}
-		if want := (n + state.PageSize - 1) / state.PageSize; len(reads) < want {
+		if want := 1 + (rest+int(most)-1)/int(most); len(reads) < want || len(reads) > want+1 {
 			t.Errorf("%s: %d reads of %s for %d keys, want %d pages", what, len(reads), dir, n, want)
 		}
 		ranges.Reset()

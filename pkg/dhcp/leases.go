@@ -100,6 +100,14 @@ func (p *pool) leasable(ip netip.Addr) bool {
 	return reserved || p.cfg.Range.Contains(ip)
 }
 
+// makeRoom makes room in the empty table for n leases.
+func (p *pool) makeRoom(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.byIP = make(map[netip.Addr]*lease.Lease, n)
+	p.byMAC = make(map[string]*lease.Lease, n)
+}
+
 // load puts a lease read from etcd into the table.
 func (p *pool) load(l lease.Lease) {
 	p.mu.Lock()

@@ -387,6 +387,18 @@ func (s *Server) Lead(ctx context.Context, f election.Fence) {
 	for _, pc := range s.o.Pools {
 		t.pools = append(t.pools, s.leaderPool(pc))
 	}
+	// The tables sized for what they are about to hold: growing two maps
+	// per pool to 100,000 entries rehashed them some twenty times, in
+	// the way of the first answer.
+	held := make(map[*pool]int, len(t.pools))
+	for _, l := range leases {
+		if p := t.poolOf(l.IP); p != nil && !p.cfg.Proxy() {
+			held[p]++
+		}
+	}
+	for p, n := range held {
+		p.makeRoom(n)
+	}
 	n := 0
 	var stale []netip.Addr
 	for _, l := range leases {

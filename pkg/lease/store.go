@@ -117,17 +117,27 @@ func (s *Store) read(ctx context.Context) ([]Lease, []error, error) {
 	var leases []Lease
 	var bad []error
 	// Page by page at one revision (state.Paged): 100,000 leases in one
-	// etcd response would be tens of MB.
-	_, err := state.Paged(ctx, s.cli, dir, 0, func(kvs []*mvccpb.KeyValue) {
-		for _, kv := range kvs {
-			l, err := s.decode(dir, kv)
-			if err != nil {
-				bad = append(bad, err)
-				continue
+	// etcd response would be tens of MB. A page is decoded while etcd
+	// reads the next one: a new leader waits for this.
+	pages := make(chan []*mvccpb.KeyValue, 1)
+	decoded := make(chan struct{})
+	go func() {
+		defer close(decoded)
+		for kvs := range pages {
+			leases = slices.Grow(leases, len(kvs))
+			for _, kv := range kvs {
+				l, err := s.decode(dir, kv)
+				if err != nil {
+					bad = append(bad, err)
+					continue
+				}
+				leases = append(leases, l)
 			}
-			leases = append(leases, l)
 		}
-	})
+	}()
+	_, err := state.Paged(ctx, s.cli, dir, 0, func(kvs []*mvccpb.KeyValue) { pages <- kvs })
+	close(pages)
+	<-decoded
 	if err != nil {
 		return nil, nil, state.Unavailable("load leases", err)
 	}
