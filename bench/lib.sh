@@ -21,6 +21,7 @@ LAB=mb$$ # namespace prefix, unique per run
 WORK=$(mktemp -d /tmp/mayu-bench.XXXXXX)
 chmod 755 "$WORK" # nginx and in.tftpd read files as other users
 BENCH_QUICK=${BENCH_QUICK:-0} # 1: short runs, to try a script out
+# BENCH_KEEP=1 keeps $WORK (the servers' logs) after the run.
 
 _lab_pids=()
 _lab_ns=()
@@ -52,7 +53,11 @@ lab_cleanup() {
 	for ns in "${_lab_ns[@]}"; do
 		ip netns del "$ns" 2>/dev/null
 	done
-	rm -rf "$WORK"
+	if [ "${BENCH_KEEP:-0}" = 1 ]; then
+		echo "bench: logs and files kept in $WORK (BENCH_KEEP=1)" >&2
+	else
+		rm -rf "$WORK"
+	fi
 	exit "$rc"
 }
 trap lab_cleanup EXIT

@@ -58,6 +58,9 @@ const (
 	defaultDeclineProbeTimeout = time.Second
 	defaultDeclineProbes       = 16
 	defaultDeclineQuarantine   = 10 * time.Minute
+	// DefaultUnregisteredShare is cluster.dhcp.unregistered_share's
+	// default, left out of the cluster hash.
+	DefaultUnregisteredShare   = 50
 	defaultRegistrationsPerSec = 10
 	defaultRegistrationBurst   = 100
 	defaultRegistrationExpiry  = time.Hour
@@ -254,6 +257,7 @@ func (c *Config) applyDefaults() {
 	setDefault(&d.DeclineProbeTimeout, defaultDeclineProbeTimeout)
 	setDefault(&d.DeclineProbes, defaultDeclineProbes)
 	setDefault(&d.DeclineQuarantine, defaultDeclineQuarantine)
+	setDefault(&d.UnregisteredShare, DefaultUnregisteredShare)
 	sr := &cl.SelfRegistration
 	setDefault(&sr.PerSecond, defaultRegistrationsPerSec)
 	setDefault(&sr.Burst, defaultRegistrationBurst)
@@ -328,6 +332,10 @@ func (c *Config) ClusterHash() string {
 			// by one still agree with those not yet upgraded.
 			cl.Pools[i].Mode = ""
 		}
+	}
+	if cl.DHCP.UnregisteredShare == DefaultUnregisteredShare {
+		// Likewise for a key added since (omitempty in its tag).
+		cl.DHCP.UnregisteredShare = 0
 	}
 	b, err := json.Marshal(cl)
 	if err != nil {

@@ -418,6 +418,8 @@ func TestValidate(t *testing.T) {
 			"cluster.dhcp.decline_probes: 5000 is out of range (1-1024)"},
 		{"quarantine", func(c *Config) { c.Cluster.DHCP.DeclineQuarantine = time.Millisecond },
 			"cluster.dhcp.decline_quarantine: 1ms is too short (at least 1s)"},
+		{"unregistered share", func(c *Config) { c.Cluster.DHCP.UnregisteredShare = 101 },
+			"cluster.dhcp.unregistered_share: 101 is out of range (1-100 percent; 100 turns the cap off)"},
 		{"registration rate", func(c *Config) { c.Cluster.SelfRegistration.PerSecond = -0.5 },
 			"cluster.self_registration.per_second: must be positive (got -0.5)"},
 		{"registration burst", func(c *Config) { c.Cluster.SelfRegistration.Burst = -1 },
@@ -633,7 +635,7 @@ func TestDefaults(t *testing.T) {
 		{"limits.tftp", n.Limits.TFTP, TFTPLimits{MaxTransfers: 256, MaxPending: 256, MaxPerAddress: 64,
 			Timeout: time.Second, Retransmissions: 1, FirstBlockTimeout: 3 * time.Second}},
 		{"dhcp", c.DHCP, DHCP{NewClientsPerSecond: 20, NewClientsBurst: 200, DeclineProbeTimeout: time.Second,
-			DeclineProbes: 16, DeclineQuarantine: 10 * time.Minute}},
+			DeclineProbes: 16, DeclineQuarantine: 10 * time.Minute, UnregisteredShare: 50}},
 		{"self_registration", c.SelfRegistration, SelfRegistration{PerSecond: 10, Burst: 100, ExpireAfter: time.Hour, MaxUnfinished: DefaultMaxUnfinished(c.Static.Range.Size())}},
 	}
 	for _, ch := range checks {

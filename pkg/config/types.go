@@ -333,6 +333,12 @@ type DHCP struct {
 	// DeclineQuarantine is how long an address that a probe found in use
 	// is not offered. Default 10m.
 	DeclineQuarantine time.Duration `yaml:"decline_quarantine" json:"decline_quarantine"`
+	// UnregisteredShare is the percentage of each pool's dynamic range
+	// that clients whose MAC belongs to no registered machine (and has
+	// no reservation) may hold at once, offers included: made-up MACs
+	// cannot drain a pool, however patient, and registered machines
+	// always find the rest. 100 turns the cap off. Default 50.
+	UnregisteredShare int `yaml:"unregistered_share" json:"unregistered_share,omitempty"`
 }
 
 // SelfRegistration limits registration on first contact.

@@ -713,6 +713,9 @@ func (d *DHCP) validate(p *problems, pools []Pool) {
 		p.addf("cluster.dhcp.decline_probes", "%d is out of range (1-1024)", d.DeclineProbes)
 	}
 	checkAtLeast(p, "cluster.dhcp.decline_quarantine", d.DeclineQuarantine, time.Second)
+	if d.UnregisteredShare < 1 || d.UnregisteredShare > 100 {
+		p.addf("cluster.dhcp.unregistered_share", "%d is out of range (1-100 percent; 100 turns the cap off)", d.UnregisteredShare)
+	}
 }
 
 func (s *SelfRegistration) validate(p *problems) {

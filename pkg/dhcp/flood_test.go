@@ -397,3 +397,97 @@ func TestPoolByClientAddressOnlyFromThatAddress(t *testing.T) {
 		}
 	}
 }
+
+// registeredSet is a set of registered machines' MACs that a test can add
+// to while the server reads it.
+type registeredSet struct {
+	mu   sync.Mutex
+	macs map[string]bool
+}
+
+func (k *registeredSet) Has(mac string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.macs[mac]
+}
+
+func (k *registeredSet) add(mac net.HardwareAddr) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.macs[mac.String()] = true
+}
+
+// The flood a review found with the default limits: 51 made-up MACs, each
+// through the whole DISCOVER, OFFER, REQUEST, ACK, emptied a 51-address
+// pool in 102 packets, well inside the new-client budget's burst of 200.
+// Now clients that are no registered machine's hold at most
+// cluster.dhcp.unregistered_share (50 %) of the range, offers included;
+// registered machines find the rest, and a stranger that registers stops
+// counting at the next recount.
+func TestFullExchangesFromMadeUpMACsCannotDrainThePool(t *testing.T) {
+	t.Parallel()
+	cli := etcdtest.Start(t)
+	registered := hw(0x500)
+	known := &registeredSet{macs: map[string]bool{registered.String(): true}}
+	srv, _ := leadingServer(t, cli, Options{
+		Known:  known,
+		Limits: config.DHCP{NewClientsPerSecond: 20, NewClientsBurst: 200, UnregisteredShare: config.DefaultUnregisteredShare},
+	})
+	r := newRelay(t, srv)
+	const share = 51 * config.DefaultUnregisteredShare / 100 // 25 of loPool's 51
+	for i := range 51 {
+		r.sendRaw(relayed(discover(t, hw(0x100+i), "bios-pxe")).ToBytes())
+	}
+	var offers []*dhcpv4.DHCPv4
+	r.conn.SetReadDeadline(time.Now().Add(silence))
+	buf := make([]byte, 4096)
+	for {
+		n, _, err := r.conn.ReadFromUDP(buf)
+		if err != nil {
+			break
+		}
+		resp, err := dhcpv4.FromBytes(buf[:n])
+		if err != nil || resp.MessageType() != dhcpv4.MessageTypeOffer {
+			t.Fatalf("the flood got %v (%v)", resp, err)
+		}
+		offers = append(offers, resp)
+	}
+	if len(offers) != share {
+		t.Fatalf("%d offers to 51 made-up MACs, want %d (the unregistered share)", len(offers), share)
+	}
+	for _, o := range offers {
+		req, err := dhcpv4.NewRequestFromOffer(o, firmware["bios-pxe"]...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.expect(relayed(req), dhcpv4.MessageTypeAck)
+	}
+	if n := leaseCount(t, cli); n != share {
+		t.Fatalf("%d leases in etcd, want %d", n, share)
+	}
+	if got := counter(t, srv.metrics.ignored, "unregistered_share"); got != 51-share {
+		t.Errorf("unregistered_share = %v, want %d", got, 51-share)
+	}
+	// The flood goes on: still nothing for new made-up MACs, but a
+	// registered machine is answered.
+	r.expectNone(relayed(discover(t, hw(0x200), "bios-pxe")), "a made-up MAC past the share")
+	r.lease(registered, "bios-pxe")
+
+	// One of the strangers registers (its first iPXE request): from the
+	// next recount on it no longer counts, and one more new client fits.
+	known.add(hw(0x100 + 0))
+	for i := range 2 {
+		if i > 0 {
+			time.Sleep(strangerRecount + 100*time.Millisecond)
+		}
+		if resp := r.exchange(relayed(discover(t, hw(0x300), "bios-pxe")), silence); resp != nil {
+			if resp.MessageType() != dhcpv4.MessageTypeOffer {
+				t.Fatalf("a new client after a stranger registered: %s", resp.Summary())
+			}
+			break
+		} else if i == 1 {
+			t.Fatal("no room for a new client after a stranger registered and the pool recounted")
+		}
+	}
+	r.expectNone(relayed(discover(t, hw(0x301), "bios-pxe")), "a second made-up MAC with the share full again")
+}

@@ -66,7 +66,27 @@ type pool struct {
 	// (nextSweep), not at every new client.
 	answered  map[string]time.Time
 	nextSweep time.Time
+
+	// strangers caps what clients that are no registered machine's hold
+	// (cluster.dhcp.unregistered_share): admitStranger.
+	strangers strangerCap
 }
+
+// strangerCap is a pool's count of the addresses of its dynamic range
+// held (leased or offered, unexpired) by MACs that belong to no
+// registered machine, against its limit. Counting them exactly means a
+// pass over the table, so it is recounted at most every
+// strangerRecount, and each stranger admitted in between adds one: the
+// count only errs high (an offer never taken, a MAC registered since),
+// until the next recount puts it right.
+type strangerCap struct {
+	limit   int // 0: no cap
+	counted int
+	next    time.Time // the next recount
+}
+
+// strangerRecount is how often a pool under its stranger cap recounts.
+const strangerRecount = time.Second
 
 func newPool(cfg config.Pool) *pool {
 	p := &pool{cfg: cfg, byIP: map[netip.Addr]*lease.Lease{}, byMAC: map[string]*lease.Lease{},
@@ -98,6 +118,57 @@ func (p *pool) reservationOf(mac string) (netip.Addr, bool) {
 func (p *pool) leasable(ip netip.Addr) bool {
 	_, reserved := p.reservationByIP[ip]
 	return reserved || p.cfg.Range.Contains(ip)
+}
+
+// capStrangers limits the addresses of the dynamic range that clients no
+// registered machine owns may hold to share percent (100: no cap).
+func (p *pool) capStrangers(share int) {
+	if share <= 0 || share >= 100 {
+		return
+	}
+	p.strangers.limit = max(p.cfg.Range.Size()*share/100, 1)
+}
+
+// admitStranger reports whether one more client that no registered
+// machine owns may be offered an address, and counts it if so.
+// registered tells the MACs of registered machines.
+func (p *pool) admitStranger(now time.Time, registered func(mac string) bool) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c := &p.strangers
+	if c.limit == 0 {
+		return true
+	}
+	if !now.Before(c.next) {
+		c.counted = p.countStrangersLocked(now, registered)
+		c.next = now.Add(strangerRecount)
+	}
+	if c.counted >= c.limit {
+		return false
+	}
+	c.counted++
+	return true
+}
+
+// countStrangersLocked counts the addresses of the dynamic range leased
+// or offered, unexpired, to MACs no registered machine owns.
+func (p *pool) countStrangersLocked(now time.Time, registered func(mac string) bool) int {
+	n := 0
+	for ip, l := range p.byIP {
+		if now.Before(l.Expiry) && p.cfg.Range.Contains(ip) && !registered(l.MAC) {
+			n++
+		}
+	}
+	for ip, h := range p.held {
+		if !now.Before(h.until) || !p.cfg.Range.Contains(ip) || registered(h.mac) {
+			continue
+		}
+		if l := p.byIP[ip]; l != nil && l.MAC == h.mac && now.Before(l.Expiry) {
+			continue // its lease, counted above
+		}
+		n++
+	}
+	return n
 }
 
 // makeRoom makes room in the empty table for n leases.

@@ -33,7 +33,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		answered: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "packets_answered_total",
 			Help: "DHCP answers sent, by message type (offer, ack, nak)."}, []string{"type"}),
 		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "packets_ignored_total",
-			Help: "DHCP packets not answered, by reason: installed, not_leader, pool_exhausted, malformed, no_pool, other_server, queue_full, not_durable, deposed, unlisted_relay, new_client_budget, unknown_client, reservation_unavailable, ciaddr_mismatch, and in proxy pools not_boot_client, no_boot_file."}, []string{"reason"}),
+			Help: "DHCP packets not answered, by reason: installed, not_leader, pool_exhausted, malformed, no_pool, other_server, queue_full, not_durable, deposed, unlisted_relay, new_client_budget, unknown_client, reservation_unavailable, unregistered_share, ciaddr_mismatch, and in proxy pools not_boot_client, no_boot_file."}, []string{"reason"}),
 		naks: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "naks_total",
 			Help: "REQUESTs refused with a NAK, by reason: outside_pool, in_use, unknown_client (no offer or lease), reserved (another MAC's reserved address), has_reservation (a MAC with a reservation asking for another address)."}, []string{"reason"}),
 		optionsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mayu", Subsystem: "dhcp", Name: "options_dropped_total",
@@ -69,7 +69,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		m.answered.WithLabelValues(t)
 	}
 	for _, r := range []string{"installed", "not_leader", "pool_exhausted", "malformed", "no_pool", "other_server", "queue_full", "not_durable", "deposed",
-		"unlisted_relay", "new_client_budget", "unknown_client", "reservation_unavailable", "ciaddr_mismatch", "not_boot_client", "no_boot_file"} {
+		"unlisted_relay", "new_client_budget", "unknown_client", "reservation_unavailable", "unregistered_share", "ciaddr_mismatch", "not_boot_client", "no_boot_file"} {
 		m.ignored.WithLabelValues(r)
 	}
 	for _, r := range []string{"outside_pool", "in_use", "unknown_client", "reserved", "has_reservation"} {

@@ -26,7 +26,7 @@ func TestMetricsOnTheGivenRegistry(t *testing.T) {
 	if got := testutil.ToFloat64(s.metrics.ignored.WithLabelValues("not_durable")); got != 0 {
 		t.Errorf("not_durable = %v", got)
 	}
-	for name, want := range map[string]int{"mayu_dhcp_packets_ignored_total": 16, "mayu_dhcp_naks_total": 5, "mayu_dhcp_declines_total": 5,
+	for name, want := range map[string]int{"mayu_dhcp_packets_ignored_total": 17, "mayu_dhcp_naks_total": 5, "mayu_dhcp_declines_total": 5,
 		"mayu_dhcp_proxy_answers_total": 6, "mayu_dhcp_boot_server_requests_total": 12} {
 		n, err := testutil.GatherAndCount(reg, name)
 		if err != nil || n != want {

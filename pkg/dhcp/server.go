@@ -469,6 +469,9 @@ func (s *Server) leaderPool(pc config.Pool) *pool {
 	// Whatever the configuration, never lease this replica's own address
 	// nor the one machines reach mayu at.
 	p.own = map[netip.Addr]bool{s.serverIP: true, s.o.Advertise: true}
+	if s.o.Known != nil { // without the registry's MACs, everyone would be a stranger
+		p.capStrangers(s.o.Limits.UnregisteredShare)
+	}
 	return p
 }
 
@@ -657,8 +660,11 @@ func (s *Server) handleBootServer(ctx context.Context, p packet) {
 // lease or an offer in the pool, or its MAC belongs to a registered
 // machine.
 func (s *Server) known(x *exchange) bool {
-	return x.pool.knows(x.mac, x.now) || (s.o.Known != nil && s.o.Known.Has(x.mac))
+	return x.pool.knows(x.mac, x.now) || s.registered(x.mac)
 }
+
+// registered reports whether mac belongs to a registered machine.
+func (s *Server) registered(mac string) bool { return s.o.Known != nil && s.o.Known.Has(mac) }
 
 // source names whose new-client budget a request is charged to. A giaddr
 // is whatever the packet says: any host on a segment can write one, and a
@@ -677,11 +683,21 @@ func (s *Server) source(x *exchange) string {
 // client the leader does not know is charged against its relay's budget
 // first.
 func (s *Server) discover(x *exchange) {
-	if !s.known(x) && !s.budget.allow(s.source(x), x.now) {
-		// Debug: a flood would flood the log too; the metric counts it.
-		s.metrics.ignored.WithLabelValues("new_client_budget").Inc()
-		x.log.Debug("dhcp: new-client budget of this relay spent, ignoring", "source", s.source(x))
-		return
+	if !s.known(x) {
+		if !s.budget.allow(s.source(x), x.now) {
+			// Debug: a flood would flood the log too; the metric counts it.
+			s.metrics.ignored.WithLabelValues("new_client_budget").Inc()
+			x.log.Debug("dhcp: new-client budget of this relay spent, ignoring", "source", s.source(x))
+			return
+		}
+		// The budget slows made-up MACs down; this caps what they can
+		// hold, however patient (a reserved address is outside the
+		// range, and its MAC's own).
+		if _, reserved := x.pool.reservationOf(x.mac); !reserved && !x.pool.admitStranger(x.now, s.registered) {
+			s.metrics.ignored.WithLabelValues("unregistered_share").Inc()
+			x.log.Debug("dhcp: unregistered clients hold their share of the pool, ignoring", "pool", x.pool.cfg.Subnet)
+			return
+		}
 	}
 	requested, _ := netip.AddrFromSlice(x.req.RequestedIPAddress().To4())
 	ip, err := x.pool.offer(x.mac, requested, x.now)
