@@ -203,6 +203,14 @@ stop_all() {
 	local p
 	for p in "${RUNNING[@]}"; do stop_pid "$p"; done
 	RUNNING=()
+	if [ "${BENCH_KEEP:-0}" = 1 ] && [ -d "$WORK/srv" ]; then
+		# The servers' logs of each run, for BENCH_KEEP=1.
+		_kept=$((${_kept:-0} + 1))
+		find "$WORK/srv" -name '*.log' | while read -r f; do
+			mkdir -p "$WORK/kept/$_kept/$(dirname "${f#"$WORK/srv/"}")"
+			cp "$f" "$WORK/kept/$_kept/${f#"$WORK/srv/"}"
+		done
+	fi
 	rm -rf "$WORK/srv" "$WORK"/etcd-n*
 	mkdir -p "$WORK/srv"
 	EXCHANGE=dora
@@ -273,7 +281,14 @@ start_mayu3() {
 	for i in 1 2 3; do
 		h=n$i a=10.99.0.$((i + 1)) d=$WORK/srv/m$i
 		mkdir -p "$d"
-		mayu_files "$d" 1
+		if [ "$i" = 1 ]; then
+			mayu_files "$d" 1
+		else
+			# The same files on every replica (bench/failover.sh's
+			# mayu_up): replicas whose files differ from the leader's
+			# would not campaign, nor probe it, as a real cluster's do.
+			cp -a "$WORK/srv/m1/files" "$WORK/srv/m1/boot" "$d/"
+		fi
 		mayu_config "$d" "r$i" "$a" "$ETCD_ENDPOINTS"
 		mayu_start "$h" "$d"
 		RUNNING+=("$STARTED")
