@@ -779,6 +779,10 @@ func TestClusterHash(t *testing.T) {
 	if again := mustParse(t, baseYAML).ClusterHash(); again != base {
 		t.Errorf("hash of the same file differs: %s, %s", base, again)
 	}
+	// A key added since, written at its default, is the same cluster.
+	if same := mustParse(t, baseYAML+"  dhcp: {unregistered_share: 50}\n").ClusterHash(); same != base {
+		t.Errorf("hash differs for unregistered_share written at its default: %s, %s", base, same)
+	}
 	if same := mustParse(t, sameClusterYAML).ClusterHash(); same != base {
 		t.Errorf("hash differs for an equal cluster part written differently: %s, %s", base, same)
 	}
@@ -787,8 +791,9 @@ func TestClusterHash(t *testing.T) {
 		"profile order": strings.Replace(baseYAML,
 			"    - {name: core, quantity: 3, tags: {rule-core: \"true\"}}\n    - {name: worker, quantity: 10}\n",
 			"    - {name: worker, quantity: 10}\n    - {name: core, quantity: 3, tags: {rule-core: \"true\"}}\n", 1),
-		"secret value": strings.Replace(baseYAML, "$6$salt$hash", "$6$salt$other", 1),
-		"lease time":   strings.Replace(baseYAML, "lease_time: 2h", "lease_time: 3h", 1),
+		"secret value":       strings.Replace(baseYAML, "$6$salt$hash", "$6$salt$other", 1),
+		"lease time":         strings.Replace(baseYAML, "lease_time: 2h", "lease_time: 3h", 1),
+		"unregistered share": baseYAML + "  dhcp: {unregistered_share: 60}\n",
 	}
 	for what, data := range changes {
 		if got := mustParse(t, data).ClusterHash(); got == base {

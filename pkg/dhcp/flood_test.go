@@ -439,9 +439,11 @@ func TestFullExchangesFromMadeUpMACsCannotDrainThePool(t *testing.T) {
 		r.sendRaw(relayed(discover(t, hw(0x100+i), "bios-pxe")).ToBytes())
 	}
 	var offers []*dhcpv4.DHCPv4
-	r.conn.SetReadDeadline(time.Now().Add(silence))
 	buf := make([]byte, 4096)
 	for {
+		// Until a second passes with no answer: a loaded machine may
+		// take a while over the 25 offers.
+		r.conn.SetReadDeadline(time.Now().Add(silence))
 		n, _, err := r.conn.ReadFromUDP(buf)
 		if err != nil {
 			break
@@ -475,7 +477,7 @@ func TestFullExchangesFromMadeUpMACsCannotDrainThePool(t *testing.T) {
 
 	// One of the strangers registers (its first iPXE request): from the
 	// next recount on it no longer counts, and one more new client fits.
-	known.add(hw(0x100 + 0))
+	known.add(offers[0].ClientHWAddr)
 	for i := range 2 {
 		if i > 0 {
 			time.Sleep(strangerRecount + 100*time.Millisecond)
@@ -490,4 +492,46 @@ func TestFullExchangesFromMadeUpMACsCannotDrainThePool(t *testing.T) {
 		}
 	}
 	r.expectNone(relayed(discover(t, hw(0x301), "bios-pxe")), "a second made-up MAC with the share full again")
+}
+
+// A stranger whose lease expired is still a client the pool knows (its
+// old lease stays in the table for it), but it no longer counts against
+// the share: were it let back in without the check, made-up MACs taking
+// the share in waves, one lease time apart, would get all of the pool
+// back (a review drained it so: 50 of 51). Coming back by DISCOVER or by
+// INIT-REBOOT, it is held to the share like a new client.
+func TestExpiredStrangersStayWithinTheShare(t *testing.T) {
+	t.Parallel()
+	cli := etcdtest.Start(t)
+	pl := loPool()
+	pl.LeaseTime = 2 * time.Second
+	known := &registeredSet{macs: map[string]bool{}}
+	srv, _ := leadingServer(t, cli, Options{Known: known, Pools: []config.Pool{pl},
+		Limits: config.DHCP{NewClientsPerSecond: 1000, NewClientsBurst: 1000, UnregisteredShare: config.DefaultUnregisteredShare}})
+	r := newRelay(t, srv)
+	const share = 51 * config.DefaultUnregisteredShare / 100
+	var first []net.IP
+	for i := range share {
+		_, ack := r.lease(hw(0x100+i), "bios-pxe")
+		first = append(first, ack.YourIPAddr)
+	}
+	time.Sleep(pl.LeaseTime + strangerRecount)
+	for i := range share { // a second wave takes the share again
+		r.lease(hw(0x200+i), "bios-pxe")
+	}
+	r.expectNone(relayed(requestFor(t, hw(0x100), first[0], nil)), "an INIT-REBOOT of the first wave")
+	r.expectNone(relayed(discover(t, hw(0x101), "bios-pxe")), "a DISCOVER of the first wave")
+	p := srv.term.Load().pools[0]
+	p.mu.Lock()
+	n := p.countStrangersLocked(time.Now(), known.Has)
+	p.mu.Unlock()
+	if n > share {
+		t.Fatalf("strangers hold %d addresses, their share is %d", n, share)
+	}
+	if got := counter(t, srv.metrics.ignored, "unregistered_share"); got != 2 {
+		t.Errorf("unregistered_share = %v, want the 2 of the first wave", got)
+	}
+	// Registered, the first wave's machine gets its address back.
+	known.add(hw(0x100))
+	r.expect(relayed(requestFor(t, hw(0x100), first[0], nil)), dhcpv4.MessageTypeAck)
 }

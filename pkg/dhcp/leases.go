@@ -129,15 +129,25 @@ func (p *pool) capStrangers(share int) {
 	p.strangers.limit = max(p.cfg.Range.Size()*share/100, 1)
 }
 
-// admitStranger reports whether one more client that no registered
-// machine owns may be offered an address, and counts it if so.
-// registered tells the MACs of registered machines.
-func (p *pool) admitStranger(now time.Time, registered func(mac string) bool) bool {
+// admitStranger reports whether mac, which no registered machine owns,
+// may take an address: it holds one that is counted already (an
+// unexpired lease or a live offer in the range), or the strangers hold
+// less than their share, and then it is counted. registered tells the
+// MACs of registered machines.
+func (p *pool) admitStranger(now time.Time, mac string, registered func(mac string) bool) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	c := &p.strangers
 	if c.limit == 0 {
 		return true
+	}
+	if l := p.byMAC[mac]; l != nil && now.Before(l.Expiry) && p.cfg.Range.Contains(l.IP) {
+		return true
+	}
+	if ip, ok := p.heldMAC[mac]; ok {
+		if h := p.held[ip]; h.mac == mac && now.Before(h.until) && p.cfg.Range.Contains(ip) {
+			return true
+		}
 	}
 	if !now.Before(c.next) {
 		c.counted = p.countStrangersLocked(now, registered)

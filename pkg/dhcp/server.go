@@ -369,6 +369,15 @@ func (s *Server) Lead(ctx context.Context, f election.Fence) {
 			return
 		}
 	}
+	if k, ok := s.o.Known.(interface{ Ready() <-chan struct{} }); ok {
+		// Until the registered MACs are loaded every machine would be a
+		// stranger (cluster.dhcp.unregistered_share).
+		select {
+		case <-k.Ready():
+		case <-ctx.Done():
+			return
+		}
+	}
 	var leases []lease.Lease
 	if state.Retry(ctx, time.Second, func(err error) {
 		s.o.Log.Warn("DHCP leader cannot load leases yet; not answering", "err", err)
@@ -666,6 +675,25 @@ func (s *Server) known(x *exchange) bool {
 // registered reports whether mac belongs to a registered machine.
 func (s *Server) registered(mac string) bool { return s.o.Known != nil && s.o.Known.Has(mac) }
 
+// admitted reports whether x's client may take an address of its pool
+// under cluster.dhcp.unregistered_share: the budget slows made-up MACs
+// down, this caps what they can hold, however patient. A registered
+// machine, a MAC with a reservation (outside the range, and its own) and
+// a client that holds a counted address already are always admitted;
+// any other, known or not (a MAC whose lease expired is one the pool
+// still knows), only while the strangers hold less than their share.
+func (s *Server) admitted(x *exchange) bool {
+	if s.registered(x.mac) {
+		return true
+	}
+	if _, reserved := x.pool.reservationOf(x.mac); reserved || x.pool.admitStranger(x.now, x.mac, s.registered) {
+		return true
+	}
+	s.metrics.ignored.WithLabelValues("unregistered_share").Inc()
+	x.log.Debug("dhcp: unregistered clients hold their share of the pool, ignoring", "pool", x.pool.cfg.Subnet)
+	return false
+}
+
 // source names whose new-client budget a request is charged to. A giaddr
 // is whatever the packet says: any host on a segment can write one, and a
 // bucket per giaddr would give it a fresh bucket per address it names. So
@@ -690,14 +718,9 @@ func (s *Server) discover(x *exchange) {
 			x.log.Debug("dhcp: new-client budget of this relay spent, ignoring", "source", s.source(x))
 			return
 		}
-		// The budget slows made-up MACs down; this caps what they can
-		// hold, however patient (a reserved address is outside the
-		// range, and its MAC's own).
-		if _, reserved := x.pool.reservationOf(x.mac); !reserved && !x.pool.admitStranger(x.now, s.registered) {
-			s.metrics.ignored.WithLabelValues("unregistered_share").Inc()
-			x.log.Debug("dhcp: unregistered clients hold their share of the pool, ignoring", "pool", x.pool.cfg.Subnet)
-			return
-		}
+	}
+	if !s.admitted(x) {
+		return
 	}
 	requested, _ := netip.AddrFromSlice(x.req.RequestedIPAddress().To4())
 	ip, err := x.pool.offer(x.mac, requested, x.now)
@@ -773,6 +796,11 @@ func (s *Server) request(x *exchange) {
 		// lease: NAK, and the client starts over with DISCOVER (4.3.2
 		// lets a server NAK a request it cannot honour).
 		nak("unknown_client", "no offer or lease for this client; start over with DISCOVER")
+		return
+	}
+	if !s.admitted(x) {
+		// Its lease expired and the strangers hold their share: silence,
+		// and its DISCOVER is refused alike until there is room.
 		return
 	}
 	if err := pl.reserve(x.mac, ip, x.now); err != nil {

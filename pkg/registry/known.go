@@ -76,6 +76,10 @@ func (k *Known) Unfinished() int {
 	return len(k.unfinished)
 }
 
+// Ready is closed once the records were first loaded: until then every
+// MAC reads as unregistered.
+func (k *Known) Ready() <-chan struct{} { return k.loaded }
+
 // Has reports whether mac belongs to a registered machine.
 func (k *Known) Has(mac string) bool {
 	k.mu.RLock()
