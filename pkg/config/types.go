@@ -337,7 +337,8 @@ type DHCP struct {
 	// that clients whose MAC belongs to no registered machine (and has
 	// no reservation) may hold at once, offers included: made-up MACs
 	// cannot drain a pool, however patient, and registered machines
-	// always find the rest. 100 turns the cap off. Default 50.
+	// always find the rest. Rounded down, at least one address; 100 turns
+	// the cap off. Default (0 or absent) 50.
 	UnregisteredShare int `yaml:"unregistered_share" json:"unregistered_share,omitempty"`
 }
 

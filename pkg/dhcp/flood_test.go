@@ -535,3 +535,59 @@ func TestExpiredStrangersStayWithinTheShare(t *testing.T) {
 	known.add(hw(0x100))
 	r.expect(relayed(requestFor(t, hw(0x100), first[0], nil)), dhcpv4.MessageTypeAck)
 }
+
+// A client holds one offer: asking for another address gives the first
+// up (it kept both, and made-up MACs that each asked for a second free
+// address doubled their share of the pool, found by a review).
+func TestAnotherAddressReleasesTheOffer(t *testing.T) {
+	p := testPool()
+	now := time.Now()
+	first := mustOffer(t, p, macN(1), netip.Addr{}, now)
+	second := first.Next()
+	if err := p.reserve(macN(1), second, now); err != nil {
+		t.Fatal(err)
+	}
+	if p.heldBy(macN(1), first, now) {
+		t.Fatalf("%s is still held for the client that asked for %s", first, second)
+	}
+	if got := mustOffer(t, p, macN(2), first, now); got != first {
+		t.Fatalf("the address given up went to nobody: another client got %s", got)
+	}
+}
+
+// Strangers holding their share cannot grow it by asking, with their
+// offer in hand, for another free address: that is a new address, held
+// to the share like a new client's, and registered machines still find
+// theirs.
+func TestAnotherAddressCountsAgainstTheShare(t *testing.T) {
+	t.Parallel()
+	cli := etcdtest.Start(t)
+	known := &registeredSet{macs: map[string]bool{hw(0x500).String(): true, hw(0x501).String(): true}}
+	srv, _ := leadingServer(t, cli, Options{Known: known,
+		Limits: config.DHCP{NewClientsPerSecond: 1000, NewClientsBurst: 1000, UnregisteredShare: config.DefaultUnregisteredShare}})
+	r := newRelay(t, srv)
+	const share = 51 * config.DefaultUnregisteredShare / 100
+	var offers []*dhcpv4.DHCPv4
+	for i := range share {
+		offers = append(offers, r.expect(relayed(discover(t, hw(0x100+i), "bios-pxe")), dhcpv4.MessageTypeOffer))
+	}
+	for _, o := range offers[:3] {
+		other := net.IPv4(127, 0, 0, 150).To4() // free: the offers went from .100 up
+		r.expectNone(relayed(requestFor(t, o.ClientHWAddr, other, o.ServerIdentifier())), "a stranger asking for a second address")
+	}
+	p := srv.term.Load().pools[0]
+	p.mu.Lock()
+	n := p.countStrangersLocked(time.Now(), known.Has)
+	p.mu.Unlock()
+	if n != share {
+		t.Fatalf("strangers hold %d addresses, their share is %d", n, share)
+	}
+	// Their own offers are still theirs to take.
+	req, err := dhcpv4.NewRequestFromOffer(offers[3], firmware["bios-pxe"]...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.expect(relayed(req), dhcpv4.MessageTypeAck)
+	r.lease(hw(0x500), "bios-pxe")
+	r.lease(hw(0x501), "bios-pxe")
+}

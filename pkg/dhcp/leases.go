@@ -130,22 +130,22 @@ func (p *pool) capStrangers(share int) {
 }
 
 // admitStranger reports whether mac, which no registered machine owns,
-// may take an address: it holds one that is counted already (an
-// unexpired lease or a live offer in the range), or the strangers hold
-// less than their share, and then it is counted. registered tells the
-// MACs of registered machines.
-func (p *pool) admitStranger(now time.Time, mac string, registered func(mac string) bool) bool {
+// may take ip (any address, if ip is not valid: a DISCOVER): it holds
+// that address already, counted (an unexpired lease or a live offer in
+// the range), or the strangers hold less than their share, and then it is
+// counted. registered tells the MACs of registered machines.
+func (p *pool) admitStranger(now time.Time, mac string, ip netip.Addr, registered func(mac string) bool) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	c := &p.strangers
 	if c.limit == 0 {
 		return true
 	}
-	if l := p.byMAC[mac]; l != nil && now.Before(l.Expiry) && p.cfg.Range.Contains(l.IP) {
+	if l := p.byMAC[mac]; l != nil && now.Before(l.Expiry) && p.cfg.Range.Contains(l.IP) && (!ip.IsValid() || ip == l.IP) {
 		return true
 	}
-	if ip, ok := p.heldMAC[mac]; ok {
-		if h := p.held[ip]; h.mac == mac && now.Before(h.until) && p.cfg.Range.Contains(ip) {
+	if held, ok := p.heldMAC[mac]; ok && (!ip.IsValid() || ip == held) {
+		if h := p.held[held]; h.mac == mac && now.Before(h.until) && p.cfg.Range.Contains(held) {
 			return true
 		}
 	}
@@ -215,6 +215,15 @@ func (p *pool) setLocked(l lease.Lease) {
 func (p *pool) setHold(ip netip.Addr, mac string, until time.Time) {
 	if prev, ok := p.held[ip]; ok && prev.mac != mac && p.heldMAC[prev.mac] == ip {
 		delete(p.heldMAC, prev.mac)
+	}
+	// One hold per MAC: a client that asks for another address gives up
+	// the one it was offered (else a REQUEST naming a second free
+	// address kept both, and made-up MACs holding their share of a pool
+	// doubled it: cluster.dhcp.unregistered_share).
+	if old, ok := p.heldMAC[mac]; ok && old != ip {
+		if h := p.held[old]; h.mac == mac {
+			delete(p.held, old)
+		}
 	}
 	p.held[ip] = hold{mac: mac, until: until}
 	p.heldMAC[mac] = ip

@@ -362,21 +362,13 @@ func (s *Server) read(ctx context.Context, conn *net.UDPConn, bootServer bool, q
 // the first answer, then answers until ctx ends.
 func (s *Server) Lead(ctx context.Context, f election.Fence) {
 	won := time.Now()
-	if s.o.Installed != nil {
-		select {
-		case <-s.o.Installed.Ready():
-		case <-ctx.Done():
-			return
-		}
+	if s.o.Installed != nil && !s.waitLoaded(ctx, s.o.Installed.Ready(), "the installed machines") {
+		return
 	}
-	if k, ok := s.o.Known.(interface{ Ready() <-chan struct{} }); ok {
-		// Until the registered MACs are loaded every machine would be a
-		// stranger (cluster.dhcp.unregistered_share).
-		select {
-		case <-k.Ready():
-		case <-ctx.Done():
-			return
-		}
+	// Until the registered MACs are loaded every machine would be a
+	// stranger (cluster.dhcp.unregistered_share).
+	if k, ok := s.o.Known.(interface{ Ready() <-chan struct{} }); ok && !s.waitLoaded(ctx, k.Ready(), "the registered machines") {
+		return
 	}
 	var leases []lease.Lease
 	if state.Retry(ctx, time.Second, func(err error) {
@@ -443,6 +435,24 @@ func (s *Server) Lead(ctx context.Context, f election.Fence) {
 	<-removed
 	s.term.CompareAndSwap(t, nil)
 	s.o.Log.Info("stopped answering DHCP", "replica", s.o.Replica, "term", f.Rev)
+}
+
+// waitLoaded waits until ready is closed (false: ctx ended first), and
+// says so in the log when that takes a while: the leader does not answer
+// meanwhile.
+func (s *Server) waitLoaded(ctx context.Context, ready <-chan struct{}, what string) bool {
+	slow := time.NewTimer(5 * time.Second)
+	defer slow.Stop()
+	for {
+		select {
+		case <-ready:
+			return true
+		case <-ctx.Done():
+			return false
+		case <-slow.C:
+			s.o.Log.Warn("DHCP leader waits for "+what+" to load from etcd; not answering yet", "replica", s.o.Replica)
+		}
+	}
 }
 
 // staleGrace is how long past its expiry a lease no pool loads is kept:
@@ -675,18 +685,18 @@ func (s *Server) known(x *exchange) bool {
 // registered reports whether mac belongs to a registered machine.
 func (s *Server) registered(mac string) bool { return s.o.Known != nil && s.o.Known.Has(mac) }
 
-// admitted reports whether x's client may take an address of its pool
-// under cluster.dhcp.unregistered_share: the budget slows made-up MACs
+// admitted reports whether x's client may take ip (any address of its
+// pool, if not valid) under cluster.dhcp.unregistered_share: the budget slows made-up MACs
 // down, this caps what they can hold, however patient. A registered
 // machine, a MAC with a reservation (outside the range, and its own) and
 // a client that holds a counted address already are always admitted;
 // any other, known or not (a MAC whose lease expired is one the pool
 // still knows), only while the strangers hold less than their share.
-func (s *Server) admitted(x *exchange) bool {
+func (s *Server) admitted(x *exchange, ip netip.Addr) bool {
 	if s.registered(x.mac) {
 		return true
 	}
-	if _, reserved := x.pool.reservationOf(x.mac); reserved || x.pool.admitStranger(x.now, x.mac, s.registered) {
+	if _, reserved := x.pool.reservationOf(x.mac); reserved || x.pool.admitStranger(x.now, x.mac, ip, s.registered) {
 		return true
 	}
 	s.metrics.ignored.WithLabelValues("unregistered_share").Inc()
@@ -719,7 +729,7 @@ func (s *Server) discover(x *exchange) {
 			return
 		}
 	}
-	if !s.admitted(x) {
+	if !s.admitted(x, netip.Addr{}) {
 		return
 	}
 	requested, _ := netip.AddrFromSlice(x.req.RequestedIPAddress().To4())
@@ -798,8 +808,9 @@ func (s *Server) request(x *exchange) {
 		nak("unknown_client", "no offer or lease for this client; start over with DISCOVER")
 		return
 	}
-	if !s.admitted(x) {
-		// Its lease expired and the strangers hold their share: silence,
+	if !s.admitted(x, ip) {
+		// Its lease expired, or it asks for an address other than the
+		// one it holds, and the strangers hold their share: silence,
 		// and its DISCOVER is refused alike until there is room.
 		return
 	}
