@@ -591,3 +591,72 @@ func TestAnotherAddressCountsAgainstTheShare(t *testing.T) {
 	r.lease(hw(0x500), "bios-pxe")
 	r.lease(hw(0x501), "bios-pxe")
 }
+
+// Made-up MACs that decline each offer and answer the leader's probe
+// themselves (from another MAC) get each address quarantined. A
+// quarantine a stranger brought about counts against the share as its
+// hold did: four rounds of 10 strangers against a 10-address pool left it
+// locked up for the quarantine's 10 minutes, registered machines
+// included, when it did not (found by a review).
+func TestStrangersDecliningCannotLockUpThePool(t *testing.T) {
+	registered := benchMAC(9999)
+	s, relay, _ := fakeServerWith(t, Options{Leases: testfakes.NewLeases(), Prober: fakeProber{inUse: true},
+		Known:  knownMACs{registered.String(): true},
+		Limits: config.DHCP{NewClientsPerSecond: 1000, NewClientsBurst: 1000, DeclineQuarantine: 10 * time.Minute, DeclineProbeTimeout: 100 * time.Millisecond}})
+	pc := config.Pool{Subnet: netip.MustParsePrefix("127.0.0.0/8"), Range: config.Range{Start: addr("127.1.0.1"), End: addr("127.1.0.10")}, LeaseTime: time.Hour}
+	p := newPool(pc)
+	p.capStrangers(config.DefaultUnregisteredShare)
+	s.term.Store(&term{fence: s.term.Load().fence, pools: []*pool{p}})
+	mac := 1
+	for range 4 {
+		for range 10 {
+			m := benchMAC(mac)
+			mac++
+			if offer := sendRelayed(t, s, relay, dhcpv4.MessageTypeDiscover, m, nil); offer != nil {
+				sendRelayed(t, s, relay, dhcpv4.MessageTypeDecline, m, offer.YourIPAddr)
+			}
+		}
+		s.probing.Wait()
+		time.Sleep(strangerRecount + 50*time.Millisecond)
+	}
+	if got := counter(t, s.metrics.declines, "quarantined"); got != 5 {
+		t.Errorf("%v addresses quarantined, want the strangers' share of 5", got)
+	}
+	if offer := sendRelayed(t, s, relay, dhcpv4.MessageTypeDiscover, registered, nil); offer == nil {
+		t.Fatal("a registered machine gets nothing: the strangers' declines locked up the pool")
+	}
+}
+
+// A client's previous lease, while its key is deleted from etcd, is no
+// other client's, whatever the client sends meanwhile: it was kept by a
+// hold, which the client's next packet (a retransmitted REQUEST) dropped
+// once a client had one hold (found by a review).
+func TestAddressGivenUpStaysOutWhileDeleted(t *testing.T) {
+	p := testPool()
+	now := time.Now()
+	a, b, mac := addr("10.0.0.100"), addr("10.0.0.101"), macN(1)
+	p.load(leaseFor(mac, a.String(), now.Add(time.Hour)))
+	if err := p.reserve(mac, b, now); err != nil {
+		t.Fatal(err)
+	}
+	if !p.holdToGiveUp(mac, a, now) {
+		t.Fatal("the previous lease may not be given up")
+	}
+	p.commit(leaseFor(mac, b.String(), now.Add(time.Hour)))
+	if err := p.reserve(mac, b, now); err != nil { // the retransmitted REQUEST
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	free := p.freeFor(a, macN(2), now)
+	p.mu.Unlock()
+	if free {
+		t.Fatalf("%s, being deleted from etcd, is free for another client", a)
+	}
+	p.gaveUp(mac, a)
+	p.mu.Lock()
+	free = p.freeFor(a, macN(2), now)
+	p.mu.Unlock()
+	if !free {
+		t.Fatalf("%s stays taken after its delete ended", a)
+	}
+}

@@ -29,6 +29,16 @@ type hold struct {
 	until time.Time
 }
 
+// quarantine keeps a declined address from every client until then.
+// stranger: the client that declined it was no registered machine's, so
+// the address counts against cluster.dhcp.unregistered_share while it
+// lasts (else made-up MACs, declining each offer and answering the
+// probe themselves, would lock up the whole range past the share).
+type quarantine struct {
+	until    time.Time
+	stranger bool
+}
+
 // pool is the leader's in-memory view of one pool's leases. The DHCP hot
 // path reads only this; etcd is written once per ACK.
 type pool struct {
@@ -37,11 +47,11 @@ type pool struct {
 	mu       sync.Mutex
 	byIP     map[netip.Addr]*lease.Lease
 	byMAC    map[string]*lease.Lease
-	held     map[netip.Addr]hold      // offers and ACKs in flight
-	heldMAC  map[string]netip.Addr    // mac → its entry in held: no scan of held per DISCOVER
-	declined map[netip.Addr]time.Time // until when to avoid
-	cursor   netip.Addr               // where the next free-address scan starts
-	own      map[netip.Addr]bool      // never leased: the replicas' own addresses
+	held     map[netip.Addr]hold   // offers and ACKs in flight
+	heldMAC  map[string]netip.Addr // mac → its entry in held: no scan of held per DISCOVER
+	declined map[netip.Addr]quarantine
+	cursor   netip.Addr          // where the next free-address scan starts
+	own      map[netip.Addr]bool // never leased: the replicas' own addresses
 	// writing are the addresses whose lease write is in flight, by MAC:
 	// no one else's until every such write has ended, however long etcd
 	// takes. A hold is not enough: it expires, and a failed write drops
@@ -90,7 +100,7 @@ const strangerRecount = time.Second
 
 func newPool(cfg config.Pool) *pool {
 	p := &pool{cfg: cfg, byIP: map[netip.Addr]*lease.Lease{}, byMAC: map[string]*lease.Lease{},
-		held: map[netip.Addr]hold{}, heldMAC: map[string]netip.Addr{}, writing: map[netip.Addr]writer{}, declined: map[netip.Addr]time.Time{}, cursor: cfg.Range.Start,
+		held: map[netip.Addr]hold{}, heldMAC: map[string]netip.Addr{}, writing: map[netip.Addr]writer{}, declined: map[netip.Addr]quarantine{}, cursor: cfg.Range.Start,
 		reservationByMAC: map[string]netip.Addr{}, reservationByIP: map[netip.Addr]string{}, opts: poolOptions(cfg), answered: map[string]time.Time{}}
 	for _, r := range cfg.Reservations {
 		if mac, err := config.ParseMAC(r.MAC); err == nil && r.Address.IsValid() {
@@ -178,6 +188,29 @@ func (p *pool) countStrangersLocked(now time.Time, registered func(mac string) b
 		}
 		n++
 	}
+	// Quarantines strangers' DECLINEs brought about (see quarantine).
+	for ip, q := range p.declined {
+		if q.stranger && now.Before(q.until) && p.cfg.Range.Contains(ip) {
+			n++
+		}
+	}
+	// Writes in flight (or whose outcome etcd never told: they keep the
+	// address for the term) of addresses counted nowhere above.
+	for ip, w := range p.writing {
+		if !p.cfg.Range.Contains(ip) || registered(w.mac) {
+			continue
+		}
+		if l := p.byIP[ip]; l != nil && l.MAC == w.mac && now.Before(l.Expiry) {
+			continue
+		}
+		if h, ok := p.held[ip]; ok && h.mac == w.mac && now.Before(h.until) {
+			continue
+		}
+		if q, ok := p.declined[ip]; ok && q.stranger && now.Before(q.until) {
+			continue
+		}
+		n++
+	}
 	return n
 }
 
@@ -252,8 +285,8 @@ func (p *pool) freeFor(ip netip.Addr, mac string, now time.Time) bool {
 	if !p.leasable(ip) || p.own[ip] {
 		return false
 	}
-	if until, ok := p.declined[ip]; ok {
-		if now.Before(until) {
+	if q, ok := p.declined[ip]; ok {
+		if now.Before(q.until) {
 			return false
 		}
 		delete(p.declined, ip)
@@ -477,17 +510,20 @@ func (p *pool) remember(mac string, now time.Time) {
 }
 
 // decline forgets mac's hold on ip and avoids ip until then: something
-// else may answer on it.
-func (p *pool) decline(mac string, ip netip.Addr, until time.Time) {
+// else may answer on it. stranger: mac is no registered machine's (see
+// quarantine).
+func (p *pool) decline(mac string, ip netip.Addr, until time.Time, stranger bool) {
 	if !p.leasable(ip) {
 		return // never offered; remembering it would let a flood grow the map
 	}
 	p.forget(mac, ip)
-	p.avoid(ip, until)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.declined[ip] = quarantine{until: until, stranger: stranger}
 }
 
-// avoid keeps ip from being offered until then; a zero time gives it
-// back at once.
+// avoid keeps ip from being offered until then, for whoever declined it;
+// a zero time gives it back at once.
 func (p *pool) avoid(ip netip.Addr, until time.Time) {
 	if !p.leasable(ip) {
 		return
@@ -498,7 +534,9 @@ func (p *pool) avoid(ip netip.Addr, until time.Time) {
 		delete(p.declined, ip)
 		return
 	}
-	p.declined[ip] = until
+	q := p.declined[ip]
+	q.until = until
+	p.declined[ip] = q
 }
 
 // stats counts active leases and the free addresses of the dynamic
@@ -531,7 +569,9 @@ func (p *pool) leaseOfMAC(mac string) (lease.Lease, bool) {
 // holdToGiveUp keeps ip, mac's previous lease, from every other client
 // while its key is deleted from etcd, and reports whether it may be
 // deleted: only while it is still mac's and nobody else holds it, so the
-// delete never takes another client's lease.
+// delete never takes another client's lease. It is kept as a write in
+// flight, not a hold (a client has one hold: its next packet would drop
+// this one), until gaveUp.
 func (p *pool) holdToGiveUp(mac string, ip netip.Addr, now time.Time) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -541,6 +581,18 @@ func (p *pool) holdToGiveUp(mac string, ip netip.Addr, now time.Time) bool {
 	if h, ok := p.held[ip]; ok && h.mac != mac && now.Before(h.until) {
 		return false
 	}
-	p.setHold(ip, mac, now.Add(offerHold))
+	if w, ok := p.writing[ip]; ok && w.mac != mac {
+		return false
+	}
+	w := p.writing[ip]
+	w.mac, w.n = mac, w.n+1
+	p.writing[ip] = w
 	return true
+}
+
+// gaveUp ends what holdToGiveUp began, once the delete has ended.
+func (p *pool) gaveUp(mac string, ip netip.Addr) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.endWriteLocked(ip, mac)
 }

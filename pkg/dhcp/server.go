@@ -896,7 +896,7 @@ func (s *Server) acknowledge(x *exchange, l lease.Lease) {
 		if err := s.o.Leases.Remove(x.ctx, x.term.fence, old.IP); err != nil {
 			x.log.Warn("dhcp: previous lease not given up in etcd", "ip", old.IP, "err", err)
 		}
-		pl.unhold(old.IP, x.mac)
+		pl.gaveUp(x.mac, old.IP)
 	}
 }
 
@@ -915,8 +915,10 @@ func (s *Server) release(x *exchange) {
 
 // decline takes an address back from the client that found it in use, and
 // quarantines it only once a probe finds another host answering on it:
-// a client declining every address it gets cannot empty the pool. The
-// probe runs aside, bounded in number and time, so no worker waits.
+// a client declining every address it gets cannot empty the pool. A host
+// that answers the probe itself can, so a stranger's quarantine counts
+// against the unregistered share (quarantine). The probe runs aside,
+// bounded in number and time, so no worker waits.
 func (s *Server) decline(x *exchange) {
 	ip, _ := netip.AddrFromSlice(x.req.RequestedIPAddress().To4())
 	if !ip.IsValid() {
@@ -935,8 +937,10 @@ func (s *Server) decline(x *exchange) {
 		}
 	}
 	lim := s.o.Limits
-	// Not offered to anyone while the probe runs.
-	x.pool.decline(x.mac, ip, x.now.Add(lim.DeclineProbeTimeout+time.Second))
+	// Not offered to anyone while the probe runs. A stranger's quarantine
+	// counts against the unregistered share: its hold on the address did.
+	_, reserved := x.pool.reservationOf(x.mac)
+	x.pool.decline(x.mac, ip, x.now.Add(lim.DeclineProbeTimeout+time.Second), !s.registered(x.mac) && !reserved)
 	select {
 	case s.probes <- struct{}{}:
 	default:
