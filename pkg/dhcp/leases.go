@@ -47,11 +47,11 @@ type pool struct {
 	mu       sync.Mutex
 	byIP     map[netip.Addr]*lease.Lease
 	byMAC    map[string]*lease.Lease
-	held     map[netip.Addr]hold   // offers and ACKs in flight
-	heldMAC  map[string]netip.Addr // mac → its entry in held: no scan of held per DISCOVER
-	declined map[netip.Addr]quarantine
-	cursor   netip.Addr          // where the next free-address scan starts
-	own      map[netip.Addr]bool // never leased: the replicas' own addresses
+	held     map[netip.Addr]hold       // offers and ACKs in flight
+	heldMAC  map[string]netip.Addr     // mac → its entry in held: no scan of held per DISCOVER
+	declined map[netip.Addr]quarantine // addresses a DECLINE keeps from everyone, until when and for whom
+	cursor   netip.Addr                // where the next free-address scan starts
+	own      map[netip.Addr]bool       // never leased: the replicas' own addresses
 	// writing are the addresses whose lease write is in flight, by MAC:
 	// no one else's until every such write has ended, however long etcd
 	// takes. A hold is not enough: it expires, and a failed write drops
