@@ -18,6 +18,7 @@ import (
 	"github.com/mayu-boot/mayu/internal/etcdtest"
 	"github.com/mayu-boot/mayu/internal/testfakes"
 	"github.com/mayu-boot/mayu/pkg/config"
+	"github.com/mayu-boot/mayu/pkg/lease"
 )
 
 // fakeProber answers every probe with inUse, after delay (or when the
@@ -658,5 +659,60 @@ func TestAddressGivenUpStaysOutWhileDeleted(t *testing.T) {
 	p.mu.Unlock()
 	if !free {
 		t.Fatalf("%s stays taken after its delete ended", a)
+	}
+}
+
+// What the strangers keep from everyone is counted once per address,
+// whichever way they keep it, and only while they are strangers (pool
+// level; a review found each case wrong once).
+func TestStrangersCountedOncePerAddress(t *testing.T) {
+	p := smallPool() // 8 addresses
+	p.capStrangers(50)
+	now := time.Now()
+	known := map[string]bool{}
+	registered := func(mac string) bool { return known[mac] }
+	count := func() int {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.countStrangersLocked(now, registered)
+	}
+
+	// A DECLINE while the client's lease write is in flight: the write
+	// commits after the decline; lease and quarantine are one address.
+	a := mustOffer(t, p, macN(1), netip.Addr{}, now)
+	if err := p.reserve(macN(1), a, now); err != nil {
+		t.Fatal(err)
+	}
+	p.decline(macN(1), a, now.Add(time.Minute))
+	p.commit(lease.Lease{IP: a, MAC: macN(1), Expiry: now.Add(time.Hour)})
+	if n := count(); n != 1 {
+		t.Fatalf("one address counted %d times", n)
+	}
+	// Its machine registers: the quarantine no longer counts either.
+	known[macN(1)] = true
+	if n := count(); n != 0 {
+		t.Fatalf("a registered machine's address and quarantine counted: %d", n)
+	}
+
+	// A write etcd never answered keeps its address for the client: with
+	// the share full, the client is still let back to it, by DISCOVER and
+	// by REQUEST, and it is offered that address.
+	b := mustOffer(t, p, macN(2), netip.Addr{}, now)
+	if err := p.reserve(macN(2), b, now); err != nil {
+		t.Fatal(err)
+	}
+	p.unhold(b, macN(2)) // as acknowledge does when the outcome is unknown
+	for i := 3; count() < p.strangers.limit; i++ {
+		mustOffer(t, p, macN(i), netip.Addr{}, now)
+	}
+	p.strangers.next = time.Time{} // recount now
+	if !p.admitStranger(now, macN(2), netip.Addr{}, registered) || !p.admitStranger(now, macN(2), b, registered) {
+		t.Fatal("the client of a write in flight is refused its own address with the share full")
+	}
+	if got := mustOffer(t, p, macN(2), netip.Addr{}, now); got != b {
+		t.Fatalf("offered %s, its write in flight is on %s", got, b)
+	}
+	if p.admitStranger(now, macN(99), netip.Addr{}, registered) {
+		t.Fatal("a new stranger admitted with the share full")
 	}
 }

@@ -29,14 +29,14 @@ type hold struct {
 	until time.Time
 }
 
-// quarantine keeps a declined address from every client until then.
-// stranger: the client that declined it was no registered machine's, so
-// the address counts against cluster.dhcp.unregistered_share while it
-// lasts (else made-up MACs, declining each offer and answering the
-// probe themselves, would lock up the whole range past the share).
+// quarantine keeps a declined address from every client until then. mac
+// declined it: while it is no registered machine's the address counts
+// against cluster.dhcp.unregistered_share (else made-up MACs, declining
+// each offer and answering the probe themselves, would lock up the whole
+// range past the share).
 type quarantine struct {
-	until    time.Time
-	stranger bool
+	until time.Time
+	mac   string
 }
 
 // pool is the leader's in-memory view of one pool's leases. The DHCP hot
@@ -83,7 +83,7 @@ type pool struct {
 }
 
 // strangerCap is a pool's count of the addresses of its dynamic range
-// held (leased or offered, unexpired) by MACs that belong to no
+// kept from everyone else (countStrangersLocked) by MACs that belong to no
 // registered machine, against its limit. Counting them exactly means a
 // pass over the table, so it is recounted at most every
 // strangerRecount, and each stranger admitted in between adds one: the
@@ -140,10 +140,11 @@ func (p *pool) capStrangers(share int) {
 }
 
 // admitStranger reports whether mac, which no registered machine owns,
-// may take ip (any address, if ip is not valid: a DISCOVER): it holds
-// that address already, counted (an unexpired lease or a live offer in
-// the range), or the strangers hold less than their share, and then it is
-// counted. registered tells the MACs of registered machines.
+// may take ip (any address, if ip is not valid: a DISCOVER): it is
+// counted already on that address (an unexpired lease, a live offer, or
+// a lease write of its own still in flight, in the range), or the
+// strangers hold less than their share, and then it is counted.
+// registered tells the MACs of registered machines.
 func (p *pool) admitStranger(now time.Time, mac string, ip netip.Addr, registered func(mac string) bool) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -151,13 +152,17 @@ func (p *pool) admitStranger(now time.Time, mac string, ip netip.Addr, registere
 	if c.limit == 0 {
 		return true
 	}
-	if l := p.byMAC[mac]; l != nil && now.Before(l.Expiry) && p.cfg.Range.Contains(l.IP) && (!ip.IsValid() || ip == l.IP) {
+	mine := func(a netip.Addr) bool { return p.cfg.Range.Contains(a) && (!ip.IsValid() || ip == a) }
+	if l := p.byMAC[mac]; l != nil && now.Before(l.Expiry) && mine(l.IP) {
 		return true
 	}
-	if held, ok := p.heldMAC[mac]; ok && (!ip.IsValid() || ip == held) {
-		if h := p.held[held]; h.mac == mac && now.Before(h.until) && p.cfg.Range.Contains(held) {
+	if held, ok := p.heldMAC[mac]; ok && mine(held) {
+		if h := p.held[held]; h.mac == mac && now.Before(h.until) {
 			return true
 		}
+	}
+	if w, ok := p.writingFor(mac); ok && mine(w) {
+		return true // a write etcd never answered keeps the address its own
 	}
 	if !now.Before(c.next) {
 		c.counted = p.countStrangersLocked(now, registered)
@@ -170,46 +175,66 @@ func (p *pool) admitStranger(now time.Time, mac string, ip netip.Addr, registere
 	return true
 }
 
-// countStrangersLocked counts the addresses of the dynamic range leased
-// or offered, unexpired, to MACs no registered machine owns.
-func (p *pool) countStrangersLocked(now time.Time, registered func(mac string) bool) int {
-	n := 0
-	for ip, l := range p.byIP {
-		if now.Before(l.Expiry) && p.cfg.Range.Contains(ip) && !registered(l.MAC) {
-			n++
-		}
-	}
-	for ip, h := range p.held {
-		if !now.Before(h.until) || !p.cfg.Range.Contains(ip) || registered(h.mac) {
-			continue
-		}
-		if l := p.byIP[ip]; l != nil && l.MAC == h.mac && now.Before(l.Expiry) {
-			continue // its lease, counted above
-		}
-		n++
-	}
-	// Quarantines strangers' DECLINEs brought about (see quarantine).
-	for ip, q := range p.declined {
-		if q.stranger && now.Before(q.until) && p.cfg.Range.Contains(ip) {
-			n++
-		}
-	}
-	// Writes in flight (or whose outcome etcd never told: they keep the
-	// address for the term) of addresses counted nowhere above.
+// writingFor is an address with a lease write of mac's in flight, if any
+// (writes in flight are few: no index by MAC).
+func (p *pool) writingFor(mac string) (netip.Addr, bool) {
 	for ip, w := range p.writing {
-		if !p.cfg.Range.Contains(ip) || registered(w.mac) {
-			continue
+		if w.mac == mac {
+			return ip, true
 		}
-		if l := p.byIP[ip]; l != nil && l.MAC == w.mac && now.Before(l.Expiry) {
-			continue
+	}
+	return netip.Addr{}, false
+}
+
+// countStrangersLocked counts the addresses of the dynamic range that
+// MACs no registered machine owns keep from everyone else: leased or
+// offered to them, unexpired; quarantined after their DECLINE; or with a
+// lease write of theirs in flight (or whose outcome etcd never told: it
+// keeps the address for the term). Each address counts once.
+func (p *pool) countStrangersLocked(now time.Time, registered func(mac string) bool) int {
+	stranger := func(ip netip.Addr) bool {
+		if !p.cfg.Range.Contains(ip) {
+			return false
 		}
-		if h, ok := p.held[ip]; ok && h.mac == w.mac && now.Before(h.until) {
-			continue
+		if l := p.byIP[ip]; l != nil && now.Before(l.Expiry) && !registered(l.MAC) {
+			return true
 		}
-		if q, ok := p.declined[ip]; ok && q.stranger && now.Before(q.until) {
-			continue
+		if h, ok := p.held[ip]; ok && now.Before(h.until) && !registered(h.mac) {
+			return true
 		}
-		n++
+		if q, ok := p.declined[ip]; ok && now.Before(q.until) && !registered(q.mac) {
+			return true
+		}
+		if w, ok := p.writing[ip]; ok && !registered(w.mac) {
+			return true
+		}
+		return false
+	}
+	// Every address is in one of these maps; one seen in an earlier map
+	// was judged there already.
+	n := 0
+	for ip := range p.byIP {
+		if stranger(ip) {
+			n++
+		}
+	}
+	for ip := range p.held {
+		if _, seen := p.byIP[ip]; !seen && stranger(ip) {
+			n++
+		}
+	}
+	for ip := range p.declined {
+		_, leased := p.byIP[ip]
+		if _, held := p.held[ip]; !leased && !held && stranger(ip) {
+			n++
+		}
+	}
+	for ip := range p.writing {
+		_, leased := p.byIP[ip]
+		_, held := p.held[ip]
+		if _, declined := p.declined[ip]; !leased && !held && !declined && stranger(ip) {
+			n++
+		}
 	}
 	return n
 }
@@ -321,6 +346,11 @@ func (p *pool) offer(mac string, requested netip.Addr, now time.Time) (netip.Add
 	}
 	if l := p.byMAC[mac]; l != nil && p.freeFor(l.IP, mac, now) {
 		return pick(l.IP), nil
+	}
+	if ip, ok := p.writingFor(mac); ok && p.freeFor(ip, mac, now) {
+		// A write of its lease that etcd never answered: the address
+		// is kept for it (and may be its lease in etcd).
+		return pick(ip), nil
 	}
 	if ip, ok := p.heldMAC[mac]; ok {
 		if h := p.held[ip]; h.mac == mac && now.Before(h.until) && p.freeFor(ip, mac, now) {
@@ -510,21 +540,18 @@ func (p *pool) remember(mac string, now time.Time) {
 }
 
 // decline forgets mac's hold on ip and avoids ip until then: something
-// else may answer on it. stranger: mac is no registered machine's (see
-// quarantine).
-func (p *pool) decline(mac string, ip netip.Addr, until time.Time, stranger bool) {
+// else may answer on it.
+func (p *pool) decline(mac string, ip netip.Addr, until time.Time) {
 	if !p.leasable(ip) {
 		return // never offered; remembering it would let a flood grow the map
 	}
 	p.forget(mac, ip)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.declined[ip] = quarantine{until: until, stranger: stranger}
+	p.avoid(ip, until, mac)
 }
 
-// avoid keeps ip from being offered until then, for whoever declined it;
-// a zero time gives it back at once.
-func (p *pool) avoid(ip netip.Addr, until time.Time) {
+// avoid keeps ip from being offered until then, mac having declined it; a
+// zero time gives it back at once.
+func (p *pool) avoid(ip netip.Addr, until time.Time, mac string) {
 	if !p.leasable(ip) {
 		return
 	}
@@ -534,9 +561,7 @@ func (p *pool) avoid(ip netip.Addr, until time.Time) {
 		delete(p.declined, ip)
 		return
 	}
-	q := p.declined[ip]
-	q.until = until
-	p.declined[ip] = q
+	p.declined[ip] = quarantine{until: until, mac: mac}
 }
 
 // stats counts active leases and the free addresses of the dynamic

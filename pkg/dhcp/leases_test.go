@@ -305,7 +305,7 @@ func TestPoolDecline(t *testing.T) {
 	ip := mustOffer(t, p, macN(1), netip.Addr{}, t0)
 	ack(t, p, macN(1), ip, t0)
 	const quarantine = 10 * time.Minute
-	p.decline(macN(1), ip, t0.Add(time.Second+quarantine), false)
+	p.decline(macN(1), ip, t0.Add(time.Second+quarantine))
 	if _, ok := p.leaseOf(macN(1), ip); ok {
 		t.Fatal("declined lease still in the table")
 	}
@@ -333,7 +333,7 @@ func TestPoolDecline(t *testing.T) {
 func TestPoolDeclineOutsideRangeRemembersNothing(t *testing.T) {
 	p := smallPool()
 	for i := 0; i < 1000; i++ {
-		p.decline(macN(1), addr(fmt.Sprintf("192.168.%d.%d", i/256, i%256)), t0.Add(time.Hour), false)
+		p.decline(macN(1), addr(fmt.Sprintf("192.168.%d.%d", i/256, i%256)), t0.Add(time.Hour))
 	}
 	if n := len(p.declined); n != 0 {
 		t.Fatalf("%d declined addresses outside the range kept in memory", n)

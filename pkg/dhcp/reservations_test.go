@@ -64,7 +64,7 @@ func TestPoolReservationTaken(t *testing.T) {
 		t.Fatalf("offer once that lease expired: %s %v", ip, err)
 	}
 	q := reservedPool()
-	q.decline(macN(900), addr("10.0.0.50"), t0.Add(time.Minute), false)
+	q.decline(macN(900), addr("10.0.0.50"), t0.Add(time.Minute))
 	if _, err := q.offer(macN(900), netip.Addr{}, t0); !errors.Is(err, ErrReservationTaken) {
 		t.Fatalf("offer while quarantined: %v", err)
 	}

@@ -893,10 +893,16 @@ func (s *Server) acknowledge(x *exchange, l lease.Lease) {
 		// before it got its reservation) is given up, durably, so that
 		// etcd and mayuctl leases do not show it holding two.
 		// (commit dropped it from the table already.)
-		if err := s.o.Leases.Remove(x.ctx, x.term.fence, old.IP); err != nil {
+		err := s.o.Leases.Remove(x.ctx, x.term.fence, old.IP)
+		if err != nil {
 			x.log.Warn("dhcp: previous lease not given up in etcd", "ip", old.IP, "err", err)
 		}
-		pl.gaveUp(x.mac, old.IP)
+		if err == nil || errors.Is(err, lease.ErrDeposed) {
+			// Else the delete may still land (a member applying it after
+			// the call gave up): like an unanswered lease write, the
+			// address stays out for the rest of the term.
+			pl.gaveUp(x.mac, old.IP)
+		}
 	}
 }
 
@@ -938,20 +944,20 @@ func (s *Server) decline(x *exchange) {
 	}
 	lim := s.o.Limits
 	// Not offered to anyone while the probe runs. A stranger's quarantine
-	// counts against the unregistered share: its hold on the address did.
-	_, reserved := x.pool.reservationOf(x.mac)
-	x.pool.decline(x.mac, ip, x.now.Add(lim.DeclineProbeTimeout+time.Second), !s.registered(x.mac) && !reserved)
+	// counts against the unregistered share, as its hold on the address
+	// did (quarantine).
+	x.pool.decline(x.mac, ip, x.now.Add(lim.DeclineProbeTimeout+time.Second))
 	select {
 	case s.probes <- struct{}{}:
 	default:
-		x.pool.avoid(ip, time.Time{})
+		x.pool.avoid(ip, time.Time{}, x.mac)
 		s.metrics.declines.WithLabelValues("probe_busy").Inc()
 		x.log.Debug("dhcp: decline not probed: too many probes in flight (cluster.dhcp.decline_probes)", "ip", ip)
 		return
 	}
 	// Local segment: the pool is the one of the server's own address.
 	local := x.pool.cfg.Subnet.Contains(s.serverIP)
-	pl, hw, log := x.pool, x.req.ClientHWAddr, x.log
+	pl, hw, log, mac := x.pool, x.req.ClientHWAddr, x.log, x.mac
 	s.probing.Add(1)
 	go func() {
 		defer s.probing.Done()
@@ -964,15 +970,15 @@ func (s *Server) decline(x *exchange) {
 		}
 		switch {
 		case err != nil:
-			pl.avoid(ip, time.Time{})
+			pl.avoid(ip, time.Time{}, mac)
 			s.metrics.declines.WithLabelValues("probe_failed").Inc()
 			log.Warn("dhcp: declined address not probed, not quarantined", "ip", ip, "local", local, "err", err)
 		case inUse:
-			pl.avoid(ip, time.Now().Add(lim.DeclineQuarantine))
+			pl.avoid(ip, time.Now().Add(lim.DeclineQuarantine), mac)
 			s.metrics.declines.WithLabelValues("quarantined").Inc()
 			log.Warn("dhcp: declined address is in use by another host: quarantined", "ip", ip, "for", lim.DeclineQuarantine)
 		default:
-			pl.avoid(ip, time.Time{})
+			pl.avoid(ip, time.Time{}, mac)
 			s.metrics.declines.WithLabelValues("unconfirmed").Inc()
 			log.Info("dhcp: declined address answers nobody: back in the pool", "ip", ip, "local", local)
 		}
