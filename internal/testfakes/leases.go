@@ -22,6 +22,9 @@ type Leases struct {
 	Delay time.Duration
 	// Puts counts the writes that were made durable.
 	Puts int
+	// RemoveTimeouts is how many of the next deletes time out (etcd did
+	// not answer; the delete is not made).
+	RemoveTimeouts int
 }
 
 // NewLeases is an empty lease store.
@@ -86,6 +89,10 @@ func (s *Leases) Remove(ctx context.Context, f election.Fence, ip netip.Addr) er
 	defer s.mu.Unlock()
 	if s.deposed[f] {
 		return lease.ErrDeposed
+	}
+	if s.RemoveTimeouts > 0 {
+		s.RemoveTimeouts--
+		return context.DeadlineExceeded
 	}
 	delete(s.leases, ip)
 	return nil

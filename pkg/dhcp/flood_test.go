@@ -716,3 +716,47 @@ func TestStrangersCountedOncePerAddress(t *testing.T) {
 		t.Fatal("a new stranger admitted with the share full")
 	}
 }
+
+// A client's previous lease whose delete etcd did not answer stays out of
+// the pool (the delete may still land, and would take the lease of
+// whoever had the address meanwhile) until a retry is answered, then
+// comes back.
+func TestUnansweredGiveUpIsTriedAgain(t *testing.T) {
+	leases := testfakes.NewLeases()
+	s, _, _ := fakeServerWith(t, Options{Leases: leases})
+	tm := s.term.Load()
+	p := tm.pools[0]
+	now := time.Now()
+	mac := benchMAC(1).String()
+	old := p.cfg.Range.Start
+	p.load(lease.Lease{IP: old, MAC: mac, Expiry: now.Add(time.Hour)})
+	moved := old.Next()
+	if err := p.reserve(mac, moved, now); err != nil {
+		t.Fatal(err)
+	}
+	if !p.holdToGiveUp(mac, old, now) {
+		t.Fatal("the previous lease may not be given up")
+	}
+	p.commit(lease.Lease{IP: moved, MAC: mac, Expiry: now.Add(time.Hour)}) // as acknowledge does
+	leases.RemoveTimeouts = 2
+	x := &exchange{ctx: context.Background(), term: tm, pool: p, mac: mac, log: s.o.Log}
+	free := func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.freeFor(old, benchMAC(2).String(), time.Now())
+	}
+	s.giveUp(x, old)
+	if free() {
+		t.Fatalf("%s is free while its delete may still land", old)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !free() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never came back after etcd answered a retry", old)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if leases.RemoveTimeouts != 0 {
+		t.Fatalf("%d timeouts left: the address came back before a delete was answered", leases.RemoveTimeouts)
+	}
+}

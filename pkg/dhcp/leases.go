@@ -58,7 +58,8 @@ type pool struct {
 	// it while a retransmitted REQUEST's write of the same lease may
 	// still land (then another client offered the address meanwhile
 	// would be ACKed it too).
-	writing map[netip.Addr]writer
+	writing    map[netip.Addr]writer
+	writingMAC map[string]netip.Addr // mac → an address in writing of its: no scan of writing per DISCOVER
 
 	// cluster.pools[].reservations, read-only once built: the reserved
 	// address of a MAC, and the MAC of a reserved address. Outside Range.
@@ -85,10 +86,11 @@ type pool struct {
 // strangerCap is a pool's count of the addresses of its dynamic range
 // kept from everyone else (countStrangersLocked) by MACs that belong to no
 // registered machine, against its limit. Counting them exactly means a
-// pass over the table, so it is recounted at most every
-// strangerRecount, and each stranger admitted in between adds one: the
-// count only errs high (an offer never taken, a MAC registered since),
-// until the next recount puts it right.
+// pass over the table, so it is recounted once at the start of the term
+// and then only when it reaches the limit (at most every
+// strangerRecount); each stranger admitted in between adds one: the count
+// only errs high (an offer never taken, a MAC registered since), until a
+// recount puts it right.
 type strangerCap struct {
 	limit   int // 0: no cap
 	counted int
@@ -100,7 +102,7 @@ const strangerRecount = time.Second
 
 func newPool(cfg config.Pool) *pool {
 	p := &pool{cfg: cfg, byIP: map[netip.Addr]*lease.Lease{}, byMAC: map[string]*lease.Lease{},
-		held: map[netip.Addr]hold{}, heldMAC: map[string]netip.Addr{}, writing: map[netip.Addr]writer{}, declined: map[netip.Addr]quarantine{}, cursor: cfg.Range.Start,
+		held: map[netip.Addr]hold{}, heldMAC: map[string]netip.Addr{}, writing: map[netip.Addr]writer{}, writingMAC: map[string]netip.Addr{}, declined: map[netip.Addr]quarantine{}, cursor: cfg.Range.Start,
 		reservationByMAC: map[string]netip.Addr{}, reservationByIP: map[netip.Addr]string{}, opts: poolOptions(cfg), answered: map[string]time.Time{}}
 	for _, r := range cfg.Reservations {
 		if mac, err := config.ParseMAC(r.MAC); err == nil && r.Address.IsValid() {
@@ -152,7 +154,11 @@ func (p *pool) admitStranger(now time.Time, mac string, ip netip.Addr, registere
 	if c.limit == 0 {
 		return true
 	}
-	mine := func(a netip.Addr) bool { return p.cfg.Range.Contains(a) && (!ip.IsValid() || ip == a) }
+	// Its own address, and one it may have now (a DISCOVER of a client
+	// whose address was quarantined meanwhile is a new stranger).
+	mine := func(a netip.Addr) bool {
+		return p.cfg.Range.Contains(a) && (!ip.IsValid() || ip == a) && p.freeFor(a, mac, now)
+	}
 	if l := p.byMAC[mac]; l != nil && now.Before(l.Expiry) && mine(l.IP) {
 		return true
 	}
@@ -164,7 +170,11 @@ func (p *pool) admitStranger(now time.Time, mac string, ip netip.Addr, registere
 	if w, ok := p.writingFor(mac); ok && mine(w) {
 		return true // a write etcd never answered keeps the address its own
 	}
-	if !now.Before(c.next) {
+	// The count only errs high between recounts, so it needs one only
+	// at the limit (and once at the start of the term, for the leases
+	// loaded): the recount is a pass over the table under the pool's
+	// lock, tens of ms with 100,000 leases.
+	if c.next.IsZero() || c.counted >= c.limit && !now.Before(c.next) {
 		c.counted = p.countStrangersLocked(now, registered)
 		c.next = now.Add(strangerRecount)
 	}
@@ -175,15 +185,13 @@ func (p *pool) admitStranger(now time.Time, mac string, ip netip.Addr, registere
 	return true
 }
 
-// writingFor is an address with a lease write of mac's in flight, if any
-// (writes in flight are few: no index by MAC).
+// writingFor is an address with a lease write of mac's in flight, if any.
 func (p *pool) writingFor(mac string) (netip.Addr, bool) {
-	for ip, w := range p.writing {
-		if w.mac == mac {
-			return ip, true
-		}
+	ip, ok := p.writingMAC[mac]
+	if w := p.writing[ip]; !ok || w.mac != mac {
+		return netip.Addr{}, false
 	}
-	return netip.Addr{}, false
+	return ip, true
 }
 
 // countStrangersLocked counts the addresses of the dynamic range that
@@ -210,29 +218,33 @@ func (p *pool) countStrangersLocked(now time.Time, registered func(mac string) b
 		}
 		return false
 	}
-	// Every address is in one of these maps; one seen in an earlier map
-	// was judged there already.
+	// Every address is in one of these maps: the three small ones are
+	// judged first, then each lease on an address none of them holds,
+	// from its own value (the table may hold 100,000).
 	n := 0
-	for ip := range p.byIP {
+	for ip := range p.held {
 		if stranger(ip) {
 			n++
 		}
 	}
-	for ip := range p.held {
-		if _, seen := p.byIP[ip]; !seen && stranger(ip) {
-			n++
-		}
-	}
 	for ip := range p.declined {
-		_, leased := p.byIP[ip]
-		if _, held := p.held[ip]; !leased && !held && stranger(ip) {
+		if _, held := p.held[ip]; !held && stranger(ip) {
 			n++
 		}
 	}
 	for ip := range p.writing {
-		_, leased := p.byIP[ip]
 		_, held := p.held[ip]
-		if _, declined := p.declined[ip]; !leased && !held && !declined && stranger(ip) {
+		if _, declined := p.declined[ip]; !held && !declined && stranger(ip) {
+			n++
+		}
+	}
+	for ip, l := range p.byIP {
+		if !now.Before(l.Expiry) || registered(l.MAC) || !p.cfg.Range.Contains(ip) {
+			continue
+		}
+		_, held := p.held[ip]
+		_, declined := p.declined[ip]
+		if _, writing := p.writing[ip]; !held && !declined && !writing {
 			n++
 		}
 	}
@@ -397,10 +409,16 @@ func (p *pool) reserve(mac string, ip netip.Addr, now time.Time) error {
 		return ErrNotAvailable
 	}
 	p.setHold(ip, mac, now.Add(offerHold))
+	p.beginWriteLocked(ip, mac)
+	return nil
+}
+
+// beginWriteLocked begins a write of ip by mac: endWriteLocked ends it.
+func (p *pool) beginWriteLocked(ip netip.Addr, mac string) {
 	w := p.writing[ip]
 	w.mac, w.n = mac, w.n+1
 	p.writing[ip] = w
-	return nil
+	p.writingMAC[mac] = ip
 }
 
 // writer is who writes a lease on an address, and how many writes of it
@@ -417,6 +435,9 @@ func (p *pool) endWriteLocked(ip netip.Addr, mac string) {
 			p.writing[ip] = w
 		} else {
 			delete(p.writing, ip)
+			if p.writingMAC[mac] == ip {
+				delete(p.writingMAC, mac)
+			}
 		}
 	}
 }
@@ -609,9 +630,7 @@ func (p *pool) holdToGiveUp(mac string, ip netip.Addr, now time.Time) bool {
 	if w, ok := p.writing[ip]; ok && w.mac != mac {
 		return false
 	}
-	w := p.writing[ip]
-	w.mac, w.n = mac, w.n+1
-	p.writing[ip] = w
+	p.beginWriteLocked(ip, mac)
 	return true
 }
 

@@ -893,17 +893,42 @@ func (s *Server) acknowledge(x *exchange, l lease.Lease) {
 		// before it got its reservation) is given up, durably, so that
 		// etcd and mayuctl leases do not show it holding two.
 		// (commit dropped it from the table already.)
-		err := s.o.Leases.Remove(x.ctx, x.term.fence, old.IP)
-		if err != nil {
-			x.log.Warn("dhcp: previous lease not given up in etcd", "ip", old.IP, "err", err)
-		}
-		if err == nil || errors.Is(err, lease.ErrDeposed) {
-			// Else the delete may still land (a member applying it after
-			// the call gave up): like an unanswered lease write, the
-			// address stays out for the rest of the term.
-			pl.gaveUp(x.mac, old.IP)
-		}
+		s.giveUp(x, old.IP)
 	}
+}
+
+// giveUp deletes ip, x's client's previous lease, from etcd, under the
+// term's fence, and then gives the address back to the pool. A delete
+// etcd did not answer may still land (a member applying it after the
+// call gave up), and would then take the lease of whoever had the
+// address meanwhile: it is tried again, aside, until etcd answers or
+// the term ends, and the address stays out until then.
+func (s *Server) giveUp(x *exchange, ip netip.Addr) {
+	err := s.o.Leases.Remove(x.ctx, x.term.fence, ip)
+	if err == nil || errors.Is(err, lease.ErrDeposed) || x.ctx.Err() != nil {
+		x.pool.gaveUp(x.mac, ip)
+		return
+	}
+	x.log.Warn("dhcp: previous lease not given up in etcd yet; trying again", "ip", ip, "err", err)
+	s.acks.Add(1)
+	go func() {
+		defer s.acks.Done()
+		defer x.pool.gaveUp(x.mac, ip)
+		for {
+			select {
+			case <-x.ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			if s.term.Load() != x.term {
+				return // the term is over: its fence deletes nothing now
+			}
+			err := s.o.Leases.Remove(x.ctx, x.term.fence, ip)
+			if err == nil || errors.Is(err, lease.ErrDeposed) {
+				return
+			}
+		}
+	}()
 }
 
 // release forgets the client's lease, durably first.
