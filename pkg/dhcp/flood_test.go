@@ -760,3 +760,44 @@ func TestUnansweredGiveUpIsTriedAgain(t *testing.T) {
 		t.Fatalf("%d timeouts left: the address came back before a delete was answered", leases.RemoveTimeouts)
 	}
 }
+
+// A client that takes its previous address back while the delete of its
+// old lease there is being tried again keeps its new lease: the retries
+// stop (a key-only delete would take it, found by a review).
+func TestGiveUpRetryLeavesAnAddressTakenBack(t *testing.T) {
+	leases := testfakes.NewLeases()
+	s, _, _ := fakeServerWith(t, Options{Leases: leases})
+	tm := s.term.Load()
+	p := tm.pools[0]
+	now := time.Now()
+	mac := benchMAC(1).String()
+	old := p.cfg.Range.Start
+	p.load(lease.Lease{IP: old, MAC: mac, Expiry: now.Add(time.Hour)})
+	if err := p.reserve(mac, old.Next(), now); err != nil {
+		t.Fatal(err)
+	}
+	if !p.holdToGiveUp(mac, old, now) {
+		t.Fatal("the previous lease may not be given up")
+	}
+	p.commit(lease.Lease{IP: old.Next(), MAC: mac, Expiry: now.Add(time.Hour)})
+	leases.RemoveTimeouts = 1
+	s.giveUp(&exchange{ctx: context.Background(), term: tm, pool: p, mac: mac, log: s.o.Log}, old)
+
+	// The client comes back to its old address (a REQUEST naming it).
+	back := lease.Lease{IP: old, MAC: mac, Expiry: now.Add(time.Hour)}
+	if err := p.reserve(mac, old, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := leases.Put(context.Background(), tm.fence, back); err != nil {
+		t.Fatal(err)
+	}
+	p.commit(back)
+	time.Sleep(2500 * time.Millisecond) // two retries' time
+	ls, _ := leases.List(context.Background())
+	for _, l := range ls {
+		if l.IP == old {
+			return
+		}
+	}
+	t.Fatalf("the client's new lease on %s was deleted by a retry of the old one's delete", old)
+}

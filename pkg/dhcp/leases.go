@@ -86,19 +86,25 @@ type pool struct {
 // strangerCap is a pool's count of the addresses of its dynamic range
 // kept from everyone else (countStrangersLocked) by MACs that belong to no
 // registered machine, against its limit. Counting them exactly means a
-// pass over the table, so it is recounted once at the start of the term
-// and then only when it reaches the limit (at most every
-// strangerRecount); each stranger admitted in between adds one: the count
-// only errs high (an offer never taken, a MAC registered since), until a
+// pass over the table, so it is recounted at the first stranger of the
+// term, when it reaches the limit (at most every strangerRecount), and
+// every strangerRefresh; each stranger admitted in between adds one: the
+// count errs high (an offer never taken, a MAC registered since) until a
 // recount puts it right.
 type strangerCap struct {
 	limit   int // 0: no cap
 	counted int
-	next    time.Time // the next recount
+	next    time.Time // the next recount at the limit
+	refresh time.Time // the next recount in any case
 }
 
-// strangerRecount is how often a pool under its stranger cap recounts.
-const strangerRecount = time.Second
+// strangerRecount is how often a pool at its stranger cap recounts, and
+// strangerRefresh how often it recounts in any case while strangers come
+// (a MAC whose machine was deleted, say, is a stranger nobody counted).
+const (
+	strangerRecount = time.Second
+	strangerRefresh = 30 * time.Second
+)
 
 func newPool(cfg config.Pool) *pool {
 	p := &pool{cfg: cfg, byIP: map[netip.Addr]*lease.Lease{}, byMAC: map[string]*lease.Lease{},
@@ -170,13 +176,14 @@ func (p *pool) admitStranger(now time.Time, mac string, ip netip.Addr, registere
 	if w, ok := p.writingFor(mac); ok && mine(w) {
 		return true // a write etcd never answered keeps the address its own
 	}
-	// The count only errs high between recounts, so it needs one only
-	// at the limit (and once at the start of the term, for the leases
-	// loaded): the recount is a pass over the table under the pool's
-	// lock, tens of ms with 100,000 leases.
-	if c.next.IsZero() || c.counted >= c.limit && !now.Before(c.next) {
+	// The count errs high between recounts (but for the rare stranger
+	// nobody counted: strangerRefresh), so it needs one at the limit, and
+	// at the first stranger of the term, for the leases loaded: the
+	// recount is a pass over the table under the pool's lock, tens of ms
+	// with 100,000 leases.
+	if !now.Before(c.refresh) || c.counted >= c.limit && !now.Before(c.next) {
 		c.counted = p.countStrangersLocked(now, registered)
-		c.next = now.Add(strangerRecount)
+		c.next, c.refresh = now.Add(strangerRecount), now.Add(strangerRefresh)
 	}
 	if c.counted >= c.limit {
 		return false
@@ -632,6 +639,21 @@ func (p *pool) holdToGiveUp(mac string, ip netip.Addr, now time.Time) bool {
 	}
 	p.beginWriteLocked(ip, mac)
 	return true
+}
+
+// takenBack reports whether mac holds ip again (leased, offered, or a
+// write of its lease under way besides the give-up's own).
+func (p *pool) takenBack(mac string, ip netip.Addr, now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l := p.byIP[ip]; l != nil && l.MAC == mac {
+		return true
+	}
+	if h, ok := p.held[ip]; ok && h.mac == mac && now.Before(h.until) {
+		return true
+	}
+	w := p.writing[ip]
+	return w.mac == mac && w.n > 1
 }
 
 // gaveUp ends what holdToGiveUp began, once the delete has ended.

@@ -280,6 +280,10 @@ func interfaceIPv4(name string, pools []config.Pool) (netip.Addr, error) {
 // Serve reads packets until ctx ends, handing them to a bounded pool of
 // workers: a flood cannot grow memory, it only drops packets.
 func (s *Server) Serve(ctx context.Context) error {
+	// Ended when a socket fails too, not only by the caller: what runs
+	// aside (a give-up's delete tried again) stops with Serve.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	queue := make(chan packet, s.o.Queue)
 	var wg sync.WaitGroup
 	for i := 0; i < s.o.Workers; i++ {
@@ -306,6 +310,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		if e != nil {
 			failed.Do(func() {
 				err = e
+				stop()
 				s.conn.Close()
 				if s.bsConn != nil {
 					s.bsConn.Close()
@@ -922,6 +927,11 @@ func (s *Server) giveUp(x *exchange, ip netip.Addr) {
 			}
 			if s.term.Load() != x.term {
 				return // the term is over: its fence deletes nothing now
+			}
+			if x.pool.takenBack(x.mac, ip, time.Now()) {
+				// The client has it again: another delete would take
+				// its new lease.
+				return
 			}
 			err := s.o.Leases.Remove(x.ctx, x.term.fence, ip)
 			if err == nil || errors.Is(err, lease.ErrDeposed) {
