@@ -722,24 +722,9 @@ func TestStrangersCountedOncePerAddress(t *testing.T) {
 // whoever had the address meanwhile) until a retry is answered, then
 // comes back.
 func TestUnansweredGiveUpIsTriedAgain(t *testing.T) {
-	leases := testfakes.NewLeases()
-	s, _, _ := fakeServerWith(t, Options{Leases: leases})
-	tm := s.term.Load()
-	p := tm.pools[0]
-	now := time.Now()
-	mac := benchMAC(1).String()
-	old := p.cfg.Range.Start
-	p.load(lease.Lease{IP: old, MAC: mac, Expiry: now.Add(time.Hour)})
-	moved := old.Next()
-	if err := p.reserve(mac, moved, now); err != nil {
-		t.Fatal(err)
-	}
-	if !p.holdToGiveUp(mac, old, now) {
-		t.Fatal("the previous lease may not be given up")
-	}
-	p.commit(lease.Lease{IP: moved, MAC: mac, Expiry: now.Add(time.Hour)}) // as acknowledge does
+	s, leases, x, old := movedClient(t)
 	leases.RemoveTimeouts = 2
-	x := &exchange{ctx: context.Background(), term: tm, pool: p, mac: mac, log: s.o.Log}
+	p := x.pool
 	free := func() bool {
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -765,23 +750,10 @@ func TestUnansweredGiveUpIsTriedAgain(t *testing.T) {
 // old lease there is being tried again keeps its new lease: the retries
 // stop (a key-only delete would take it, found by a review).
 func TestGiveUpRetryLeavesAnAddressTakenBack(t *testing.T) {
-	leases := testfakes.NewLeases()
-	s, _, _ := fakeServerWith(t, Options{Leases: leases})
-	tm := s.term.Load()
-	p := tm.pools[0]
-	now := time.Now()
-	mac := benchMAC(1).String()
-	old := p.cfg.Range.Start
-	p.load(lease.Lease{IP: old, MAC: mac, Expiry: now.Add(time.Hour)})
-	if err := p.reserve(mac, old.Next(), now); err != nil {
-		t.Fatal(err)
-	}
-	if !p.holdToGiveUp(mac, old, now) {
-		t.Fatal("the previous lease may not be given up")
-	}
-	p.commit(lease.Lease{IP: old.Next(), MAC: mac, Expiry: now.Add(time.Hour)})
+	s, leases, x, old := movedClient(t)
+	p, tm, mac, now := x.pool, x.term, x.mac, time.Now()
 	leases.RemoveTimeouts = 1
-	s.giveUp(&exchange{ctx: context.Background(), term: tm, pool: p, mac: mac, log: s.o.Log}, old)
+	s.giveUp(x, old)
 
 	// The client comes back to its old address (a REQUEST naming it).
 	back := lease.Lease{IP: old, MAC: mac, Expiry: now.Add(time.Hour)}
@@ -800,4 +772,27 @@ func TestGiveUpRetryLeavesAnAddressTakenBack(t *testing.T) {
 		}
 	}
 	t.Fatalf("the client's new lease on %s was deleted by a retry of the old one's delete", old)
+}
+
+// movedClient is a leader whose client has just moved from its lease on
+// old to the next address: its lease there committed, old being given up
+// (holdToGiveUp), as acknowledge leaves them before giveUp.
+func movedClient(t *testing.T) (*Server, *testfakes.Leases, *exchange, netip.Addr) {
+	t.Helper()
+	leases := testfakes.NewLeases()
+	s, _, _ := fakeServerWith(t, Options{Leases: leases})
+	tm := s.term.Load()
+	p := tm.pools[0]
+	now := time.Now()
+	mac := benchMAC(1).String()
+	old := p.cfg.Range.Start
+	p.load(lease.Lease{IP: old, MAC: mac, Expiry: now.Add(time.Hour)})
+	if err := p.reserve(mac, old.Next(), now); err != nil {
+		t.Fatal(err)
+	}
+	if !p.holdToGiveUp(mac, old, now) {
+		t.Fatal("the previous lease may not be given up")
+	}
+	p.commit(lease.Lease{IP: old.Next(), MAC: mac, Expiry: now.Add(time.Hour)})
+	return s, leases, &exchange{ctx: context.Background(), term: tm, pool: p, mac: mac, log: s.o.Log}, old
 }
