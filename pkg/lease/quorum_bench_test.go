@@ -24,7 +24,7 @@ import (
 // Profiled on 2026-11-29 (2 cores shared with other work): about 2,500
 // ACKs/s; the client side (this process) used 3 % of the CPU time, the
 // three etcd members the rest. With 4 or 8 transactions in flight instead
-// of maxInflight's 2 the rate halved (smaller groups, more raft entries
+// of 2 the rate halved (smaller groups, more raft entries
 // for the same members on the same cores); with 1 it fell by a tenth.
 func BenchmarkLeaseWriteQuorum(b *testing.B) {
 	c := etcdtest.StartCluster(b, etcdtest.ClusterOptions{})

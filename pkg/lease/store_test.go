@@ -143,6 +143,7 @@ func TestStoreGroupedLeasesAreFenced(t *testing.T) {
 func TestStoreGroupSameKeyTwice(t *testing.T) {
 	st, f := storeOn(t)
 	st.queueWait = time.Hour // the group goes when the test says
+	st.gather = -1
 	st.mu.Lock()
 	st.inflight = maxInflight // every put waits for a group
 	st.mu.Unlock()
@@ -189,7 +190,7 @@ func TestStoreGroupSameKeyTwice(t *testing.T) {
 func TestStoreGroupDoesNotWaitForStuckTransactions(t *testing.T) {
 	st, f := storeOn(t)
 	st.mu.Lock()
-	st.inflight = maxInflight // both stuck
+	st.inflight = maxInflight // stuck
 	st.mu.Unlock()
 	start := time.Now()
 	for i, err := range putAll(st, f, []Lease{leaseN(1), leaseN(2), leaseN(3)}) {
@@ -257,4 +258,86 @@ func histogramOf(t *testing.T, reg *prometheus.Registry, name string) *dto.Histo
 	}
 	t.Fatalf("no %s", name)
 	return nil
+}
+
+// Behind a transaction in flight, a group gathers for the gather time
+// before it goes, even once that transaction has ended, and then goes as
+// one transaction; a full group goes at once; a lone lease with nothing
+// in flight is written at once.
+func TestStoreGroupGathersBehindATransactionInFlight(t *testing.T) {
+	st, f := storeOn(t)
+	ctx := context.Background()
+	st.queueWait = time.Hour
+	st.gather = 300 * time.Millisecond
+
+	start := time.Now()
+	if err := st.Put(ctx, f, leaseN(0)); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d >= st.gather {
+		t.Errorf("a lone lease took %s: it waited for a group", d)
+	}
+
+	before, err := st.cli.Get(ctx, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.mu.Lock()
+	st.inflight = maxInflight // a transaction in flight
+	st.mu.Unlock()
+	errs := make(chan error, 3)
+	start = time.Now()
+	for i := 1; i <= 3; i++ {
+		go func() { errs <- st.Put(ctx, f, leaseN(i)) }()
+	}
+	waitFor(t, 5*time.Second, "three leases in one group", func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return len(st.queue) == 1 && len(st.queue[0].ops) == 3
+	})
+	st.done() // the transaction in flight ends before the group has gathered
+	st.mu.Lock()
+	queued := len(st.queue)
+	st.mu.Unlock()
+	if time.Since(start) < st.gather && queued != 1 {
+		t.Fatal("the group went before it had gathered")
+	}
+	for i := 0; i < 3; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Errorf("the group went after %s, before its gather time", d)
+	}
+	after, err := st.cli.Get(ctx, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if txns := after.Header.Revision - before.Header.Revision; txns != 1 {
+		t.Errorf("the group took %d transactions, want 1", txns)
+	}
+
+	// A full group does not gather.
+	st.mu.Lock()
+	st.gather = time.Hour
+	st.inflight = maxInflight
+	st.mu.Unlock()
+	full := make([]Lease, maxBatch)
+	for i := range full {
+		full[i] = leaseN(100 + i)
+	}
+	fullErrs := make(chan []error)
+	go func() { fullErrs <- putAll(st, f, full) }()
+	waitFor(t, 5*time.Second, "a full group", func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return len(st.queue) == 1 && len(st.queue[0].ops) == maxBatch
+	})
+	st.done()
+	for i, err := range <-fullErrs {
+		if err != nil {
+			t.Fatalf("lease %d: %v", i, err)
+		}
+	}
 }
