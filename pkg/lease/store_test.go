@@ -283,7 +283,7 @@ func TestStoreGroupGathersBehindATransactionInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.mu.Lock()
-	st.inflight = maxInflight // a transaction in flight
+	st.inflight = 1 // a transaction in flight: one is all there may be
 	st.mu.Unlock()
 	errs := make(chan error, 3)
 	start = time.Now()
@@ -303,8 +303,13 @@ func TestStoreGroupGathersBehindATransactionInFlight(t *testing.T) {
 		t.Fatal("the group went before it had gathered")
 	}
 	for i := 0; i < 3; i++ {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the gathered group never went")
 		}
 	}
 	if d := time.Since(start); d < 300*time.Millisecond {
@@ -318,26 +323,57 @@ func TestStoreGroupGathersBehindATransactionInFlight(t *testing.T) {
 		t.Errorf("the group took %d transactions, want 1", txns)
 	}
 
-	// A full group does not gather.
+	// A full group does not gather: it goes when the transaction in
+	// flight ends, or at once if none is.
 	st.mu.Lock()
 	st.gather = time.Hour
-	st.inflight = maxInflight
+	st.inflight = 1
 	st.mu.Unlock()
-	full := make([]Lease, maxBatch)
-	for i := range full {
-		full[i] = leaseN(100 + i)
+	putN := func(from, n int) chan []error {
+		full := make([]Lease, n)
+		for i := range full {
+			full[i] = leaseN(from + i)
+		}
+		errs := make(chan []error, 1)
+		go func() { errs <- putAll(st, f, full) }()
+		return errs
 	}
-	fullErrs := make(chan []error)
-	go func() { fullErrs <- putAll(st, f, full) }()
+	wait := func(errs chan []error) {
+		t.Helper()
+		select {
+		case got := <-errs:
+			for i, err := range got {
+				if err != nil {
+					t.Fatalf("lease %d: %v", i, err)
+				}
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a full group never went")
+		}
+	}
+	fullErrs := putN(100, maxBatch)
 	waitFor(t, 5*time.Second, "a full group", func() bool {
 		st.mu.Lock()
 		defer st.mu.Unlock()
 		return len(st.queue) == 1 && len(st.queue[0].ops) == maxBatch
 	})
 	st.done()
-	for i, err := range <-fullErrs {
-		if err != nil {
-			t.Fatalf("lease %d: %v", i, err)
-		}
+	wait(fullErrs)
+
+	st.mu.Lock()
+	st.inflight = 1
+	st.mu.Unlock()
+	lone := make(chan error, 1)
+	go func() { lone <- st.Put(ctx, f, leaseN(200)) }()
+	waitFor(t, 5*time.Second, "a young group", func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return len(st.queue) == 1
+	})
+	st.done() // nothing in flight now; the group is young and gathers
+	fullErrs = putN(201, maxBatch-1)
+	wait(fullErrs) // it filled up: it went at once
+	if err := <-lone; err != nil {
+		t.Fatal(err)
 	}
 }
