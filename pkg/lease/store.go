@@ -43,9 +43,9 @@ var ErrDeposed = election.ErrDeposed
 // Under load, leases are written in groups (group commit): while a lease
 // transaction is in flight, the leases that arrive wait and go together in
 // the next one (up to maxBatch), under the same fence. That group goes
-// when the transaction in flight has ended and the group's first lease has
-// waited gatherTime, or without gathering once it is full, or after maxQueueWait in
-// any case. Each ACK still waits until its own lease is durable; a lone
+// when the transaction in flight has ended and the group's first lease
+// has waited gatherTime (a full group does not wait for that), or after
+// maxQueueWait in any case. Each ACK still waits until its own lease is durable; a lone
 // ACK, with nothing in flight, is written at once. Every transaction costs
 // each etcd member a raft entry, a WAL fdatasync, an apply and a gRPC
 // round trip whatever its size, which is what bounds the DHCP rate of
