@@ -165,16 +165,7 @@ func TestStoreGroupSameKeyTwice(t *testing.T) {
 		return len(st.queue) == 1 && len(st.queue[0].ops) == 2
 	})
 	st.done() // a transaction in flight ends: the group goes
-	for i := 0; i < 3; i++ {
-		select {
-		case err := <-errs:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("the group never went")
-		}
-	}
+	waitPuts(t, errs, 3, "the group never went")
 	leases, _, err := st.Load(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -311,16 +302,7 @@ func TestStoreGroupGathersBehindATransactionInFlight(t *testing.T) {
 	if time.Since(start) < st.gather && queued != 1 {
 		t.Fatal("the group went before it had gathered")
 	}
-	for i := 0; i < 3; i++ {
-		select {
-		case err := <-errs:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("the gathered group never went")
-		}
-	}
+	waitPuts(t, errs, 3, "the gathered group never went")
 	if d := time.Since(start); d < 300*time.Millisecond {
 		t.Errorf("the group went after %s, before its gather time", d)
 	}
@@ -398,4 +380,21 @@ func idle(t *testing.T, st *Store) {
 		defer st.mu.Unlock()
 		return st.inflight == 0 && len(st.queue) == 0
 	})
+}
+
+// waitPuts waits for n puts' errors on errs, failing on the first error or
+// when they do not all come within 10 s (a group that never went).
+func waitPuts(t *testing.T, errs <-chan error, n int, what string) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for range n {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-timeout:
+			t.Fatal(what)
+		}
+	}
 }
