@@ -150,6 +150,15 @@ func TestReservationsServed(t *testing.T) {
 			_, _, ok := storedLease(t, cli, old)
 			return !ok
 		})
+		// The delete is visible in etcd a moment before the server
+		// hears it ended and gives the address back to its pool.
+		oldAddr, _ := netip.AddrFromSlice(old.To4())
+		waitFor(t, 5*time.Second, "old address back in the pool", func() bool {
+			pl := srv.term.Load().pools[0]
+			pl.mu.Lock()
+			defer pl.mu.Unlock()
+			return pl.freeFor(oldAddr, hw(4).String(), time.Now())
+		})
 		// The old address is free for others again.
 		other := r.expect(discover(t, hw(4), "plain", dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(old))), dhcpv4.MessageTypeOffer)
 		if !other.YourIPAddr.Equal(old) {
