@@ -18,7 +18,7 @@ type Segment struct {
 // NewSegment creates the bridge namespace; cleanup registers its removal
 // (Close), with every host's.
 func NewSegment(cleanup func(func())) (*Segment, error) {
-	return newSegment(cleanup, "my")
+	return newSegment(cleanup, testPrefix)
 }
 
 // NewSegmentNamed is NewSegment with namespaces named <prefix><pid>-<n>-…,

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -54,9 +55,102 @@ func Check(tools ...string) error {
 	return nil
 }
 
+// testPrefix starts the names of New's and NewSegment's namespaces.
+const testPrefix = "mayu-test-"
+
 // newID is unique per process and lab: namespace names start with it.
+// The first lab of a process with a prefix removes what processes with
+// the same prefix left behind when they died (sweepStale).
 func newID(prefix string) string {
-	return fmt.Sprintf("%s%d-%d", prefix, os.Getpid()%100000, seq.Add(1))
+	swept.Do(prefix, func() { sweepStale(prefix) })
+	return fmt.Sprintf("%s%d-%d", prefix, os.Getpid(), seq.Add(1))
+}
+
+// swept runs each prefix's sweep once per process.
+var swept onceByKey
+
+type onceByKey struct {
+	mu   sync.Mutex
+	done map[string]bool
+}
+
+func (o *onceByKey) Do(key string, fn func()) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.done[key] {
+		return
+	}
+	if o.done == nil {
+		o.done = map[string]bool{}
+	}
+	o.done[key] = true
+	fn()
+}
+
+// sweepStale deletes the namespaces named <prefix><pid>-<n>-… whose
+// process pid is gone: a test binary killed (a timeout, a CI runner
+// stopping it) never ran its cleanups, and its namespaces, empty or
+// holding its orphans (an etcd, a DHCP server), would stay forever. A
+// namespace of a live process, or one whose name does not parse, is left
+// alone; a pid reused since only delays its sweep.
+func sweepStale(prefix string) {
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		name, _, _ := strings.Cut(strings.TrimSpace(line), " ")
+		pid, ok := staleOwner(name, prefix)
+		if !ok {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+			continue // its process is alive: its own cleanup removes it
+		}
+		killAndDelete(name)
+	}
+}
+
+// staleOwner returns the pid in a namespace name made by newID(prefix).
+func staleOwner(name, prefix string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, prefix)
+	if !ok {
+		return 0, false
+	}
+	parts := strings.SplitN(rest, "-", 3)
+	if len(parts) < 3 || parts[2] == "" {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(parts[0])
+	if err != nil || pid <= 0 || strconv.Itoa(pid) != parts[0] {
+		return 0, false
+	}
+	if n, err := strconv.Atoi(parts[1]); err != nil || n <= 0 {
+		return 0, false
+	}
+	return pid, true
+}
+
+// killAndDelete kills what runs in namespace ns and deletes it; it tries
+// the delete twice, and says on stderr when it failed: a namespace left
+// behind is a leak to see, not to hide.
+func killAndDelete(ns string) error {
+	if out, err := exec.Command("ip", "netns", "pids", ns).Output(); err == nil {
+		for _, pid := range strings.Fields(string(out)) {
+			exec.Command("kill", "-9", pid).Run()
+		}
+	}
+	var err error
+	for try := 0; try < 2; try++ {
+		var out []byte
+		if out, err = exec.Command("ip", "netns", "del", ns).CombinedOutput(); err == nil {
+			return nil
+		}
+		err = fmt.Errorf("ip netns del %s: %v: %s", ns, err, bytes.TrimSpace(out))
+		time.Sleep(100 * time.Millisecond)
+	}
+	fmt.Fprintf(os.Stderr, "netlab: %v\n", err)
+	return err
 }
 
 // New creates the namespaces and the veth between them; srvAddr is the
@@ -67,7 +161,7 @@ func New(cleanup func(func()), srvAddr string) (*Lab, error) {
 	if err := Check(); err != nil {
 		return nil, err
 	}
-	id := newID("my")
+	id := newID(testPrefix)
 	l := &Lab{ID: id, Srv: id + "-srv", Cli: id + "-cli"}
 	err := l.ipAll([][]string{
 		{"netns", "add", l.Srv},
@@ -176,15 +270,9 @@ func (l *Lab) Close() {
 		waitOrKill(p, 5*time.Second)
 	}
 	for _, ns := range append([]string{l.Cli, l.Srv}, l.extra...) {
-		if ns == "" {
-			continue
+		if ns != "" {
+			killAndDelete(ns)
 		}
-		if out, err := exec.Command("ip", "netns", "pids", ns).Output(); err == nil {
-			for _, pid := range strings.Fields(string(out)) {
-				exec.Command("kill", "-9", pid).Run()
-			}
-		}
-		exec.Command("ip", "netns", "del", ns).Run()
 	}
 }
 
