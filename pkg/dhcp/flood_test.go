@@ -298,7 +298,11 @@ func declineFrom(t *testing.T, s *Server, relay *net.UDPConn, mac net.HardwareAd
 // once the probe found nobody, the next client may have it.
 func TestDeclineOfAnUnusedAddressQuarantinesNothing(t *testing.T) {
 	asked := make(chan probeCall, 1)
-	s, relay, _ := fakeServerWith(t, Options{Leases: testfakes.NewLeases(), Prober: fakeProber{asked: asked, delay: 300 * time.Millisecond}})
+	// The probe ends at its timeout having found nobody: long enough
+	// that "while the probe runs" below holds on a slow machine too (the
+	// DECLINE alone waits out the helper's read deadline).
+	s, relay, _ := fakeServerWith(t, Options{Leases: testfakes.NewLeases(), Prober: fakeProber{asked: asked, delay: time.Hour},
+		Limits: config.DHCP{DeclineProbeTimeout: 1500 * time.Millisecond}})
 	ip := declineFrom(t, s, relay, benchMAC(1))
 	select {
 	case c := <-asked:
@@ -505,7 +509,10 @@ func TestExpiredStrangersStayWithinTheShare(t *testing.T) {
 	t.Parallel()
 	cli := etcdtest.Start(t)
 	pl := loPool()
-	pl.LeaseTime = 2 * time.Second
+	// The second wave's leases must outlive the checks below: 25
+	// exchanges, each a durable etcd write, take well over 2 s when
+	// fsync is slow.
+	pl.LeaseTime = 6 * time.Second
 	known := &registeredSet{macs: map[string]bool{}}
 	srv, _ := leadingServer(t, cli, Options{Known: known, Pools: []config.Pool{pl},
 		Limits: config.DHCP{NewClientsPerSecond: 1000, NewClientsBurst: 1000, UnregisteredShare: config.DefaultUnregisteredShare}})

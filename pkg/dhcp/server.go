@@ -610,7 +610,7 @@ func (s *Server) handle(ctx context.Context, p packet) {
 	client := Classify(req)
 	installed := s.o.Installed != nil && s.o.Installed.Has(x.mac)
 	x.dec = Decide(client, installed, s.o.Policy)
-	x.log = s.o.Log.With("mac", x.mac, "type", req.MessageType().String(), "firmware", client.Firmware.String())
+	x.log = lazyWith(s.o.Log, "mac", x.mac, "type", req.MessageType().String(), "firmware", client.Firmware.String())
 	if x.dec.Ignore {
 		s.metrics.ignored.WithLabelValues(x.dec.Reason).Inc()
 		x.log.Debug("dhcp: ignored", "reason", x.dec.Reason)
@@ -661,7 +661,7 @@ func (s *Server) handleBootServer(ctx context.Context, p packet) {
 		return
 	}
 	x := &exchange{ctx: ctx, term: t, req: req, peer: p.peer, mac: req.ClientHWAddr.String(), now: time.Now()}
-	x.log = s.o.Log.With("mac", x.mac, "type", req.MessageType().String(), "port", s.o.BootServerPort)
+	x.log = lazyWith(s.o.Log, "mac", x.mac, "type", req.MessageType().String(), "port", s.o.BootServerPort)
 	resp, dst, outcome := s.bootServer(x, t)
 	if resp == nil {
 		s.metrics.bootServer.WithLabelValues(outcome).Inc()

@@ -595,6 +595,15 @@ func TestServerExchanges(t *testing.T) {
 			_, _, ok := storedLease(t, cli, declined)
 			return !ok
 		})
+		// The server takes the decline in memory a moment after etcd
+		// shows the delete.
+		dAddr, _ := netip.AddrFromSlice(declined.To4())
+		waitFor(t, 5*time.Second, "the decline taken in memory", func() bool {
+			pl := srv.term.Load().pools[0]
+			pl.mu.Lock()
+			defer pl.mu.Unlock()
+			return !pl.freeFor(dAddr, hw(10).String(), time.Now())
+		})
 		for _, mac := range []net.HardwareAddr{hw(10), hw(11), hw(12)} {
 			offer := r.expect(discover(t, mac, "plain", dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(declined))), dhcpv4.MessageTypeOffer)
 			if offer.YourIPAddr.Equal(declined) {

@@ -391,13 +391,15 @@ func TestNoDepositionForAPauseOrAnUnreachableProbe(t *testing.T) {
 		t.Fatal("a leader without a majority against it was deposed")
 	}
 
-	// A new term whose leader b never sees answer.
+	// A new term whose leader, b, a never sees answer: b refuses a's
+	// probes before it can lead (set once b's term began, a probe of a
+	// could reach b first and see it answer).
+	w.set("b", election.Refused)
 	w.set("a", election.Refused)
 	if !ended(first, 2*time.Second) {
 		t.Fatal("not deposed when refused")
 	}
 	second := b.nextTerm(t, 2*time.Second)
-	w.set("b", election.Refused) // from the start of its term
 	a.noTerm(t, 1500*time.Millisecond)
 	if ended(second, 10*time.Millisecond) {
 		t.Fatal("a leader never seen answering was deposed")
