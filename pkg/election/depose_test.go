@@ -267,9 +267,15 @@ func TestDeposedByAMajorityOnTimeout(t *testing.T) {
 		t.Fatal("one follower of three voters deposed the leader")
 	}
 	keys := state.Keys{Prefix: prefix}
-	resp, err := cli.Get(ctxT(t), keys.Suspects(first.fence.Rev), clientv3.WithPrefix())
-	if err != nil {
-		t.Fatal(err)
+	var resp *clientv3.GetResponse
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var err error
+		if resp, err = cli.Get(ctxT(t), keys.Suspects(first.fence.Rev), clientv3.WithPrefix()); err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Kvs) > 0 || time.Now().After(deadline) {
+			break
+		}
 	}
 	if len(resp.Kvs) != 1 || !strings.HasSuffix(string(resp.Kvs[0].Key), "/b") {
 		t.Fatalf("verdicts %v, want b's", resp.Kvs)
@@ -290,7 +296,7 @@ func TestDeposedByAMajorityOnTimeout(t *testing.T) {
 	if got := sumDepositions("timeout", 1, b, c); got != 1 {
 		t.Errorf("depositions{timeout} = %v, want 1", got)
 	}
-	resp, err = cli.Get(ctxT(t), keys.Suspects(first.fence.Rev), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	resp, err := cli.Get(ctxT(t), keys.Suspects(first.fence.Rev), clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		t.Fatal(err)
 	}

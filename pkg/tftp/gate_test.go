@@ -254,6 +254,10 @@ func fetch(t *testing.T, server string) []byte {
 func TestSlotTakenAtFirstAcknowledgement(t *testing.T) {
 	l := fastLimits
 	l.MaxTransfers = 1
+	// The holder keeps the slot until its block 2 has timed out twice:
+	// long enough for the second client's whole exchange below on a
+	// slow machine, and within its own first-block watchdog.
+	l.Timeout, l.FirstBlockTimeout = time.Second, 5*time.Second
 	s := start(t, l)
 	holder := newRawClient(t, "127.0.0.1")
 	holder.request(s.addr, "undionly.kpxe")
@@ -280,7 +284,7 @@ func TestSlotTakenAtFirstAcknowledgement(t *testing.T) {
 	}
 	// The holder's block 2 goes unacknowledged: sent twice, then the
 	// transfer ends and frees the slot.
-	waitFor(t, 2*time.Second, func() bool { return testutil.ToFloat64(s.metrics.active) == 0 }, "the slot freed")
+	waitFor(t, 5*time.Second, func() bool { return testutil.ToFloat64(s.metrics.active) == 0 }, "the slot freed")
 	if got := fetch(t, s.addr); !bytes.Equal(got, s.data) {
 		t.Errorf("got %d bytes", len(got))
 	}
