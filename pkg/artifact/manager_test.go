@@ -295,7 +295,9 @@ func TestWrongDigestRefusedNothingStored(t *testing.T) {
 func TestClaimHolderKilledAnotherTakesOver(t *testing.T) {
 	cli := etcdtest.Start(t)
 	up := newOrigin(t, 2<<20)
-	up.throttle.Store(16 << 10) // ~1.6 MB/s: about a second and a half
+	// ~400 KB/s, about 5 s: progress is published each second, and the
+	// stop must come before the end.
+	up.throttle.Store(4 << 10)
 	rs := startReplicas(t, cli, 3)
 	if _, err := rs[0].m.Add(context.Background(), AddRequest{Name: "image-2", URL: up.url(), SHA256: up.sha}, "alice"); err != nil {
 		t.Fatal(err)
@@ -360,7 +362,7 @@ func TestLateReplicaCatchesUpAndResumes(t *testing.T) {
 	holdAll(t, rs, up.sha)
 	up.srv.Close()
 
-	rs[0].throttle.Store(16 << 10)
+	rs[0].throttle.Store(4 << 10) // ~400 KB/s: the stop comes mid-transfer
 	late := newReplica(t, cli, "mayu-late", t.TempDir()).start()
 	eventually(t, 10*time.Second, "the late replica reports progress from a peer", func() bool {
 		for _, p := range late.m.Progress("image-3") {
