@@ -318,6 +318,14 @@ func (f *Machines) Watch(ctx context.Context, fn func(registry.Change), broken f
 	}
 }
 
+// Watchers is how many Watch calls are subscribed: a test waits for its
+// watcher before making the change it must see.
+func (f *Machines) Watchers() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.watchers)
+}
+
 // putLocked stores m (replacing prev, nil for a new record) and tells the
 // watchers.
 func (f *Machines) putLocked(m, prev *machine.Machine) {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mayu-boot/mayu/internal/testfakes"
 	"github.com/mayu-boot/mayu/pkg/api"
 	"github.com/mayu-boot/mayu/pkg/machine"
 	"github.com/mayu-boot/mayu/pkg/registry"
@@ -41,7 +42,14 @@ func TestWatchFollowsStateChanges(t *testing.T) {
 	events := make(chan api.Event, 16)
 	done := make(chan error, 1)
 	go func() { done <- c.Watch(ctx, func(ev api.Event) { events <- ev }) }()
-	time.Sleep(300 * time.Millisecond) // let the watch start
+	// The handler subscribes after sending its headers: a change made
+	// before would not be seen.
+	for e.reg.(*testfakes.Machines).Watchers() == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("the watch never subscribed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 
 	if _, _, err := e.reg.Register(ctx, registry.Registration{ID: "sn-w", MACs: []string{"52:54:00:00:00:09"}}); err != nil {
 		t.Fatal(err)
