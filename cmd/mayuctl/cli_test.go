@@ -383,23 +383,18 @@ func TestControlCharactersEscaped(t *testing.T) {
 
 	// watch, text and wide: a change to the record with hostile text.
 	for i, format := range []string{"table", "wide", "json"} {
-		done := make(chan [2]string, 1)
-		go func() {
-			_, out, errOut := e.mayuctl("watch", "--timeout", "2s", "-o", format)
-			done <- [2]string{out, errOut}
-		}()
-		time.Sleep(500 * time.Millisecond) // let the watch start
+		wait := e.watch("--timeout", "5s", "-o", format)
 		// Only a change of state is an event of the watch.
 		m.State, m.Since = []machine.State{machine.Installing, machine.Failed}[i%2], time.Now()
 		m.History = append(m.History, machine.Event{State: m.State, At: time.Now(), Replica: evil, Reason: evil})
 		m.MACs = append(m.MACs, evil)
 		putRecord(m)
-		r := <-done
-		if raw(r[0]+r[1]) || !strings.Contains(r[0], "evil") {
-			t.Errorf("watch -o %s prints a raw control character or nothing:\n%q\n%q", format, r[0], r[1])
+		_, out, errOut := wait()
+		if raw(out+errOut) || !strings.Contains(out, "evil") {
+			t.Errorf("watch -o %s prints a raw control character or nothing:\n%q\n%q", format, out, errOut)
 		}
-		if format != "json" && !strings.Contains(r[0], shown) {
-			t.Errorf("watch -o %s does not show the reason escaped:\n%s", format, r[0])
+		if format != "json" && !strings.Contains(out, shown) {
+			t.Errorf("watch -o %s does not show the reason escaped:\n%s", format, out)
 		}
 	}
 }
@@ -524,20 +519,11 @@ func TestDependencies(t *testing.T) {
 // watch follows changes and, with --timeout, ends by itself with success.
 func TestWatchWithTimeout(t *testing.T) {
 	e := start(t)
-	type result struct {
-		code     int
-		out, err string
-	}
-	done := make(chan result, 1)
-	go func() {
-		code, out, errOut := e.mayuctl("watch", "--timeout", "2s", "-o", "wide")
-		done <- result{code, out, errOut}
-	}()
-	time.Sleep(500 * time.Millisecond) // let the watch start
+	wait := e.watch("--timeout", "5s", "-o", "wide")
 	e.ok("add", "node-1", "--mac", "52:54:00:00:00:01")
-	r := <-done
-	if r.code != 0 || !strings.Contains(r.out, "node-1  registered, configured  by replica-a: added by an operator") ||
-		!strings.Contains(r.out, "(MACs 52:54:00:00:00:01)") {
-		t.Errorf("watch: exit %d\nstdout: %s\nstderr: %s", r.code, r.out, r.err)
+	code, out, errOut := wait()
+	if code != 0 || !strings.Contains(out, "node-1  registered, configured  by replica-a: added by an operator") ||
+		!strings.Contains(out, "(MACs 52:54:00:00:00:01)") {
+		t.Errorf("watch: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
 	}
 }

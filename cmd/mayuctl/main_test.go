@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -103,6 +104,56 @@ func (e *env) ok(args ...string) string {
 		e.t.Fatalf("mayuctl %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errOut)
 	}
 	return out
+}
+
+// syncBuffer is a bytes.Buffer that may be read while mayuctl writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// watch starts `mayuctl watch args...` (args must hold a --timeout) and
+// returns once it shows changes; wait then gives its exit code and output.
+// The admin API subscribes only after it sent its headers, and a change
+// made before is never shown: a machine "probe" is added and deleted
+// until the watch prints it.
+func (e *env) watch(args ...string) (wait func() (code int, stdout, stderr string)) {
+	e.t.Helper()
+	var out, errOut syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(append([]string{"--server", e.url, "--token-file", e.tokenFile, "watch"}, args...), strings.NewReader(""), &out, &errOut)
+	}()
+	ctx := context.Background()
+	for !strings.Contains(out.String(), "probe") {
+		if _, _, err := e.reg.Register(ctx, registry.Registration{ID: "probe"}); err != nil {
+			e.t.Fatal(err)
+		}
+		if err := e.reg.Delete(ctx, "probe"); err != nil {
+			e.t.Fatal(err)
+		}
+		select {
+		case code := <-done:
+			e.t.Fatalf("watch ended (exit %d) before it showed a change\nstdout: %s\nstderr: %s", code, out.String(), errOut.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return func() (int, string, string) {
+		code := <-done
+		return code, out.String(), errOut.String()
+	}
 }
 
 func TestCommands(t *testing.T) {
