@@ -135,6 +135,21 @@ func (c *cluster) restartReplica(i int) {
 	c.replicas[i].waitLog(c.t, "mayu started", 30*time.Second)
 }
 
+// replicasUntil runs `mayuctl replicas` on replica i's node until ok
+// accepts its output or within has passed, and returns the last output:
+// a restarted replica's announcement may come after its first log lines.
+func (c *cluster) replicasUntil(i int, within time.Duration, ok func(string) bool) string {
+	deadline := time.Now().Add(within)
+	for {
+		out, _ := c.seg.Run(10*time.Second, c.nodes[i], "env", "MAYU_SERVER=http://127.0.0.1:4080", "MAYU_TOKEN_FILE="+filepath.Join(c.replicas[i].dir, "admin-token"),
+			filepath.Join(filepath.Dir(bins.mayu), "mayuctl"), "replicas")
+		if ok(out) || time.Now().After(deadline) {
+			return out
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // prober runs dhcpprobe in the client namespace for the whole test.
 type prober struct {
 	cmd *exec.Cmd
@@ -371,10 +386,10 @@ func TestRollingConfigChange(t *testing.T) {
 			t.Errorf("r%d /readyz while mismatched: %q", i+1, out)
 		}
 	}
-	out, _ := c.seg.Run(10*time.Second, c.nodes[l], "env", "MAYU_SERVER=http://127.0.0.1:4080", "MAYU_TOKEN_FILE="+filepath.Join(c.replicas[l].dir, "admin-token"),
-		filepath.Join(filepath.Dir(bins.mayu), "mayuctl"), "replicas")
+	flagged := func(out string) bool { return strings.Count(out, "MISMATCH") == 2 && strings.Contains(out, "leader") }
+	out := c.replicasUntil(l, 20*time.Second, flagged)
 	t.Logf("mayuctl replicas during the change:\n%s", out)
-	if strings.Count(out, "MISMATCH") != 2 || !strings.Contains(out, "leader") {
+	if !flagged(out) {
 		t.Errorf("mayuctl replicas does not show the two mismatched followers:\n%s", out)
 	}
 	if got := c.leader(5 * time.Second); got != l {
@@ -432,10 +447,12 @@ func TestReplicaWithAnotherImageIsFlagged(t *testing.T) {
 	if want := "cluster.install.image: own " + sum(other) + ", leader's " + sum(good); !strings.Contains(out, want) {
 		t.Errorf("r%d /readyz %q does not say %q", f+1, out, want)
 	}
-	out, _ = c.seg.Run(10*time.Second, c.nodes[l], "env", "MAYU_SERVER=http://127.0.0.1:4080", "MAYU_TOKEN_FILE="+filepath.Join(c.replicas[l].dir, "admin-token"),
-		filepath.Join(filepath.Dir(bins.mayu), "mayuctl"), "replicas")
+	flagged := func(out string) bool {
+		return strings.Count(out, "FILES-DIFFER") == 1 && strings.Contains(out, fmt.Sprintf("r%d serves another cluster.install.image than the leader", f+1))
+	}
+	out = c.replicasUntil(l, 20*time.Second, flagged)
 	t.Logf("mayuctl replicas:\n%s", out)
-	if strings.Count(out, "FILES-DIFFER") != 1 || !strings.Contains(out, fmt.Sprintf("r%d serves another cluster.install.image than the leader", f+1)) {
+	if !flagged(out) {
 		t.Errorf("mayuctl replicas does not flag r%d:\n%s", f+1, out)
 	}
 	out, _ = c.seg.Run(5*time.Second, c.nodes[f], "curl", "-s", "--max-time", "2", "http://127.0.0.1:4082/metrics")
