@@ -24,6 +24,21 @@ func (c *cluster) depositions() (n int, lines []string) {
 	return n, lines
 }
 
+// depositionsAfter waits up to 5 s for a deposition line not in seen and
+// returns the new ones: the line is logged after the deposed leader's
+// session is revoked, which may be after the new leader answers.
+func (c *cluster) depositionsAfter(seen []string) []string {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, lines := c.depositions()
+		lines = slices.DeleteFunc(lines, func(l string) bool { return slices.Contains(seen, l) })
+		if len(lines) > 0 || time.Now().After(deadline) {
+			return lines
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // A dead leader is replaced in well under the election TTL (3 s): a
 // kill -9 is seen at once (its probes are refused), a frozen leader
 // (SIGSTOP) by a majority of the replicas; once thawed, the deposed leader
@@ -43,7 +58,8 @@ func TestDeposition(t *testing.T) {
 	c.replicas[l].cmd.Wait()
 	gap := c.waitAnswered(p, t0, "", 10*time.Second)
 	nl := c.leader(5 * time.Second)
-	n, lines := c.depositions()
+	lines := c.depositionsAfter(nil)
+	n := len(lines)
 	t.Logf("kill -9 of r%d: r%d answers after %s (TTL 3s); %s", l+1, nl+1, gap.Round(time.Millisecond), strings.Join(lines, "; "))
 	if n != 1 || !strings.Contains(lines[0], "reason=refused") {
 		t.Errorf("%d depositions logged, want one for a refused probe: %v", n, lines)
@@ -64,10 +80,9 @@ func TestDeposition(t *testing.T) {
 	c.replicas[l].cmd.Process.Signal(syscall.SIGSTOP)
 	gap = c.waitAnswered(p, t0, "", 10*time.Second)
 	nl = c.leader(5 * time.Second)
-	_, lines = c.depositions()
 	// The lines come replica by replica, not in time: the new one is the
 	// one not seen before.
-	lines = slices.DeleteFunc(lines, func(l string) bool { return slices.Contains(seen, l) })
+	lines = c.depositionsAfter(seen)
 	t.Logf("SIGSTOP of r%d: r%d answers after %s; %s", l+1, nl+1, gap.Round(time.Millisecond), strings.Join(lines, "; "))
 	if len(lines) != 1 || !strings.Contains(lines[0], "reason=timeout") {
 		t.Errorf("%d depositions logged for the frozen leader, want one on timeout: %v", len(lines), lines)
