@@ -143,7 +143,14 @@ func TestInNamespaces(t *testing.T) {
 		t.Fatalf("the resumed download differs from the file (%d bytes)", len(b))
 	}
 
-	reqs := upstream.ParseLog(out.String())
+	// A request is logged when its handler returns, which may be after
+	// curl has what it asked for.
+	var reqs []upstream.Request
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if reqs = upstream.ParseLog(out.String()); len(reqs) >= 2 || time.Now().After(deadline) {
+			break
+		}
+	}
 	if len(reqs) != 2 {
 		t.Fatalf("log: %s", out)
 	}
