@@ -21,8 +21,10 @@ func NewSegment(cleanup func(func())) (*Segment, error) {
 	return newSegment(cleanup, testPrefix)
 }
 
-// NewSegmentNamed is NewSegment with namespaces named <prefix><pid>-<n>-…,
-// so that a program's namespaces are told apart from the tests'.
+// NewSegmentNamed is NewSegment with namespaces named
+// <prefix><pid namespace>-<pid>-<n>-…, so that a program's namespaces are
+// told apart from the tests'. The prefix must be the program's own: the
+// first segment sweeps every namespace so named whose process is gone.
 func NewSegmentNamed(cleanup func(func()), prefix string) (*Segment, error) {
 	return newSegment(cleanup, prefix)
 }

@@ -58,12 +58,30 @@ func Check(tools ...string) error {
 // testPrefix starts the names of New's and NewSegment's namespaces.
 const testPrefix = "mayu-test-"
 
-// newID is unique per process and lab: namespace names start with it.
-// The first lab of a process with a prefix removes what processes with
-// the same prefix left behind when they died (sweepStale).
+// newID is unique per process and lab: namespace names start with it,
+// <prefix><pid namespace>-<pid>-<n>. The first lab of a process with a
+// prefix removes what processes of its pid namespace with the same
+// prefix left behind when they died (sweepStale): a pid names a process
+// only within its pid namespace, and /run/netns may be shared with
+// another one (a container's).
 func newID(prefix string) string {
+	prefix += pidNamespace() + "-"
 	swept.Do(prefix, func() { sweepStale(prefix) })
 	return fmt.Sprintf("%s%d-%d", prefix, os.Getpid(), seq.Add(1))
+}
+
+// pidNamespace is the inode number of this process's pid namespace
+// ("0" if it cannot be read).
+func pidNamespace() string {
+	link, err := os.Readlink("/proc/self/ns/pid") // "pid:[4026531836]"
+	if err != nil {
+		return "0"
+	}
+	ino := strings.TrimSuffix(strings.TrimPrefix(link, "pid:["), "]")
+	if _, err := strconv.ParseUint(ino, 10, 64); err != nil {
+		return "0"
+	}
+	return ino
 }
 
 // swept runs each prefix's sweep once per process.
@@ -87,8 +105,8 @@ func (o *onceByKey) Do(key string, fn func()) {
 	fn()
 }
 
-// sweepStale deletes the namespaces named <prefix><pid>-<n>-… whose
-// process pid is gone: a test binary killed (a timeout, a CI runner
+// sweepStale deletes the namespaces named <prefix><pid>-<n>-… (prefix
+// naming this process's pid namespace) whose process pid is gone: a test binary killed (a timeout, a CI runner
 // stopping it) never ran its cleanups, and its namespaces, empty or
 // holding its orphans (an etcd, a DHCP server), would stay forever. A
 // namespace of a live process, or one whose name does not parse, is left
@@ -104,8 +122,11 @@ func sweepStale(prefix string) {
 		if !ok {
 			continue
 		}
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
-			continue // its process is alive: its own cleanup removes it
+		// A live process's own cleanup removes its namespaces. This
+		// process has made none with this prefix yet: one with its pid
+		// is a dead one's whose pid came round again.
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil && pid != os.Getpid() {
+			continue
 		}
 		killAndDelete(name)
 	}
@@ -145,6 +166,9 @@ func killAndDelete(ns string) error {
 		var out []byte
 		if out, err = exec.Command("ip", "netns", "del", ns).CombinedOutput(); err == nil {
 			return nil
+		}
+		if _, serr := os.Stat("/run/netns/" + ns); errors.Is(serr, os.ErrNotExist) {
+			return nil // never made (a failed constructor), or another sweep's
 		}
 		err = fmt.Errorf("ip netns del %s: %v: %s", ns, err, bytes.TrimSpace(out))
 		time.Sleep(100 * time.Millisecond)

@@ -48,9 +48,10 @@ func TestSweepStale(t *testing.T) {
 	}
 	prefix := fmt.Sprintf("mayu-sweeptest%d-", os.Getpid())
 	stale := fmt.Sprintf("%s%d-1-cli", prefix, dead)
-	live := fmt.Sprintf("%s%d-1-cli", prefix, os.Getpid())
+	live := fmt.Sprintf("%s%d-1-cli", prefix, os.Getppid())
+	mine := fmt.Sprintf("%s%d-1-cli", prefix, os.Getpid()) // a dead process's with this pid: none of ours yet
 	other := fmt.Sprintf("mayu-other%d-%d-1-cli", os.Getpid(), dead)
-	for _, ns := range []string{stale, live, other} {
+	for _, ns := range []string{stale, live, other, mine} {
 		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
 			t.Fatalf("ip netns add %s: %v: %s", ns, err, out)
 		}
@@ -80,7 +81,10 @@ func TestSweepStale(t *testing.T) {
 		t.Errorf("%s (pid %d is gone) was not swept", stale, dead)
 	}
 	if !names[live] {
-		t.Errorf("%s (this process's) was swept", live)
+		t.Errorf("%s (a live process's) was swept", live)
+	}
+	if names[mine] {
+		t.Errorf("%s (this process's pid, before it made any) was not swept", mine)
 	}
 	if !names[other] {
 		t.Errorf("%s (another prefix) was swept", other)

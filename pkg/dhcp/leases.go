@@ -497,6 +497,11 @@ func (p *pool) leaseOf(mac string, ip netip.Addr) (lease.Lease, bool) {
 func (p *pool) forget(mac string, ip netip.Addr) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.forgetLocked(mac, ip)
+}
+
+// forgetLocked is forget; the caller holds p.mu.
+func (p *pool) forgetLocked(mac string, ip netip.Addr) {
 	if l := p.byIP[ip]; l != nil && l.MAC == mac {
 		delete(p.byIP, ip)
 		delete(p.byMAC, mac)
@@ -573,8 +578,12 @@ func (p *pool) decline(mac string, ip netip.Addr, until time.Time) {
 	if !p.leasable(ip) {
 		return // never offered; remembering it would let a flood grow the map
 	}
-	p.forget(mac, ip)
-	p.avoid(ip, until, mac)
+	// Under one lock: between the two, the address would be free for
+	// another client's DISCOVER.
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.forgetLocked(mac, ip)
+	p.avoidLocked(ip, until, mac)
 }
 
 // avoid keeps ip from being offered until then, mac having declined it; a
@@ -585,6 +594,11 @@ func (p *pool) avoid(ip netip.Addr, until time.Time, mac string) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.avoidLocked(ip, until, mac)
+}
+
+// avoidLocked is avoid for a leasable ip; the caller holds p.mu.
+func (p *pool) avoidLocked(ip netip.Addr, until time.Time, mac string) {
 	if until.IsZero() {
 		delete(p.declined, ip)
 		return

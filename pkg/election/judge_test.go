@@ -252,7 +252,9 @@ func fullListener(t *testing.T) string {
 func TestTwiceHedgesAStuckCall(t *testing.T) {
 	var calls atomic.Int32
 	start := time.Now()
-	v, err := twice(context.Background(), 400*time.Millisecond, func(ctx context.Context) (int32, error) {
+	// total is long: a hedge sent at total/2 instead of hedgeAfter would
+	// fall far outside the bound below.
+	v, err := twice(context.Background(), 2*time.Second, func(ctx context.Context) (int32, error) {
 		n := calls.Add(1)
 		if n == 1 {
 			<-ctx.Done() // a member that never answers
