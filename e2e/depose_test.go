@@ -26,14 +26,22 @@ func (c *cluster) depositions() (n int, lines []string) {
 
 // depositionsAfter waits up to 5 s for a deposition line not in seen and
 // returns the new ones: the line is logged after the deposed leader's
-// session is revoked, which may be after the new leader answers.
+// session is revoked, which may be after the new leader answers. Once one
+// came, it reads again a second later, so that a second deposition (by
+// another follower, or of the new leader) is among them too.
 func (c *cluster) depositionsAfter(seen []string) []string {
+	fresh := func() []string {
+		_, lines := c.depositions()
+		return slices.DeleteFunc(lines, func(l string) bool { return slices.Contains(seen, l) })
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		_, lines := c.depositions()
-		lines = slices.DeleteFunc(lines, func(l string) bool { return slices.Contains(seen, l) })
-		if len(lines) > 0 || time.Now().After(deadline) {
-			return lines
+		if lines := fresh(); len(lines) > 0 {
+			time.Sleep(time.Second)
+			return fresh()
+		}
+		if time.Now().After(deadline) {
+			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

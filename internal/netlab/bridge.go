@@ -22,7 +22,7 @@ func NewSegment(cleanup func(func())) (*Segment, error) {
 }
 
 // NewSegmentNamed is NewSegment with namespaces named
-// <prefix><pid namespace>-<pid>-<n>-…, so that a program's namespaces are
+// <prefix>p<pid namespace>-<pid>-<n>-…, so that a program's namespaces are
 // told apart from the tests'. The prefix must be the program's own: the
 // first segment sweeps every namespace so named whose process is gone.
 func NewSegmentNamed(cleanup func(func()), prefix string) (*Segment, error) {

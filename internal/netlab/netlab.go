@@ -59,29 +59,33 @@ func Check(tools ...string) error {
 const testPrefix = "mayu-test-"
 
 // newID is unique per process and lab: namespace names start with it,
-// <prefix><pid namespace>-<pid>-<n>. The first lab of a process with a
+// <prefix>p<pid namespace>-<pid>-<n>. The first lab of a process with a
 // prefix removes what processes of its pid namespace with the same
 // prefix left behind when they died (sweepStale): a pid names a process
 // only within its pid namespace, and /run/netns may be shared with
 // another one (a container's).
 func newID(prefix string) string {
-	prefix += pidNamespace() + "-"
-	swept.Do(prefix, func() { sweepStale(prefix) })
+	// "p<inode>": a name a sweep by <prefix><pid>-<n>-… does not parse.
+	ns, known := pidNamespace()
+	prefix += "p" + ns + "-"
+	if known { // else /proc cannot tell whose process is gone either
+		swept.Do(prefix, func() { sweepStale(prefix) })
+	}
 	return fmt.Sprintf("%s%d-%d", prefix, os.Getpid(), seq.Add(1))
 }
 
-// pidNamespace is the inode number of this process's pid namespace
-// ("0" if it cannot be read).
-func pidNamespace() string {
+// pidNamespace is the inode number of this process's pid namespace, and
+// whether it could be read ("0" if not).
+func pidNamespace() (string, bool) {
 	link, err := os.Readlink("/proc/self/ns/pid") // "pid:[4026531836]"
 	if err != nil {
-		return "0"
+		return "0", false
 	}
 	ino := strings.TrimSuffix(strings.TrimPrefix(link, "pid:["), "]")
 	if _, err := strconv.ParseUint(ino, 10, 64); err != nil {
-		return "0"
+		return "0", false
 	}
-	return ino
+	return ino, true
 }
 
 // swept runs each prefix's sweep once per process.
@@ -167,7 +171,7 @@ func killAndDelete(ns string) error {
 		if out, err = exec.Command("ip", "netns", "del", ns).CombinedOutput(); err == nil {
 			return nil
 		}
-		if _, serr := os.Stat("/run/netns/" + ns); errors.Is(serr, os.ErrNotExist) {
+		if !netnsExists(ns) {
 			return nil // never made (a failed constructor), or another sweep's
 		}
 		err = fmt.Errorf("ip netns del %s: %v: %s", ns, err, bytes.TrimSpace(out))
@@ -175,6 +179,21 @@ func killAndDelete(ns string) error {
 	}
 	fmt.Fprintf(os.Stderr, "netlab: %v\n", err)
 	return err
+}
+
+// netnsExists reports whether `ip netns list` names ns (true if it
+// cannot tell).
+func netnsExists(ns string) bool {
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		return true
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if name, _, _ := strings.Cut(strings.TrimSpace(line), " "); name == ns {
+			return true
+		}
+	}
+	return false
 }
 
 // New creates the namespaces and the veth between them; srvAddr is the

@@ -24,6 +24,9 @@ func TestStaleOwner(t *testing.T) {
 		{"mayu-test-4242-0-sw", 0, false},
 		{"mayu-test-4242-x-sw", 0, false},
 		{"my4242-3-sw", 0, false}, // another prefix
+		// newID's names: the pid namespace's field is no pid to a
+		// sweep by the bare prefix (an older checkout's).
+		{"mayu-test-p4026531836-4242-3-cli", 0, false},
 		{"mayu-demo-4242-1-sw", 0, false},
 		{"", 0, false},
 	} {
@@ -31,6 +34,10 @@ func TestStaleOwner(t *testing.T) {
 		if pid != c.pid || ok != c.ok {
 			t.Errorf("staleOwner(%q) = %d, %v; want %d, %v", c.name, pid, ok, c.pid, c.ok)
 		}
+	}
+	// With the prefix newID sweeps by, pid namespace included.
+	if pid, ok := staleOwner("mayu-test-p4026531836-4242-3-cli", "mayu-test-p4026531836-"); pid != 4242 || !ok {
+		t.Errorf("staleOwner of a name newID made = %d, %v", pid, ok)
 	}
 }
 
