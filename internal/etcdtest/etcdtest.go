@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"path/filepath"
 	"strings"
@@ -100,6 +101,17 @@ func Prefix(t testing.TB) string {
 // freeAddr returns a loopback address with a port nobody listens on now.
 func freeAddr(t testing.TB) string {
 	t.Helper()
+	// Below Linux's ephemeral range (32768 and up by default): a port
+	// the kernel handed out for "127.0.0.1:0" could go to an outgoing
+	// connection before etcd binds it ("bind: address already in use",
+	// seen in CI); these are never given out so.
+	for try := 0; try < 200; try++ {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000)))
+		if err == nil {
+			defer l.Close()
+			return l.Addr().String()
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("etcdtest: pick a free port: %v", err)
