@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestStaleOwner(t *testing.T) {
@@ -72,6 +73,18 @@ func TestSweepStale(t *testing.T) {
 	exited := make(chan error, 1)
 	go func() { exited <- orphan.Wait() }()
 	t.Cleanup(func() { orphan.Process.Kill() })
+	// Start returns before ip has entered the namespace; a sweep before
+	// that finds no pid to kill, and the sleep then runs in the
+	// deleted namespace (CI saw it once).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		out, err := exec.Command("ip", "netns", "pids", stale).Output()
+		if err == nil && len(strings.Fields(string(out))) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the orphan did not enter %s within 10 s", stale)
+		}
+	}
 
 	sweepStale(prefix)
 
