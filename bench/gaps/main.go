@@ -57,14 +57,21 @@ func parseEvents(r io.Reader) ([]Event, error) {
 }
 
 // GapAt is the gap an event caused: the first gap that ends after the
-// event and starts before the event's window closes (and before the next
-// event); 0 if there is none.
+// event and whose first failed attempt starts before the event's window
+// closes and before the next event; 0 if there is none. A gap runs from
+// the last answer, which may come a few ms before the next event is
+// logged: judged by that, the next event's gap would count for this one
+// too when this one caused none.
 func GapAt(gaps []dhcpprobe.Gap, ev Event, next time.Time) time.Duration {
 	for _, g := range gaps {
 		if !g.End.After(ev.At) {
 			continue
 		}
-		if g.Start.After(ev.At.Add(window)) || (!next.IsZero() && !g.Start.Before(next)) {
+		failed := g.FirstFailed
+		if failed.IsZero() {
+			failed = g.Start
+		}
+		if failed.After(ev.At.Add(window)) || (!next.IsZero() && !failed.Before(next)) {
 			return 0
 		}
 		return g.Duration

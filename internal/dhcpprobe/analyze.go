@@ -19,9 +19,12 @@ type Gap struct {
 	// the end of its last attempt if no success follows it.
 	End      time.Time
 	Duration time.Duration // End - Start (never negative)
-	Failures int           // failed attempts in the run
-	Leading  bool          // no success before the run: it starts the log
-	Trailing bool          // no success after the run: it ends the log
+	// FirstFailed is the start of the run's first failed attempt: what
+	// follows a disruption, where Start (the last success) may precede it.
+	FirstFailed time.Time
+	Failures    int  // failed attempts in the run
+	Leading     bool // no success before the run: it starts the log
+	Trailing    bool // no success after the run: it ends the log
 }
 
 // sortedByStart returns rs ordered by start time; rs itself is untouched.
@@ -45,7 +48,7 @@ func Gaps(rs []Result) []Gap {
 	for _, r := range sortedByStart(rs) {
 		if !r.OK {
 			if cur == nil {
-				cur = &Gap{Start: r.Start, Leading: !seenOK}
+				cur = &Gap{Start: r.Start, FirstFailed: r.Start, Leading: !seenOK}
 				if seenOK {
 					cur.Start = lastOK
 				}

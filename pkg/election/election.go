@@ -157,7 +157,7 @@ func (e *Election) term(ctx context.Context, lead func(context.Context, Fence)) 
 	if err != nil {
 		return fmt.Errorf("etcd session: %w", err)
 	}
-	defer sess.Close()
+	defer func() { sess.Close() }() // the session of the moment (resume)
 	el := concurrency.NewElection(sess, e.prefix)
 
 	// Campaign until won; a lost session aborts the campaign too.
@@ -210,11 +210,25 @@ func (e *Election) term(ctx context.Context, lead func(context.Context, Fence)) 
 		lead(lctx, f)
 	}()
 	lost := "etcd session ended"
-	select {
-	case <-sess.Done():
-	case <-ctx.Done():
-	case <-e.keyGone(lctx, f):
-		lost = "leader key deleted"
+	gone := e.keyGone(lctx, f)
+wait:
+	for {
+		select {
+		case <-sess.Done():
+			if ctx.Err() != nil {
+				break wait
+			}
+			s, ok := e.resume(ctx, f, ttl)
+			if !ok {
+				break wait
+			}
+			sess = s
+		case <-ctx.Done():
+			break wait
+		case <-gone:
+			lost = "leader key deleted"
+			break wait
+		}
 	}
 	// Stop answering before anything else: another replica may already
 	// lead.
@@ -240,6 +254,42 @@ func (e *Election) term(ctx context.Context, lead func(context.Context, Fence)) 
 	// already cancelled, so this uses a fresh one.
 	e.cli.Revoke(rctx, f.Lease)
 	return nil
+}
+
+// resumeWait bounds how long a leader whose session ended asks etcd
+// whether the session's lease still lives, answering meanwhile.
+const resumeWait = time.Second
+
+// resume goes on with a term whose session ended while etcd may still
+// hold its lease. etcd's client ends a session when none of its
+// keepalives has been answered for one TTL, whether or not etcd expired
+// the lease: a raft leader cut off with its host leaves the keepalives
+// of a replica that used that member stuck there, then on an etcd
+// electing a new raft leader (which extends every lease), for about that
+// long. The term's key, hence its fence, lives as long as the lease: if
+// etcd still holds it, the term goes on over a new session on the same
+// lease, rather than ending and making a second change of leader for one
+// failure. Answering while etcd is asked is safe: every write of the
+// term is fenced.
+func (e *Election) resume(ctx context.Context, f Fence, ttl int) (*concurrency.Session, bool) {
+	e.log.Warn("etcd session: no keepalive answered for a TTL; asking etcd whether the term's lease lives", "replica", e.name, "term", f.Rev)
+	tctx, cancel := context.WithTimeout(ctx, resumeWait)
+	resp, err := e.cli.TimeToLive(tctx, f.Lease)
+	cancel()
+	if err != nil {
+		e.log.Warn("etcd session: etcd did not say whether the term's lease lives", "replica", e.name, "term", f.Rev, "err", err)
+		return nil, false
+	}
+	if resp.TTL <= 0 { // gone, or too close to expiring to tell
+		e.log.Warn("etcd session: the term's lease is gone", "replica", e.name, "term", f.Rev, "ttl_left_s", resp.TTL)
+		return nil, false
+	}
+	s, err := concurrency.NewSession(e.cli, concurrency.WithLease(f.Lease), concurrency.WithTTL(max(ttl, 1)), concurrency.WithContext(ctx))
+	if err != nil {
+		return nil, false
+	}
+	e.log.Warn("etcd session resumed: etcd still holds the term's lease; leading on", "replica", e.name, "term", f.Rev, "ttl_left_s", resp.TTL)
+	return s, true
 }
 
 // keyGone is closed when the term's leader key is deleted while the

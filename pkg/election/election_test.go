@@ -89,7 +89,18 @@ func start(t *testing.T, cli *clientv3.Client, name string, ttl time.Duration, a
 // startWith is start with the election's metrics on reg.
 func startWith(t *testing.T, cli *clientv3.Client, name string, ttl time.Duration, act *active, reg prometheus.Registerer, setup ...func(*election.Election)) *replica {
 	t.Helper()
-	r := &replica{name: name, el: election.New(cli, prefix, name, ttl, logger(t).With("replica", name), reg),
+	return startElection(t, election.New(cli, prefix, name, ttl, logger(t).With("replica", name), reg), name, act, setup...)
+}
+
+// startLogged is start with the election's log to log.
+func startLogged(t *testing.T, cli *clientv3.Client, name string, ttl time.Duration, act *active, log *slog.Logger) *replica {
+	t.Helper()
+	return startElection(t, election.New(cli, prefix, name, ttl, log.With("replica", name), nil), name, act)
+}
+
+func startElection(t *testing.T, el *election.Election, name string, act *active, setup ...func(*election.Election)) *replica {
+	t.Helper()
+	r := &replica{name: name, el: el,
 		terms: make(chan *term, 16), done: make(chan struct{})}
 	for _, f := range setup {
 		f(r.el)
