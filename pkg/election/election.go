@@ -1,8 +1,9 @@
 // Package election decides which replica answers DHCP. Every replica, even
 // a lone one, campaigns through etcd (client/v3/concurrency); the winner
 // leads while its session lives. Losing the session (etcd unreachable,
-// partition, keepalives failing) ends the leadership at once; a graceful
-// stop resigns so the next replica takes over without waiting out the TTL.
+// partition, keepalives failing) ends the leadership, unless etcd renews
+// the session's lease when asked (resume); a graceful stop resigns so the
+// next replica takes over without waiting out the TTL.
 //
 // Leadership comes with a Fence: the leader key and its create revision.
 // Every write only the leader may make carries the Fence as a transaction
@@ -21,6 +22,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
@@ -157,8 +159,9 @@ func (e *Election) term(ctx context.Context, lead func(context.Context, Fence)) 
 	if err != nil {
 		return fmt.Errorf("etcd session: %w", err)
 	}
-	defer func() { sess.Close() }() // the session of the moment (resume)
+	defer sess.Close()
 	el := concurrency.NewElection(sess, e.prefix)
+	sessDone := sess.Done() // the term's own keepalives replace it (resume)
 
 	// Campaign until won; a lost session aborts the campaign too.
 	cctx, cancel := context.WithCancel(ctx)
@@ -168,7 +171,7 @@ func (e *Election) term(ctx context.Context, lead func(context.Context, Fence)) 
 		changed := gateChanged
 		for {
 			select {
-			case <-sess.Done():
+			case <-sessDone:
 				cancel()
 				return
 			case <-changed:
@@ -211,24 +214,31 @@ func (e *Election) term(ctx context.Context, lead func(context.Context, Fence)) 
 	}()
 	lost := "etcd session ended"
 	gone := e.keyGone(lctx, f)
+	resumed := false
 wait:
 	for {
 		select {
-		case <-sess.Done():
-			if ctx.Err() != nil {
-				break wait
+		case <-sessDone:
+			if ctx.Err() != nil || resumed {
+				break wait // a resumed term's own renewals failed for a TTL
 			}
-			s, ok := e.resume(ctx, f, ttl)
+			renewed, ok := e.resume(lctx, f, gone)
 			if !ok {
 				break wait
 			}
-			sess = s
+			resumed = true
+			sessDone = e.keepAlive(lctx, f, renewed)
 		case <-ctx.Done():
 			break wait
 		case <-gone:
 			lost = "leader key deleted"
 			break wait
 		}
+	}
+	select {
+	case <-gone:
+		lost = "leader key deleted"
+	default:
 	}
 	// Stop answering before anything else: another replica may already
 	// lead.
@@ -256,8 +266,8 @@ wait:
 	return nil
 }
 
-// resumeWait bounds how long a leader whose session ended asks etcd
-// whether the session's lease still lives, answering meanwhile.
+// resumeWait bounds how long a leader whose session ended asks etcd to
+// renew the session's lease, answering meanwhile.
 const resumeWait = time.Second
 
 // resume goes on with a term whose session ended while etcd may still
@@ -267,29 +277,75 @@ const resumeWait = time.Second
 // of a replica that used that member stuck there, then on an etcd
 // electing a new raft leader (which extends every lease), for about that
 // long. The term's key, hence its fence, lives as long as the lease: if
-// etcd still holds it, the term goes on over a new session on the same
-// lease, rather than ending and making a second change of leader for one
-// failure. Answering while etcd is asked is safe: every write of the
-// term is fenced.
-func (e *Election) resume(ctx context.Context, f Fence, ttl int) (*concurrency.Session, bool) {
-	e.log.Warn("etcd session: no keepalive answered for a TTL; asking etcd whether the term's lease lives", "replica", e.name, "term", f.Rev)
+// etcd renews it when asked (a renewal goes through etcd's raft leader,
+// which checks it still leads), the term goes on, rather than ending and
+// making a second change of leader for one failure. It returns when the
+// renewal was sent. Answering while etcd is asked is safe: every write of
+// the term is fenced.
+func (e *Election) resume(ctx context.Context, f Fence, gone <-chan struct{}) (time.Time, bool) {
+	e.log.Warn("etcd session ended; asking etcd to renew the term's lease", "replica", e.name, "term", f.Rev)
 	tctx, cancel := context.WithTimeout(ctx, resumeWait)
-	resp, err := e.cli.TimeToLive(tctx, f.Lease)
-	cancel()
-	if err != nil {
-		e.log.Warn("etcd session: etcd did not say whether the term's lease lives", "replica", e.name, "term", f.Rev, "err", err)
-		return nil, false
+	defer cancel()
+	go func() { // a deposition ends the question too
+		select {
+		case <-gone:
+			cancel()
+		case <-tctx.Done():
+		}
+	}()
+	sent := time.Now()
+	resp, err := e.cli.KeepAliveOnce(tctx, f.Lease)
+	switch {
+	case ctx.Err() != nil || tctx.Err() == context.Canceled:
+		return time.Time{}, false // the term ends anyway: nothing to say
+	case errors.Is(err, rpctypes.ErrLeaseNotFound) || (err == nil && resp.TTL <= 0):
+		e.log.Warn("etcd session: the term's lease is gone", "replica", e.name, "term", f.Rev)
+		return time.Time{}, false
+	case err != nil:
+		e.log.Warn("etcd session: etcd did not renew the term's lease", "replica", e.name, "term", f.Rev, "err", err)
+		return time.Time{}, false
 	}
-	if resp.TTL <= 0 { // gone, or too close to expiring to tell
-		e.log.Warn("etcd session: the term's lease is gone", "replica", e.name, "term", f.Rev, "ttl_left_s", resp.TTL)
-		return nil, false
-	}
-	s, err := concurrency.NewSession(e.cli, concurrency.WithLease(f.Lease), concurrency.WithTTL(max(ttl, 1)), concurrency.WithContext(ctx))
-	if err != nil {
-		return nil, false
-	}
-	e.log.Warn("etcd session resumed: etcd still holds the term's lease; leading on", "replica", e.name, "term", f.Rev, "ttl_left_s", resp.TTL)
-	return s, true
+	e.metrics.resumes.WithLabelValues().Inc()
+	e.log.Warn("etcd session resumed: etcd renewed the term's lease; leading on", "replica", e.name, "term", f.Rev)
+	return sent, true
+}
+
+// keepAlive keeps a resumed term's lease alive, renewing it every third
+// of its TTL, and closes the channel it returns once no renewal has
+// succeeded for a TTL since the last one was sent (from renewed on): etcd
+// may expire the lease from then on, and the term is over. A renewal
+// etcd refuses (the lease is gone) ends it at once.
+func (e *Election) keepAlive(ctx context.Context, f Fence, renewed time.Time) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(e.ttl / 3)
+		defer t.Stop()
+		for {
+			until := time.Until(renewed.Add(e.ttl))
+			if until <= 0 {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(until):
+				return
+			case <-t.C:
+			}
+			sent := time.Now()
+			kctx, cancel := context.WithTimeout(ctx, min(e.ttl/3, time.Until(renewed.Add(e.ttl))))
+			resp, err := e.cli.KeepAliveOnce(kctx, f.Lease)
+			cancel()
+			switch {
+			case err == nil && resp.TTL > 0:
+				renewed = sent
+			case err == nil || errors.Is(err, rpctypes.ErrLeaseNotFound):
+				return
+			}
+		}
+	}()
+	return done
 }
 
 // keyGone is closed when the term's leader key is deleted while the
