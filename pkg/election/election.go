@@ -227,7 +227,7 @@ wait:
 				break wait
 			}
 			resumed = true
-			sessDone = e.keepAlive(lctx, f, renewed)
+			sessDone = e.keepAlive(lctx, f, time.Duration(max(ttl, 1))*time.Second, renewed)
 		case <-ctx.Done():
 			break wait
 		case <-gone:
@@ -310,19 +310,19 @@ func (e *Election) resume(ctx context.Context, f Fence, gone <-chan struct{}) (t
 	return sent, true
 }
 
-// keepAlive keeps a resumed term's lease alive, renewing it every third
-// of its TTL, and closes the channel it returns once no renewal has
-// succeeded for a TTL since the last one was sent (from renewed on): etcd
-// may expire the lease from then on, and the term is over. A renewal
-// etcd refuses (the lease is gone) ends it at once.
-func (e *Election) keepAlive(ctx context.Context, f Fence, renewed time.Time) <-chan struct{} {
+// keepAlive keeps a resumed term's lease (of ttl, whole seconds) alive,
+// renewing it every third of its TTL, and closes the channel it returns
+// once no renewal has succeeded for a TTL since the last one was sent
+// (from renewed on): etcd may expire the lease from then on, and the term
+// is over. A renewal etcd refuses (the lease is gone) ends it at once.
+func (e *Election) keepAlive(ctx context.Context, f Fence, ttl time.Duration, renewed time.Time) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(e.ttl / 3)
+		t := time.NewTicker(ttl / 3)
 		defer t.Stop()
 		for {
-			until := time.Until(renewed.Add(e.ttl))
+			until := time.Until(renewed.Add(ttl))
 			if until <= 0 {
 				return
 			}
@@ -334,7 +334,7 @@ func (e *Election) keepAlive(ctx context.Context, f Fence, renewed time.Time) <-
 			case <-t.C:
 			}
 			sent := time.Now()
-			kctx, cancel := context.WithTimeout(ctx, min(e.ttl/3, time.Until(renewed.Add(e.ttl))))
+			kctx, cancel := context.WithTimeout(ctx, min(ttl/3, time.Until(renewed.Add(ttl))))
 			resp, err := e.cli.KeepAliveOnce(kctx, f.Lease)
 			cancel()
 			switch {
