@@ -167,7 +167,7 @@ func (e *Election) term(ctx context.Context, lead func(context.Context, Fence)) 
 	cctx, cancel := context.WithCancel(ctx)
 	campaigning := make(chan struct{})
 	var gateClosed atomic.Bool
-	go func() {
+	go func(sessDone <-chan struct{}) {
 		changed := gateChanged
 		for {
 			select {
@@ -189,7 +189,7 @@ func (e *Election) term(ctx context.Context, lead func(context.Context, Fence)) 
 				return
 			}
 		}
-	}()
+	}(sessDone)
 	err = el.Campaign(cctx, e.name)
 	close(campaigning)
 	if err != nil {
@@ -277,8 +277,8 @@ const resumeWait = time.Second
 // of a replica that used that member stuck there, then on an etcd
 // electing a new raft leader (which extends every lease), for about that
 // long. The term's key, hence its fence, lives as long as the lease: if
-// etcd renews it when asked (a renewal goes through etcd's raft leader,
-// which checks it still leads), the term goes on, rather than ending and
+// etcd renews it when asked (a renewal is answered by etcd's raft
+// leader), the term goes on, rather than ending and
 // making a second change of leader for one failure. It returns when the
 // renewal was sent. Answering while etcd is asked is safe: every write of
 // the term is fenced.
@@ -321,18 +321,23 @@ func (e *Election) keepAlive(ctx context.Context, f Fence, ttl time.Duration, re
 		defer close(done)
 		t := time.NewTicker(ttl / 3)
 		defer t.Stop()
+		// A resume that took a while renews at once.
+		now := time.Since(renewed) >= ttl/3
 		for {
 			until := time.Until(renewed.Add(ttl))
 			if until <= 0 {
 				return
 			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(until):
-				return
-			case <-t.C:
+			if !now {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(until):
+					return
+				case <-t.C:
+				}
 			}
+			now = false
 			sent := time.Now()
 			kctx, cancel := context.WithTimeout(ctx, min(ttl/3, time.Until(renewed.Add(ttl))))
 			resp, err := e.cli.KeepAliveOnce(kctx, f.Lease)
