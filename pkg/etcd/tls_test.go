@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/mayu-boot/mayu/internal/etcdtest"
 	"github.com/mayu-boot/mayu/pkg/config"
 	"github.com/mayu-boot/mayu/pkg/etcd"
+	"github.com/mayu-boot/mayu/pkg/state"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -90,13 +92,38 @@ func TestOpenTLSAuth(t *testing.T) {
 		if err != nil || !resp.Succeeded {
 			t.Fatalf("fenced write: %v %v", resp, err)
 		}
-		wch := cli.Watch(clientv3.WithRequireLeader(ctx), "/mayu/machines/", clientv3.WithPrefix())
+		// The watch as a replica's Follower runs it. Its first attempt may
+		// be refused ("invalid auth token"): etcd applies the client's
+		// simple token on each member through raft, and the member the
+		// watch stream went to may not have applied it yet; unlike a
+		// unary call, a stream is not retried by etcd's client. The
+		// Follower tries again, from the revision it read.
+		watched, ready := make(chan *clientv3.Event, 1), make(chan struct{})
+		var once sync.Once
+		wctx, stopWatch := context.WithCancel(ctx)
+		defer stopWatch()
+		go state.Follower{Key: "/mayu/machines/", Prefix: true, Pause: 100 * time.Millisecond,
+			Change:   func(ev *clientv3.Event) { watched <- ev },
+			Progress: func(int64) { once.Do(func() { close(ready) }) },
+			Broken:   func(err error) { t.Logf("watch broke, set up again: %v", err) },
+		}.Run(wctx, cli)
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			t.Fatal("the watch never read where to start")
+		}
 		if _, err := cli.Put(ctx, "/mayu/machines/a", "{}"); err != nil {
 			t.Fatal(err)
 		}
-		if w := <-wch; w.Err() != nil || len(w.Events) != 1 {
-			t.Fatalf("watch: %v %v", w.Err(), w.Events)
+		select {
+		case ev := <-watched:
+			if string(ev.Kv.Key) != "/mayu/machines/a" {
+				t.Fatalf("watch: %s", ev.Kv.Key)
+			}
+		case <-ctx.Done():
+			t.Fatal("the watch saw no change")
 		}
+		stopWatch()
 		if err := el.Resign(ctx); err != nil {
 			t.Fatal(err)
 		}
