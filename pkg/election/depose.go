@@ -183,7 +183,7 @@ type suspicion struct {
 // (etcdStep) and a failed one is tried again at the next step, on another
 // connection if etcd's client has several; the probe loop keeps probing
 // the leader last read, so a call that failed costs a step, not what was
-// seen.
+// seen. The reads of a step also give way to a new verdict (reading).
 func (e *Election) Watch(ctx context.Context) {
 	d := e.depose
 	if d == nil {
@@ -206,6 +206,14 @@ type watched struct {
 	url     string    // where its leader answers probes ("": nowhere known)
 	pending finding   // the probes' latest verdict not yet acted on
 	kick    chan struct{}
+	// A verdict that acts (suspect, deposeAlone) and differs from the
+	// previous one posted, or is on another term, is urgent: it ends the
+	// etcd loop's reads of the step under way (reading). Only the first
+	// of a run: the probes repeat a verdict at every probe while it holds,
+	// and reads that gave way to each would never learn the next term.
+	last      finding // the latest verdict posted
+	urgent    bool    // pending is urgent
+	interrupt func()  // ends the reads of the step under way (nil: none)
 }
 
 // finding is a verdict of the probe loop on one term.
@@ -251,11 +259,59 @@ func (w *watched) setTarget(cur leaderKey, url string) {
 // acted on is replaced by the newer one.
 func (w *watched) post(f finding) {
 	w.mu.Lock()
-	w.pending = f
+	urgent := f.v.acts() && (w.last.v != f.v || w.last.term != f.term)
+	w.pending, w.last = f, f
+	w.urgent = urgent || (w.urgent && f.v.acts())
+	if urgent && w.interrupt != nil {
+		w.interrupt()
+	}
 	w.mu.Unlock()
 	select {
 	case w.kick <- struct{}{}:
 	default:
+	}
+}
+
+// acts reports whether a verdict is one the etcd loop must act on at once
+// (publish it, or depose).
+func (v verdict) acts() bool { return v == suspect || v == deposeAlone }
+
+// rearm makes the next verdict urgent, the same as the last or not: the
+// etcd loop's action on the last one failed, and its next try must not
+// wait behind a read either.
+func (w *watched) rearm() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.last = finding{}
+}
+
+// reading is the context of the etcd loop's reads at one step: it ends
+// when an urgent verdict is posted (or at once if one waits), if
+// interruptible. A read can hang for its whole bound on a member cut off
+// with the leader's host, until etcd's client leaves that member out,
+// which takes about as long as the probes take to find the leader cut
+// off: the verdict, whose write twice hedges to another member, must not
+// wait behind it. An ended read is a failed one (the leader known, its
+// probe address and the voters are kept) and is made again at the next
+// step, which the loop lets run to its bounds: flapping verdicts cannot
+// keep a follower from ever reading the term.
+func (w *watched) reading(ctx context.Context, interruptible bool) (context.Context, func()) {
+	rctx, cancel := context.WithCancel(ctx)
+	if !interruptible {
+		return rctx, cancel
+	}
+	w.mu.Lock()
+	if w.urgent {
+		cancel()
+	} else {
+		w.interrupt = cancel
+	}
+	w.mu.Unlock()
+	return rctx, func() {
+		w.mu.Lock()
+		w.interrupt = nil
+		w.mu.Unlock()
+		cancel()
 	}
 }
 
@@ -271,7 +327,7 @@ func (w *watched) take() finding {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	f := w.pending
-	w.pending = finding{}
+	w.pending, w.urgent = finding{}, false
 	return f
 }
 
@@ -326,6 +382,9 @@ func (e *Election) follow(ctx context.Context, d *Deposition, w *watched) {
 		voters   int          // announced replicas taking part, as last read
 		votersAt time.Time    // when voters was read
 		v        verdictLease // this replica's published verdict
+		// interrupted: the last step's reads gave way to a verdict; this
+		// step's run to their bounds.
+		interrupted bool
 	)
 	p := &deposer{e: e, v: &v}
 	defer v.close(ctx, e)
@@ -341,8 +400,9 @@ func (e *Election) follow(ctx context.Context, d *Deposition, w *watched) {
 			return
 		case <-w.kick:
 		case <-t.C:
-			p.settle(ctx)
-			l, found, n, mine, err := e.observe(ctx, min(d.Timeout, etcdStep), cur.rev)
+			rctx, stopReading := w.reading(ctx, !interrupted)
+			p.settle(rctx)
+			l, found, n, mine, err := e.observe(rctx, min(d.Timeout, etcdStep), cur.rev)
 			switch f, leading := e.Fence(); {
 			case err != nil:
 				// etcd did not answer in time (a member cut off, an
@@ -371,17 +431,22 @@ func (e *Election) follow(ctx context.Context, d *Deposition, w *watched) {
 				verdicts = n
 			}
 			if cur.rev != 0 && url == "" {
-				pctx, cancel := context.WithTimeout(ctx, etcdStep)
+				pctx, cancel := context.WithTimeout(rctx, etcdStep)
 				url, _ = d.ProbeURL(pctx, cur.name) // "": announces none (or etcd did not say): left to its TTL
 				cancel()
 			}
 			if cur.rev != 0 && time.Since(votersAt) > 5*time.Second {
-				vctx, cancel := context.WithTimeout(ctx, etcdStep)
+				vctx, cancel := context.WithTimeout(rctx, etcdStep)
 				if nv, err := d.Voters(vctx); err == nil {
 					voters, votersAt = nv, time.Now()
 				}
 				cancel()
 			}
+			interrupted = rctx.Err() != nil && ctx.Err() == nil
+			stopReading()
+			// A probe address not read because a verdict on the term
+			// before ended the read ("" here) is read at the next step:
+			// the new leader is probed one Interval later.
 			w.setTarget(cur, url)
 			if v.published(cur.rev) && voters > 0 && verdicts > voters/2 && !w.answered(cur.rev) {
 				// This replica's verdict stands (it is withdrawn as
@@ -389,7 +454,9 @@ func (e *Election) follow(ctx context.Context, d *Deposition, w *watched) {
 				// waiting to be acted on) and the read shows a
 				// majority: depose now, not after the next probe
 				// times out.
-				p.depose(ctx, deposition{l: cur, cause: why, verdicts: verdicts, voters: voters})
+				if p.depose(ctx, deposition{l: cur, cause: why, verdicts: verdicts, voters: voters}) {
+					w.take() // acted on: the next step's reads need not give way to it
+				}
 				continue
 			}
 		}
@@ -401,18 +468,24 @@ func (e *Election) follow(ctx context.Context, d *Deposition, w *watched) {
 		case answering:
 			v.withdraw(ctx, e)
 		case deposeAlone:
-			p.depose(ctx, deposition{l: cur, cause: f.cause, voters: voters})
+			if !p.depose(ctx, deposition{l: cur, cause: f.cause, voters: voters}) {
+				w.rearm()
+			}
 		case suspect:
 			why = f.cause
 			if !v.published(cur.rev) {
 				n, ok := v.publish(ctx, e, cur, url)
 				if !ok {
-					continue // tried again at the next verdict
+					// Tried again at the next verdict, without waiting
+					// behind a read (a term found over is read at the
+					// step after, which runs to its bounds).
+					w.rearm()
+					continue
 				}
 				verdicts = max(verdicts, n)
 			}
-			if voters > 0 && verdicts > voters/2 {
-				p.depose(ctx, deposition{l: cur, cause: why, verdicts: verdicts, voters: voters})
+			if voters > 0 && verdicts > voters/2 && !p.depose(ctx, deposition{l: cur, cause: why, verdicts: verdicts, voters: voters}) {
+				w.rearm()
 			}
 		}
 	}
@@ -641,11 +714,14 @@ type deposer struct {
 // reads it, and if it names this follower, an earlier attempt (applied
 // late) ended the term, which is logged and counted then. The marker is
 // on this follower's verdict lease: it goes by itself.
-func (p *deposer) depose(ctx context.Context, d deposition) {
+//
+// answered says whether etcd answered (the term ended, by this follower
+// or before): if not, the next verdict tries again.
+func (p *deposer) depose(ctx context.Context, d deposition) (answered bool) {
 	e := p.e
 	if !p.v.ready(ctx, e) {
 		e.log.Debug("deposition: no verdict lease for the marker, trying again", "term", d.l.rev)
-		return
+		return false
 	}
 	data, _ := json.Marshal(deposedMarker{Replica: e.name, Term: d.l.rev, Reason: d.reason, At: time.Now().UTC()})
 	marker := e.keys.Deposed(d.l.rev)
@@ -660,7 +736,7 @@ func (p *deposer) depose(ctx context.Context, d deposition) {
 		// Perhaps applied all the same: the next step reads the marker.
 		p.unsure = &d
 		e.log.Warn("deposition failed", "leader", hostile.Clip(d.l.name, 64), "term", d.l.rev, "err", err)
-		return
+		return false
 	}
 	p.unsure = nil
 	if resp.Succeeded || p.mine(resp.Responses[0].GetResponseRange().Kvs) {
@@ -668,6 +744,7 @@ func (p *deposer) depose(ctx context.Context, d deposition) {
 	}
 	// Else the term is already over: another follower deposed it, or it
 	// ended otherwise.
+	return true
 }
 
 // settle finds out what came of a deposition whose call failed: its

@@ -85,3 +85,61 @@ func TestWithdrawAVerdictAppliedLate(t *testing.T) {
 		t.Fatalf("%d verdicts left after withdraw, want none: the one applied late stays for the whole term", n)
 	}
 }
+
+// Only the first of a run of verdicts that act ends the etcd loop's
+// reads: the probes repeat a verdict at every probe while it holds, and
+// reads that gave way to each would never learn that the term changed.
+// A verdict whose action failed makes the next one end them again; a
+// step after an ended one is not ended.
+func TestOnlyAFirstVerdictEndsTheReads(t *testing.T) {
+	w := &watched{kick: make(chan struct{}, 1)}
+	type step struct {
+		before []finding // posted before the step's reads begin
+		during *finding  // posted while they run
+		rearm  bool      // the action on the verdict failed
+		full   bool      // the step after one that was ended
+		want   bool      // the step's reads end early
+		what   string
+	}
+	act := func(term int64, v verdict) *finding { return &finding{term: term, v: v} }
+	for _, s := range []step{
+		{during: act(7, answering), what: "an answer"},
+		{during: act(7, suspect), want: true, what: "a first suspicion"},
+		{during: act(7, suspect), what: "the same suspicion again"},
+		{during: act(7, suspect), rearm: true, what: "and again, its publication failing"},
+		{during: act(7, suspect), want: true, what: "the suspicion after a failed publication"},
+		{during: act(7, deposeAlone), want: true, what: "a refusal after it"},
+		{during: act(8, deposeAlone), want: true, what: "a refusal on the next term"},
+		{during: act(8, answering), what: "an answer again"},
+		{before: []finding{*act(8, suspect)}, want: true, what: "a suspicion posted between steps"},
+		{before: []finding{*act(8, deposeAlone)}, full: true, what: "a step after an ended one"},
+		{before: []finding{*act(9, suspect), *act(9, answering)}, what: "a suspicion overtaken by an answer"},
+	} {
+		for _, f := range s.before {
+			w.post(f)
+		}
+		rctx, stop := w.reading(context.Background(), !s.full)
+		if s.during != nil {
+			w.post(*s.during)
+		}
+		wait := 100 * time.Millisecond
+		if s.want {
+			wait = 10 * time.Second // ends at once; a loaded machine may take a while
+		}
+		select {
+		case <-rctx.Done():
+			if !s.want {
+				t.Errorf("%s: the reads ended", s.what)
+			}
+		case <-time.After(wait):
+			if s.want {
+				t.Errorf("%s: the reads did not end", s.what)
+			}
+		}
+		stop()
+		w.take()
+		if s.rearm {
+			w.rearm()
+		}
+	}
+}
