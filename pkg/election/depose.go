@@ -442,7 +442,7 @@ func (e *Election) follow(ctx context.Context, d *Deposition, w *watched) {
 				}
 				cancel()
 			}
-			interrupted = rctx.Err() != nil && ctx.Err() == nil
+			interrupted = err != nil && rctx.Err() != nil && ctx.Err() == nil
 			stopReading()
 			// A probe address not read because a verdict on the term
 			// before ended the read ("" here) is read at the next step:
@@ -456,6 +456,8 @@ func (e *Election) follow(ctx context.Context, d *Deposition, w *watched) {
 				// times out.
 				if p.depose(ctx, deposition{l: cur, cause: why, verdicts: verdicts, voters: voters}) {
 					w.take() // acted on: the next step's reads need not give way to it
+				} else {
+					w.rearm()
 				}
 				continue
 			}
@@ -715,8 +717,10 @@ type deposer struct {
 // late) ended the term, which is logged and counted then. The marker is
 // on this follower's verdict lease: it goes by itself.
 //
-// answered says whether etcd answered (the term ended, by this follower
-// or before): if not, the next verdict tries again.
+// answered: etcd answered, and the term is over (deposed by this
+// follower, now or by an earlier attempt, or ended otherwise); false: the
+// deposition was not sent, or not answered, and the next verdict sends it
+// again.
 func (p *deposer) depose(ctx context.Context, d deposition) (answered bool) {
 	e := p.e
 	if !p.v.ready(ctx, e) {
