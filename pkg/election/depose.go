@@ -403,7 +403,13 @@ func (e *Election) follow(ctx context.Context, d *Deposition, w *watched) {
 			rctx, stopReading := w.reading(ctx, !interrupted)
 			p.settle(rctx)
 			l, found, n, mine, err := e.observe(rctx, min(d.Timeout, etcdStep), cur.rev)
-			switch f, leading := e.Fence(); {
+			f, leading := e.Fence()
+			if err == nil && !leading && (!found || l.name == e.name) {
+				// No term, or this replica's key is the oldest: its
+				// campaign may have won without its watch knowing yet.
+				e.lookAgain()
+			}
+			switch {
 			case err != nil:
 				// etcd did not answer in time (a member cut off, an
 				// etcd election under way): the probes go on with
@@ -796,6 +802,9 @@ func (p *deposer) deposed(ctx context.Context, d deposition) {
 	}
 	p.logged = d.l.rev
 	e := p.e
+	// This replica may be next: its campaign reads whether it won, now
+	// (the revoke below may wait on a member cut off).
+	e.lookAgain()
 	if d.l.lease != 0 {
 		rctx, cancel := context.WithTimeout(ctx, etcdStep)
 		e.cli.Revoke(rctx, d.l.lease) // already gone if it was revoked before

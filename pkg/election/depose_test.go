@@ -784,3 +784,68 @@ func isRead(req any) bool {
 	}
 	return true
 }
+
+// A follower that deposed the leader, or read that the term is over, and
+// is next in line leads at once, also when its campaign's watch has not
+// said so. A watch that etcd's client set up again (its member cut off
+// with the old leader's host) resumes from a revision in the past, and
+// etcd sends such a watch its events only at its next resync, up to
+// 0.1 s later: the new leader took that long to learn it had won. Here
+// b's watches hear nothing at all while its unary calls go through.
+func TestNextInLineLeadsWithoutItsWatch(t *testing.T) {
+	for _, c := range []struct {
+		name         string
+		othersDepose bool // c deposes, b reads that the term is over
+	}{{"b deposes", false}, {"c deposes", true}} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			srv := etcdtest.StartServer(t)
+			w := newWorld(3)
+			a := startDeposing(t, srv.Client, "a", w)
+			first := a.nextTerm(t, 10*time.Second)
+			var deaf atomic.Bool // b's watches hear nothing
+			cli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.ClientURL}, DialTimeout: 5 * time.Second,
+				DialOptions: []grpc.DialOption{etcdtest.DeafWatches(&deaf)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cli.Close() })
+			var b deposing
+			if c.othersDepose {
+				// b sees a answer throughout: only c deposes it.
+				reg := prometheus.NewRegistry()
+				r := startWith(t, cli, "b", 5*time.Second, nil, reg, func(e *election.Election) {
+					e.SetDeposition(election.Deposition{Interval: 50 * time.Millisecond, Timeout: 100 * time.Millisecond, SuspectAfter: 3,
+						ProbeURL: func(ctx context.Context, name string) (string, error) { return "probe://" + name, nil },
+						Voters:   func(ctx context.Context) (int, error) { return int(w.voters.Load()), nil },
+						Probe:    func(ctx context.Context, url string, term int64) election.Outcome { return election.Answered },
+					})
+				})
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan struct{})
+				go func() { defer close(done); r.el.Watch(ctx) }()
+				t.Cleanup(func() { cancel(); <-done })
+				b = deposing{replica: r, reg: reg}
+				time.Sleep(200 * time.Millisecond) // b campaigns before c: next in line
+				startDeposing(t, srv.Client, "c", w)
+				w.waitSeen(t, "c", "a")
+			} else {
+				b = startDeposing(t, cli, "b", w)
+				w.waitSeen(t, "b", "a")
+			}
+			deaf.Store(true)
+			t.Cleanup(func() { deaf.Store(false) })
+			w.set("a", election.Refused)
+			if !ended(first, 3*time.Second) {
+				t.Fatal("not deposed")
+			}
+			tm := b.nextTerm(t, 3*time.Second) // its watch would say so never
+			if !fencedPut(t, srv.Client, tm.fence, "/mayu/x") {
+				t.Fatal("b's term's fence does not hold")
+			}
+			if name := leader(t, srv.Client); name != "b" {
+				t.Fatalf("leader %q in etcd, want b", name)
+			}
+		})
+	}
+}

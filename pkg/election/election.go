@@ -77,6 +77,10 @@ type Election struct {
 
 	mu    sync.Mutex
 	fence *Fence
+
+	// nudge asks a campaign under way to read whether it has won
+	// (lookAgain), besides waiting for its watch to say so.
+	nudge chan struct{}
 }
 
 // SetGate makes the replica campaign only while gate allows (call before
@@ -106,7 +110,8 @@ func (e *Election) waitEligible(ctx context.Context) (<-chan struct{}, error) {
 // metrics go to reg (nil: nowhere).
 func New(cli *clientv3.Client, prefix, name string, ttl time.Duration, log *slog.Logger, reg prometheus.Registerer) *Election {
 	keys := state.Keys{Prefix: prefix}
-	return &Election{cli: cli, prefix: keys.Election(), keys: keys, name: name, ttl: ttl, log: log, metrics: newMetrics(reg)}
+	return &Election{cli: cli, prefix: keys.Election(), keys: keys, name: name, ttl: ttl, log: log, metrics: newMetrics(reg),
+		nudge: make(chan struct{}, 1)}
 }
 
 // Fence returns the current term if this replica leads.
@@ -190,7 +195,7 @@ func (e *Election) term(ctx context.Context, lead func(context.Context, Fence)) 
 			}
 		}
 	}(sessDone)
-	err = el.Campaign(cctx, e.name)
+	f, err := e.campaign(cctx, el, sess.Lease())
 	close(campaigning)
 	if err != nil {
 		cancel()
@@ -202,7 +207,6 @@ func (e *Election) term(ctx context.Context, lead func(context.Context, Fence)) 
 		}
 		return err
 	}
-	f := Fence{Key: el.Key(), Rev: el.Rev(), Lease: sess.Lease()}
 	e.setFence(&f)
 	e.log.Info("elected DHCP leader", "replica", e.name, "term", f.Rev)
 
@@ -254,7 +258,7 @@ wait:
 	// after the TTL. Resigning needs only the client, not the session.
 	rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer rcancel()
-	if err := el.Resign(rctx); err != nil {
+	if err := f.resign(rctx, e.cli); err != nil {
 		e.log.Warn("resigning DHCP leadership failed; the next leader waits out the TTL", "err", err)
 	} else {
 		e.log.Info("resigned DHCP leadership", "replica", e.name, "term", f.Rev)
@@ -264,6 +268,81 @@ wait:
 	// already cancelled, so this uses a fresh one.
 	e.cli.Revoke(rctx, f.Lease)
 	return nil
+}
+
+// campaign campaigns until this replica wins, and returns its term.
+//
+// The library's campaign learns that the keys before its own are gone
+// from a watch; a watch that etcd's client had to set up again (its
+// member cut off with the old leader's host, and left out) resumes from
+// a revision in the past, and etcd's server sends such a watch its events
+// only at its next resync, every 100 ms (watchResyncPeriod): the new
+// leader learnt it had won up to 0.1 s after the deposition, in 1 link
+// cut of 4 where etcd's raft leader survived. A nudge (the follower's
+// deposition done, or its read of the term finding none or this
+// replica's) makes the campaign read whether its key is now the oldest,
+// which is the library's own condition of a win.
+//
+// A campaign won that way leaves the library's running until its watch
+// sees the win too (or cctx ends); el is not touched again, the term is
+// f, and it is resigned by f.resign.
+func (e *Election) campaign(cctx context.Context, el *concurrency.Election, lease clientv3.LeaseID) (Fence, error) {
+	won := make(chan error, 1)
+	go func() { won <- el.Campaign(cctx, e.name) }()
+	key := fmt.Sprintf("%s/%x", e.prefix, lease) // the library's key
+	lctx, stopLooking := context.WithCancel(cctx)
+	defer stopLooking()
+	var looked chan int64 // a read under way: the key's create revision, 0: not the oldest
+	for {
+		select {
+		case err := <-won:
+			if err != nil {
+				return Fence{}, err
+			}
+			return Fence{Key: el.Key(), Rev: el.Rev(), Lease: lease}, nil
+		case <-e.nudge:
+			if looked == nil {
+				looked = make(chan int64, 1)
+				go func(looked chan<- int64) { looked <- e.oldest(lctx, key) }(looked)
+			}
+		case rev := <-looked:
+			looked = nil
+			if rev != 0 {
+				return Fence{Key: key, Rev: rev, Lease: lease}, nil
+			}
+		case <-cctx.Done():
+			return Fence{}, <-won // the library's campaign ends with cctx
+		}
+	}
+}
+
+// oldest reads whether key is the oldest election key (no key was created
+// before it, the library's own condition of a win) and returns its create
+// revision, 0 if not. A linearizable read, sent to two members if the
+// first does not answer at once (twice).
+func (e *Election) oldest(ctx context.Context, key string) int64 {
+	resp, err := twice(ctx, etcdStep, func(ctx context.Context) (*clientv3.GetResponse, error) {
+		return e.cli.Get(ctx, e.prefix+"/", clientv3.WithFirstCreate()...)
+	})
+	if err != nil || len(resp.Kvs) == 0 || string(resp.Kvs[0].Key) != key {
+		return 0
+	}
+	return resp.Kvs[0].CreateRevision
+}
+
+// lookAgain nudges a campaign under way (if any) to read whether it won.
+func (e *Election) lookAgain() {
+	select {
+	case e.nudge <- struct{}{}:
+	default:
+	}
+}
+
+// resign ends the term f at once: its key goes if it is still this
+// term's (as the library's Resign, without its state).
+func (f Fence) resign(ctx context.Context, cli *clientv3.Client) error {
+	_, err := cli.Txn(ctx).If(f.Cmp()).Then(clientv3.OpDelete(f.Key)).Commit()
+	return err
 }
 
 // resumeWait bounds how long a leader whose session ended asks etcd to

@@ -178,26 +178,49 @@ func (s *Store) fromWarm(ctx context.Context) (leases []Lease, bad []error, ok b
 		return nil, nil, false, nil
 	}
 	w.mu.Lock()
-	loaded := w.loaded
+	loaded, seen := w.loaded, w.rev
 	w.mu.Unlock()
 	if !loaded {
 		// Not loaded yet (a replica just started, or its watch broke):
 		// waiting for that load is no faster than reading the leases.
 		return nil, nil, false, nil
 	}
-	// etcd's current revision: one key, not the leases.
+	// etcd's current revision and how many leases it holds, then whether
+	// any was written since the copy's revision, at that revision or a
+	// later one: keys and revisions from etcd's index, not the leases.
+	// (Reads, not a transaction: etcd's client sends a read again on
+	// another member when the one it used was left out.)
 	cctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
 	resp, err := s.cli.Get(cctx, s.keys.Leases(), clientv3.WithPrefix(), clientv3.WithCountOnly())
-	cancel()
 	if err != nil {
 		return nil, nil, false, state.Unavailable("read the current revision", err)
 	}
-	want := resp.Header.Revision
+	want, count := resp.Header.Revision, resp.Count
+	written, err := s.cli.Get(cctx, s.keys.Leases(), clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+		clientv3.WithMinModRev(seen+1), clientv3.WithLimit(1))
+	if err != nil {
+		return nil, nil, false, state.Unavailable("read the current revision", err)
+	}
+	cancel()
+	// Nothing written since the copy's revision: the copy is etcd's at
+	// want but for deletes it has not seen yet, which the count finds
+	// (below). The copy need not wait for its watch then: a watch that
+	// etcd's client set up again (its member cut off) resumes from a
+	// revision in the past, and etcd sends it its events, or the progress
+	// asked for, only at its next resync, up to 0.1 s later; a new leader
+	// waited that long to answer.
+	unwritten := len(written.Kvs) == 0
 	deadline := time.NewTimer(catchUpTimeout)
 	defer deadline.Stop()
 	for {
 		w.mu.Lock()
-		if w.loaded && w.rev >= want && int64(len(w.leases)+len(w.bad)) != resp.Count {
+		held := int64(len(w.leases) + len(w.bad))
+		caughtUp := w.rev >= want
+		// Early: not caught up, but nothing was written since, and no
+		// delete is missing (one is: wait for the watch).
+		early := !caughtUp && unwritten && w.rev >= seen && held == count
+		if w.loaded && caughtUp && held != count {
 			// A copy that lacks a lease etcd holds (an etcd server that
 			// sent the progress notice ahead of queued events: etcd
 			// issue 15220, fixed in 3.5.8) would give its address
@@ -205,7 +228,7 @@ func (s *Store) fromWarm(ctx context.Context) (leases []Lease, bad []error, ok b
 			w.mu.Unlock()
 			return nil, nil, false, nil
 		}
-		if w.loaded && w.rev >= want {
+		if w.loaded && (caughtUp || early) {
 			leases = make([]Lease, 0, len(w.leases))
 			for _, l := range w.leases {
 				leases = append(leases, l)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 
 	"github.com/mayu-boot/mayu/internal/etcdtest"
 	"github.com/mayu-boot/mayu/pkg/config"
@@ -307,5 +308,73 @@ func TestFollowPausesWhileLeading(t *testing.T) {
 	}
 	if reads.Load() != before {
 		t.Errorf("Load read etcd: not from the copy")
+	}
+}
+
+// A new leader does not wait for its copy's watch when no lease was
+// written since the copy's revision: a watch that etcd's client set up
+// again (its member cut off with the old leader's host) resumes from a
+// revision in the past, and etcd sends it its events, or the progress
+// asked for, only at its next resync, up to 0.1 s later. Here the watch
+// hears nothing at all. A lease written or deleted meanwhile is never
+// missed: the copy is then not taken without its watch (here: read from
+// etcd after catchUpTimeout).
+func TestCatchUpWithoutTheWatchWhenNothingWasWritten(t *testing.T) {
+	t.Parallel()
+	srv := etcdtest.StartServer(t)
+	var deaf atomic.Bool
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.ClientURL}, DialTimeout: 5 * time.Second,
+		DialOptions: []grpc.DialOption{etcdtest.DeafWatches(&deaf)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := cli.Put(ctx, prefix+"election/t", "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := election.Fence{Key: prefix + "election/t", Rev: resp.Header.Revision}
+	st := NewStore(cli, keys, 10*time.Second)
+	for _, err := range putAll(st, f, []Lease{leaseN(1), leaseN(2)}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	follow(t, ctx, st, 2)
+	reads := fullReads(st)
+	deaf.Store(true)
+	t.Cleanup(func() { deaf.Store(false) })
+	// etcd moves on, the leases do not (the new leader's election key).
+	if _, err := cli.Put(ctx, prefix+"election/u", "u"); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := st.Load(ctx)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("Load with nothing written: %v, %v; want the 2 leases", got, err)
+	}
+	if n := reads.Load(); n != 0 {
+		t.Errorf("Load read every lease with nothing written: it waited for the deaf watch (catchUpTimeout)")
+	}
+
+	for _, c := range []struct {
+		what  string
+		write func() error
+		want  int
+	}{
+		{"a lease deleted", func() error { return st.Remove(ctx, f, leaseN(1).IP) }, 1},
+		{"a lease written", func() error { return st.Put(ctx, f, leaseN(3)) }, 2},
+	} {
+		if err := c.write(); err != nil {
+			t.Fatal(err)
+		}
+		got, _, err := st.Load(ctx)
+		if err != nil || len(got) != c.want {
+			t.Fatalf("Load after %s while the watch heard nothing: %v, %v; want %d leases", c.what, got, err, c.want)
+		}
+	}
+	if n := reads.Load(); n != 2 {
+		t.Errorf("%d full reads of the leases after a delete and a write the copy had not seen, want 2", n)
 	}
 }
