@@ -501,21 +501,23 @@ func (e *Election) follow(ctx context.Context, d *Deposition, w *watched) {
 
 // observe reads, in one transaction, the term in force (the oldest
 // election key) and how many verdicts term has. The read is bounded by
-// timeout: it is retried at the next step, on another connection if
-// etcd's client has several.
+// timeout: a failed one is retried at the next step.
 //
 // mine says whether this follower's own verdict on term is among them: a
 // write of it that etcd applied after it was withdrawn (a call that a
 // member took and answered late, or the hedged copy of one) is found
 // there, and withdrawn again.
 func (e *Election) observe(ctx context.Context, timeout time.Duration, term int64) (l leaderKey, found bool, verdicts int, mine bool, err error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	resp, err := e.cli.Txn(ctx).Then(
-		clientv3.OpGet(e.prefix+"/", clientv3.WithFirstCreate()...),
-		clientv3.OpGet(e.keys.Suspects(term), clientv3.WithPrefix(), clientv3.WithCountOnly()),
-		clientv3.OpGet(e.keys.Suspect(term, e.name), clientv3.WithCountOnly()),
-	).Commit()
+	// A read: sent to a second member when the first does not answer at
+	// once (twice), as it does not when cut off with the leader's host;
+	// the follower next in line learns from it that it won (lookAgain).
+	resp, err := twice(ctx, timeout, func(ctx context.Context) (*clientv3.TxnResponse, error) {
+		return e.cli.Txn(ctx).Then(
+			clientv3.OpGet(e.prefix+"/", clientv3.WithFirstCreate()...),
+			clientv3.OpGet(e.keys.Suspects(term), clientv3.WithPrefix(), clientv3.WithCountOnly()),
+			clientv3.OpGet(e.keys.Suspect(term, e.name), clientv3.WithCountOnly()),
+		).Commit()
+	})
 	if err != nil {
 		return leaderKey{}, false, 0, false, err
 	}
@@ -643,9 +645,9 @@ func (v *verdictLease) close(ctx context.Context, e *Election) {
 // next step (etcd's client sends each call to the next member).
 const etcdStep = 500 * time.Millisecond
 
-// hedgeAfter is how long the first attempt of a verdict's write runs
-// alone before twice sends a second beside it: a small write takes a few
-// ms, tens on a loaded host.
+// hedgeAfter is how long the first attempt of a call runs alone before
+// twice sends a second beside it: a small write or read takes a few ms,
+// tens on a loaded host.
 const hedgeAfter = 50 * time.Millisecond
 
 // twice calls f within total, and, when the first call has not succeeded
@@ -656,8 +658,9 @@ const hedgeAfter = 50 * time.Millisecond
 // leader's host cut off, so the verdicts are written just then). The
 // first success is returned, the other call cancelled. Only for calls
 // whose repetition changes nothing, not even what the caller learns:
-// publishing a verdict, and a deposition (whose marker tells a repeated
-// attempt that the first one ended the term).
+// publishing a verdict, a deposition (whose marker tells a repeated
+// attempt that the first one ended the term), and reads (the term, and
+// whether a campaign won).
 func twice[T any](ctx context.Context, total time.Duration, f func(context.Context) (T, error)) (T, error) {
 	ctx, cancel := context.WithTimeout(ctx, total)
 	defer cancel()
