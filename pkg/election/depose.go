@@ -404,9 +404,9 @@ func (e *Election) follow(ctx context.Context, d *Deposition, w *watched) {
 			p.settle(rctx)
 			l, found, n, mine, err := e.observe(rctx, min(d.Timeout, etcdStep), cur.rev)
 			f, leading := e.Fence()
-			if err == nil && !leading && (!found || l.name == e.name) {
-				// No term, or this replica's key is the oldest: its
-				// campaign may have won without its watch knowing yet.
+			if err == nil && found && !leading && e.nudgeable(l.key) {
+				// This replica's campaign key is the oldest: it may have
+				// won without its watch knowing yet.
 				e.lookAgain()
 			}
 			switch {

@@ -826,7 +826,12 @@ func TestNextInLineLeadsWithoutItsWatch(t *testing.T) {
 				go func() { defer close(done); r.el.Watch(ctx) }()
 				t.Cleanup(func() { cancel(); <-done })
 				b = deposing{replica: r, reg: reg}
-				time.Sleep(200 * time.Millisecond) // b campaigns before c: next in line
+				// b campaigns before c: next in line.
+				for deadline := time.Now().Add(10 * time.Second); !campaigns(t, srv.Client, "b"); time.Sleep(10 * time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatal("b did not campaign within 10s")
+					}
+				}
 				startDeposing(t, srv.Client, "c", w)
 				w.waitSeen(t, "c", "a")
 			} else {
@@ -848,4 +853,21 @@ func TestNextInLineLeadsWithoutItsWatch(t *testing.T) {
 			}
 		})
 	}
+}
+
+// campaigns reports whether replica name has an election key.
+func campaigns(t *testing.T, cli *clientv3.Client, name string) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, prefix+"election/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range resp.Kvs {
+		if string(kv.Value) == name {
+			return true
+		}
+	}
+	return false
 }

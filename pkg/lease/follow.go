@@ -185,32 +185,27 @@ func (s *Store) fromWarm(ctx context.Context) (leases []Lease, bad []error, ok b
 		// waiting for that load is no faster than reading the leases.
 		return nil, nil, false, nil
 	}
-	// etcd's current revision and how many leases it holds, then whether
-	// any was written since the copy's revision, at that revision or a
-	// later one: keys and revisions from etcd's index, not the leases.
-	// (Reads, not a transaction: etcd's client sends a read again on
-	// another member when the one it used was left out.)
+	// One read gives etcd's current revision, how many leases it holds
+	// (a range's count is of every key in it, whatever the revision
+	// filter: etcd filters the keys it returns), and whether any was
+	// written since the copy's revision.
 	cctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	resp, err := s.cli.Get(cctx, s.keys.Leases(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	resp, err := s.cli.Get(cctx, s.keys.Leases(), clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+		clientv3.WithMinModRev(seen+1), clientv3.WithLimit(1))
+	cancel()
 	if err != nil {
-		return nil, nil, false, state.Unavailable("read the current revision", err)
+		return nil, nil, false, state.Unavailable("read the leases' revision", err)
 	}
 	want, count := resp.Header.Revision, resp.Count
-	written, err := s.cli.Get(cctx, s.keys.Leases(), clientv3.WithPrefix(), clientv3.WithKeysOnly(),
-		clientv3.WithMinModRev(seen+1), clientv3.WithLimit(1))
-	if err != nil {
-		return nil, nil, false, state.Unavailable("read the current revision", err)
-	}
-	cancel()
-	// Nothing written since the copy's revision: the copy is etcd's at
-	// want but for deletes it has not seen yet, which the count finds
-	// (below). The copy need not wait for its watch then: a watch that
-	// etcd's client set up again (its member cut off) resumes from a
-	// revision in the past, and etcd sends it its events, or the progress
-	// asked for, only at its next resync, up to 0.1 s later; a new leader
-	// waited that long to answer.
-	unwritten := len(written.Kvs) == 0
+	// None written since the copy's revision: every lease etcd holds at
+	// want is in the copy as it is, and the copy holds no other when the
+	// counts agree (a delete it has not seen yet: they do not). The copy
+	// need not wait for its watch then: a watch that etcd's client set up
+	// again (its member cut off) resumes from a revision in the past, and
+	// etcd sends it its events, or the progress asked for, only at its
+	// next resync, up to 0.1 s later; a new leader waited that long to
+	// answer.
+	unwritten := len(resp.Kvs) == 0
 	deadline := time.NewTimer(catchUpTimeout)
 	defer deadline.Stop()
 	for {
@@ -219,7 +214,7 @@ func (s *Store) fromWarm(ctx context.Context) (leases []Lease, bad []error, ok b
 		caughtUp := w.rev >= want
 		// Early: not caught up, but nothing was written since, and no
 		// delete is missing (one is: wait for the watch).
-		early := !caughtUp && unwritten && w.rev >= seen && held == count
+		early := !caughtUp && unwritten && held == count
 		if w.loaded && caughtUp && held != count {
 			// A copy that lacks a lease etcd holds (an etcd server that
 			// sent the progress notice ahead of queued events: etcd

@@ -342,7 +342,19 @@ func TestCatchUpWithoutTheWatchWhenNothingWasWritten(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	written, err := cli.Get(ctx, "x") // the revision of the last put, or later
+	if err != nil {
+		t.Fatal(err)
+	}
 	follow(t, ctx, st, 2)
+	waitFor(t, 10*time.Second, "the copy at the last put's revision", func() bool {
+		st.mu.Lock()
+		w := st.warm
+		st.mu.Unlock()
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.rev >= written.Header.Revision
+	})
 	reads := fullReads(st)
 	deaf.Store(true)
 	t.Cleanup(func() { deaf.Store(false) })
