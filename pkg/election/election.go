@@ -171,9 +171,10 @@ func (e *Election) term(ctx context.Context, lead func(context.Context, Fence)) 
 
 	// Campaign until won; a lost session aborts the campaign too.
 	cctx, cancel := context.WithCancel(ctx)
-	campaigning := make(chan struct{})
+	campaigning, withdrawing := make(chan struct{}), make(chan struct{})
 	var gateClosed atomic.Bool
 	go func(sessDone <-chan struct{}) {
+		defer close(withdrawing)
 		changed := gateChanged
 		for {
 			select {
@@ -201,6 +202,17 @@ func (e *Election) term(ctx context.Context, lead func(context.Context, Fence)) 
 	// calls run last): see campaign.
 	defer stopCampaign()
 	close(campaigning)
+	<-withdrawing
+	if err == nil && cctx.Err() != nil {
+		// Won just as the campaign was withdrawn (the gate closed, the
+		// session ended, a stop): the term cannot run, its key goes.
+		rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if rerr := f.resign(rctx, e.cli); rerr != nil {
+			e.log.Warn("giving up a campaign won as it was withdrawn failed; the next leader waits out the TTL", "err", rerr)
+		}
+		rcancel()
+		err = context.Canceled
+	}
 	if err != nil {
 		cancel()
 		if gateClosed.Load() {
