@@ -14,7 +14,6 @@ import (
 
 	"github.com/mayu-boot/mayu/internal/etcdtest"
 	"github.com/mayu-boot/mayu/pkg/config"
-	"github.com/mayu-boot/mayu/pkg/election"
 	"github.com/mayu-boot/mayu/pkg/etcd"
 )
 
@@ -141,12 +140,7 @@ func TestCatchUpPastASilentMember(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	silent := c.NonLeader() // etcd itself goes on at once
-	resp, err := cli.Put(ctx, prefix+"election/t", "t")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := election.Fence{Key: prefix + "election/t", Rev: resp.Header.Revision}
-	st := NewStore(cli, keys, 10*time.Second)
+	st, f := storeWith(t, cli)
 	for _, err := range putAll(st, f, []Lease{leaseN(1), leaseN(2)}) {
 		if err != nil {
 			t.Fatal(err)
@@ -331,12 +325,7 @@ func TestCatchUpWithoutTheWatchWhenNothingWasWritten(t *testing.T) {
 	t.Cleanup(func() { cli.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	resp, err := cli.Put(ctx, prefix+"election/t", "t")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := election.Fence{Key: prefix + "election/t", Rev: resp.Header.Revision}
-	st := NewStore(cli, keys, 10*time.Second)
+	st, f := storeWith(t, cli)
 	for _, err := range putAll(st, f, []Lease{leaseN(1), leaseN(2)}) {
 		if err != nil {
 			t.Fatal(err)

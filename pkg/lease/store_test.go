@@ -37,7 +37,12 @@ func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 // holds.
 func storeOn(t testing.TB) (*Store, election.Fence) {
 	t.Helper()
-	cli := etcdtest.Start(t)
+	return storeWith(t, etcdtest.Start(t))
+}
+
+// storeWith is a store on cli, and the fence of a term it writes in.
+func storeWith(t testing.TB, cli *clientv3.Client) (*Store, election.Fence) {
+	t.Helper()
 	resp, err := cli.Put(context.Background(), prefix+"election/t", "t")
 	if err != nil {
 		t.Fatal(err)
